@@ -1,0 +1,75 @@
+"""The `gen` command line. Each concept registers its own commands from its own module here;
+this file only assembles them and turns our errors into exit codes (0 ok, 2 user input, 1 external tool)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from generator.errors import GenError
+
+app = typer.Typer(
+    name="gen",
+    help="Generate a secure ESP32 <-> Mosquitto MQTT link (firmware, broker, PKI) from one YAML spec.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _register_commands() -> None:
+    # One module per concept; each exposes register(app).
+    from generator.cli import (
+        broker_commands,
+        build_commands,
+        doctor_commands,
+        generate_commands,
+        pki_commands,
+        simulate_commands,
+        spec_commands,
+    )
+
+    for module in (
+        spec_commands,
+        generate_commands,
+        pki_commands,
+        broker_commands,
+        build_commands,
+        simulate_commands,
+        doctor_commands,
+    ):
+        module.register(app)
+
+
+_register_commands()
+
+
+def report_error(error: GenError) -> None:
+    err_console.print(f"[bold red]error:[/] {error.message}", markup=True)
+    if error.hint:
+        err_console.print(f"  [bold]fix:[/] {error.hint}", markup=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="gen")
+    except GenError as error:
+        report_error(error)
+        sys.exit(error.exit_code)
+    except click.exceptions.Exit as done:
+        sys.exit(done.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(2 if isinstance(error, click.UsageError) else error.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,9 @@
+"""`gen` commands for generate."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Adds this concept's commands to the `gen` app."""
