@@ -1,9 +1,41 @@
-"""`gen` commands for spec."""
+"""`gen new` and `gen check`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+from rich.console import Console
+
+from generator.spec import load_spec_source
+from generator.spec.view import render_resolved_spec
+
+console = Console(highlight=False, soft_wrap=True)
+
+
+def new(
+    name: str = typer.Argument(..., help="Project name (letters, digits, '-', '_')."),
+    framework: str = typer.Option("arduino", help="arduino (PubSubClient) or espidf (esp-mqtt)."),
+    auth: str = typer.Option("mtls", help="mtls, password or mtls+password."),
+    directory: Path = typer.Option(Path("projects"), "--dir", help="Where the project directory is created."),
+) -> None:
+    """Scaffold projects/NAME/ with a commented device.yaml, a secrets.yaml template and a .gitignore."""
+    from generator.scaffold import create_project
+
+    project_dir = create_project(name, framework=framework, auth=auth, parent=directory)
+    console.print(f"created {project_dir}/")
+    for relative in ("device.yaml", "secrets.yaml", ".gitignore"):
+        console.print(f"  {relative}")
+    console.print(f"next: put your WiFi in {project_dir / 'secrets.yaml'}, then `gen check {project_dir / 'device.yaml'}`")
+
+
+def check(spec: Path = typer.Argument(..., help="The spec, e.g. projects/NAME/device.yaml.")) -> None:
+    """Validate a spec and print it resolved: defaults filled, {id} expanded, secrets masked."""
+    resolved, source = load_spec_source(spec)
+    console.print(f"# {spec}: valid ({len(resolved.devices)} device{'s' if len(resolved.devices) != 1 else ''})")
+    console.print(render_resolved_spec(resolved, source.secret_values), end="", markup=False)
 
 
 def register(app: typer.Typer) -> None:
-    """Adds this concept's commands to the `gen` app."""
+    app.command()(new)
+    app.command()(check)

@@ -1,0 +1,44 @@
+"""The spec concept: reading a device.yaml, validating it, and the typed Spec everything else reads.
+
+    spec = load_spec(Path("projects/greenhouse/device.yaml"))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from generator.spec.model import (  # noqa: F401  (the public model)
+    AUTH_MODES,
+    BACKEND_IDENTITY,
+    KEY_TYPES,
+    SECRETS_MODES,
+    Broker,
+    Device,
+    DevicePki,
+    PkiOptions,
+    Publish,
+    Spec,
+    Status,
+    Subscribe,
+    Wifi,
+)
+from generator.spec.resolve import resolve_spec
+from generator.spec.schema_check import schema_problems
+from generator.spec.source import SpecSource, problems_to_error, read_spec_source
+
+
+def load_spec_source(path: Path, environ: dict[str, str] | None = None) -> tuple[Spec, SpecSource]:
+    source = read_spec_source(Path(path), environ)
+    problems = schema_problems(source)
+    if problems:
+        raise problems_to_error(source, problems)
+    spec, problems = resolve_spec(source)
+    if problems:
+        raise problems_to_error(source, problems)
+    assert spec is not None
+    return spec, source
+
+
+def load_spec(path: Path, environ: dict[str, str] | None = None) -> Spec:
+    """Reads, validates and resolves a spec. Raises UserError (exit 2) naming file:line:column for any problem."""
+    return load_spec_source(path, environ)[0]

@@ -1,0 +1,150 @@
+"""The Spec: typed, immutable, every default filled in and `{id}` expanded per device.
+
+Everything downstream (PKI, broker, firmware, build, simulate, doctor) reads these objects, never the YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator.catalogue import Target
+
+AUTH_MODES = ("mtls", "password", "mtls+password")
+SECRETS_MODES = ("embed", "nvs")
+KEY_TYPES = ("ec-p256", "rsa-2048")
+BACKEND_IDENTITY = "backend"  # the server-side identity that reads and writes every device topic
+
+
+@dataclass(frozen=True)
+class Wifi:
+    ssid: str
+    password: str
+
+
+@dataclass(frozen=True)
+class Broker:
+    host: str                      # the name devices dial; the broker cert's CN
+    names: tuple[str, ...]         # host first, then the extra names: every name the broker cert carries
+    port: int
+    plaintext_port: int | None
+
+
+@dataclass(frozen=True)
+class Status:
+    topic: str
+    online: str
+    offline: str
+
+
+@dataclass(frozen=True)
+class Publish:
+    name: str
+    topic: str
+    qos: int
+    retain: bool
+    interval: int       # seconds; 0 = only when the firmware asks
+    max_payload: int
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    name: str
+    filter: str
+    qos: int
+    max_payload: int
+
+
+@dataclass(frozen=True)
+class PkiOptions:
+    dir: Path                      # absolute
+    key_type: str
+    validity_days: int
+    ca_validity_days: int
+    ca_passphrase_env: str | None
+
+
+@dataclass(frozen=True)
+class DevicePki:
+    key_type: str
+    validity_days: int
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    target: Target
+    wifi: Wifi
+    broker: Broker
+    auth: str
+    secrets: str
+    keepalive: int
+    ntp: tuple[str, ...]
+    status: Status
+    publish: tuple[Publish, ...]
+    subscribe: tuple[Subscribe, ...]
+    pki: DevicePki
+
+    @property
+    def framework(self) -> str:
+        return self.target.framework
+
+    @property
+    def board(self) -> str:
+        return self.target.board
+
+    @property
+    def chip(self) -> str:
+        return self.target.chip
+
+    @property
+    def client_id(self) -> str:
+        return self.id
+
+    @property
+    def username(self) -> str:
+        # With mtls, Mosquitto's use_identity_as_username makes the cert CN (= the id) the username.
+        return self.id
+
+    @property
+    def c_name(self) -> str:
+        """The id as a C identifier suffix ('-' becomes '_'); unique within a spec (checked)."""
+        return self.id.replace("-", "_")
+
+    @property
+    def uses_client_cert(self) -> bool:
+        return self.auth in ("mtls", "mtls+password")
+
+    @property
+    def uses_password(self) -> bool:
+        return self.auth in ("password", "mtls+password")
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: Path                     # the spec file, absolute
+    project: str
+    broker: Broker
+    pki: PkiOptions
+    devices: tuple[Device, ...]
+
+    @property
+    def directory(self) -> Path:
+        return self.path.parent
+
+    @property
+    def default_out_dir(self) -> Path:
+        return self.directory / "build"
+
+    @property
+    def auth_modes(self) -> tuple[str, ...]:
+        return tuple(sorted({d.auth for d in self.devices}, key=AUTH_MODES.index))
+
+    def device(self, device_id: str) -> Device:
+        from generator.errors import UserError
+
+        for device in self.devices:
+            if device.id == device_id:
+                return device
+        known = ", ".join(d.id for d in self.devices)
+        raise UserError(f"{self.path} has no device {device_id!r}", hint=f"use one of: {known}")

@@ -1,0 +1,372 @@
+"""From validated spec data to the Spec model: per-device overrides merged, defaults filled, `{id}` expanded, and
+the rules JSON Schema cannot say (ids, topics, QoS per framework, fleet isolation, names for C and configs)."""
+
+from __future__ import annotations
+
+import ipaddress
+import keyword
+import re
+from pathlib import Path
+from typing import Any
+
+from generator.catalogue import Target, load_catalogue
+from generator.spec.model import (
+    BACKEND_IDENTITY,
+    Broker,
+    Device,
+    DevicePki,
+    PkiOptions,
+    Publish,
+    Spec,
+    Status,
+    Subscribe,
+    Wifi,
+)
+from generator.spec.schema_check import schema_default
+from generator.spec.source import SpecProblem, SpecSource
+from generator.topics import (
+    expand_topic,
+    filter_matches,
+    topic_filter_problem,
+    topic_name_problem,
+    unknown_placeholders,
+)
+
+DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,22}$")
+C_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_C_KEYWORDS = {
+    "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum", "extern",
+    "float", "for", "goto", "if", "inline", "int", "long", "register", "restrict", "return", "short", "signed",
+    "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void", "volatile", "while", "bool",
+    "class", "delete", "new", "namespace", "template", "this", "throw", "try", "catch", "private", "public",
+    "protected", "virtual", "operator", "friend", "true", "false", "nullptr", "setup", "loop", "main", "app_main",
+}
+# Device settings a fleet entry may override; the rest (project, broker, pki.dir...) belong to the whole spec.
+OVERRIDABLE = ("target", "wifi", "auth", "secrets", "keepalive", "ntp", "status", "publish", "subscribe", "pki")
+_MERGED_MAPPINGS = ("wifi", "status", "pki")
+MQTT_FIXED_HEADER_AND_LENGTH = 5 + 2  # PubSubClient: header + remaining length (5) + topic length field (2)
+PUBSUBCLIENT_MAX_BUFFER = 65535
+
+
+def host_problem(name: str) -> str | None:
+    """Why `name` cannot be a broker or NTP host name (a DNS name or an IP address), or None."""
+    try:
+        ipaddress.ip_address(name)
+        return None
+    except ValueError:
+        pass
+    if len(name) > 253:
+        return "is longer than 253 characters"
+    labels = name.rstrip(".").split(".")
+    if not all(_HOST_LABEL.match(label) for label in labels):
+        return "is neither an IP address nor a DNS name (letters, digits, '-' and '.' only)"
+    if labels[-1].isdigit():
+        return "looks like an IP address but is not a valid one"
+    return None
+
+
+def _device_id_problem(device_id: str) -> str | None:
+    if not isinstance(device_id, str):
+        return "must be a string"
+    if DEVICE_ID_PATTERN.match(device_id):
+        if device_id.lower() == BACKEND_IDENTITY:
+            return f"{device_id!r} is reserved for the server-side identity that reads every device topic"
+        return None
+    if not device_id:
+        return "is empty"
+    if len(device_id) > 23:
+        return (f"{device_id!r} is {len(device_id)} characters; MQTT 3.1.1 brokers must accept client ids of "
+                "only up to 23 characters")
+    bad = sorted({ch for ch in device_id if not (ch.isascii() and (ch.isalnum() or ch in "-_"))})
+    if bad:
+        shown = ", ".join(repr(ch) for ch in bad)
+        return (f"{device_id!r} contains {shown}; the id is the MQTT client id, the certificate CN, the broker "
+                "username, a file name and a C identifier suffix, so only letters, digits, '-' and '_' are safe"
+                + (" ('+' and '#' are MQTT wildcards that Mosquitto's ACL refuses)" if set(bad) & {"+", "#"} else ""))
+    return f"{device_id!r} must start with a letter or digit"
+
+
+def _c_name_problem(name: Any) -> str | None:
+    if not isinstance(name, str) or not C_NAME_PATTERN.match(name):
+        return "must be a C identifier (letters, digits and '_', not starting with a digit, at most 32 characters)"
+    if name in _C_KEYWORDS or keyword.iskeyword(name):
+        return f"{name!r} is a reserved word in C/C++ or the firmware; choose another name"
+    return None
+
+
+class _Resolver:
+    def __init__(self, source: SpecSource, catalogue: dict[str, Target]):
+        self.source = source
+        self.data: dict[str, Any] = source.data
+        self.catalogue = catalogue
+        self.problems: list[SpecProblem] = []
+
+    def problem(self, path: tuple, message: str, hint: str | None = None) -> None:
+        self.problems.append(SpecProblem(path, message, hint))
+
+    def _no_nul(self, path: tuple, value: Any) -> None:
+        if isinstance(value, str) and "\0" in value:
+            self.problem(path, "contains a NUL character, which cannot pass through C strings", "remove it")
+
+    # --- whole-spec parts -----------------------------------------------------------------------------------
+    def broker(self) -> Broker:
+        raw = self.data["broker"]
+        host = raw["host"]
+        problem = host_problem(host)
+        if problem:
+            self.problem(("broker", "host"), f"{host!r} {problem}")
+        names = [host]
+        for index, name in enumerate(raw.get("names", [])):
+            problem = host_problem(name)
+            if problem:
+                self.problem(("broker", "names", index), f"{name!r} {problem}")
+            elif _normal_host(name) not in {_normal_host(n) for n in names}:
+                names.append(name)
+        port = raw.get("port", schema_default("broker", "port"))
+        plaintext_port = raw.get("plaintext_port")
+        if plaintext_port is not None and plaintext_port == port:
+            self.problem(("broker", "plaintext_port"), f"is the same as the TLS port {port}",
+                         "choose another port, or remove plaintext_port")
+        return Broker(host=host, names=tuple(names), port=port, plaintext_port=plaintext_port)
+
+    def pki(self) -> PkiOptions:
+        raw = self.data.get("pki", {})
+        directory = Path(raw.get("dir", schema_default("pki", "dir")))
+        if not directory.is_absolute():
+            directory = self.source.path.parent / directory
+        env = raw.get("ca_passphrase_env")
+        if env is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env):
+            self.problem(("pki", "ca_passphrase_env"), f"{env!r} is not an environment variable name")
+        return PkiOptions(
+            dir=directory.resolve(),
+            key_type=raw.get("key_type", schema_default("pki", "key_type")),
+            validity_days=raw.get("validity_days", schema_default("pki", "validity_days")),
+            ca_validity_days=raw.get("ca_validity_days", schema_default("pki", "ca_validity_days")),
+            ca_passphrase_env=env,
+        )
+
+    # --- one device -----------------------------------------------------------------------------------------
+    def setting(self, entry: dict, base: tuple, key: str) -> tuple[Any, tuple]:
+        """A device setting and the spec path it came from: the device's own entry, else the top level."""
+        if key in entry:
+            return entry[key], base + (key,)
+        return self.data.get(key), (key,)
+
+    def mapping_setting(self, entry: dict, base: tuple, key: str) -> tuple[dict, dict[str, tuple]]:
+        merged: dict[str, Any] = {}
+        origin: dict[str, tuple] = {}
+        for value, path in ((self.data.get(key) or {}, (key,)), (entry.get(key) or {}, base + (key,))):
+            for field, field_value in value.items():
+                merged[field] = field_value
+                origin[field] = path + (field,)
+        return merged, origin
+
+    def device(self, entry: dict, base: tuple, broker: Broker, pki: PkiOptions) -> Device | None:
+        device_id = entry["id"]
+        problem = _device_id_problem(device_id)
+        if problem:
+            self.problem(base + ("id",), problem)
+            return None
+
+        target_name, target_path = self.setting(entry, base, "target")
+        target_name = target_name or schema_default("target")
+        target = self.catalogue.get(target_name)
+        if target is None:
+            self.problem(target_path if target_path != ("target",) or "target" in self.data else base + ("id",),
+                         f"target {target_name!r} is not in the catalogue",
+                         f"use one of: {', '.join(self.catalogue)}")
+            return None
+
+        wifi, wifi_origin = self.mapping_setting(entry, base, "wifi")
+        ssid, password = wifi.get("ssid"), wifi.get("password", "")
+        if ssid is None:
+            self.problem(base, "has no wifi.ssid (set `wifi: {ssid: ...}` at the top level or for this device)")
+        else:
+            self._no_nul(wifi_origin["ssid"], ssid)
+            if len(ssid.encode("utf-8")) > 32:
+                self.problem(wifi_origin["ssid"], f"is {len(ssid.encode())} bytes; a WiFi SSID has at most 32")
+        if password:
+            self._no_nul(wifi_origin["password"], password)
+            if not (8 <= len(password) <= 63 or re.fullmatch(r"[0-9A-Fa-f]{64}", password)):
+                self.problem(wifi_origin["password"],
+                             f"is {len(password)} characters; a WPA2 passphrase has 8 to 63 (or 64 hex digits)",
+                             "use the network's real passphrase, or an empty string for an open network")
+            elif not password.isascii():
+                self.problem(wifi_origin["password"], "contains non-ASCII characters; WPA2 passphrases are ASCII")
+
+        auth, _ = self.setting(entry, base, "auth")
+        secrets_mode, _ = self.setting(entry, base, "secrets")
+        keepalive, _ = self.setting(entry, base, "keepalive")
+        ntp, ntp_path = self.setting(entry, base, "ntp")
+        ntp = tuple(ntp) if ntp is not None else tuple(schema_default("ntp"))
+        for index, server in enumerate(ntp):
+            problem = host_problem(server)
+            if problem:
+                self.problem(ntp_path + (index,), f"{server!r} {problem}")
+
+        status_raw, status_origin = self.mapping_setting(entry, base, "status")
+        status = Status(
+            topic=expand_topic(status_raw.get("topic", schema_default("status", "topic")), device_id),
+            online=status_raw.get("online", schema_default("status", "online")),
+            offline=status_raw.get("offline", schema_default("status", "offline")),
+        )
+        status_topic_path = status_origin.get("topic", base)
+        self._check_topic_template(status_raw.get("topic", schema_default("status", "topic")), status_topic_path,
+                                   status.topic, is_filter=False)
+        for field in ("online", "offline"):
+            if field in status_origin:
+                self._no_nul(status_origin[field], status_raw[field])
+
+        publish_raw, publish_path = self.setting(entry, base, "publish")
+        publish = []
+        for index, item in enumerate(publish_raw or []):
+            path = publish_path + (index,)
+            topic = expand_topic(item["topic"], device_id)
+            self._check_topic_template(item["topic"], path + ("topic",), topic, is_filter=False)
+            qos = item.get("qos", 0)
+            if target.framework == "arduino" and qos > 0:
+                self.problem(path + ("qos",), f"is {qos}, but PubSubClient (the Arduino MQTT client) publishes at QoS 0 only",
+                             "use qos: 0, or an espidf target (esp-mqtt publishes at QoS 0, 1 and 2)")
+            publish.append(Publish(
+                name=item["name"], topic=topic, qos=qos, retain=item.get("retain", False),
+                interval=item.get("interval", 60), max_payload=item.get("max_payload", 256)))
+
+        subscribe_raw, subscribe_path = self.setting(entry, base, "subscribe")
+        subscribe = []
+        for index, item in enumerate(subscribe_raw or []):
+            path = subscribe_path + (index,)
+            topic_filter = expand_topic(item["filter"], device_id)
+            self._check_topic_template(item["filter"], path + ("filter",), topic_filter, is_filter=True)
+            qos = item.get("qos", 0)
+            if target.framework == "arduino" and qos > 1:
+                self.problem(path + ("qos",), "is 2, but PubSubClient (the Arduino MQTT client) subscribes at QoS 0 or 1 only",
+                             "use qos: 1, or an espidf target")
+            subscribe.append(Subscribe(name=item["name"], filter=topic_filter, qos=qos,
+                                       max_payload=item.get("max_payload", 256)))
+
+        seen_names: dict[str, tuple] = {}
+        for kind, items, path_base in (("publish", publish_raw or [], publish_path),
+                                       ("subscribe", subscribe_raw or [], subscribe_path)):
+            for index, item in enumerate(items):
+                name_path = path_base + (index, "name")
+                problem = _c_name_problem(item["name"])
+                if problem:
+                    self.problem(name_path, problem)
+                elif item["name"] in seen_names:
+                    self.problem(name_path, f"name {item['name']!r} is used twice in this device's topics",
+                                 "give every publish and subscribe entry its own name")
+                seen_names[item["name"]] = name_path
+
+        pki_raw, _ = self.mapping_setting(entry, base, "pki")
+        device_pki = DevicePki(key_type=pki_raw.get("key_type", pki.key_type),
+                               validity_days=pki_raw.get("validity_days", pki.validity_days))
+        if "pki" in entry:
+            for key in entry["pki"]:
+                if key not in ("key_type", "validity_days"):
+                    self.problem(base + ("pki", key), f"{key!r} applies to the whole spec, not to one device",
+                                 "move it to the top-level pki:")
+
+        buffer = self._buffer_needed(publish, subscribe, status)
+        if buffer > PUBSUBCLIENT_MAX_BUFFER and target.framework == "arduino":
+            self.problem(base, f"needs an MQTT buffer of {buffer} bytes; PubSubClient's is at most {PUBSUBCLIENT_MAX_BUFFER}",
+                         "lower max_payload or shorten topics")
+
+        return Device(
+            id=device_id, target=target, wifi=Wifi(ssid=ssid or "", password=password or ""), broker=broker,
+            auth=auth or schema_default("auth"), secrets=secrets_mode or schema_default("secrets"),
+            keepalive=keepalive if keepalive is not None else schema_default("keepalive"), ntp=ntp, status=status,
+            publish=tuple(publish), subscribe=tuple(subscribe), pki=device_pki,
+        )
+
+    def _entry_keys(self, base: tuple) -> set:
+        node: Any = self.data
+        for part in base:
+            node = node[part]
+        return set(node) if isinstance(node, dict) else set()
+
+    @staticmethod
+    def _buffer_needed(publish, subscribe, status) -> int:
+        sizes = [MQTT_FIXED_HEADER_AND_LENGTH + len(status.topic.encode()) + max(len(status.online.encode()), len(status.offline.encode()))]
+        sizes += [MQTT_FIXED_HEADER_AND_LENGTH + len(p.topic.encode()) + p.max_payload for p in publish]
+        sizes += [MQTT_FIXED_HEADER_AND_LENGTH + 2 + len(s.filter.encode()) + 128 + s.max_payload for s in subscribe]
+        return max(sizes)
+
+    def _check_topic_template(self, template: str, path: tuple, expanded: str, *, is_filter: bool) -> None:
+        unknown = unknown_placeholders(template)
+        if unknown:
+            self.problem(path, f"uses {', '.join(unknown)}; the only placeholder is {{id}}")
+            return
+        problem = topic_filter_problem(expanded) if is_filter else topic_name_problem(expanded)
+        if problem:
+            what = "topic filter" if is_filter else "topic"
+            self.problem(path, f"{what} {expanded!r} {problem}")
+
+    # --- across devices -------------------------------------------------------------------------------------
+    def fleet_rules(self, devices: list[tuple[Device, tuple]]) -> None:
+        by_lower: dict[str, tuple] = {}
+        by_c_name: dict[str, str] = {}
+        for device, base in devices:
+            key = device.id.lower()
+            if key in by_lower:
+                self.problem(base + ("id",), f"device id {device.id!r} is used twice (ids are compared ignoring case,"
+                             " because they name files)", "give every device its own id")
+            by_lower[key] = base
+            if device.c_name in by_c_name and by_c_name[device.c_name].lower() != key:
+                self.problem(base + ("id",), f"{device.id!r} and {by_c_name[device.c_name]!r} become the same C "
+                             f"identifier suffix {device.c_name!r}", "make them differ by more than '-' vs '_'")
+            by_c_name[device.c_name] = device.id
+
+        if devices:
+            first, _ = devices[0]
+            for device, base in devices[1:]:
+                if device.auth != first.auth:
+                    self.problem(base + ("auth",) if "auth" in self._entry_keys(base) else base,
+                                 f"is {device.auth!r} but {first.id!r} uses {first.auth!r}; every device of a spec "
+                                 "dials the same broker listener, and one Mosquitto listener serves one auth mode",
+                                 "use one auth mode per spec (split the fleet into two specs and brokers/ports)")
+
+        owners: dict[str, str] = {}
+        for device, base in devices:
+            for topic in [device.status.topic] + [p.topic for p in device.publish]:
+                other = owners.get(topic)
+                if other and other != device.id:
+                    self.problem(base, f"publishes to {topic!r}, which device {other!r} publishes to as well; the ACL "
+                                 "could not keep the two apart", "put {id} in the topic")
+                owners.setdefault(topic, device.id)
+        for device, base in devices:
+            for index, sub in enumerate(device.subscribe):
+                for topic, owner in owners.items():
+                    if owner != device.id and filter_matches(sub.filter, topic):
+                        self.problem(base, f"subscribes to {sub.filter!r}, which would read {owner!r}'s topic {topic!r}",
+                                     "narrow the filter with {id}; each device may read only its own topics")
+                        break
+
+
+def _normal_host(name: str) -> str:
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name.lower().rstrip(".")
+
+
+def resolve_spec(source: SpecSource) -> tuple[Spec | None, list[SpecProblem]]:
+    resolver = _Resolver(source, load_catalogue())
+    data = source.data
+    broker = resolver.broker()
+    pki = resolver.pki()
+    if "device" in data:
+        entries = [(data["device"], ("device",))]
+    else:
+        entries = [(entry, ("devices", index)) for index, entry in enumerate(data["devices"])]
+    devices: list[tuple[Device, tuple]] = []
+    for entry, base in entries:
+        device = resolver.device(entry, base, broker, pki)
+        if device is not None:
+            devices.append((device, base))
+    resolver.fleet_rules(devices)
+    if resolver.problems:
+        return None, resolver.problems
+    spec = Spec(path=source.path.resolve(), project=data["project"], broker=broker, pki=pki,
+                devices=tuple(device for device, _ in devices))
+    return spec, []

@@ -1,0 +1,252 @@
+"""Reading a spec file: YAML with positions kept for every value, `!secret name` and `${VAR}` resolved.
+
+The result is plain data (dicts, lists, scalars) plus where each value came from, so that every later error can
+name file:line:column. Secrets are resolved here and remembered, so that output can mask them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from generator.errors import UserError
+
+SECRETS_FILE = "secrets.yaml"
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+Path_ = tuple  # a spec path: ("devices", 1, "wifi", "password")
+
+
+@dataclass(frozen=True)
+class Position:
+    file: Path
+    line: int    # 1-based
+    column: int  # 1-based
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass
+class SpecSource:
+    """A spec as read from disk: plain data plus the position of every value and key."""
+
+    path: Path
+    data: Any
+    value_positions: dict[Path_, Position] = field(default_factory=dict)
+    key_positions: dict[Path_, Position] = field(default_factory=dict)
+    secret_values: set[str] = field(default_factory=set)
+
+    def position(self, path: Path_, *, of_key: bool = False) -> Position:
+        """The position of `path`, or of its nearest ancestor that is written in the file (defaults are not)."""
+        path = tuple(path)
+        table = self.key_positions if of_key else self.value_positions
+        while path:
+            if path in table:
+                return table[path]
+            if path in self.value_positions:
+                return self.value_positions[path]
+            path = path[:-1]
+        return self.value_positions.get((), Position(self.path, 1, 1))
+
+
+def format_spec_path(path: Path_) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+class SpecProblem(Exception):
+    """One problem at one place of a spec; collected into a UserError by the caller."""
+
+    def __init__(self, path: Path_, message: str, hint: str | None = None, *, of_key: bool = False):
+        super().__init__(message)
+        self.path = tuple(path)
+        self.message = message
+        self.hint = hint
+        self.of_key = of_key
+
+
+def problems_to_error(source: SpecSource, problems: list[SpecProblem]) -> UserError:
+    ordered = sorted(
+        problems,
+        key=lambda p: (source.position(p.path, of_key=p.of_key).line, source.position(p.path, of_key=p.of_key).column),
+    )
+    lines = []
+    for problem in ordered:
+        where = source.position(problem.path, of_key=problem.of_key)
+        lines.append(f"{where}: {format_spec_path(problem.path)}: {problem.message}")
+        if problem.hint:
+            lines.append(f"    fix: {problem.hint}")
+    count = len(ordered)
+    header = f"{source.path} is not a valid spec ({count} problem{'s' if count != 1 else ''}):"
+    return UserError(header + "\n" + "\n".join(lines))
+
+
+class _SecretTag(str):
+    """Marks a scalar written as `!secret name` until it is looked up."""
+
+
+def _construct_secret(loader: yaml.SafeLoader, node: yaml.Node) -> _SecretTag:
+    return _SecretTag(loader.construct_scalar(node))
+
+
+class _SpecLoader(yaml.SafeLoader):
+    pass
+
+
+_SpecLoader.add_constructor("!secret", _construct_secret)
+
+
+def _position(path: Path, mark: yaml.Mark) -> Position:
+    return Position(path, mark.line + 1, mark.column + 1)
+
+
+class _Reader:
+    def __init__(self, path: Path, environ: dict[str, str]):
+        self.path = path
+        self.environ = environ
+        self.source = SpecSource(path=path, data=None)
+        self.problems: list[SpecProblem] = []
+        self._secrets: dict[str, Any] | None = None
+
+    # --- secrets.yaml -------------------------------------------------------------------------------------
+    def secrets(self, where: Path_) -> dict[str, Any]:
+        if self._secrets is None:
+            secrets_path = self.path.parent / SECRETS_FILE
+            if not secrets_path.is_file():
+                raise SpecProblem(
+                    where,
+                    f"uses !secret but {secrets_path} does not exist",
+                    f"create {SECRETS_FILE} next to the spec with `name: value` lines (keep it out of git)",
+                )
+            try:
+                loaded = yaml.safe_load(secrets_path.read_text(encoding="utf-8"))
+            except yaml.YAMLError as error:
+                mark = getattr(error, "problem_mark", None)
+                at = f"{secrets_path}:{mark.line + 1}:{mark.column + 1}" if mark else str(secrets_path)
+                raise UserError(f"{at}: {SECRETS_FILE} is not valid YAML: {getattr(error, 'problem', error)}")
+            except (OSError, UnicodeDecodeError) as error:
+                raise UserError(f"cannot read {secrets_path}: {error}")
+            if loaded is None:
+                loaded = {}
+            if not isinstance(loaded, dict):
+                raise UserError(f"{secrets_path}: must be a mapping of `name: value` lines")
+            self._secrets = loaded
+        return self._secrets
+
+    # --- node walk ----------------------------------------------------------------------------------------
+    def read(self, node: yaml.Node, path: Path_) -> Any:
+        self.source.value_positions[path] = _position(self.path, node.start_mark)
+        if isinstance(node, yaml.MappingNode):
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    self.problems.append(SpecProblem(path, "YAML merge keys (<<) are not supported", "write the keys out"))
+                    continue
+                key = self._scalar(key_node, path)
+                if not isinstance(key, str):
+                    self.source.value_positions[path + (str(key),)] = _position(self.path, key_node.start_mark)
+                    self.problems.append(SpecProblem(path + (str(key),), f"key {key!r} must be a string"))
+                    continue
+                child = path + (key,)
+                self.source.key_positions[child] = _position(self.path, key_node.start_mark)
+                if key in result:
+                    self.source.value_positions[child + ("(duplicate)",)] = _position(self.path, key_node.start_mark)
+                    self.problems.append(
+                        SpecProblem(child + ("(duplicate)",), f"key {key!r} appears twice in this mapping",
+                                    "keep one of them")
+                    )
+                    continue
+                try:
+                    result[key] = self.read(value_node, child)
+                except SpecProblem as problem:
+                    self.problems.append(problem)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            items = []
+            for index, item in enumerate(node.value):
+                try:
+                    items.append(self.read(item, path + (index,)))
+                except SpecProblem as problem:
+                    self.problems.append(problem)
+                    items.append(None)
+            return items
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.Node, path: Path_) -> Any:
+        value = self._loader.construct_object(node, deep=True)
+        if isinstance(value, _SecretTag):
+            name = str(value)
+            secrets = self.secrets(path)
+            if name not in secrets:
+                raise SpecProblem(
+                    path,
+                    f"!secret {name!r} is not defined in {self.path.parent / SECRETS_FILE}",
+                    f"add a line `{name}: ...` to {SECRETS_FILE}",
+                )
+            secret = secrets[name]
+            if isinstance(secret, (dict, list)) or secret is None:
+                raise SpecProblem(path, f"!secret {name!r} must be a single value, not {type(secret).__name__}")
+            if isinstance(secret, str) and secret:
+                self.source.secret_values.add(secret)
+            return secret
+        if isinstance(value, str) and "${" in value:
+            return self._expand_env(value, path)
+        return value
+
+    def _expand_env(self, text: str, path: Path_) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self.environ:
+                raise SpecProblem(path, f"environment variable ${{{name}}} is not set",
+                                  f"export {name}=... before running, or write the value in the spec")
+            return self.environ[name]
+
+        return _ENV_REFERENCE.sub(substitute, text)
+
+
+def read_spec_source(path: Path, environ: dict[str, str] | None = None) -> SpecSource:
+    """Reads a spec file. Raises UserError naming file:line:column for anything that is not readable YAML."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"spec {path} does not exist", hint="give the path of a device.yaml, or create one with `gen new NAME`")
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, not a spec file", hint=f"pass {path / 'device.yaml'}")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})")
+    except OSError as error:
+        raise UserError(f"cannot read spec {path}: {error.strerror}")
+
+    reader = _Reader(path, dict(os.environ) if environ is None else environ)
+    reader._loader = _SpecLoader(text)
+    try:
+        root = reader._loader.get_single_node()
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error)
+        context = getattr(error, "context", None)
+        detail = f"{problem} ({context})" if context else problem
+        raise UserError(f"{where}: not valid YAML: {detail}", hint="check the indentation and quoting at that line")
+    finally:
+        reader._loader.dispose()
+    if root is None:
+        raise UserError(f"{path} is empty", hint="start from `gen new NAME`, or copy an example from projects/examples/")
+    try:
+        reader.source.data = reader.read(root, ())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise UserError(f"{where}: {getattr(error, 'problem', None) or error}")
+    if reader.problems:
+        raise problems_to_error(reader.source, reader.problems)
+    return reader.source

@@ -1,0 +1,62 @@
+"""The resolved spec as `gen check` prints it: defaults filled, `{id}` expanded, every secret masked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from generator.spec.model import Device, Spec
+
+MASK = "******"
+
+
+def _device_view(device: Device) -> dict[str, Any]:
+    return {
+        "id": device.id,
+        "target": device.target.name,
+        "framework": device.framework,
+        "board": device.board,
+        "chip": device.chip,
+        "wifi": {"ssid": device.wifi.ssid, "password": device.wifi.password},
+        "auth": device.auth,
+        "client_id": device.client_id,
+        "username": device.username,
+        "secrets": device.secrets,
+        "keepalive": device.keepalive,
+        "ntp": list(device.ntp),
+        "status": {"topic": device.status.topic, "online": device.status.online, "offline": device.status.offline,
+                   "retain": True},
+        "publish": [{"name": p.name, "topic": p.topic, "qos": p.qos, "retain": p.retain, "interval": p.interval,
+                     "max_payload": p.max_payload} for p in device.publish],
+        "subscribe": [{"name": s.name, "filter": s.filter, "qos": s.qos, "max_payload": s.max_payload}
+                      for s in device.subscribe],
+        "pki": {"key_type": device.pki.key_type, "validity_days": device.pki.validity_days},
+    }
+
+
+def resolved_view(spec: Spec) -> dict[str, Any]:
+    return {
+        "project": spec.project,
+        "broker": {"host": spec.broker.host, "names": list(spec.broker.names), "port": spec.broker.port,
+                   "plaintext_port": spec.broker.plaintext_port},
+        "pki": {"dir": str(spec.pki.dir), "key_type": spec.pki.key_type, "validity_days": spec.pki.validity_days,
+                "ca_validity_days": spec.pki.ca_validity_days, "ca_passphrase_env": spec.pki.ca_passphrase_env},
+        "devices": [_device_view(device) for device in spec.devices],
+    }
+
+
+def mask_secrets(value: Any, secret_values: set[str], *, field: str = "") -> Any:
+    """Replaces every secret: WiFi passwords always, and any value that came from secrets.yaml."""
+    if isinstance(value, dict):
+        return {key: mask_secrets(item, secret_values, field=key) for key, item in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(item, secret_values, field=field) for item in value]
+    if isinstance(value, str) and value and (field == "password" or value in secret_values):
+        return MASK
+    return value
+
+
+def render_resolved_spec(spec: Spec, secret_values: set[str]) -> str:
+    view = mask_secrets(resolved_view(spec), secret_values)
+    return yaml.safe_dump(view, sort_keys=False, allow_unicode=True, width=120)

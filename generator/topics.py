@@ -1,0 +1,75 @@
+"""MQTT topic names and filters: expansion of `{id}`, validity (MQTT 3.1.1 §4.7 plus what Mosquitto's acl_file can
+express), and matching. Everything that reasons about topics (spec rules, ACL, doctor) calls these."""
+
+from __future__ import annotations
+
+import re
+
+ID_PLACEHOLDER = "{id}"
+_PLACEHOLDER = re.compile(r"\{[^{}]*\}")
+MAX_TOPIC_BYTES = 65535
+
+
+def expand_topic(template: str, device_id: str) -> str:
+    return template.replace(ID_PLACEHOLDER, device_id)
+
+
+def unknown_placeholders(template: str) -> list[str]:
+    return [p for p in _PLACEHOLDER.findall(template) if p != ID_PLACEHOLDER]
+
+
+def _common_problem(topic: str) -> str | None:
+    if not topic:
+        return "is empty"
+    if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
+        return f"is longer than {MAX_TOPIC_BYTES} bytes"
+    for ch in topic:
+        if ch == "\0":
+            return "contains a NUL character, which MQTT forbids"
+        if ord(ch) < 0x20 or ord(ch) == 0x7F or 0x80 <= ord(ch) <= 0x9F:
+            return f"contains the control character {ch!r}, which breaks Mosquitto's acl_file lines"
+        if ch.isspace():
+            return f"contains white space ({ch!r}); Mosquitto's acl_file splits lines on spaces, so its ACL could not name it"
+    if topic.startswith("$"):
+        return "starts with '$', which is reserved for the broker ($SYS)"
+    return None
+
+
+def topic_name_problem(topic: str) -> str | None:
+    """Why `topic` cannot be published to, or None when it can."""
+    problem = _common_problem(topic)
+    if problem:
+        return problem
+    if "+" in topic or "#" in topic:
+        return "contains a wildcard (+ or #); a publish topic must name one topic"
+    return None
+
+
+def topic_filter_problem(topic_filter: str) -> str | None:
+    """Why `topic_filter` is not a valid subscription filter, or None when it is."""
+    problem = _common_problem(topic_filter)
+    if problem:
+        return problem
+    levels = topic_filter.split("/")
+    for index, level in enumerate(levels):
+        if "#" in level and (level != "#" or index != len(levels) - 1):
+            return "uses '#' other than as the whole last level (write a/b/#)"
+        if "+" in level and level != "+":
+            return "uses '+' inside a level; '+' must be a whole level (write a/+/c)"
+    return None
+
+
+def filter_matches(topic_filter: str, topic: str) -> bool:
+    """Whether a subscription to `topic_filter` receives messages published to `topic` (MQTT 3.1.1 §4.7)."""
+    filter_levels = topic_filter.split("/")
+    topic_levels = topic.split("/")
+    if topic.startswith("$") and filter_levels[0] in ("+", "#"):
+        return False
+    for index, level in enumerate(filter_levels):
+        if level == "#":
+            return True
+        if index >= len(topic_levels):
+            return False
+        if level != "+" and level != topic_levels[index]:
+            return False
+    return len(filter_levels) == len(topic_levels)

@@ -1,0 +1,58 @@
+/* Simulation controls of the host runtime: the WiFi link, the TCP dialler (GEN_SIM_CONNECT_TO),
+ * the run summary counters and process lifetime. Valid C and C++; the firmware never includes it. */
+#ifndef GEN_SIM_H
+#define GEN_SIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Called once by our main() before setup()/app_main(): line-buffered stdout, signal thread, fault timers. */
+void gen_sim_start(void);
+/* Milliseconds and microseconds since the simulated boot. */
+uint32_t gen_sim_millis(void);
+uint64_t gen_sim_micros(void);
+/* FreeRTOS tick rate the firmware was compiled with (set by our main()). */
+extern uint32_t gen_sim_tick_hz;
+
+/* The radio link (the access point being reachable). Listeners are told about every change. */
+bool gen_sim_link_up(void);
+typedef void (*gen_sim_link_listener_t)(bool up);
+void gen_sim_on_link_change(gen_sim_link_listener_t listener);
+/* Whether the station holds an IP address; sockets can only be opened while it does. */
+void gen_sim_set_have_ip(bool have_ip);
+bool gen_sim_have_ip(void);
+
+/* TCP connect with GEN_SIM_CONNECT_TO applied. Returns a connected, non-blocking socket or -1 with
+ * *err set to an errno value, or to -EAI_* style negative codes when the name does not resolve. */
+int gen_sim_tcp_connect(const char* host, uint16_t port, int timeout_ms, int* err);
+void gen_sim_tcp_close(int fd);
+/* Resolves host the way gen_sim_tcp_connect would (mapping applied); fills a dotted IPv4 string. */
+bool gen_sim_resolve_ipv4(const char* host, uint8_t out[4]);
+
+/* Counters printed in the "[sim] summary" line (kept by the runtime's MQTT clients). */
+void gen_sim_note_mqtt_connected(void);
+void gen_sim_note_mqtt_disconnected(void);
+void gen_sim_note_message_out(void);
+void gen_sim_note_message_in(void);
+void gen_sim_note_error(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The device's MAC: GEN_SIM_MAC if set, else derived from the executable path and GEN_SIM_NVS. */
+void gen_sim_mac(uint8_t mac[6]);
+
+/* Prints the summary line (once) and terminates the process with code. */
+void gen_sim_exit(int code) __attribute__((noreturn));
+/* A device reboot: log it, then exit(3). */
+void gen_sim_restart(const char* why) __attribute__((noreturn));
+
+/* Runtime diagnostics: "[sim] ..." on stdout. */
+void gen_sim_log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#ifdef __cplusplus
+}
+#endif
+#endif
