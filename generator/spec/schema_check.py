@@ -98,10 +98,7 @@ def _problems_of(error: jsonschema.ValidationError, source: SpecSource) -> list[
     if kind in ("minItems", "maxItems"):
         bound = "at least" if kind == "minItems" else "at most"
         return [SpecProblem(path, f"must have {bound} {error.validator_value} entr{'y' if error.validator_value == 1 else 'ies'}")]
-    message = error.message
-    for secret in source.secret_values:
-        message = message.replace(secret, "******")
-    return [SpecProblem(path, message)]
+    return [SpecProblem(path, error.message)]
 
 
 def schema_problems(source: SpecSource) -> list[SpecProblem]:

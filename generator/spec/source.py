@@ -86,7 +86,14 @@ def problems_to_error(source: SpecSource, problems: list[SpecProblem]) -> UserEr
             lines.append(f"    fix: {problem.hint}")
     count = len(ordered)
     header = f"{source.path} is not a valid spec ({count} problem{'s' if count != 1 else ''}):"
-    return UserError(header + "\n" + "\n".join(lines))
+    return UserError(mask_secret_values(header + "\n" + "\n".join(lines), source.secret_values))
+
+
+def mask_secret_values(text: str, secret_values: set[str]) -> str:
+    """Every value that came from secrets.yaml, replaced wherever it would appear in a message."""
+    for secret in sorted(secret_values, key=len, reverse=True):
+        text = text.replace(secret, "******")
+    return text
 
 
 class _SecretTag(str):
@@ -240,7 +247,7 @@ def read_spec_source(path: Path, environ: dict[str, str] | None = None) -> SpecS
     finally:
         reader._loader.dispose()
     if root is None:
-        raise UserError(f"{path} is empty", hint="start from `gen new NAME`, or copy an example from projects/examples/")
+        raise UserError(f"{path}:1:1: the spec is empty", hint="start from `gen new NAME`, or copy an example from projects/examples/")
     try:
         reader.source.data = reader.read(root, ())
     except yaml.YAMLError as error:

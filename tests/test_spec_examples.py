@@ -1,0 +1,95 @@
+"""The example specs are valid, their resolution is deterministic, and secrets never reach the output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from generator.cli import main
+from generator.spec import load_spec
+
+ROOT = Path(__file__).parent.parent
+EXAMPLES = sorted((ROOT / "projects" / "examples").glob("*/device.yaml"))
+
+
+def check_output(spec: Path, capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        main(["check", str(spec)])
+    captured = capsys.readouterr()
+    return done.value.code, captured.out, captured.err
+
+
+def test_there_is_an_example_for_every_auth_mode_and_framework():
+    combos = {(d.framework, d.auth) for spec in EXAMPLES for d in load_spec(spec).devices}
+    assert combos >= {(fw, auth) for fw in ("arduino", "espidf") for auth in ("mtls", "password", "mtls+password")}
+
+
+@pytest.mark.parametrize("spec", EXAMPLES, ids=[p.parent.name for p in EXAMPLES])
+def test_every_example_passes_gen_check_with_a_byte_identical_result(spec: Path, capsys):
+    code, first, err = check_output(spec, capsys)
+    assert code == 0, err
+    code, second, _ = check_output(spec, capsys)
+    assert first == second
+    assert "{id}" not in first
+
+
+def test_resolution_expands_id_and_fills_defaults():
+    spec = load_spec(ROOT / "projects/examples/fleet-nvs/device.yaml")
+    assert len(spec.devices) == 11
+    c3 = spec.device("sensor-c3")
+    assert c3.target.name == "esp32c3-arduino" and c3.chip == "esp32c3"
+    assert c3.publish[0].topic == "fleet/sensor-c3/telemetry"
+    assert c3.keepalive == 30 and c3.broker.port == 8883 and c3.status.online == "online"
+
+
+def test_gen_check_never_prints_secrets(tmp_path):
+    secret_password = "Zq9!UNIQUE wifi-pass/7Kp"
+    secret_ssid = "SSID-UNIQUE-4711"
+    env_token = "ENV-UNIQUE-8813"
+    (tmp_path / "secrets.yaml").write_text(f"ssid: {secret_ssid}\npass: '{secret_password}'\n")
+    (tmp_path / "device.yaml").write_text(
+        "project: leak\nwifi: {ssid: !secret ssid, password: !secret pass}\n"
+        "broker: {host: mqtt.example.com}\ndevice: {id: d1}\n"
+    )
+    env = dict(os.environ, GEN_TEST_TOKEN=env_token)
+    result = subprocess.run([sys.executable, "-m", "generator", "check", str(tmp_path / "device.yaml")],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert secret_password not in result.stdout + result.stderr
+    assert secret_ssid not in result.stdout + result.stderr
+    assert "******" in result.stdout
+    # An invalid spec's error messages do not print the secret either.
+    (tmp_path / "device.yaml").write_text(
+        "project: leak\nwifi: {ssid: !secret ssid, password: !secret pass}\n"
+        "broker: {host: !secret pass}\ndevice: {id: d1}\n"
+    )
+    result = subprocess.run([sys.executable, "-m", "generator", "check", str(tmp_path / "device.yaml")],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    assert secret_password not in result.stdout + result.stderr
+
+
+def test_gen_new_scaffolds_a_valid_project_and_refuses_to_overwrite_it(tmp_path, capsys):
+    for framework, auth in (("arduino", "mtls"), ("espidf", "mtls+password")):
+        name = f"demo-{framework}"
+        with pytest.raises(SystemExit) as done:
+            main(["new", name, "--framework", framework, "--auth", auth, "--dir", str(tmp_path)])
+        assert done.value.code == 0
+        project = tmp_path / name
+        assert (project / "secrets.yaml").stat().st_mode & 0o777 == 0o600
+        ignored = (project / ".gitignore").read_text().split()
+        assert {"secrets.yaml", "pki/private/", "build/"} <= set(ignored)
+        text = (project / "device.yaml").read_text()
+        assert text.startswith("# yaml-language-server: $schema=")
+        spec = load_spec(project / "device.yaml")
+        assert spec.devices[0].framework == framework and spec.devices[0].auth == auth
+        before = (project / "device.yaml").read_bytes()
+        with pytest.raises(SystemExit) as done:
+            main(["new", name, "--dir", str(tmp_path)])
+        assert done.value.code == 2
+        assert (project / "device.yaml").read_bytes() == before
+    capsys.readouterr()

@@ -1,0 +1,97 @@
+"""The spec language: every mistake is caught by `gen check` with exit 2, file:line and a reason, never a traceback."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from generator.cli import main
+
+CASES = Path(__file__).parent / "spec_cases"
+EXAMPLES = Path(__file__).parent.parent / "projects" / "examples"
+INVALID = sorted(p for p in (CASES / "invalid").glob("*.yaml") if p.name != "secrets.yaml")
+
+
+def run_gen(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        main(args)
+    captured = capsys.readouterr()
+    return done.value.code, captured.out, captured.err
+
+
+def expectation(spec: Path) -> tuple[int, str]:
+    expect_file = spec.with_suffix(".expect")
+    if expect_file.exists():
+        line, fragment = expect_file.read_text().splitlines()[:2]
+        return int(line), fragment
+    header = spec.read_text().splitlines()
+    line = int(header[0].removeprefix("# expect-line: "))
+    fragment = header[1].removeprefix("# expect: ")
+    return line, fragment
+
+
+def test_the_corpus_has_at_least_thirty_invalid_specs():
+    assert len(INVALID) >= 30
+
+
+@pytest.mark.parametrize("spec", INVALID, ids=[p.stem for p in INVALID])
+def test_an_invalid_spec_exits_2_naming_the_line_and_the_reason(spec: Path, capsys, monkeypatch):
+    monkeypatch.delenv("GEN_CORPUS_UNSET_VAR", raising=False)
+    code, out, err = run_gen(["check", str(spec)], capsys)
+    line, fragment = expectation(spec)
+    assert code == 2, err
+    assert "Traceback" not in out + err
+    assert re.search(rf"{re.escape(str(spec))}:{line}:\d+", err), err
+    assert fragment in " ".join(err.split()), err
+
+
+def test_a_spec_whose_secrets_file_is_missing_says_which_file_to_create(capsys):
+    spec = CASES / "no_secrets_file" / "device.yaml"
+    code, _, err = run_gen(["check", str(spec)], capsys)
+    assert code == 2
+    assert f"{spec}:3:" in err
+    assert "secrets.yaml does not exist" in err
+
+
+def test_a_missing_spec_file_is_a_user_error(capsys, tmp_path):
+    code, _, err = run_gen(["check", str(tmp_path / "nope.yaml")], capsys)
+    assert code == 2 and "does not exist" in err
+
+
+def test_the_cli_process_prints_no_traceback_for_bad_yaml():
+    spec = CASES / "invalid" / "bad_yaml_indent.yaml"
+    result = subprocess.run([sys.executable, "-m", "generator", "check", str(spec)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert f"{spec}:6:" in result.stderr
+
+
+def test_every_problem_of_a_spec_is_reported_at_once(tmp_path, capsys):
+    spec = tmp_path / "device.yaml"
+    spec.write_text(
+        "project: multi\nbroker:\n  host: mqtt.example.com\n  prot: 1\nwifi: {ssid: x, password: 'abcdefgh'}\n"
+        "device:\n  id: a+b\n"
+    )
+    code, _, err = run_gen(["check", str(spec)], capsys)
+    assert code == 2
+    assert "(1 problem)" in err and "did you mean 'port'" in err
+    spec.write_text(spec.read_text().replace("  prot: 1\n", "").replace("project: multi", "project: multi\nauth: pasword"))
+    code, _, err = run_gen(["check", str(spec)], capsys)
+    assert "did you mean 'password'" in err
+
+
+def test_a_fleet_with_distinct_topics_and_overrides_is_valid(tmp_path, capsys):
+    spec = tmp_path / "device.yaml"
+    spec.write_text(
+        "project: fleet\nwifi: {ssid: x, password: 'abcdefgh'}\nbroker: {host: 10.0.0.2}\n"
+        "publish: [{name: t, topic: 'f/{id}/t', interval: 5}]\n"
+        "devices:\n  - id: a\n  - id: b\n    target: esp32s3-espidf\n    wifi: {password: 'other-pass'}\n"
+        "    publish: [{name: t, topic: 'f/{id}/t', qos: 2}]\n"
+    )
+    code, out, err = run_gen(["check", str(spec)], capsys)
+    assert code == 0, err
+    assert "topic: f/b/t" in out and "qos: 2" in out and "target: esp32s3-espidf" in out
