@@ -1,0 +1,286 @@
+"""The broker side: Mosquitto 2.0 configuration, password file and ACL, rendered from the Spec and its credentials.
+
+Pure functions, no I/O: `render_broker(spec, credentials)` returns every file of OUT/broker/ with its mode.
+`generator.mosquitto_runner` runs the real broker from these files.
+
+Decisions (tested against Mosquitto 2.0.11, see ../shared/reference/mosquitto.md):
+- `per_listener_settings false`, `allow_anonymous false`, `password_file` and `acl_file` global; each `listener`
+  block holds TLS options only. A listener serves TLS only when both certfile and keyfile are set (otherwise it
+  silently serves plaintext), so both are always written together.
+- mtls: `require_certificate true` + `use_identity_as_username true` (the cert CN, i.e. the device id, is the
+  username; a password sent in CONNECT is ignored). password: `password_file`, no client cert.
+  mtls+password: `require_certificate true` (the cert proves it is one of ours) plus `password_file` (the
+  password says which device); Mosquitto alone cannot bind the cert CN to the username.
+- `crlfile` whenever client certs are verified: Mosquitto needs a CRL (even an empty one) from the issuing CA once
+  a crlfile is set, and it keeps `gen pki revoke` + SIGHUP working without touching the config.
+- Mosquitto does not resolve relative paths against the config's directory, so the config names absolute paths
+  under INSTALL_DIR, where the operator README installs the files. The runner rewrites them in its private copy.
+- Password file: `$7$` lines (PBKDF2-HMAC-SHA512, 12-byte salt, 64-byte hash) written by our own code, with
+  PASSWORD_ITERATIONS iterations (the broker reads the count from each line).
+- ACL: one `user` section per identity, explicit `topic` lines, no `pattern` (nothing is derived from what a
+  client sends). Anything that would break an ACL line never reaches it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Iterable
+
+from generator.credentials import BrokerCredentials
+from generator.rendering import render_template
+from generator.spec.model import BACKEND_IDENTITY, Device, Spec
+
+INSTALL_DIR = PurePosixPath("/etc/mosquitto/gen")
+TLS_MIN_VERSION = "tlsv1.2"
+PASSWORD_ITERATIONS = 10_000
+PASSWORD_SALT_BYTES = 12      # Mosquitto rejects any other salt length
+PASSWORD_HASH_BYTES = 64
+
+# The files of OUT/broker/, by role. The config names them under INSTALL_DIR.
+CONF_FILE = "mosquitto.conf"
+CA_FILE = "ca.pem"
+CERT_FILE = "broker.pem"
+KEY_FILE = "broker.key"
+CRL_FILE = "crl.pem"
+PASSWORD_FILE = "passwd"
+ACL_FILE = "acl"
+README_FILE = "README.md"
+SECRET_FILES = (KEY_FILE, PASSWORD_FILE)
+# Config options whose value is one of the files above: what the runner rewrites for its private copy.
+PATH_OPTIONS = ("cafile", "certfile", "keyfile", "crlfile", "password_file", "acl_file")
+
+_SECRET_MODE = 0o600
+_PUBLIC_MODE = 0o644
+# A username or topic that could break an acl_file or password_file line, or act as a wildcard in one.
+_UNSAFE_USERNAME = re.compile(r"[\s+#:/\x00-\x1f\x7f]")
+_UNSAFE_TOPIC = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class BrokerFiles:
+    files: dict[str, bytes]        # relative path under OUT/broker/ -> content
+    modes: dict[str, int]          # relative path -> file mode
+
+
+@dataclass(frozen=True)
+class AclRule:
+    access: str                    # "read" | "write" | "readwrite"
+    topic: str                     # a topic name or filter
+
+
+@dataclass(frozen=True)
+class AclSection:
+    username: str
+    rules: tuple[AclRule, ...]
+
+
+# ---------------------------------------------------------------------------------------------- the whole set
+
+
+def render_broker(spec: Spec, credentials: BrokerCredentials) -> BrokerFiles:
+    """Every file of OUT/broker/ for this spec, with modes (the key and the password file 0600)."""
+    files: dict[str, bytes] = {
+        CONF_FILE: render_mosquitto_conf(spec),
+        CERT_FILE: credentials.cert_pem,
+        KEY_FILE: credentials.key_pem,
+        ACL_FILE: render_acl(spec),
+        README_FILE: render_operator_readme(spec),
+    }
+    if verifies_client_certs(spec):
+        files[CA_FILE] = credentials.cafile_pem
+        files[CRL_FILE] = credentials.crl_pem
+    if uses_password_file(spec):
+        files[PASSWORD_FILE] = render_password_file(credentials.passwords, salt_key=credentials.key_pem)
+    modes = {name: (_SECRET_MODE if name in SECRET_FILES else _PUBLIC_MODE) for name in files}
+    return BrokerFiles(files=files, modes=modes)
+
+
+def verifies_client_certs(spec: Spec) -> bool:
+    return any(device.uses_client_cert for device in spec.devices)
+
+
+def uses_password_file(spec: Spec) -> bool:
+    return any(device.uses_password for device in spec.devices)
+
+
+def uses_identity_as_username(spec: Spec) -> bool:
+    """Only pure mtls: with mtls+password the password names the device, so the CN must not replace it."""
+    return spec.auth_modes == ("mtls",)
+
+
+def auth_mode(spec: Spec) -> str:
+    """The spec's one auth mode (a spec rule: every device of a spec uses the same)."""
+    modes = spec.auth_modes
+    assert len(modes) == 1, f"a spec has one auth mode, got {modes}"
+    return modes[0]
+
+
+# ---------------------------------------------------------------------------------------------- mosquitto.conf
+
+
+def render_mosquitto_conf(spec: Spec, *, broker_dir: PurePosixPath = INSTALL_DIR) -> bytes:
+    """mosquitto.conf naming every file by its absolute path under `broker_dir`."""
+
+    def path(name: str) -> str:
+        return str(PurePosixPath(broker_dir) / name)
+
+    text = render_template(
+        "broker/mosquitto.conf.j2",
+        project=spec.project,
+        auth=auth_mode(spec),
+        tls_port=spec.broker.port,
+        plaintext_port=spec.broker.plaintext_port,
+        tls_version=TLS_MIN_VERSION,
+        acl_file=path(ACL_FILE),
+        password_file=path(PASSWORD_FILE) if uses_password_file(spec) else None,
+        certfile=path(CERT_FILE),
+        keyfile=path(KEY_FILE),
+        cafile=path(CA_FILE) if verifies_client_certs(spec) else None,
+        crlfile=path(CRL_FILE) if verifies_client_certs(spec) else None,
+        use_identity_as_username=uses_identity_as_username(spec),
+    )
+    return text.encode()
+
+
+# ---------------------------------------------------------------------------------------------- password file
+
+
+def hash_password_pbkdf2_sha512(password: str, *, salt: bytes, iterations: int = PASSWORD_ITERATIONS) -> str:
+    """Mosquitto's `$7$` hash: `$7$<iterations>$<base64 salt>$<base64 PBKDF2-HMAC-SHA512(password, salt)>`."""
+    if len(salt) != PASSWORD_SALT_BYTES:
+        raise ValueError(f"Mosquitto accepts only {PASSWORD_SALT_BYTES}-byte salts, got {len(salt)}")
+    if iterations < 1:
+        raise ValueError("iterations must be positive")
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, PASSWORD_HASH_BYTES)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def password_matches(password: str, encoded: str) -> bool:
+    """Whether a `$7$` hash (as written by us or `mosquitto_passwd`) is the hash of `password`."""
+    parts = encoded.split("$")
+    if len(parts) != 5 or parts[:2] != ["", "7"]:
+        return False
+    iterations, salt, expected = int(parts[2]), base64.b64decode(parts[3]), parts[4]
+    ours = hash_password_pbkdf2_sha512(password, salt=salt, iterations=iterations).split("$")[4]
+    return hmac.compare_digest(ours, expected)
+
+
+def password_salt(username: str, *, salt_key: bytes) -> bytes:
+    """A salt unique per user and per installation, stable across runs (so a rerun writes the same file and the
+    broker is not reloaded for nothing). Derived from a secret of the installation (the broker key) and the
+    username only: never from the password, so the salt reveals nothing about it."""
+    return hmac.new(salt_key, b"mosquitto-passwd-salt\0" + username.encode("utf-8"),
+                    hashlib.sha256).digest()[:PASSWORD_SALT_BYTES]
+
+
+def render_password_file(passwords: Iterable[tuple[str, str]], *, salt_key: bytes,
+                         iterations: int = PASSWORD_ITERATIONS) -> bytes:
+    """Mosquitto password_file: one `username:$7$...` line per user, sorted by username."""
+    lines = []
+    for username, password in sorted(passwords):
+        check_safe_username(username)
+        salt = password_salt(username, salt_key=salt_key)
+        lines.append(f"{username}:{hash_password_pbkdf2_sha512(password, salt=salt, iterations=iterations)}\n")
+    return "".join(lines).encode()
+
+
+# ---------------------------------------------------------------------------------------------- ACL
+
+
+def check_safe_username(username: str) -> str:
+    """A username that can stand in an acl_file `user` line and a password_file line, and never acts as a
+    wildcard. The spec rejects such ids first (gen check); this is the last guard before a file is written."""
+    if not username or _UNSAFE_USERNAME.search(username):
+        raise ValueError(f"username {username!r} must not reach Mosquitto's ACL or password file "
+                         "(white space, control characters, '+', '#', ':' or '/')")
+    return username
+
+
+def _check_safe_topic(topic: str) -> str:
+    if not topic or _UNSAFE_TOPIC.search(topic):
+        raise ValueError(f"topic {topic!r} cannot stand in an acl_file line (empty, white space or control character)")
+    return topic
+
+
+def device_acl_section(device: Device) -> AclSection:
+    """A device publishes only to its own publish topics and status topic, and reads only its own subscribe
+    filters and its status topic."""
+    rules = [AclRule("write", publish.topic) for publish in device.publish]
+    rules.append(AclRule("readwrite", device.status.topic))
+    rules += [AclRule("read", subscribe.filter) for subscribe in device.subscribe]
+    return AclSection(check_safe_username(device.username), tuple(_unique(rules)))
+
+
+def device_topics(device: Device) -> tuple[str, ...]:
+    """Every topic name and filter a device uses."""
+    return (device.status.topic, *(p.topic for p in device.publish), *(s.filter for s in device.subscribe))
+
+
+def common_topic_prefix(topics: Iterable[str]) -> str | None:
+    """The longest wildcard-free run of leading levels shared by every topic, or None if they share none."""
+    level_lists = [topic.split("/") for topic in topics]
+    if not level_lists:
+        return None
+    prefix: list[str] = []
+    for levels in zip(*level_lists):
+        level = levels[0]
+        if any(other != level for other in levels) or "+" in level or "#" in level or level == "":
+            break
+        prefix.append(level)
+    return "/".join(prefix) or None
+
+
+def backend_acl_section(spec: Spec) -> AclSection:
+    """The backend reads and writes every device topic: `<prefix>/#` when all device topics share a prefix,
+    else each topic and filter explicitly."""
+    topics = [topic for device in spec.devices for topic in device_topics(device)]
+    prefix = common_topic_prefix(topics)
+    if prefix is not None:
+        rules = [AclRule("readwrite", f"{prefix}/#")]
+    else:
+        rules = [AclRule("readwrite", topic) for topic in topics]
+    return AclSection(BACKEND_IDENTITY, tuple(_unique(rules)))
+
+
+def acl_sections(spec: Spec) -> tuple[AclSection, ...]:
+    return (*(device_acl_section(device) for device in spec.devices), backend_acl_section(spec))
+
+
+def render_acl(spec: Spec) -> bytes:
+    sections = acl_sections(spec)
+    usernames = [section.username for section in sections]
+    assert len(set(usernames)) == len(usernames), f"duplicate ACL user in {usernames}"
+    for section in sections:
+        for rule in section.rules:
+            _check_safe_topic(rule.topic)
+    return render_template("broker/acl.j2", project=spec.project, sections=sections).encode()
+
+
+def _unique(rules: Iterable[AclRule]) -> list[AclRule]:
+    return list(dict.fromkeys(rules))
+
+
+# ---------------------------------------------------------------------------------------------- README
+
+
+def render_operator_readme(spec: Spec) -> bytes:
+    return render_template(
+        "broker/README.md.j2",
+        project=spec.project,
+        auth=auth_mode(spec),
+        install_dir=str(INSTALL_DIR),
+        tls_port=spec.broker.port,
+        plaintext_port=spec.broker.plaintext_port,
+        broker_names=spec.broker.names,
+        verifies_client_certs=verifies_client_certs(spec),
+        uses_password_file=uses_password_file(spec),
+        device_count=len(spec.devices),
+        backend=BACKEND_IDENTITY,
+        conf_file=CONF_FILE, ca_file=CA_FILE, cert_file=CERT_FILE, key_file=KEY_FILE, crl_file=CRL_FILE,
+        password_file=PASSWORD_FILE, acl_file=ACL_FILE,
+    ).encode()

@@ -1,0 +1,264 @@
+"""Running the real Mosquitto on the files of OUT/broker/: for `gen broker up`, `gen simulate`, `gen doctor` and
+the tests.
+
+The broker runs from a private copy of OUT/broker/: the config's absolute paths (broker.INSTALL_DIR) are
+rewritten to the copy, the listener ports may be overridden, and the copy gets the owner and modes the operator
+README prescribes. Started as root, Mosquitto drops to user `mosquitto` before it reads any key, password file or
+ACL, so the copy is then root:mosquitto, directory 0750, secrets 0640: the same layout the README installs.
+Its log (stderr) goes to a file in the copy; startup succeeds when it says `mosquitto version … running`.
+
+    with running_broker(out_dir / "broker", port=18883, bind_address="127.0.0.1") as broker:
+        ...  # broker.host, broker.port, broker.log_text()
+        broker.install(out_dir / "broker"); broker.reload()   # e.g. after `gen pki revoke` + regenerate
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from generator import broker as broker_files
+from generator.errors import ToolError, UserError
+
+BROKER_USER = "mosquitto"
+STARTUP_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0
+INSTALL_HINT = "install it: sudo apt-get install mosquitto mosquitto-clients"
+RUNNING_LINE = re.compile(r"mosquitto version (\S+) running")
+_SEARCH_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin", "/opt/homebrew/sbin", "/usr/local/opt/mosquitto/sbin")
+_LOG_NAME = "mosquitto.log"
+_CONF_NAME = "mosquitto.conf"
+
+
+def find_mosquitto() -> Path:
+    """The `mosquitto` binary (Debian installs it in /usr/sbin, often not on a user's PATH)."""
+    found = shutil.which("mosquitto")
+    if found:
+        return Path(found)
+    for directory in _SEARCH_DIRS:
+        candidate = Path(directory) / "mosquitto"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise ToolError("the Mosquitto broker (`mosquitto`) is not installed", hint=INSTALL_HINT)
+
+
+# ---------------------------------------------------------------------------------------------- the private copy
+
+
+@dataclass(frozen=True)
+class ListenerPorts:
+    tls: int | None = None          # override for the TLS listener's port (None: as configured)
+    plaintext: int | None = None    # override for the plaintext listener's port, if there is one
+    bind_address: str | None = None # e.g. "127.0.0.1"; None: all interfaces, as configured
+
+
+def private_conf(conf_text: str, *, private_dir: Path, ports: ListenerPorts, run_as: str | None) -> tuple[str, int, int | None]:
+    """The config for the private copy: paths under broker.INSTALL_DIR moved to `private_dir`, listener ports and
+    bind address overridden, `user` set. Returns (text, TLS port, plaintext port or None)."""
+    install_prefix = f"{broker_files.INSTALL_DIR}/"
+    blocks: list[list[str]] = [[]]
+    for line in conf_text.splitlines():
+        words = line.split(" ")
+        if words[0] in broker_files.PATH_OPTIONS and len(words) == 2 and words[1].startswith(install_prefix):
+            line = f"{words[0]} {private_dir / words[1][len(install_prefix):]}"
+        if words[0] == "listener":
+            blocks.append([])
+        blocks[-1].append(line)
+    tls_port: int | None = None
+    plaintext_port: int | None = None
+    for block in blocks[1:]:
+        words = block[0].split(" ")
+        is_tls = any(line.startswith("certfile ") for line in block) and any(line.startswith("keyfile ") for line in block)
+        port = int(words[1])
+        if is_tls:
+            port = ports.tls or port
+            tls_port = tls_port or port
+        else:
+            port = ports.plaintext or port
+            plaintext_port = plaintext_port or port
+        address = ports.bind_address or (words[2] if len(words) > 2 else None)
+        block[0] = f"listener {port}" + (f" {address}" if address else "")
+    if tls_port is None:
+        raise UserError("the broker config has no TLS listener (a listener with both certfile and keyfile)",
+                        hint="regenerate it: gen generate SPEC")
+    lines = [line for block in blocks for line in block]
+    if run_as:
+        lines += ["", f"user {run_as}"]
+    return "\n".join(lines) + "\n", tls_port, plaintext_port
+
+
+def _run_as_user() -> tuple[str | None, int | None]:
+    """(user the broker drops to, its group id): only when we are root; otherwise the broker stays us."""
+    if os.geteuid() != 0:
+        return None, None
+    try:
+        entry = pwd.getpwnam(BROKER_USER)
+    except KeyError:
+        raise ToolError(f"running as root, but there is no user {BROKER_USER!r} for Mosquitto to drop to",
+                        hint=f"{INSTALL_HINT} (the package creates the user), or run as a normal user")
+    return BROKER_USER, entry.pw_gid
+
+
+def copy_broker_files(broker_dir: Path, private_dir: Path, *, ports: ListenerPorts) -> tuple[int, int | None]:
+    """Copies OUT/broker/ into `private_dir` with owner and modes the broker accepts; returns the ports."""
+    broker_dir = Path(broker_dir)
+    conf_path = broker_dir / broker_files.CONF_FILE
+    if not conf_path.is_file():
+        raise UserError(f"{conf_path} does not exist", hint="generate it first: gen generate SPEC")
+    run_as, group = _run_as_user()
+    secret_mode, public_mode = (0o640, 0o644) if group is not None else (0o600, 0o644)
+    for source in sorted(broker_dir.iterdir()):
+        if not source.is_file() or source.name in (broker_files.CONF_FILE, broker_files.README_FILE):
+            continue
+        target = private_dir / source.name
+        _write(target, source.read_bytes(),
+               secret_mode if source.name in broker_files.SECRET_FILES else public_mode, group)
+    text, tls_port, plaintext_port = private_conf(conf_path.read_text(), private_dir=private_dir, ports=ports,
+                                                  run_as=run_as)
+    _write(private_dir / _CONF_NAME, text.encode(), public_mode, group)
+    return tls_port, plaintext_port
+
+
+def _write(path: Path, content: bytes, mode: int, group: int | None) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, content)
+        if group is not None:
+            os.fchown(fd, 0, group)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
+
+
+# ---------------------------------------------------------------------------------------------- the process
+
+
+@dataclass
+class RunningBroker:
+    """A mosquitto process started by `running_broker`. Mutable: `restart()` replaces the process."""
+
+    host: str
+    port: int                           # the TLS listener
+    process: subprocess.Popen
+    log_path: Path
+    plaintext_port: int | None = None
+    version: str = ""
+    private_dir: Path = field(default=Path("."), repr=False)
+    _ports: ListenerPorts = field(default_factory=ListenerPorts, repr=False)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def install(self, broker_dir: Path) -> None:
+        """Copies (new) files from OUT/broker/ into the private copy; takes effect on reload() or restart()."""
+        copy_broker_files(Path(broker_dir), self.private_dir,
+                          ports=ListenerPorts(self.port, self.plaintext_port, self._ports.bind_address))
+
+    def reload(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        """SIGHUP: the broker re-reads the password file, ACL, certificates and CRL (not the listeners). Returns
+        once the broker has logged `Reloading config.`; it reloads before it serves the next client."""
+        before = self.log_text().count("Reloading config.")
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self.log_text().count("Reloading config.") <= before:
+            if self.process.poll() is not None:
+                raise ToolError("mosquitto exited on SIGHUP:\n" + _error_lines(self.log_text()))
+            if time.monotonic() > deadline:
+                raise ToolError(f"mosquitto did not reload within {timeout:.0f} s")
+            time.sleep(0.01)
+
+    def restart(self) -> None:
+        """Stops the broker and starts it again on the same ports from the private copy."""
+        _stop(self.process)
+        self.process, self.version = _start(self.private_dir, self.log_path)
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+@contextlib.contextmanager
+def running_broker(broker_dir: Path, port: int | None = None, *, plaintext_port: int | None = None,
+                   bind_address: str | None = None) -> Iterator[RunningBroker]:
+    """Runs mosquitto from a private copy of `broker_dir` (OUT/broker/) until the block ends. `port` overrides
+    the TLS listener's port (None: the configured one). Raises ToolError with the broker's own error lines when
+    it does not start."""
+    binary = find_mosquitto()  # fail before creating anything
+    private_dir = Path(tempfile.mkdtemp(prefix="gen-broker-"))
+    try:
+        _, group = _run_as_user()
+        if group is not None:
+            os.chown(private_dir, 0, group)
+            os.chmod(private_dir, 0o750)
+        ports = ListenerPorts(port, plaintext_port, bind_address)
+        tls_port, actual_plaintext_port = copy_broker_files(Path(broker_dir), private_dir, ports=ports)
+        log_path = private_dir / _LOG_NAME
+        process, version = _start(private_dir, log_path, binary=binary)
+        broker = RunningBroker(host=bind_address or "127.0.0.1", port=tls_port, process=process,
+                               log_path=log_path, plaintext_port=actual_plaintext_port, version=version,
+                               private_dir=private_dir, _ports=ports)
+        try:
+            yield broker
+        finally:
+            broker.stop()
+    finally:
+        shutil.rmtree(private_dir, ignore_errors=True)  # it holds a copy of the broker key
+
+
+def _raise_open_files_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def _start(private_dir: Path, log_path: Path, *, binary: Path | None = None) -> tuple[subprocess.Popen, str]:
+    binary = binary or find_mosquitto()
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            [str(binary), "-c", str(private_dir / _CONF_NAME)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=private_dir,
+            preexec_fn=_raise_open_files_limit, start_new_session=True,
+        )
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        text = log_path.read_bytes()[offset:].decode(errors="replace")
+        match = RUNNING_LINE.search(text)
+        if match:
+            return process, match.group(1)
+        if process.poll() is not None:
+            raise ToolError(f"mosquitto did not start (exit code {process.returncode}):\n{_error_lines(text)}",
+                            hint="fix what the broker says above; regenerate with `gen generate SPEC`")
+        if time.monotonic() > deadline:
+            _stop(process)
+            raise ToolError(f"mosquitto did not say it was running within {STARTUP_TIMEOUT_S:.0f} s:\n"
+                            f"{_error_lines(text)}")
+        time.sleep(0.01)
+
+
+def _error_lines(log_text: str) -> str:
+    lines = [line for line in log_text.splitlines() if "rror" in line or "arning" in line or "nable" in line]
+    return "\n".join(lines or log_text.splitlines()[-10:]) or "(the broker printed nothing)"
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
