@@ -224,13 +224,14 @@ class _Resolver:
             path = publish_path + (index,)
             topic = expand_topic(item["topic"], device_id)
             self._check_topic_template(item["topic"], path + ("topic",), topic, is_filter=False)
-            qos = item.get("qos", 0)
+            qos = item.get("qos", schema_default("publish", "qos"))
             if target.framework == "arduino" and qos > 0:
                 self.problem(path + ("qos",), f"is {qos}, but PubSubClient (the Arduino MQTT client) publishes at QoS 0 only",
                              "use qos: 0, or an espidf target (esp-mqtt publishes at QoS 0, 1 and 2)")
             publish.append(Publish(
-                name=item["name"], topic=topic, qos=qos, retain=item.get("retain", False),
-                interval=item.get("interval", 60), max_payload=item.get("max_payload", 256)))
+                name=item["name"], topic=topic, qos=qos, retain=item.get("retain", schema_default("publish", "retain")),
+                interval=item.get("interval", schema_default("publish", "interval")),
+                max_payload=item.get("max_payload", schema_default("publish", "max_payload"))))
 
         subscribe_raw, subscribe_path = self.setting(entry, base, "subscribe")
         subscribe = []
@@ -238,12 +239,12 @@ class _Resolver:
             path = subscribe_path + (index,)
             topic_filter = expand_topic(item["filter"], device_id)
             self._check_topic_template(item["filter"], path + ("filter",), topic_filter, is_filter=True)
-            qos = item.get("qos", 0)
+            qos = item.get("qos", schema_default("subscribe", "qos"))
             if target.framework == "arduino" and qos > 1:
                 self.problem(path + ("qos",), "is 2, but PubSubClient (the Arduino MQTT client) subscribes at QoS 0 or 1 only",
                              "use qos: 1, or an espidf target")
             subscribe.append(Subscribe(name=item["name"], filter=topic_filter, qos=qos,
-                                       max_payload=item.get("max_payload", 256)))
+                                       max_payload=item.get("max_payload", schema_default("subscribe", "max_payload"))))
 
         seen_names: dict[str, tuple] = {}
         for kind, items, path_base in (("publish", publish_raw or [], publish_path),

@@ -25,7 +25,7 @@ def schema_default(*path: str) -> Any:
     """A default value as the schema states it, e.g. schema_default('status', 'topic'). One place for defaults."""
     node: Any = load_schema()["$defs"][path[0]]
     for key in path[1:]:
-        node = node["properties"][key]
+        node = node.get("items", node)["properties"][key]
     if "$ref" in node:
         ref = node["$ref"].removeprefix("#/").split("/")
         node = load_schema()
