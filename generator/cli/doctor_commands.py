@@ -1,9 +1,53 @@
-"""`gen` commands for doctor."""
+"""`gen doctor`: walk a device's path to the broker and name the first broken link."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+from rich.markup import escape
+
+console = Console(highlight=False, soft_wrap=True)
+
+_MARKS = {"ok": "[green]✓[/]", "failed": "[bold red]✗[/]", "skipped": "[dim]-[/]"}
+
+
+def doctor(
+    spec: Path = typer.Argument(..., help="The spec, e.g. projects/NAME/device.yaml."),
+    device: Optional[str] = typer.Option(None, "--device", help="The device to check (needed when the spec has several)."),
+    broker: Optional[str] = typer.Option(None, "--broker", metavar="HOST:PORT",
+                                         help="Dial this address instead of the spec's broker, still verifying the "
+                                              "name the device dials (like curl --connect-to)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the steps as JSON."),
+) -> None:
+    """Check, step by step and with the device's own credentials, that the device can reach the broker: PKI, DNS,
+    TCP, TLS (as mbedTLS 2.28 and OpenSSL), client cert, MQTT CONNECT, ACL. Changes nothing. Exit 1 at the first
+    failure."""
+    from generator.doctor import DoctorTarget, report_json, run_doctor, select_device
+    from generator.spec import load_spec
+
+    loaded = load_spec(spec)
+    chosen = select_device(loaded, device)
+    target = DoctorTarget.for_device(loaded, chosen, broker)
+    results = run_doctor(loaded, target)
+    if as_json:
+        print(json.dumps(report_json(target, results), indent=2))
+    else:
+        dial = f"{target.dial_host}:{target.dial_port}"
+        via = f" (dialling {dial}, verifying {target.server_name})" if target.overridden else f" ({dial})"
+        console.print(f"gen doctor: device {escape(chosen.id)} -> broker {escape(target.server_name)}{escape(via)}")
+        for number, result in enumerate(results, 1):
+            console.print(f"{_MARKS[result.status]} {number}. {escape(result.title)}: {escape(result.summary)}")
+            if result.ok is False:
+                for detail in result.details:
+                    console.print(f"     {escape(detail)}", style="dim")
+                console.print(f"     [bold]fix:[/] {escape(result.fix or '')}")
+    if not all(result.ok for result in results):
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
-    """Adds this concept's commands to the `gen` app."""
+    app.command()(doctor)
