@@ -1,9 +1,88 @@
-"""`gen` commands for simulate."""
+"""`gen simulate`: run the generated firmware on this machine against the generated broker."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional, Sequence
+
 import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+console = Console(highlight=False, soft_wrap=True)
+
+# Each device's prefix gets its own colour, so interleaved output stays readable.
+_PREFIX_STYLES = ("cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta")
+
+
+def _line_printer(device_ids: Sequence[str]):
+    width = max((len(device_id) for device_id in device_ids), default=0)
+    styles = {device_id: _PREFIX_STYLES[i % len(_PREFIX_STYLES)] for i, device_id in enumerate(device_ids)}
+
+    def print_line(device_id: str, line: str) -> None:
+        console.print(Text.assemble((f"{device_id:<{width}} | ", styles.get(device_id, "")), line))
+
+    return print_line
+
+
+def _print_event(message: str) -> None:
+    console.print(Text.assemble(("gen  ", "bold"), message))
+
+
+def summary_table(summaries) -> Table:
+    table = Table(title="simulated devices", title_justify="left")
+    for column in ("device", "connected", "connects", "reconnects", "messages out", "messages in", "last error"):
+        table.add_column(column, justify="right" if column.startswith(("connects", "reconn", "mess")) else "left")
+    for summary in summaries:
+        if summary.connected:
+            state = Text("yes", style="green")
+        elif summary.ever_connected:
+            state = Text("was", style="yellow")
+        else:
+            state = Text("never", style="bold red")
+        table.add_row(summary.device_id, state, str(summary.connects), str(summary.reconnects),
+                      str(summary.messages_out), str(summary.messages_in), Text(summary.last_error or "-"))
+    return table
+
+
+def simulate(
+    spec: Path = typer.Argument(..., help="The spec, e.g. projects/examples/arduino-mtls/device.yaml."),
+    device: Optional[list[str]] = typer.Option(None, "--device", help="Simulate only this device (repeatable)."),
+    all_devices: bool = typer.Option(False, "--all", help="Simulate every device of the spec (the default)."),
+    duration: Optional[float] = typer.Option(None, "--duration", min=0.1,
+                                             help="Stop after S seconds (default: run until Ctrl-C)."),
+    broker: Optional[str] = typer.Option(None, "--broker", metavar="HOST:PORT",
+                                         help="Use this running broker instead of starting the generated one."),
+    drop_wifi_after: Optional[float] = typer.Option(None, "--drop-wifi-after", min=0,
+                                                    help="Drop every device's WiFi after S seconds (for 5 s)."),
+    restart_broker_after: Optional[float] = typer.Option(None, "--restart-broker-after", min=0,
+                                                         help="Restart the broker once, after S seconds."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: build/ next to the spec)."),
+) -> None:
+    """Compile the generated firmware for this machine and run it against the generated broker over TLS.
+    Exits 0 when every device connected, 1 otherwise."""
+    from generator.simulate import Faults, SimulateOptions, parse_broker_address, select_devices
+    from generator.simulate import simulate as run_simulation
+    from generator.spec import load_spec
+
+    loaded = load_spec(spec)
+    options = SimulateOptions(
+        device_ids=tuple(device or ()),
+        all_devices=all_devices,
+        duration=duration,
+        broker=parse_broker_address(broker) if broker else None,
+        faults=Faults(drop_wifi_after=drop_wifi_after, restart_broker_after=restart_broker_after),
+        out_dir=out,
+    )
+    device_ids = select_devices(loaded, options.device_ids, all_devices=all_devices)
+    result = run_simulation(loaded, options, on_line=_line_printer(device_ids), on_event=_print_event)
+    console.print(summary_table(result.summaries))
+    if not result.ok:
+        never = [s.device_id for s in result.summaries if not s.ever_connected]
+        console.print(Text(f"not connected: {', '.join(never)} (see its last error above)", style="bold red"))
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer) -> None:
-    """Adds this concept's commands to the `gen` app."""
+    app.command()(simulate)

@@ -1,0 +1,195 @@
+"""pytest-embedded on the host build: a generated project's `test/test_device.py` runs unchanged, its `dut` being
+the firmware compiled for Linux (`generator.host_build`) and talking to the generated broker over TLS.
+
+    cd OUT/devices/<id>/firmware
+    pytest -p generator.pytest_host_dut test/                 # compiles, starts OUT/broker on a free port, runs
+    pytest -p generator.pytest_host_dut test/ --host-broker 127.0.0.1:8883   # a broker that is already running
+
+The `dut` is pytest-embedded's own `Dut` class (same `expect`, `expect_exact`, `write`, same errors), reading the
+device's stdout through pytest-embedded's `PexpectProcess`; `write` goes to the device's stdin. This plugin's
+fixtures are registered after pytest-embedded's, so its `dut` is the one tests get.
+
+Options: --host-firmware DIR (default: the directory holding the test's `test/` folder), --host-binary PATH
+(skip compiling), --host-broker HOST:PORT (skip starting the broker), --host-build-cache DIR.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from generator.manifest import MANIFEST_NAME, read_manifest
+from generator.simulate import (
+    BrokerAddress,
+    DeviceRun,
+    connect_to_value,
+    free_local_port,
+    parse_broker_address,
+    LOCAL_ADDRESS,
+    STOP_GRACE_S,
+)
+
+
+@dataclass(frozen=True)
+class HostFirmware:
+    """A generated firmware project and what the manifest says about its device."""
+
+    firmware_dir: Path
+    out_dir: Path
+    device: dict            # the device's manifest entry
+    broker: dict            # the manifest's broker entry
+
+    @property
+    def device_id(self) -> str:
+        return self.device["id"]
+
+    @property
+    def nvs_image(self) -> Path | None:
+        return self.out_dir / self.device["nvs"] if self.device.get("nvs") else None
+
+
+def find_host_firmware(firmware_dir: Path) -> HostFirmware:
+    """Finds OUT/manifest.json above OUT/devices/<id>/firmware and the device entry that owns this directory."""
+    from generator.errors import UserError
+
+    firmware_dir = Path(firmware_dir).resolve()
+    for out_dir in firmware_dir.parents:
+        if (out_dir / MANIFEST_NAME).is_file():
+            manifest = read_manifest(out_dir)
+            for device in manifest["devices"]:
+                if (out_dir / device["firmware_dir"]).resolve() == firmware_dir:
+                    return HostFirmware(firmware_dir, out_dir, device, manifest["broker"])
+            break
+    raise UserError(f"{firmware_dir} is not a firmware directory of a `gen generate` output",
+                    hint="run the tests of OUT/devices/<id>/firmware, or pass --host-firmware DIR")
+
+
+class HostDutProcess:
+    """The device process behind a `dut`: stdout into pytest-embedded's PexpectProcess, stdin for `write`."""
+
+    def __init__(self, run: DeviceRun, logfile: Path):
+        import subprocess
+
+        from pytest_embedded.log import PexpectProcess
+
+        self._log = open(logfile, "ab")
+        self.process = subprocess.Popen([str(run.binary)], env={**os.environ, **run.env},
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        self.pexpect_proc = PexpectProcess(self.process.stdout.fileno(), timeout=30)
+        self.pexpect_proc.logfile_read = self._log
+
+    def put(self, data: bytes) -> None:
+        """pytest-embedded's Dut.write() puts bytes on its message queue; here they go to the device's stdin."""
+        with contextlib.suppress(BrokenPipeError):
+            self.process.stdin.write(data)
+            self.process.stdin.flush()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_GRACE_S)
+            except Exception:
+                self.process.kill()
+                self.process.wait()
+        with contextlib.suppress(OSError):
+            self.process.stdin.close()
+        self.process.stdout.close()
+        self._log.close()
+
+
+def _option(config: pytest.Config, name: str) -> str | None:
+    return config.getoption(name, default=None)
+
+
+class HostDutFixtures:
+    """Registered in pytest_configure (after pytest-embedded), so these fixtures take precedence over its own."""
+
+    @pytest.fixture(scope="session")
+    def host_build_cache(self, pytestconfig, tmp_path_factory) -> Path | None:
+        given = _option(pytestconfig, "host_build_cache")
+        return Path(given) if given else None
+
+    @pytest.fixture
+    def host_firmware(self, request) -> HostFirmware:
+        given = _option(request.config, "host_firmware")
+        test_dir = Path(str(request.path)).parent
+        default = test_dir.parent if test_dir.name == "test" else test_dir
+        return find_host_firmware(Path(given) if given else default)
+
+    @pytest.fixture(scope="session")
+    def _host_binaries(self) -> dict:
+        return {}
+
+    @pytest.fixture
+    def host_binary(self, request, host_firmware, host_build_cache, _host_binaries) -> Path:
+        given = _option(request.config, "host_binary")
+        if given:
+            return Path(given)
+        key = host_firmware.firmware_dir
+        if key not in _host_binaries:
+            from generator import host_build
+
+            cache = host_build_cache or host_build.default_cache_dir()
+            _host_binaries[key] = host_build.compile_firmware(key, host_firmware.device["framework"], cache)
+        return _host_binaries[key]
+
+    @pytest.fixture(scope="session")
+    def _host_brokers(self) -> Iterator[dict]:
+        with contextlib.ExitStack() as stack:
+            started: dict = {}
+            started["stack"] = stack
+            yield started
+
+    @pytest.fixture
+    def host_broker(self, request, host_firmware, _host_brokers) -> BrokerAddress:
+        """Where the device's connections go: --host-broker, or the generated broker, started once a session."""
+        given = _option(request.config, "host_broker")
+        if given:
+            return parse_broker_address(given)
+        broker_dir = host_firmware.out_dir / Path(host_firmware.broker["config"]).parent
+        if broker_dir not in _host_brokers:
+            from generator.mosquitto_runner import running_broker
+
+            running = _host_brokers["stack"].enter_context(
+                running_broker(broker_dir, port=free_local_port(), bind_address=LOCAL_ADDRESS))
+            _host_brokers[broker_dir] = BrokerAddress(running.host, running.port)
+        return _host_brokers[broker_dir]
+
+    @pytest.fixture
+    def dut(self, request, host_firmware, host_binary, host_broker, tmp_path):
+        from pytest_embedded.app import App
+        from pytest_embedded.dut import Dut
+
+        names = (host_firmware.broker["host"], *host_firmware.broker.get("names", ()))
+        env = [("GEN_SIM_CONNECT_TO", connect_to_value(names, host_firmware.broker["port"], host_broker))]
+        if host_firmware.nvs_image is not None:
+            env.append(("GEN_SIM_NVS", str(host_firmware.nvs_image)))
+        logfile = tmp_path / f"{host_firmware.device_id}.log"
+        device = HostDutProcess(DeviceRun(host_firmware.device_id, host_binary, tuple(env)), logfile)
+        dut = Dut(pexpect_proc=device.pexpect_proc, msg_queue=device, app=App(str(host_firmware.firmware_dir)),
+                  pexpect_logfile=str(logfile), test_case_name=request.node.name)
+        try:
+            yield dut
+        finally:
+            device.close()
+            dut.close()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gen host dut", "run a generated firmware's tests against its host build")
+    group.addoption("--host-firmware", metavar="DIR", help="the firmware project (default: the test's project)")
+    group.addoption("--host-binary", metavar="PATH", help="an already compiled host build of that project")
+    group.addoption("--host-broker", metavar="HOST:PORT", help="a running broker (default: start OUT/broker)")
+    group.addoption("--host-build-cache", metavar="DIR", help="the host build cache directory")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(HostDutFixtures(), "gen-host-dut-fixtures")

@@ -1,0 +1,425 @@
+"""`gen simulate`: the generated firmware, compiled for Linux against the host runtime, run against the generated
+Mosquitto broker. A user sees a device connect over mutual TLS without a board; we get our proof that the firmware
+works.
+
+    generate(spec, OUT) → running_broker(OUT/broker, free port) → compile_firmware per distinct firmware
+      → one process per device (GEN_SIM_CONNECT_TO sends the dialled broker name to the local broker; the
+        name is still what TLS verifies) → stdout streamed as `<id> | line` → SIGTERM → `[sim] summary {...}`
+
+The plan (which binary, which environment) is a pure function of the spec, OUT and the broker address; only
+`run_devices` and `simulate` touch processes. The runtime's contract (env vars, the summary line) is
+templates/host/README.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Sequence
+
+from generator.errors import UserError
+from generator.manifest import device_dir, firmware_dir
+from generator.spec import Device, Spec
+
+SUMMARY_PREFIX = "[sim] summary "
+DEFAULT_WIFI_DOWN_FOR_S = 5.0
+STOP_GRACE_S = 5.0          # after SIGTERM, how long a device has to print its summary before SIGKILL
+LOCAL_ADDRESS = "127.0.0.1"
+
+LineSink = Callable[[str, str], None]        # (device id, one line of its serial output)
+EventSink = Callable[[str], None]            # one line about what the simulation is doing
+
+
+# ---------------------------------------------------------------------------------------------- plain values
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    """Where the simulated devices' TCP connections really go (the TLS name stays the one the device dials)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_broker_address(text: str) -> BrokerAddress:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--broker {text!r} is not HOST:PORT", hint="for example: --broker 127.0.0.1:8883")
+    return BrokerAddress(host.strip("[]"), int(port))
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Resilience switches: the runtime drops WiFi (GEN_SIM_DROP_WIFI_AFTER); we restart the broker."""
+
+    drop_wifi_after: float | None = None
+    wifi_down_for: float = DEFAULT_WIFI_DOWN_FOR_S
+    restart_broker_after: float | None = None
+
+
+@dataclass(frozen=True)
+class DeviceRun:
+    """One device process to start: its host binary and the GEN_SIM_* environment it runs with."""
+
+    device_id: str
+    binary: Path
+    environment: tuple[tuple[str, str], ...]
+
+    @property
+    def env(self) -> dict[str, str]:
+        return dict(self.environment)
+
+
+@dataclass(frozen=True)
+class DeviceSummary:
+    """What one device reported when it stopped (its `[sim] summary` line), plus how its process ended."""
+
+    device_id: str
+    connected: bool             # connected to the broker when it stopped
+    connects: int               # successful MQTT connects (the first one plus reconnects)
+    reconnects: int
+    messages_out: int
+    messages_in: int
+    last_error: str
+    exit_code: int | None = None
+    reported: bool = True       # False: the process ended without a summary line (crashed or killed)
+
+    @property
+    def ever_connected(self) -> bool:
+        return self.connects > 0
+
+
+def connect_to_value(broker_names: Sequence[str], broker_port: int, address: BrokerAddress) -> str:
+    """GEN_SIM_CONNECT_TO: every name the broker cert carries, at the port the device dials, goes to `address`.
+    The device keeps verifying the name it dialled."""
+    return ",".join(f"{name}:{broker_port}:{address.host}:{address.port}" for name in dict.fromkeys(broker_names))
+
+
+def device_environment(device: Device, *, address: BrokerAddress, nvs_image: Path | None,
+                       faults: Faults = Faults()) -> tuple[tuple[str, str], ...]:
+    names = (device.broker.host, *device.broker.names)
+    env = [("GEN_SIM_CONNECT_TO", connect_to_value(names, device.broker.port, address))]
+    if nvs_image is not None:
+        env.append(("GEN_SIM_NVS", str(nvs_image)))
+    if faults.drop_wifi_after is not None:
+        env.append(("GEN_SIM_DROP_WIFI_AFTER", f"{faults.drop_wifi_after:g}"))
+        env.append(("GEN_SIM_WIFI_DOWN_FOR", f"{faults.wifi_down_for:g}"))
+    return tuple(env)
+
+
+def nvs_image_path(out_dir: Path, device: Device) -> Path | None:
+    return Path(out_dir) / device_dir(device.id) / "nvs.bin" if device.secrets == "nvs" else None
+
+
+def plan_runs(spec: Spec, out_dir: Path, device_ids: Sequence[str], binaries: Mapping[str, Path],
+              address: BrokerAddress, faults: Faults = Faults()) -> tuple[DeviceRun, ...]:
+    runs = []
+    for device_id in device_ids:
+        device = spec.device(device_id)
+        env = device_environment(device, address=address, nvs_image=nvs_image_path(out_dir, device), faults=faults)
+        runs.append(DeviceRun(device_id, binaries[device_id], env))
+    return tuple(runs)
+
+
+def select_devices(spec: Spec, device_ids: Sequence[str] = (), *, all_devices: bool = False) -> tuple[str, ...]:
+    """The ids to simulate: the ones named (checked against the spec), else every device of the spec."""
+    if device_ids and all_devices:
+        raise UserError("--device and --all exclude each other", hint="name devices with --device, or use --all")
+    if not device_ids:
+        return tuple(device.id for device in spec.devices)
+    return tuple(dict.fromkeys(spec.device(device_id).id for device_id in device_ids))
+
+
+def parse_summary_line(line: str) -> dict | None:
+    """The fields of a `[sim] summary {...}` line, or None for any other line."""
+    if not line.startswith(SUMMARY_PREFIX):
+        return None
+    try:
+        fields = json.loads(line[len(SUMMARY_PREFIX):])
+    except ValueError:
+        return None
+    return fields if isinstance(fields, dict) else None
+
+
+def device_summary(device_id: str, fields: Mapping | None, exit_code: int | None) -> DeviceSummary:
+    if fields is None:
+        why = "killed by signal" if exit_code is not None and exit_code < 0 else f"exited with code {exit_code}"
+        return DeviceSummary(device_id, False, 0, 0, 0, 0, f"no summary: {why}", exit_code, reported=False)
+    return DeviceSummary(
+        device_id=device_id,
+        connected=bool(fields.get("connected")),
+        connects=int(fields.get("connects", 0)),
+        reconnects=int(fields.get("reconnects", 0)),
+        messages_out=int(fields.get("messages_out", 0)),
+        messages_in=int(fields.get("messages_in", 0)),
+        last_error=str(fields.get("last_error", "")),
+        exit_code=exit_code,
+    )
+
+
+def every_device_connected(summaries: Sequence[DeviceSummary]) -> bool:
+    return bool(summaries) and all(summary.ever_connected for summary in summaries)
+
+
+# ---------------------------------------------------------------------------------------------- processes
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when `gen` itself dies, so no simulated device outlives the command."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class DeviceProcess:
+    """One running simulated device. Its stdout is read by the caller (`fd`, `read_lines`); its own session,
+    so a terminal's Ctrl-C reaches `gen`, which then stops the devices in order."""
+
+    def __init__(self, run: DeviceRun, *, cwd: Path | None = None):
+        self.run = run
+        self.process = subprocess.Popen(
+            [str(run.binary)], env={**os.environ, **run.env}, cwd=cwd,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )
+        self.fd = self.process.stdout.fileno()
+        os.set_blocking(self.fd, False)
+        self._pending = b""
+        self.eof = False
+        self.summary_fields: dict | None = None
+
+    @property
+    def device_id(self) -> str:
+        return self.run.device_id
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def read_lines(self) -> list[str]:
+        """Complete lines available now (without newline); notes the summary line when it passes."""
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            if not chunk:
+                self.eof = True
+                break
+            chunks.append(chunk)
+        data = self._pending + b"".join(chunks)
+        *complete, self._pending = data.split(b"\n")
+        if self.eof and self._pending:
+            complete.append(self._pending)
+            self._pending = b""
+        lines = [raw.decode("utf-8", errors="replace").rstrip("\r") for raw in complete]
+        for line in lines:
+            fields = parse_summary_line(line)
+            if fields is not None:
+                self.summary_fields = fields
+        return lines
+
+    def signal(self, signum: int) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signum)
+
+    def summary(self) -> DeviceSummary:
+        return device_summary(self.device_id, self.summary_fields, self.process.poll())
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.process.stdout.close()
+
+
+@dataclass(frozen=True)
+class ScheduledAction:
+    """Something to do once, `after` seconds into the run (e.g. restart the broker)."""
+
+    after: float
+    describe: str
+    action: Callable[[], None] = field(compare=False)
+
+
+def _pump(processes: Sequence[DeviceProcess], on_line: LineSink, until: Callable[[], bool],
+          deadline: float | None, actions: list[ScheduledAction], started: float,
+          on_event: EventSink) -> None:
+    """Reads every device's output until `until()` holds or the deadline passes, running due actions."""
+    selector = selectors.DefaultSelector()
+    open_processes = {p.fd: p for p in processes if not p.eof}
+    for process in open_processes.values():
+        selector.register(process.fd, selectors.EVENT_READ, process)
+    try:
+        while open_processes and not until():
+            now = time.monotonic()
+            while actions and now - started >= actions[0].after:
+                due = actions.pop(0)
+                on_event(due.describe)
+                due.action()
+            wakeups = [deadline] if deadline is not None else []
+            if actions:
+                wakeups.append(started + actions[0].after)
+            timeout = max(0.0, min(wakeups) - now) if wakeups else None
+            if deadline is not None and now >= deadline:
+                return
+            for key, _ in selector.select(timeout=min(timeout, 0.5) if timeout is not None else 0.5):
+                process: DeviceProcess = key.data
+                for line in process.read_lines():
+                    on_line(process.device_id, line)
+                if process.eof:
+                    selector.unregister(process.fd)
+                    del open_processes[process.fd]
+    finally:
+        selector.close()
+
+
+@contextlib.contextmanager
+def started_devices(runs: Sequence[DeviceRun], *, cwd: Path | None = None) -> Iterator[list[DeviceProcess]]:
+    """Starts every device; whatever happens in the block, none is left running after it."""
+    processes: list[DeviceProcess] = []
+    try:
+        for run in runs:
+            processes.append(DeviceProcess(run, cwd=cwd))
+        yield processes
+    finally:
+        for process in processes:
+            process.close()
+
+
+def stop_devices(processes: Sequence[DeviceProcess], on_line: LineSink,
+                 on_event: EventSink = lambda _: None) -> tuple[DeviceSummary, ...]:
+    """SIGTERM to every device, then reads until each has printed its summary and exited (SIGKILL after
+    STOP_GRACE_S). Returns the summaries in the order of `processes`."""
+    for process in processes:
+        process.signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    _pump(processes, on_line, until=lambda: all(p.eof for p in processes), deadline=deadline, actions=[],
+          started=time.monotonic(), on_event=on_event)
+    for process in processes:
+        if not process.eof:
+            on_event(f"{process.device_id} did not stop within {STOP_GRACE_S:g} s of SIGTERM; killing it")
+            process.signal(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.process.wait(timeout=STOP_GRACE_S)
+        for line in process.read_lines():
+            on_line(process.device_id, line)
+    return tuple(process.summary() for process in processes)
+
+
+def run_devices(runs: Sequence[DeviceRun], *, duration: float | None, on_line: LineSink,
+                actions: Sequence[ScheduledAction] = (), on_event: EventSink = lambda _: None,
+                cwd: Path | None = None) -> tuple[DeviceSummary, ...]:
+    """Runs the devices for `duration` seconds (None: until Ctrl-C), streaming their output, then stops them and
+    returns their summaries. Ctrl-C ends the run early; the summaries are still collected."""
+    with started_devices(runs, cwd=cwd) as processes:
+        started = time.monotonic()
+        deadline = started + duration if duration is not None else None
+        try:
+            _pump(processes, on_line, until=lambda: all(p.eof for p in processes), deadline=deadline,
+                  actions=sorted(actions, key=lambda a: a.after), started=started, on_event=on_event)
+        except KeyboardInterrupt:
+            on_event("interrupted: stopping the devices")
+        return stop_devices(processes, on_line, on_event)
+
+
+# ---------------------------------------------------------------------------------------------- the command
+
+
+@dataclass(frozen=True)
+class SimulateOptions:
+    device_ids: tuple[str, ...] = ()
+    all_devices: bool = False
+    duration: float | None = None
+    broker: BrokerAddress | None = None          # an already running broker; None: start the generated one
+    faults: Faults = Faults()
+    out_dir: Path | None = None
+    cache_dir: Path | None = None                # host build cache; None: host_build's default
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    summaries: tuple[DeviceSummary, ...]
+    broker: BrokerAddress
+
+    @property
+    def ok(self) -> bool:
+        return every_device_connected(self.summaries)
+
+
+def free_local_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOCAL_ADDRESS, 0))
+        return probe.getsockname()[1]
+
+
+def compile_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], *, cache_dir: Path | None,
+                    on_event: EventSink = lambda _: None) -> dict[str, Path]:
+    """One host binary per distinct firmware: devices whose generated firmware is identical (a `secrets: nvs`
+    fleet of one target) share it. Returns device id -> executable."""
+    from generator import host_build
+
+    cache = Path(cache_dir) if cache_dir is not None else host_build.default_cache_dir()
+    binaries: dict[str, Path] = {}
+    by_sources: dict[str, Path] = {}
+    for device_id in device_ids:
+        device = spec.device(device_id)
+        sources = Path(out_dir) / firmware_dir(device_id)
+        key = host_build.firmware_key(sources, device.framework)
+        if key not in by_sources:
+            begun = time.monotonic()
+            by_sources[key] = host_build.compile_firmware(sources, device.framework, cache)
+            on_event(f"host build for {device_id} ({device.framework}): {time.monotonic() - begun:.1f} s")
+        binaries[device_id] = by_sources[key]
+    return binaries
+
+
+def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
+             on_event: EventSink = lambda _: None) -> SimulationResult:
+    """The whole `gen simulate`: generate, start the broker (unless given one), compile, run, summarise."""
+    from generator.generate import generate
+
+    device_ids = select_devices(spec, options.device_ids, all_devices=options.all_devices)
+    if options.broker is not None and options.faults.restart_broker_after is not None:
+        raise UserError("--restart-broker-after needs the broker gen simulate starts itself",
+                        hint="drop --broker, or restart your broker yourself")
+    out_dir = Path(options.out_dir) if options.out_dir is not None else spec.default_out_dir
+    generated = generate(spec, out_dir, device_ids=list(device_ids))
+    on_event(f"generated {len(generated.devices)} device(s) and the broker into {out_dir}")
+    binaries = compile_devices(spec, out_dir, device_ids, cache_dir=options.cache_dir, on_event=on_event)
+
+    with _broker_for(out_dir, options.broker) as (address, running):
+        on_event(f"broker: {address}" + (" (started from " + str(out_dir / "broker") + ")" if running else ""))
+        actions = []
+        if running is not None and options.faults.restart_broker_after is not None:
+            actions.append(ScheduledAction(options.faults.restart_broker_after, "restarting the broker",
+                                           running.restart))
+        runs = plan_runs(spec, out_dir, device_ids, binaries, address, options.faults)
+        summaries = run_devices(runs, duration=options.duration, on_line=on_line, actions=actions,
+                                on_event=on_event)
+    return SimulationResult(summaries=summaries, broker=address)
+
+
+@contextlib.contextmanager
+def _broker_for(out_dir: Path, given: BrokerAddress | None) -> Iterator[tuple[BrokerAddress, object | None]]:
+    """The broker the devices talk to: the one given, or the generated one on a free local port."""
+    if given is not None:
+        yield given, None
+        return
+    from generator.mosquitto_runner import running_broker
+
+    with running_broker(Path(out_dir) / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
+        yield BrokerAddress(broker.host, broker.port), broker
