@@ -346,24 +346,24 @@ class MqttSession:
 
 
 def paho_client(client: ClientCredentials, context: ssl.SSLContext, *, password: str | None = None,
-                client_id: str | None = None) -> tuple[paho.Client, "queue.Queue[int]"]:
+                client_id: str | None = None) -> tuple[paho.Client, "queue.Queue[str]"]:
     mqtt = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id or client.name,
                        protocol=paho.MQTTv311)
     mqtt.tls_set_context(context)
     password = password if password is not None else client.password
     if password is not None:
         mqtt.username_pw_set(client.name, password)
-    connacks: "queue.Queue[int]" = queue.Queue()
-    mqtt.on_connect = lambda _c, _u, _f, reason, _p: connacks.put(reason.value)
-    mqtt.on_connect_fail = lambda _c, _u: connacks.put(-1)
-    mqtt.on_disconnect = lambda _c, _u, _f, reason, _p: connacks.put(-2)
+    connacks: "queue.Queue[str]" = queue.Queue()
+    mqtt.on_connect = lambda _c, _u, _f, reason, _p: connacks.put(str(reason))
+    mqtt.on_connect_fail = lambda _c, _u: connacks.put("connect failed")
+    mqtt.on_disconnect = lambda _c, _u, _f, reason, _p: connacks.put(f"disconnected: {reason}")
     return mqtt, connacks
 
 
 def paho_connack(broker: RunningBroker, client: ClientCredentials, *, context: ssl.SSLContext | None = None,
-                 password: str | None = None) -> int:
-    """The CONNACK code a paho-mqtt client gets (0 accepted, 5 not authorised), or -2 when the broker drops the
-    connection without one."""
+                 password: str | None = None) -> str:
+    """What a paho-mqtt client gets: its CONNACK reason ("Success", "Not authorized", ...), or
+    "disconnected: ..." when the broker drops the connection without one."""
     mqtt, connacks = paho_client(client, context or client_tls_context(client), password=password)
     mqtt.connect(broker.host, broker.port, keepalive=30)
     mqtt.loop_start()
@@ -384,7 +384,7 @@ def mqtt_session(broker: RunningBroker, client: ClientCredentials, *, context: s
     mqtt.loop_start()
     try:
         code = connacks.get(timeout=WAIT_S)
-        assert code == 0, f"{client.name} was refused (CONNACK {code}); broker log:\n{broker.log_text()[-2000:]}"
+        assert code == "Success", f"{client.name} was refused (CONNACK {code}); broker log:\n{broker.log_text()[-2000:]}"
         yield session
     finally:
         mqtt.disconnect()

@@ -1,0 +1,244 @@
+"""The generated broker refuses what it must: one scenario per test, against the real Mosquitto, after the cases of
+Mosquitto's own test suite (test/broker/08-ssl-*, 09-acl-*, 01-connect-allow-anonymous). TLS is pinned to 1.2
+where the refusal reason is checked: with TLS 1.3 a refused client cert only shows on the first read."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import ssl
+from functools import lru_cache
+
+import pytest
+
+from conftest import (BROKER_NAME, WAIT_S, client_tls_context, mqtt_connack_code, mqtt_connect_over,
+                      mqtt_connect_packet, mqtt_session, paho_connack, tls_connect)
+from generator import pki
+from generator.credentials import ClientCredentials
+from generator.pki_store import PkiStore
+from test_broker_link import mbedtls_connect
+
+CERT_MODES = ("mtls", "mtls+password")
+PASSWORD_MODES = ("password", "mtls+password")
+ALL_MODES = ("mtls", "password", "mtls+password")
+CONNACK_NOT_AUTHORISED = 5   # MQTT 3.1.1 CONNACK return code
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+@lru_cache(maxsize=1)
+def foreign_ca() -> pki.CertificateAuthority:
+    """A CA that is not the project's: same kind of profile, different key."""
+    now = dt.datetime.now(dt.timezone.utc)
+    key = pki.generate_key("ec-p256")
+    return pki.CertificateAuthority(pki.build_root_ca(key, project="intruder", validity_days=30, now=now), key)
+
+
+def issuing_ca(project) -> pki.CertificateAuthority:
+    """The project's issuing CA, read from its PKI directory."""
+    directory = project.spec.pki.dir
+    cert = pki.x509.load_pem_x509_certificate((directory / "issuing-ca.pem").read_bytes())
+    key = pki.load_private_key_pem((directory / "private" / "issuing-ca-key.pem").read_bytes(), "issuing CA key")
+    return pki.CertificateAuthority(cert, key)
+
+
+def client_with_cert(base: ClientCredentials, issuer: pki.CertificateAuthority, *, name: str | None = None,
+                     now: dt.datetime | None = None, validity_days: int = 30) -> ClientCredentials:
+    """`base` with a fresh key and a cert issued by `issuer` (CN = name, default base.name)."""
+    key = pki.generate_key("ec-p256")
+    cert = pki.issue_device_cert(key.public_key(), name or base.name, issuer=issuer, validity_days=validity_days,
+                                 now=now or dt.datetime.now(dt.timezone.utc), project="test")
+    return ClientCredentials(name=name or base.name, ca_pem=base.ca_pem,
+                             cert_pem=cert.public_bytes(pki.serialization.Encoding.PEM),
+                             key_pem=pki.private_key_pem(key), password=base.password)
+
+
+def revoke_and_remove(project, device_id: str):
+    """What an operator does: `gen pki revoke SPEC ID`, take the device out of the spec, `gen generate SPEC`.
+    Returns the regenerated project."""
+    PkiStore.open(project.spec.pki.dir, project=project.spec.project).revoke(device_id, reason="key-compromise")
+    project.spec.path.write_text(project.spec.path.read_text().replace(f"  - id: {device_id}\n", ""))
+    return project.regenerate()
+
+
+def handshake_refused(broker, context, **options) -> ssl.SSLError:
+    """Asserts that the TLS handshake fails and returns the error."""
+    with pytest.raises(ssl.SSLError) as refused:
+        tls_connect(broker, context, **options).close()
+    return refused.value
+
+
+# ---------------------------------------------------------------------------------------------- trust
+
+
+@pytest.mark.parametrize("auth", ALL_MODES)
+def test_a_client_that_trusts_another_ca_refuses_the_broker(auth, broker_project, start_broker):
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    context = client_tls_context(project.client("sensor-a"),
+                                 ca_pem=foreign_ca().cert.public_bytes(pki.serialization.Encoding.PEM))
+    error = handshake_refused(broker, context)
+    assert isinstance(error, ssl.SSLCertVerificationError)
+    assert "unable to get local issuer certificate" in error.verify_message
+
+
+@pytest.mark.parametrize("auth", ALL_MODES)
+def test_a_client_dialling_a_name_not_on_the_broker_cert_refuses_it(auth, broker_project, start_broker):
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    error = handshake_refused(broker, client_tls_context(project.client("sensor-a")),
+                              server_hostname="wrong.example.net")
+    assert isinstance(error, ssl.SSLCertVerificationError)
+    assert "Hostname mismatch" in error.verify_message
+
+
+@pytest.mark.parametrize("auth", ALL_MODES)
+def test_mbedtls_dialling_a_name_not_on_the_broker_cert_refuses_it(auth, broker_project, start_broker):
+    from mbedtls.exceptions import TLSError
+
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    with pytest.raises(TLSError):
+        mbedtls_connect(broker, project.client("sensor-a"), server_hostname="wrong.example.net")
+
+
+# ---------------------------------------------------------------------------------------------- client certificates
+
+
+@pytest.mark.parametrize("auth", CERT_MODES)
+def test_a_client_cert_from_another_ca_is_refused(auth, broker_project, start_broker):
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    impostor = client_with_cert(project.client("sensor-a"), foreign_ca())
+    error = handshake_refused(broker, client_tls_context(impostor))
+    assert "UNKNOWN_CA" in str(error).upper()
+    assert "certificate verify failed" in broker.log_text()
+
+
+@pytest.mark.parametrize("auth", CERT_MODES)
+def test_a_client_without_a_cert_is_refused_where_one_is_required(auth, broker_project, start_broker):
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    handshake_refused(broker, client_tls_context(project.client("sensor-a"), with_cert=False))
+    assert "peer did not return a certificate" in broker.log_text()
+
+
+@pytest.mark.parametrize("auth", CERT_MODES)
+def test_an_expired_client_cert_is_refused(auth, broker_project, start_broker):
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
+    expired = client_with_cert(project.client("sensor-a"), issuing_ca(project), now=long_ago, validity_days=1)
+    error = handshake_refused(broker, client_tls_context(expired))
+    assert "CERTIFICATE_EXPIRED" in str(error).upper()
+
+
+@pytest.mark.parametrize("auth", CERT_MODES)
+def test_a_fresh_cert_from_our_ca_connects_so_the_refusals_above_are_about_the_cert(auth, broker_project,
+                                                                                    start_broker):
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    fresh = client_with_cert(project.client("sensor-a"), issuing_ca(project))
+    with tls_connect(broker, client_tls_context(fresh)) as sock:
+        assert mqtt_connect_over(sock, fresh) == 0
+
+
+@pytest.mark.parametrize("auth", CERT_MODES)
+def test_a_revoked_client_cert_is_refused_and_an_unrevoked_one_still_connects(auth, broker_project, copy_project,
+                                                                             start_broker):
+    project = copy_project(broker_project(auth))
+    revoked = project.client("sensor-b")
+    project = revoke_and_remove(project, "sensor-b")
+    broker = start_broker(project.broker_dir)
+
+    error = handshake_refused(broker, client_tls_context(revoked))
+    assert "CERTIFICATE_REVOKED" in str(error).upper()
+    with tls_connect(broker, client_tls_context(project.client("sensor-a"))) as sock:
+        assert mqtt_connect_over(sock, project.client("sensor-a")) == 0
+
+
+def test_a_cert_revoked_while_the_broker_runs_is_refused_after_sighup(broker_project, copy_project, start_broker):
+    project = copy_project(broker_project("mtls"))
+    broker = start_broker(project.broker_dir)
+    with tls_connect(broker, client_tls_context(project.client("sensor-b"))) as sock:
+        assert mqtt_connect_over(sock, project.client("sensor-b")) == 0
+
+    revoked = project.client("sensor-b")
+    project = revoke_and_remove(project, "sensor-b")
+    broker.install(project.broker_dir)
+    broker.reload()
+
+    error = handshake_refused(broker, client_tls_context(revoked))
+    assert "CERTIFICATE_REVOKED" in str(error).upper()
+    with tls_connect(broker, client_tls_context(project.client("sensor-a"))) as sock:
+        assert mqtt_connect_over(sock, project.client("sensor-a")) == 0
+
+
+# ---------------------------------------------------------------------------------------------- passwords
+
+
+@pytest.mark.parametrize("auth", PASSWORD_MODES)
+def test_the_wrong_password_is_refused(auth, broker_project, start_broker):
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    assert paho_connack(broker, project.client("sensor-a"), password="not-the-password") == "Not authorized"
+
+
+@pytest.mark.parametrize("auth", PASSWORD_MODES)
+def test_another_devices_password_is_refused(auth, broker_project, start_broker):
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    other = project.client("sensor-b").password
+    assert paho_connack(broker, project.client("sensor-a"), password=other) == "Not authorized"
+
+
+@pytest.mark.parametrize("auth", PASSWORD_MODES)
+def test_an_anonymous_client_is_refused(auth, broker_project, start_broker):
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    with tls_connect(broker, client_tls_context(project.client("sensor-a"))) as sock:
+        sock.send(mqtt_connect_packet("anonymous-client"))
+        assert mqtt_connack_code(sock) == CONNACK_NOT_AUTHORISED
+
+
+def test_with_mtls_the_username_a_client_sends_does_not_change_who_it_is(broker_project, start_broker):
+    # use_identity_as_username: sensor-a's cert with sensor-b's name is still sensor-a to the ACL.
+    project = broker_project("mtls")
+    broker = start_broker(project.broker_dir)
+    with tls_connect(broker, client_tls_context(project.client("sensor-a"))) as sock:
+        sock.send(mqtt_connect_packet("sensor-a", username="sensor-b", password="whatever"))
+        assert mqtt_connack_code(sock) == 0
+    assert "u'sensor-a'" in broker.log_text()
+    assert "u'sensor-b'" not in broker.log_text()
+
+
+# ---------------------------------------------------------------------------------------------- the listener
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("auth", ALL_MODES)
+def test_tls_1_1_is_refused_by_the_broker(auth, broker_project, start_broker):
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    context = client_tls_context(project.client("sensor-a"), min_version=ssl.TLSVersion.TLSv1_1,
+                                 max_version=ssl.TLSVersion.TLSv1_1)
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that our client really offers TLS 1.1 and the broker decides
+    handshake_refused(broker, context)
+    assert "unsupported protocol" in broker.log_text()
+
+
+@pytest.mark.parametrize("auth", ALL_MODES)
+def test_plaintext_mqtt_to_the_tls_port_gets_no_connack(auth, broker_project, start_broker):
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    client = project.client("sensor-a")
+    with socket.create_connection((broker.host, broker.port), timeout=WAIT_S) as sock:
+        sock.send(mqtt_connect_packet(client.name, username=client.name, password=client.password or "x"))
+        reply = b""
+        try:
+            while chunk := sock.recv(64):
+                reply += chunk
+        except ConnectionResetError:
+            pass
+    assert not reply.startswith(b"\x20\x02"), "the TLS port answered a plaintext CONNECT with a CONNACK"
