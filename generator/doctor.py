@@ -680,17 +680,22 @@ def judge_connack(target: DoctorTarget, code: int | None, closed: str | None) ->
     if code == 0:
         return passed("mqtt-connect", f"CONNACK 0, connection accepted ({who})")
     meaning = CONNACK_MEANINGS.get(code, f"unknown return code {code}")
-    fixes = {
-        1: "the broker is too old for MQTT 3.1.1; use Mosquitto 1.4 or later",
-        2: "allow the client id: check `clientid_prefixes` / `allow_zero_length_clientid` in mosquitto.conf",
-        3: "the broker is overloaded or shutting down; read its log and retry",
-        4: (f"the broker's password file does not match pki/private/passwords/{device.username}.txt: "
-            f"run `gen generate SPEC`, install OUT/broker/passwd and reload the broker" if device.uses_password else
-            "the broker wants a user name and password this device does not use: install OUT/broker/mosquitto.conf"),
-        5: (f"the broker does not know user {device.username}: install OUT/broker/passwd and OUT/broker/acl, and "
-            f"mosquitto.conf with use_identity_as_username for mtls, then reload the broker"),
-    }
-    return failed("mqtt-connect", f"CONNACK {code}: {meaning} ({who})", fixes.get(code, "read the broker's log"))
+    install_passwd = (f"run `gen generate SPEC`, install OUT/broker/passwd and reload the broker, so it holds the "
+                      f"password in pki/private/passwords/{device.username}.txt (reflash a device that has an older one)")
+    if device.uses_password and code in (4, 5):
+        meaning += " (Mosquitto 2.0 says this for a wrong password or an unknown user)" if code == 5 else ""
+        fix = install_passwd
+    elif code == 5:
+        meaning += " (the broker did not take the cert CN as the user name, and refuses anonymous clients)"
+        fix = ("install OUT/broker/mosquitto.conf: an mtls listener needs `use_identity_as_username true`; "
+               "then restart the broker")
+    elif code == 4:
+        fix = "the broker expects a password this device does not send: install OUT/broker/mosquitto.conf"
+    else:
+        fix = {1: "the broker is too old for MQTT 3.1.1; use Mosquitto 1.4 or later",
+               2: "allow the client id: check `clientid_prefixes` / `allow_zero_length_clientid` in mosquitto.conf",
+               3: "the broker is overloaded or shutting down; read its log and retry"}.get(code, "read the broker's log")
+    return failed("mqtt-connect", f"CONNACK {code}: {meaning} ({who})", fix)
 
 
 def concrete_topic(topic_filter: str) -> str:
@@ -788,7 +793,7 @@ def judge_acl(target: DoctorTarget, trips: list[RoundTrip]) -> StepResult:
                 fix = f"give user {BACKEND_IDENTITY} `topic readwrite` on {trip.topic} in the ACL (OUT/broker/acl)"
             else:
                 summary = (f"the ACL denies device {device.id} publishing on {trip.topic} "
-                           f"(Mosquitto drops it silently; its log says `Denied PUBLISH`)")
+                           f"(Mosquitto drops it silently; with `log_type debug` its log says `Denied PUBLISH`)")
                 fix = (f"give user {device.username} `topic write {trip.topic}` in the ACL: install OUT/broker/acl from "
                        f"`gen generate SPEC` and reload the broker")
             return failed("acl", summary, fix)
