@@ -1,0 +1,240 @@
+"""Flashing: where each image goes in a chip's flash, the esptool arguments that put it there, and the serial port.
+
+    layout = FlashLayout(chip="esp32", settings=flash_settings(target), images=(FlashImage(0x1000, "bootloader.bin"), ...))
+    layout.write_flash_args()  ->  ["--chip", "esp32", "write-flash", "--flash-mode", "dio", ..., "0x1000", "bootloader.bin", ...]
+
+`gen build` writes one FlashLayout per device as OUT/artifacts/<id>/flash.json (file names relative to that
+directory); `gen flash` reads it back and runs esptool with exactly those arguments plus the port.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from generator.catalogue import Target
+from generator.errors import ToolError, UserError
+
+# esptool 5.6 BOOTLOADER_FLASH_OFFSET: where the second-stage bootloader sits, per chip.
+BOOTLOADER_OFFSETS = {
+    "esp32": 0x1000,
+    "esp32s2": 0x1000,
+    "esp32s3": 0x0,
+    "esp32c2": 0x0,
+    "esp32c3": 0x0,
+    "esp32c6": 0x0,
+    "esp32h2": 0x0,
+    "esp32c5": 0x2000,
+    "esp32p4": 0x2000,
+}
+DEFAULT_UPLOAD_BAUD = 460800     # PlatformIO's upload_speed for the espressif32 boards we list
+FACTORY_IMAGE = "factory.bin"    # every image of the build merged into one file, flashed at 0x0
+NVS_IMAGE = "nvs.bin"
+FLASH_JSON = "flash.json"
+
+
+def bootloader_offset(chip: str) -> int:
+    try:
+        return BOOTLOADER_OFFSETS[chip]
+    except KeyError:
+        raise UserError(f"chip {chip!r} has no known bootloader offset",
+                        hint=f"use a target whose custom_chip is one of {', '.join(BOOTLOADER_OFFSETS)}") from None
+
+
+def hex_offset(offset: int) -> str:
+    return f"0x{offset:x}"
+
+
+def parse_offset(text: str | int) -> int:
+    return text if isinstance(text, int) else int(str(text), 0)
+
+
+@dataclass(frozen=True)
+class FlashSettings:
+    mode: str    # esptool --flash-mode: dio, qio, ...
+    freq: str    # esptool --flash-freq: 40m, 80m, ...
+    size: str    # esptool --flash-size: 4MB, ...
+
+    def esptool_args(self) -> list[str]:
+        return ["--flash-mode", self.mode, "--flash-freq", self.freq, "--flash-size", self.size]
+
+
+def flash_settings(target: Target) -> FlashSettings:
+    """The flash chip settings of a catalogue target, spelled the way esptool wants them."""
+    frequency_hz = int(target.option("board_build.f_flash", "40000000L").rstrip("Ll"))
+    return FlashSettings(
+        mode=target.option("board_build.flash_mode", "dio"),
+        freq=f"{frequency_hz // 1_000_000}m",
+        size=target.option("board_upload.flash_size", "4MB"),
+    )
+
+
+@dataclass(frozen=True)
+class FlashImage:
+    offset: int
+    file: str            # a file name inside the device's artifacts directory
+
+
+@dataclass(frozen=True)
+class FlashLayout:
+    """Everything esptool needs to flash one device from its artifacts directory."""
+
+    device: str
+    chip: str
+    settings: FlashSettings
+    images: tuple[FlashImage, ...]                  # in offset order; includes nvs.bin when the device has one
+    factory: FlashImage | None = None                # the merged image of the build (without nvs.bin)
+
+    def write_flash_args(self) -> list[str]:
+        args = ["--chip", self.chip, "write-flash", *self.settings.esptool_args()]
+        for image in self.images:
+            args += [hex_offset(image.offset), image.file]
+        return args
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device": self.device,
+            "chip": self.chip,
+            "flash_mode": self.settings.mode,
+            "flash_freq": self.settings.freq,
+            "flash_size": self.settings.size,
+            "images": [{"offset": hex_offset(i.offset), "file": i.file} for i in self.images],
+            "factory": {"offset": hex_offset(self.factory.offset), "file": self.factory.file} if self.factory else None,
+            "esptool_args": self.write_flash_args(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "FlashLayout":
+        factory = data.get("factory")
+        return cls(
+            device=data["device"],
+            chip=data["chip"],
+            settings=FlashSettings(data["flash_mode"], data["flash_freq"], data["flash_size"]),
+            images=tuple(FlashImage(parse_offset(i["offset"]), i["file"]) for i in data["images"]),
+            factory=FlashImage(parse_offset(factory["offset"]), factory["file"]) if factory else None,
+        )
+
+
+def read_flash_layout(artifacts_dir: Path) -> FlashLayout:
+    path = Path(artifacts_dir) / FLASH_JSON
+    try:
+        return FlashLayout.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist: this device has not been built",
+                        hint="run `gen build SPEC --device ID` first") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{path} is not a flash layout written by `gen build` ({error})",
+                        hint="run `gen build SPEC --device ID` again") from None
+
+
+def merge_bin_args(chip: str, settings: FlashSettings, images: list[tuple[int, Path]], output: Path) -> list[str]:
+    """esptool 5 `merge-bin`: one raw file to flash at 0x0, holding every image at its offset (0xFF between)."""
+    args = ["--chip", chip, "merge-bin", "-o", str(output), *settings.esptool_args()]
+    for offset, path in sorted(images):
+        args += [hex_offset(offset), str(path)]
+    return args
+
+
+# --------------------------------------------------------------------------------------- partition table
+
+PARTITION_ENTRY = struct.Struct("<2sBBII16sI")   # magic, type, subtype, offset, size, label, flags
+PARTITION_MAGIC = b"\xaa\x50"
+PARTITION_TYPE_DATA = 0x01
+PARTITION_SUBTYPE_NVS = 0x02
+
+
+@dataclass(frozen=True)
+class Partition:
+    label: str
+    type: int
+    subtype: int
+    offset: int
+    size: int
+
+
+def parse_partition_table(data: bytes) -> tuple[Partition, ...]:
+    """The entries of a binary ESP partition table (partitions.bin): 32-byte records until the MD5 or 0xFF fill."""
+    partitions = []
+    for start in range(0, len(data) - PARTITION_ENTRY.size + 1, PARTITION_ENTRY.size):
+        magic, ptype, subtype, offset, size, label, _flags = PARTITION_ENTRY.unpack_from(data, start)
+        if magic != PARTITION_MAGIC:
+            break
+        partitions.append(Partition(label.rstrip(b"\0").decode("ascii", "replace"), ptype, subtype, offset, size))
+    return tuple(partitions)
+
+
+def nvs_partition(partitions: tuple[Partition, ...]) -> Partition | None:
+    """The default NVS partition (label "nvs"), the one nvs_flash_init() and Preferences open."""
+    candidates = [p for p in partitions if p.type == PARTITION_TYPE_DATA and p.subtype == PARTITION_SUBTYPE_NVS]
+    for partition in candidates:
+        if partition.label == "nvs":
+            return partition
+    return candidates[0] if candidates else None
+
+
+# --------------------------------------------------------------------------------------- serial ports
+
+
+def serial_ports() -> list[str]:
+    """The serial ports this machine shows (pyserial's list, which esptool also uses)."""
+    from serial.tools import list_ports
+
+    return sorted(port.device for port in list_ports.comports())
+
+
+def _ports_sentence(ports: list[str]) -> str:
+    return f"the ports present are: {', '.join(ports)}" if ports else "no serial port is present at all"
+
+
+def choose_port(requested: str | None, ports: list[str] | None = None) -> str:
+    """The port to use: the one asked for (which must exist), else the only one there is."""
+    ports = serial_ports() if ports is None else ports
+    if requested:
+        if requested in ports or Path(requested).exists():
+            return requested
+        raise ToolError(
+            f"serial port {requested} does not exist; {_ports_sentence(ports)}. Plug the board in (a USB cable "
+            "that carries data, not only power), check `dmesg` for the name it got, and pass it with --port."
+        )
+    if not ports:
+        raise ToolError(
+            "no serial port found: no ESP32 board seems to be connected. Plug it in with a USB data cable; on Linux "
+            "it shows up as /dev/ttyUSB* or /dev/ttyACM* (you may need to be in the dialout group), then pass --port."
+        )
+    if len(ports) > 1:
+        raise UserError(f"several serial ports are present ({', '.join(ports)}); which board is meant is not clear",
+                        hint="pass the board's port with --port")
+    return ports[0]
+
+
+def port_busy_error(port: str) -> ToolError:
+    return ToolError(
+        f"serial port {port} is busy: another program holds it open (a serial monitor, `gen monitor`, "
+        "an IDE, or ModemManager). Close that program, or stop the monitor with Ctrl+C, then run the command again."
+    )
+
+
+def check_port_free(port: str) -> None:
+    """Refuses a port another program holds, the way esptool and pyserial lock it (flock on POSIX)."""
+    try:
+        fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except OSError as error:
+        if error.errno == errno.EBUSY:
+            raise port_busy_error(port) from None
+        if error.errno in (errno.EACCES, errno.EPERM):
+            raise ToolError(f"no permission to open serial port {port}. On Linux add yourself to the dialout "
+                            "group (`sudo usermod -aG dialout $USER`, then log in again).") from None
+        raise ToolError(f"cannot open serial port {port}: {error.strerror}. Check the cable and the port name.") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise port_busy_error(port) from None
+    finally:
+        os.close(fd)  # closing the descriptor drops our lock too
