@@ -1,9 +1,75 @@
-"""`gen` commands for broker."""
+"""`gen broker config` and `gen broker up`."""
 
 from __future__ import annotations
 
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+
+console = Console(highlight=False, soft_wrap=True)
+broker_app = typer.Typer(help="The Mosquitto broker side: print its config, or run it.", no_args_is_help=True)
+
+
+@broker_app.command("config")
+def config(spec: Path = typer.Argument(..., help="The spec, e.g. projects/NAME/device.yaml.")) -> None:
+    """Print the mosquitto.conf the spec produces (nothing is written; paths are where README.md installs them)."""
+    from generator.broker import render_mosquitto_conf
+    from generator.spec import load_spec
+
+    sys.stdout.write(render_mosquitto_conf(load_spec(spec)).decode())
+
+
+@broker_app.command("up")
+def up(
+    spec: Path = typer.Argument(..., help="The spec, e.g. projects/NAME/device.yaml."),
+    port: Optional[int] = typer.Option(None, "--port", min=1, max=65535,
+                                       help="TLS port to listen on (default: broker.port of the spec)."),
+    bind: Optional[str] = typer.Option(None, "--bind", help="Address to listen on (default: every interface)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: build/ next to the spec)."),
+) -> None:
+    """Generate OUT/broker/ and run the real mosquitto on it in the foreground until Ctrl-C."""
+    from generator.errors import ToolError
+    from generator.mosquitto_runner import running_broker
+    from generator.spec import load_spec
+
+    loaded = load_spec(spec)
+    broker_dir = write_broker_files(loaded, out or loaded.default_out_dir)
+    with running_broker(broker_dir, port, bind_address=bind) as broker:
+        where = f"{bind or 'every interface'}, port {broker.port} (TLS)"
+        if broker.plaintext_port:
+            where += f" and port {broker.plaintext_port} (plaintext)"
+        console.print(f"mosquitto {broker.version} running on {where} with {broker_dir}/ (Ctrl-C stops it)")
+        offset = 0
+        try:
+            while True:
+                text = broker.log_path.read_bytes()
+                sys.stderr.write(text[offset:].decode(errors="replace"))
+                sys.stderr.flush()
+                offset = len(text)
+                if broker.process.poll() is not None:
+                    raise ToolError(f"mosquitto exited with code {broker.process.returncode}",
+                                    hint="see its log above")
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            console.print("stopping mosquitto")
+
+
+def write_broker_files(spec, out_dir: Path) -> Path:
+    """Creates or reuses the PKI and writes OUT/broker/ (what `gen generate` writes there); returns that dir."""
+    from generator.broker import render_broker
+    from generator.files import write_tree
+    from generator.generate import spec_credentials
+
+    rendered = render_broker(spec, spec_credentials(spec).broker)
+    broker_dir = Path(out_dir) / "broker"
+    write_tree(broker_dir, rendered.files, modes=rendered.modes)
+    return broker_dir
 
 
 def register(app: typer.Typer) -> None:
-    """Adds this concept's commands to the `gen` app."""
+    """Adds `gen broker config|up` to the `gen` app."""
+    app.add_typer(broker_app, name="broker")
