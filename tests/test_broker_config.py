@@ -1,0 +1,175 @@
+"""What the broker renderer writes: the config per auth mode, the `$7$` password file (checked against
+mosquitto_passwd), the ACL and the file modes. Pure rendering; the real broker is in the other test_broker_* files."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+
+import pytest
+
+from generator.broker import (INSTALL_DIR, PASSWORD_ITERATIONS, acl_sections, common_topic_prefix,
+                              hash_password_pbkdf2_sha512, password_matches, render_broker, render_mosquitto_conf,
+                              render_password_file)
+
+
+def conf_lines(spec) -> list[str]:
+    return [line for line in render_mosquitto_conf(spec).decode().splitlines() if line and not line.startswith("#")]
+
+
+def listener_blocks(spec) -> list[list[str]]:
+    blocks: list[list[str]] = []
+    for line in conf_lines(spec):
+        if line.startswith("listener "):
+            blocks.append([])
+        if blocks:
+            blocks[-1].append(line)
+    return blocks
+
+
+# ---------------------------------------------------------------------------------------------- mosquitto.conf
+
+
+@pytest.mark.parametrize("auth", ["mtls", "password", "mtls+password"])
+def test_no_anonymous_clients_one_global_acl_and_tls_1_2_minimum_in_every_mode(auth, broker_project):
+    lines = conf_lines(broker_project(auth).spec)
+    assert lines[:2] == ["per_listener_settings false", "allow_anonymous false"]
+    assert f"acl_file {INSTALL_DIR}/acl" in lines
+    assert "tls_version tlsv1.2" in lines
+
+
+@pytest.mark.parametrize("auth", ["mtls", "password", "mtls+password"])
+def test_the_tls_listener_always_has_both_certfile_and_keyfile(auth, broker_project):
+    # With certfile alone Mosquitto silently serves plaintext.
+    (tls,) = listener_blocks(broker_project(auth).spec)
+    assert tls[0] == "listener 8883"
+    assert f"certfile {INSTALL_DIR}/broker.pem" in tls and f"keyfile {INSTALL_DIR}/broker.key" in tls
+
+
+def test_mtls_takes_the_username_from_the_certificate_and_has_no_password_file(broker_project):
+    lines = conf_lines(broker_project("mtls").spec)
+    assert {"require_certificate true", "use_identity_as_username true", f"cafile {INSTALL_DIR}/ca.pem",
+            f"crlfile {INSTALL_DIR}/crl.pem"} <= set(lines)
+    assert not any(line.startswith("password_file") for line in lines)
+
+
+def test_mtls_password_requires_a_certificate_and_takes_the_username_from_the_login(broker_project):
+    lines = conf_lines(broker_project("mtls+password").spec)
+    assert {"require_certificate true", f"password_file {INSTALL_DIR}/passwd", f"cafile {INSTALL_DIR}/ca.pem",
+            f"crlfile {INSTALL_DIR}/crl.pem"} <= set(lines)
+    assert "use_identity_as_username true" not in lines
+
+
+def test_password_mode_uses_the_password_file_and_asks_for_no_client_certificate(broker_project):
+    lines = conf_lines(broker_project("password").spec)
+    assert {"require_certificate false", f"password_file {INSTALL_DIR}/passwd"} <= set(lines)
+    assert not any(line.startswith(("cafile", "crlfile", "use_identity_as_username")) for line in lines)
+
+
+def test_a_plaintext_listener_exists_only_when_the_spec_sets_plaintext_port(broker_project):
+    spec = broker_project("password").spec
+    assert len(listener_blocks(spec)) == 1
+    with_plaintext = dataclasses.replace(spec, broker=dataclasses.replace(spec.broker, plaintext_port=1883))
+    tls, plaintext = listener_blocks(with_plaintext)
+    assert plaintext == ["listener 1883"]
+
+
+# ---------------------------------------------------------------------------------------------- password file
+
+
+def test_our_pbkdf2_sha512_hash_equals_mosquitto_passwds_for_the_same_salt(tmp_path):
+    if not shutil.which("mosquitto_passwd"):
+        pytest.skip("mosquitto_passwd is not installed")
+    passwd = tmp_path / "passwd"
+    subprocess.run(["mosquitto_passwd", "-H", "sha512-pbkdf2", "-c", "-b", passwd, "sensor-a", "s3cret pass"],
+                   check=True, capture_output=True)
+    username, theirs = passwd.read_text().strip().split(":", 1)
+    _, kind, iterations, salt_b64, _ = theirs.split("$")
+    import base64
+
+    ours = hash_password_pbkdf2_sha512("s3cret pass", salt=base64.b64decode(salt_b64), iterations=int(iterations))
+    assert (username, kind, ours) == ("sensor-a", "7", theirs)
+    assert password_matches("s3cret pass", theirs) and not password_matches("s3cret pas", theirs)
+
+
+def test_the_password_file_has_one_7_line_per_user_and_no_plaintext(broker_project):
+    project = broker_project("password")
+    passwords = project.credentials.broker.passwords
+    text = render_broker(project.spec, project.credentials.broker).files["passwd"].decode()
+    lines = text.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["backend", "sensor-a", "sensor-b"]
+    for (username, password), line in zip(sorted(passwords), lines):
+        encoded = line.split(":", 1)[1]
+        assert encoded.startswith(f"$7${PASSWORD_ITERATIONS}$")
+        assert password_matches(password, encoded)
+        assert password not in text
+
+
+def test_the_password_file_is_the_same_on_every_run_but_salted_per_user_and_installation(broker_project):
+    credentials = broker_project("password").credentials.broker
+    same_password = [("alpha", "same"), ("beta", "same")]
+    first = render_password_file(same_password, salt_key=credentials.key_pem)
+    assert first == render_password_file(same_password, salt_key=credentials.key_pem)
+    alpha, beta = (line.split("$")[3] for line in first.decode().splitlines())
+    assert alpha != beta
+    assert first != render_password_file(same_password, salt_key=b"another installation's key")
+
+
+def test_the_broker_key_and_password_file_are_0600_everything_else_0644(broker_project):
+    project = broker_project("mtls+password")
+    rendered = render_broker(project.spec, project.credentials.broker)
+    assert set(rendered.files) == {"mosquitto.conf", "ca.pem", "broker.pem", "broker.key", "crl.pem", "passwd",
+                                   "acl", "README.md"}
+    assert {name for name, mode in rendered.modes.items() if mode == 0o600} == {"broker.key", "passwd"}
+    assert {mode for name, mode in rendered.modes.items() if name not in ("broker.key", "passwd")} == {0o644}
+
+
+def test_mtls_writes_no_password_file_and_password_mode_no_ca_or_crl(broker_project):
+    mtls = render_broker(broker_project("mtls").spec, broker_project("mtls").credentials.broker).files
+    password = render_broker(broker_project("password").spec, broker_project("password").credentials.broker).files
+    assert "passwd" not in mtls and {"ca.pem", "crl.pem"} <= set(mtls)
+    assert "passwd" in password and not {"ca.pem", "crl.pem"} & set(password)
+
+
+# ---------------------------------------------------------------------------------------------- ACL
+
+
+def test_each_device_may_write_its_topics_and_read_its_filters_and_the_backend_all_device_topics(broker_project):
+    sections = {s.username: [(r.access, r.topic) for r in s.rules] for s in acl_sections(broker_project("mtls").spec)}
+    assert sections == {
+        "sensor-a": [("write", "devices/sensor-a/telemetry"), ("readwrite", "devices/sensor-a/status"),
+                     ("read", "devices/sensor-a/cmd/#")],
+        "sensor-b": [("write", "devices/sensor-b/telemetry"), ("readwrite", "devices/sensor-b/status"),
+                     ("read", "devices/sensor-b/cmd/#")],
+        "backend": [("readwrite", "devices/#")],
+    }
+
+
+def test_the_acl_file_has_no_pattern_lines_no_tabs_and_no_indented_comments(broker_project):
+    text = render_broker(broker_project("mtls").spec, broker_project("mtls").credentials.broker).files["acl"].decode()
+    for line in text.splitlines():
+        assert "\t" not in line and not line.startswith((" ", "pattern"))
+        assert line == "" or line.startswith(("#", "user ", "topic read ", "topic write ", "topic readwrite "))
+    assert text.index("user sensor-a") < text.index("topic write devices/sensor-a/telemetry")
+
+
+def test_without_a_shared_prefix_the_backend_gets_every_topic_explicitly(broker_project):
+    spec = broker_project("mtls").spec
+    a, b = spec.devices
+    b = dataclasses.replace(b, status=dataclasses.replace(b.status, topic="other/sensor-b/status"))
+    (backend,) = [s for s in acl_sections(dataclasses.replace(spec, devices=(a, b))) if s.username == "backend"]
+    assert [r.topic for r in backend.rules] == [
+        "devices/sensor-a/status", "devices/sensor-a/telemetry", "devices/sensor-a/cmd/#",
+        "other/sensor-b/status", "devices/sensor-b/telemetry", "devices/sensor-b/cmd/#"]
+
+
+@pytest.mark.parametrize("topics, prefix", [
+    (["a/b/c", "a/b/d/#"], "a/b"),
+    (["a/x", "b/x"], None),
+    (["+/x", "+/y"], None),
+    (["fleet/s1/t", "fleet/s2/t"], "fleet"),
+    (["/leading/slash", "/leading/other"], None),
+])
+def test_common_topic_prefix_stops_at_the_first_differing_or_wildcard_level(topics, prefix):
+    assert common_topic_prefix(topics) == prefix
