@@ -74,7 +74,6 @@ CRL_VALIDITY_DAYS = 30          # Mosquitto locks every client out past nextUpda
 CRL_RESIGN_FRACTION = 0.5       # ... so it is re-signed once half of that has passed
 ROOT_KEY_KDF_ROUNDS = 600_000
 EXPIRY_WARNING_DAYS = 30
-BACKEND_CLIENT = "backend"
 
 ROLES = ("root-ca", "issuing-ca", "broker", "device", "client")
 LEAF_ROLES = ("broker", "device", "client")
@@ -924,23 +923,28 @@ def open_spec_pki(spec: Any, *, create: bool = True) -> PkiStore:
 
 
 def ensure_spec_identities(spec: Any) -> SpecIdentities:
-    """The broker identity, one identity per mTLS device, the backend client, the passwords the auth modes
-    need, and a fresh-enough CRL. What `gen generate` calls; reuses everything that already exists."""
-    if any(device.id == BACKEND_CLIENT for device in spec.devices):
-        raise UserError(f"a device cannot be named {BACKEND_CLIENT!r}: that name is the backend client's",
-                        hint="rename the device in the spec")
+    """The broker identity, one identity per device that uses a client cert, the backend client, the passwords
+    the auth modes need (keyed by MQTT username), and a fresh-enough CRL. What `gen generate` calls; it reuses
+    everything that already exists and writes the index once."""
+    from generator.spec import BACKEND_IDENTITY
+
     store = open_spec_pki(spec)
     with store.batch():
         broker = store.ensure_broker(spec.broker.names, validity_days=spec.pki.validity_days)
         devices: dict[str, Identity] = {}
+        by_profile: dict[tuple[str, int], list[str]] = {}
         for device in spec.devices:
-            if "mtls" in device.auth:
-                devices[device.id] = store.ensure_device(device.id, key_type=device.pki.key_type,
-                                                         validity_days=device.pki.validity_days)
-        backend = store.ensure_client(BACKEND_CLIENT, key_type=spec.pki.key_type,
+            if device.uses_client_cert:
+                by_profile.setdefault((device.pki.key_type, device.pki.validity_days), []).append(device.id)
+        for (key_type, validity_days), ids in by_profile.items():
+            for identity in store.ensure_devices(ids, key_type=key_type, validity_days=validity_days):
+                devices[identity.name] = identity
+        devices = {device.id: devices[device.id] for device in spec.devices if device.id in devices}  # spec order
+        backend = store.ensure_client(BACKEND_IDENTITY, key_type=spec.pki.key_type,
                                       validity_days=spec.pki.validity_days)
-        passwords = {device.id: store.password(device.id) for device in spec.devices if "password" in device.auth}
-        passwords[BACKEND_CLIENT] = store.password(BACKEND_CLIENT)
+        passwords = {device.username: store.password(device.username)
+                     for device in spec.devices if device.uses_password}
+        passwords[BACKEND_IDENTITY] = store.password(BACKEND_IDENTITY)
         crl = store.crl_pem()
     return SpecIdentities(ca_pem=store.device_trust_pem(), broker_cafile_pem=store.broker_cafile_pem(),
                           crl_pem=crl, broker=broker, backend=backend, devices=devices, passwords=passwords)

@@ -1,0 +1,419 @@
+"""The PKI directory: created once, reused byte-identical, never silently replaced, secrets kept 0600."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs12
+
+from generator import pki_store
+from generator.errors import UserError
+from generator.pki_store import PkiStore, ensure_spec_identities
+from generator.spec import load_spec
+
+BROKER = ["mqtt.example.com", "192.168.1.10"]
+
+
+def build(directory: Path, **open_options) -> PkiStore:
+    """Everything `gen generate` asks of the store for a small fleet."""
+    store = PkiStore.open(directory, project="demo", **open_options)
+    with store.batch():
+        store.ensure_broker(BROKER, validity_days=365)
+        store.ensure_devices(["esp32-0001", "esp32-0002"], key_type="ec-p256", validity_days=365)
+        store.ensure_device("esp32-rsa", key_type="rsa-2048", validity_days=365)
+        store.ensure_client("backend", key_type="ec-p256", validity_days=365)
+        store.password("esp32-0002")
+        store.password("backend")
+        store.crl_pem()
+    return store
+
+
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file with its bytes, mode and mtime (an unchanged mtime shows the file was not rewritten)."""
+    return {str(p.relative_to(directory)): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode), p.stat().st_mtime_ns)
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# ------------------------------------------------------------------------------------------------ reuse
+
+
+def test_rerunning_leaves_every_pki_file_byte_identical_and_untouched(tmp_path):
+    build(tmp_path / "pki")
+    before = snapshot(tmp_path / "pki")
+    build(tmp_path / "pki")
+    assert snapshot(tmp_path / "pki") == before
+
+
+def test_a_rerun_returns_the_same_identities_and_passwords(tmp_path):
+    first = build(tmp_path / "pki")
+    second = PkiStore.open(tmp_path / "pki", project="demo")
+    assert second.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365) == \
+        first.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365)
+    assert second.password("backend") == first.password("backend")
+    assert second.device_trust_pem() == first.device_trust_pem()
+
+
+def test_passwords_are_long_random_and_url_safe(tmp_path):
+    store = PkiStore.open(tmp_path / "pki", project="demo")
+    passwords = {store.password(f"user-{i}") for i in range(5)}
+    assert len(passwords) == 5
+    assert all(len(p) >= 32 and p.replace("-", "").replace("_", "").isalnum() for p in passwords)
+
+
+def test_private_keys_and_passwords_are_0600_in_0700_dirs_and_certs_are_public(tmp_path):
+    build(tmp_path / "pki")
+    private = tmp_path / "pki" / "private"
+    files = [p for p in private.rglob("*") if p.is_file()]
+    assert len(files) >= 8  # root, issuing, broker, 3 devices, backend keys; 2 passwords
+    assert all(mode(p) == 0o600 for p in files)
+    assert all(mode(d) == 0o700 for d in [private, *(p for p in private.rglob("*") if p.is_dir())])
+    assert mode(tmp_path / "pki" / "ca.pem") == 0o644
+    assert mode(tmp_path / "pki" / "devices" / "esp32-0001.pem") == 0o644
+
+
+def test_the_broker_file_carries_the_chain_and_the_cafile_holds_issuing_and_root(tmp_path):
+    store = build(tmp_path / "pki")
+    broker = store.ensure_broker(BROKER, validity_days=365)
+    leaf, issuing = x509.load_pem_x509_certificates(broker.cert_pem)
+    assert issuing == store.issuing_ca_cert
+    assert x509.load_pem_x509_certificates(store.broker_cafile_pem()) == [store.issuing_ca_cert,
+                                                                           store.root_ca_cert]
+    assert leaf.subject.rfc4514_string() == "O=demo,CN=mqtt.example.com"
+
+
+def test_the_index_records_every_cert_without_secrets(tmp_path):
+    store = build(tmp_path / "pki")
+    document = json.loads((tmp_path / "pki" / "index.json").read_text())
+    roles = sorted(entry["role"] for entry in document["certs"])
+    assert roles == ["broker", "client", "device", "device", "device", "issuing-ca", "root-ca"]
+    text = (tmp_path / "pki" / "index.json").read_text()
+    assert "PRIVATE KEY" not in text and store.password("backend") not in text
+    assert {e.id for e in store.entries()} >= {"esp32-0001", "backend", "broker"}
+
+
+def test_deleting_the_build_output_loses_nothing_because_nothing_lives_there(tmp_path):
+    store = build(tmp_path / "spec" / "pki")
+    out = tmp_path / "spec" / "build"
+    out.mkdir()
+    (out / "client.key").write_bytes(store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=1).key_pem)
+    before = snapshot(tmp_path / "spec" / "pki")
+    subprocess.run(["rm", "-rf", str(out)], check=True)
+    build(tmp_path / "spec" / "pki")
+    assert snapshot(tmp_path / "spec" / "pki") == before
+
+
+def test_many_devices_are_issued_in_parallel_with_their_files_modes_and_one_index(tmp_path):
+    store = PkiStore.open(tmp_path / "pki", project="fleet")
+    ids = [f"dev-{i:04d}" for i in range(1200)]  # enough for worker processes on two cores
+    identities = store.ensure_devices(ids, key_type="ec-p256", validity_days=365)
+    assert [i.name for i in identities] == ids
+    assert len({i.serial for i in identities}) == 1200
+    assert all(mode(i.key_path) == 0o600 and i.cert_path.read_bytes() == i.cert_pem for i in identities[::97])
+    reopened = PkiStore.open(tmp_path / "pki", project="fleet")
+    assert reopened.ensure_devices(ids, key_type="ec-p256", validity_days=365) == identities
+    assert len([e for e in reopened.entries() if e.role == "device"]) == 1200
+
+
+def test_files_left_by_a_run_interrupted_before_its_index_write_are_adopted(tmp_path):
+    store = build(tmp_path / "pki")
+    device = store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365)
+    index = tmp_path / "pki" / "index.json"
+    document = json.loads(index.read_text())
+    document["certs"] = [e for e in document["certs"] if e["id"] != "esp32-0001"]
+    index.write_text(json.dumps(document))
+    again = PkiStore.open(tmp_path / "pki", project="demo").ensure_device("esp32-0001", key_type="ec-p256",
+                                                                          validity_days=365)
+    assert again == device
+
+
+# ------------------------------------------------------------------------------------------------ the CA
+
+
+def test_a_corrupted_ca_file_is_an_error_and_is_never_regenerated(tmp_path):
+    build(tmp_path / "pki")
+    (tmp_path / "pki" / "ca.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n")
+    with pytest.raises(UserError, match="ca.pem is not a readable PEM certificate"):
+        PkiStore.open(tmp_path / "pki", project="demo")
+    assert b"garbage" in (tmp_path / "pki" / "ca.pem").read_bytes()
+
+
+def test_a_foreign_ca_file_is_an_error(tmp_path):
+    build(tmp_path / "pki")
+    other = PkiStore.open(tmp_path / "other", project="demo")
+    (tmp_path / "pki" / "ca.pem").write_bytes(other.device_trust_pem())
+    with pytest.raises(UserError, match="not the root CA this PKI was created with"):
+        PkiStore.open(tmp_path / "pki", project="demo")
+
+
+def test_a_foreign_issuing_ca_is_an_error(tmp_path):
+    build(tmp_path / "pki")
+    other = PkiStore.open(tmp_path / "other", project="demo")
+    (tmp_path / "pki" / "issuing-ca.pem").write_bytes((tmp_path / "other" / "issuing-ca.pem").read_bytes())
+    with pytest.raises(UserError, match="issuing CA"):
+        PkiStore.open(tmp_path / "pki", project="demo")
+    del other
+
+
+def test_a_deleted_ca_file_in_a_used_pki_is_an_error_not_a_new_ca(tmp_path):
+    build(tmp_path / "pki")
+    (tmp_path / "pki" / "ca.pem").unlink()
+    with pytest.raises(UserError, match="ca.pem is missing"):
+        PkiStore.open(tmp_path / "pki", project="demo")
+    assert not (tmp_path / "pki" / "ca.pem").exists()
+
+
+def test_opening_without_create_does_not_make_a_pki(tmp_path):
+    with pytest.raises(UserError, match="no PKI"):
+        PkiStore.open(tmp_path / "pki", project="demo", create=False)
+    assert not (tmp_path / "pki").exists()
+
+
+def test_the_ca_profile_is_what_mbedtls_and_openssl_require(tmp_path):
+    store = PkiStore.open(tmp_path / "pki", project="demo")
+    for cert in (store.root_ca_cert, store.issuing_ca_cert):
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage)
+        assert constraints.critical and constraints.value.ca
+        assert usage.critical and usage.value.key_cert_sign and usage.value.crl_sign
+        cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    store.issuing_ca_cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)
+    assert 0 < store.root_ca_cert.serial_number < 2 ** 159
+
+
+# ------------------------------------------------------------------------------------------------ passphrase
+
+
+def test_the_root_key_is_encrypted_with_the_passphrase_and_checked_on_every_open(tmp_path):
+    PkiStore.open(tmp_path / "pki", project="demo", passphrase=b"correct horse")
+    encrypted = tmp_path / "pki" / "private" / "ca-key.p12"
+    assert not (tmp_path / "pki" / "private" / "ca-key.pem").exists()
+    assert pkcs12.load_key_and_certificates(encrypted.read_bytes(), b"correct horse")[0] is not None
+    with pytest.raises(UserError, match="wrong passphrase"):
+        PkiStore.open(tmp_path / "pki", project="demo", passphrase=b"wrong")
+
+
+def test_everyday_issuing_needs_no_passphrase_and_works_with_the_root_key_offline(tmp_path):
+    PkiStore.open(tmp_path / "pki", project="demo", passphrase=b"correct horse")
+    (tmp_path / "pki" / "private" / "ca-key.p12").unlink()  # moved to offline storage
+    store = PkiStore.open(tmp_path / "pki", project="demo")
+    device = store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=30)
+    x509.load_pem_x509_certificate(device.cert_pem).verify_directly_issued_by(store.issuing_ca_cert)
+
+
+def test_a_passphrase_given_later_encrypts_the_plain_root_key(tmp_path):
+    PkiStore.open(tmp_path / "pki", project="demo")
+    PkiStore.open(tmp_path / "pki", project="demo", passphrase=b"late")
+    assert not (tmp_path / "pki" / "private" / "ca-key.pem").exists()
+    with pytest.raises(UserError, match="wrong passphrase"):
+        PkiStore.open(tmp_path / "pki", project="demo", passphrase=b"other")
+
+
+# ------------------------------------------------------------------------------------------------ bad inputs
+
+
+def test_an_unreadable_device_key_is_a_clear_error(tmp_path):
+    build(tmp_path / "pki")
+    (tmp_path / "pki" / "private" / "devices" / "esp32-0001-key.pem").write_bytes(b"not a key")
+    store = PkiStore.open(tmp_path / "pki", project="demo")
+    with pytest.raises(UserError, match="esp32-0001-key.pem is not a readable private key") as error:
+        store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365)
+    assert "--new-key" in error.value.hint
+
+
+def test_a_device_id_that_is_not_a_safe_name_is_refused(tmp_path):
+    store = PkiStore.open(tmp_path / "pki", project="demo")
+    for bad in ("../escape", "dev+wild", "a/b", "", "x" * 65):
+        with pytest.raises(UserError, match="cannot be used as a certificate name"):
+            store.ensure_device(bad, key_type="ec-p256", validity_days=1)
+
+
+def test_a_bad_broker_name_is_refused_before_anything_is_written(tmp_path):
+    store = PkiStore.open(tmp_path / "pki", project="demo")
+    with pytest.raises(UserError, match="neither an IP address nor a DNS name"):
+        store.ensure_broker(["mqtt.example.com", "bad name!"], validity_days=1)
+    assert not (tmp_path / "pki" / "broker.pem").exists()
+
+
+def test_asking_for_another_key_type_needs_an_explicit_new_key(tmp_path):
+    store = build(tmp_path / "pki")
+    with pytest.raises(UserError, match="has a ec-p256 key, but rsa-2048 is asked for") as error:
+        store.ensure_device("esp32-0001", key_type="rsa-2048", validity_days=365)
+    assert "renew" in error.value.hint
+    renewed = store.renew("esp32-0001", new_key=True, key_type="rsa-2048")
+    assert store.ensure_device("esp32-0001", key_type="rsa-2048", validity_days=365) == renewed
+
+
+# ------------------------------------------------------------------------------------------------ revoke, renew
+
+
+def test_revoking_twice_is_a_clear_error(tmp_path):
+    store = build(tmp_path / "pki")
+    store.revoke("esp32-0001")
+    with pytest.raises(UserError, match="already revoked"):
+        store.revoke("esp32-0001")
+
+
+def test_revoking_an_unknown_identity_is_a_clear_error(tmp_path):
+    store = build(tmp_path / "pki")
+    with pytest.raises(UserError, match="no certificate named 'esp32-9999'"):
+        store.revoke("esp32-9999")
+
+
+def test_revoking_puts_the_serial_on_a_freshly_signed_crl(tmp_path):
+    store = build(tmp_path / "pki")
+    serial = store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365).serial
+    before = x509.load_pem_x509_crl(store.crl_pem())
+    store.revoke("esp32-0001", reason="key-compromise")
+    crl = x509.load_pem_x509_crl((tmp_path / "pki" / "crl.pem").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(serial) is not None
+    assert crl.is_signature_valid(store.issuing_ca_cert.public_key())
+    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number > \
+        before.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert store.entry("esp32-0001").status == "revoked"
+
+
+def test_a_revoked_device_still_in_the_spec_is_reported_not_silently_reissued(tmp_path):
+    store = build(tmp_path / "pki")
+    store.revoke("esp32-0001")
+    with pytest.raises(UserError, match="is revoked") as error:
+        store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365)
+    assert "renew" in error.value.hint
+    with pytest.raises(UserError, match="key must not be certified again"):
+        store.renew("esp32-0001", new_key=False)
+    fresh = store.renew("esp32-0001", new_key=True)
+    assert store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365) == fresh
+
+
+def test_renewing_with_the_same_key_issues_a_new_cert_for_that_key(tmp_path):
+    store = build(tmp_path / "pki")
+    old = store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365)
+    new = store.renew("esp32-0001", new_key=False)
+    assert new.key_pem == old.key_pem and new.serial != old.serial
+    assert [e.status for e in store.entries() if e.id == "esp32-0001"] == ["superseded", "valid"]
+
+
+def test_renewing_with_a_new_key_replaces_the_key(tmp_path):
+    store = build(tmp_path / "pki")
+    old = store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365)
+    new = store.renew("esp32-0001", new_key=True)
+    assert new.key_pem != old.key_pem and new.key_path.read_bytes() == new.key_pem
+    assert mode(new.key_path) == 0o600
+
+
+def test_changing_the_broker_names_reissues_its_cert_with_the_same_key_and_keeps_the_ca(tmp_path):
+    store = build(tmp_path / "pki")
+    ca = store.device_trust_pem()
+    old = store.ensure_broker(BROKER, validity_days=365)
+    new = store.ensure_broker(["mqtt.example.com", "10.0.0.5"], validity_days=365)
+    assert new.serial != old.serial and new.key_pem == old.key_pem
+    san = x509.load_pem_x509_certificate(new.cert_pem).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    assert x509.DNSName("10.0.0.5") in san and x509.DNSName("192.168.1.10") not in san
+    assert PkiStore.open(tmp_path / "pki", project="demo").device_trust_pem() == ca
+    assert store.ensure_broker(["mqtt.example.com", "10.0.0.5"], validity_days=365) == new
+
+
+# ------------------------------------------------------------------------------------------------ CRL
+
+
+def test_the_crl_is_resigned_only_once_half_its_lifetime_has_passed(tmp_path, monkeypatch):
+    store = build(tmp_path / "pki")
+    first = store.crl_pem()
+    now = dt.datetime.now(dt.timezone.utc)
+    monkeypatch.setattr(pki_store, "_utcnow", lambda: now + dt.timedelta(days=pki_store.CRL_VALIDITY_DAYS * 0.4))
+    assert store.crl_pem() == first
+    monkeypatch.setattr(pki_store, "_utcnow", lambda: now + dt.timedelta(days=pki_store.CRL_VALIDITY_DAYS * 0.6))
+    second = store.crl_pem()
+    assert second != first
+    crl = x509.load_pem_x509_crl(second)
+    assert crl.next_update_utc > now + dt.timedelta(days=pki_store.CRL_VALIDITY_DAYS)
+
+
+def test_a_damaged_crl_is_rebuilt_from_the_index(tmp_path):
+    store = build(tmp_path / "pki")
+    serial = store.ensure_device("esp32-0002", key_type="ec-p256", validity_days=365).serial
+    store.revoke("esp32-0002")
+    (tmp_path / "pki" / "crl.pem").write_bytes(b"junk")
+    crl = x509.load_pem_x509_crl(store.crl_pem())
+    assert crl.get_revoked_certificate_by_serial_number(serial) is not None
+
+
+# ------------------------------------------------------------------------------------------------ the spec
+
+
+SPEC = """\
+project: spec-pki
+target: esp32-arduino
+wifi:
+  ssid: test-wifi
+  password: test-passphrase
+broker:
+  host: mqtt.example.com
+  names: [mqtt.example.com, 127.0.0.1]
+  port: 8883
+auth: mtls+password
+pki:
+  ca_passphrase_env: TEST_PKI_PASSPHRASE
+status:
+  topic: devices/{id}/status
+publish:
+  - name: telemetry
+    topic: devices/{id}/telemetry
+    interval: 10
+devices:
+  - id: sensor-a
+  - id: sensor-b
+"""
+
+
+def test_the_spec_gets_its_broker_devices_backend_and_passwords_and_a_rerun_changes_nothing(tmp_path, monkeypatch):
+    (tmp_path / "device.yaml").write_text(SPEC)
+    monkeypatch.setenv("TEST_PKI_PASSPHRASE", "spec passphrase")
+    spec = load_spec(tmp_path / "device.yaml")
+    identities = ensure_spec_identities(spec)
+    assert list(identities.devices) == ["sensor-a", "sensor-b"]
+    assert sorted(identities.passwords) == ["backend", "sensor-a", "sensor-b"]
+    assert identities.broker.cert_path == tmp_path / "pki" / "broker.pem"
+    assert (tmp_path / "pki" / "private" / "ca-key.p12").exists()
+    before = snapshot(tmp_path / "pki")
+    monkeypatch.delenv("TEST_PKI_PASSPHRASE")  # everyday generate: no passphrase needed
+    assert ensure_spec_identities(spec) == identities
+    assert snapshot(tmp_path / "pki") == before
+
+
+def test_a_spec_that_protects_a_new_ca_with_an_unset_variable_is_an_error(tmp_path, monkeypatch):
+    (tmp_path / "device.yaml").write_text(SPEC)
+    monkeypatch.delenv("TEST_PKI_PASSPHRASE", raising=False)
+    with pytest.raises(UserError, match="TEST_PKI_PASSPHRASE is not set"):
+        ensure_spec_identities(load_spec(tmp_path / "device.yaml"))
+    assert not (tmp_path / "pki" / "ca.pem").exists()
+
+
+def test_a_wrong_passphrase_in_the_environment_is_an_error(tmp_path, monkeypatch):
+    (tmp_path / "device.yaml").write_text(SPEC)
+    monkeypatch.setenv("TEST_PKI_PASSPHRASE", "right")
+    ensure_spec_identities(load_spec(tmp_path / "device.yaml"))
+    monkeypatch.setenv("TEST_PKI_PASSPHRASE", "wrong")
+    with pytest.raises(UserError, match="wrong passphrase"):
+        ensure_spec_identities(load_spec(tmp_path / "device.yaml"))
+
+
+def test_umask_does_not_loosen_or_tighten_file_modes(tmp_path):
+    old = os.umask(0o077)
+    try:
+        build(tmp_path / "pki")
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "pki" / "ca.pem") == 0o644
+    assert mode(tmp_path / "pki" / "private" / "issuing-ca-key.pem") == 0o600
