@@ -1,0 +1,81 @@
+"""Credentials and devices for the firmware and NVS tests: a throwaway EC P-256 CA with one leaf per device, and
+the example specs. The golden tests use the fixed set under tests/golden/credentials/ so their files stay stable."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from generator.credentials import ClientCredentials
+from generator.spec import Device, load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "projects" / "examples"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+EXAMPLE_SPECS = sorted(EXAMPLES.glob("*/device.yaml"))
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+@lru_cache(maxsize=1)
+def test_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(_name("test CA")).issuer_name(_name("test CA"))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return key, cert
+
+
+def pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def issue_leaf(common_name: str, key_type: str = "ec-p256") -> tuple[bytes, bytes]:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    ca_key, ca_cert = test_ca()
+    key = rsa.generate_private_key(65537, 2048) if key_type == "rsa-2048" else ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(ca_cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return pem(cert), key_pem
+
+
+def credentials_for(device: Device, *, ca_pem: bytes | None = None) -> ClientCredentials:
+    cert_pem = key_pem = None
+    if device.uses_client_cert:
+        cert_pem, key_pem = issue_leaf(device.id, device.pki.key_type)
+    return ClientCredentials(name=device.id, ca_pem=ca_pem or pem(test_ca()[1]), cert_pem=cert_pem, key_pem=key_pem,
+                             password="p4ss-\"word\\??/" if device.uses_password else None)
+
+
+def golden_credentials(device: Device) -> ClientCredentials:
+    """A fixed credential set (committed PEM files), so golden files do not change between runs."""
+    folder = GOLDEN / "credentials"
+    return ClientCredentials(
+        name=device.id, ca_pem=(folder / "ca.pem").read_bytes(),
+        cert_pem=(folder / "client.pem").read_bytes() if device.uses_client_cert else None,
+        key_pem=(folder / "client-key.pem").read_bytes() if device.uses_client_cert else None,
+        password="golden-password" if device.uses_password else None)
+
+
+@lru_cache(maxsize=None)
+def example_devices(name: str) -> tuple[Device, ...]:
+    environ = {}
+    return load_spec(EXAMPLES / name / "device.yaml", environ).devices
