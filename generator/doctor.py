@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import secrets as random_tokens
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -345,8 +345,7 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
     """Each cert matches its key, chains to the CA, is in date and not revoked; the broker cert names the dialled
     host as mbedTLS 2.28 needs it; the CRL is signed by the issuing CA and not past nextUpdate."""
     device = target.device
-    spec_arg = spec.path.name if spec.path else "SPEC"
-    regenerate = f"run `gen generate {spec_arg}` (it issues what is missing and re-signs the CRL), then reload the broker"
+    regenerate = "run `gen generate SPEC` (it issues what is missing and re-signs the CRL), then reload the broker"
     problems: list[tuple[str, str]] = []
 
     def add(summary: str, fix: str) -> None:
@@ -361,15 +360,16 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
         add("the issuing CA is not signed by the root CA", "restore pki/ from a backup")
 
     def check_leaf(item: CertAndKey, identity: str) -> None:
-        renew = f"run `gen pki renew {spec_arg} {identity} --new-key`, then `gen generate {spec_arg}`" + (
-            " and reflash the device" if identity == device.id else " and reload the broker")
+        then = " and reflash the device" if identity == device.id else " and reload the broker"
+        renew = f"run `gen pki renew SPEC {identity}`, then `gen generate SPEC`{then}"
+        new_key = f"run `gen pki renew SPEC {identity} --new-key`, then `gen generate SPEC`{then}"
         if item.cert is None:
             add(f"{item.name} has no readable certificate ({item.path})", regenerate)
             return
         if item.key_matches is None:
             add(f"{item.name} has no private key next to its certificate", regenerate)
         elif not item.key_matches:
-            add(f"the certificate of {item.name} does not match its private key", renew)
+            add(f"the certificate of {item.name} does not match its private key", new_key)
         if not _issued_by(item.cert, material.issuing_ca):
             add(f"the certificate of {item.name} was not issued by this PKI's issuing CA "
                 f"({item.cert.issuer.rfc4514_string()})", renew)
@@ -379,7 +379,7 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
         in_crl = material.crl is not None and material.crl.get_revoked_certificate_by_serial_number(
             item.cert.serial_number) is not None
         if item.index_status == "revoked" or in_crl:
-            add(f"the certificate of {item.name} (serial {item.cert.serial_number:X}) is revoked", renew)
+            add(f"the certificate of {item.name} (serial {item.cert.serial_number:X}) is revoked", new_key)
 
     check_leaf(material.broker, "broker")
     if material.broker.cert is not None:
@@ -393,7 +393,7 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
         check_leaf(material.device, device.id)
         if material.device.cert is not None and device.id not in _common_names(material.device.cert):
             add(f"the certificate of {material.device.name} has CN {_common_names(material.device.cert)}, "
-                f"not the device id", f"gen pki renew {spec_arg} {device.id} --new-key")
+                f"not the device id", f"run `gen pki renew SPEC {device.id} --new-key`")
     if device.uses_password and material.device_password is None:
         add(f"device {device.id} has no password in the PKI ({material.device_password_path})", regenerate)
     check_leaf(material.backend, BACKEND_IDENTITY)
@@ -560,7 +560,7 @@ def diagnose_server_cert(cert: x509.Certificate, material: DoctorMaterial, name:
     when = _validity_problem(cert, now)
     if when:
         return (f"the broker's certificate {when}",
-                "regenerate the broker cert (`gen generate SPEC` renews it), install it and restart the broker; if "
+                "renew the broker cert (`gen pki renew SPEC broker`, `gen generate SPEC`), install it and restart the broker; if "
                 "the dates look right, check this machine's and the broker's clocks",
                 (f"server cert: {describe_cert(cert)}",))
     mbed_ok, openssl_ok = mbedtls_accepts_name(cert, name), openssl_accepts_name(cert, name)
@@ -817,9 +817,10 @@ def judge_acl(target: DoctorTarget, trips: list[RoundTrip]) -> StepResult:
 # ---------------------------------------------------------------------------------------------- the walk
 
 
-def run_doctor(spec: Spec, target: DoctorTarget, *, now: dt.datetime | None = None,
+def run_doctor(spec: Spec, target: DoctorTarget, *, now: dt.datetime | None = None, spec_label: str | None = None,
                material_loader: Callable[[Spec, Device], DoctorMaterial] = load_material) -> list[StepResult]:
-    """Every step in order; the first failure ends the walk and the rest are reported as skipped."""
+    """Every step in order; the first failure ends the walk and the rest are reported as skipped. Fixes name the
+    spec as `spec_label` (what the user typed; default: the spec's path)."""
     now = now or dt.datetime.now(dt.timezone.utc)
     results: list[StepResult] = []
     material: DoctorMaterial | None = None
@@ -827,7 +828,7 @@ def run_doctor(spec: Spec, target: DoctorTarget, *, now: dt.datetime | None = No
         material = material_loader(spec, target.device)
     except UserError as error:
         results.append(failed("pki", f"the PKI cannot be read: {error.message}",
-                              error.hint or f"run `gen generate {spec.path.name}` first"))
+                              error.hint or "run `gen generate SPEC` first"))
     if material is not None:
         results.append(check_pki(spec, target, material, now))
         step_functions: list[Callable[[], StepResult]] = [
@@ -844,7 +845,8 @@ def run_doctor(spec: Spec, target: DoctorTarget, *, now: dt.datetime | None = No
             results.append(step_function())
     done = {result.step for result in results}
     results += [skipped(step) for step, _ in STEPS if step not in done]
-    return results
+    label = spec_label or str(spec.path)
+    return [replace(r, fix=r.fix.replace("SPEC", label)) if r.fix else r for r in results]
 
 
 def select_device(spec: Spec, device_id: str | None) -> Device:

@@ -272,7 +272,7 @@ def test_an_expired_device_cert_fails_the_pki_step(broker_project, copy_project,
     failure = first_failure(doctor(project, broker.port))
     assert failure.step == "pki"
     assert f"device {DEVICE}" in failure.summary and "expired on" in failure.summary
-    assert "--new-key" in failure.fix
+    assert f"gen pki renew {project.spec.path} {DEVICE}" in failure.fix
 
 
 def test_the_broker_refusing_an_expired_device_cert_is_named_at_the_client_cert_step(broker_project, copy_project,

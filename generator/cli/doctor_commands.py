@@ -32,7 +32,7 @@ def doctor(
     loaded = load_spec(spec)
     chosen = select_device(loaded, device)
     target = DoctorTarget.for_device(loaded, chosen, broker)
-    results = run_doctor(loaded, target)
+    results = run_doctor(loaded, target, spec_label=str(spec))
     if as_json:
         print(json.dumps(report_json(target, results), indent=2))
     else:
