@@ -44,10 +44,15 @@ class HostFirmware:
     out_dir: Path
     device: dict            # the device's manifest entry
     broker: dict            # the manifest's broker entry
+    spec_path: Path         # the spec it was generated from
 
     @property
     def device_id(self) -> str:
         return self.device["id"]
+
+    @property
+    def broker_names(self) -> tuple[str, ...]:
+        return (self.broker["host"], *self.broker.get("names", ()))
 
     @property
     def nvs_image(self) -> Path | None:
@@ -64,10 +69,35 @@ def find_host_firmware(firmware_dir: Path) -> HostFirmware:
             manifest = read_manifest(out_dir)
             for device in manifest["devices"]:
                 if (out_dir / device["firmware_dir"]).resolve() == firmware_dir:
-                    return HostFirmware(firmware_dir, out_dir, device, manifest["broker"])
+                    return HostFirmware(firmware_dir, out_dir, device, manifest["broker"], Path(manifest["spec"]))
             break
     raise UserError(f"{firmware_dir} is not a firmware directory of a `gen generate` output",
                     hint="run the tests of OUT/devices/<id>/firmware, or pass --host-firmware DIR")
+
+
+def backend_environment(firmware: HostFirmware, broker: BrokerAddress, directory: Path) -> dict[str, str]:
+    """Environment for a client with the spec's backend identity (files written 0600 into `directory`). The host it
+    names is one the broker certificate carries for `broker`'s address, so the client's hostname check passes."""
+    from generator.files import write_tree
+    from generator.generate import spec_credentials
+    from generator.spec import load_spec
+
+    names = firmware.broker_names
+    local = ("127.0.0.1", "localhost") if broker.host in ("127.0.0.1", "localhost") else ()
+    tls_name = next((name for name in (broker.host, *local) if name in names), None)
+    if tls_name is None:
+        return {}      # no name on the broker cert reaches this address: test_device.py skips its round trip
+    backend = spec_credentials(load_spec(firmware.spec_path)).backend
+    files = {"ca.pem": backend.ca_pem}
+    if backend.cert_pem is not None and backend.key_pem is not None:
+        files |= {"client.pem": backend.cert_pem, "client.key": backend.key_pem}
+    write_tree(directory, files, modes={"client.key": 0o600})
+    env = {"GEN_BROKER_HOST": tls_name, "GEN_BROKER_PORT": str(broker.port), "GEN_CA": str(directory / "ca.pem")}
+    if "client.pem" in files:
+        env |= {"GEN_CLIENT_CERT": str(directory / "client.pem"), "GEN_CLIENT_KEY": str(directory / "client.key")}
+    if backend.password is not None:
+        env |= {"GEN_USERNAME": backend.name, "GEN_PASSWORD": backend.password}
+    return env
 
 
 class HostDutProcess:
@@ -164,12 +194,24 @@ class HostDutFixtures:
         return _host_brokers[broker_dir]
 
     @pytest.fixture
-    def dut(self, request, host_firmware, host_binary, host_broker, tmp_path):
+    def host_backend_environment(self, request, host_firmware, host_broker, tmp_path, monkeypatch) -> dict:
+        """The GEN_BROKER_* / GEN_CA / GEN_CLIENT_* / GEN_USERNAME variables test_device.py publishes its command
+        with: the backend identity of the device's spec, at the broker the device talks to. Variables the user
+        already set are kept."""
+        if os.environ.get("GEN_BROKER_HOST"):
+            return {}
+        env = backend_environment(host_firmware, host_broker, tmp_path / "backend")
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return env
+
+    @pytest.fixture
+    def dut(self, request, host_firmware, host_binary, host_broker, host_backend_environment, tmp_path):
         from pytest_embedded.app import App
         from pytest_embedded.dut import Dut
 
-        names = (host_firmware.broker["host"], *host_firmware.broker.get("names", ()))
-        env = [("GEN_SIM_CONNECT_TO", connect_to_value(names, host_firmware.broker["port"], host_broker))]
+        connect_to = connect_to_value(host_firmware.broker_names, host_firmware.broker["port"], host_broker)
+        env = [("GEN_SIM_CONNECT_TO", connect_to)]
         if host_firmware.nvs_image is not None:
             env.append(("GEN_SIM_NVS", str(host_firmware.nvs_image)))
         logfile = tmp_path / f"{host_firmware.device_id}.log"

@@ -326,14 +326,21 @@ def run_devices(runs: Sequence[DeviceRun], *, duration: float | None, on_line: L
     """Runs the devices for `duration` seconds (None: until Ctrl-C), streaming their output, then stops them and
     returns their summaries. Ctrl-C ends the run early; the summaries are still collected."""
     with started_devices(runs, cwd=cwd) as processes:
-        started = time.monotonic()
-        deadline = started + duration if duration is not None else None
         try:
-            _pump(processes, on_line, until=lambda: all(p.eof for p in processes), deadline=deadline,
-                  actions=sorted(actions, key=lambda a: a.after), started=started, on_event=on_event)
+            stream_devices(processes, duration=duration, on_line=on_line, actions=actions, on_event=on_event)
         except KeyboardInterrupt:
             on_event("interrupted: stopping the devices")
         return stop_devices(processes, on_line, on_event)
+
+
+def stream_devices(processes: Sequence[DeviceProcess], *, duration: float | None, on_line: LineSink,
+                   actions: Sequence[ScheduledAction] = (), on_event: EventSink = lambda _: None) -> None:
+    """Streams the running devices' output for `duration` seconds (None: until every one has exited), running
+    each scheduled action when it is due."""
+    started = time.monotonic()
+    deadline = started + duration if duration is not None else None
+    _pump(processes, on_line, until=lambda: all(p.eof for p in processes), deadline=deadline,
+          actions=sorted(actions, key=lambda a: a.after), started=started, on_event=on_event)
 
 
 # ---------------------------------------------------------------------------------------------- the command

@@ -1,0 +1,146 @@
+"""What the gen simulate tests share: example projects generated once per session, their firmware compiled once per
+distinct source tree (the host build cache), and a simulated device a test can wait on line by line.
+
+    project = simulated_project("arduino-mtls", tmp_root)   # generated + compiled, cached for the session
+    with SimDevice.start(project.run_for(device_id, broker)) as device:
+        device.wait_for(r"\\[mqtt\\] connected to ")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import select
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from generator.credentials import SpecCredentials
+from generator.generate import generate, spec_credentials
+from generator.mosquitto_runner import RunningBroker
+from generator.paths import PROJECT_ROOT
+from generator.simulate import (
+    BrokerAddress,
+    DeviceProcess,
+    DeviceRun,
+    DeviceSummary,
+    compile_devices,
+    plan_runs,
+    stop_devices,
+)
+from generator.spec import Spec, load_spec
+
+EXAMPLES_DIR = PROJECT_ROOT / "projects" / "examples"
+EXAMPLES = tuple(sorted(path.name for path in EXAMPLES_DIR.iterdir() if (path / "device.yaml").is_file()))
+WAIT_S = 15.0          # an upper bound for something that happens at once on loopback; never a timed assertion
+CONNECTED = r"\[mqtt\] connected to "
+
+
+@dataclass(frozen=True)
+class SimProject:
+    """An example copied to a temp dir, generated into OUT, each distinct firmware compiled for the host."""
+
+    spec: Spec
+    out_dir: Path
+    credentials: SpecCredentials
+    binaries: dict[str, Path]
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.out_dir / "broker"
+
+    def device(self, device_id: str | None = None):
+        return self.spec.device(device_id) if device_id else self.spec.devices[0]
+
+    def run_for(self, device_id: str, broker: RunningBroker, **env: str) -> DeviceRun:
+        (run,) = plan_runs(self.spec, self.out_dir, [device_id], self.binaries,
+                           BrokerAddress(broker.host, broker.port))
+        return dataclasses.replace(run, environment=run.environment + tuple(env.items()))
+
+
+_projects: dict[tuple[str, Path], SimProject] = {}
+
+
+def simulated_project(name: str, tmp_path_factory) -> SimProject:
+    """projects/examples/<name>, generated and compiled once per session, whichever test module asks first."""
+    root = tmp_path_factory.getbasetemp() / "simulate"
+    key = (name, root)
+    if key not in _projects:
+        directory = root / name
+        shutil.copytree(EXAMPLES_DIR / name, directory, ignore=shutil.ignore_patterns("pki", "build"))
+        spec = load_spec(directory / "device.yaml")
+        out = directory / "build"
+        generate(spec, out)
+        binaries = compile_devices(spec, out, [d.id for d in spec.devices], cache_dir=None)
+        _projects[key] = SimProject(spec, out, spec_credentials(spec), binaries)
+    return _projects[key]
+
+
+class SimDevice:
+    """A running simulated device whose output a test reads line by line."""
+
+    def __init__(self, process: DeviceProcess):
+        self.process = process
+        self.lines: list[str] = []
+        self._seen = 0          # lines already matched past by wait_for
+
+    @classmethod
+    @contextlib.contextmanager
+    def start(cls, run: DeviceRun) -> Iterator["SimDevice"]:
+        device = cls(DeviceProcess(run))
+        try:
+            yield device
+        finally:
+            device.process.close()
+
+    @property
+    def device_id(self) -> str:
+        return self.process.device_id
+
+    def _read(self, timeout: float) -> None:
+        if not self.process.eof:
+            select.select([self.process.fd], [], [], timeout)
+            self.lines.extend(self.process.read_lines())
+
+    def wait_for(self, pattern: str, timeout: float = WAIT_S) -> re.Match:
+        """The first line after the previous match that matches `pattern`."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            for index in range(self._seen, len(self.lines)):
+                match = regex.search(self.lines[index])
+                if match:
+                    self._seen = index + 1
+                    return match
+            self._seen = len(self.lines)
+            if self.process.eof or time.monotonic() > deadline:
+                raise AssertionError(f"{self.device_id} never printed /{pattern}/; its output:\n" + self.output())
+            self._read(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def drain(self) -> None:
+        self._read(0)
+
+    def output(self) -> str:
+        self.drain()
+        return "\n".join(self.lines[-60:])
+
+    def kill(self) -> None:
+        """SIGKILL: the process vanishes without a word (a device losing power)."""
+        self.process.signal(signal.SIGKILL)
+        self.process.process.wait()
+        self.drain()
+
+    def stop(self) -> DeviceSummary:
+        (summary,) = stop_devices([self.process], on_line=lambda _id, line: self.lines.append(line))
+        return summary
+
+
+def mqtt_retry_bound_s(project: SimProject) -> float:
+    """How long a device may wait between two connect attempts (the firmware's backoff cap), in seconds."""
+    from generator import firmware
+
+    return firmware.MQTT_RETRY_CAP_MS / 1000

@@ -1,0 +1,98 @@
+"""The generated firmware, compiled for Linux, against the real generated Mosquitto on 127.0.0.1: for every example
+spec (Arduino and ESP-IDF, each auth mode, and the NVS fleet) the device connects over TLS, announces itself, sends
+telemetry the backend receives, answers a command, leaves its will when it dies, and comes back after the broker
+restarts."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import mqtt_session
+from simulate_support import CONNECTED, EXAMPLES, SimDevice, mqtt_retry_bound_s, simulated_project
+
+
+@pytest.fixture(params=EXAMPLES)
+def project(request, tmp_path_factory):
+    return simulated_project(request.param, tmp_path_factory)
+
+
+def topics(project):
+    device = project.device()
+    return {p.name: p.topic for p in device.publish} | {"status": device.status.topic} | {
+        s.name: s.filter for s in device.subscribe}
+
+
+def command_topic(project) -> str:
+    """A topic the device's command filter matches."""
+    command_filter = topics(project)["command"]
+    return command_filter.removesuffix("/#") + "/blink" if command_filter.endswith("/#") else command_filter
+
+
+def test_the_device_connects_over_tls_and_its_telemetry_and_birth_reach_the_backend(project, start_broker):
+    device_id = project.device().id
+    broker = start_broker(project.broker_dir)
+    with mqtt_session(broker, project.credentials.backend) as backend:
+        backend.subscribe(topics(project)["telemetry"])
+        backend.subscribe(topics(project)["status"])
+        with SimDevice.start(project.run_for(device_id, broker)) as device:
+            device.wait_for(CONNECTED + rf"mqtt\.example\.com:8883 as {device_id}")
+            received = {}
+            while {"telemetry", "status"} - received.keys():
+                message = backend.next_message()
+                name = "telemetry" if message.topic == topics(project)["telemetry"] else "status"
+                received[name] = message
+            assert received["status"].payload == project.device().status.online.encode()
+            assert received["telemetry"].payload.startswith(b"{")
+            summary = device.stop()
+    assert summary.connected and summary.connects == 1 and summary.messages_out >= 2
+
+
+def test_a_command_from_the_backend_reaches_the_handler_which_acks_on_the_ack_topic(project, start_broker):
+    device_id = project.device().id
+    broker = start_broker(project.broker_dir)
+    with mqtt_session(broker, project.credentials.backend) as backend:
+        backend.subscribe(topics(project)["ack"])
+        with SimDevice.start(project.run_for(device_id, broker)) as device:
+            device.wait_for(r"\[mqtt\] subscribed to ")
+            backend.publish(command_topic(project), b"blink 3")
+            device.wait_for(r"\[app\] command on .*: blink 3")
+            ack = backend.next_message()
+            assert (ack.topic, ack.payload) == (topics(project)["ack"], b"blink 3")
+            assert device.stop().messages_in == 1
+
+
+def test_a_killed_device_leaves_its_retained_offline_will(project, start_broker):
+    device_id = project.device().id
+    status = project.device().status
+    broker = start_broker(project.broker_dir)
+    with SimDevice.start(project.run_for(device_id, broker)) as device:
+        device.wait_for(CONNECTED)
+        device.wait_for(r"\[mqtt\] subscribed to ")     # the birth message went out before the subscriptions
+        device.kill()
+    with mqtt_session(broker, project.credentials.backend) as backend:
+        backend.subscribe(status.topic)
+        while backend.next_message().payload != status.offline.encode():  # "online" first if the will is late
+            pass
+    with mqtt_session(broker, project.credentials.backend) as late_subscriber:
+        late_subscriber.subscribe(status.topic)
+        retained = late_subscriber.next_message()
+    assert (retained.payload, retained.retain) == (status.offline.encode(), True)
+
+
+def test_after_a_broker_restart_the_device_reconnects_within_its_backoff_and_resubscribes(project, start_broker):
+    device_id = project.device().id
+    broker = start_broker(project.broker_dir)
+    with SimDevice.start(project.run_for(device_id, broker)) as device:
+        device.wait_for(CONNECTED)
+        device.wait_for(r"\[mqtt\] subscribed to ")
+        broker.restart()
+        # Lost, then at most a few attempts, each at most the backoff cap apart.
+        device.wait_for(CONNECTED, timeout=3 * mqtt_retry_bound_s(project) + 5)
+        device.wait_for(r"\[mqtt\] subscribed to ")
+        with mqtt_session(broker, project.credentials.backend) as backend:
+            backend.subscribe(topics(project)["ack"])
+            backend.publish(command_topic(project), b"after restart")
+            device.wait_for(r"\[app\] command on .*: after restart")
+            assert backend.next_message().payload == b"after restart"
+        summary = device.stop()
+    assert summary.reconnects >= 1

@@ -1,0 +1,131 @@
+"""What a simulated device refuses, as the device itself would (mbedTLS 2.28 in the host runtime, the name it dials
+verified): a broker it was given a foreign CA for, and a broker whose certificate lacks the dialled name. And what
+the broker refuses the device: another device's topics (the ACL), for a fleet of ten running together.
+
+The devices here are `secrets: nvs` devices (the fleet-nvs example): a doctored NVS image gives one a foreign CA or
+another device's filter without compiling anything new; the code path is the same WiFiClientSecure/PubSubClient
+one as in the embedded examples."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import shutil
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from conftest import mqtt_session
+from generator import pki
+from generator.broker import CERT_FILE, KEY_FILE
+from generator.nvs_image import render_nvs_image
+from generator.simulate import stop_devices, started_devices
+from simulate_support import CONNECTED, SimDevice, simulated_project
+
+FLEET = "fleet-nvs"
+VERIFY_FAILED = "-0x2700"        # MBEDTLS_ERR_X509_CERT_VERIFY_FAILED, as the runtime reports it
+
+
+@pytest.fixture
+def fleet(tmp_path_factory):
+    return simulated_project(FLEET, tmp_path_factory)
+
+
+def foreign_ca() -> pki.CertificateAuthority:
+    key = pki.generate_key("ec-p256")
+    cert = pki.build_root_ca(key, project="someone-else", validity_days=30, now=dt.datetime.now(dt.timezone.utc))
+    return pki.CertificateAuthority(cert, key)
+
+
+def pem(cert) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def doctored_nvs(fleet, device_id: str, tmp_path, *, device=None, ca_pem: bytes | None = None):
+    """The device's NVS image with a different CA or different settings, written next to the test."""
+    device = device or fleet.spec.device(device_id)
+    credentials = fleet.credentials.devices[device_id]
+    if ca_pem is not None:
+        credentials = dataclasses.replace(credentials, ca_pem=ca_pem)
+    path = tmp_path / f"{device_id}-doctored-nvs.bin"
+    path.write_bytes(render_nvs_image(device, credentials))
+    return path
+
+
+def test_a_device_given_a_foreign_ca_reports_the_mbedtls_verify_reason_and_never_connects(fleet, start_broker,
+                                                                                            tmp_path):
+    broker = start_broker(fleet.broker_dir)
+    nvs = doctored_nvs(fleet, "sensor-01", tmp_path, ca_pem=pem(foreign_ca().cert))
+    with SimDevice.start(fleet.run_for("sensor-01", broker, GEN_SIM_NVS=str(nvs))) as device:
+        failure = device.wait_for(r"\[mqtt\] connect failed.*")
+        device.wait_for(r"\[mqtt\] connect failed")              # and again after its backoff: never gives in
+        summary = device.stop()
+    assert VERIFY_FAILED in failure.group(0) and "not correctly signed by the trusted CA" in failure.group(0)
+    assert not any("[mqtt] connected" in line for line in device.lines)
+    assert summary.connects == 0 and "not correctly signed by the trusted CA" in summary.last_error
+
+
+def test_a_broker_certificate_without_the_dialled_name_is_rejected_as_on_the_device(fleet, start_broker, tmp_path):
+    # The broker presents a certificate for other.example.com, signed by a CA the device trusts; the device dials
+    # mqtt.example.com (sent to 127.0.0.1 by GEN_SIM_CONNECT_TO, but TLS still checks the dialled name).
+    issuer = foreign_ca()
+    broker_key = pki.generate_key("ec-p256")
+    broker_cert = pki.issue_broker_cert(broker_key.public_key(), ["other.example.com"], issuer=issuer,
+                                        validity_days=30, now=dt.datetime.now(dt.timezone.utc), project="x")
+    broker_dir = tmp_path / "broker"
+    shutil.copytree(fleet.broker_dir, broker_dir)
+    (broker_dir / CERT_FILE).write_bytes(pem(broker_cert))
+    (broker_dir / KEY_FILE).write_bytes(pki.private_key_pem(broker_key))
+    broker = start_broker(broker_dir)
+    nvs = doctored_nvs(fleet, "sensor-01", tmp_path, ca_pem=pem(issuer.cert))
+    with SimDevice.start(fleet.run_for("sensor-01", broker, GEN_SIM_NVS=str(nvs))) as device:
+        failure = device.wait_for(r"\[mqtt\] connect failed.*")
+        summary = device.stop()
+    assert VERIFY_FAILED in failure.group(0) and "does not match with the expected CN" in failure.group(0)
+    assert summary.connects == 0
+
+
+def test_ten_devices_of_one_firmware_run_as_a_fleet_each_answering_only_its_own_commands(fleet, start_broker):
+    ids = [device.id for device in fleet.spec.devices if device.target == fleet.spec.devices[0].target][:10]
+    assert len(ids) == 10 and len({fleet.binaries[i] for i in ids}) == 1    # one firmware for all ten
+    broker = start_broker(fleet.broker_dir)
+    lines: dict[str, list[str]] = {device_id: [] for device_id in ids}
+    with mqtt_session(broker, fleet.credentials.backend) as backend:
+        backend.subscribe("fleet/+/ack")
+        runs = [fleet.run_for(device_id, broker) for device_id in ids]
+        with started_devices(runs) as processes:
+            devices = [SimDevice(process) for process in processes]
+            for device in devices:
+                device.wait_for(r"\[mqtt\] subscribed to ")
+            for device_id in ids:
+                backend.publish(f"fleet/{device_id}/cmd", f"hello {device_id}".encode())
+            acks = {backend.next_message() for _ in ids}
+            summaries = stop_devices(processes, on_line=lambda device_id, line: lines[device_id].append(line))
+    assert {(ack.topic, ack.payload) for ack in acks} == {
+        (f"fleet/{device_id}/ack", f"hello {device_id}".encode()) for device_id in ids}
+    for device, summary in zip(devices, summaries):
+        commands = [line for line in device.lines + lines[device.device_id] if line.startswith("[app] command")]
+        assert commands == [f"[app] command on fleet/{device.device_id}/cmd: hello {device.device_id}"]
+        assert summary.connects == 1 and summary.messages_in == 1
+
+
+def test_a_device_that_asks_for_another_devices_topic_receives_nothing_from_it(fleet, start_broker, tmp_path):
+    # sensor-01's own identity (its cert CN is its MQTT username), but an NVS image subscribing to sensor-02's
+    # command topic. Mosquitto 2.0 grants the SUBSCRIBE and filters at delivery: sensor-02 gets the command,
+    # sensor-01 gets nothing.
+    spy = fleet.spec.device("sensor-01")
+    spy = dataclasses.replace(spy, subscribe=tuple(dataclasses.replace(s, filter="fleet/sensor-02/cmd")
+                                                   for s in spy.subscribe))
+    nvs = doctored_nvs(fleet, "sensor-01", tmp_path, device=spy)
+    broker = start_broker(fleet.broker_dir)
+    with mqtt_session(broker, fleet.credentials.backend) as backend:
+        backend.subscribe("fleet/sensor-02/ack")
+        with SimDevice.start(fleet.run_for("sensor-01", broker, GEN_SIM_NVS=str(nvs))) as intruder, \
+                SimDevice.start(fleet.run_for("sensor-02", broker)) as victim:
+            intruder.wait_for(r"\[mqtt\] subscribed to fleet/sensor-02/cmd")
+            victim.wait_for(r"\[mqtt\] subscribed to fleet/sensor-02/cmd")
+            backend.publish("fleet/sensor-02/cmd", b"for sensor-02 only")
+            assert backend.next_message().payload == b"for sensor-02 only"    # delivered to sensor-02
+            intruder_summary = intruder.stop()
+    assert intruder_summary.ever_connected and intruder_summary.messages_in == 0
+    assert not any(line.startswith("[app] command") for line in intruder.lines)
