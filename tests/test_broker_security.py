@@ -161,18 +161,23 @@ def test_a_revoked_client_cert_is_refused_and_an_unrevoked_one_still_connects(au
 def test_a_cert_revoked_while_the_broker_runs_is_refused_after_sighup(broker_project, copy_project, start_broker):
     project = copy_project(broker_project("mtls"))
     broker = start_broker(project.broker_dir)
-    with tls_connect(broker, client_tls_context(project.client("sensor-b"))) as sock:
-        assert mqtt_connect_over(sock, project.client("sensor-b")) == 0
-
     revoked = project.client("sensor-b")
-    project = revoke_and_remove(project, "sensor-b")
-    broker.install(project.broker_dir)
-    broker.reload()
+    with mqtt_session(broker, revoked) as still_connected, \
+            mqtt_session(broker, project.client("backend")) as backend:
+        backend.subscribe("devices/#")
+        project = revoke_and_remove(project, "sensor-b")
+        broker.install(project.broker_dir)
+        broker.reload()
 
-    error = handshake_refused(broker, client_tls_context(revoked))
-    assert "CERTIFICATE_REVOKED" in str(error).upper()
-    with tls_connect(broker, client_tls_context(project.client("sensor-a"))) as sock:
-        assert mqtt_connect_over(sock, project.client("sensor-a")) == 0
+        error = handshake_refused(broker, client_tls_context(revoked))
+        assert "CERTIFICATE_REVOKED" in str(error).upper()
+        with tls_connect(broker, client_tls_context(project.client("sensor-a"))) as sock:
+            assert mqtt_connect_over(sock, project.client("sensor-a")) == 0
+        # Its TLS session outlives the reload, but its ACL section is gone with it: nothing it sends gets through.
+        still_connected.publish("devices/sensor-b/telemetry", b"after revocation")
+        backend.publish("devices/sensor-a/cmd/sentinel", b"sentinel")
+        assert [m.topic for m in backend.receive_until("devices/sensor-a/cmd/sentinel")] == [
+            "devices/sensor-a/cmd/sentinel"]
 
 
 # ---------------------------------------------------------------------------------------------- passwords

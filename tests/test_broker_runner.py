@@ -1,0 +1,178 @@
+"""Running the real broker from generated files: it starts first try, really speaks TLS, reads its key after
+dropping privileges, fails with its own words when something is wrong, reloads on SIGHUP; and the `gen broker`
+commands."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import ssl
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import (BROKER_NAME, EXAMPLES_DIR, WAIT_S, client_tls_context, find_free_port, mqtt_connect_over, mqtt_session,
+                      paho_connack, tls_connect)
+from generator import mosquitto_runner
+from generator.errors import ToolError
+from generator.mosquitto_runner import running_broker
+
+EXAMPLES = sorted(path.name for path in EXAMPLES_DIR.iterdir() if (path / "device.yaml").is_file())
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_every_example_projects_broker_starts_first_try_and_says_it_is_running(example, example_project,
+                                                                               start_broker):
+    project = example_project(example)
+    broker = start_broker(project.broker_dir)
+    assert re.search(r"^\d+: mosquitto version 2\.\d+\.\d+ running$", broker.log_text(), re.MULTILINE)
+    assert broker.log_text().count("mosquitto version") == 2   # "starting" and "running": one start, no retry
+    assert "Error" not in broker.log_text() and "Warning" not in broker.log_text()
+
+
+@pytest.mark.parametrize("auth", ["mtls", "password", "mtls+password"])
+def test_the_listener_really_speaks_tls_with_the_generated_broker_certificate(auth, broker_project, start_broker):
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    with tls_connect(broker, client_tls_context(project.client("sensor-a"))) as sock:
+        assert sock.version() == "TLSv1.2"
+        subject = dict(pair[0] for pair in sock.getpeercert()["subject"])
+        assert subject["commonName"] == BROKER_NAME
+    with tls_connect(broker, client_tls_context(project.client("sensor-a"), max_version=None)) as sock:
+        assert sock.version() == "TLSv1.3"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the privilege drop happens only when mosquitto starts as root")
+def test_started_as_root_the_broker_reads_its_key_as_user_mosquitto_with_the_readme_modes(broker_project,
+                                                                                          start_broker):
+    import grp
+    import pwd
+
+    project = broker_project("mtls+password")
+    broker = start_broker(project.broker_dir)
+    group = grp.getgrnam("mosquitto").gr_gid
+    owner = {path.name: (path.stat().st_uid, path.stat().st_gid, stat.S_IMODE(path.stat().st_mode))
+             for path in broker.private_dir.iterdir() if path.name != "mosquitto.log"}
+    assert owner["broker.key"] == (0, group, 0o640) and owner["passwd"] == (0, group, 0o640)
+    assert owner["acl"] == (0, group, 0o644)
+    assert stat.S_IMODE(broker.private_dir.stat().st_mode) == 0o750
+    with open(f"/proc/{broker.process.pid}/status") as status:
+        uid = int(next(line for line in status if line.startswith("Uid:")).split()[1])
+    assert uid == pwd.getpwnam("mosquitto").pw_uid
+    assert paho_connack(broker, project.client("sensor-a")) == "Success"
+
+
+def test_a_broker_key_that_does_not_match_its_cert_fails_with_the_brokers_own_error(broker_project, tmp_path):
+    import shutil
+
+    from generator import pki
+
+    broken = tmp_path / "broker"
+    shutil.copytree(broker_project("mtls").broker_dir, broken)
+    (broken / "broker.key").write_bytes(pki.private_key_pem(pki.generate_key("ec-p256")))
+    with pytest.raises(ToolError) as failed:
+        with running_broker(broken, port=find_free_port(), bind_address="127.0.0.1"):
+            pass
+    assert "mosquitto did not start" in failed.value.message
+    assert "key values mismatch" in failed.value.message or "Unable to load server key" in failed.value.message
+
+
+def test_a_missing_mosquitto_is_a_tool_error_with_the_install_command(monkeypatch, broker_project):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr(mosquitto_runner, "_SEARCH_DIRS", ())
+    with pytest.raises(ToolError) as failed:
+        with running_broker(broker_project("mtls").broker_dir):
+            pass
+    assert "apt-get install mosquitto" in str(failed.value)
+
+
+def test_sighup_reloads_the_password_file_and_disconnects_a_client_whose_password_is_gone(broker_project,
+                                                                                          copy_project,
+                                                                                          start_broker):
+    project = copy_project(broker_project("password"))
+    broker = start_broker(project.broker_dir)
+    passwd = project.broker_dir / "passwd"
+    with tls_connect(broker, client_tls_context(project.client("sensor-b"))) as connected:
+        assert mqtt_connect_over(connected, project.client("sensor-b")) == 0
+        passwd.write_text("".join(line + "\n" for line in passwd.read_text().splitlines()
+                                  if not line.startswith("sensor-b:")))
+        broker.install(project.broker_dir)
+        broker.reload()
+        assert connected.recv(1) == b""   # the broker closed the session it no longer authorises
+    assert paho_connack(broker, project.client("sensor-b")) == "Not authorized"
+    assert paho_connack(broker, project.client("sensor-a")) == "Success"
+
+
+def test_restart_comes_back_on_the_same_port(broker_project, start_broker):
+    project = broker_project("mtls")
+    broker = start_broker(project.broker_dir)
+    port = broker.port
+    broker.restart()
+    assert broker.port == port and broker.process.poll() is None
+    with tls_connect(broker, client_tls_context(project.client("sensor-a"))) as sock:
+        assert mqtt_connect_over(sock, project.client("sensor-a")) == 0
+
+
+def test_a_plaintext_listener_runs_only_because_the_spec_asked_and_still_needs_a_password(broker_project,
+                                                                                          copy_project, free_port,
+                                                                                          start_broker):
+    from conftest import build_broker_project, mqtt_connack_code, mqtt_connect_packet
+
+    project = copy_project(broker_project("password"))
+    text = project.spec.path.read_text().replace("  port: 8883\n", "  port: 8883\n  plaintext_port: 1883\n")
+    project.spec.path.write_text(text)
+    project = build_broker_project(project.spec.path, project.out_dir)
+    broker = start_broker(project.broker_dir, plaintext_port=free_port())
+    client = project.client("sensor-a")
+    with socket.create_connection((broker.host, broker.plaintext_port), timeout=WAIT_S) as sock:
+        sock.send(mqtt_connect_packet("sensor-a", username="sensor-a", password=client.password))
+        assert mqtt_connack_code(sock) == 0
+    with socket.create_connection((broker.host, broker.plaintext_port), timeout=WAIT_S) as sock:
+        sock.send(mqtt_connect_packet("anonymous"))
+        assert mqtt_connack_code(sock) == 5
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+
+
+def gen(*args: str, **options) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "generator", *args], capture_output=True, text=True, **options)
+
+
+def test_gen_broker_config_prints_the_conf_without_writing_anything(broker_project, tmp_path):
+    spec = broker_project("mtls").spec
+    result = gen("broker", "config", str(spec.path))
+    assert result.returncode == 0, result.stderr
+    assert "use_identity_as_username true" in result.stdout
+    assert result.stdout.startswith("# Mosquitto 2.0 configuration")
+
+
+def test_gen_broker_config_on_a_missing_spec_exits_2_without_a_traceback(tmp_path):
+    result = gen("broker", "config", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_gen_broker_up_runs_mosquitto_in_the_foreground_until_interrupted(broker_project, copy_project, free_port):
+    project = copy_project(broker_project("mtls"))
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "generator", "broker", "up", str(project.spec.path),
+                                "--port", str(port), "--bind", "127.0.0.1"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert f"running on 127.0.0.1, port {port} (TLS)" in line, line + process.stderr.read()
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as raw:
+            context = client_tls_context(project.client("sensor-a"))
+            with context.wrap_socket(raw, server_hostname=BROKER_NAME) as sock:
+                assert mqtt_connect_over(sock, project.client("sensor-a")) == 0
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=WAIT_S)
+    assert process.returncode == 0, err
+    assert "mosquitto version" in err and "Traceback" not in err
