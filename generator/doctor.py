@@ -57,6 +57,19 @@ CONNACK_MEANINGS = {
     5: "not authorized",
 }
 
+# The alert a broker sends (TLS 1.2) when it refuses a client cert, in words.
+CLIENT_CERT_ALERTS = {
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "revoked: the broker's CRL lists it",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "expired",
+    "TLSV1_ALERT_UNKNOWN_CA": "from an unknown CA: the broker's cafile does not hold the CA that issued it",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "bad (the broker could not verify it)",
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "unsupported (e.g. without the clientAuth extended key usage)",
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "unacceptable to the broker (certificate unknown)",
+    "TLSV1_ALERT_DECRYPT_ERROR": "not matched by the key that signed the handshake",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "missing or unusable (handshake failure)",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "missing: the broker requires one",
+}
+
 
 # ---------------------------------------------------------------------------------------------- values
 
@@ -156,6 +169,7 @@ class DoctorMaterial:
     """What the PKI holds for one device's path, read without changing anything."""
 
     pki_dir: Path
+    device_id: str
     root_ca: x509.Certificate        # what the device trusts
     issuing_ca: x509.Certificate     # signs the broker, device and backend certs, and the CRL
     broker: CertAndKey
@@ -167,7 +181,7 @@ class DoctorMaterial:
     device_password_path: Path | None = None
 
     def device_credentials(self) -> ClientCredentials:
-        return ClientCredentials(name=self.device.name if self.device else "", ca_pem=_pem(self.root_ca),
+        return ClientCredentials(name=self.device_id, ca_pem=_pem(self.root_ca),
                                  cert_pem=self.device.cert_pem if self.device else None,
                                  key_pem=self.device.key_pem if self.device else None, password=self.device_password)
 
@@ -224,6 +238,7 @@ def load_material(spec: Spec, device: Device) -> DoctorMaterial:
     device_password_path = layout.password_path(device.username) if device.uses_password else None
     return DoctorMaterial(
         pki_dir=layout.root,
+        device_id=device.id,
         root_ca=store.root_ca_cert,
         issuing_ca=store.issuing_ca_cert,
         broker=cert_and_key("broker", "broker", "the broker"),
@@ -398,27 +413,34 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
         add(f"device {device.id} has no password in the PKI ({material.device_password_path})", regenerate)
     check_leaf(material.backend, BACKEND_IDENTITY)
     crl = material.crl
-    if crl is None:
-        add("the CRL (pki/crl.pem) is missing or unreadable; Mosquitto needs it to verify client certs", regenerate)
-    else:
-        if crl.issuer != material.issuing_ca.subject or not crl.is_signature_valid(
-                material.issuing_ca.public_key()):  # type: ignore[arg-type]
-            add("the CRL is not signed by this PKI's issuing CA", regenerate)
-        if crl.next_update_utc is None or now > crl.next_update_utc:
-            when = _day(crl.next_update_utc) if crl.next_update_utc else "(no nextUpdate)"
-            add(f"the CRL is past its nextUpdate {when}: Mosquitto rejects every client cert", regenerate)
+    if device.uses_client_cert:  # without client certs the broker reads no CRL
+        for problem in _crl_problems(crl, material.issuing_ca, now):
+            add(problem, regenerate)
     if problems:
         summary, fix = problems[0]
         return failed("pki", summary, fix, *(p[0] for p in problems[1:]))
     details = [f"broker: {describe_cert(material.broker.cert)}"] if material.broker.cert else []
     if material.device and material.device.cert:
         details.append(f"device: {describe_cert(material.device.cert)}")
-    if crl is not None and crl.next_update_utc is not None:
+    if device.uses_client_cert and crl is not None and crl.next_update_utc is not None:
         details.append(f"CRL: {len(list(crl))} revoked, next update {_day(crl.next_update_utc)}")
     what = "device cert, " if device.uses_client_cert else ""
     what += "password, " if device.uses_password else ""
     return passed("pki", f"{what}broker cert (names {target.server_name}), backend identity and CRL are in order",
                   *details)
+
+
+def _crl_problems(crl: x509.CertificateRevocationList | None, issuing_ca: x509.Certificate,
+                  now: dt.datetime) -> list[str]:
+    if crl is None:
+        return ["the CRL (pki/crl.pem) is missing or unreadable; Mosquitto needs it to verify client certs"]
+    problems = []
+    if crl.issuer != issuing_ca.subject or not crl.is_signature_valid(issuing_ca.public_key()):  # type: ignore[arg-type]
+        problems.append("the CRL is not signed by this PKI's issuing CA")
+    if crl.next_update_utc is None or now > crl.next_update_utc:
+        when = _day(crl.next_update_utc) if crl.next_update_utc else "(none)"
+        problems.append(f"the CRL is past its nextUpdate {when}: Mosquitto rejects every client cert")
+    return problems
 
 
 # ---------------------------------------------------------------------------------------------- steps 2-3
@@ -496,7 +518,7 @@ def run_tls_step(target: DoctorTarget, material: DoctorMaterial, now: dt.datetim
 def judge_tls(target: DoctorTarget, material: DoctorMaterial, facts: TlsFacts, now: dt.datetime) -> StepResult:
     port, name = target.dial_port, target.server_name
     use_generated = "serve OUT/broker/broker.pem and broker.key (`gen generate SPEC`, then install and restart the broker)"
-    if not facts.presented.ok:
+    if not facts.presented.ok and (facts.presented.reason or "") not in CLIENT_CERT_ALERTS:
         raw = f"OpenSSL: {facts.presented.message}"
         if facts.plaintext_mqtt:
             return failed("tls", f"port {port} speaks plaintext MQTT, not TLS",
@@ -590,17 +612,6 @@ def _version_refused(port: int, *details: str) -> StepResult:
 
 # ---------------------------------------------------------------------------------------------- step 5
 
-CLIENT_CERT_ALERTS = {
-    "SSLV3_ALERT_CERTIFICATE_REVOKED": "revoked: the broker's CRL lists it",
-    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "expired",
-    "TLSV1_ALERT_UNKNOWN_CA": "from an unknown CA: the broker's cafile does not hold the CA that issued it",
-    "SSLV3_ALERT_BAD_CERTIFICATE": "bad (the broker could not verify it)",
-    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": "unsupported (e.g. without the clientAuth extended key usage)",
-    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": "unacceptable to the broker (certificate unknown)",
-    "TLSV1_ALERT_DECRYPT_ERROR": "not matched by the key that signed the handshake",
-    "SSLV3_ALERT_HANDSHAKE_FAILURE": "missing or unusable (handshake failure)",
-    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "missing: the broker requires one",
-}
 
 
 def run_client_cert_step(target: DoctorTarget, material: DoctorMaterial, now: dt.datetime) -> StepResult:

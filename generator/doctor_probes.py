@@ -138,7 +138,7 @@ def mbedtls_handshake(address: Address, server_name: str, client: ClientIdentity
         except OSError as error:
             return HandshakeOutcome("closed", error.strerror or str(error))
         version = str(wrapped.negotiated_tls_version())
-        return HandshakeOutcome("ok", version=version.rsplit(".", 1)[-1])
+        return HandshakeOutcome("ok", version=version.rsplit(".", 1)[-1].replace("_", "."))
 
 
 def _mbedtls_key(key_pem: bytes):  # type: ignore[no-untyped-def]
