@@ -1,0 +1,30 @@
+"""Golden files: one spec per flavour rendered with a fixed credential set, so every change to the generated
+code shows up in review. `UPDATE_GOLDEN=1 pytest tests/test_firmware_golden.py` rewrites them. Each file is stored
+as `<path>.golden`, so pytest never collects a golden test/test_device.py."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from firmware_fakes import GOLDEN, example_devices, golden_credentials
+from generator.firmware import render_firmware
+
+CASES = ["arduino-mtls-password", "espidf-mtls-password", "fleet-nvs"]
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_generated_project_matches_its_golden_files(name):
+    device = example_devices(name)[0]
+    project = render_firmware(device, golden_credentials(device), spec_name="device.yaml")
+    files = {**project.generated, **project.user_owned}
+    folder = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        for path, content in files.items():
+            (folder / f"{path}.golden").parent.mkdir(parents=True, exist_ok=True)
+            (folder / f"{path}.golden").write_bytes(content)
+    on_disk = {str(p.relative_to(folder))[:-len(".golden")] for p in folder.rglob("*.golden")}
+    assert on_disk == set(files), "the set of generated files changed; rerun with UPDATE_GOLDEN=1 and review"
+    for path, content in files.items():
+        assert content == (folder / f"{path}.golden").read_bytes(), f"{name}/{path} differs; rerun with UPDATE_GOLDEN=1 and review"
