@@ -362,3 +362,29 @@ def test_an_acl_that_denies_the_devices_subscription_fails_the_acl_step_naming_t
     failure = first_failure(doctor(project, broker.port))
     assert failure.step == "acl"
     assert f"does not receive messages on devices/{DEVICE}/cmd/#" in failure.summary
+
+
+def test_a_broker_serving_an_expired_cert_fails_the_tls_step_as_expired(broker_project, start_broker, tmp_path):
+    project = broker_project("password")
+    broker_dir = broker_files_copy(project, tmp_path)
+    issuer = issuing_ca(project)
+    server_key = pki.generate_key("ec-p256")
+    server_cert = pki.issue_broker_cert(server_key.public_key(), ["localhost", LOOPBACK], issuer=issuer,
+                                        validity_days=1, now=now() - dt.timedelta(days=10), project="broker-test")
+    serve_broker_cert(broker_dir, server_cert, server_key, issuer.cert)
+    broker = start_broker(broker_dir)
+    failure = first_failure(doctor(project, broker.port))
+    assert failure.step == "tls"
+    assert failure.summary.startswith("the broker's certificate expired on")
+
+
+def test_a_broker_serving_its_cert_without_the_issuing_ca_fails_the_tls_step_naming_the_chain(broker_project,
+                                                                                             start_broker, tmp_path):
+    project = broker_project("password")  # no cafile: with one, OpenSSL on the broker completes the chain itself
+    broker_dir = broker_files_copy(project, tmp_path)
+    leaf_only = (broker_dir / "broker.pem").read_bytes().split(b"-----END CERTIFICATE-----")[0]
+    (broker_dir / "broker.pem").write_bytes(leaf_only + b"-----END CERTIFICATE-----\n")
+    broker = start_broker(broker_dir)
+    failure = first_failure(doctor(project, broker.port))
+    assert failure.step == "tls"
+    assert "chain does not verify" in failure.summary and "issuing CA" in failure.fix
