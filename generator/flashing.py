@@ -10,13 +10,14 @@ directory); `gen flash` reads it back and runs esptool with exactly those argume
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
+import re
 import struct
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from generator.catalogue import Target
 from generator.errors import ToolError, UserError
@@ -232,9 +233,132 @@ def check_port_free(port: str) -> None:
                             "group (`sudo usermod -aG dialout $USER`, then log in again).") from None
         raise ToolError(f"cannot open serial port {port}: {error.strerror}. Check the cable and the port name.") from None
     try:
+        import fcntl  # POSIX; on Windows opening the port above already fails when it is taken
+
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:
         if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             raise port_busy_error(port) from None
     finally:
         os.close(fd)  # closing the descriptor drops our lock too
+
+
+# --------------------------------------------------------------------------------------- flash and monitor
+
+_BUSY = re.compile(r"port is busy|Device or resource busy|Could not exclusively lock|Resource temporarily unavailable")
+_NO_CHIP = re.compile(r"Failed to connect to|No serial data received|Wrong boot mode detected")
+_NO_PERMISSION = re.compile(r"Permission denied")
+
+
+def upload_baud(target: Target) -> int:
+    return int(target.option("upload_speed", str(DEFAULT_UPLOAD_BAUD)))
+
+
+def esptool_flash_argv(esptool: str, layout: FlashLayout, *, port: str, baud: int) -> list[str]:
+    """The whole esptool command line of `gen flash`: the port, then flash.json's write-flash arguments."""
+    return [esptool, "--port", port, "--baud", str(baud), *layout.write_flash_args()]
+
+
+def esptool_nvs_argv(esptool: str, layout: FlashLayout, *, port: str, baud: int) -> list[str]:
+    """Only nvs.bin at its offset (after `pio run -t upload` wrote the app)."""
+    nvs = [image for image in layout.images if image.file == NVS_IMAGE]
+    args = [esptool, "--port", port, "--baud", str(baud), "--chip", layout.chip, "write-flash"]
+    for image in nvs:
+        args += [hex_offset(image.offset), image.file]
+    return args
+
+
+def pio_upload_argv(pio: str, project_dir: Path, env: str, *, port: str) -> list[str]:
+    return [pio, "run", "-d", str(project_dir), "-e", env, "-t", "upload", "--upload-port", port]
+
+
+def pio_monitor_argv(pio: str, project_dir: Path, target: Target, *, port: str) -> list[str]:
+    """`pio device monitor` at the catalogue's monitor_speed with its filters (esp32_exception_decoder decodes
+    backtraces with the build's firmware.elf, found through -d/-e)."""
+    argv = [pio, "device", "monitor", "-p", port, "-b", target.option("monitor_speed", "115200")]
+    for monitor_filter in (target.option("monitor_filters") or "esp32_exception_decoder").replace(",", " ").split():
+        argv += ["-f", monitor_filter.strip()]
+    return argv + ["-d", str(project_dir), "-e", target.name]
+
+
+def explain_flash_failure(tool: str, output: str, returncode: int, port: str) -> ToolError:
+    if _BUSY.search(output):
+        return port_busy_error(port)
+    if _NO_PERMISSION.search(output):
+        return ToolError(f"no permission to open serial port {port}. On Linux add yourself to the dialout group "
+                         "(`sudo usermod -aG dialout $USER`, then log in again).")
+    if _NO_CHIP.search(output):
+        return ToolError(
+            f"{tool} opened {port} but no ESP32 bootloader answered. Check that this port is the board (not another "
+            "serial device), use a USB cable that carries data, and if the board has no auto-reset hold BOOT while "
+            "you press EN/RESET, then run `gen flash` again."
+        )
+    tail = "\n".join("    " + line for line in output.rstrip().splitlines()[-15:])
+    return ToolError(f"{tool} failed (exit {returncode}) flashing through {port}. The end of its output:\n{tail}")
+
+
+def run_flashing_tool(argv: list[str], *, port: str, cwd: Path | None = None,
+                      echo: Callable[[str], None] | None = None) -> str:
+    """Runs esptool or `pio run -t upload`, echoing its output as it comes; a failure becomes a ToolError."""
+    tool = Path(argv[0]).name
+    try:
+        process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, text=True, errors="replace")
+    except OSError as error:
+        raise ToolError(f"cannot run {tool}: {error.strerror}. Reinstall it, then run again.") from None
+    lines = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append(line)
+        if echo:
+            echo(line.rstrip("\n"))
+    returncode = process.wait()
+    output = "".join(lines)
+    if returncode != 0:
+        raise explain_flash_failure(tool, output, returncode, port)
+    return output
+
+
+@dataclass(frozen=True)
+class BuiltDevice:
+    """What `gen build` recorded for one device in OUT/manifest.json, as flash and monitor need it."""
+
+    id: str
+    target: Target
+    artifacts_dir: Path
+    built_in: Path                     # the PlatformIO project the image was built in (its .pio holds firmware.elf)
+
+
+def built_device(out_dir: Path, manifest: dict[str, Any], device_id: str, catalogue: dict[str, Target]) -> BuiltDevice:
+    for entry in manifest.get("devices", []):
+        if entry["id"] != device_id:
+            continue
+        artifacts = entry.get("artifacts")
+        if not artifacts:
+            raise UserError(f"device {device_id} has not been built yet", hint="run `gen build SPEC --device ID` first")
+        target = catalogue.get(entry["target"])
+        if target is None:
+            raise UserError(f"device {device_id} names target {entry['target']!r}, which the catalogue does not list",
+                            hint="run `gen build SPEC` again")
+        return BuiltDevice(device_id, target, Path(out_dir) / artifacts["dir"], Path(out_dir) / artifacts["built_in"])
+    raise UserError(f"{Path(out_dir) / 'manifest.json'} has no device {device_id!r}",
+                    hint="run `gen build SPEC` for the spec that lists it")
+
+
+def flash_device(device: BuiltDevice, *, port: str, method: str, esptool: str, pio: str | None,
+                 echo: Callable[[str], None] | None = None) -> None:
+    """Writes the device's artifacts through `port`: esptool with flash.json's arguments, or `pio run -t upload`
+    followed by esptool for nvs.bin."""
+    layout = read_flash_layout(device.artifacts_dir)
+    baud = upload_baud(device.target)
+    check_port_free(port)
+    if method == "esptool":
+        run_flashing_tool(esptool_flash_argv(esptool, layout, port=port, baud=baud), port=port,
+                          cwd=device.artifacts_dir, echo=echo)
+        return
+    if method != "pio" or pio is None:
+        raise UserError(f"--method {method!r} is not esptool or pio")
+    run_flashing_tool(pio_upload_argv(pio, device.built_in, device.target.name, port=port), port=port, echo=echo)
+    if any(image.file == NVS_IMAGE for image in layout.images):
+        run_flashing_tool(esptool_nvs_argv(esptool, layout, port=port, baud=baud), port=port,
+                          cwd=device.artifacts_dir, echo=echo)

@@ -1,9 +1,139 @@
-"""`gen` commands for build."""
+"""`gen build`, `gen flash`, `gen monitor` and `gen ci github`."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+from typing import Optional
+
 import typer
+from rich.console import Console
+
+console = Console(highlight=False, soft_wrap=True)
+progress_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+SPEC_ARGUMENT = typer.Argument(..., help="The spec, e.g. projects/NAME/device.yaml.")
+OUT_OPTION = typer.Option(None, "--out", help="Output directory (default: build/ next to the spec).")
+PORT_OPTION = typer.Option(None, "--port", "-p", help="Serial port (default: the only one present).")
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def build(
+    spec: Path = SPEC_ARGUMENT,
+    device: Optional[list[str]] = typer.Option(None, "--device", help="Only this device (repeatable)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", help="PlatformIO runs at once (each one already uses every core)."),
+    out: Optional[Path] = OUT_OPTION,
+) -> None:
+    """Generate, then build each distinct firmware image once with PlatformIO and collect every device's artifacts
+    (firmware, bootloader, partitions, merged factory image, nvs.bin, flash.json) into OUT/artifacts/<id>/."""
+    from generator.build import plan_build, run_build
+    from generator.catalogue import load_catalogue
+    from generator.generate import generate
+    from generator.manifest import MANIFEST_NAME, read_manifest
+    from generator.spec import load_spec
+
+    loaded = load_spec(spec)
+    out_dir = Path(out) if out is not None else loaded.default_out_dir
+    for device_id in device or []:
+        loaded.device(device_id)
+    previous = read_manifest(out_dir) if (out_dir / MANIFEST_NAME).is_file() else None
+    generate(loaded, out_dir, device_ids=device or None)
+    plan = plan_build(out_dir, read_manifest(out_dir), load_catalogue(), device_ids=device or None)
+    result = run_build(plan, jobs=jobs, console=progress_console, previous_manifest=previous)
+    console.print(f"built {_plural(len(result.images), 'image')} for {_plural(len(result.artifacts), 'device')}: "
+                  f"{out_dir / 'artifacts'}/<id>/ (flash with `gen flash {spec} --device ID`)")
+
+
+def flash(
+    spec: Path = SPEC_ARGUMENT,
+    device: str = typer.Option(..., "--device", help="The device to flash."),
+    port: Optional[str] = PORT_OPTION,
+    method: str = typer.Option("esptool", "--method", help="esptool (flash.json) or pio (`pio run -t upload`)."),
+    out: Optional[Path] = OUT_OPTION,
+) -> None:
+    """Write a built device's images (and its nvs.bin) to the board on the serial port."""
+    from generator.build import require_esptool, require_platformio
+    from generator.catalogue import load_catalogue
+    from generator.flashing import built_device, choose_port, flash_device
+    from generator.manifest import read_manifest
+    from generator.spec import load_spec
+
+    loaded = load_spec(spec)
+    loaded.device(device)
+    out_dir = Path(out) if out is not None else loaded.default_out_dir
+    if method not in ("esptool", "pio"):
+        from generator.errors import UserError
+
+        raise UserError(f"--method {method!r} is not esptool or pio")
+    built = built_device(out_dir, read_manifest(out_dir), device, load_catalogue())
+    esptool = require_esptool()
+    pio = require_platformio() if method == "pio" else None
+    chosen = choose_port(port)
+    console.print(f"flashing {device} through {chosen} with {method}")
+    flash_device(built, port=chosen, method=method, esptool=esptool, pio=pio,
+                 echo=lambda line: console.print(line, markup=False))
+    console.print(f"flashed {device}; watch it with `gen monitor {spec} --device {device} --port {chosen}`")
+
+
+def monitor(
+    spec: Path = SPEC_ARGUMENT,
+    device: str = typer.Option(..., "--device", help="The device whose serial output to show."),
+    port: Optional[str] = PORT_OPTION,
+    out: Optional[Path] = OUT_OPTION,
+) -> None:
+    """Show the device's serial output (`pio device monitor`) at its baud rate, decoding crash backtraces."""
+    from generator.build import require_platformio
+    from generator.catalogue import load_catalogue
+    from generator.errors import ToolError
+    from generator.flashing import built_device, check_port_free, choose_port, pio_monitor_argv
+    from generator.manifest import read_manifest
+    from generator.spec import load_spec
+
+    loaded = load_spec(spec)
+    loaded.device(device)
+    out_dir = Path(out) if out is not None else loaded.default_out_dir
+    built = built_device(out_dir, read_manifest(out_dir), device, load_catalogue())
+    pio = require_platformio()
+    chosen = choose_port(port)
+    check_port_free(chosen)
+    returncode = subprocess.call(pio_monitor_argv(pio, built.built_in, built.target, port=chosen))
+    if returncode not in (0, 130):
+        raise ToolError(f"`pio device monitor` on {chosen} stopped with exit {returncode}; its message is above.")
+
+
+ci_app = typer.Typer(help="Continuous integration: workflows that build the fleet.", no_args_is_help=True)
+
+
+@ci_app.command("github")
+def ci_github(
+    spec: Path = SPEC_ARGUMENT,
+    repo: Optional[Path] = typer.Option(None, "--repo", help="Repository root (default: the git tree holding the spec)."),
+    out: Optional[Path] = OUT_OPTION,
+    install: Optional[str] = typer.Option(None, "--install", help="How CI installs gen (default: pip install "
+                                          "esp32-mqtt-gen==<this version>, or `pip install .` in gen's own repo)."),
+) -> None:
+    """Write .github/workflows/<project>-firmware.yml: cache PlatformIO, build the fleet, upload each device."""
+    from generator.ci_workflow import GITHUB_SECRET_LIMIT, pki_archive_size, write_github_workflow
+    from generator.spec import load_spec
+
+    loaded = load_spec(spec)
+    path, secrets = write_github_workflow(loaded, repo, out, install)
+    console.print(f"wrote {path}")
+    console.print("set these repository secrets (Settings > Secrets and variables > Actions, or `gh secret set`):")
+    for secret in secrets.all:
+        console.print(f"  {secret.ci_secret}: {secret.description}", markup=False)
+    size = pki_archive_size(loaded)
+    if size is not None and size > GITHUB_SECRET_LIMIT:
+        console.print(f"warning: the PKI archive is about {size // 1024} KiB, more than GitHub's 48 KiB per secret; "
+                      "commit it encrypted (gpg --symmetric) and keep only the passphrase as a secret instead.")
 
 
 def register(app: typer.Typer) -> None:
     """Adds this concept's commands to the `gen` app."""
+    app.command()(build)
+    app.command()(flash)
+    app.command()(monitor)
+    app.add_typer(ci_app, name="ci")

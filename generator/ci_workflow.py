@@ -1,0 +1,187 @@
+"""`gen ci github`: a GitHub Actions workflow that builds a spec's fleet and uploads each device's artifacts.
+
+    path = write_github_workflow(spec, repo_root)     # <repo>/.github/workflows/<project>-firmware.yml
+
+The workflow never holds a secret value: secrets.yaml is written in CI from `${{ secrets.NAME }}`, the PKI
+(which must be the one the broker trusts) is restored from a secret archive, and `${VAR}` references of the spec
+are passed from secrets of the same name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from generator.errors import UserError
+from generator.files import write_atomic
+from generator.paths import PROJECT_ROOT
+from generator.rendering import render_template
+
+WORKFLOWS_DIR = Path(".github") / "workflows"
+PYTHON_VERSION = "3.11"
+PACKAGE_NAME = "esp32-mqtt-gen"
+GITHUB_SECRET_LIMIT = 48 * 1024           # bytes: GitHub refuses larger secret values
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class CiSecret:
+    name: str            # the key in secrets.yaml, or the environment variable
+    ci_secret: str       # the GitHub secret that holds its value
+    description: str
+
+    @property
+    def expression(self) -> str:
+        return "${{ secrets.%s }}" % self.ci_secret
+
+
+def github_secret_name(name: str) -> str:
+    """A GitHub secret name for a secrets.yaml key: upper case, letters, digits and '_' only."""
+    converted = re.sub(r"[^A-Z0-9_]", "_", name.upper())
+    if converted[:1].isdigit() or converted.startswith("GITHUB_"):
+        converted = "GEN_" + converted
+    return converted
+
+
+def spec_references(spec_path: Path) -> tuple[list[str], list[str]]:
+    """The `!secret` names and `${VAR}` names a spec uses, in order of appearance."""
+    class Loader(yaml.SafeLoader):
+        pass
+
+    secrets: list[str] = []
+    variables: list[str] = []
+    root = yaml.compose(Path(spec_path).read_text(encoding="utf-8"), Loader=Loader)
+    pending = [root] if root is not None else []
+    while pending:
+        node = pending.pop(0)
+        if isinstance(node, yaml.MappingNode):
+            pending[:0] = [item for pair in node.value for item in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            pending[:0] = list(node.value)
+        elif node.tag == "!secret" and node.value not in secrets:
+            secrets.append(node.value)
+        else:
+            variables += [v for v in _ENV_REFERENCE.findall(str(node.value)) if v not in variables]
+    return secrets, variables
+
+
+def find_repo_root(start: Path) -> Path:
+    """The git work tree holding `start` (where .github/ belongs), else `start` itself."""
+    start = Path(start).resolve()
+    for directory in (start, *start.parents):
+        if (directory / ".git").exists():
+            return directory
+    return start
+
+
+def _posix_relative(path: Path, root: Path) -> str:
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), root)).as_posix()
+    except ValueError:
+        raise UserError(f"{path} is not inside {root}", hint="pass --repo the repository that holds the spec") from None
+
+
+def _install_command(repo_root: Path) -> str:
+    if Path(repo_root).resolve() == PROJECT_ROOT.resolve():
+        return "pip install ."
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"pip install {PACKAGE_NAME}=={version(PACKAGE_NAME)}"
+    except PackageNotFoundError:
+        return f"pip install {PACKAGE_NAME}"
+
+
+@dataclass(frozen=True)
+class CiSecrets:
+    pki: CiSecret                     # the spec's pki/ directory, as a base64 tar.gz
+    secrets_yaml: tuple[CiSecret, ...]
+    environment: tuple[CiSecret, ...]
+
+    @property
+    def all(self) -> tuple[CiSecret, ...]:
+        return (self.pki, *self.secrets_yaml, *self.environment)
+
+
+def ci_secrets(spec, spec_dir: str) -> CiSecrets:
+    """Every GitHub secret the workflow reads, with what the user puts in it."""
+    secret_names, variables = spec_references(spec.path)
+    if spec.pki.ca_passphrase_env and spec.pki.ca_passphrase_env not in variables:
+        variables.append(spec.pki.ca_passphrase_env)
+    pki = github_secret_name(f"{spec.project}_PKI")
+    secrets = CiSecrets(
+        pki=CiSecret("pki", pki, f"the spec's pki/ directory: tar -czf - -C {spec_dir} pki | base64 -w0 | gh secret set {pki}"),
+        secrets_yaml=tuple(CiSecret(name, github_secret_name(name), f"the value of `{name}` in secrets.yaml")
+                           for name in secret_names),
+        environment=tuple(CiSecret(name, github_secret_name(name), f"the value of the environment variable ${{{name}}}")
+                          for name in variables),
+    )
+    taken: dict[str, str] = {}
+    for secret in secrets.all:
+        if taken.setdefault(secret.ci_secret, secret.name) != secret.name:
+            raise UserError(f"`{taken[secret.ci_secret]}` and `{secret.name}` would both be the GitHub secret "
+                            f"{secret.ci_secret}", hint="rename one of them in the spec or secrets.yaml")
+    return secrets
+
+
+def render_github_workflow(spec, repo_root: Path, out_dir: Path | None = None,
+                           install_command: str | None = None) -> tuple[str, str]:
+    """(the workflow's path relative to the repository, its text)."""
+    repo_root = Path(repo_root).resolve()
+    spec_dir = _posix_relative(spec.directory, repo_root)
+    out = _posix_relative(out_dir or spec.default_out_dir, repo_root)
+    workflow_file = (WORKFLOWS_DIR / f"{spec.project}-firmware.yml").as_posix()
+    secrets = ci_secrets(spec, spec_dir)
+    pins = sorted({f"{d.target.platform} {d.target.option('lib_deps', '')}" for d in spec.devices})
+    pins_hash = hashlib.sha256("\n".join(pins).encode()).hexdigest()[:16]
+    text = render_template(
+        "ci/github-workflow.yml.j2",
+        project=spec.project,
+        workflow_file=workflow_file,
+        spec_path=_posix_relative(spec.path, repo_root),
+        spec_dir=spec_dir,
+        secrets_file=f"{spec_dir}/secrets.yaml",
+        out_dir=out,
+        python_version=PYTHON_VERSION,
+        cache_key="platformio-${{ runner.os }}-" + pins_hash,
+        cache_restore_key="platformio-${{ runner.os }}-",
+        install_command=install_command or _install_command(repo_root),
+        pki_secret=secrets.pki,
+        secrets=secrets.all,
+        secrets_yaml=secrets.secrets_yaml,
+        secrets_yaml_names=json.dumps({s.name: s.ci_secret for s in secrets.secrets_yaml}),
+        environment=secrets.environment,
+        devices=[{"id": d.id, "artifact": f"{spec.project}-{d.id}", "path": f"{out}/artifacts/{d.id}/"}
+                 for d in spec.devices],
+    )
+    return workflow_file, text
+
+
+def write_github_workflow(spec, repo_root: Path | None = None, out_dir: Path | None = None,
+                          install_command: str | None = None) -> tuple[Path, CiSecrets]:
+    """Writes the workflow; returns its path and the secrets the user must set."""
+    root = find_repo_root(spec.directory) if repo_root is None else Path(repo_root).resolve()
+    relative, text = render_github_workflow(spec, root, out_dir, install_command)
+    path = root / relative
+    write_atomic(path, text.encode())
+    return path, ci_secrets(spec, _posix_relative(spec.directory, root))
+
+
+def pki_archive_size(spec) -> int | None:
+    """Roughly how big the PKI secret will be (base64 of a gzip tarball), to warn before GitHub refuses it."""
+    import io
+    import tarfile
+
+    pki_dir = spec.pki.dir
+    if not pki_dir.is_dir():
+        return None
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(pki_dir, arcname="pki")
+    return (len(buffer.getvalue()) + 2) // 3 * 4
