@@ -38,7 +38,7 @@ Public API:
     store.ensure_devices(device_ids, *, key_type, validity_days) -> list[Identity]   (one index write)
     store.ensure_client(name, *, key_type, validity_days) -> Identity
     store.batch()                                context manager: one index write for everything inside
-    store.password(username) -> str
+    store.password(username) -> str;  store.existing_password(username) -> str | None
     store.crl_pem() -> bytes
     store.revoke(identity, reason="unspecified") -> None
     store.renew(identity, *, new_key, key_type=None, validity_days=None) -> Identity
@@ -418,15 +418,20 @@ class PkiStore:
         """The MQTT password of `username`: generated once (32 URL-safe characters), kept 0600, reused."""
         pki.check_identity_name(username, "username")
         path = self.layout.password_path(username)
-        existing = _read_or_none(path)
-        if existing is not None:
-            value = existing.decode("utf-8", "replace").strip()
-            if value:
-                return value
+        value = self.existing_password(username)
+        if value:
+            return value
         value = secrets.token_urlsafe(24)
         _make_dir(path.parent, _SECRET_DIR)
         write_file_atomic(path, value.encode() + b"\n", mode=_SECRET, durable=True)
         return value
+
+    def existing_password(self, username: str) -> str | None:
+        """The password of `username` if one was generated, without creating one (for `gen pki show`)."""
+        pki.check_identity_name(username, "username")
+        existing = _read_or_none(self.layout.password_path(username))
+        value = existing.decode("utf-8", "replace").strip() if existing else ""
+        return value or None
 
     # ------------------------------------------------------------------------------------------ revocation
 

@@ -1,9 +1,299 @@
-"""`gen` commands for pki."""
+"""`gen pki init|list|show|issue|revoke|renew` and `gen inspect`.
+
+Every `gen pki` command takes the spec first; the PKI is the one the spec names (`pki.dir`, default
+`<spec dir>/pki/`). Passwords are printed in one place only: `gen pki show SPEC ID --secrets`.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import Optional
+
 import typer
+from cryptography.hazmat.primitives.hashes import SHA256
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from generator.errors import UserError
+
+# Pipes and logs get 120 columns (rich would assume 80 and cut serials and dates short).
+console = Console(highlight=False, soft_wrap=True, emoji=False, width=None if sys.stdout.isatty() else 120)
+pki_app = typer.Typer(help="The project's private PKI: CA, broker, device and client certs, CRL.",
+                      no_args_is_help=True)
+
+SPEC_ARGUMENT = typer.Argument(..., help="The spec, e.g. projects/NAME/device.yaml.")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _spec(path: Path):
+    from generator.spec import load_spec
+
+    return load_spec(path)
+
+
+def _store(spec, *, create: bool):
+    from generator.pki_store import open_spec_pki
+
+    return open_spec_pki(spec, create=create)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+@pki_app.command("init")
+def init(spec: Path = SPEC_ARGUMENT) -> None:
+    """Create the PKI (root CA, issuing CA, empty CRL) if it does not exist yet; otherwise check it."""
+    loaded = _spec(spec)
+    existed = (Path(loaded.pki.dir) / "ca.pem").exists()
+    store = _store(loaded, create=True)
+    root = store.root_ca_cert
+    console.print(f"{'PKI already exists' if existed else 'created the PKI'} in {store.layout.root}/")
+    console.print(f"  root CA     {root.subject.rfc4514_string()}  (devices trust ca.pem)")
+    console.print(f"  issuing CA  {store.issuing_ca_cert.subject.rfc4514_string()}  (signs broker, devices, CRL)")
+    console.print(f"  valid until {root.not_valid_after_utc:%Y-%m-%d}; SHA-256 {root.fingerprint(SHA256()).hex(':')}")
+    if store.layout.root_key_encrypted.exists():
+        console.print("  root key    private/ca-key.p12, encrypted with the passphrase; you may move it offline")
+    elif store.layout.root_key_plain.exists():
+        console.print("  root key    private/ca-key.pem, unencrypted (0600); set pki.ca_passphrase_env to protect it")
+    else:
+        console.print("  root key    offline (not in private/): fine, everyday issuing uses the issuing CA")
+    console.print(f"next: gen pki issue {spec}")
+
+
+@pki_app.command("list")
+def list_(spec: Path = SPEC_ARGUMENT,
+          all_: bool = typer.Option(False, "--all", help="Also show superseded (renewed) certificates.")) -> None:
+    """Every certificate: id, role, serial, not-after, days left, status. Warns within 30 days of expiry."""
+    from generator.pki_store import EXPIRY_WARNING_DAYS
+
+    store = _store(_spec(spec), create=False)
+    now = _now()
+    table = Table(title=f"PKI {store.layout.root}", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("id", "role", "serial", "not after", "days left", "status", "key"):
+        table.add_column(column, no_wrap=True)
+    warnings = []
+    for entry in store.entries():
+        if entry.status == "superseded" and not all_:
+            continue
+        days = entry.days_left(now)
+        style = ""
+        if entry.status == "valid" and days < 0:
+            style = "red"
+            warnings.append(f"{entry.role} {entry.id} EXPIRED {-days} days ago: gen pki renew {spec} {entry.id}")
+        elif entry.status == "valid" and days <= EXPIRY_WARNING_DAYS:
+            style = "yellow"
+            warnings.append(f"{entry.role} {entry.id} expires in {days} days: gen pki renew {spec} {entry.id}")
+        table.add_row(entry.id, entry.role, _short_serial(entry.serial), f"{entry.not_after:%Y-%m-%d}",
+                      str(days), entry.status, entry.key_type, style=style or ("dim" if entry.status != "valid"
+                                                                               else None))
+    console.print(table)
+    crl = _crl_next_update(store)
+    if crl is not None:
+        console.print(f"CRL next update {crl:%Y-%m-%d %H:%M} UTC (re-signed by `gen generate` before then)")
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {warning}", markup=True)
+
+
+@pki_app.command("show")
+def show(spec: Path = SPEC_ARGUMENT,
+         identity: str = typer.Argument(..., help="broker, a device id, a client name (e.g. backend)."),
+         secrets: bool = typer.Option(False, "--secrets", help="Also print this identity's MQTT password.")) -> None:
+    """One identity's certificate in plain words, its files, and (with --secrets) its password."""
+    from generator import certinfo
+
+    store = _store(_spec(spec), create=False)
+    found = store.identity(identity)
+    report = certinfo.explain(found.cert_pem, str(found.cert_path), trust=[store.root_ca_cert,
+                                                                           store.issuing_ca_cert], now=_now())
+    _print_report(report)
+    entry = store.entry(identity)
+    console.print(f"status     {entry.status}" + (f" ({entry.reason}, {entry.revoked_at:%Y-%m-%d})"
+                                                   if entry.status == "revoked" else ""))
+    console.print(f"cert file  {found.cert_path}")
+    console.print(f"key file   {found.key_path}" + ("" if found.key_pem else "  (MISSING)"))
+    password = store.existing_password(found.name)
+    if secrets:
+        console.print(f"password   {password}" if password else "password   none (this identity has no password)",
+                      markup=False)
+    elif password:
+        console.print("password   yes (print it with --secrets)")
+
+
+@pki_app.command("issue")
+def issue(spec: Path = SPEC_ARGUMENT,
+          identity: Optional[str] = typer.Argument(None, help="Only this one: broker, a device id, or backend.")
+          ) -> None:
+    """Issue what the spec needs and is missing (broker, devices, backend, passwords, CRL); reuse the rest."""
+    from generator.pki_store import ensure_spec_identities
+    from generator.spec import BACKEND_IDENTITY
+
+    loaded = _spec(spec)
+    if identity is None:
+        store = _store(loaded, create=True)
+        before = {entry.serial for entry in store.entries()}
+        found = ensure_spec_identities(loaded)
+        identities = [found.broker, *found.devices.values(), found.backend]
+    else:
+        store = _store(loaded, create=True)
+        before = {entry.serial for entry in store.entries()}
+        devices = {device.id: device for device in loaded.devices}
+        if identity == "broker":
+            identities = [store.ensure_broker(loaded.broker.names, validity_days=loaded.pki.validity_days)]
+        elif identity == BACKEND_IDENTITY:
+            identities = [store.ensure_client(BACKEND_IDENTITY, key_type=loaded.pki.key_type,
+                                              validity_days=loaded.pki.validity_days)]
+        elif identity in devices:
+            device = devices[identity]
+            identities = [store.ensure_device(device.id, key_type=device.pki.key_type,
+                                              validity_days=device.pki.validity_days)]
+        else:
+            raise UserError(f"{identity!r} is not in {spec}",
+                            hint=f"use broker, {BACKEND_IDENTITY}, or one of: {', '.join(devices) or '(no devices)'}")
+    table = Table(title=f"PKI {store.layout.root}", title_justify="left", box=box.SIMPLE_HEAD)
+    for column in ("id", "role", "serial", "not after", ""):
+        table.add_column(column, no_wrap=True)
+    for found_identity in identities:
+        table.add_row(found_identity.name, found_identity.role, _short_serial(found_identity.serial),
+                      f"{found_identity.not_after:%Y-%m-%d}",
+                      "reused" if found_identity.serial in before else "issued")
+    console.print(table)
+
+
+@pki_app.command("revoke")
+def revoke(spec: Path = SPEC_ARGUMENT,
+           identity: str = typer.Argument(..., help="broker, a device id, or a client name."),
+           reason: str = typer.Option("unspecified", help="unspecified, key-compromise, superseded, "
+                                                          "cessation-of-operation, affiliation-changed.")) -> None:
+    """Revoke an identity's current certificate and re-sign the CRL at once."""
+    store = _store(_spec(spec), create=False)
+    store.revoke(identity, reason=reason)
+    entry = store.entry(identity)
+    console.print(f"revoked {entry.role} {entry.id} (serial {entry.serial:X}); {store.layout.crl} re-signed")
+    console.print(f"next: gen generate {spec}, then restart or reload (SIGHUP) mosquitto so it reads the new CRL")
+
+
+@pki_app.command("renew")
+def renew(spec: Path = SPEC_ARGUMENT,
+          identity: str = typer.Argument(..., help="broker, a device id, or a client name."),
+          new_key: bool = typer.Option(False, "--new-key", help="Generate a new key too (required after revoke or "
+                                                                "to change the key type).")) -> None:
+    """Issue a new certificate for an identity, for the same key or (--new-key) a new one."""
+    loaded = _spec(spec)
+    store = _store(loaded, create=False)
+    devices = {device.id: device for device in loaded.devices}
+    name = identity.split("/", 1)[-1]
+    if name in devices:
+        key_type, validity = devices[name].pki.key_type, devices[name].pki.validity_days
+    else:
+        key_type, validity = loaded.pki.key_type, loaded.pki.validity_days
+    old = store.entry(identity)
+    renewed = store.renew(identity, new_key=new_key, key_type=key_type if new_key else None,
+                          validity_days=validity)
+    console.print(f"renewed {renewed.role} {renewed.name}: serial {old.serial:X} -> {renewed.serial:X}, "
+                  f"valid until {renewed.not_after:%Y-%m-%d}, {'new' if new_key else 'same'} key")
+    console.print(f"next: gen generate {spec}" + (", then reflash the device" if renewed.role == "device" else ""))
+
+
+def inspect(
+    file: Path = typer.Argument(..., help="A PEM or DER certificate, key, CSR or CRL."),
+    ca: Optional[Path] = typer.Option(None, "--ca", help="A spec (its PKI's CAs) or a CA PEM: check the chain."),
+    key: Optional[Path] = typer.Option(None, "--key", help="A private key: check that it belongs to the cert."),
+    to: Optional[str] = typer.Option(None, "--to", help="Convert: der or pem (needs --out)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where --to writes."),
+) -> None:
+    """Explain a certificate, key, CSR or CRL in plain words; check chain (--ca) and key (--key); convert."""
+    from generator import certinfo
+
+    data = _read_input(file, "file")
+    if to is not None or out is not None:
+        if to is None or out is None:
+            raise UserError("--to and --out go together", hint="e.g. gen inspect cert.pem --to der --out cert.der")
+        from generator.files import write_atomic
+
+        converted, secret = certinfo.convert(data, str(file), to.lower())
+        write_atomic(out, converted, mode=0o600 if secret else 0o644)
+        console.print(f"wrote {out} ({to.upper()}{', mode 0600: it holds a private key' if secret else ''})")
+        return
+    trust = _trust_from(ca) if ca is not None else []
+    report = certinfo.explain(data, str(file), trust=trust,
+                              key=_read_input(key, "--key") if key is not None else None, now=_now())
+    _print_report(report)
+    if not trust:
+        console.print("chain not checked: pass --ca SPEC (or a CA PEM) to check it against your project's CA")
+    if report.errors:
+        raise UserError("; ".join(report.errors),
+                        hint="use the files from this project's pki/ directory (gen pki list SPEC shows them)")
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _read_input(path: Path, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist")
+    except IsADirectoryError:
+        raise UserError(f"{what} {path} is a directory, not a file")
+    except PermissionError:
+        raise UserError(f"cannot read {what} {path}: permission denied", hint="check its owner and mode")
+
+
+def _trust_from(ca: Path) -> list:
+    from generator import certinfo
+
+    if ca.suffix.lower() in (".yaml", ".yml"):
+        pki_dir = Path(_spec(ca).pki.dir)
+        trust = []
+        for name in ("ca.pem", "issuing-ca.pem"):
+            trust += certinfo.load_trust(_read_input(pki_dir / name, f"the project's {name}"), str(pki_dir / name))
+        return trust
+    return certinfo.load_trust(_read_input(ca, "--ca"), str(ca))
+
+
+def _short_serial(serial: int) -> str:
+    """Enough of a serial to tell certs apart in a table (`gen pki show` prints it whole)."""
+    return f"{serial:X}"[:12] + "…"
+
+
+def _crl_next_update(store) -> dt.datetime | None:
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_crl(store.layout.crl.read_bytes()).next_update_utc
+    except (OSError, ValueError):
+        return None
+
+
+def _print_report(report) -> None:
+    console.print(f"{report.source} ({report.encoding}, {len(report.objects)} "
+                  f"object{'s' if len(report.objects) != 1 else ''})")
+    for obj in report.objects:
+        table = Table(title=_escape(obj.title), title_justify="left", show_header=False, box=None, padding=(0, 2))
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column(overflow="fold")
+        for label, value in obj.facts:
+            table.add_row(_escape(label), _escape(value))
+        console.print(table)
+        for warning in obj.warnings:
+            console.print(f"  [yellow]warning:[/] {_escape(warning)}", markup=True)
+        for error in obj.errors:
+            console.print(f"  [red]problem:[/] {_escape(error)}", markup=True)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def register(app: typer.Typer) -> None:
-    """Adds this concept's commands to the `gen` app."""
+    """Adds `gen pki ...` and `gen inspect` to the `gen` app."""
+    app.add_typer(pki_app, name="pki")
+    app.command("inspect")(inspect)
