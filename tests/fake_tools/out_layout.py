@@ -57,7 +57,7 @@ def lay_out(spec: Spec, out_dir: Path) -> Path:
             (base / "client.pem").write_bytes(device_cert(device.id, serial))
         if uses_nvs:
             size = 0x5000 if device.framework == "arduino" else 0x6000
-            (base / "nvs.bin").write_bytes((device.id.encode() + b"\0") * (size // 32) + b"\xff" * 0)
+            (base / "nvs.bin").write_bytes(((device.id.encode() + b"\0") * size)[:size])
         entries.append(device_entry(device, has_nvs=uses_nvs,
                                     cert_serial=serial if device.uses_client_cert else None,
                                     cert_not_after=NOT_AFTER.isoformat() if device.uses_client_cert else None))
