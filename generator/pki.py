@@ -22,7 +22,7 @@ Public API:
     CertificateAuthority(cert, key)
     build_root_ca(key, *, project, validity_days, now) -> x509.Certificate
     build_issuing_ca(key, *, root, project, validity_days, now) -> x509.Certificate
-    broker_subject_alt_names(names) -> x509.SubjectAlternativeName
+    broker_subject_alt_names(names) -> x509.SubjectAlternativeName;  leaf_subject_text(common_name, project)
     issue_broker_cert(public_key, names, *, issuer, validity_days, now, project) -> x509.Certificate
     issue_device_cert(public_key, device_id, *, issuer, validity_days, now, project) -> x509.Certificate
     issue_client_cert(public_key, name, *, issuer, validity_days, now, project) -> x509.Certificate
@@ -36,7 +36,7 @@ import datetime as dt
 import ipaddress
 import re
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Iterable, Sequence, Union
 
 from cryptography import x509
@@ -167,6 +167,17 @@ def broker_subject_alt_names(names: Sequence[str]) -> x509.SubjectAlternativeNam
     return x509.SubjectAlternativeName(unique)
 
 
+def leaf_subject_text(common_name: str, project: str) -> str:
+    """`cert.subject.rfc4514_string()` of a device/client cert, without parsing the cert (indexing 10,000 certs).
+    Identity names need no RFC 4514 escaping (see check_identity_name); the project part is escaped once."""
+    return f"{_organization_text(project[:64])},CN={common_name}" if project else f"CN={common_name}"
+
+
+@lru_cache(maxsize=8)
+def _organization_text(project: str) -> str:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, project)]).rfc4514_string()
+
+
 def _name(common_name: str, project: str) -> x509.Name:
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])]
     if project:
@@ -233,11 +244,21 @@ def _authority_key_id(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentif
 # ---------------------------------------------------------------------------------------------------- leaves
 
 
+@lru_cache(maxsize=2)
+def _leaf_key_usage_for(rsa_key: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=rsa_key,
+                         data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                         encipher_only=False, decipher_only=False)
+
+
 def _leaf_key_usage(public_key: PublicKey) -> x509.KeyUsage:
-    return x509.KeyUsage(digital_signature=True, content_commitment=False,
-                         key_encipherment=isinstance(public_key, rsa.RSAPublicKey), data_encipherment=False,
-                         key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False,
-                         decipher_only=False)
+    """digitalSignature, plus keyEncipherment for RSA (RSA key exchange in TLS 1.2)."""
+    return _leaf_key_usage_for(isinstance(public_key, rsa.RSAPublicKey))
+
+
+_LEAF_CONSTRAINTS = x509.BasicConstraints(ca=False, path_length=None)
+_EXTENDED_USAGES = {usage: x509.ExtendedKeyUsage([usage])
+                    for usage in (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)}
 
 
 def _issue_leaf(public_key: PublicKey, subject: x509.Name, san: x509.SubjectAlternativeName,
@@ -254,9 +275,9 @@ def _issue_leaf(public_key: PublicKey, subject: x509.Name, san: x509.SubjectAlte
         .serial_number(x509.random_serial_number())
         .not_valid_before(_start(now))
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_LEAF_CONSTRAINTS, critical=True)
         .add_extension(_leaf_key_usage(public_key), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(_EXTENDED_USAGES[usage], critical=False)
         .add_extension(san, critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(issuer.authority_key_id, critical=False)

@@ -471,7 +471,7 @@ class PkiStore:
                                     hint=f"gen pki renew SPEC {name} --new-key")
                 key_pem = _read_required(self.layout, key_path, f"{role} {name!r} key",
                                          f"issue a new key: gen pki renew SPEC {name} --new-key")
-                key = pki.load_private_key_pem(key_pem, self.layout.rel(key_path))
+                key = _parse_key(self.layout, key_pem, key_path)
             if validity_days is None:
                 old_cert = _read_cert_or_none(self.layout.cert_path(role, name))
                 validity_days = (max(1, (old_cert.not_valid_after_utc - old_cert.not_valid_before_utc).days)
@@ -553,7 +553,7 @@ class PkiStore:
                             hint=f"remove it from the spec, or give it a new key: gen pki renew SPEC {name} --new-key")
         key_pem = _read_required(layout, key_path, f"the key of {what}",
                                  f"issue a new key: gen pki renew SPEC {name} --new-key")
-        key = pki.load_private_key_pem(key_pem, layout.rel(key_path))
+        key = _parse_key(layout, key_pem, key_path)
         if pki.key_type_of(key) != key_type:
             raise UserError(f"{what} has a {pki.key_type_of(key)} key, but {key_type} is asked for",
                             hint=f"switch keys explicitly: gen pki renew SPEC {name} --new-key")
@@ -576,7 +576,7 @@ class PkiStore:
         if key_pem is None:
             key = pki.generate_key(key_type)
             return self._issue(role, name, key, pki.private_key_pem(key), validity_days, names, write_key=True)
-        key = pki.load_private_key_pem(key_pem, self.layout.rel(key_path))
+        key = _parse_key(self.layout, key_pem, key_path)
         if pki.key_type_of(key) != key_type:
             raise UserError(f"{self.layout.rel(key_path)} holds a {pki.key_type_of(key)} key, not {key_type}",
                             hint="delete that key file if nothing uses it yet, or change key_type in the spec")
@@ -702,8 +702,8 @@ class _IssueJob:
             cert_pem = _cert_pem(cert)
             write_file_atomic(layout.key_path(self.role, name), key_pem, mode=_SECRET, fresh=True)
             write_file_atomic(layout.cert_path(self.role, name), cert_pem, mode=_PUBLIC, fresh=True)
-            results.append((name, cert.serial_number, cert.subject.rfc4514_string(), cert.not_valid_after_utc,
-                            key_pem, cert_pem))
+            results.append((name, cert.serial_number, pki.leaf_subject_text(name, self.project),
+                            cert.not_valid_after_utc, key_pem, cert_pem))
         return results
 
 
@@ -855,7 +855,18 @@ def _load_cert_file(layout: PkiLayout, path: Path, what: str, hint: str) -> x509
 
 def _load_key_file(layout: PkiLayout, path: Path, what: str, hint: str) -> pki.PrivateKey:
     data = _read_required(layout, path, f"the {what}", hint)
-    return pki.load_private_key_pem(data, layout.rel(path))
+    return _parse_key(layout, data, path)
+
+
+def _parse_key(layout: PkiLayout, data: bytes, path: Path) -> pki.PrivateKey:
+    """A leaf or CA key; the file is named (relative path built) only when something is wrong with it."""
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+        if pki.key_type_of(key) in pki.KEY_TYPES:
+            return key  # type: ignore[return-value]
+    except Exception:
+        pass
+    return pki.load_private_key_pem(data, layout.rel(path))  # raises the UserError that says what is wrong
 
 
 def _is_ca(cert: x509.Certificate) -> bool:

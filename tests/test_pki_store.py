@@ -417,3 +417,11 @@ def test_umask_does_not_loosen_or_tighten_file_modes(tmp_path):
         os.umask(old)
     assert mode(tmp_path / "pki" / "ca.pem") == 0o644
     assert mode(tmp_path / "pki" / "private" / "issuing-ca-key.pem") == 0o600
+
+
+def test_bulk_index_subjects_are_the_certs_own_subjects(tmp_path):
+    store = PkiStore.open(tmp_path / "pki", project="Fleet, Inc. #1")
+    ids = [f"dev-{i:04d}" for i in range(3)]
+    for identity in store.ensure_devices(ids, key_type="ec-p256", validity_days=30):
+        cert = x509.load_pem_x509_certificate(identity.cert_pem)
+        assert store.entry(identity.name).subject == cert.subject.rfc4514_string()
