@@ -43,17 +43,15 @@ def up(
         if broker.plaintext_port:
             where += f" and port {broker.plaintext_port} (plaintext)"
         console.print(f"mosquitto {broker.version} running on {where} with {broker_dir}/ (Ctrl-C stops it)")
-        offset = 0
         try:
-            while True:
-                text = broker.log_path.read_bytes()
-                sys.stderr.write(text[offset:].decode(errors="replace"))
-                sys.stderr.flush()
-                offset = len(text)
-                if broker.process.poll() is not None:
-                    raise ToolError(f"mosquitto exited with code {broker.process.returncode}",
-                                    hint="see its log above")
-                time.sleep(0.2)
+            with open(broker.log_path, "rb") as log:
+                while True:
+                    sys.stderr.write(log.read().decode(errors="replace"))
+                    sys.stderr.flush()
+                    if broker.process.poll() is not None:
+                        raise ToolError(f"mosquitto exited with code {broker.process.returncode}",
+                                        hint="see its log above")
+                    time.sleep(0.2)
         except KeyboardInterrupt:
             console.print("stopping mosquitto")
 
