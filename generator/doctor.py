@@ -167,7 +167,6 @@ class CertAndKey:
 class DoctorMaterial:
     """What the PKI holds for one device's path, read without changing anything."""
 
-    pki_dir: Path
     device_id: str
     root_ca: x509.Certificate        # what the device trusts
     issuing_ca: x509.Certificate     # signs the broker, device and backend certs, and the CRL
@@ -236,7 +235,6 @@ def load_material(spec: Spec, device: Device) -> DoctorMaterial:
             crl = None
     device_password_path = layout.password_path(device.username) if device.uses_password else None
     return DoctorMaterial(
-        pki_dir=layout.root,
         device_id=device.id,
         root_ca=store.root_ca_cert,
         issuing_ca=store.issuing_ca_cert,
