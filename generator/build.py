@@ -264,10 +264,13 @@ def explain_build_failure(image: Image, log_text: str, returncode: int, log_path
     if errors:
         shown = "\n".join("  " + line for line in errors[:_MAX_ERRORS_SHOWN])
         more = f"\n  ... and {len(errors) - _MAX_ERRORS_SHOWN} more" if len(errors) > _MAX_ERRORS_SHOWN else ""
+        from generator.firmware import USER_OWNED_FILES
+
+        yours = ", ".join(USER_OWNED_FILES.get(image.target.framework, ()))
         return ToolError(
             f"the firmware for {image.describe()} does not compile:\n{shown}{more}\n"
-            f"Fix the file named above if it is one you edited (src/app_hooks.* and other user-owned files); "
-            f"otherwise the generated project is wrong: report it with the full log, {log}"
+            f"If the error is in a file you own ({yours}), fix it there and build again; anything else is "
+            f"generated, so change the spec rather than the file, or report it with the full log: {log}"
         )
     return ToolError(
         f"PlatformIO failed (exit {returncode}) building {image.describe()}. The end of its log:\n{_tail(log_text)}\n"

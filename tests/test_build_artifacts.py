@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from fake_tools.fixtures import fake_tools, gen_cli, generate_by_hand  # noqa: F401  (fixtures)
+from fake_tools.fixtures import fake_tools, gen_cli  # noqa: F401  (fixtures)
 from fake_tools.out_layout import NOT_AFTER, example_out
 from generator.build import plan_build, run_build
 from generator.catalogue import load_catalogue
@@ -149,7 +149,7 @@ def test_building_one_device_keeps_what_an_earlier_build_recorded_for_the_others
     assert len(fake_tools.pio_runs()) == 3
 
 
-def test_gen_build_generates_builds_and_says_where_the_artifacts_are(tmp_path, fake_tools, gen_cli, generate_by_hand):
+def test_gen_build_generates_builds_and_says_where_the_artifacts_are(tmp_path, fake_tools, gen_cli):
     from fake_tools.out_layout import copy_example
 
     spec_path = copy_example("fleet-nvs", tmp_path / "fleet")
@@ -160,7 +160,7 @@ def test_gen_build_generates_builds_and_says_where_the_artifacts_are(tmp_path, f
     assert (spec_path.parent / "build" / "logs").is_dir()
 
 
-def test_gen_build_of_one_device_runs_only_its_image(tmp_path, fake_tools, gen_cli, generate_by_hand):
+def test_gen_build_of_one_device_runs_only_its_image(tmp_path, fake_tools, gen_cli):
     from fake_tools.out_layout import copy_example
 
     spec_path = copy_example("fleet-nvs", tmp_path / "fleet")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from fake_tools.fixtures import fake_tools, gen_cli, generate_by_hand, no_installed_tools  # noqa: F401  (fixtures)
+from fake_tools.fixtures import fake_tools, gen_cli, no_installed_tools  # noqa: F401  (fixtures)
 from fake_tools.out_layout import copy_example, example_out
 from generator.build import plan_build, run_build
 from generator.catalogue import load_catalogue
@@ -22,7 +22,7 @@ def build(out_dir):
 
 
 def test_without_platformio_gen_build_says_it_is_not_installed_and_how_to_install_it(
-        tmp_path, no_installed_tools, gen_cli, generate_by_hand):
+        tmp_path, no_installed_tools, gen_cli):
     spec_path = copy_example("fleet-nvs", tmp_path / "fleet")
     code, _out, err = gen_cli("build", spec_path)
     assert code == 1
@@ -77,7 +77,7 @@ def test_the_whole_platformio_log_is_kept_under_out_logs(tmp_path, fake_tools, m
 
 
 def test_gen_build_failing_in_platformio_exits_1_with_one_message_and_no_traceback(
-        tmp_path, fake_tools, gen_cli, generate_by_hand, monkeypatch):
+        tmp_path, fake_tools, gen_cli, monkeypatch):
     monkeypatch.setenv("FAKE_PIO_FAIL", "registry")
     code, _out, err = gen_cli("build", copy_example("fleet-nvs", tmp_path / "fleet"))
     assert code == 1
@@ -108,12 +108,9 @@ def test_the_real_platformio_without_network_gives_the_registry_message_not_a_tr
     monkeypatch.setenv("PLATFORMIO_CORE_DIR", str(tmp_path / "empty-core"))
     monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}")
     spec_path = copy_example("fleet-nvs", tmp_path / "fleet")
-    script = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[2]);"
-              "from fake_tools.out_layout import lay_out; from generator.spec import load_spec;"
-              "import generator.generate as g; g.generate = lambda s, o=None, device_ids=None: lay_out(s, o or s.default_out_dir);"
-              "from generator.cli import main; main(['build', sys.argv[1], '--device', 'sensor-c3'])")
+    gen = os.path.join(os.path.dirname(sys.executable), "gen")
     try:
-        completed = subprocess.run([sys.executable, "-c", script, str(spec_path), os.path.dirname(__file__)],
+        completed = subprocess.run([gen, "build", str(spec_path), "--device", "sensor-c3"],
                                    capture_output=True, text=True, timeout=240)
     except subprocess.TimeoutExpired:
         pytest.skip("PlatformIO neither failed nor finished within 240 s (a registry that answers slowly?)")

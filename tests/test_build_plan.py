@@ -77,3 +77,29 @@ def test_an_unknown_device_is_refused_naming_the_known_ones(tmp_path):
     with pytest.raises(UserError) as refused:
         plan_for(out, ["sensor-99"])
     assert "sensor-99" in str(refused.value) and "sensor-c3" in str(refused.value)
+
+
+def test_the_generated_fleet_example_needs_two_images_for_its_eleven_devices(tmp_path):
+    from fake_tools.out_layout import copy_example
+    from generator.generate import generate
+
+    spec = load_spec(copy_example("fleet-nvs", tmp_path / "fleet"))
+    generate(spec, spec.default_out_dir)
+    plan = plan_for(spec.default_out_dir)
+    assert sorted((image.env, len(image.devices)) for image in plan.images) == [
+        ("esp32-arduino", 10), ("esp32c3-arduino", 1)]
+
+
+def test_generated_devices_with_embedded_secrets_each_get_their_own_image(tmp_path):
+    from fake_tools.out_layout import EXAMPLES_DIR
+    from generator.generate import generate
+
+    spec_dir = tmp_path / "embedded"
+    spec_dir.mkdir()
+    text = (EXAMPLES_DIR / "fleet-nvs" / "device.yaml").read_text().replace("secrets: nvs", "secrets: embed")
+    (spec_dir / "device.yaml").write_text(text.split("devices:")[0] + "devices:\n  - id: a-01\n  - id: a-02\n")
+    (spec_dir / "secrets.yaml").write_text((EXAMPLES_DIR / "fleet-nvs" / "secrets.yaml").read_text())
+    spec = load_spec(spec_dir / "device.yaml")
+    generate(spec, spec.default_out_dir)
+    assert sorted([d.id for d in image.devices] for image in plan_for(spec.default_out_dir).images) == [
+        ["a-01"], ["a-02"]]

@@ -58,14 +58,3 @@ def gen_cli(capsys):
         return exited.value.code, captured.out, captured.err
 
     return run
-
-
-@pytest.fixture
-def generate_by_hand(monkeypatch):
-    """`gen build` generates first; until the firmware renderer is wired in, lay OUT/ out by hand instead."""
-    from fake_tools.out_layout import lay_out
-
-    def generate(spec, out_dir=None, *, device_ids=None):
-        return lay_out(spec, out_dir or spec.default_out_dir)
-
-    monkeypatch.setattr("generator.generate.generate", generate)

@@ -48,13 +48,36 @@ def project(argv):
     return directory, env, board, BOARD_CHIPS[board], section.get("framework"), section.get("platform")
 
 
+def partitions_csv(directory, env):
+    config = configparser.ConfigParser(inline_comment_prefixes=(";",))
+    config.read(directory / "platformio.ini")
+    name = config[f"env:{env}"].get("board_build.partitions")
+    return directory / name if name else None
+
+
 def core_dir(directory):
     return Path(os.environ.get("PLATFORMIO_CORE_DIR") or directory / ".pio" / "fake-core")
 
 
-def partition_table(framework):
+TYPES = {"app": 0, "data": 1}
+SUBTYPES = {"factory": 0, "ota_0": 0x10, "ota_1": 0x11, "ota": 0, "phy": 1, "nvs": 2, "coredump": 3,
+            "nvs_keys": 4, "fat": 0x81, "spiffs": 0x82}
+
+
+def csv_partitions(path):
+    """The project's own partitions CSV (board_build.partitions), as (label, type, subtype, offset, size)."""
+    rows = []
+    for line in path.read_text().splitlines():
+        fields = [f.strip() for f in line.split("#")[0].split(",")]
+        if len(fields) >= 5 and fields[0]:
+            rows.append((fields[0], TYPES[fields[1]], SUBTYPES[fields[2]], int(fields[3], 0), int(fields[4], 0)))
+    return rows
+
+
+def partition_table(framework, csv_path=None):
+    rows = csv_partitions(csv_path) if csv_path and csv_path.is_file() else PARTITIONS[framework]
     table = b"".join(struct.pack("<2sBBII16sI", b"\xaa\x50", t, s, o, n, label.encode().ljust(16, b"\0"), 0)
-                     for label, t, s, o, n in PARTITIONS[framework])
+                     for label, t, s, o, n in rows)
     table += b"\xeb\xeb" + b"\xff" * 14 + hashlib.md5(table).digest()
     return table + b"\xff" * (0xC00 - len(table))
 
@@ -112,7 +135,7 @@ def run(argv):
     app = b"\xe9\x06\x02\x20" + sources_digest(directory) * 64
     (out / "firmware.bin").write_bytes(app)
     (out / "firmware.elf").write_bytes(b"\x7fELF" + app)
-    (out / "partitions.bin").write_bytes(partition_table(framework))
+    (out / "partitions.bin").write_bytes(partition_table(framework, partitions_csv(directory, env)))
     boot = b"\xe9\x03\x02\x20" + hashlib.sha256(chip.encode()).digest() * 32
     if bootloader is None:
         (out / "bootloader.bin").write_bytes(boot)
