@@ -18,6 +18,8 @@ uint32_t gen_sim_millis(void);
 uint64_t gen_sim_micros(void);
 /* FreeRTOS tick rate the firmware was compiled with (set by our main()). */
 extern uint32_t gen_sim_tick_hz;
+/* The IDF version under the firmware's framework, as esp_get_idf_version() reports it (set by main()). */
+extern const char* gen_sim_idf_version;
 
 /* The radio link (the access point being reachable). Listeners are told about every change. */
 bool gen_sim_link_up(void);

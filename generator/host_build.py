@@ -1,0 +1,382 @@
+"""Compile a generated PlatformIO firmware project for Linux, against the host runtime.
+
+The runtime (templates/host/) implements the device APIs the firmware uses, with the real headers'
+names and signatures; see templates/host/README.md. It is compiled once into a static library,
+cached by the hash of its sources, flags and compiler. Each firmware binary is cached by the hash of
+its own sources and the runtime's, so a rebuild of unchanged sources costs a few hashes.
+
+Public API: `compile_firmware(firmware_dir, framework, cache_dir) -> Path` (the executable).
+"""
+
+from __future__ import annotations
+
+import configparser
+import fcntl
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from generator.errors import ToolError, UserError
+from generator.paths import HOST_RUNTIME_DIR
+
+FRAMEWORKS = ("arduino", "espidf")
+INSTALL_HINT = "apt-get install g++ libmbedtls-dev"
+
+CXX_STANDARD = "-std=gnu++17"
+C_STANDARD = "-std=gnu11"
+FIRMWARE_WARNINGS = ("-Wall", "-Wextra", "-Werror")
+FIRMWARE_OPTIMIZATION = ("-Og", "-g")
+RUNTIME_FLAGS = ("-O1", "-g", "-Wall", "-Wextra", "-fPIC")
+LINK_LIBRARIES = ("-lmbedtls", "-lmbedx509", "-lmbedcrypto", "-pthread")
+
+# What the real build systems define for each framework (the parts firmware may test).
+FRAMEWORK_DEFINES = {
+    "arduino": ("ARDUINO=10819", "ARDUINO_ARCH_ESP32", "ESP32", "ESP_PLATFORM", "ARDUINO_ESP32_DEV",
+                'ARDUINO_BOARD="ESP32_DEV"', "GEN_HOST_BUILD=1"),
+    "espidf": ("ESP_PLATFORM", 'IDF_VER="v5.5.3"', "GEN_HOST_BUILD=1"),
+}
+MAIN_SOURCE = {"arduino": "common/main_arduino.cpp", "espidf": "common/main_idf.cpp"}
+SOURCE_SUFFIXES = (".c", ".cpp", ".cc", ".cxx")
+COMPILE_ERROR_LINE = re.compile(r"^(?P<file>[^:\s][^:]*):(?P<line>\d+):(?:\d+:)? (?:fatal )?error: ")
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    cxx: str
+    cc: str
+    version: str
+
+
+@dataclass(frozen=True)
+class FirmwareProject:
+    """What the host build needs from a PlatformIO project, read once from its files."""
+
+    root: Path
+    framework: str
+    sources: tuple[Path, ...]
+    include_dirs: tuple[Path, ...]
+    defines: tuple[str, ...]
+    embedded: tuple[tuple[Path, bool], ...]  # (file, is_text): board_build.embed_txtfiles / embed_files
+
+
+def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path) -> Path:
+    """Builds firmware_dir for Linux and returns the executable (cached by content)."""
+    if framework not in FRAMEWORKS:
+        raise UserError(f"unknown framework {framework!r}", hint=f"use one of: {', '.join(FRAMEWORKS)}")
+    toolchain = find_toolchain()
+    project = read_project(Path(firmware_dir).resolve(), framework)
+    cache_dir = Path(cache_dir).resolve()
+    library = build_runtime_library(toolchain, cache_dir)
+    key = _hash_firmware(project, toolchain, library)
+    out_dir = cache_dir / f"firmware-{key[:24]}"
+    executable = out_dir / "firmware"
+    if executable.exists():
+        return executable
+    with _locked(cache_dir / f"firmware-{key[:24]}.lock"):
+        if executable.exists():
+            return executable
+        work = Path(tempfile.mkdtemp(prefix="fw-", dir=cache_dir))
+        try:
+            _build_firmware(project, toolchain, library, work)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(work / "firmware", executable)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return executable
+
+
+@lru_cache(maxsize=1)
+def find_toolchain() -> Toolchain:
+    cxx, cc = shutil.which("g++"), shutil.which("gcc")
+    if not cxx or not cc:
+        raise ToolError("g++ was not found: the host build of the firmware needs it", hint=INSTALL_HINT)
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout.splitlines()
+    return Toolchain(cxx=cxx, cc=cc, version=version[0] if version else "g++ (unknown version)")
+
+
+def _check_mbedtls_headers(toolchain: Toolchain) -> None:
+    probe = subprocess.run(
+        [toolchain.cxx, "-x", "c++", "-E", "-o", os.devnull, "-"],
+        input="#include <mbedtls/ssl.h>\n#include <mbedtls/version.h>\n"
+        "#if MBEDTLS_VERSION_MAJOR != 2\n#error mbedTLS 2.x is required\n#endif\n",
+        capture_output=True, text=True, check=False,
+    )
+    if probe.returncode != 0:
+        detail = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else "mbedtls/ssl.h not found"
+        raise ToolError(f"mbedTLS 2.28 development headers are missing ({detail})", hint=INSTALL_HINT)
+
+
+def runtime_sources() -> tuple[Path, ...]:
+    """The runtime's library sources (main() lives apart: it is compiled with the firmware's flags)."""
+    mains = {HOST_RUNTIME_DIR / m for m in MAIN_SOURCE.values()}
+    found = [p for d in ("common", "idf", "arduino") for p in sorted((HOST_RUNTIME_DIR / d).glob("*.cpp"))]
+    return tuple(p for p in found if p not in mains)
+
+
+def _runtime_files() -> list[Path]:
+    return sorted(p for p in HOST_RUNTIME_DIR.rglob("*") if p.is_file() and p.suffix in (".h", ".cpp", ".c"))
+
+
+def _runtime_include_flags(framework: str | None) -> list[str]:
+    dirs = ["common", "idf", "arduino"] if framework is None else (
+        ["arduino", "idf"] if framework == "arduino" else ["idf"])
+    return [f"-I{HOST_RUNTIME_DIR / d}" for d in dirs]
+
+
+def build_runtime_library(toolchain: Toolchain, cache_dir: Path) -> Path:
+    """Compiles the runtime into cache_dir/runtime-<hash>/libgenhost.a, once per content."""
+    digest = hashlib.sha256()
+    digest.update(toolchain.version.encode())
+    digest.update(" ".join(RUNTIME_FLAGS + (CXX_STANDARD,)).encode())
+    for path in _runtime_files():
+        digest.update(str(path.relative_to(HOST_RUNTIME_DIR)).encode() + b"\0" + path.read_bytes())
+    key = digest.hexdigest()[:24]
+    library = cache_dir / f"runtime-{key}" / "libgenhost.a"
+    if library.exists():
+        return library
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(cache_dir / f"runtime-{key}.lock"):
+        if library.exists():
+            return library
+        _check_mbedtls_headers(toolchain)
+        work = Path(tempfile.mkdtemp(prefix="runtime-", dir=cache_dir))
+        try:
+            flags = [CXX_STANDARD, *RUNTIME_FLAGS, *_runtime_include_flags(None)]
+            jobs = [
+                [toolchain.cxx, *flags, "-c", str(src), "-o", str(work / f"{src.parent.name}_{src.stem}.o")]
+                for src in runtime_sources()
+            ]
+            _run_parallel(jobs, what="the host runtime")
+            objects = sorted(str(p) for p in work.glob("*.o"))
+            _run([shutil.which("ar") or "ar", "rcs", str(work / "libgenhost.a"), *objects], what="the host runtime")
+            library.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(work / "libgenhost.a", library)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return library
+
+
+def read_project(root: Path, framework: str) -> FirmwareProject:
+    """Collects sources, include dirs and defines of a PlatformIO project the way `pio run` would."""
+    if not root.is_dir():
+        raise UserError(f"{root}: no such firmware directory", hint="run `gen generate` first")
+    ini = _read_platformio_ini(root / "platformio.ini")
+    src_dir = root / ini.get("src_dir", "src")
+    include_dir = root / ini.get("include_dir", "include")
+    sources = [p for p in sorted(src_dir.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
+    include_dirs = [include_dir, src_dir]
+    lib_dir = root / "lib"
+    if lib_dir.is_dir():
+        for lib in sorted(p for p in lib_dir.iterdir() if p.is_dir()):
+            lib_src = lib / "src" if (lib / "src").is_dir() else lib
+            include_dirs.append(lib_src)
+            sources += [p for p in sorted(lib_src.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
+    if not sources:
+        raise UserError(f"{src_dir}: no C or C++ sources to build", hint="run `gen generate` to render the firmware")
+    defines, extra_includes = _parse_build_flags(ini.get("build_flags", ""), root)
+    if framework == "espidf":
+        defines += _sdkconfig_defines(root / "sdkconfig.defaults")
+    embedded = tuple(
+        [(root / f, True) for f in ini.get("board_build.embed_txtfiles", "").split()]
+        + [(root / f, False) for f in ini.get("board_build.embed_files", "").split()]
+    )
+    for path, _ in embedded:
+        if not path.is_file():
+            raise UserError(f"{root / 'platformio.ini'}: embedded file {path} does not exist",
+                            hint="check board_build.embed_txtfiles / embed_files")
+    return FirmwareProject(
+        root=root, framework=framework, sources=tuple(sources),
+        include_dirs=tuple(d for d in include_dirs + extra_includes if d.is_dir()),
+        defines=tuple(defines), embedded=embedded,
+    )
+
+
+def _read_platformio_ini(path: Path) -> dict[str, str]:
+    """Options of the default env (`[platformio] default_envs`, else the first env) with ${...} resolved."""
+    if not path.is_file():
+        return {}
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",), strict=False)
+    try:
+        parser.read(path)
+    except configparser.Error as exc:
+        raise UserError(f"{path}: cannot parse: {exc}") from exc
+    envs = [s for s in parser.sections() if s.startswith("env:")]
+    default = parser.get("platformio", "default_envs", fallback="").replace(",", " ").split()
+    chosen = f"env:{default[0]}" if default and f"env:{default[0]}" in envs else (envs[0] if envs else None)
+    options: dict[str, str] = {}
+    if parser.has_section("env"):
+        options.update(parser["env"])
+    if chosen:
+        options.update(parser[chosen])
+    if parser.has_section("platformio"):
+        for key in ("src_dir", "include_dir"):
+            if parser.has_option("platformio", key):
+                options[key] = parser.get("platformio", key)
+
+    def resolve(value: str, depth: int = 0) -> str:
+        def lookup(match: re.Match[str]) -> str:
+            section, _, option = match.group(1).rpartition(".")
+            section = section or "env"
+            if depth < 5 and parser.has_option(section, option):
+                return resolve(parser.get(section, option), depth + 1)
+            return ""
+        return re.sub(r"\$\{([^}]+)\}", lookup, value)
+
+    return {k: resolve(v) for k, v in options.items()}
+
+
+def _parse_build_flags(flags: str, root: Path) -> tuple[list[str], list[Path]]:
+    defines: list[str] = []
+    includes: list[Path] = []
+    tokens = shlex.split(flags.replace("\n", " "))
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if token in ("-D", "-I") and i + 1 < len(tokens):
+            token, i = token + tokens[i + 1], i + 1
+        if token.startswith("-D"):
+            defines.append(token[2:])
+        elif token.startswith("-I"):
+            includes.append((root / token[2:]).resolve())
+        i += 1
+    return defines, includes
+
+
+def _sdkconfig_defines(path: Path) -> list[str]:
+    """CONFIG_* values of sdkconfig.defaults, as sdkconfig.h would define them."""
+    if not path.is_file():
+        return []
+    defines = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line.startswith("CONFIG_") or "=" not in line:
+            continue
+        name, value = line.split("=", 1)
+        if value == "y":
+            defines.append(f"{name}=1")
+        elif value != "n":
+            defines.append(f"{name}={value}")
+    return defines
+
+
+def _hash_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{project.framework}\0{toolchain.version}\0{library}\0".encode())
+    digest.update(" ".join(_firmware_flags(project, "c++") + _firmware_flags(project, "c")).encode())
+    files: set[Path] = {project.root / "platformio.ini", project.root / "sdkconfig.defaults"}
+    for directory in project.include_dirs:
+        files.update(p for p in directory.rglob("*") if p.is_file())
+    files.update(project.sources)
+    files.update(path for path, _ in project.embedded)
+    files.add(HOST_RUNTIME_DIR / MAIN_SOURCE[project.framework])
+    for path in sorted(files):
+        if path.is_file():
+            digest.update(str(path).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _firmware_flags(project: FirmwareProject, language: str) -> list[str]:
+    flags = [CXX_STANDARD if language == "c++" else C_STANDARD, *FIRMWARE_OPTIMIZATION]
+    flags += [f"-D{d}" for d in FRAMEWORK_DEFINES[project.framework] + project.defines]
+    flags += [f"-I{d}" for d in project.include_dirs]
+    flags += _runtime_include_flags(project.framework)
+    flags += ["-include", str(HOST_RUNTIME_DIR / "common" / "gen_host_compat.h")]
+    return flags
+
+
+def _build_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path, work: Path) -> None:
+    jobs = []
+    objects = []
+    for index, src in enumerate(project.sources):
+        language = "c" if src.suffix == ".c" else "c++"
+        compiler = toolchain.cc if language == "c" else toolchain.cxx
+        obj = work / f"{index:03d}_{src.stem}.o"
+        objects.append(obj)
+        jobs.append([compiler, *_firmware_flags(project, language), *FIRMWARE_WARNINGS, "-c", str(src), "-o", str(obj)])
+    main_obj = work / "host_main.o"
+    jobs.append([toolchain.cxx, *_firmware_flags(project, "c++"), f"-I{HOST_RUNTIME_DIR / 'common'}", "-c",
+                 str(HOST_RUNTIME_DIR / MAIN_SOURCE[project.framework]), "-o", str(main_obj)])
+    if project.embedded:
+        asm = work / "embedded_files.S"
+        asm.write_text(_embed_assembly(project))
+        jobs.append([toolchain.cc, "-c", str(asm), "-o", str(work / "embedded_files.o")])
+        objects.append(work / "embedded_files.o")
+    _run_parallel(jobs, what=f"the firmware in {project.root}")
+    _run([toolchain.cxx, *map(str, objects), str(main_obj), str(library), *LINK_LIBRARIES, "-o", str(work / "firmware")],
+         what=f"the firmware in {project.root}")
+
+
+def _embed_assembly(project: FirmwareProject) -> str:
+    """Symbols for embedded files: `_binary_<basename>_start/_end` (ESP-IDF) and, under another name,
+    `_binary_<path>_start/_end` (PlatformIO Arduino, path relative to the project). Text files get a NUL."""
+    out = ['.section .rodata', '.balign 4']
+    for path, is_text in project.embedded:
+        names = {re.sub(r"[^A-Za-z0-9_]", "_", path.name),
+                 re.sub(r"[^A-Za-z0-9_]", "_", str(path.relative_to(project.root)))}
+        for name in sorted(names):
+            out += [f".global _binary_{name}_start", f"_binary_{name}_start:"]
+        out.append(f'.incbin "{path}"')
+        if is_text:
+            out.append(".byte 0")
+        for name in sorted(names):
+            out += [f".global _binary_{name}_end", f"_binary_{name}_end:"]
+        size = path.stat().st_size + (1 if is_text else 0)
+        for name in sorted(names):
+            out += [f".global {name}_length", f"{name}_length:", f".long {size}"]
+        out.append(".balign 4")
+    out.append('.section .note.GNU-stack,"",@progbits')
+    return "\n".join(out) + "\n"
+
+
+def _run(cmd: list[str], *, what: str) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise _compile_error(result.stderr, what)
+
+
+def _run_parallel(jobs: list[list[str]], *, what: str) -> None:
+    workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, text=True, check=False), jobs))
+    for result in results:
+        if result.returncode != 0:
+            raise _compile_error(result.stderr, what)
+
+
+def _compile_error(stderr: str, what: str) -> ToolError:
+    lines = stderr.strip().splitlines()
+    errors = [line for line in lines if COMPILE_ERROR_LINE.match(line) or " error: " in line]
+    shown = errors[:8] or lines[-12:]
+    where = ""
+    match = next((COMPILE_ERROR_LINE.match(line) for line in errors if COMPILE_ERROR_LINE.match(line)), None)
+    if match:
+        where = f" at {match.group('file')}:{match.group('line')}"
+    message = f"g++ could not build {what}{where}:\n  " + "\n  ".join(shown)
+    if "mbedtls/" in stderr and "No such file" in stderr:
+        return ToolError(message, hint=INSTALL_HINT)
+    return ToolError(message, hint="fix the first error shown; the host build uses -Wall -Wextra -Werror")
+
+
+class _locked:
+    """An exclusive flock on path for the duration of a with-block (parallel builds share the cache)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> "_locked":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)

@@ -1,0 +1,16 @@
+// main() of a host-built ESP-IDF app: app_main() on the main thread, then the process stays up while
+// the app's tasks run (the device's main task ends, the scheduler goes on).
+#include <unistd.h>
+
+#include "freertos/FreeRTOS.h"
+#include "gen_sim.h"
+
+extern "C" void app_main(void);
+
+int main() {
+    gen_sim_tick_hz = configTICK_RATE_HZ;
+    gen_sim_idf_version = "v5.5.3";
+    gen_sim_start();
+    app_main();
+    for (;;) pause();
+}

@@ -1,0 +1,238 @@
+// Host runtime: nvs_flash and nvs over the in-memory store loaded from GEN_SIM_NVS.
+#include <string.h>
+
+#include <map>
+#include <string>
+
+#include "gen_sim.h"
+#include "nvs.h"
+#include "nvs_flash.h"
+#include "nvs_store.h"
+
+using gen_host::nvs::Store;
+using gen_host::nvs::Value;
+
+namespace {
+
+struct OpenHandle {
+    std::string ns;
+    bool writable;
+};
+std::map<nvs_handle_t, OpenHandle> handles;
+nvs_handle_t next_handle = 1;
+
+bool valid_name(const char* s) { return s && *s && strlen(s) < NVS_KEY_NAME_MAX_SIZE; }
+
+// Looks up a key with store.mutex held; nullptr if the handle or key is unknown.
+esp_err_t find(nvs_handle_t h, const char* key, Value** out, bool for_write = false) {
+    auto it = handles.find(h);
+    if (it == handles.end()) return ESP_ERR_NVS_INVALID_HANDLE;
+    if (for_write && !it->second.writable) return ESP_ERR_NVS_READ_ONLY;
+    if (!key || !*key) return ESP_ERR_NVS_INVALID_NAME;
+    if (strlen(key) >= NVS_KEY_NAME_MAX_SIZE) return ESP_ERR_NVS_KEY_TOO_LONG;
+    auto& ns = Store::instance().contents[it->second.ns];
+    if (for_write) {
+        *out = &ns[key];
+        return ESP_OK;
+    }
+    auto v = ns.find(key);
+    if (v == ns.end()) return ESP_ERR_NVS_NOT_FOUND;
+    *out = &v->second;
+    return ESP_OK;
+}
+
+template <class T>
+esp_err_t get_int(nvs_handle_t h, const char* key, T* out, uint8_t type) {
+    Store& store = Store::instance();
+    std::lock_guard<std::mutex> lock(store.mutex);
+    Value* v = nullptr;
+    esp_err_t err = find(h, key, &v);
+    if (err) return err;
+    if (v->type != type) return ESP_ERR_NVS_TYPE_MISMATCH;
+    if (!out) return ESP_ERR_INVALID_ARG;
+    *out = static_cast<T>(v->integer);
+    return ESP_OK;
+}
+
+template <class T>
+esp_err_t set_int(nvs_handle_t h, const char* key, T value, uint8_t type) {
+    Store& store = Store::instance();
+    std::lock_guard<std::mutex> lock(store.mutex);
+    Value* v = nullptr;
+    esp_err_t err = find(h, key, &v, true);
+    if (err) return err;
+    v->type = type;
+    v->bytes.clear();
+    v->integer = static_cast<uint64_t>(static_cast<int64_t>(value));
+    if (type == NVS_TYPE_U64) v->integer = static_cast<uint64_t>(value);
+    return ESP_OK;
+}
+
+esp_err_t get_bytes(nvs_handle_t h, const char* key, void* out, size_t* length, uint8_t type) {
+    Store& store = Store::instance();
+    std::lock_guard<std::mutex> lock(store.mutex);
+    Value* v = nullptr;
+    esp_err_t err = find(h, key, &v);
+    if (err) return err;
+    if (v->type != type) return ESP_ERR_NVS_NOT_FOUND;  // the device looks items up by (key, type)
+    if (!length) return ESP_ERR_INVALID_ARG;
+    size_t size = v->bytes.size();
+    if (!out) {
+        *length = size;
+        return ESP_OK;
+    }
+    if (*length < size) {
+        *length = size;
+        return ESP_ERR_NVS_INVALID_LENGTH;
+    }
+    memcpy(out, v->bytes.data(), size);
+    *length = size;
+    return ESP_OK;
+}
+
+esp_err_t set_bytes(nvs_handle_t h, const char* key, const void* data, size_t len, uint8_t type) {
+    Store& store = Store::instance();
+    std::lock_guard<std::mutex> lock(store.mutex);
+    Value* v = nullptr;
+    esp_err_t err = find(h, key, &v, true);
+    if (err) return err;
+    v->type = type;
+    const uint8_t* p = static_cast<const uint8_t*>(data);
+    v->bytes.assign(p, p + len);
+    return ESP_OK;
+}
+
+}  // namespace
+
+extern "C" {
+
+esp_err_t nvs_flash_init(void) {
+    Store& store = Store::instance();
+    std::lock_guard<std::mutex> lock(store.mutex);
+    std::string message;
+    int rc = store.init(&message);
+    if (!message.empty()) gen_sim_log("%s", message.c_str());
+    return rc;
+}
+
+esp_err_t nvs_flash_init_partition(const char* label) {
+    if (label && strcmp(label, NVS_DEFAULT_PART_NAME) != 0) return ESP_ERR_NOT_FOUND;
+    return nvs_flash_init();
+}
+
+esp_err_t nvs_flash_deinit(void) {
+    Store& store = Store::instance();
+    std::lock_guard<std::mutex> lock(store.mutex);
+    store.initialized = false;
+    handles.clear();
+    return ESP_OK;
+}
+
+esp_err_t nvs_flash_erase(void) {
+    Store& store = Store::instance();
+    std::lock_guard<std::mutex> lock(store.mutex);
+    store.contents.clear();
+    store.initialized = false;
+    store.erased = true;
+    handles.clear();
+    return ESP_OK;
+}
+
+esp_err_t nvs_flash_erase_partition(const char* label) {
+    if (label && strcmp(label, NVS_DEFAULT_PART_NAME) != 0) return ESP_ERR_NOT_FOUND;
+    return nvs_flash_erase();
+}
+
+esp_err_t nvs_open_from_partition(const char* part, const char* ns, nvs_open_mode_t mode, nvs_handle_t* out) {
+    Store& store = Store::instance();
+    std::lock_guard<std::mutex> lock(store.mutex);
+    if (part && strcmp(part, NVS_DEFAULT_PART_NAME) != 0) return ESP_ERR_NVS_PART_NOT_FOUND;
+    if (!store.initialized) return ESP_ERR_NVS_NOT_INITIALIZED;
+    if (!out) return ESP_ERR_INVALID_ARG;
+    if (!valid_name(ns)) return ESP_ERR_NVS_INVALID_NAME;
+    if (!store.contents.count(ns)) {
+        if (mode == NVS_READONLY) return ESP_ERR_NVS_NOT_FOUND;
+        store.contents[ns];
+    }
+    nvs_handle_t h = next_handle++;
+    handles[h] = OpenHandle{ns, mode == NVS_READWRITE};
+    *out = h;
+    return ESP_OK;
+}
+
+esp_err_t nvs_open(const char* ns, nvs_open_mode_t mode, nvs_handle_t* out) {
+    return nvs_open_from_partition(NVS_DEFAULT_PART_NAME, ns, mode, out);
+}
+
+void nvs_close(nvs_handle_t h) {
+    Store& store = Store::instance();
+    std::lock_guard<std::mutex> lock(store.mutex);
+    handles.erase(h);
+}
+
+esp_err_t nvs_commit(nvs_handle_t h) {
+    Store& store = Store::instance();
+    std::lock_guard<std::mutex> lock(store.mutex);
+    return handles.count(h) ? ESP_OK : ESP_ERR_NVS_INVALID_HANDLE;
+}
+
+esp_err_t nvs_erase_key(nvs_handle_t h, const char* key) {
+    Store& store = Store::instance();
+    std::lock_guard<std::mutex> lock(store.mutex);
+    auto it = handles.find(h);
+    if (it == handles.end()) return ESP_ERR_NVS_INVALID_HANDLE;
+    if (!it->second.writable) return ESP_ERR_NVS_READ_ONLY;
+    return store.contents[it->second.ns].erase(key) ? ESP_OK : ESP_ERR_NVS_NOT_FOUND;
+}
+
+esp_err_t nvs_erase_all(nvs_handle_t h) {
+    Store& store = Store::instance();
+    std::lock_guard<std::mutex> lock(store.mutex);
+    auto it = handles.find(h);
+    if (it == handles.end()) return ESP_ERR_NVS_INVALID_HANDLE;
+    if (!it->second.writable) return ESP_ERR_NVS_READ_ONLY;
+    store.contents[it->second.ns].clear();
+    return ESP_OK;
+}
+
+esp_err_t nvs_find_key(nvs_handle_t h, const char* key, nvs_type_t* out_type) {
+    Store& store = Store::instance();
+    std::lock_guard<std::mutex> lock(store.mutex);
+    Value* v = nullptr;
+    esp_err_t err = find(h, key, &v);
+    if (err) return err;
+    if (out_type) *out_type = static_cast<nvs_type_t>(v->type);
+    return ESP_OK;
+}
+
+esp_err_t nvs_get_i8(nvs_handle_t h, const char* k, int8_t* o) { return get_int(h, k, o, NVS_TYPE_I8); }
+esp_err_t nvs_get_u8(nvs_handle_t h, const char* k, uint8_t* o) { return get_int(h, k, o, NVS_TYPE_U8); }
+esp_err_t nvs_get_i16(nvs_handle_t h, const char* k, int16_t* o) { return get_int(h, k, o, NVS_TYPE_I16); }
+esp_err_t nvs_get_u16(nvs_handle_t h, const char* k, uint16_t* o) { return get_int(h, k, o, NVS_TYPE_U16); }
+esp_err_t nvs_get_i32(nvs_handle_t h, const char* k, int32_t* o) { return get_int(h, k, o, NVS_TYPE_I32); }
+esp_err_t nvs_get_u32(nvs_handle_t h, const char* k, uint32_t* o) { return get_int(h, k, o, NVS_TYPE_U32); }
+esp_err_t nvs_get_i64(nvs_handle_t h, const char* k, int64_t* o) { return get_int(h, k, o, NVS_TYPE_I64); }
+esp_err_t nvs_get_u64(nvs_handle_t h, const char* k, uint64_t* o) { return get_int(h, k, o, NVS_TYPE_U64); }
+esp_err_t nvs_get_str(nvs_handle_t h, const char* k, char* o, size_t* len) { return get_bytes(h, k, o, len, NVS_TYPE_STR); }
+esp_err_t nvs_get_blob(nvs_handle_t h, const char* k, void* o, size_t* len) { return get_bytes(h, k, o, len, NVS_TYPE_BLOB); }
+
+esp_err_t nvs_set_i8(nvs_handle_t h, const char* k, int8_t v) { return set_int(h, k, v, NVS_TYPE_I8); }
+esp_err_t nvs_set_u8(nvs_handle_t h, const char* k, uint8_t v) { return set_int(h, k, v, NVS_TYPE_U8); }
+esp_err_t nvs_set_i16(nvs_handle_t h, const char* k, int16_t v) { return set_int(h, k, v, NVS_TYPE_I16); }
+esp_err_t nvs_set_u16(nvs_handle_t h, const char* k, uint16_t v) { return set_int(h, k, v, NVS_TYPE_U16); }
+esp_err_t nvs_set_i32(nvs_handle_t h, const char* k, int32_t v) { return set_int(h, k, v, NVS_TYPE_I32); }
+esp_err_t nvs_set_u32(nvs_handle_t h, const char* k, uint32_t v) { return set_int(h, k, v, NVS_TYPE_U32); }
+esp_err_t nvs_set_i64(nvs_handle_t h, const char* k, int64_t v) { return set_int(h, k, v, NVS_TYPE_I64); }
+esp_err_t nvs_set_u64(nvs_handle_t h, const char* k, uint64_t v) { return set_int(h, k, v, NVS_TYPE_U64); }
+esp_err_t nvs_set_str(nvs_handle_t h, const char* k, const char* v) {
+    if (!v) return ESP_ERR_INVALID_ARG;
+    size_t len = strlen(v) + 1;
+    if (len > 4000) return ESP_ERR_NVS_VALUE_TOO_LONG;
+    return set_bytes(h, k, v, len, NVS_TYPE_STR);
+}
+esp_err_t nvs_set_blob(nvs_handle_t h, const char* k, const void* v, size_t len) {
+    if (!v && len) return ESP_ERR_INVALID_ARG;
+    return set_bytes(h, k, v, len, NVS_TYPE_BLOB);
+}
+
+}  // extern "C"

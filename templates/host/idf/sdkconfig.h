@@ -1,0 +1,33 @@
+/* sdkconfig.h for the host runtime: the handful of options our headers and typical firmware read.
+ * The host build (generator/host_build.py) also turns the project's sdkconfig.defaults into -D flags,
+ * which take precedence over these defaults. */
+#pragma once
+
+#ifndef CONFIG_IDF_TARGET
+#define CONFIG_IDF_TARGET "esp32"
+#endif
+#ifndef CONFIG_IDF_TARGET_ESP32
+#define CONFIG_IDF_TARGET_ESP32 1
+#endif
+#ifndef CONFIG_FREERTOS_HZ
+#ifdef ARDUINO
+#define CONFIG_FREERTOS_HZ 1000
+#else
+#define CONFIG_FREERTOS_HZ 100
+#endif
+#endif
+#ifndef CONFIG_LOG_DEFAULT_LEVEL
+#define CONFIG_LOG_DEFAULT_LEVEL 3
+#endif
+#ifndef CONFIG_LOG_MAXIMUM_LEVEL
+#define CONFIG_LOG_MAXIMUM_LEVEL CONFIG_LOG_DEFAULT_LEVEL
+#endif
+#ifndef CONFIG_ESP_MAIN_TASK_STACK_SIZE
+#define CONFIG_ESP_MAIN_TASK_STACK_SIZE 3584
+#endif
+#ifndef CONFIG_MQTT_PROTOCOL_311
+#define CONFIG_MQTT_PROTOCOL_311 1
+#endif
+#ifndef CONFIG_MBEDTLS_CERTIFICATE_BUNDLE
+/* no bundle: esp_crt_bundle_attach is not provided */
+#endif
