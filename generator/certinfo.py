@@ -179,10 +179,11 @@ def _load_given_key(data: bytes):
 
 def _with_key_match(report: ObjectReport, obj: PkiObject, key) -> ObjectReport:
     if isinstance(obj, (x509.Certificate, x509.CertificateSigningRequest)):
+        what = "certificate" if isinstance(obj, x509.Certificate) else "CSR"
         if obj.public_key() == key.public_key():
-            return _add(report, facts=(("matches --key", "yes: the key belongs to this certificate"),))
+            return _add(report, facts=(("matches --key", f"yes: the key belongs to this {what}"),))
         return _add(report, facts=(("matches --key", "NO"),),
-                    errors=("the key given with --key does not belong to this certificate "
+                    errors=(f"the key given with --key does not belong to this {what} "
                             "(a TLS server or client would fail with 'key values mismatch')",))
     return report
 

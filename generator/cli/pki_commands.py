@@ -96,6 +96,9 @@ def list_(spec: Path = SPEC_ARGUMENT,
     crl = _crl_next_update(store)
     if crl is not None:
         console.print(f"CRL next update {crl:%Y-%m-%d %H:%M} UTC (re-signed by `gen generate` before then)")
+        if crl - now < dt.timedelta(days=7):
+            warnings.append(f"the CRL {'is past' if crl < now else 'is close to'} its next update: Mosquitto "
+                            f"rejects every client cert after it. Run gen generate {spec} and reload the broker")
     for warning in warnings:
         console.print(f"[yellow]warning:[/] {warning}", markup=True)
 
