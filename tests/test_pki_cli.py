@@ -4,6 +4,7 @@ tests prove the same through the real entry point."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -11,8 +12,11 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
+from generator import pki
 from generator.cli import main
+from generator.pki_store import PkiStore
 from generator.paths import PROJECT_ROOT
 
 TUTORIAL = Path(__file__).parent / "data" / "tutorial"
@@ -223,7 +227,15 @@ def test_inspecting_something_that_is_not_a_cert_exits_2(tmp_path, gen):
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 
-def test_inspect_flags_a_crl_past_its_next_update(issued, gen):
-    result = gen("inspect", issued.parent / "pki" / "crl.pem", "--ca", issued)
-    assert result.returncode == 0 and "certificate revocation list" in result.stdout
-    assert "signed by project CA" in result.stdout
+def test_inspect_confirms_a_fresh_crl_and_flags_one_past_its_next_update(issued, gen, tmp_path):
+    fresh = gen("inspect", issued.parent / "pki" / "crl.pem", "--ca", issued)
+    assert fresh.returncode == 0 and "certificate revocation list" in fresh.stdout
+    assert "signed by project CA" in fresh.stdout and "past its next update" not in fresh.stdout
+    store = PkiStore.open(issued.parent / "pki", project="cli-pki", create=False)
+    issuer = pki.CertificateAuthority(store.issuing_ca_cert, pki.load_private_key_pem(
+        store.layout.issuing_key.read_bytes(), "issuing key"))
+    long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=60)
+    stale = pki.build_crl([], issuer=issuer, crl_number=99, now=long_ago, validity_days=30)
+    (tmp_path / "stale.pem").write_bytes(stale.public_bytes(serialization.Encoding.PEM))
+    flagged = gen("inspect", tmp_path / "stale.pem", "--ca", issued)
+    assert "past its next update: Mosquitto rejects EVERY client cert" in flagged.stdout
