@@ -624,22 +624,30 @@ class _Display:
             self.progress.update(task, description=f"{state:<9} {image.describe()}", completed=1 if done else 0)
 
 
+def check_jobs(jobs: int) -> None:
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs} is not a positive number", hint="use --jobs 1 or more")
+
+
 def run_build(plan: BuildPlan, *, jobs: int = 1, console=None, previous_manifest: dict[str, Any] | None = None,
               timer: BuildTimer | None = None) -> BuildResult:
     """Builds every image of the plan (up to `jobs` PlatformIO runs at once), collects every device's artifacts
     and records them in the manifest. The first failure stops the build with its ToolError."""
-    if jobs < 1:
-        raise UserError(f"--jobs {jobs} is not a positive number", hint="use --jobs 1 or more")
+    check_jobs(jobs)
     pio = require_platformio()
     esptool = require_esptool()
     timer = timer or BuildTimer()
     out_dir = plan.out_dir
 
     def build_one(image: Image) -> SharedImage:
-        display.update(image, "building")
-        built = build_image(image, pio=pio, log_path=out_dir / LOGS_DIR / f"build-{image.name}.log", timer=timer)
-        display.update(image, "merging")
-        shared = store_shared_image(built, out_dir, esptool=esptool)
+        try:
+            display.update(image, "building")
+            built = build_image(image, pio=pio, log_path=out_dir / LOGS_DIR / f"build-{image.name}.log", timer=timer)
+            display.update(image, "merging")
+            shared = store_shared_image(built, out_dir, esptool=esptool)
+        except BaseException:
+            display.update(image, "failed", done=True)
+            raise
         display.update(image, "built", done=True)
         return shared
 

@@ -222,7 +222,10 @@ def port_busy_error(port: str) -> ToolError:
 
 
 def check_port_free(port: str) -> None:
-    """Refuses a port another program holds, the way esptool and pyserial lock it (flock on POSIX)."""
+    """Refuses a port another program holds, the way esptool and pyserial lock it (flock on POSIX; on Windows
+    the tool's own open fails instead, and explain_flash_failure says the same)."""
+    if os.name != "posix":
+        return
     try:
         fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
     except OSError as error:
@@ -233,7 +236,7 @@ def check_port_free(port: str) -> None:
                             "group (`sudo usermod -aG dialout $USER`, then log in again).") from None
         raise ToolError(f"cannot open serial port {port}: {error.strerror}. Check the cable and the port name.") from None
     try:
-        import fcntl  # POSIX; on Windows opening the port above already fails when it is taken
+        import fcntl
 
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:

@@ -29,7 +29,7 @@ def build(
 ) -> None:
     """Generate, then build each distinct firmware image once with PlatformIO and collect every device's artifacts
     (firmware, bootloader, partitions, merged factory image, nvs.bin, flash.json) into OUT/artifacts/<id>/."""
-    from generator.build import plan_build, run_build
+    from generator.build import check_jobs, plan_build, require_esptool, require_platformio, run_build
     from generator.catalogue import load_catalogue
     from generator.generate import generate
     from generator.manifest import MANIFEST_NAME, read_manifest
@@ -39,6 +39,9 @@ def build(
     out_dir = Path(out) if out is not None else loaded.default_out_dir
     for device_id in device or []:
         loaded.device(device_id)
+    check_jobs(jobs)
+    require_platformio()  # before generating: say what is missing at once
+    require_esptool()
     previous = read_manifest(out_dir) if (out_dir / MANIFEST_NAME).is_file() else None
     generate(loaded, out_dir, device_ids=device or None)
     plan = plan_build(out_dir, read_manifest(out_dir), load_catalogue(), device_ids=device or None)
