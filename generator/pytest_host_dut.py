@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -139,47 +140,49 @@ def _option(config: pytest.Config, name: str) -> str | None:
     return config.getoption(name, default=None)
 
 
-class HostDutFixtures:
-    """Registered in pytest_configure (after pytest-embedded), so these fixtures take precedence over its own."""
+def host_dut_fixtures() -> types.ModuleType:
+    """The fixtures, as a plugin object registered in pytest_configure: after pytest-embedded's, so this `dut` is
+    the one tests get."""
 
     @pytest.fixture(scope="session")
-    def host_build_cache(self, pytestconfig, tmp_path_factory) -> Path | None:
+    def host_build_cache(pytestconfig, tmp_path_factory) -> Path | None:
         given = _option(pytestconfig, "host_build_cache")
         return Path(given) if given else None
 
     @pytest.fixture
-    def host_firmware(self, request) -> HostFirmware:
+    def host_firmware(request) -> HostFirmware:
         given = _option(request.config, "host_firmware")
         test_dir = Path(str(request.path)).parent
         default = test_dir.parent if test_dir.name == "test" else test_dir
         return find_host_firmware(Path(given) if given else default)
 
     @pytest.fixture(scope="session")
-    def _host_binaries(self) -> dict:
+    def _host_binaries() -> dict:
         return {}
 
     @pytest.fixture
-    def host_binary(self, request, host_firmware, host_build_cache, _host_binaries) -> Path:
+    def host_binary(request, host_firmware, host_build_cache, _host_binaries) -> Path:
         given = _option(request.config, "host_binary")
         if given:
             return Path(given)
         key = host_firmware.firmware_dir
         if key not in _host_binaries:
-            from generator import host_build
+            from generator.host_build import compile_firmware
+            from generator.simulate import default_host_build_cache
 
-            cache = host_build_cache or host_build.default_cache_dir()
-            _host_binaries[key] = host_build.compile_firmware(key, host_firmware.device["framework"], cache)
+            cache = host_build_cache or default_host_build_cache()
+            _host_binaries[key] = compile_firmware(key, host_firmware.device["framework"], cache)
         return _host_binaries[key]
 
     @pytest.fixture(scope="session")
-    def _host_brokers(self) -> Iterator[dict]:
+    def _host_brokers() -> Iterator[dict]:
         with contextlib.ExitStack() as stack:
             started: dict = {}
             started["stack"] = stack
             yield started
 
     @pytest.fixture
-    def host_broker(self, request, host_firmware, _host_brokers) -> BrokerAddress:
+    def host_broker(request, host_firmware, _host_brokers) -> BrokerAddress:
         """Where the device's connections go: --host-broker, or the generated broker, started once a session."""
         given = _option(request.config, "host_broker")
         if given:
@@ -194,7 +197,7 @@ class HostDutFixtures:
         return _host_brokers[broker_dir]
 
     @pytest.fixture
-    def host_backend_environment(self, request, host_firmware, host_broker, tmp_path, monkeypatch) -> dict:
+    def host_backend_environment(request, host_firmware, host_broker, tmp_path, monkeypatch) -> dict:
         """The GEN_BROKER_* / GEN_CA / GEN_CLIENT_* / GEN_USERNAME variables test_device.py publishes its command
         with: the backend identity of the device's spec, at the broker the device talks to. Variables the user
         already set are kept."""
@@ -206,7 +209,7 @@ class HostDutFixtures:
         return env
 
     @pytest.fixture
-    def dut(self, request, host_firmware, host_binary, host_broker, host_backend_environment, tmp_path):
+    def dut(request, host_firmware, host_binary, host_broker, host_backend_environment, tmp_path):
         from pytest_embedded.app import App
         from pytest_embedded.dut import Dut
 
@@ -224,6 +227,11 @@ class HostDutFixtures:
             device.close()
             dut.close()
 
+    plugin = types.ModuleType(f"{__name__}.fixtures")
+    for name, value in locals().copy().items():
+        setattr(plugin, name, value)
+    return plugin
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("gen host dut", "run a generated firmware's tests against its host build")
@@ -234,4 +242,4 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.pluginmanager.register(HostDutFixtures(), "gen-host-dut-fixtures")
+    config.pluginmanager.register(host_dut_fixtures(), "gen-host-dut-fixtures")

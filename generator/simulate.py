@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import json
 import os
 import selectors
@@ -176,10 +177,20 @@ def every_device_connected(summaries: Sequence[DeviceSummary]) -> bool:
 # ---------------------------------------------------------------------------------------------- processes
 
 
+def _load_prctl():
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL(None, use_errno=True).prctl
+    return None
+
+
+_PRCTL = _load_prctl()   # looked up here, not in the forked child
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:
     """In the child: SIGTERM when `gen` itself dies, so no simulated device outlives the command."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class DeviceProcess:
@@ -373,24 +384,39 @@ def free_local_port() -> int:
         return probe.getsockname()[1]
 
 
+def default_host_build_cache() -> Path:
+    """Where host builds are cached between runs: the runtime library is compiled once per machine."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "gen" / "host-build"
+
+
+def firmware_digest(firmware_dir: Path) -> str:
+    """Identifies a generated firmware project by its files (relative path and content), wherever it lies."""
+    digest = hashlib.sha256()
+    root = Path(firmware_dir)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def compile_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], *, cache_dir: Path | None,
                     on_event: EventSink = lambda _: None) -> dict[str, Path]:
     """One host binary per distinct firmware: devices whose generated firmware is identical (a `secrets: nvs`
     fleet of one target) share it. Returns device id -> executable."""
-    from generator import host_build
+    from generator.host_build import compile_firmware
 
-    cache = Path(cache_dir) if cache_dir is not None else host_build.default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else default_host_build_cache()
     binaries: dict[str, Path] = {}
-    by_sources: dict[str, Path] = {}
+    by_firmware: dict[tuple[str, str], Path] = {}
     for device_id in device_ids:
         device = spec.device(device_id)
         sources = Path(out_dir) / firmware_dir(device_id)
-        key = host_build.firmware_key(sources, device.framework)
-        if key not in by_sources:
+        key = (device.framework, firmware_digest(sources))
+        if key not in by_firmware:
             begun = time.monotonic()
-            by_sources[key] = host_build.compile_firmware(sources, device.framework, cache)
-            on_event(f"host build for {device_id} ({device.framework}): {time.monotonic() - begun:.1f} s")
-        binaries[device_id] = by_sources[key]
+            by_firmware[key] = compile_firmware(sources, device.framework, cache)
+            on_event(f"compiled {device_id} ({device.framework}) for this machine in {time.monotonic() - begun:.1f} s")
+        binaries[device_id] = by_firmware[key]
     return binaries
 
 
@@ -399,10 +425,16 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
     """The whole `gen simulate`: generate, start the broker (unless given one), compile, run, summarise."""
     from generator.generate import generate
 
+    from generator.host_build import find_toolchain
+    from generator.mosquitto_runner import find_mosquitto
+
     device_ids = select_devices(spec, options.device_ids, all_devices=options.all_devices)
     if options.broker is not None and options.faults.restart_broker_after is not None:
         raise UserError("--restart-broker-after needs the broker gen simulate starts itself",
                         hint="drop --broker, or restart your broker yourself")
+    find_toolchain()                    # a missing compiler or broker says so before anything is generated
+    if options.broker is None:
+        find_mosquitto()
     out_dir = Path(options.out_dir) if options.out_dir is not None else spec.default_out_dir
     generated = generate(spec, out_dir, device_ids=list(device_ids))
     on_event(f"generated {len(generated.devices)} device(s) and the broker into {out_dir}")

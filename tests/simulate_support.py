@@ -139,8 +139,22 @@ class SimDevice:
         return summary
 
 
-def mqtt_retry_bound_s(project: SimProject) -> float:
-    """How long a device may wait between two connect attempts (the firmware's backoff cap), in seconds."""
-    from generator import firmware
+def reconnect_bound_s() -> float:
+    """How long a device may take to come back after a quick broker restart: its first three backoff delays
+    (1 s, 2 s, 4 s at most) plus a TLS handshake, in seconds."""
+    from generator.firmware import MQTT_RETRY_FIRST_MS, TLS_HANDSHAKE_TIMEOUT_S
 
-    return firmware.MQTT_RETRY_CAP_MS / 1000
+    return sum(MQTT_RETRY_FIRST_MS * 2 ** attempt for attempt in range(3)) / 1000 + TLS_HANDSHAKE_TIMEOUT_S
+
+
+def send_command(backend, device: SimDevice, topic: str, payload: str, attempts: int = 5) -> None:
+    """Publishes a command until the device's handler logs it. A device logs "subscribed" when its SUBSCRIBE is
+    sent, not when the broker has it: a command that overtakes it is lost (clean session), on a board too."""
+    for _ in range(attempts):
+        backend.publish(topic, payload.encode())
+        try:
+            device.wait_for(rf"\[app\] \w+ on {re.escape(topic)}: {re.escape(payload)}", timeout=1.0)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError(f"{device.device_id} never handled {payload!r} on {topic}:\n{device.output()}")

@@ -20,7 +20,7 @@ from generator import pki
 from generator.broker import CERT_FILE, KEY_FILE
 from generator.nvs_image import render_nvs_image
 from generator.simulate import stop_devices, started_devices
-from simulate_support import CONNECTED, SimDevice, simulated_project
+from simulate_support import SimDevice, send_command, simulated_project
 
 FLEET = "fleet-nvs"
 VERIFY_FAILED = "-0x2700"        # MBEDTLS_ERR_X509_CERT_VERIFY_FAILED, as the runtime reports it
@@ -60,7 +60,7 @@ def test_a_device_given_a_foreign_ca_reports_the_mbedtls_verify_reason_and_never
         failure = device.wait_for(r"\[mqtt\] connect failed.*")
         device.wait_for(r"\[mqtt\] connect failed")              # and again after its backoff: never gives in
         summary = device.stop()
-    assert VERIFY_FAILED in failure.group(0) and "not correctly signed by the trusted CA" in failure.group(0)
+    assert VERIFY_FAILED in failure.group(0) and "not correctly signed" in failure.group(0)   # the log line is cut as on the board
     assert not any("[mqtt] connected" in line for line in device.lines)
     assert summary.connects == 0 and "not correctly signed by the trusted CA" in summary.last_error
 
@@ -81,7 +81,7 @@ def test_a_broker_certificate_without_the_dialled_name_is_rejected_as_on_the_dev
     with SimDevice.start(fleet.run_for("sensor-01", broker, GEN_SIM_NVS=str(nvs))) as device:
         failure = device.wait_for(r"\[mqtt\] connect failed.*")
         summary = device.stop()
-    assert VERIFY_FAILED in failure.group(0) and "does not match with the expected CN" in failure.group(0)
+    assert VERIFY_FAILED in failure.group(0) and "Common Name (CN) does not match" in failure.group(0)
     assert summary.connects == 0
 
 
@@ -97,16 +97,18 @@ def test_ten_devices_of_one_firmware_run_as_a_fleet_each_answering_only_its_own_
             devices = [SimDevice(process) for process in processes]
             for device in devices:
                 device.wait_for(r"\[mqtt\] subscribed to ")
-            for device_id in ids:
-                backend.publish(f"fleet/{device_id}/cmd", f"hello {device_id}".encode())
-            acks = {backend.next_message() for _ in ids}
+            for device in devices:
+                send_command(backend, device, f"fleet/{device.device_id}/cmd", f"hello {device.device_id}")
+            acks = set()
+            while len(acks) < len(ids):
+                ack = backend.next_message()
+                acks.add((ack.topic, ack.payload))
             summaries = stop_devices(processes, on_line=lambda device_id, line: lines[device_id].append(line))
-    assert {(ack.topic, ack.payload) for ack in acks} == {
-        (f"fleet/{device_id}/ack", f"hello {device_id}".encode()) for device_id in ids}
+    assert acks == {(f"fleet/{device_id}/ack", f"hello {device_id}".encode()) for device_id in ids}
     for device, summary in zip(devices, summaries):
         commands = [line for line in device.lines + lines[device.device_id] if line.startswith("[app] command")]
-        assert commands == [f"[app] command on fleet/{device.device_id}/cmd: hello {device.device_id}"]
-        assert summary.connects == 1 and summary.messages_in == 1
+        assert set(commands) == {f"[app] command on fleet/{device.device_id}/cmd: hello {device.device_id}"}
+        assert summary.connects == 1 and summary.messages_in >= 1
 
 
 def test_a_device_that_asks_for_another_devices_topic_receives_nothing_from_it(fleet, start_broker, tmp_path):

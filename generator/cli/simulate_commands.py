@@ -32,13 +32,16 @@ def _print_event(message: str) -> None:
 
 def summary_table(summaries) -> Table:
     table = Table(title="simulated devices", title_justify="left")
-    for column in ("device", "connected", "connects", "reconnects", "messages out", "messages in", "last error"):
-        table.add_column(column, justify="right" if column.startswith(("connects", "reconn", "mess")) else "left")
+    table.add_column("device", no_wrap=True)
+    table.add_column("connected", no_wrap=True)
+    for column in ("connects", "reconnects", "out", "in"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("last error", overflow="fold")
     for summary in summaries:
         if summary.connected:
             state = Text("yes", style="green")
         elif summary.ever_connected:
-            state = Text("was", style="yellow")
+            state = Text("earlier", style="yellow")
         else:
             state = Text("never", style="bold red")
         table.add_row(summary.device_id, state, str(summary.connects), str(summary.reconnects),
