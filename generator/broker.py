@@ -123,11 +123,11 @@ def auth_mode(spec: Spec) -> str:
 # ---------------------------------------------------------------------------------------------- mosquitto.conf
 
 
-def render_mosquitto_conf(spec: Spec, *, broker_dir: PurePosixPath = INSTALL_DIR) -> bytes:
-    """mosquitto.conf naming every file by its absolute path under `broker_dir`."""
+def render_mosquitto_conf(spec: Spec) -> bytes:
+    """mosquitto.conf naming every file by its absolute path under INSTALL_DIR."""
 
     def path(name: str) -> str:
-        return str(PurePosixPath(broker_dir) / name)
+        return str(INSTALL_DIR / name)
 
     text = render_template(
         "broker/mosquitto.conf.j2",

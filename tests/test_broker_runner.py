@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -176,3 +177,64 @@ def test_gen_broker_up_runs_mosquitto_in_the_foreground_until_interrupted(broker
         out, err = process.communicate(timeout=WAIT_S)
     assert process.returncode == 0, err
     assert "mosquitto version" in err and "Traceback" not in err
+
+
+DEBIAN_MAIN_CONF = "/etc/mosquitto/mosquitto.conf"
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists(DEBIAN_MAIN_CONF),
+                    reason="needs root and Debian's /etc/mosquitto/mosquitto.conf")
+def test_the_readme_install_works_under_debians_own_main_config(broker_project, free_port):
+    # The README installs the files root:mosquitto (secrets 0640) and links the conf into conf.d/, next to
+    # Debian's pid file, persistence and log file settings. Same here, in a temp root instead of /etc.
+    import grp
+    import pwd
+    import shutil
+    import tempfile
+
+    from generator.broker import INSTALL_DIR
+    from generator.mosquitto_runner import ListenerPorts, find_mosquitto, private_conf
+
+    project = broker_project("mtls+password")
+    group = grp.getgrnam("mosquitto").gr_gid
+    root = Path(tempfile.mkdtemp(prefix="gen-debian-etc-"))   # /tmp/..., traversable by user mosquitto
+    os.chmod(root, 0o755)
+    install_dir, conf_d, var = root / "gen", root / "conf.d", root / "run"
+    for directory in (install_dir, conf_d, var):
+        directory.mkdir()
+        os.chown(directory, 0, group)
+        os.chmod(directory, 0o750)
+    os.chown(var, pwd.getpwnam("mosquitto").pw_uid, group)   # like /run/mosquitto and /var/lib/mosquitto
+    for source in project.broker_dir.iterdir():
+        target = install_dir / source.name
+        target.write_bytes(source.read_bytes())
+        os.chown(target, 0, group)
+        os.chmod(target, 0o640 if source.name in ("broker.key", "passwd") else 0o644)
+    port = free_port()
+    conf, _, _ = private_conf((install_dir / "mosquitto.conf").read_text(), private_dir=install_dir,
+                              ports=ListenerPorts(port, None, "127.0.0.1"), run_as=None)
+    (conf_d / "gen-broker-test.conf").write_text(conf)
+    main_conf = open(DEBIAN_MAIN_CONF).read()
+    for option, value in (("pid_file", var / "mosquitto.pid"), ("persistence_location", f"{var}/"),
+                          ("log_dest file", var / "mosquitto.log"), ("include_dir", conf_d)):
+        main_conf = re.sub(rf"^{option} .*$", f"{option} {value}", main_conf, flags=re.MULTILINE)
+    (root / "mosquitto.conf").write_text(main_conf)
+    assert str(INSTALL_DIR) not in conf
+
+    process = subprocess.Popen([str(find_mosquitto()), "-c", str(root / "mosquitto.conf")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        log = ""
+        while "running" not in log:
+            line = process.stderr.readline()
+            assert line, f"mosquitto exited: {log}"
+            log += line
+        assert "Error" not in log and "Warning" not in log
+        context = client_tls_context(project.client("sensor-a"))
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as raw:
+            with context.wrap_socket(raw, server_hostname=BROKER_NAME) as sock:
+                assert mqtt_connect_over(sock, project.client("sensor-a")) == 0
+    finally:
+        process.terminate()
+        process.wait(timeout=WAIT_S)
+        shutil.rmtree(root)
