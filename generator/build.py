@@ -17,10 +17,10 @@ import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -169,7 +169,7 @@ def _join(directory: str, name: str) -> str:
 def plan_build(out_dir: Path, manifest: dict[str, Any], catalogue: dict[str, Target],
                device_ids: Iterable[str] | None = None) -> BuildPlan:
     """Groups the manifest's devices by target and firmware project content: one Image per distinct group."""
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).absolute()
     entries = {entry["id"]: entry for entry in manifest.get("devices", [])}
     wanted = list(device_ids) if device_ids else list(entries)
     unknown = [device_id for device_id in wanted if device_id not in entries]
@@ -374,11 +374,12 @@ def read_build_outputs(image: Image, metadata: dict[str, Any], log_path: Path) -
     names = [name for name, _ in files.values()]
     for required in (FIRMWARE_IMAGE, BOOTLOADER_IMAGE, PARTITIONS_IMAGE):
         if required not in names:
-            raise ToolError(f"PlatformIO built {image.env} but reported no {required} (expected at "
-                            f"{hex_offset(boot_offset) if required == BOOTLOADER_IMAGE else 'its offset'}), so the "
-                            f"device cannot be flashed from the artifacts. Full log: {_display_path(log_path)}")
-    if len(set(names)) != len(names):  # two extra images with one file name: keep both, named by offset
-        files = {offset: (f"{hex_offset(offset)}-{name}", path) for offset, (name, path) in files.items()}
+            raise ToolError(f"PlatformIO built {image.env} but reported no {required} among its flash images, so "
+                            f"the device cannot be flashed from the artifacts. Full log: {_display_path(log_path)}")
+    repeated = {name for name in names if names.count(name) > 1}
+    if repeated:  # two extra images with one file name: keep both, told apart by their offsets
+        files = {offset: (f"{hex_offset(offset)}-{name}" if name in repeated else name, path)
+                 for offset, (name, path) in files.items()}
     missing = [path for _, path in files.values() if not path.is_file()]
     if missing:
         raise ToolError(f"PlatformIO reported {_display_path(missing[0])} as a flash image of {image.env}, but it "
@@ -445,7 +446,7 @@ def _link_or_copy(source: Path, destination: Path, mode: int) -> None:
     if destination.exists() and os.path.samefile(source, destination):
         return
     destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mktemp(dir=destination.parent, prefix=f".{destination.name}."))
+    temporary = destination.with_name(f".{destination.name}.{os.getpid()}.{secrets.token_hex(4)}")
     try:
         os.link(source, temporary)
     except OSError:
@@ -536,7 +537,7 @@ def collect_device_artifacts(device: DeviceToBuild, shared: SharedImage, out_dir
         "dir": _relative(directory, out_dir),
         "flash": _relative(directory / FLASH_JSON, out_dir),
         "image": shared.app_sha256,
-        "image_devices": len(image.devices),
+        "image_dir": _relative(shared.directory, out_dir),
         "built_in": _relative(image.project_dir, out_dir),
         "log": _relative(shared.built.log_path, out_dir),
         "target": image.env,
@@ -554,31 +555,23 @@ def _relative(path: Path, out_dir: Path) -> str:
     return Path(os.path.relpath(path, out_dir)).as_posix()
 
 
-def update_manifest(out_dir: Path, artifacts: dict[str, dict[str, Any]], images: list[SharedImage],
-                    previous: dict[str, Any] | None = None) -> None:
-    """Adds each built device's "artifacts" (and the images list) to OUT/manifest.json; devices not built this
-    time keep what an earlier build recorded for them."""
+def update_manifest(out_dir: Path, artifacts: dict[str, dict[str, Any]], previous: dict[str, Any] | None = None) -> None:
+    """Adds each built device's "artifacts" to OUT/manifest.json, and "images": which devices share which image.
+    Devices not built this time keep what an earlier build recorded for them."""
     from generator.manifest import read_manifest
 
     manifest = read_manifest(out_dir)
     earlier = {d["id"]: d.get("artifacts") for d in (previous or {}).get("devices", [])}
+    images: dict[str, dict[str, Any]] = {}
     for entry in manifest.get("devices", []):
-        if entry["id"] in artifacts:
-            entry["artifacts"] = artifacts[entry["id"]]
-        elif earlier.get(entry["id"]):
-            entry["artifacts"] = earlier[entry["id"]]
-    images_by_sha = {i["sha256"]: i for i in (previous or {}).get("images", []) if isinstance(i, dict)}
-    for shared in images:
-        image = shared.built.image
-        images_by_sha[shared.app_sha256] = {
-            "sha256": shared.app_sha256,
-            "target": image.env,
-            "dir": _relative(shared.directory, out_dir),
-            "factory_sha256": shared.factory.sha256,
-            "devices": [d.id for d in image.devices],
-        }
-    live = {entry["artifacts"]["image"] for entry in manifest.get("devices", []) if entry.get("artifacts")}
-    manifest["images"] = [image for sha, image in images_by_sha.items() if sha in live]
+        built = artifacts.get(entry["id"]) or earlier.get(entry["id"])
+        if not built:
+            continue
+        entry["artifacts"] = built
+        image = images.setdefault(built["image"], {"sha256": built["image"], "target": built["target"],
+                                                   "dir": built["image_dir"], "devices": []})
+        image["devices"].append(entry["id"])
+    manifest["images"] = list(images.values())
     write_atomic(out_dir / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
 
 
@@ -662,5 +655,5 @@ def run_build(plan: BuildPlan, *, jobs: int = 1, console=None, previous_manifest
     for shared in shared_images:
         for device in shared.built.image.devices:
             artifacts[device.id] = collect_device_artifacts(device, shared, out_dir)
-    update_manifest(out_dir, artifacts, shared_images, previous_manifest)
+    update_manifest(out_dir, artifacts, previous_manifest)
     return BuildResult(out_dir=out_dir, images=tuple(shared_images), artifacts=artifacts, timer=timer)

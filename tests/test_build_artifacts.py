@@ -147,6 +147,8 @@ def test_building_one_device_keeps_what_an_earlier_build_recorded_for_the_others
     after = devices_by_id(out)
     assert after["sensor-01"]["artifacts"] == before["sensor-01"]["artifacts"]
     assert len(fake_tools.pio_runs()) == 3
+    images = {image["target"]: image for image in read_manifest(out)["images"]}
+    assert len(images["esp32-arduino"]["devices"]) == 10 and images["esp32c3-arduino"]["devices"] == ["sensor-c3"]
 
 
 def test_gen_build_generates_builds_and_says_where_the_artifacts_are(tmp_path, fake_tools, gen_cli):

@@ -49,7 +49,7 @@ def main(argv):
     if command == "write-flash":
         port = options.get("--port") or options.get("-p")
         failure = os.environ.get("FAKE_ESPTOOL_FAIL", "")
-        print(f"esptool v5.6.0\nConnecting....")
+        print("esptool v5.6.0\nConnecting....")
         if failure == "no-connect":
             print("\nA fatal error occurred: Failed to connect to ESP32: No serial data received.")
             return 2
