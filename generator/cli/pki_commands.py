@@ -60,7 +60,10 @@ def init(spec: Path = SPEC_ARGUMENT) -> None:
     if store.layout.root_key_encrypted.exists():
         console.print("  root key    private/ca-key.p12, encrypted with the passphrase; you may move it offline")
     elif store.layout.root_key_plain.exists():
-        console.print("  root key    private/ca-key.pem, unencrypted (0600); set pki.ca_passphrase_env to protect it")
+        env = loaded.pki.ca_passphrase_env
+        console.print("  root key    private/ca-key.pem, unencrypted (0600); " + (
+            f"export {env}=<passphrase> and run `gen pki init` again to encrypt it" if env
+            else "set pki.ca_passphrase_env in the spec to protect it"))
     else:
         console.print("  root key    offline (not in private/): fine, everyday issuing uses the issuing CA")
     console.print(f"next: gen pki issue {spec}")
