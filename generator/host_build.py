@@ -32,8 +32,11 @@ INSTALL_HINT = "apt-get install g++ libmbedtls-dev"
 
 CXX_STANDARD = "-std=gnu++17"
 C_STANDARD = "-std=gnu11"
-FIRMWARE_WARNINGS = ("-Wall", "-Wextra", "-Werror")
-FIRMWARE_OPTIMIZATION = ("-Og", "-g")
+# glibc declares strnlen() & co. with access attributes that newlib (the device's libc) does not have, so a
+# correct strnlen(literal, sizeof field) warns here only: that one warning is the host's, not the firmware's.
+FIRMWARE_WARNINGS = ("-Wall", "-Wextra", "-Werror", "-Wno-stringop-overread")
+# -O0: no optimiser-dependent warnings (e.g. -Wstringop-overread on a correct strnlen) turning into errors.
+FIRMWARE_OPTIMIZATION = ("-O0", "-g")
 RUNTIME_FLAGS = ("-O1", "-g", "-Wall", "-Wextra", "-fPIC")
 LINK_LIBRARIES = ("-lmbedtls", "-lmbedx509", "-lmbedcrypto", "-pthread")
 

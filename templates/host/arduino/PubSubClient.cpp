@@ -287,8 +287,11 @@ boolean PubSubClient::publish(const char* topic, const uint8_t* payload, unsigne
     if (!connected() || !topic) return false;
     if (bufferSize < MQTT_MAX_HEADER_SIZE + 2 + strlen(topic) + plength) return false;
     mqtt::Bytes packet = mqtt::publish_packet(topic, payload, plength, 0, retained, 0);
-    if (!send_packet(packet.data(), packet.size())) return false;
     gen_sim_note_message_out();
+    if (!send_packet(packet.data(), packet.size())) {
+        gen_sim_note_message_out_failed();
+        return false;
+    }
     return true;
 }
 boolean PubSubClient::publish_P(const char* topic, const char* payload, boolean retained) {

@@ -317,6 +317,11 @@ void gen_sim_note_message_out(void) {
     counters.messages_out++;
 }
 
+void gen_sim_note_message_out_failed(void) {
+    std::lock_guard<std::mutex> lock(sim_mutex);
+    counters.messages_out--;
+}
+
 void gen_sim_note_message_in(void) {
     std::lock_guard<std::mutex> lock(sim_mutex);
     counters.messages_in++;

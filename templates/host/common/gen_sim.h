@@ -39,7 +39,10 @@ bool gen_sim_resolve_ipv4(const char* host, uint8_t out[4]);
 /* Counters printed in the "[sim] summary" line (kept by the runtime's MQTT clients). */
 void gen_sim_note_mqtt_connected(void);
 void gen_sim_note_mqtt_disconnected(void);
+/* Counted before the bytes leave (so a peer that saw the message never sees an older count); a write that
+ * then fails takes it back. */
 void gen_sim_note_message_out(void);
+void gen_sim_note_message_out_failed(void);
 void gen_sim_note_message_in(void);
 void gen_sim_note_error(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 

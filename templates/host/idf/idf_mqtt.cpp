@@ -318,13 +318,14 @@ struct esp_mqtt_client {
         mqtt::Bytes p = mqtt::publish_header(m.topic.c_str(), m.data.size(), static_cast<uint8_t>(m.qos), m.retain, msg_id);
         p.insert(p.end(), m.data.begin(), m.data.end());
         if (m.qos > 0) outbox[msg_id] = m;
+        gen_sim_note_message_out();
         if (!send(p)) {
+            gen_sim_note_message_out_failed();
             ESP_LOGE(TAG, "Error to public data to topic=%s, qos=%d", m.topic.c_str(), m.qos);
             transport_error(transport.last_error());
             abort_connection();
             return false;
         }
-        gen_sim_note_message_out();
         return true;
     }
 
