@@ -248,6 +248,7 @@ def check_port_free(port: str) -> None:
 
 # --------------------------------------------------------------------------------------- flash and monitor
 
+_GONE = re.compile(r"No such file or directory|FileNotFoundError")
 _BUSY = re.compile(r"port is busy|Device or resource busy|Could not exclusively lock|Resource temporarily unavailable")
 _NO_CHIP = re.compile(r"Failed to connect to|No serial data received|Wrong boot mode detected")
 _NO_PERMISSION = re.compile(r"Permission denied")
@@ -285,6 +286,9 @@ def pio_monitor_argv(pio: str, project_dir: Path, target: Target, *, port: str) 
 
 
 def explain_flash_failure(tool: str, output: str, returncode: int, port: str) -> ToolError:
+    if _GONE.search(output):
+        return ToolError(f"serial port {port} disappeared while {tool} opened it (the board was unplugged or reset "
+                         f"its USB bridge); {_ports_sentence(serial_ports())}. Plug it in again and run the command again.")
     if _BUSY.search(output):
         return port_busy_error(port)
     if _NO_PERMISSION.search(output):

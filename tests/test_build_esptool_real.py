@@ -69,3 +69,22 @@ def test_a_build_with_the_real_esptool_gives_a_factory_image_matching_flash_json
         offset, content = int(record["offset"], 0), (artifacts / record["file"]).read_bytes()
         assert factory[offset:offset + len(content)] == content, record["file"]
     assert int({r["file"]: r["offset"] for r in entry["files"]}["bootloader.bin"], 0) == 0x0
+
+
+def test_the_real_esptool_accepts_the_write_flash_arguments_of_flash_json(tmp_path, monkeypatch):
+    """Run against a port that is not there: esptool gets as far as opening it, so every argument parsed."""
+    from generator.errors import ToolError
+    from generator.flashing import FlashImage, FlashLayout, esptool_flash_argv, run_flashing_tool
+
+    layout = FlashLayout("board-01", "esp32", FlashSettings("dio", "40m", "4MB"),
+                         (FlashImage(0x1000, "bootloader.bin"), FlashImage(0x8000, "partitions.bin"),
+                          FlashImage(0x9000, "nvs.bin"), FlashImage(0x10000, "firmware.bin")))
+    for image in layout.images:
+        (tmp_path / image.file).write_bytes(os.urandom(256))
+    monkeypatch.setattr("generator.flashing.serial_ports", lambda: ["/dev/ttyUSB0"])
+    port = str(tmp_path / "ttyGONE")
+    argv = esptool_flash_argv(REAL_ESPTOOL, layout, port=port, baud=460800)
+    with pytest.raises(ToolError) as failed:
+        run_flashing_tool(argv, port=port, cwd=tmp_path)
+    assert f"serial port {port} disappeared" in str(failed.value)
+    assert "/dev/ttyUSB0" in str(failed.value)
