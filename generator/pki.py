@@ -73,6 +73,11 @@ class CertificateAuthority:
         """The AKI of everything this CA signs (computed once: bulk issuing stays cheap)."""
         return _authority_key_id(self.cert)
 
+    @cached_property
+    def leaf_profiles(self) -> dict:
+        """Memo of `_leaf_profile` builders for this CA (a cache, not state: same inputs, same builder)."""
+        return {}
+
 
 @dataclass(frozen=True)
 class Revocation:
@@ -181,8 +186,13 @@ def _organization_text(project: str) -> str:
 def _name(common_name: str, project: str) -> x509.Name:
     attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64])]
     if project:
-        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, project[:64]))
+        attributes.append(_organization(project[:64]))
     return x509.Name(attributes)
+
+
+@lru_cache(maxsize=8)
+def _organization(project: str) -> x509.NameAttribute:
+    return x509.NameAttribute(NameOID.ORGANIZATION_NAME, project)
 
 
 # ---------------------------------------------------------------------------------------------------- CAs
@@ -246,14 +256,10 @@ def _authority_key_id(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentif
 
 @lru_cache(maxsize=2)
 def _leaf_key_usage_for(rsa_key: bool) -> x509.KeyUsage:
+    """digitalSignature, plus keyEncipherment for RSA (RSA key exchange in TLS 1.2)."""
     return x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=rsa_key,
                          data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
                          encipher_only=False, decipher_only=False)
-
-
-def _leaf_key_usage(public_key: PublicKey) -> x509.KeyUsage:
-    """digitalSignature, plus keyEncipherment for RSA (RSA key exchange in TLS 1.2)."""
-    return _leaf_key_usage_for(isinstance(public_key, rsa.RSAPublicKey))
 
 
 _LEAF_CONSTRAINTS = x509.BasicConstraints(ca=False, path_length=None)
@@ -268,21 +274,37 @@ def _issue_leaf(public_key: PublicKey, subject: x509.Name, san: x509.SubjectAlte
         raise UserError(f"certificate validity must be at least 1 day, not {validity_days}")
     not_after = min(_start(now) + dt.timedelta(days=validity_days), issuer.cert.not_valid_after_utc)
     return (
-        x509.CertificateBuilder()
+        _leaf_profile(issuer, usage, isinstance(public_key, rsa.RSAPublicKey), _start(now), not_after)
         .subject_name(subject)
-        .issuer_name(issuer.cert.subject)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(_start(now))
-        .not_valid_after(not_after)
-        .add_extension(_LEAF_CONSTRAINTS, critical=True)
-        .add_extension(_leaf_key_usage(public_key), critical=True)
-        .add_extension(_EXTENDED_USAGES[usage], critical=False)
         .add_extension(san, critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-        .add_extension(issuer.authority_key_id, critical=False)
         .sign(issuer.key, hashes.SHA256())
     )
+
+
+def _leaf_profile(issuer: CertificateAuthority, usage: x509.ObjectIdentifier, rsa_key: bool,
+                  not_before: dt.datetime, not_after: dt.datetime) -> x509.CertificateBuilder:
+    """What every leaf of one kind, issuer and validity shares: issuer, validity, basicConstraints CA:FALSE
+    (critical), keyUsage (critical), EKU, AKI. Builders are immutable, so one serves a whole batch."""
+    key = (usage, rsa_key, not_before, not_after)
+    cache = issuer.leaf_profiles
+    builder = cache.get(key)
+    if builder is None:
+        if len(cache) > 16:
+            cache.clear()
+        builder = cache[key] = (
+            x509.CertificateBuilder()
+            .issuer_name(issuer.cert.subject)
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(_LEAF_CONSTRAINTS, critical=True)
+            .add_extension(_leaf_key_usage_for(rsa_key), critical=True)
+            .add_extension(_EXTENDED_USAGES[usage], critical=False)
+            .add_extension(issuer.authority_key_id, critical=False)
+        )
+    return builder
 
 
 def issue_broker_cert(public_key: PublicKey, names: Sequence[str], *, issuer: CertificateAuthority,
