@@ -21,6 +21,7 @@ from typing import Iterator
 
 from generator.credentials import SpecCredentials
 from generator.generate import generate, spec_credentials
+from generator.manifest import firmware_dir
 from generator.mosquitto_runner import RunningBroker
 from generator.paths import PROJECT_ROOT
 from generator.simulate import (
@@ -29,6 +30,7 @@ from generator.simulate import (
     DeviceRun,
     DeviceSummary,
     compile_devices,
+    firmware_digest,
     plan_runs,
     stop_devices,
 )
@@ -42,12 +44,13 @@ CONNECTED = r"\[mqtt\] connected to "
 
 @dataclass(frozen=True)
 class SimProject:
-    """An example copied to a temp dir, generated into OUT, each distinct firmware compiled for the host."""
+    """An example copied to a temp dir and generated into OUT; each distinct firmware compiled for the host the
+    first time a test runs one of its devices."""
 
     spec: Spec
     out_dir: Path
     credentials: SpecCredentials
-    binaries: dict[str, Path]
+    _binaries: dict[str, Path] = dataclasses.field(default_factory=dict, repr=False)   # by firmware digest
 
     @property
     def broker_dir(self) -> Path:
@@ -56,8 +59,14 @@ class SimProject:
     def device(self, device_id: str | None = None):
         return self.spec.device(device_id) if device_id else self.spec.devices[0]
 
+    def binary(self, device_id: str) -> Path:
+        digest = firmware_digest(self.out_dir / firmware_dir(device_id))
+        if digest not in self._binaries:
+            self._binaries[digest] = compile_devices(self.spec, self.out_dir, [device_id], cache_dir=None)[device_id]
+        return self._binaries[digest]
+
     def run_for(self, device_id: str, broker: RunningBroker, **env: str) -> DeviceRun:
-        (run,) = plan_runs(self.spec, self.out_dir, [device_id], self.binaries,
+        (run,) = plan_runs(self.spec, self.out_dir, [device_id], {device_id: self.binary(device_id)},
                            BrokerAddress(broker.host, broker.port))
         return dataclasses.replace(run, environment=run.environment + tuple(env.items()))
 
@@ -66,7 +75,7 @@ _projects: dict[tuple[str, Path], SimProject] = {}
 
 
 def simulated_project(name: str, tmp_path_factory) -> SimProject:
-    """projects/examples/<name>, generated and compiled once per session, whichever test module asks first."""
+    """projects/examples/<name>, generated once per session, whichever test module asks first."""
     root = tmp_path_factory.getbasetemp() / "simulate"
     key = (name, root)
     if key not in _projects:
@@ -75,8 +84,7 @@ def simulated_project(name: str, tmp_path_factory) -> SimProject:
         spec = load_spec(directory / "device.yaml")
         out = directory / "build"
         generate(spec, out)
-        binaries = compile_devices(spec, out, [d.id for d in spec.devices], cache_dir=None)
-        _projects[key] = SimProject(spec, out, spec_credentials(spec), binaries)
+        _projects[key] = SimProject(spec, out, spec_credentials(spec))
     return _projects[key]
 
 

@@ -20,7 +20,7 @@ def test_the_generated_device_test_passes_against_the_host_build(example, tmp_pa
     firmware = project.out_dir / "devices" / device_id / "firmware"
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "generator.pytest_host_dut", "-p", "no:cacheprovider",
-         "--host-binary", str(project.binaries[device_id]), "-v", "-rs", str(firmware / "test")],
+         "--host-binary", str(project.binary(device_id)), "-v", "-rs", str(firmware / "test")],
         cwd=firmware, capture_output=True, text=True, timeout=300,
         env={name: value for name, value in os.environ.items() if not name.startswith("GEN_")},
     )

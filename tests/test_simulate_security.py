@@ -87,7 +87,7 @@ def test_a_broker_certificate_without_the_dialled_name_is_rejected_as_on_the_dev
 
 def test_ten_devices_of_one_firmware_run_as_a_fleet_each_answering_only_its_own_commands(fleet, start_broker):
     ids = [device.id for device in fleet.spec.devices if device.target == fleet.spec.devices[0].target][:10]
-    assert len(ids) == 10 and len({fleet.binaries[i] for i in ids}) == 1    # one firmware for all ten
+    assert len(ids) == 10 and len({fleet.binary(i) for i in ids}) == 1    # one firmware for all ten
     broker = start_broker(fleet.broker_dir)
     lines: dict[str, list[str]] = {device_id: [] for device_id in ids}
     with mqtt_session(broker, fleet.credentials.backend) as backend:
