@@ -573,6 +573,10 @@ def update_manifest(out_dir: Path, artifacts: dict[str, dict[str, Any]], previou
         image["devices"].append(entry["id"])
     manifest["images"] = list(images.values())
     write_atomic(out_dir / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
+    in_use = {out_dir / image["dir"] for image in images.values()}
+    for stale in (out_dir / IMAGES_DIR).iterdir() if (out_dir / IMAGES_DIR).is_dir() else ():
+        if stale.is_dir() and stale not in in_use:
+            shutil.rmtree(stale)  # an image no device uses any more (its sources changed)
 
 
 # ------------------------------------------------------------------------------------------------ the whole build

@@ -170,3 +170,14 @@ def test_gen_build_of_one_device_runs_only_its_image(tmp_path, fake_tools, gen_c
     assert code == 0, err
     assert [run[-1] for run in fake_tools.pio_runs()] == ["esp32c3-arduino"]
     assert "built 1 image for 1 device" in out
+
+
+def test_an_image_no_device_uses_any_more_is_removed(tmp_path, fake_tools):
+    _spec, out = example_out("fleet-nvs", tmp_path)
+    build(out)
+    c3_before = read_manifest(out)["images"][1]["dir"]
+    (out / "devices" / "sensor-c3" / "firmware" / "src" / "app_hooks.h").write_text("#pragma once\n// changed\n")
+    build(out, previous=read_manifest(out))
+    dirs = sorted(p.name for p in (out / "images").iterdir())
+    assert len(dirs) == 2 and (out / c3_before).name not in dirs
+    assert sorted(image["dir"].split("/")[-1] for image in read_manifest(out)["images"]) == dirs
