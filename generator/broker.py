@@ -32,6 +32,7 @@ from pathlib import PurePosixPath
 from typing import Iterable
 
 from generator.credentials import BrokerCredentials
+from generator.pki_store import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
 from generator.rendering import render_template
 from generator.spec.model import BACKEND_IDENTITY, Device, Spec
 
@@ -279,7 +280,8 @@ def render_operator_readme(spec: Spec) -> bytes:
         broker_names=spec.broker.names,
         verifies_client_certs=verifies_client_certs(spec),
         uses_password_file=uses_password_file(spec),
-        device_count=len(spec.devices),
+        crl_validity_days=CRL_VALIDITY_DAYS,
+        crl_refresh_days=int(CRL_VALIDITY_DAYS * CRL_RESIGN_FRACTION),
         backend=BACKEND_IDENTITY,
         conf_file=CONF_FILE, ca_file=CA_FILE, cert_file=CERT_FILE, key_file=KEY_FILE, crl_file=CRL_FILE,
         password_file=PASSWORD_FILE, acl_file=ACL_FILE,

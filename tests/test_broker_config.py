@@ -173,3 +173,20 @@ def test_without_a_shared_prefix_the_backend_gets_every_topic_explicitly(broker_
 ])
 def test_common_topic_prefix_stops_at_the_first_differing_or_wildcard_level(topics, prefix):
     assert common_topic_prefix(topics) == prefix
+
+
+@pytest.mark.parametrize("auth", ["mtls", "password", "mtls+password"])
+def test_the_operator_readme_installs_every_generated_file_with_the_right_mode(auth, broker_project):
+    project = broker_project(auth)
+    rendered = render_broker(project.spec, project.credentials.broker)
+    readme = rendered.files["README.md"].decode()
+    installed: dict[str, int] = {}
+    for line in readme.splitlines():
+        if line.startswith("sudo install -o root -g mosquitto -m") and line.endswith(f" {INSTALL_DIR}/") \
+                and "build/broker" not in line:
+            words = line.split()
+            for name in words[8:-1]:
+                installed[name] = int(words[7], 8)
+    assert set(installed) == set(rendered.files) - {"README.md"}
+    for name, mode in installed.items():
+        assert mode == (0o640 if rendered.modes[name] == 0o600 else 0o644), name
