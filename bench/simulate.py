@@ -81,8 +81,10 @@ def main() -> None:
         cache = scratch / "cache"
         binary, cold = timed_build(firmware, first.framework, cache)
         _, warm = timed_build(firmware, first.framework, cache)
+        # Another project's firmware (here: the same sources elsewhere) with the runtime library already cached.
+        _, firmware_only = timed_build(out / "devices" / spec.devices[1].id / "firmware", first.framework, cache)
         print(f"host build ({first.framework}, one device): cold {cold:.1f} s (target < 20 s), "
-              f"warm {warm:.2f} s (target < 2 s)")
+              f"warm {warm:.2f} s (target < 2 s); a new firmware with the runtime library cached {firmware_only:.1f} s")
 
         with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
             address = BrokerAddress(broker.host, broker.port)
