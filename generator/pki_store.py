@@ -440,7 +440,7 @@ class PkiStore:
             raise UserError(f"unknown revocation reason {reason!r}",
                             hint=f"use one of: {', '.join(pki.REVOCATION_REASONS)}")
         with self.batch():
-            role, name = self._resolve(identity)
+            role, name = self._resolve_leaf(identity, "revoke")
             position = self._current[(role, name)]
             entry = self._entries[position]
             if entry.status == "revoked":
@@ -455,7 +455,7 @@ class PkiStore:
         """A new cert for the same key (or a new key). The old cert is marked superseded (it is not revoked:
         revoke it explicitly if its key was exposed). A revoked identity can only be renewed with a new key."""
         with self.batch():
-            role, name = self._resolve(identity)
+            role, name = self._resolve_leaf(identity, "renew")
             old = self._entries[self._current[(role, name)]]
             if old.status == "revoked" and not new_key:
                 raise UserError(f"{role} {name!r} is revoked; its key must not be certified again",
@@ -535,6 +535,13 @@ class PkiStore:
             raise UserError(f"{identity!r} names both a device and a client",
                             hint=f"say which: device/{identity} or client/{identity}")
         return found[0]
+
+    def _resolve_leaf(self, identity: str, action: str) -> tuple[str, str]:
+        role, name = self._resolve(identity)
+        if role not in LEAF_ROLES:
+            raise UserError(f"`gen pki {action}` works on the broker, devices and clients, not on the {role}",
+                            hint="the CAs are kept for their whole validity; devices trust the root")
+        return role, name
 
     def _ensure_leaf(self, role: str, name: str, key_type: str, validity_days: int,
                      names: tuple[str, ...] = ()) -> Identity:

@@ -425,3 +425,13 @@ def test_bulk_index_subjects_are_the_certs_own_subjects(tmp_path):
     for identity in store.ensure_devices(ids, key_type="ec-p256", validity_days=30):
         cert = x509.load_pem_x509_certificate(identity.cert_pem)
         assert store.entry(identity.name).subject == cert.subject.rfc4514_string()
+
+
+def test_the_cas_cannot_be_revoked_or_renewed_like_a_leaf(tmp_path):
+    store = build(tmp_path / "pki")
+    for ca in ("root-ca", "issuing-ca"):
+        with pytest.raises(UserError, match="not on the"):
+            store.revoke(ca)
+        with pytest.raises(UserError, match="not on the"):
+            store.renew(ca, new_key=True)
+    assert PkiStore.open(tmp_path / "pki", project="demo").device_trust_pem() == store.device_trust_pem()
