@@ -240,12 +240,18 @@ def _start(private_dir: Path, log_path: Path, *, binary: Path | None = None) -> 
             return process, match.group(1)
         if process.poll() is not None:
             raise ToolError(f"mosquitto did not start (exit code {process.returncode}):\n{_error_lines(text)}",
-                            hint="fix what the broker says above; regenerate with `gen generate SPEC`")
+                            hint=_startup_hint(text))
         if time.monotonic() > deadline:
             _stop(process)
             raise ToolError(f"mosquitto did not say it was running within {STARTUP_TIMEOUT_S:.0f} s:\n"
                             f"{_error_lines(text)}")
         time.sleep(0.01)
+
+
+def _startup_hint(log_text: str) -> str:
+    if "Address already in use" in log_text:
+        return "another program listens on that port: stop it, or choose another port (gen broker up --port N)"
+    return "fix what the broker says above, then regenerate the files: gen generate SPEC"
 
 
 def _error_lines(log_text: str) -> str:

@@ -31,6 +31,7 @@ from mbedtls.exceptions import TLSError as MbedTLSError
 
 from generator.broker import render_broker
 from generator.credentials import ClientCredentials, SpecCredentials
+from generator.errors import ToolError
 from generator.files import write_tree
 from generator.generate import spec_credentials
 from generator.mosquitto_runner import RunningBroker, running_broker
@@ -197,9 +198,17 @@ def start_broker() -> Iterator[Callable[..., RunningBroker]]:
     with contextlib.ExitStack() as stack:
 
         def start(broker_dir: Path, **options) -> RunningBroker:
-            options.setdefault("port", find_free_port())
             options.setdefault("bind_address", LOOPBACK)
-            return stack.enter_context(running_broker(Path(broker_dir), **options))
+            for attempt in range(3):
+                chosen = {"port": find_free_port()} if "port" not in options else {}
+                try:
+                    return stack.enter_context(running_broker(Path(broker_dir), **options, **chosen))
+                except ToolError as error:
+                    # Another process took the free port between our probe and the broker's bind: try another.
+                    if chosen and "Address already in use" in error.message and attempt < 2:
+                        continue
+                    raise
+            raise AssertionError("unreachable")
 
         yield start
 
