@@ -255,29 +255,22 @@ def _server_name_traps(cert: x509.Certificate, san, usages) -> list[str]:
 
 def _with_chain(report: ObjectReport, cert: x509.Certificate, file_certs: Sequence[x509.Certificate],
                 trust: Sequence[x509.Certificate]) -> ObjectReport:
-    roots = [t for t in trust if t.issuer == t.subject]
+    """Walks issuer links (checking each signature) as far as they go; it chains to the project if a cert of
+    `trust` (the project's root or issuing CA) is on the way. Certs in the same file (a chain) fill gaps."""
     pool = list(trust) + [c for c in file_certs if c is not cert]
     path = [cert]
-    current = cert
-    for _ in range(8):
-        if any(current == root for root in roots):
-            break
+    while len(path) < 8 and not (path[-1].issuer == path[-1].subject and _signed_by(path[-1], path[-1])):
+        current = path[-1]
         issuer = next((c for c in pool if c.subject == current.issuer and c != current
                        and _signed_by(current, c)), None)
         if issuer is None:
-            if current.issuer == current.subject and _signed_by(current, current):
-                break  # a self-signed root that is not ours
-            issuer_name = current.issuer.rfc4514_string()
-            return _add(report, facts=(("chains to project CA", "NO"),), errors=(
-                f"{_short(cert)} does not chain to this project's CA: it was issued by {issuer_name!r}, "
-                "which is not this project's CA",))
+            break
         path.append(issuer)
-        current = issuer
-    if any(current == root for root in roots):
-        words = " <- ".join(_short(c) for c in path)
-        return _add(report, facts=(("chains to project CA", f"yes: {words}"),))
+    if any(c == anchor for c in path for anchor in trust):
+        return _add(report, facts=(("chains to project CA", "yes: " + " <- ".join(_short(c) for c in path)),))
     return _add(report, facts=(("chains to project CA", "NO"),), errors=(
-        f"{_short(cert)} does not chain to this project's CA: its root is {current.subject.rfc4514_string()!r}",))
+        f"{_short(cert)} does not chain to this project's CA: it was issued by "
+        f"{path[-1].issuer.rfc4514_string()!r}, which is not this project's CA",))
 
 
 def _explain_csr(csr: x509.CertificateSigningRequest) -> ObjectReport:
