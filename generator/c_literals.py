@@ -61,6 +61,6 @@ def c_string_literal_lines(value: str | bytes, indent: str = "    ") -> str:
 
 
 def c_comment_text(value: str) -> str:
-    """`value` made safe to sit inside a // or /* */ comment: one line, no comment terminators, ASCII."""
-    text = "".join(ch if 0x20 <= ord(ch) < 0x7F else "?" for ch in value)
-    return text.replace("*/", "*_/").replace("/*", "/_*").replace("\\", "/").replace("??", "?_?")
+    """`value` made safe inside a // or /* */ comment (and a ; or # comment line): one printable ASCII line with
+    no '*' (so no comment terminator), no '\\' (a line continuation) and no '?' (trigraphs); those become '_'."""
+    return "".join(ch if 0x20 <= ord(ch) < 0x7F and ch not in "*\\?" else "_" for ch in value)
