@@ -109,11 +109,6 @@ def uses_password_file(spec: Spec) -> bool:
     return any(device.uses_password for device in spec.devices)
 
 
-def uses_identity_as_username(spec: Spec) -> bool:
-    """Only pure mtls: with mtls+password the password names the device, so the CN must not replace it."""
-    return spec.auth_modes == ("mtls",)
-
-
 def auth_mode(spec: Spec) -> str:
     """The spec's one auth mode (a spec rule: every device of a spec uses the same)."""
     modes = spec.auth_modes
@@ -143,7 +138,6 @@ def render_mosquitto_conf(spec: Spec) -> bytes:
         keyfile=path(KEY_FILE),
         cafile=path(CA_FILE) if verifies_client_certs(spec) else None,
         crlfile=path(CRL_FILE) if verifies_client_certs(spec) else None,
-        use_identity_as_username=uses_identity_as_username(spec),
     )
     return text.encode()
 
