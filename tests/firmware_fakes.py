@@ -26,7 +26,7 @@ def _name(common_name: str) -> x509.Name:
 
 
 @lru_cache(maxsize=1)
-def test_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def fake_ca() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
     cert = (x509.CertificateBuilder().subject_name(_name("test CA")).issuer_name(_name("test CA"))
@@ -44,7 +44,7 @@ def pem(cert: x509.Certificate) -> bytes:
 def issue_leaf(common_name: str, key_type: str = "ec-p256") -> tuple[bytes, bytes]:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    ca_key, ca_cert = test_ca()
+    ca_key, ca_cert = fake_ca()
     key = rsa.generate_private_key(65537, 2048) if key_type == "rsa-2048" else ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
     cert = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(ca_cert.subject)
@@ -61,7 +61,7 @@ def credentials_for(device: Device, *, ca_pem: bytes | None = None) -> ClientCre
     cert_pem = key_pem = None
     if device.uses_client_cert:
         cert_pem, key_pem = issue_leaf(device.id, device.pki.key_type)
-    return ClientCredentials(name=device.id, ca_pem=ca_pem or pem(test_ca()[1]), cert_pem=cert_pem, key_pem=key_pem,
+    return ClientCredentials(name=device.id, ca_pem=ca_pem or pem(fake_ca()[1]), cert_pem=cert_pem, key_pem=key_pem,
                              password="p4ss-\"word\\??/" if device.uses_password else None)
 
 
