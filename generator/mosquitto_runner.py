@@ -162,6 +162,18 @@ class RunningBroker:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_for_log(self, text: str, timeout: float = STARTUP_TIMEOUT_S) -> str:
+        """The first log line containing `text`, waiting up to `timeout` s for the broker to write it (it logs a
+        refusal just after it has sent the alert). Raises ToolError if it never comes."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.log_text().splitlines():
+                if text in line:
+                    return line
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise ToolError(f"mosquitto did not log {text!r} within {timeout:.0f} s")
+            time.sleep(0.01)
+
     def install(self, broker_dir: Path) -> None:
         """Copies (new) files from OUT/broker/ into the private copy; takes effect on reload() or restart()."""
         copy_broker_files(Path(broker_dir), self.private_dir,
