@@ -74,13 +74,17 @@ class SimProject:
 _projects: dict[tuple[str, Path], SimProject] = {}
 
 
-def simulated_project(name: str, tmp_path_factory) -> SimProject:
-    """projects/examples/<name>, generated once per session, whichever test module asks first."""
+def simulated_project(name: str, tmp_path_factory, *, secrets: str | None = None) -> SimProject:
+    """projects/examples/<name>, generated once per session, whichever test module asks first. `secrets` turns
+    an example into its variant with secrets embedded or in NVS."""
     root = tmp_path_factory.getbasetemp() / "simulate"
-    key = (name, root)
+    key = (f"{name}+{secrets}" if secrets else name, root)
     if key not in _projects:
-        directory = root / name
+        directory = root / key[0]
         shutil.copytree(EXAMPLES_DIR / name, directory, ignore=shutil.ignore_patterns("pki", "build"))
+        if secrets:
+            text = (directory / "device.yaml").read_text()
+            (directory / "device.yaml").write_text(re.sub(r"(?m)^secrets: \w+$", f"secrets: {secrets}", text))
         spec = load_spec(directory / "device.yaml")
         out = directory / "build"
         generate(spec, out)

@@ -2,9 +2,9 @@
 verified): a broker it was given a foreign CA for, and a broker whose certificate lacks the dialled name. And what
 the broker refuses the device: another device's topics (the ACL), for a fleet of ten running together.
 
-The devices here are `secrets: nvs` devices (the fleet-nvs example): a doctored NVS image gives one a foreign CA or
-another device's filter without compiling anything new; the code path is the same WiFiClientSecure/PubSubClient
-one as in the embedded examples."""
+The devices here keep their secrets in NVS (the fleet-nvs example for Arduino, the espidf-mtls example moved to NVS
+for ESP-IDF): a doctored NVS image gives one a foreign CA or another device's filter without compiling anything new;
+the TLS and MQTT code path is the same as with embedded secrets."""
 
 from __future__ import annotations
 
@@ -23,12 +23,25 @@ from generator.simulate import stop_devices, started_devices
 from simulate_support import SimDevice, send_command, simulated_project
 
 FLEET = "fleet-nvs"
-VERIFY_FAILED = "-0x2700"        # MBEDTLS_ERR_X509_CERT_VERIFY_FAILED, as the runtime reports it
+VERIFY_FAILED = "-0x2700"        # MBEDTLS_ERR_X509_CERT_VERIFY_FAILED, as the firmware logs it
+# One NVS device per flavour: the fleet's first sensor (Arduino), and the ESP-IDF mtls example moved to NVS.
+NVS_DEVICES = {"arduino": (FLEET, None, "sensor-01"), "espidf": ("espidf-mtls", "nvs", "greenhouse-idf-01")}
+# How each flavour's log names the verify reason (Arduino: mbedTLS's text, cut at 128 bytes as on the board;
+# ESP-IDF: the esp-tls verify flags), and mbedTLS's own words in the runtime's summary.
+NOT_TRUSTED = {"arduino": "not correctly signed", "espidf": "0x8 NOT_TRUSTED"}
+NAME_MISMATCH = {"arduino": "Common Name (CN) does not match", "espidf": "0x4 CN_MISMATCH"}
 
 
 @pytest.fixture
 def fleet(tmp_path_factory):
     return simulated_project(FLEET, tmp_path_factory)
+
+
+@pytest.fixture(params=sorted(NVS_DEVICES))
+def nvs_device(request, tmp_path_factory):
+    """(flavour, project, device id) of a `secrets: nvs` device."""
+    name, secrets, device_id = NVS_DEVICES[request.param]
+    return request.param, simulated_project(name, tmp_path_factory, secrets=secrets), device_id
 
 
 def foreign_ca() -> pki.CertificateAuthority:
@@ -41,10 +54,10 @@ def pem(cert) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def doctored_nvs(fleet, device_id: str, tmp_path, *, device=None, ca_pem: bytes | None = None):
+def doctored_nvs(project, device_id: str, tmp_path, *, device=None, ca_pem: bytes | None = None):
     """The device's NVS image with a different CA or different settings, written next to the test."""
-    device = device or fleet.spec.device(device_id)
-    credentials = fleet.credentials.devices[device_id]
+    device = device or project.spec.device(device_id)
+    credentials = project.credentials.devices[device_id]
     if ca_pem is not None:
         credentials = dataclasses.replace(credentials, ca_pem=ca_pem)
     path = tmp_path / f"{device_id}-doctored-nvs.bin"
@@ -52,37 +65,40 @@ def doctored_nvs(fleet, device_id: str, tmp_path, *, device=None, ca_pem: bytes 
     return path
 
 
-def test_a_device_given_a_foreign_ca_reports_the_mbedtls_verify_reason_and_never_connects(fleet, start_broker,
+def test_a_device_given_a_foreign_ca_reports_the_mbedtls_verify_reason_and_never_connects(nvs_device, start_broker,
                                                                                             tmp_path):
-    broker = start_broker(fleet.broker_dir)
-    nvs = doctored_nvs(fleet, "sensor-01", tmp_path, ca_pem=pem(foreign_ca().cert))
-    with SimDevice.start(fleet.run_for("sensor-01", broker, GEN_SIM_NVS=str(nvs))) as device:
+    flavour, project, device_id = nvs_device
+    broker = start_broker(project.broker_dir)
+    nvs = doctored_nvs(project, device_id, tmp_path, ca_pem=pem(foreign_ca().cert))
+    with SimDevice.start(project.run_for(device_id, broker, GEN_SIM_NVS=str(nvs))) as device:
         failure = device.wait_for(r"\[mqtt\] connect failed.*")
         device.wait_for(r"\[mqtt\] connect failed")              # and again after its backoff: never gives in
         summary = device.stop()
-    assert VERIFY_FAILED in failure.group(0) and "not correctly signed" in failure.group(0)   # the log line is cut as on the board
+    assert VERIFY_FAILED in failure.group(0) and NOT_TRUSTED[flavour] in failure.group(0)
     assert not any("[mqtt] connected" in line for line in device.lines)
     assert summary.connects == 0 and "not correctly signed by the trusted CA" in summary.last_error
 
 
-def test_a_broker_certificate_without_the_dialled_name_is_rejected_as_on_the_device(fleet, start_broker, tmp_path):
+def test_a_broker_certificate_without_the_dialled_name_is_rejected_as_on_the_device(nvs_device, start_broker,
+                                                                                      tmp_path):
     # The broker presents a certificate for other.example.com, signed by a CA the device trusts; the device dials
     # mqtt.example.com (sent to 127.0.0.1 by GEN_SIM_CONNECT_TO, but TLS still checks the dialled name).
+    flavour, project, device_id = nvs_device
     issuer = foreign_ca()
     broker_key = pki.generate_key("ec-p256")
     broker_cert = pki.issue_broker_cert(broker_key.public_key(), ["other.example.com"], issuer=issuer,
                                         validity_days=30, now=dt.datetime.now(dt.timezone.utc), project="x")
     broker_dir = tmp_path / "broker"
-    shutil.copytree(fleet.broker_dir, broker_dir)
+    shutil.copytree(project.broker_dir, broker_dir)
     (broker_dir / CERT_FILE).write_bytes(pem(broker_cert))
     (broker_dir / KEY_FILE).write_bytes(pki.private_key_pem(broker_key))
     broker = start_broker(broker_dir)
-    nvs = doctored_nvs(fleet, "sensor-01", tmp_path, ca_pem=pem(issuer.cert))
-    with SimDevice.start(fleet.run_for("sensor-01", broker, GEN_SIM_NVS=str(nvs))) as device:
+    nvs = doctored_nvs(project, device_id, tmp_path, ca_pem=pem(issuer.cert))
+    with SimDevice.start(project.run_for(device_id, broker, GEN_SIM_NVS=str(nvs))) as device:
         failure = device.wait_for(r"\[mqtt\] connect failed.*")
         summary = device.stop()
-    assert VERIFY_FAILED in failure.group(0) and "Common Name (CN) does not match" in failure.group(0)
-    assert summary.connects == 0
+    assert VERIFY_FAILED in failure.group(0) and NAME_MISMATCH[flavour] in failure.group(0)
+    assert summary.connects == 0 and "Common Name (CN) does not match" in summary.last_error
 
 
 def test_ten_devices_of_one_firmware_run_as_a_fleet_each_answering_only_its_own_commands(fleet, start_broker):
