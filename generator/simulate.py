@@ -406,17 +406,17 @@ def compile_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], *, cac
     from generator.host_build import compile_firmware
 
     cache = Path(cache_dir) if cache_dir is not None else default_host_build_cache()
-    binaries: dict[str, Path] = {}
-    by_firmware: dict[tuple[str, str], Path] = {}
+    groups: dict[tuple[str, str], list[str]] = {}
     for device_id in device_ids:
-        device = spec.device(device_id)
-        sources = Path(out_dir) / firmware_dir(device_id)
-        key = (device.framework, firmware_digest(sources))
-        if key not in by_firmware:
-            begun = time.monotonic()
-            by_firmware[key] = compile_firmware(sources, device.framework, cache)
-            on_event(f"compiled {device_id} ({device.framework}) for this machine in {time.monotonic() - begun:.1f} s")
-        binaries[device_id] = by_firmware[key]
+        framework = spec.device(device_id).framework
+        groups.setdefault((framework, firmware_digest(Path(out_dir) / firmware_dir(device_id))), []).append(device_id)
+    binaries: dict[str, Path] = {}
+    for (framework, _), members in groups.items():
+        begun = time.monotonic()
+        binary = compile_firmware(Path(out_dir) / firmware_dir(members[0]), framework, cache)
+        shared = f", shared by {len(members)} devices" if len(members) > 1 else ""
+        on_event(f"host build of {members[0]} ({framework}{shared}): {time.monotonic() - begun:.1f} s")
+        binaries.update(dict.fromkeys(members, binary))
     return binaries
 
 

@@ -4,6 +4,7 @@ summary table and an exit code that says whether every device connected; the fau
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -94,3 +95,22 @@ def test_a_simulation_against_a_given_broker_uses_it_and_starts_none(tmp_path_fa
                       on_line=lambda *_: None)
     assert result.ok and result.broker == BrokerAddress(broker.host, broker.port)
     assert "as sensor-01" in broker.log_text()
+
+
+def test_ctrl_c_stops_the_devices_and_still_prints_their_summary(tmp_path_factory):
+    project = simulated_project(FLEET, tmp_path_factory)
+    project.binary("sensor-01")
+    process = subprocess.Popen([sys.executable, "-m", "generator", "simulate", str(project.spec.path), "--device",
+                                "sensor-01", "--out", str(project.out_dir)],   # no --duration: until Ctrl-C
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        for line in process.stdout:
+            if "[mqtt] subscribed to" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        rest, errors = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, rest + errors
+    assert "interrupted" in rest and "sensor-01 | [sim] summary" in rest
+    assert "simulated devices" in rest and "Traceback" not in errors
