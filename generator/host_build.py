@@ -37,7 +37,7 @@ C_STANDARD = "-std=gnu11"
 FIRMWARE_WARNINGS = ("-Wall", "-Wextra", "-Werror", "-Wno-stringop-overread")
 # -O0: no optimiser-dependent warnings (e.g. -Wstringop-overread on a correct strnlen) turning into errors.
 FIRMWARE_OPTIMIZATION = ("-O0", "-g")
-RUNTIME_FLAGS = ("-O1", "-g", "-Wall", "-Wextra", "-fPIC")
+RUNTIME_FLAGS = ("-O1", "-Wall", "-Wextra", "-fPIC")  # no -g: debug info for the STL doubles the build time
 LINK_LIBRARIES = ("-lmbedtls", "-lmbedx509", "-lmbedcrypto", "-pthread")
 
 # What the real build systems define for each framework (the parts firmware may test).

@@ -185,7 +185,6 @@ uint32_t PubSubClient::read_packet(uint8_t* lengthLength) {
     uint8_t byte;
     if (!read_byte(&byte)) return 0;
     buffer[len++] = byte;
-    bool is_publish = (byte & 0xF0) == MQTTPUBLISH;
     uint32_t multiplier = 1;
     uint32_t length = 0;
     do {
@@ -201,13 +200,11 @@ uint32_t PubSubClient::read_packet(uint8_t* lengthLength) {
     } while (byte & 128);
     *lengthLength = static_cast<uint8_t>(len - 1);
     uint32_t total = len + length;
-    (void)is_publish;
     for (uint32_t i = 0; i < length; i++) {
         if (!read_byte(&byte)) return 0;
         if (len < bufferSize) buffer[len] = byte;
         len = len < 0xFFFF ? static_cast<uint16_t>(len + 1) : len;
     }
-    if (stream && is_publish && total > bufferSize) return 0;
     if (total > bufferSize) return 0;  // too big for the buffer: read and dropped
     return total;
 }
@@ -305,12 +302,10 @@ boolean PubSubClient::beginPublish(const char* topic, unsigned int plength, bool
     if (!connected() || !topic) return false;
     mqtt::Bytes header = mqtt::publish_header(topic, plength, 0, retained, 0);
     if (!send_packet(header.data(), header.size())) return false;
-    streaming_left_ = plength;
     return true;
 }
 
 int PubSubClient::endPublish() {
-    streaming_left_ = 0;
     if (!connected()) return 0;
     gen_sim_note_message_out();
     return 1;

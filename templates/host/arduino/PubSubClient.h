@@ -3,6 +3,7 @@
 // 5 + 2 + strlen(topic) + length exceeds the buffer; inbound packets larger than the buffer are read
 // and dropped; QoS 1 messages are PUBACKed; loop() sends PINGREQ after keepAlive seconds of silence and
 // gives up (-4) when the previous one went unanswered; connect() waits socketTimeout for the CONNACK.
+// Approximation: setStream() is accepted, but inbound payloads are not copied to the stream.
 #pragma once
 
 #include <stddef.h>
@@ -143,5 +144,4 @@ private:
     Stream *stream = nullptr;
     int _state = MQTT_DISCONNECTED;
     bool counted_connected_ = false;
-    unsigned int streaming_left_ = 0;
 };

@@ -66,14 +66,12 @@ class PacketReader {
 public:
     // Packets whose Remaining Length exceeds max_body are consumed and reported as dropped.
     explicit PacketReader(size_t max_body) : max_body_(max_body) {}
-    void set_max_body(size_t max_body) { max_body_ = max_body; }
     // Feeds bytes; returns how many were consumed (stops after a complete packet).
     size_t feed(const uint8_t* data, size_t len);
     bool complete() const { return state_ == DONE; }
     bool dropped() const { return dropped_; }
     uint8_t header() const { return header_; }
     const Bytes& body() const { return body_; }
-    uint32_t body_length() const { return remaining_; }
     void reset();
     bool malformed() const { return state_ == MALFORMED; }
 

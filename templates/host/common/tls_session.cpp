@@ -206,14 +206,12 @@ bool Transport::open(const char* host, uint16_t port, const TlsOptions& o, Trans
         }
         return true;
     }();
-    if (!ok) {
-        uint32_t flags = s.error.verify_flags;
+    if (ok) {
+        s.open = true;
+    } else {
         TransportError saved = s.error;
         close();
         s.error = saved;
-        s.error.verify_flags = flags;
-    } else {
-        s.open = true;
     }
     if (error_out) *error_out = s.error;
     return ok;

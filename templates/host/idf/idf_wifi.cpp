@@ -62,16 +62,14 @@ wifi_event_sta_disconnected_t disconnected_event(uint8_t reason) {
     return ev;
 }
 
-// Called with sta.m held; posts outside the lock would reorder events, and posting only queues.
+// Called with sta.m held (posting only queues the event, so the order of events is kept).
 void lose_association(uint8_t reason) {
-    bool had_ip = sta.has_ip;
     sta.associated = false;
     sta.ip_pending = false;
     sta.has_ip = false;
     gen_sim_set_have_ip(false);
     wifi_event_sta_disconnected_t ev = disconnected_event(reason);
     esp_event_post(WIFI_EVENT, WIFI_EVENT_STA_DISCONNECTED, &ev, sizeof ev, portMAX_DELAY);
-    (void)had_ip;
 }
 
 void station_worker() {
