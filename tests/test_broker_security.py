@@ -247,3 +247,57 @@ def test_plaintext_mqtt_to_the_tls_port_gets_no_connack(auth, broker_project, st
         except ConnectionResetError:
             pass
     assert not reply.startswith(b"\x20\x02"), "the TLS port answered a plaintext CONNECT with a CONNACK"
+
+
+# ---------------------------------------------------------------------------------------------- the ESP32's TLS stack
+
+
+def mbedtls_refused(broker, client) -> None:
+    """The handshake fails. python-mbedtls reports the broker's alert as a TLSError, or, when the broker has
+    already closed the socket, as the OS error of the next write; the tests also check the broker's log."""
+    from mbedtls.exceptions import TLSError
+
+    with pytest.raises((TLSError, ConnectionError)):
+        mbedtls_connect(broker, client).close()
+
+
+@pytest.mark.parametrize("auth", CERT_MODES)
+def test_mbedtls_without_a_client_cert_is_refused_where_one_is_required(auth, broker_project, start_broker):
+    import dataclasses
+
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    mbedtls_refused(broker, dataclasses.replace(project.client("sensor-a"), cert_pem=None, key_pem=None))
+    broker.wait_for_log("peer did not return a certificate")
+
+
+@pytest.mark.parametrize("auth", CERT_MODES)
+def test_mbedtls_with_a_client_cert_from_another_ca_is_refused(auth, broker_project, start_broker):
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    mbedtls_refused(broker, client_with_cert(project.client("sensor-a"), foreign_ca()))
+    broker.wait_for_log("certificate verify failed")
+
+
+@pytest.mark.parametrize("auth", ALL_MODES)
+def test_mbedtls_trusting_another_ca_refuses_the_broker(auth, broker_project, start_broker):
+    import dataclasses
+
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    foreign_root = foreign_ca().cert.public_bytes(pki.serialization.Encoding.PEM)
+    mbedtls_refused(broker, dataclasses.replace(project.client("sensor-a"), ca_pem=foreign_root))
+
+
+def test_mbedtls_with_a_revoked_client_cert_is_refused(broker_project, copy_project, start_broker):
+    project = copy_project(broker_project("mtls"))
+    revoked = project.client("sensor-b")
+    project = revoke_and_remove(project, "sensor-b")
+    broker = start_broker(project.broker_dir)
+    mbedtls_refused(broker, revoked)
+    broker.wait_for_log("certificate verify failed")
+    sock = mbedtls_connect(broker, project.client("sensor-a"))
+    try:
+        assert mqtt_connect_over(sock, project.client("sensor-a")) == 0
+    finally:
+        sock.close()
