@@ -195,9 +195,24 @@ def plan_build(out_dir: Path, manifest: dict[str, Any], catalogue: dict[str, Tar
             embeds_secrets=entry.get("secrets", "embed") != "nvs",
         )
         groups.setdefault((target.name, project_fingerprint(firmware_dir)), []).append(device)
+    leaders = {group: members[0].firmware_dir for group, members in groups.items()}
+    if device_ids:
+        # Build where the whole fleet builds this image (the first device with the same project), so building
+        # one device reuses the fleet's PlatformIO build cache, and the fleet reuses this build.
+        found: set[tuple[str, str]] = set()
+        for entry in manifest.get("devices", []):
+            if len(found) == len(leaders):
+                break
+            firmware_dir = out_dir / entry["firmware_dir"]
+            if not (firmware_dir / "platformio.ini").is_file():
+                continue
+            group = (entry["target"], project_fingerprint(firmware_dir))
+            if group in leaders and group not in found:
+                leaders[group] = firmware_dir
+                found.add(group)
     images = tuple(
-        Image(key=key, target=members[0].target, project_dir=members[0].firmware_dir, devices=tuple(members))
-        for (_env, key), members in groups.items()
+        Image(key=key, target=members[0].target, project_dir=leaders[(env, key)], devices=tuple(members))
+        for (env, key), members in groups.items()
     )
     return BuildPlan(out_dir=out_dir, images=images)
 

@@ -103,3 +103,12 @@ def test_generated_devices_with_embedded_secrets_each_get_their_own_image(tmp_pa
     generate(spec, spec.default_out_dir)
     assert sorted([d.id for d in image.devices] for image in plan_for(spec.default_out_dir).images) == [
         ["a-01"], ["a-02"]]
+
+
+def test_building_one_device_of_a_fleet_builds_where_the_fleet_builds_its_image(tmp_path):
+    _spec, out = example_out("fleet-nvs", tmp_path)
+    plan = plan_for(out, ["sensor-07"])
+    [image] = plan.images
+    assert [d.id for d in image.devices] == ["sensor-07"]
+    assert image.project_dir == out / "devices" / "sensor-01" / "firmware"
+    assert image.key == next(i.key for i in plan_for(out).images if i.env == "esp32-arduino")
