@@ -20,12 +20,14 @@ from pathlib import Path
 
 from generator import host_build
 from generator.generate import generate
+from generator.manifest import read_manifest
 from generator.mosquitto_runner import running_broker
 from generator.paths import PROJECT_ROOT
 from generator.simulate import (
     LOCAL_ADDRESS,
     BrokerAddress,
     free_local_port,
+    nvs_images,
     plan_runs,
     started_devices,
     stop_devices,
@@ -89,7 +91,7 @@ def main() -> None:
         with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
             address = BrokerAddress(broker.host, broker.port)
             ids = [device.id for device in spec.devices]
-            runs = plan_runs(spec, out, ids, {device_id: binary for device_id in ids}, address)
+            runs = plan_runs(spec, ids, dict.fromkeys(ids, binary), nvs_images(out, read_manifest(out)), address)
 
             # One device alone: its peak RSS once connected.
             with started_devices(runs[:1]) as (device,):

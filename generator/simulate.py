@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 from generator.errors import UserError
-from generator.manifest import device_dir, firmware_dir
+from generator.manifest import firmware_dir, read_manifest
 from generator.spec import Device, Spec
 
 SUMMARY_PREFIX = "[sim] summary "
@@ -120,18 +121,19 @@ def device_environment(device: Device, *, address: BrokerAddress, nvs_image: Pat
     return tuple(env)
 
 
-def nvs_image_path(out_dir: Path, device: Device) -> Path | None:
-    return Path(out_dir) / device_dir(device.id) / "nvs.bin" if device.secrets == "nvs" else None
+def nvs_images(out_dir: Path, manifest: Mapping) -> dict[str, Path | None]:
+    """Each device's NVS image (None when its secrets are embedded), where OUT/manifest.json says it is."""
+    return {entry["id"]: Path(out_dir) / entry["nvs"] if entry.get("nvs") else None for entry in manifest["devices"]}
 
 
-def plan_runs(spec: Spec, out_dir: Path, device_ids: Sequence[str], binaries: Mapping[str, Path],
-              address: BrokerAddress, faults: Faults = Faults()) -> tuple[DeviceRun, ...]:
-    runs = []
-    for device_id in device_ids:
-        device = spec.device(device_id)
-        env = device_environment(device, address=address, nvs_image=nvs_image_path(out_dir, device), faults=faults)
-        runs.append(DeviceRun(device_id, binaries[device_id], env))
-    return tuple(runs)
+def plan_runs(spec: Spec, device_ids: Sequence[str], binaries: Mapping[str, Path],
+              nvs: Mapping[str, Path | None], address: BrokerAddress, faults: Faults = Faults()
+              ) -> tuple[DeviceRun, ...]:
+    return tuple(
+        DeviceRun(device_id, binaries[device_id],
+                  device_environment(spec.device(device_id), address=address, nvs_image=nvs.get(device_id),
+                                     faults=faults))
+        for device_id in device_ids)
 
 
 def select_devices(spec: Spec, device_ids: Sequence[str] = (), *, all_devices: bool = False) -> tuple[str, ...]:
@@ -197,10 +199,10 @@ class DeviceProcess:
     """One running simulated device. Its stdout is read by the caller (`fd`, `read_lines`); its own session,
     so a terminal's Ctrl-C reaches `gen`, which then stops the devices in order."""
 
-    def __init__(self, run: DeviceRun, *, cwd: Path | None = None):
+    def __init__(self, run: DeviceRun):
         self.run = run
         self.process = subprocess.Popen(
-            [str(run.binary)], env={**os.environ, **run.env}, cwd=cwd,
+            [str(run.binary)], env={**os.environ, **run.env},
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=_die_with_parent,
         )
@@ -259,52 +261,49 @@ class DeviceProcess:
 
 @dataclass(frozen=True)
 class ScheduledAction:
-    """Something to do once, `after` seconds into the run (e.g. restart the broker)."""
+    """Something to do once during a run, `after` seconds into it (e.g. restart the broker)."""
 
     after: float
     describe: str
     action: Callable[[], None] = field(compare=False)
+    at: float = 0.0             # the monotonic time it falls due, set when the run starts
 
 
-def _pump(processes: Sequence[DeviceProcess], on_line: LineSink, until: Callable[[], bool],
-          deadline: float | None, actions: list[ScheduledAction], started: float,
-          on_event: EventSink) -> None:
-    """Reads every device's output until `until()` holds or the deadline passes, running due actions."""
-    selector = selectors.DefaultSelector()
-    open_processes = {p.fd: p for p in processes if not p.eof}
-    for process in open_processes.values():
-        selector.register(process.fd, selectors.EVENT_READ, process)
-    try:
-        while open_processes and not until():
+def _pump(processes: Sequence[DeviceProcess], on_line: LineSink, *, deadline: float | None,
+          actions: Sequence[ScheduledAction] = (), on_event: EventSink = lambda _: None) -> None:
+    """Reads every device's output until each has exited or the deadline (monotonic) passes, running each
+    action when it falls due."""
+    pending = sorted(actions, key=lambda action: action.at)
+    reading = {process.fd: process for process in processes if not process.eof}
+    with selectors.DefaultSelector() as selector:
+        for process in reading.values():
+            selector.register(process.fd, selectors.EVENT_READ, process)
+        while reading:
             now = time.monotonic()
-            while actions and now - started >= actions[0].after:
-                due = actions.pop(0)
+            while pending and now >= pending[0].at:
+                due = pending.pop(0)
                 on_event(due.describe)
                 due.action()
-            wakeups = [deadline] if deadline is not None else []
-            if actions:
-                wakeups.append(started + actions[0].after)
-            timeout = max(0.0, min(wakeups) - now) if wakeups else None
             if deadline is not None and now >= deadline:
                 return
-            for key, _ in selector.select(timeout=min(timeout, 0.5) if timeout is not None else 0.5):
+            wake = min([at for at in (deadline, pending[0].at if pending else None) if at is not None],
+                       default=now + 0.5)
+            for key, _ in selector.select(timeout=min(max(0.0, wake - now), 0.5)):
                 process: DeviceProcess = key.data
                 for line in process.read_lines():
                     on_line(process.device_id, line)
                 if process.eof:
                     selector.unregister(process.fd)
-                    del open_processes[process.fd]
-    finally:
-        selector.close()
+                    del reading[process.fd]
 
 
 @contextlib.contextmanager
-def started_devices(runs: Sequence[DeviceRun], *, cwd: Path | None = None) -> Iterator[list[DeviceProcess]]:
+def started_devices(runs: Sequence[DeviceRun]) -> Iterator[list[DeviceProcess]]:
     """Starts every device; whatever happens in the block, none is left running after it."""
     processes: list[DeviceProcess] = []
     try:
         for run in runs:
-            processes.append(DeviceProcess(run, cwd=cwd))
+            processes.append(DeviceProcess(run))
         yield processes
     finally:
         for process in processes:
@@ -317,9 +316,7 @@ def stop_devices(processes: Sequence[DeviceProcess], on_line: LineSink,
     STOP_GRACE_S). Returns the summaries in the order of `processes`."""
     for process in processes:
         process.signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
-    _pump(processes, on_line, until=lambda: all(p.eof for p in processes), deadline=deadline, actions=[],
-          started=time.monotonic(), on_event=on_event)
+    _pump(processes, on_line, deadline=time.monotonic() + STOP_GRACE_S)
     for process in processes:
         if not process.eof:
             on_event(f"{process.device_id} did not stop within {STOP_GRACE_S:g} s of SIGTERM; killing it")
@@ -332,11 +329,11 @@ def stop_devices(processes: Sequence[DeviceProcess], on_line: LineSink,
 
 
 def run_devices(runs: Sequence[DeviceRun], *, duration: float | None, on_line: LineSink,
-                actions: Sequence[ScheduledAction] = (), on_event: EventSink = lambda _: None,
-                cwd: Path | None = None) -> tuple[DeviceSummary, ...]:
+                actions: Sequence[ScheduledAction] = (), on_event: EventSink = lambda _: None
+                ) -> tuple[DeviceSummary, ...]:
     """Runs the devices for `duration` seconds (None: until Ctrl-C), streaming their output, then stops them and
     returns their summaries. Ctrl-C ends the run early; the summaries are still collected."""
-    with started_devices(runs, cwd=cwd) as processes:
+    with started_devices(runs) as processes:
         try:
             stream_devices(processes, duration=duration, on_line=on_line, actions=actions, on_event=on_event)
         except KeyboardInterrupt:
@@ -349,9 +346,8 @@ def stream_devices(processes: Sequence[DeviceProcess], *, duration: float | None
     """Streams the running devices' output for `duration` seconds (None: until every one has exited), running
     each scheduled action when it is due."""
     started = time.monotonic()
-    deadline = started + duration if duration is not None else None
-    _pump(processes, on_line, until=lambda: all(p.eof for p in processes), deadline=deadline,
-          actions=sorted(actions, key=lambda a: a.after), started=started, on_event=on_event)
+    _pump(processes, on_line, deadline=started + duration if duration is not None else None,
+          actions=[dataclasses.replace(action, at=started + action.after) for action in actions], on_event=on_event)
 
 
 # ---------------------------------------------------------------------------------------------- the command
@@ -365,7 +361,7 @@ class SimulateOptions:
     broker: BrokerAddress | None = None          # an already running broker; None: start the generated one
     faults: Faults = Faults()
     out_dir: Path | None = None
-    cache_dir: Path | None = None                # host build cache; None: host_build's default
+    cache_dir: Path | None = None                # host build cache; None: default_host_build_cache()
 
 
 @dataclass(frozen=True)
@@ -424,7 +420,6 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
              on_event: EventSink = lambda _: None) -> SimulationResult:
     """The whole `gen simulate`: generate, start the broker (unless given one), compile, run, summarise."""
     from generator.generate import generate
-
     from generator.host_build import find_toolchain
     from generator.mosquitto_runner import find_mosquitto
 
@@ -446,7 +441,8 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
         if running is not None and options.faults.restart_broker_after is not None:
             actions.append(ScheduledAction(options.faults.restart_broker_after, "restarting the broker",
                                            running.restart))
-        runs = plan_runs(spec, out_dir, device_ids, binaries, address, options.faults)
+        runs = plan_runs(spec, device_ids, binaries, nvs_images(out_dir, read_manifest(out_dir)), address,
+                         options.faults)
         summaries = run_devices(runs, duration=options.duration, on_line=on_line, actions=actions,
                                 on_event=on_event)
     return SimulationResult(summaries=summaries, broker=address)

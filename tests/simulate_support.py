@@ -21,7 +21,7 @@ from typing import Iterator
 
 from generator.credentials import SpecCredentials
 from generator.generate import generate, spec_credentials
-from generator.manifest import firmware_dir
+from generator.manifest import firmware_dir, read_manifest
 from generator.mosquitto_runner import RunningBroker
 from generator.paths import PROJECT_ROOT
 from generator.simulate import (
@@ -31,6 +31,7 @@ from generator.simulate import (
     DeviceSummary,
     compile_devices,
     firmware_digest,
+    nvs_images,
     plan_runs,
     stop_devices,
 )
@@ -66,8 +67,8 @@ class SimProject:
         return self._binaries[digest]
 
     def run_for(self, device_id: str, broker: RunningBroker, **env: str) -> DeviceRun:
-        (run,) = plan_runs(self.spec, self.out_dir, [device_id], {device_id: self.binary(device_id)},
-                           BrokerAddress(broker.host, broker.port))
+        (run,) = plan_runs(self.spec, [device_id], {device_id: self.binary(device_id)},
+                           nvs_images(self.out_dir, read_manifest(self.out_dir)), BrokerAddress(broker.host, broker.port))
         return dataclasses.replace(run, environment=run.environment + tuple(env.items()))
 
 

@@ -19,12 +19,15 @@ from generator.simulate import (
     every_device_connected,
     parse_broker_address,
     parse_summary_line,
+    nvs_images,
     plan_runs,
     run_devices,
     select_devices,
 )
 from generator.spec import load_spec
+from generator.manifest import read_manifest
 from generator.paths import PROJECT_ROOT
+from simulate_support import simulated_project
 
 EXAMPLES = PROJECT_ROOT / "projects" / "examples"
 
@@ -35,12 +38,14 @@ def test_every_name_on_the_broker_cert_at_the_dialled_port_goes_to_the_local_bro
     assert value == "mqtt.example.com:8883:127.0.0.1:40123,localhost:8883:127.0.0.1:40123"
 
 
-def test_an_nvs_device_is_given_its_own_image_and_an_embed_device_none(tmp_path):
-    fleet = load_spec(EXAMPLES / "fleet-nvs" / "device.yaml")
-    runs = plan_runs(fleet, tmp_path, ["sensor-01", "sensor-02"], {"sensor-01": Path("/b"), "sensor-02": Path("/b")},
-                     BrokerAddress("127.0.0.1", 1))
-    assert [run.env["GEN_SIM_NVS"] for run in runs] == [str(tmp_path / "devices" / "sensor-01" / "nvs.bin"),
-                                                       str(tmp_path / "devices" / "sensor-02" / "nvs.bin")]
+def test_an_nvs_device_is_given_its_own_image_and_an_embed_device_none(tmp_path_factory):
+    fleet = simulated_project("fleet-nvs", tmp_path_factory)
+    images = nvs_images(fleet.out_dir, read_manifest(fleet.out_dir))
+    runs = plan_runs(fleet.spec, ["sensor-01", "sensor-02"], dict.fromkeys(["sensor-01", "sensor-02"], Path("/b")),
+                     images, BrokerAddress("127.0.0.1", 1))
+    assert [run.env["GEN_SIM_NVS"] for run in runs] == [
+        str(fleet.out_dir / "devices" / device_id / "nvs.bin") for device_id in ("sensor-01", "sensor-02")]
+    assert all(Path(run.env["GEN_SIM_NVS"]).is_file() for run in runs)
     single = load_spec(EXAMPLES / "arduino-mtls" / "device.yaml")
     env = dict(device_environment(single.devices[0], address=BrokerAddress("127.0.0.1", 1), nvs_image=None))
     assert "GEN_SIM_NVS" not in env
