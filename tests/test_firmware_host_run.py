@@ -1,0 +1,89 @@
+"""The generated firmware, compiled for Linux against the host runtime, against the real Mosquitto the generator
+configures: each project's own test/test_device.py passes (boot, connect, a command round trip), and a broken
+setup is logged in words."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from firmware_fakes import EXAMPLES
+from generator.generate import generate
+from generator.host_build import compile_firmware
+from generator.manifest import firmware_dir
+from generator.mosquitto_runner import running_broker
+from generator.simulate import BrokerAddress, LOCAL_ADDRESS, free_local_port
+from generator.spec import load_spec
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists(),
+                                 reason="needs mosquitto")]
+
+
+@pytest.fixture(scope="module")
+def build_cache(tmp_path_factory) -> Path:
+    from generator.simulate import default_host_build_cache
+
+    return default_host_build_cache()
+
+
+def generated_example(name: str, tmp_path: Path):
+    shutil.copytree(EXAMPLES / name, tmp_path / name, ignore=shutil.ignore_patterns("pki", "build"))
+    spec = load_spec(tmp_path / name / "device.yaml", {})
+    out = tmp_path / name / "build"
+    generate(spec, out, device_ids=[spec.devices[0].id])
+    return spec, out
+
+
+@pytest.mark.parametrize("name", ["arduino-mtls-password", "espidf-mtls-password", "fleet-nvs"])
+def test_the_projects_own_device_test_passes_on_the_host_build(name, tmp_path, build_cache):
+    spec, out = generated_example(name, tmp_path)
+    project = out / firmware_dir(spec.devices[0].id)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "generator.pytest_host_dut", "test/", "-q", "-rs",
+                             "-p", "no:cacheprovider", "--host-build-cache", str(build_cache)],
+                            cwd=project, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout and "skipped" not in result.stdout, result.stdout
+
+
+def read_until(process: subprocess.Popen, marker: str, timeout_s: float = 60) -> list[str]:
+    """Lines of the device's output up to and including the first one containing `marker`."""
+    lines = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if marker in line:
+            return lines
+    raise AssertionError(f"no line with {marker!r}:\n" + "\n".join(lines))
+
+
+@pytest.mark.parametrize("name", ["arduino-mtls", "espidf-mtls"])
+def test_a_broker_name_the_certificate_does_not_carry_is_logged_in_words(name, tmp_path, build_cache):
+    spec, out = generated_example(name, tmp_path)
+    device = spec.devices[0]
+    project = out / firmware_dir(device.id)
+    config = project / "src" / "config.h"
+    config.write_text(config.read_text().replace('"mqtt.example.com"', '"wrong.example.com"'))
+    binary = compile_firmware(project, device.framework, build_cache)
+    with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
+        address = BrokerAddress(broker.host, broker.port)
+        env = {**os.environ, "GEN_SIM_CONNECT_TO": f"wrong.example.com:{device.broker.port}:{address.host}:{address.port}"}
+        process = subprocess.Popen([str(binary)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            lines = read_until(process, "[mqtt] connect failed")
+            failure = lines[-1]
+            retry = read_until(process, "retrying in", timeout_s=30)[-1]
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    assert "verif" in failure.lower() or "CN_MISMATCH" in failure, failure
+    assert "[mqtt] retrying in" in retry
