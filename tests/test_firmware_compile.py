@@ -71,3 +71,14 @@ def test_a_device_without_topics_still_compiles(name, tmp_path):
 
     device = replace(example_devices(name)[0], publish=(), subscribe=())
     check_sources(write_project(tmp_path, device), device.framework)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", EXAMPLE_SPECS, ids=lambda p: p.parent.name)
+def test_every_example_builds_and_links_against_the_host_runtime(spec, tmp_path):
+    from generator.host_build import compile_firmware
+    from generator.simulate import default_host_build_cache
+
+    device = example_devices(spec.parent.name)[0]
+    binary = compile_firmware(write_project(tmp_path, device), device.framework, default_host_build_cache())
+    assert binary.is_file()

@@ -87,3 +87,59 @@ def test_a_broker_name_the_certificate_does_not_carry_is_logged_in_words(name, t
             process.wait(timeout=10)
     assert "verif" in failure.lower() or "CN_MISMATCH" in failure, failure
     assert "[mqtt] retrying in" in retry
+
+
+def backend_client(spec, broker, folder: Path):
+    """A paho client with the spec's backend identity, dialling the broker by a name its certificate carries."""
+    import ssl
+
+    import paho.mqtt.client as mqtt
+
+    from generator.generate import spec_credentials
+
+    backend = spec_credentials(spec).backend
+    (folder / "ca.pem").write_bytes(backend.ca_pem)
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="firmware-test-backend")
+    certfile = keyfile = None
+    if backend.cert_pem is not None:
+        (folder / "client.pem").write_bytes(backend.cert_pem)
+        (folder / "client.key").write_bytes(backend.key_pem)
+        certfile, keyfile = str(folder / "client.pem"), str(folder / "client.key")
+    client.tls_set(ca_certs=str(folder / "ca.pem"), certfile=certfile, keyfile=keyfile, cert_reqs=ssl.CERT_REQUIRED)
+    if backend.password is not None:
+        client.username_pw_set(backend.name, backend.password)
+    client.connect("localhost", broker.port)
+    return client
+
+
+@pytest.mark.parametrize("name", ["arduino-mtls-password", "espidf-password"])
+def test_the_device_announces_itself_retained_and_echoes_a_command_on_its_ack_topic(name, tmp_path, build_cache):
+    import queue
+
+    spec, out = generated_example(name, tmp_path)
+    device = spec.devices[0]
+    binary = compile_firmware(out / firmware_dir(device.id), device.framework, build_cache)
+    ack_topic = next(p.topic for p in device.publish if p.name == "ack")
+    command_topic = device.subscribe[0].filter.replace("#", "reboot")
+    with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
+        env = {**os.environ, "GEN_SIM_CONNECT_TO": f"{device.broker.host}:{device.broker.port}:{broker.host}:{broker.port}"}
+        process = subprocess.Popen([str(binary)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            read_until(process, "[mqtt] subscribed to")
+            received: queue.Queue = queue.Queue()
+            client = backend_client(spec, broker, tmp_path)
+            client.on_message = lambda _c, _u, message: received.put((message.topic, message.payload, message.retain))
+            client.subscribe([(device.status.topic, 1), (ack_topic, 1)])
+            client.loop_start()
+            try:
+                assert received.get(timeout=10) == (device.status.topic, b"online", True)
+                client.publish(command_topic, b'{"cmd":"reboot"}', qos=1)
+                handled = read_until(process, "[app] command on")[-1]
+                assert handled.endswith(f'[app] command on {command_topic}: {{"cmd":"reboot"}}')
+                assert received.get(timeout=10) == (ack_topic, b'{"cmd":"reboot"}', False)
+            finally:
+                client.loop_stop()
+                client.disconnect()
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
