@@ -13,6 +13,7 @@ Everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import queue
 import shutil
 import socket
@@ -22,13 +23,19 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from functools import lru_cache
 from typing import Callable, Iterator
 
 import paho.mqtt.client as paho
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from mbedtls import pk as mbedtls_pk
 from mbedtls import tls as mbedtls_tls
+from mbedtls import x509 as mbedtls_x509
 from mbedtls.exceptions import TLSError as MbedTLSError
 
+from generator import pki
 from generator.broker import render_broker
 from generator.credentials import ClientCredentials, SpecCredentials
 from generator.errors import ToolError
@@ -188,6 +195,36 @@ def copy_project(tmp_path) -> Callable[[BrokerProject], BrokerProject]:
     return copy
 
 
+# ---------------------------------------------------------------------------------------------- certificates
+
+
+@lru_cache(maxsize=1)
+def foreign_ca() -> pki.CertificateAuthority:
+    """A CA that is not the project's: same kind of profile, different key."""
+    now = dt.datetime.now(dt.timezone.utc)
+    key = pki.generate_key("ec-p256")
+    return pki.CertificateAuthority(pki.build_root_ca(key, project="intruder", validity_days=30, now=now), key)
+
+
+def issuing_ca(project) -> pki.CertificateAuthority:
+    """The project's issuing CA, read from its PKI directory."""
+    directory = project.spec.pki.dir
+    cert = x509.load_pem_x509_certificate((directory / "issuing-ca.pem").read_bytes())
+    key = pki.load_private_key_pem((directory / "private" / "issuing-ca-key.pem").read_bytes(), "issuing CA key")
+    return pki.CertificateAuthority(cert, key)
+
+
+def client_with_cert(base: ClientCredentials, issuer: pki.CertificateAuthority, *, name: str | None = None,
+                     now: dt.datetime | None = None, validity_days: int = 30) -> ClientCredentials:
+    """`base` with a fresh key and a cert issued by `issuer` (CN = name, default base.name)."""
+    key = pki.generate_key("ec-p256")
+    cert = pki.issue_device_cert(key.public_key(), name or base.name, issuer=issuer, validity_days=validity_days,
+                                 now=now or dt.datetime.now(dt.timezone.utc), project="test")
+    return ClientCredentials(name=name or base.name, ca_pem=base.ca_pem,
+                             cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+                             key_pem=pki.private_key_pem(key), password=base.password)
+
+
 # ---------------------------------------------------------------------------------------------- the broker
 
 
@@ -252,6 +289,33 @@ def tls_connect(broker: RunningBroker, context: ssl.SSLContext, *, server_hostna
     except BaseException:
         raw.close()
         raise
+
+
+def mbedtls_client_context(client: ClientCredentials) -> mbedtls_tls.ClientContext:
+    """An mbedTLS 2.28 client (the ESP32's stack), TLS 1.2 only like Arduino-ESP32 2.0.x: trusts the client's CA,
+    presents its cert if it has one."""
+    trust = mbedtls_tls.TrustStore()
+    for block in client.ca_pem.decode().split("-----END CERTIFICATE-----")[:-1]:
+        trust.add(mbedtls_x509.CRT.from_PEM(block + "-----END CERTIFICATE-----\n"))
+    options = dict(trust_store=trust, validate_certificates=True,
+                   lowest_supported_version=mbedtls_tls.TLSVersion.TLSv1_2,
+                   highest_supported_version=mbedtls_tls.TLSVersion.TLSv1_2)
+    if client.cert_pem is not None:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        is_rsa = isinstance(load_pem_private_key(client.key_pem, None), rsa.RSAPrivateKey)
+        key = (mbedtls_pk.RSA if is_rsa else mbedtls_pk.ECC).from_PEM(client.key_pem.decode())
+        options["certificate_chain"] = ((mbedtls_x509.CRT.from_PEM(client.cert_pem.decode()),), key)
+    return mbedtls_tls.ClientContext(mbedtls_tls.TLSConfiguration(**options))
+
+
+def mbedtls_connect(broker: RunningBroker, client: ClientCredentials, server_hostname: str = BROKER_NAME):
+    """A completed mbedTLS handshake with the broker (raises when either side refuses)."""
+    sock = mbedtls_client_context(client).wrap_socket(
+        socket.create_connection((broker.host, broker.port), timeout=WAIT_S), server_hostname=server_hostname)
+    sock.do_handshake()
+    return sock
 
 
 # ---------------------------------------------------------------------------------------------- raw MQTT

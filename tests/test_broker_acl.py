@@ -11,10 +11,8 @@ import datetime as dt
 
 import pytest
 
-from conftest import client_tls_context, mqtt_session
+from conftest import client_tls_context, client_with_cert, issuing_ca, mqtt_session
 from generator.broker import render_acl
-from generator.spec import load_spec
-from test_broker_security import client_with_cert, issuing_ca
 
 ALL_MODES = ("mtls", "password", "mtls+password")
 

@@ -6,15 +6,11 @@ publishes to its topics and receives on its filter, and the backend sees all of 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 
 import pytest
-from mbedtls import pk as mbedtls_pk
-from mbedtls import tls as mbedtls_tls
-from mbedtls import x509 as mbedtls_x509
 
-from conftest import (BROKER_NAME, WAIT_S, mqtt_connect_over, mqtt_session)
+from conftest import BROKER_NAME, WAIT_S, mbedtls_connect, mqtt_connect_over, mqtt_session
 
 AUTH_MODES = ("mtls", "password", "mtls+password")
 
@@ -79,26 +75,6 @@ def test_mosquitto_pub_and_sub_work_with_the_tutorials_flags(auth, broker_projec
         subscriber.kill()
     assert subscriber.returncode == 0, err
     assert out == "21.5\n"
-
-
-def mbedtls_client_context(client, *, server_hostname_check=True) -> mbedtls_tls.ClientContext:
-    trust = mbedtls_tls.TrustStore()
-    for block in client.ca_pem.decode().split("-----END CERTIFICATE-----")[:-1]:
-        trust.add(mbedtls_x509.CRT.from_PEM(block + "-----END CERTIFICATE-----\n"))
-    options = dict(trust_store=trust, validate_certificates=server_hostname_check,
-                   lowest_supported_version=mbedtls_tls.TLSVersion.TLSv1_2,
-                   highest_supported_version=mbedtls_tls.TLSVersion.TLSv1_2)
-    if client.cert_pem is not None:
-        key = mbedtls_pk.ECC.from_PEM(client.key_pem.decode())
-        options["certificate_chain"] = ((mbedtls_x509.CRT.from_PEM(client.cert_pem.decode()),), key)
-    return mbedtls_tls.ClientContext(mbedtls_tls.TLSConfiguration(**options))
-
-
-def mbedtls_connect(broker, client, server_hostname=BROKER_NAME):
-    sock = mbedtls_client_context(client).wrap_socket(
-        socket.create_connection((broker.host, broker.port), timeout=WAIT_S), server_hostname=server_hostname)
-    sock.do_handshake()
-    return sock
 
 
 @pytest.mark.parametrize("auth", AUTH_MODES)

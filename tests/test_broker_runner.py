@@ -8,16 +8,14 @@ import os
 import re
 import signal
 import socket
-import ssl
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import (BROKER_NAME, EXAMPLES_DIR, WAIT_S, client_tls_context, find_free_port, mqtt_connect_over, mqtt_session,
+from conftest import (BROKER_NAME, EXAMPLES_DIR, WAIT_S, client_tls_context, find_free_port, mqtt_connect_over,
                       paho_connack, tls_connect)
 from generator import mosquitto_runner
 from generator.errors import ToolError

@@ -7,16 +7,14 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import ssl
-from functools import lru_cache
 
 import pytest
 
-from conftest import (BROKER_NAME, WAIT_S, client_tls_context, mqtt_connack_code, mqtt_connect_over,
-                      mqtt_connect_packet, mqtt_session, paho_connack, tls_connect)
+from conftest import (WAIT_S, client_tls_context, client_with_cert, foreign_ca, issuing_ca, mbedtls_connect,
+                      mqtt_connack_code, mqtt_connect_over, mqtt_connect_packet, mqtt_session, paho_connack,
+                      tls_connect)
 from generator import pki
-from generator.credentials import ClientCredentials
 from generator.pki_store import PkiStore
-from test_broker_link import mbedtls_connect
 
 CERT_MODES = ("mtls", "mtls+password")
 PASSWORD_MODES = ("password", "mtls+password")
@@ -25,33 +23,6 @@ CONNACK_NOT_AUTHORISED = 5   # MQTT 3.1.1 CONNACK return code
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-
-@lru_cache(maxsize=1)
-def foreign_ca() -> pki.CertificateAuthority:
-    """A CA that is not the project's: same kind of profile, different key."""
-    now = dt.datetime.now(dt.timezone.utc)
-    key = pki.generate_key("ec-p256")
-    return pki.CertificateAuthority(pki.build_root_ca(key, project="intruder", validity_days=30, now=now), key)
-
-
-def issuing_ca(project) -> pki.CertificateAuthority:
-    """The project's issuing CA, read from its PKI directory."""
-    directory = project.spec.pki.dir
-    cert = pki.x509.load_pem_x509_certificate((directory / "issuing-ca.pem").read_bytes())
-    key = pki.load_private_key_pem((directory / "private" / "issuing-ca-key.pem").read_bytes(), "issuing CA key")
-    return pki.CertificateAuthority(cert, key)
-
-
-def client_with_cert(base: ClientCredentials, issuer: pki.CertificateAuthority, *, name: str | None = None,
-                     now: dt.datetime | None = None, validity_days: int = 30) -> ClientCredentials:
-    """`base` with a fresh key and a cert issued by `issuer` (CN = name, default base.name)."""
-    key = pki.generate_key("ec-p256")
-    cert = pki.issue_device_cert(key.public_key(), name or base.name, issuer=issuer, validity_days=validity_days,
-                                 now=now or dt.datetime.now(dt.timezone.utc), project="test")
-    return ClientCredentials(name=name or base.name, ca_pem=base.ca_pem,
-                             cert_pem=cert.public_bytes(pki.serialization.Encoding.PEM),
-                             key_pem=pki.private_key_pem(key), password=base.password)
 
 
 def revoke_and_remove(project, device_id: str):
