@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import queue
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -300,6 +301,24 @@ def test_a_wifi_drop_disconnects_the_device_and_it_reconnects_when_the_link_retu
         device.wait_for("WIFI got ip", after=link_up)
         device.wait_for("CONNECTED", after=link_up)
         assert '"reconnects": 1' in device.stop()
+    finally:
+        device.kill()
+
+
+def test_sigusr1_toggles_the_link_and_esp_mqtt_reconnects_after_it_returns(idf_probe, pki, broker, tmp_path):
+    nvs = probe_nvs(tmp_path / "nvs.bin", pki, broker.mtls_port)
+    device = Device(idf_probe, {"GEN_SIM_NVS": str(nvs)})
+    try:
+        device.wait_for("probe: CONNECTED")
+        device.process.send_signal(signal.SIGUSR1)
+        down = device.lines.index(device.wait_for("[sim] wifi link down"))
+        assert "WIFI disconnected reason 8" in device.wait_for("WIFI disconnected", after=down)
+        device.wait_for("MQTT_EVENT_ERROR transport", after=down)  # the socket was shut down under esp-mqtt
+        device.process.send_signal(signal.SIGUSR1)
+        up = device.lines.index(device.wait_for("[sim] wifi link up"))
+        device.wait_for("WIFI got ip", after=up)
+        device.wait_for("probe: CONNECTED", after=up)
+        assert '"connected": true, "connects": 2, "reconnects": 1' in device.stop()
     finally:
         device.kill()
 

@@ -27,6 +27,7 @@
 
 uint32_t gen_sim_tick_hz = 1000;
 const char* gen_sim_idf_version = "v5.5.3";
+int gen_sim_core_debug_level = 0;
 
 namespace {
 

@@ -20,6 +20,8 @@ uint64_t gen_sim_micros(void);
 extern uint32_t gen_sim_tick_hz;
 /* The IDF version under the firmware's framework, as esp_get_idf_version() reports it (set by main()). */
 extern const char* gen_sim_idf_version;
+/* Arduino's CORE_DEBUG_LEVEL of the firmware (0: the core logs nothing), for the core's own log lines. */
+extern int gen_sim_core_debug_level;
 
 /* The radio link (the access point being reachable). Listeners are told about every change. */
 bool gen_sim_link_up(void);

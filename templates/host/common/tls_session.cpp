@@ -99,6 +99,12 @@ std::string TransportError::text() const {
     return out;
 }
 
+std::string TransportError::summary() const {
+    bool tls = stage == TLS_SETUP || stage == CERT_PARSE || stage == KEY_PARSE || stage == HANDSHAKE ||
+               stage == HANDSHAKE_TIMEOUT || (stage == IO && mbedtls_error != 0);
+    return (tls ? "TLS: " : "") + text();
+}
+
 struct Transport::State {
     int fd = -1;
     bool tls = false;

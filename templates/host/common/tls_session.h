@@ -36,6 +36,7 @@ struct TransportError {
     uint32_t verify_flags = 0; // mbedtls_ssl_get_verify_result() after a failed handshake
     int sock_errno = 0;
     std::string text() const;  // one line: mbedtls_strerror + verify info, or strerror(errno)
+    std::string summary() const;  // text() with "TLS: " in front when TLS (not TCP) failed
 };
 
 class Transport {

@@ -167,7 +167,7 @@ struct esp_mqtt_client {
         error.esp_tls_stack_err = e.mbedtls_error;
         error.esp_tls_cert_verify_flags = static_cast<int>(e.verify_flags);
         error.esp_transport_sock_errno = e.sock_errno;
-        gen_sim_note_error("%s", e.text().c_str());
+        gen_sim_note_error("%s", e.summary().c_str());
         reset_event();
         dispatch(MQTT_EVENT_ERROR);
     }
