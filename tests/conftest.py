@@ -322,15 +322,19 @@ def mbedtls_connect(broker: RunningBroker, client: ClientCredentials, server_hos
 
 
 def mqtt_connect_packet(client_id: str, *, username: str | None = None, password: str | None = None,
-                        keepalive: int = 30) -> bytes:
-    """An MQTT 3.1.1 CONNECT packet (clean session)."""
+                        keepalive: int = 30, will: tuple[str, bytes] | None = None, will_retain: bool = False) -> bytes:
+    """An MQTT 3.1.1 CONNECT packet (clean session), with an optional will (topic, payload) at QoS 1."""
 
-    def string(text: str) -> bytes:
-        data = text.encode()
+    def string(text: str | bytes) -> bytes:
+        data = text.encode() if isinstance(text, str) else text
         return struct.pack("!H", len(data)) + data
 
     flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
+    if will is not None:
+        flags |= 0x04 | (1 << 3) | (0x20 if will_retain else 0)
     body = string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + string(client_id)
+    if will is not None:
+        body += string(will[0]) + string(will[1])
     body += (string(username) if username is not None else b"") + (string(password) if password is not None else b"")
     assert len(body) < 128
     return bytes([0x10, len(body)]) + body
@@ -357,10 +361,12 @@ def mqtt_connack_code(sock) -> int | None:
     return data[3]
 
 
-def mqtt_connect_over(sock, client: ClientCredentials, *, password: str | None = None) -> int | None:
+def mqtt_connect_over(sock, client: ClientCredentials, *, password: str | None = None,
+                      will: tuple[str, bytes] | None = None) -> int | None:
     """Sends CONNECT as `client` (with its password, if it has one) and returns the CONNACK code."""
     password = password if password is not None else client.password
-    sock.send(mqtt_connect_packet(client.name, username=client.name if password else None, password=password))
+    sock.send(mqtt_connect_packet(client.name, username=client.name if password else None, password=password,
+                                  will=will))
     return mqtt_connack_code(sock)
 
 

@@ -141,3 +141,22 @@ def test_render_acl_refuses_an_id_that_would_break_or_widen_an_acl_line(device_i
     forged = dataclasses.replace(spec.devices[0], id=device_id)
     with pytest.raises(ValueError, match="must not reach Mosquitto's ACL"):
         render_acl(dataclasses.replace(spec, devices=(forged, *spec.devices[1:])))
+
+
+@pytest.mark.parametrize("auth", ALL_MODES)
+def test_device_a_cannot_leave_a_will_on_device_bs_status_topic(auth, broker_project, start_broker):
+    from conftest import mqtt_connect_over, tls_connect
+
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    device_a = project.client("sensor-a")
+    with mqtt_session(broker, project.client("backend")) as backend:
+        backend.subscribe("devices/sensor-b/status")
+        sock = tls_connect(broker, client_tls_context(device_a))
+        code = mqtt_connect_over(sock, device_a, will=("devices/sensor-b/status", b"offline"))
+        sock.close()
+        if code == 0:  # accepted: the will must then be dropped when the broker sends it
+            broker.wait_for_log("Client sensor-a closed its connection")  # the will is handled right there
+        backend.publish("devices/sensor-b/status", b"sentinel")
+        assert [(m.topic, m.payload) for m in backend.receive_until("devices/sensor-b/status")] == [
+            ("devices/sensor-b/status", b"sentinel")]

@@ -98,3 +98,20 @@ def test_mbedtls_dialling_the_ip_address_accepts_the_broker_certificate(auth, br
         assert mqtt_connect_over(sock, project.client("sensor-a")) == 0
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize("auth", AUTH_MODES)
+def test_a_device_that_drops_off_has_its_offline_will_delivered_to_the_backend(auth, broker_project, start_broker):
+    # The firmware sets a last will on its status topic; the ACL must let the broker publish it for the device.
+    from conftest import client_tls_context, tls_connect
+
+    project = broker_project(auth)
+    broker = start_broker(project.broker_dir)
+    device = project.client("sensor-a")
+    with mqtt_session(broker, project.client("backend")) as backend:
+        backend.subscribe("devices/sensor-a/status")
+        sock = tls_connect(broker, client_tls_context(device))
+        assert mqtt_connect_over(sock, device, will=("devices/sensor-a/status", b"offline")) == 0
+        sock.close()  # no DISCONNECT: the broker publishes the will
+        message = backend.next_message()
+        assert (message.topic, message.payload) == ("devices/sensor-a/status", b"offline")
