@@ -272,3 +272,16 @@ def test_mbedtls_with_a_revoked_client_cert_is_refused(broker_project, copy_proj
         assert mqtt_connect_over(sock, project.client("sensor-a")) == 0
     finally:
         sock.close()
+
+
+def test_a_crl_past_its_next_update_locks_out_every_client_which_is_why_the_readme_says_refresh_weekly(
+        broker_project, copy_project, start_broker):
+    project = copy_project(broker_project("mtls"))
+    long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)
+    stale = pki.build_crl([], issuer=issuing_ca(project), crl_number=1, now=long_ago, validity_days=30)
+    (project.broker_dir / "crl.pem").write_bytes(stale.public_bytes(pki.serialization.Encoding.PEM))
+    broker = start_broker(project.broker_dir)
+    error = handshake_refused(broker, client_tls_context(project.client("sensor-a")))
+    assert "CRL_HAS_EXPIRED" in str(error).upper() or "CERTIFICATE_EXPIRED" in str(error).upper()
+    assert "crl.pem" in (project.broker_dir / "README.md").read_text() and "weekly" in (
+        project.broker_dir / "README.md").read_text()
