@@ -29,7 +29,7 @@ struct Registration {
 
 std::mutex wifi_mutex;
 bool wifi_initialized = false;
-std::atomic<int> wifi_status{WL_IDLE_STATUS};
+std::atomic<int> wifi_status{WL_NO_SHIELD};  // until the station starts, as in the core
 std::atomic<bool> auto_reconnect{true};
 std::atomic<bool> station_wanted{false};  // begin()/reconnect() called and no disconnect() since
 std::vector<Registration> registrations;
@@ -57,9 +57,11 @@ void system_event(void*, esp_event_base_t base, int32_t id, void* data) {
         switch (id) {
             case WIFI_EVENT_STA_START:
                 ev.event_id = ARDUINO_EVENT_WIFI_STA_START;
+                if (wifi_status == WL_NO_SHIELD) wifi_status = WL_DISCONNECTED;
                 break;
             case WIFI_EVENT_STA_STOP:
                 ev.event_id = ARDUINO_EVENT_WIFI_STA_STOP;
+                wifi_status = WL_NO_SHIELD;
                 break;
             case WIFI_EVENT_STA_CONNECTED:
                 ev.event_id = ARDUINO_EVENT_WIFI_STA_CONNECTED;

@@ -64,9 +64,9 @@ std::string TransportError::text() const {
         case NONE:
             return "";
         case RESOLVE:
-            return "could not resolve the broker host name";
+            return "could not resolve " + destination + " (no DNS entry and no GEN_SIM_CONNECT_TO mapping)";
         case CONNECT:
-            snprintf(buf, sizeof buf, "TCP connect failed: %s", strerror(sock_errno));
+            snprintf(buf, sizeof buf, "TCP connect to %s failed: %s", destination.c_str(), strerror(sock_errno));
             return buf;
         case HANDSHAKE_TIMEOUT:
             return "TLS handshake timed out";
@@ -158,6 +158,7 @@ bool Transport::open(const char* host, uint16_t port, const TlsOptions& o, Trans
     close();
     State& s = *s_;
     s.error = TransportError();
+    s.error.destination = std::string(host) + ":" + std::to_string(port);
     bool ok = [&]() {
         int err = 0;
         s.fd = gen_sim_tcp_connect(host, port, o.connect_timeout_ms, &err);

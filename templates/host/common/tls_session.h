@@ -35,6 +35,7 @@ struct TransportError {
     int mbedtls_error = 0;     // negative mbedTLS code, 0 if none
     uint32_t verify_flags = 0; // mbedtls_ssl_get_verify_result() after a failed handshake
     int sock_errno = 0;
+    std::string destination;   // "host:port" as dialled
     std::string text() const;  // one line: mbedtls_strerror + verify info, or strerror(errno)
     std::string summary() const;  // text() with "TLS: " in front when TLS (not TCP) failed
 };
