@@ -315,17 +315,29 @@ class BuildTimer:
     platformio_calls: int = 0
 
 
-def _run_logged(argv: list[str], log_path: Path, *, append: bool = False, cwd: Path | None = None) -> tuple[int, str]:
+_PROGRESS_LINE = re.compile(r"(?:Platform|Tool|Library|Package) Manager: Installing .+|Compiling .+|Linking .+|"
+                            r"Building .+|Retrieving .+")
+
+
+def _run_logged(argv: list[str], log_path: Path, on_progress: Callable[[str], None] | None = None) -> tuple[int, str]:
+    """Runs a PlatformIO command with its whole output going to log_path; lines that say what it is doing
+    (installing a package, compiling a file) go to on_progress as they come."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab" if append else "wb") as log:
-        log.write(("$ " + " ".join(argv) + "\n").encode())
+    with open(log_path, "w", encoding="utf-8") as log:
+        log.write("$ " + " ".join(argv) + "\n")
         log.flush()
         try:
-            completed = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       env=platformio_environment(), cwd=cwd)
+            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       env=platformio_environment(), text=True, errors="replace")
         except OSError as error:
             raise ToolError(f"cannot run {argv[0]}: {error.strerror}. Reinstall it, then run again.") from None
-    return completed.returncode, log_path.read_text(encoding="utf-8", errors="replace")
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            if on_progress and _PROGRESS_LINE.match(line):
+                on_progress(line.strip())
+        returncode = process.wait()
+    return returncode, log_path.read_text(encoding="utf-8", errors="replace")
 
 
 def _timed(timer: BuildTimer, call: Callable[[], Any]) -> Any:
@@ -337,9 +349,10 @@ def _timed(timer: BuildTimer, call: Callable[[], Any]) -> Any:
         timer.platformio_calls += 1
 
 
-def build_image(image: Image, *, pio: str, log_path: Path, timer: BuildTimer) -> BuiltImage:
+def build_image(image: Image, *, pio: str, log_path: Path, timer: BuildTimer,
+                on_progress: Callable[[str], None] | None = None) -> BuiltImage:
     """`pio run`, then `pio project metadata` for the flash layout. Raises ToolError with the reason on failure."""
-    returncode, log_text = _timed(timer, lambda: _run_logged([pio, *pio_run_args(image)], log_path))
+    returncode, log_text = _timed(timer, lambda: _run_logged([pio, *pio_run_args(image)], log_path, on_progress))
     timer.platformio_builds += 1
     if returncode != 0:
         raise explain_build_failure(image, log_text, returncode, log_path)
@@ -605,6 +618,12 @@ class BuildResult:
     timer: BuildTimer = field(compare=False)
 
 
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 class _Display:
     """A rich progress line per image while PlatformIO runs; nothing at all when no console is given."""
 
@@ -618,7 +637,9 @@ class _Display:
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
                                  console=console, transient=False)
         for image in plan.images:
-            self.tasks[image.key] = self.progress.add_task(f"waiting   {image.describe()}", total=1, start=False)
+            self.tasks[image.key] = self.progress.add_task(f"waiting   {escape(image.describe())}", total=1, start=False)
+        self.images = plan.images
+        self.started: set[str] = set()
 
     def __enter__(self):
         if self.progress:
@@ -627,13 +648,20 @@ class _Display:
 
     def __exit__(self, *exc):
         if self.progress:
+            for image in self.images:
+                if image.key not in self.started:  # another image failed first
+                    self.update(image, "skipped", done=True)
             self.progress.__exit__(*exc)
 
-    def update(self, image: Image, state: str, done: bool = False) -> None:
+    def update(self, image: Image, state: str, done: bool = False, detail: str = "") -> None:
+        """One line per image: its state, which devices, and what PlatformIO is doing right now."""
         if self.progress:
             task = self.tasks[image.key]
+            self.started.add(image.key)
             self.progress.start_task(task)
-            self.progress.update(task, description=f"{state:<9} {image.describe()}", completed=1 if done else 0)
+            doing = f"  [dim]{escape(detail[:60])}[/]" if detail else ""
+            self.progress.update(task, description=f"{state:<9} {escape(image.describe())}{doing}",
+                                 completed=1 if done else 0)
 
 
 def check_jobs(jobs: int) -> None:
@@ -654,7 +682,8 @@ def run_build(plan: BuildPlan, *, jobs: int = 1, console=None, previous_manifest
     def build_one(image: Image) -> SharedImage:
         try:
             display.update(image, "building")
-            built = build_image(image, pio=pio, log_path=out_dir / LOGS_DIR / f"build-{image.name}.log", timer=timer)
+            built = build_image(image, pio=pio, log_path=out_dir / LOGS_DIR / f"build-{image.name}.log", timer=timer,
+                                on_progress=lambda line: display.update(image, "building", detail=line))
             display.update(image, "merging")
             shared = store_shared_image(built, out_dir, esptool=esptool)
         except BaseException:

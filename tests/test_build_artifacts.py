@@ -181,3 +181,17 @@ def test_an_image_no_device_uses_any_more_is_removed(tmp_path, fake_tools):
     dirs = sorted(p.name for p in (out / "images").iterdir())
     assert len(dirs) == 2 and (out / c3_before).name not in dirs
     assert sorted(image["dir"].split("/")[-1] for image in read_manifest(out)["images"]) == dirs
+
+
+def test_the_progress_display_has_one_line_per_image_naming_its_devices(tmp_path, fake_tools):
+    import io
+
+    from rich.console import Console
+
+    _spec, out = example_out("fleet-nvs", tmp_path)
+    screen = io.StringIO()
+    run_build(plan_build(out, read_manifest(out), load_catalogue()), console=Console(file=screen, width=120))
+    lines = [line for line in screen.getvalue().splitlines() if line.strip()]
+    assert len(lines) == 2
+    assert "built" in lines[0] and "esp32-arduino (sensor-01, sensor-02, sensor-03 and 7 more)" in lines[0]
+    assert "built" in lines[1] and "esp32c3-arduino (sensor-c3)" in lines[1]
