@@ -27,37 +27,30 @@ import pytest
 
 from generator.manifest import MANIFEST_NAME, read_manifest
 from generator.simulate import (
-    BrokerAddress,
-    DeviceRun,
-    connect_to_value,
-    free_local_port,
-    parse_broker_address,
     LOCAL_ADDRESS,
     STOP_GRACE_S,
+    BrokerAddress,
+    DeviceRun,
+    free_local_port,
+    nvs_images,
+    parse_broker_address,
+    plan_runs,
 )
 
 
 @dataclass(frozen=True)
 class HostFirmware:
-    """A generated firmware project and what the manifest says about its device."""
+    """A generated firmware project: where OUT is, whose it is, and the spec it was generated from."""
 
     firmware_dir: Path
     out_dir: Path
-    device: dict            # the device's manifest entry
-    broker: dict            # the manifest's broker entry
-    spec_path: Path         # the spec it was generated from
+    device_id: str
+    framework: str
+    spec_path: Path
 
     @property
-    def device_id(self) -> str:
-        return self.device["id"]
-
-    @property
-    def broker_names(self) -> tuple[str, ...]:
-        return (self.broker["host"], *self.broker.get("names", ()))
-
-    @property
-    def nvs_image(self) -> Path | None:
-        return self.out_dir / self.device["nvs"] if self.device.get("nvs") else None
+    def broker_dir(self) -> Path:
+        return self.out_dir / "broker"
 
 
 def find_host_firmware(firmware_dir: Path) -> HostFirmware:
@@ -70,25 +63,24 @@ def find_host_firmware(firmware_dir: Path) -> HostFirmware:
             manifest = read_manifest(out_dir)
             for device in manifest["devices"]:
                 if (out_dir / device["firmware_dir"]).resolve() == firmware_dir:
-                    return HostFirmware(firmware_dir, out_dir, device, manifest["broker"], Path(manifest["spec"]))
+                    return HostFirmware(firmware_dir, out_dir, device["id"], device["framework"],
+                                        Path(manifest["spec"]))
             break
     raise UserError(f"{firmware_dir} is not a firmware directory of a `gen generate` output",
                     hint="run the tests of OUT/devices/<id>/firmware, or pass --host-firmware DIR")
 
 
-def backend_environment(firmware: HostFirmware, broker: BrokerAddress, directory: Path) -> dict[str, str]:
+def backend_environment(spec, broker: BrokerAddress, directory: Path) -> dict[str, str]:
     """Environment for a client with the spec's backend identity (files written 0600 into `directory`). The host it
     names is one the broker certificate carries for `broker`'s address, so the client's hostname check passes."""
     from generator.files import write_tree
     from generator.generate import spec_credentials
-    from generator.spec import load_spec
 
-    names = firmware.broker_names
     local = ("127.0.0.1", "localhost") if broker.host in ("127.0.0.1", "localhost") else ()
-    tls_name = next((name for name in (broker.host, *local) if name in names), None)
+    tls_name = next((name for name in (broker.host, *local) if name in spec.broker.names), None)
     if tls_name is None:
         return {}      # no name on the broker cert reaches this address: test_device.py skips its round trip
-    backend = spec_credentials(load_spec(firmware.spec_path)).backend
+    backend = spec_credentials(spec).backend
     files = {"ca.pem": backend.ca_pem}
     if backend.cert_pem is not None and backend.key_pem is not None:
         files |= {"client.pem": backend.cert_pem, "client.key": backend.key_pem}
@@ -145,9 +137,11 @@ def host_dut_fixtures() -> types.ModuleType:
     the one tests get."""
 
     @pytest.fixture(scope="session")
-    def host_build_cache(pytestconfig, tmp_path_factory) -> Path | None:
+    def host_build_cache(pytestconfig) -> Path:
+        from generator.simulate import default_host_build_cache
+
         given = _option(pytestconfig, "host_build_cache")
-        return Path(given) if given else None
+        return Path(given) if given else default_host_build_cache()
 
     @pytest.fixture
     def host_firmware(request) -> HostFirmware:
@@ -157,68 +151,72 @@ def host_dut_fixtures() -> types.ModuleType:
         return find_host_firmware(Path(given) if given else default)
 
     @pytest.fixture(scope="session")
-    def _host_binaries() -> dict:
-        return {}
+    def _host_session() -> Iterator[tuple[contextlib.ExitStack, dict]]:
+        """What one session shares: specs, binaries and brokers by path, and the stack that stops the brokers."""
+        with contextlib.ExitStack() as stack:
+            yield stack, {}
 
     @pytest.fixture
-    def host_binary(request, host_firmware, host_build_cache, _host_binaries) -> Path:
+    def host_spec(host_firmware, _host_session):
+        from generator.spec import load_spec
+
+        _, shared = _host_session
+        key = ("spec", host_firmware.spec_path)
+        if key not in shared:
+            shared[key] = load_spec(host_firmware.spec_path)
+        return shared[key]
+
+    @pytest.fixture
+    def host_binary(request, host_firmware, host_build_cache, _host_session) -> Path:
         given = _option(request.config, "host_binary")
         if given:
             return Path(given)
-        key = host_firmware.firmware_dir
-        if key not in _host_binaries:
+        _, shared = _host_session
+        key = ("binary", host_firmware.firmware_dir)
+        if key not in shared:
             from generator.host_build import compile_firmware
-            from generator.simulate import default_host_build_cache
 
-            cache = host_build_cache or default_host_build_cache()
-            _host_binaries[key] = compile_firmware(key, host_firmware.device["framework"], cache)
-        return _host_binaries[key]
-
-    @pytest.fixture(scope="session")
-    def _host_brokers() -> Iterator[dict]:
-        with contextlib.ExitStack() as stack:
-            started: dict = {}
-            started["stack"] = stack
-            yield started
+            shared[key] = compile_firmware(host_firmware.firmware_dir, host_firmware.framework, host_build_cache)
+        return shared[key]
 
     @pytest.fixture
-    def host_broker(request, host_firmware, _host_brokers) -> BrokerAddress:
+    def host_broker(request, host_firmware, _host_session) -> BrokerAddress:
         """Where the device's connections go: --host-broker, or the generated broker, started once a session."""
         given = _option(request.config, "host_broker")
         if given:
             return parse_broker_address(given)
-        broker_dir = host_firmware.out_dir / Path(host_firmware.broker["config"]).parent
-        if broker_dir not in _host_brokers:
+        stack, shared = _host_session
+        key = ("broker", host_firmware.broker_dir)
+        if key not in shared:
             from generator.mosquitto_runner import running_broker
 
-            running = _host_brokers["stack"].enter_context(
-                running_broker(broker_dir, port=free_local_port(), bind_address=LOCAL_ADDRESS))
-            _host_brokers[broker_dir] = BrokerAddress(running.host, running.port)
-        return _host_brokers[broker_dir]
+            running = stack.enter_context(
+                running_broker(host_firmware.broker_dir, port=free_local_port(), bind_address=LOCAL_ADDRESS))
+            shared[key] = BrokerAddress(running.host, running.port)
+        return shared[key]
 
     @pytest.fixture
-    def host_backend_environment(request, host_firmware, host_broker, tmp_path, monkeypatch) -> dict:
+    def host_backend_environment(host_spec, host_broker, tmp_path, monkeypatch) -> dict:
         """The GEN_BROKER_* / GEN_CA / GEN_CLIENT_* / GEN_USERNAME variables test_device.py publishes its command
         with: the backend identity of the device's spec, at the broker the device talks to. Variables the user
         already set are kept."""
         if os.environ.get("GEN_BROKER_HOST"):
             return {}
-        env = backend_environment(host_firmware, host_broker, tmp_path / "backend")
+        env = backend_environment(host_spec, host_broker, tmp_path / "backend")
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         return env
 
     @pytest.fixture
-    def dut(request, host_firmware, host_binary, host_broker, host_backend_environment, tmp_path):
+    def dut(request, host_firmware, host_spec, host_binary, host_broker, host_backend_environment, tmp_path):
         from pytest_embedded.app import App
         from pytest_embedded.dut import Dut
 
-        connect_to = connect_to_value(host_firmware.broker_names, host_firmware.broker["port"], host_broker)
-        env = [("GEN_SIM_CONNECT_TO", connect_to)]
-        if host_firmware.nvs_image is not None:
-            env.append(("GEN_SIM_NVS", str(host_firmware.nvs_image)))
-        logfile = tmp_path / f"{host_firmware.device_id}.log"
-        device = HostDutProcess(DeviceRun(host_firmware.device_id, host_binary, tuple(env)), logfile)
+        device_id = host_firmware.device_id
+        (run,) = plan_runs(host_spec, [device_id], {device_id: host_binary},
+                           nvs_images(host_firmware.out_dir, read_manifest(host_firmware.out_dir)), host_broker)
+        logfile = tmp_path / f"{device_id}.log"
+        device = HostDutProcess(run, logfile)
         dut = Dut(pexpect_proc=device.pexpect_proc, msg_queue=device, app=App(str(host_firmware.firmware_dir)),
                   pexpect_logfile=str(logfile), test_case_name=request.node.name)
         try:
