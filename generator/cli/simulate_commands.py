@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from generator.simulate import DEFAULT_WIFI_DOWN_FOR_S
+
 console = Console(highlight=False, soft_wrap=True)
 
 # Each device's prefix gets its own colour, so interleaved output stays readable.
@@ -50,18 +52,22 @@ def summary_table(summaries) -> Table:
 
 
 def simulate(
-    spec: Path = typer.Argument(..., help="The spec, e.g. projects/examples/arduino-mtls/device.yaml."),
-    device: Optional[list[str]] = typer.Option(None, "--device", help="Simulate only this device (repeatable)."),
+    spec: Path = typer.Argument(..., metavar="SPEC",
+                                help="The spec, e.g. projects/examples/arduino-mtls/device.yaml."),
+    device: Optional[list[str]] = typer.Option(None, "--device", metavar="ID",
+                                               help="Simulate only this device (repeatable)."),
     all_devices: bool = typer.Option(False, "--all", help="Simulate every device of the spec (the default)."),
-    duration: Optional[float] = typer.Option(None, "--duration", min=0.1,
+    duration: Optional[float] = typer.Option(None, "--duration", min=0.1, metavar="S",
                                              help="Stop after S seconds (default: run until Ctrl-C)."),
     broker: Optional[str] = typer.Option(None, "--broker", metavar="HOST:PORT",
                                          help="Use this running broker instead of starting the generated one."),
-    drop_wifi_after: Optional[float] = typer.Option(None, "--drop-wifi-after", min=0,
-                                                    help="Drop every device's WiFi after S seconds (for 5 s)."),
-    restart_broker_after: Optional[float] = typer.Option(None, "--restart-broker-after", min=0,
+    drop_wifi_after: Optional[float] = typer.Option(
+        None, "--drop-wifi-after", min=0, metavar="S",
+        help=f"Drop every device's WiFi after S seconds, for {DEFAULT_WIFI_DOWN_FOR_S:g} s."),
+    restart_broker_after: Optional[float] = typer.Option(None, "--restart-broker-after", min=0, metavar="S",
                                                          help="Restart the broker once, after S seconds."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: build/ next to the spec)."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR",
+                                       help="Output directory (default: build/ next to the spec)."),
 ) -> None:
     """Compile the generated firmware for this machine and run it against the generated broker over TLS.
     Exits 0 when every device connected, 1 otherwise."""
