@@ -1,9 +1,9 @@
 """What the gen simulate tests share: example projects generated once per session, their firmware compiled once per
-distinct source tree (the host build cache), and a simulated device a test can wait on line by line.
+distinct source tree, and a simulated device a test can wait on line by line.
 
-    project = simulated_project("arduino-mtls", tmp_root)   # generated + compiled, cached for the session
-    with SimDevice.start(project.run_for(device_id, broker)) as device:
-        device.wait_for(r"\\[mqtt\\] connected to ")
+    project = simulated_project("arduino-mtls", tmp_path_factory)   # generated once per session
+    with SimDevice.start(project.run_for(device_id, broker)) as device:   # compiled on first use
+        device.wait_for(CONNECTED)
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ class SimProject:
         return self._binaries[digest]
 
     def run_for(self, device_id: str, broker: RunningBroker, **env: str) -> DeviceRun:
-        (run,) = plan_runs(self.spec, [device_id], {device_id: self.binary(device_id)},
-                           nvs_images(self.out_dir, read_manifest(self.out_dir)), BrokerAddress(broker.host, broker.port))
+        nvs = nvs_images(self.out_dir, read_manifest(self.out_dir))
+        (run,) = plan_runs(self.spec, [device_id], {device_id: self.binary(device_id)}, nvs,
+                           BrokerAddress(broker.host, broker.port))
         return dataclasses.replace(run, environment=run.environment + tuple(env.items()))
 
 
