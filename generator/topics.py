@@ -73,3 +73,55 @@ def filter_matches(topic_filter: str, topic: str) -> bool:
         if level != "+" and level != topic_levels[index]:
             return False
     return len(filter_levels) == len(topic_levels)
+
+
+class TopicIndex:
+    """Topic names with an owner each, searchable by filter without scanning them all (a trie over levels), so
+    fleet rules stay fast for thousands of devices."""
+
+    def __init__(self) -> None:
+        self._root: dict = {}
+        self._owners: dict[str, str] = {}
+
+    def owner(self, topic: str) -> str | None:
+        return self._owners.get(topic)
+
+    def add(self, topic: str, owner: str) -> None:
+        if topic in self._owners:
+            return
+        self._owners[topic] = owner
+        node = self._root
+        for level in topic.split("/"):
+            node = node.setdefault(level, {})
+        node[None] = topic  # the key None marks "a topic ends here"
+
+    def matching(self, topic_filter: str):
+        """Yields (topic, owner) for every indexed topic that `topic_filter` matches (MQTT 3.1.1 §4.7)."""
+        levels = topic_filter.split("/")
+
+        def walk(node: dict, index: int, top: bool):
+            if index == len(levels):
+                if None in node:
+                    yield node[None]
+                return
+            level = levels[index]
+            if level == "#":
+                # '#' matches the parent level itself and everything below it; not $-topics from the top.
+                stack = [(node, top)]
+                while stack:
+                    current, at_top = stack.pop()
+                    if None in current and current is not self._root:
+                        yield current[None]
+                    for key, child in current.items():
+                        if key is not None and not (at_top and key.startswith("$")):
+                            stack.append((child, False))
+                return
+            children = ((k, c) for k, c in node.items() if k is not None) if level == "+" else (
+                [(level, node[level])] if level in node else [])
+            for key, child in children:
+                if level == "+" and top and key.startswith("$"):
+                    continue
+                yield from walk(child, index + 1, False)
+
+        for topic in walk(self._root, 0, True):
+            yield topic, self._owners[topic]

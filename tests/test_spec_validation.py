@@ -95,3 +95,39 @@ def test_a_fleet_with_distinct_topics_and_overrides_is_valid(tmp_path, capsys):
     code, out, err = run_gen(["check", str(spec)], capsys)
     assert code == 0, err
     assert "topic: f/b/t" in out and "qos: 2" in out and "target: esp32s3-espidf" in out
+
+
+def test_the_topic_index_agrees_with_filter_matching():
+    from hypothesis import given, settings, strategies as st
+
+    from generator.topics import TopicIndex, filter_matches
+
+    level = st.sampled_from(["a", "b", "$SYS", "", "c"])
+    topic = st.lists(level, min_size=1, max_size=4).map("/".join)
+    filter_level = st.sampled_from(["a", "b", "+", "$SYS", "", "c"])
+    topic_filter = st.tuples(st.lists(filter_level, min_size=1, max_size=4), st.booleans()).map(
+        lambda parts: "/".join(parts[0] + (["#"] if parts[1] else [])))
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(topic, max_size=8, unique=True), topic_filter)
+    def agree(topics, a_filter):
+        index = TopicIndex()
+        for name in topics:
+            index.add(name, "owner")
+        found = {name for name, _ in index.matching(a_filter)}
+        assert found == {name for name in topics if filter_matches(a_filter, name)}
+
+    agree()
+
+
+def test_a_fleet_of_two_thousand_devices_resolves_without_comparing_every_pair(tmp_path):
+    import time
+
+    from generator.spec import load_spec
+
+    ids = "\n".join(f"  - id: dev-{i:04d}" for i in range(2000))
+    spec = tmp_path / "device.yaml"
+    spec.write_text("project: big\nwifi: {ssid: x, password: 'abcdefgh'}\nbroker: {host: mqtt.example.com}\n"
+                    "publish: [{name: t, topic: 'f/{id}/t'}]\nsubscribe: [{name: c, filter: 'f/{id}/c/#'}]\n"
+                    f"devices:\n{ids}\n")
+    assert len(load_spec(spec).devices) == 2000

@@ -25,8 +25,8 @@ from generator.spec.model import (
 from generator.spec.schema_check import schema_default
 from generator.spec.source import SpecProblem, SpecSource
 from generator.topics import (
+    TopicIndex,
     expand_topic,
-    filter_matches,
     topic_filter_problem,
     topic_name_problem,
     unknown_placeholders,
@@ -327,18 +327,18 @@ class _Resolver:
                                  "dials the same broker listener, and one Mosquitto listener serves one auth mode",
                                  "use one auth mode per spec (split the fleet into two specs and brokers/ports)")
 
-        owners: dict[str, str] = {}
+        owners = TopicIndex()
         for device, base in devices:
             for topic in [device.status.topic] + [p.topic for p in device.publish]:
-                other = owners.get(topic)
+                other = owners.owner(topic)
                 if other and other != device.id:
                     self.problem(base, f"publishes to {topic!r}, which device {other!r} publishes to as well; the ACL "
                                  "could not keep the two apart", "put {id} in the topic")
-                owners.setdefault(topic, device.id)
+                owners.add(topic, device.id)
         for device, base in devices:
-            for index, sub in enumerate(device.subscribe):
-                for topic, owner in owners.items():
-                    if owner != device.id and filter_matches(sub.filter, topic):
+            for sub in device.subscribe:
+                for topic, owner in owners.matching(sub.filter):
+                    if owner != device.id:
                         self.problem(base, f"subscribes to {sub.filter!r}, which would read {owner!r}'s topic {topic!r}",
                                      "narrow the filter with {id}; each device may read only its own topics")
                         break

@@ -21,6 +21,7 @@ def load_schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
+@lru_cache(maxsize=None)
 def schema_default(*path: str) -> Any:
     """A default value as the schema states it, e.g. schema_default('status', 'topic'). One place for defaults."""
     node: Any = load_schema()["$defs"][path[0]]

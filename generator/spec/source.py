@@ -104,7 +104,8 @@ def _construct_secret(loader: yaml.SafeLoader, node: yaml.Node) -> _SecretTag:
     return _SecretTag(loader.construct_scalar(node))
 
 
-class _SpecLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML has it (it keeps the same marks), else the pure-Python one.
+class _SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     pass
 
 
