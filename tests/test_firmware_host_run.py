@@ -33,17 +33,32 @@ def build_cache(tmp_path_factory) -> Path:
     return default_host_build_cache()
 
 
-def generated_example(name: str, tmp_path: Path):
+def generated_example(name: str, tmp_path: Path, **overrides):
+    """The example copied into tmp_path (top-level settings replaced by `overrides`), generated for its first
+    device."""
     shutil.copytree(EXAMPLES / name, tmp_path / name, ignore=shutil.ignore_patterns("pki", "build"))
+    if overrides:
+        import yaml
+
+        spec_file = tmp_path / name / "device.yaml"
+        data = yaml.safe_load(spec_file.read_text().replace("!secret ", "secret-"))
+        data.update(overrides)
+        for entry in data.get("devices", []):
+            entry.pop("target", None)
+        text = yaml.safe_dump(data, sort_keys=False)
+        spec_file.write_text(text.replace("secret-", "!secret "))
     spec = load_spec(tmp_path / name / "device.yaml", {})
     out = tmp_path / name / "build"
     generate(spec, out, device_ids=[spec.devices[0].id])
     return spec, out
 
 
-@pytest.mark.parametrize("name", ["arduino-mtls-password", "espidf-mtls-password", "fleet-nvs"])
-def test_the_projects_own_device_test_passes_on_the_host_build(name, tmp_path, build_cache):
-    spec, out = generated_example(name, tmp_path)
+@pytest.mark.parametrize("name, overrides", [
+    ("arduino-mtls-password", {}), ("espidf-mtls-password", {}), ("fleet-nvs", {}),
+    ("fleet-nvs", {"target": "esp32-espidf", "auth": "mtls+password"}),
+], ids=["arduino", "espidf", "arduino-nvs", "espidf-nvs-mtls+password"])
+def test_the_projects_own_device_test_passes_on_the_host_build(name, overrides, tmp_path, build_cache):
+    spec, out = generated_example(name, tmp_path, **overrides)
     project = out / firmware_dir(spec.devices[0].id)
     result = subprocess.run([sys.executable, "-m", "pytest", "-p", "generator.pytest_host_dut", "test/", "-q", "-rs",
                              "-p", "no:cacheprovider", "--host-build-cache", str(build_cache)],
@@ -143,3 +158,34 @@ def test_the_device_announces_itself_retained_and_echoes_a_command_on_its_ack_to
         finally:
             process.terminate()
             process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("name", ["arduino-password", "espidf-mtls"])
+def test_the_broker_publishes_the_retained_offline_will_when_the_device_dies(name, tmp_path, build_cache):
+    import queue
+    import signal
+
+    spec, out = generated_example(name, tmp_path, keepalive=5)
+    device = spec.devices[0]
+    binary = compile_firmware(out / firmware_dir(device.id), device.framework, build_cache)
+    with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
+        env = {**os.environ, "GEN_SIM_CONNECT_TO": f"{device.broker.host}:{device.broker.port}:{broker.host}:{broker.port}"}
+        process = subprocess.Popen([str(binary)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            read_until(process, "[mqtt] subscribed to")
+        finally:
+            process.send_signal(signal.SIGKILL)  # no DISCONNECT packet: the broker must send the will
+            process.wait(timeout=10)
+        received: queue.Queue = queue.Queue()
+        client = backend_client(spec, broker, tmp_path)
+        client.on_message = lambda _c, _u, message: received.put(message.payload)
+        client.subscribe(device.status.topic, 1)
+        client.loop_start()
+        try:
+            payload = received.get(timeout=20)
+            while payload == b"online":           # the retained birth, before the broker noticed
+                payload = received.get(timeout=20)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+    assert payload == device.status.offline.encode()
