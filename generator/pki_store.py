@@ -372,7 +372,8 @@ class PkiStore:
         self._make_dirs_for(role)
         job = _IssueJob(str(self.layout.root), _cert_pem(self.issuing_ca_cert),
                         pki.private_key_pem(self._issuing.key), self.project, role, key_type, validity_days)
-        workers = min(os.cpu_count() or 1, len(names) // _NAMES_PER_WORKER_MIN)
+        # two workers per CPU: file creation waits on the filesystem journal, and another worker computes meanwhile
+        workers = min(2 * (os.cpu_count() or 1), len(names) // _NAMES_PER_WORKER_MIN)
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
             chunk = -(-len(names) // (workers * 4))
             chunks = [names[i:i + chunk] for i in range(0, len(names), chunk)]
