@@ -271,9 +271,13 @@ def _sdkconfig_defines(path: Path) -> list[str]:
 
 
 def _hash_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path) -> str:
+    """Content hash of what the binary is made of. Paths count relative to the project, so the same project
+    generated into another directory (another OUT, a test's tmp dir) reuses the binary."""
+    root = str(project.root)
     digest = hashlib.sha256()
     digest.update(f"{project.framework}\0{toolchain.version}\0{library}\0".encode())
-    digest.update(" ".join(_firmware_flags(project, "c++") + _firmware_flags(project, "c")).encode())
+    flags = " ".join(_firmware_flags(project, "c++") + _firmware_flags(project, "c"))
+    digest.update(flags.replace(root, "<project>").encode())
     files: set[Path] = {project.root / "platformio.ini", project.root / "sdkconfig.defaults"}
     for directory in project.include_dirs:
         files.update(p for p in directory.rglob("*") if p.is_file())
@@ -282,7 +286,8 @@ def _hash_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path
     files.add(HOST_RUNTIME_DIR / MAIN_SOURCE[project.framework])
     for path in sorted(files):
         if path.is_file():
-            digest.update(str(path).encode() + b"\0" + path.read_bytes())
+            name = str(path.relative_to(project.root)) if path.is_relative_to(project.root) else str(path)
+            digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -292,6 +297,7 @@ def _firmware_flags(project: FirmwareProject, language: str) -> list[str]:
     flags += [f"-I{d}" for d in project.include_dirs]
     flags += _runtime_include_flags(project.framework)
     flags += ["-include", str(HOST_RUNTIME_DIR / "common" / "gen_host_compat.h")]
+    flags += [f"-fmacro-prefix-map={project.root}/="]  # __FILE__ = "src/main.c", wherever the project lies
     return flags
 
 
