@@ -369,7 +369,7 @@ def _compile_error(stderr: str, what: str) -> ToolError:
     if match:
         where = f" at {match.group('file')}:{match.group('line')}"
     message = f"g++ could not build {what}{where}:\n  " + "\n  ".join(shown)
-    if "mbedtls/" in stderr and "No such file" in stderr:
+    if ("mbedtls/" in stderr and "No such file" in stderr) or "cannot find -lmbed" in stderr:
         return ToolError(message, hint=INSTALL_HINT)
     return ToolError(message, hint="fix the first error shown; the host build uses -Wall -Wextra -Werror")
 
