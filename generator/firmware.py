@@ -32,17 +32,17 @@ from generator.nvs_image import (
     NVS_TOPIC_CAPACITY,
     nvs_partition_size,
     publish_topic_key,
+    render_nvs_image,
     subscribe_filter_key,
 )
 from generator.rendering import render_template
 from generator.spec.model import Device
 
+# render_nvs_image and the partition constants are the firmware's other half; importable from here as well.
 __all__ = [
     "FirmwareProject", "render_firmware", "render_nvs_image", "pubsubclient_buffer_size",
     "NVS_PARTITION_OFFSET", "NVS_PARTITION_SIZES", "nvs_partition_size", "USER_OWNED_FILES",
 ]
-
-from generator.nvs_image import render_nvs_image  # noqa: E402  (re-exported: the firmware's other half)
 
 # Files the user owns: created once, never overwritten.
 USER_OWNED_FILES = {"arduino": ("src/app.cpp",), "espidf": ("src/app.c",)}
@@ -216,7 +216,6 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
         "mqtt_retry_cap_ms": MQTT_RETRY_CAP_MS,
         "loop_period_ms": LOOP_PERIOD_MS,
         "nvs_namespace": c_string_literal(NVS_NAMESPACE),
-        "nvs_partition_offset": f"{NVS_PARTITION_OFFSET:#x}",
         "nvs_offset": f"{NVS_PARTITION_OFFSET:#x}",
         "nvs_size": f"{nvs_partition_size(flavour):#x}",
         "device_id_capacity": MAX_DEVICE_ID,
