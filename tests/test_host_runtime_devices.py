@@ -349,3 +349,13 @@ def test_a_missing_compiler_is_a_tool_error_with_the_install_command(monkeypatch
         assert "apt-get install g++ libmbedtls-dev" in str(err.value)
     finally:
         host_build.find_toolchain.cache_clear()
+
+
+def test_missing_mbedtls_headers_are_a_tool_error_with_the_install_command(tmp_path):
+    fake = tmp_path / "g++"
+    fake.write_text("#!/bin/sh\necho '<stdin>:1:10: fatal error: mbedtls/ssl.h: No such file or directory' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    with pytest.raises(ToolError) as err:
+        host_build.build_runtime_library(host_build.Toolchain(str(fake), str(fake), "fake 1.0"), tmp_path / "cache")
+    assert "mbedTLS 2.28 development headers are missing" in str(err.value)
+    assert "apt-get install g++ libmbedtls-dev" in str(err.value)
