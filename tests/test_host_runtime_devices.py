@@ -8,6 +8,7 @@ import os
 import queue
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -359,3 +360,13 @@ def test_missing_mbedtls_headers_are_a_tool_error_with_the_install_command(tmp_p
         host_build.build_runtime_library(host_build.Toolchain(str(fake), str(fake), "fake 1.0"), tmp_path / "cache")
     assert "mbedTLS 2.28 development headers are missing" in str(err.value)
     assert "apt-get install g++ libmbedtls-dev" in str(err.value)
+
+
+@pytest.mark.parametrize("project, framework", [("arduino_api_coverage", "arduino"), ("idf_api_coverage", "espidf")])
+def test_every_listed_api_compiles_links_and_runs_up_to_the_restart(project, framework, host_cache):
+    # Each coverage program calls every API templates/host/README.md lists for its flavour, then restarts.
+    executable = compile_firmware(PROBES / project, framework, host_cache)
+    result = subprocess.run([str(executable)], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode == 3, result.stdout[-2000:]
+    assert "the device would reboot now" in result.stdout
+    assert result.stdout.rstrip().splitlines()[-1].startswith("[sim] summary {")

@@ -28,6 +28,12 @@ public:
     uint8_t connected() override;
     operator bool() override { return connected(); }
     void setConnectionTimeout(uint32_t milliseconds) { timeout_ms_ = milliseconds; }
+    // 2.0.x: seconds (Stream::setTimeout takes milliseconds; 3.x changed this one to milliseconds too).
+    int setTimeout(uint32_t seconds) {
+        timeout_ms_ = seconds * 1000;
+        Stream::setTimeout(seconds * 1000);
+        return 0;
+    }
     int setNoDelay(bool nodelay) { (void)nodelay; return 0; }
 
 protected:
