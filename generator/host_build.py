@@ -48,6 +48,7 @@ FRAMEWORK_DEFINES = {
 }
 MAIN_SOURCE = {"arduino": "common/main_arduino.cpp", "espidf": "common/main_idf.cpp"}
 SOURCE_SUFFIXES = (".c", ".cpp", ".cc", ".cxx")
+FIRMWARE_CACHE_ENTRIES = 64
 COMPILE_ERROR_LINE = re.compile(r"^(?P<file>[^:\s][^:]*):(?P<line>\d+):(?:\d+:)? (?:fatal )?error: ")
 
 
@@ -82,6 +83,7 @@ def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path) -> Pat
     out_dir = cache_dir / f"firmware-{key[:24]}"
     executable = out_dir / "firmware"
     if executable.exists():
+        os.utime(out_dir)  # most recently used: kept by _prune_firmware_cache
         return executable
     with _locked(cache_dir / f"firmware-{key[:24]}.lock"):
         if executable.exists():
@@ -93,7 +95,17 @@ def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path) -> Pat
             os.replace(work / "firmware", executable)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    _prune_firmware_cache(cache_dir)
     return executable
+
+
+def _prune_firmware_cache(cache_dir: Path) -> None:
+    """Keeps the FIRMWARE_CACHE_ENTRIES most recently used firmware binaries."""
+    entries = sorted((p for p in cache_dir.glob("firmware-*") if p.is_dir()), key=lambda p: p.stat().st_mtime,
+                     reverse=True)
+    for stale in entries[FIRMWARE_CACHE_ENTRIES:]:
+        shutil.rmtree(stale, ignore_errors=True)
+        (cache_dir / f"{stale.name}.lock").unlink(missing_ok=True)
 
 
 @lru_cache(maxsize=1)
