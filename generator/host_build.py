@@ -3,7 +3,8 @@
 The runtime (templates/host/) implements the device APIs the firmware uses, with the real headers'
 names and signatures; see templates/host/README.md. It is compiled once into a static library,
 cached by the hash of its sources, flags and compiler. Each firmware binary is cached by the hash of
-its own sources and the runtime's, so a rebuild of unchanged sources costs a few hashes.
+its own sources and the runtime's, so a rebuild of unchanged sources costs a few hashes; the 64 most
+recently used binaries are kept.
 
 Public API: `compile_firmware(firmware_dir, framework, cache_dir) -> Path` (the executable).
 """

@@ -293,7 +293,7 @@ def test_connect_to_mapping_reaches_the_broker_and_verifies_the_dialled_name(ard
 
 def test_a_wifi_drop_disconnects_the_device_and_it_reconnects_when_the_link_returns(arduino_probe, pki, broker, tmp_path):
     nvs = probe_nvs(tmp_path / "nvs.bin", pki, broker.mtls_port)
-    device = Device(arduino_probe, {"GEN_SIM_NVS": str(nvs), "GEN_SIM_DROP_WIFI_AFTER": "1",
+    device = Device(arduino_probe, {"GEN_SIM_NVS": str(nvs), "GEN_SIM_DROP_WIFI_AFTER": "2",
                                     "GEN_SIM_WIFI_DOWN_FOR": "1"})
     try:
         device.wait_for("CONNECTED")
