@@ -83,10 +83,14 @@ def main() -> None:
         cache = scratch / "cache"
         binary, cold = timed_build(firmware, first.framework, cache)
         _, warm = timed_build(firmware, first.framework, cache)
-        # Another project's firmware (here: the same sources elsewhere) with the runtime library already cached.
-        _, firmware_only = timed_build(out / "devices" / spec.devices[1].id / "firmware", first.framework, cache)
+        # A firmware never built before (its app source edited) while the runtime library is already cached.
+        edited = scratch / "edited-firmware"
+        shutil.copytree(firmware, edited)
+        app_source = next(edited.glob("src/app.c*"))
+        app_source.write_text(app_source.read_text() + "\n// edited for the benchmark\n")
+        _, firmware_only = timed_build(edited, first.framework, cache)
         print(f"host build ({first.framework}, one device): cold {cold:.1f} s (target < 20 s), "
-              f"warm {warm:.2f} s (target < 2 s); a new firmware with the runtime library cached {firmware_only:.1f} s")
+              f"warm {warm:.2f} s (target < 2 s); an edited firmware, runtime library cached: {firmware_only:.1f} s")
 
         with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
             address = BrokerAddress(broker.host, broker.port)
