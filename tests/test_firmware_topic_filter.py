@@ -18,8 +18,10 @@ pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 
 level = st.sampled_from(["a", "b", "", "$SYS", "dev-01", "é"])
 topics = st.lists(level, min_size=1, max_size=4).map("/".join).filter(lambda t: t != "")
+# Valid filters; those starting with "$SYS" too (a device never subscribes to them, but the matcher must not
+# let a wildcard match them).
 filters = st.lists(level | st.sampled_from(["+", "#"]), min_size=1, max_size=4).map("/".join).filter(
-    lambda f: f != "" and topic_filter_problem(f) in (None, "starts with '$', which is reserved for the broker ($SYS)"))
+    lambda f: f != "" and topic_filter_problem(f.replace("$", "")) is None)
 
 PROGRAM = r"""
 #include <stdio.h>
