@@ -10,7 +10,9 @@ device's stdout through pytest-embedded's `PexpectProcess`; `write` goes to the 
 fixtures are registered after pytest-embedded's, so its `dut` is the one tests get.
 
 Options: --host-firmware DIR (default: the directory holding the test's `test/` folder), --host-binary PATH
-(skip compiling), --host-broker HOST:PORT (skip starting the broker), --host-build-cache DIR.
+(skip compiling), --host-broker HOST:PORT (skip starting the broker), --host-build-cache DIR. A whole fleet's tests
+run in one session (one broker, one binary per firmware): `pytest -p generator.pytest_host_dut --import-mode
+importlib OUT/devices/*/firmware/test` (every project's test file is named test_device.py).
 """
 
 from __future__ import annotations

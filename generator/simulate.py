@@ -443,6 +443,8 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
                                            running.restart))
         runs = plan_runs(spec, device_ids, binaries, nvs_images(out_dir, read_manifest(out_dir)), address,
                          options.faults)
+        how_long = f"for {options.duration:g} s" if options.duration is not None else "until Ctrl-C"
+        on_event(f"running {len(runs)} device(s) {how_long}")
         summaries = run_devices(runs, duration=options.duration, on_line=on_line, actions=actions,
                                 on_event=on_event)
     return SimulationResult(summaries=summaries, broker=address)
