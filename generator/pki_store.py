@@ -472,6 +472,10 @@ class PkiStore:
                 key_pem = _read_required(self.layout, key_path, f"{role} {name!r} key",
                                          f"issue a new key: gen pki renew SPEC {name} --new-key")
                 key = _parse_key(self.layout, key_pem, key_path)
+                old_cert = _read_cert_or_none(self.layout.cert_path(role, name))
+                if old_cert is not None and not _same_public_key(key, old_cert):
+                    raise UserError(f"{self.layout.rel(key_path)} does not belong to {role} {name!r}'s certificate",
+                                    hint=f"restore the key from a backup, or: gen pki renew SPEC {name} --new-key")
             if validity_days is None:
                 old_cert = _read_cert_or_none(self.layout.cert_path(role, name))
                 validity_days = (max(1, (old_cert.not_valid_after_utc - old_cert.not_valid_before_utc).days)
@@ -566,7 +570,11 @@ class PkiStore:
                             hint=f"switch keys explicitly: gen pki renew SPEC {name} --new-key")
         cert_pem = _read_or_none(cert_path)
         cert = _parse_cert_or_none(cert_pem)
-        reissue = (cert is None or cert.serial_number != entry.serial or not _same_public_key(key, cert)
+        if cert is not None and cert.serial_number == entry.serial and not _same_public_key(key, cert):
+            raise UserError(f"{layout.rel(key_path)} does not belong to {layout.rel(cert_path)} (the key file was "
+                            "replaced or damaged)", hint=f"restore the key from a backup, or issue a new one: "
+                                                         f"gen pki renew SPEC {name} --new-key")
+        reissue = (cert is None or cert.serial_number != entry.serial
                    or (role == "broker" and pki.broker_names_of(cert) != _wanted_broker_names(names)))
         if reissue:  # a lost/corrupt cert file (public data) or new broker names: same key, new cert
             self._entries[position] = replace(entry, status="superseded")
@@ -866,9 +874,11 @@ def _load_key_file(layout: PkiLayout, path: Path, what: str, hint: str) -> pki.P
 
 
 def _parse_key(layout: PkiLayout, data: bytes, path: Path) -> pki.PrivateKey:
-    """A leaf or CA key; the file is named (relative path built) only when something is wrong with it."""
+    """A leaf or CA key; the file is named (relative path built) only when something is wrong with it.
+    RSA's costly consistency check (~50 ms a key) is skipped: these are keys we generated, and every caller
+    compares the key's public half with its cert, which catches a damaged or swapped key."""
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        key = serialization.load_pem_private_key(data, password=None, unsafe_skip_rsa_key_validation=True)
         if pki.key_type_of(key) in pki.KEY_TYPES:
             return key  # type: ignore[return-value]
     except Exception:

@@ -435,3 +435,22 @@ def test_the_cas_cannot_be_revoked_or_renewed_like_a_leaf(tmp_path):
         with pytest.raises(UserError, match="not on the"):
             store.renew(ca, new_key=True)
     assert PkiStore.open(tmp_path / "pki", project="demo").device_trust_pem() == store.device_trust_pem()
+
+
+def test_a_key_file_swapped_for_another_valid_key_is_an_error_not_a_silent_reissue(tmp_path):
+    store = build(tmp_path / "pki")
+    keys = tmp_path / "pki" / "private" / "devices"
+    (keys / "esp32-0001-key.pem").write_bytes((keys / "esp32-0002-key.pem").read_bytes())
+    cert_before = (tmp_path / "pki" / "devices" / "esp32-0001.pem").read_bytes()
+    with pytest.raises(UserError, match="does not belong to"):
+        store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365)
+    with pytest.raises(UserError, match="does not belong to"):
+        store.renew("esp32-0001", new_key=False)
+    assert (tmp_path / "pki" / "devices" / "esp32-0001.pem").read_bytes() == cert_before
+
+
+def test_rsa_identities_are_reused_like_ec_ones(tmp_path):
+    store = build(tmp_path / "pki")
+    first = store.ensure_device("esp32-rsa", key_type="rsa-2048", validity_days=365)
+    assert PkiStore.open(tmp_path / "pki", project="demo").ensure_device(
+        "esp32-rsa", key_type="rsa-2048", validity_days=365) == first
