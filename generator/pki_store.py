@@ -42,9 +42,14 @@ Public API:
     store.crl_pem() -> bytes
     store.revoke(identity, reason="unspecified") -> None
     store.renew(identity, *, new_key, key_type=None, validity_days=None) -> Identity
-    store.identity(identity) -> Identity;  store.entries() -> list[IndexEntry];  store.root_ca_cert / issuing_ca_cert
+    store.identity(identity) -> Identity;  store.entry(identity) -> IndexEntry;  store.entries() -> list[IndexEntry]
+    store.root_ca_cert, store.issuing_ca_cert (x509.Certificate);  store.layout (PkiLayout: every path)
     open_spec_pki(spec, *, create=True) -> PkiStore;  ensure_spec_identities(spec) -> SpecIdentities
 An identity is named "broker", a device id, a client name, or explicitly "device/<id>" / "client/<name>".
+
+Mutations hold an flock on pki/.lock (one writer at a time across processes). Big batches of new devices are
+issued by worker processes (fork). POSIX only. The issuing CA is valid as long as the root (ca_validity_days);
+rotating it is not implemented.
 """
 
 from __future__ import annotations
