@@ -2,16 +2,15 @@
 
 Every value a spec (or the PKI) puts into generated C/C++ goes through `c_string_literal`. The result is a plain
 narrow string literal whose bytes are exactly the UTF-8 (or given) bytes of the value, in C and in C++, whatever
-the value holds: quotes, backslashes, `??/` (trigraphs: `?` is always written `\\?`), `*/` and `//` (harmless
-inside a literal, and `/` after `*` is escaped anyway so a reader never sees a comment marker), newlines and
+the value holds: quotes, backslashes, `??/` (trigraphs: `?` is always written `\\?`), `*/` and `/*` (harmless
+inside a literal; their second character is escaped anyway so a reader never sees a comment marker), newlines and
 control characters, and non-ASCII bytes (octal escapes with all three digits, so the next character can never
 extend an escape; hex escapes would swallow following hex digits).
 """
 
 from __future__ import annotations
 
-# Printable ASCII that stands for itself inside "...". Left out: '"' and '\\' (escaped), '?' (trigraphs),
-# '*' and '/' would be fine, but "*/" and "/*" are written with '/' escaped so the text never looks like a comment.
+# Printable ASCII that stands for itself inside "...": all but '"' and '\\' (escaped) and '?' (trigraphs).
 _PLAIN = {c for c in range(0x20, 0x7F)} - {ord('"'), ord("\\"), ord("?")}
 _NAMED = {ord('"'): '\\"', ord("\\"): "\\\\", ord("?"): "\\?", ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r"}
 
