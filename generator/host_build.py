@@ -31,7 +31,8 @@ from generator.paths import HOST_RUNTIME_DIR
 FRAMEWORKS = ("arduino", "espidf")
 INSTALL_HINT = "apt-get install g++ libmbedtls-dev"
 
-CXX_STANDARD = "-std=gnu++17"
+CXX_STANDARD = "-std=gnu++17"                          # the runtime's own sources
+FIRMWARE_CXX_FLAGS = ("-std=gnu++11", "-fno-rtti")     # as Arduino-ESP32 2.0.x compiles a sketch
 C_STANDARD = "-std=gnu11"
 # glibc declares strnlen() & co. with access attributes that newlib (the device's libc) does not have, so a
 # correct strnlen(literal, sizeof field) warns here only: that one warning is the host's, not the firmware's.
@@ -305,7 +306,7 @@ def _hash_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path
 
 
 def _firmware_flags(project: FirmwareProject, language: str) -> list[str]:
-    flags = [CXX_STANDARD if language == "c++" else C_STANDARD, *FIRMWARE_OPTIMIZATION]
+    flags = [*(FIRMWARE_CXX_FLAGS if language == "c++" else (C_STANDARD,)), *FIRMWARE_OPTIMIZATION]
     flags += [f"-D{d}" for d in FRAMEWORK_DEFINES[project.framework] + project.defines]
     flags += [f"-I{d}" for d in project.include_dirs]
     flags += _runtime_include_flags(project.framework)
