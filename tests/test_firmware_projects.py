@@ -122,3 +122,24 @@ def test_the_pubsubclient_buffer_holds_the_longest_packet_of_the_spec():
     connect = 5 + 10 + 2 + len(device.id) + 2 + len(device.status.topic) + 2 + len(device.status.offline) \
         + 2 + len(device.id) + 2 + len(credentials.password)
     assert buffer >= max(longest_publish, longest_receive, connect)
+
+
+@pytest.mark.parametrize("name", ["arduino-mtls", "espidf-mtls"])
+def test_the_partition_table_holds_the_nvs_image_and_fits_4mb_flash(name):
+    from generator.nvs_image import NVS_PARTITION_OFFSET, nvs_partition_size
+
+    device = example_devices(name)[0]
+    table = render_firmware(device, credentials_for(device)).generated["partitions.csv"].decode()
+    rows = [[cell.strip() for cell in line.split(",")] for line in table.splitlines()
+            if line.strip() and not line.startswith("#")]
+    partitions = {row[0]: (row[1], row[2], int(row[3], 0), int(row[4], 0)) for row in rows}
+    assert partitions["nvs"] == ("data", "nvs", NVS_PARTITION_OFFSET, nvs_partition_size(device.framework))
+    spans = sorted((offset, offset + size) for _, _, offset, size in partitions.values())
+    assert spans[0][0] >= 0x9000  # after the bootloader and the partition table at 0x8000
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), "partitions overlap"
+    assert spans[-1][1] <= 4 * 1024 * 1024
+    for kind, _, offset, _ in partitions.values():
+        if kind == "app":
+            assert offset % 0x10000 == 0
+    if device.framework == "arduino":  # the Arduino upload writes boot_app0.bin to otadata at 0xe000
+        assert partitions["otadata"][2] == 0xE000
