@@ -91,7 +91,7 @@ def pubsubclient_buffer_size(*, client_id: int, username: int, password: int, wi
     return max(sizes)
 
 
-def _identifier_problem(device: Device) -> None:
+def _check_constant_names(device: Device) -> None:
     seen: dict[str, str] = {}
     for name in [p.name for p in device.publish] + [s.name for s in device.subscribe]:
         other = seen.get(name.upper())
@@ -109,7 +109,7 @@ def _received_topic_capacity(topic_filter_length: int, has_wildcard: bool) -> in
 def _template_values(device: Device, credentials: ClientCredentials, spec_name: str) -> dict:
     nvs = device.secrets == "nvs"
     flavour = device.framework
-    _identifier_problem(device)
+    _check_constant_names(device)
     if device.uses_client_cert and (credentials.cert_pem is None or credentials.key_pem is None):
         raise UserError(f"device {device.id} uses auth {device.auth!r} but has no client certificate and key",
                         hint="run `gen generate` so the PKI issues them")
@@ -145,8 +145,9 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
 
     receive_topics = [_received_topic_capacity(topic_length(s.filter), "+" in s.filter or "#" in s.filter)
                       for s in device.subscribe]
-    password_length = (NVS_PASSWORD_CAPACITY if nvs else len((credentials.password or "").encode())) \
-        if device.uses_password else 0
+    password_length = 0
+    if device.uses_password:
+        password_length = NVS_PASSWORD_CAPACITY if nvs else len(credentials.password.encode())
     buffer_size = pubsubclient_buffer_size(
         client_id=MAX_DEVICE_ID if nvs else len(device.id.encode()),
         username=(MAX_DEVICE_ID if nvs else len(device.id.encode())) if device.uses_password else 0,
@@ -169,10 +170,8 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
     return {
         "nvs": nvs,
         "header": f"// {generated_line}",
-        "comment_header": generated_line,
         "ini_header": f"; {generated_line}",
-        "cmake_header": f"# {generated_line}",
-        "py_header": f"# {generated_line}",
+        "hash_header": f"# {generated_line}",   # CMake, Python, partition CSV, sdkconfig
         "flavour_summary": c_comment_text(f"{flavour}, {library}, {device.auth}, {secrets_word}"),
         "env_name": device.target.name,
         "project_name": "firmware",
