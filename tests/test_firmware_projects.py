@@ -143,3 +143,11 @@ def test_the_partition_table_holds_the_nvs_image_and_fits_4mb_flash(name):
             assert offset % 0x10000 == 0
     if device.framework == "arduino":  # the Arduino upload writes boot_app0.bin to otadata at 0xe000
         assert partitions["otadata"][2] == 0xE000
+
+
+def test_sdkconfig_defaults_holds_only_comments_and_config_lines():
+    device = example_devices("espidf-mtls")[0]
+    text = render_firmware(device, credentials_for(device)).generated["sdkconfig.defaults"].decode()
+    for line in text.splitlines():
+        assert not line.strip() or line.startswith("#") or line.startswith("CONFIG_"), line
+    assert "CONFIG_PARTITION_TABLE_CUSTOM_FILENAME=\"partitions.csv\"" in text
