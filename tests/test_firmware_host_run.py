@@ -189,3 +189,29 @@ def test_the_broker_publishes_the_retained_offline_will_when_the_device_dies(nam
             client.loop_stop()
             client.disconnect()
     assert payload == device.status.offline.encode()
+
+
+@pytest.mark.parametrize("name", ["arduino-mtls", "espidf-mtls"])
+def test_an_unreachable_broker_is_logged_in_words_and_retried_with_growing_backoff(name, tmp_path, build_cache):
+    import re
+
+    spec, out = generated_example(name, tmp_path)
+    device = spec.devices[0]
+    binary = compile_firmware(out / firmware_dir(device.id), device.framework, build_cache)
+    closed_port = free_local_port()  # nothing listens there
+    env = {**os.environ, "GEN_SIM_CONNECT_TO": f"{device.broker.host}:{device.broker.port}:127.0.0.1:{closed_port}"}
+    process = subprocess.Popen([str(binary)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        failures, delays = [], []
+        for _ in range(3):
+            lines = read_until(process, "[mqtt] retrying in", timeout_s=30)
+            failures += [line for line in lines if "[mqtt] connect failed" in line]
+            delays.append(int(re.search(r"retrying in (\d+) ms", lines[-1]).group(1)))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    # PubSubClient only learns "no TCP connection" from WiFiClientSecure; esp-tls reports the socket's errno.
+    expected = "no TCP connection to mqtt.example.com:8883" if device.framework == "arduino" else "Connection refused"
+    assert failures and all(expected in line for line in failures), failures
+    # Each delay is drawn from [d/2, d] with d doubling: never shorter than the one before, within the bounds.
+    assert 500 <= delays[0] <= 1000 and 1000 <= delays[1] <= 2000 and 2000 <= delays[2] <= 4000, delays
