@@ -215,3 +215,25 @@ def test_an_unreachable_broker_is_logged_in_words_and_retried_with_growing_backo
     assert failures and all(expected in line for line in failures), failures
     # Each delay is drawn from [d/2, d] with d doubling: never shorter than the one before, within the bounds.
     assert 500 <= delays[0] <= 1000 and 1000 <= delays[1] <= 2000 and 2000 <= delays[2] <= 4000, delays
+
+
+@pytest.mark.parametrize("name", ["arduino-password", "espidf-password"])
+def test_a_wrong_mqtt_password_is_logged_with_the_brokers_connack_in_words(name, tmp_path, build_cache):
+    spec, out = generated_example(name, tmp_path)
+    device = spec.devices[0]
+    project = out / firmware_dir(device.id)
+    credentials = project / "src" / "credentials.h"
+    text = credentials.read_text()
+    start = text.index("MQTT_PASSWORD[] = ") + len("MQTT_PASSWORD[] = ")
+    credentials.write_text(text[:start] + '"not-the-password"' + text[text.index(";", start):])
+    binary = compile_firmware(project, device.framework, build_cache)
+    with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
+        env = {**os.environ, "GEN_SIM_CONNECT_TO": f"{device.broker.host}:{device.broker.port}:{broker.host}:{broker.port}"}
+        process = subprocess.Popen([str(binary)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            failure = read_until(process, "[mqtt] connect failed")[-1]
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    assert any(words in failure for words in ("UNAUTHORIZED", "NOT_AUTHORIZED", "BAD_CREDENTIALS",
+                                              "BAD_USERNAME_OR_PASSWORD")), failure
