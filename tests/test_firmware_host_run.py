@@ -18,7 +18,7 @@ from generator.generate import generate
 from generator.host_build import compile_firmware
 from generator.manifest import firmware_dir
 from generator.mosquitto_runner import running_broker
-from generator.simulate import BrokerAddress, LOCAL_ADDRESS, free_local_port
+from generator.simulate import LOCAL_ADDRESS, free_local_port
 from generator.spec import load_spec
 
 pytestmark = [pytest.mark.slow,
@@ -67,6 +67,12 @@ def test_the_projects_own_device_test_passes_on_the_host_build(name, overrides, 
     assert "2 passed" in result.stdout and "skipped" not in result.stdout, result.stdout
 
 
+def start_device(binary: Path, dialled: str, port: int, host: str, to_port: int) -> subprocess.Popen:
+    """The host-built firmware, its TCP connects to dialled:port sent to host:to_port (names are still verified)."""
+    env = {**os.environ, "GEN_SIM_CONNECT_TO": f"{dialled}:{port}:{host}:{to_port}"}
+    return subprocess.Popen([str(binary)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 def read_until(process: subprocess.Popen, marker: str, timeout_s: float = 60) -> list[str]:
     """Lines of the device's output up to and including the first one containing `marker`."""
     lines = []
@@ -90,9 +96,7 @@ def test_a_broker_name_the_certificate_does_not_carry_is_logged_in_words(name, t
     config.write_text(config.read_text().replace('"mqtt.example.com"', '"wrong.example.com"'))
     binary = compile_firmware(project, device.framework, build_cache)
     with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
-        address = BrokerAddress(broker.host, broker.port)
-        env = {**os.environ, "GEN_SIM_CONNECT_TO": f"wrong.example.com:{device.broker.port}:{address.host}:{address.port}"}
-        process = subprocess.Popen([str(binary)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = start_device(binary, "wrong.example.com", device.broker.port, broker.host, broker.port)
         try:
             lines = read_until(process, "[mqtt] connect failed")
             failure = lines[-1]
@@ -137,8 +141,7 @@ def test_the_device_announces_itself_retained_and_echoes_a_command_on_its_ack_to
     ack_topic = next(p.topic for p in device.publish if p.name == "ack")
     command_topic = device.subscribe[0].filter.replace("#", "reboot")
     with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
-        env = {**os.environ, "GEN_SIM_CONNECT_TO": f"{device.broker.host}:{device.broker.port}:{broker.host}:{broker.port}"}
-        process = subprocess.Popen([str(binary)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = start_device(binary, device.broker.host, device.broker.port, broker.host, broker.port)
         try:
             read_until(process, "[mqtt] subscribed to")
             received: queue.Queue = queue.Queue()
@@ -169,8 +172,7 @@ def test_the_broker_publishes_the_retained_offline_will_when_the_device_dies(nam
     device = spec.devices[0]
     binary = compile_firmware(out / firmware_dir(device.id), device.framework, build_cache)
     with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
-        env = {**os.environ, "GEN_SIM_CONNECT_TO": f"{device.broker.host}:{device.broker.port}:{broker.host}:{broker.port}"}
-        process = subprocess.Popen([str(binary)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = start_device(binary, device.broker.host, device.broker.port, broker.host, broker.port)
         try:
             read_until(process, "[mqtt] subscribed to")
         finally:
@@ -199,8 +201,7 @@ def test_an_unreachable_broker_is_logged_in_words_and_retried_with_growing_backo
     device = spec.devices[0]
     binary = compile_firmware(out / firmware_dir(device.id), device.framework, build_cache)
     closed_port = free_local_port()  # nothing listens there
-    env = {**os.environ, "GEN_SIM_CONNECT_TO": f"{device.broker.host}:{device.broker.port}:127.0.0.1:{closed_port}"}
-    process = subprocess.Popen([str(binary)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = start_device(binary, device.broker.host, device.broker.port, "127.0.0.1", closed_port)
     try:
         failures, delays = [], []
         for _ in range(3):
@@ -228,8 +229,7 @@ def test_a_wrong_mqtt_password_is_logged_with_the_brokers_connack_in_words(name,
     credentials.write_text(text[:start] + '"not-the-password"' + text[text.index(";", start):])
     binary = compile_firmware(project, device.framework, build_cache)
     with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
-        env = {**os.environ, "GEN_SIM_CONNECT_TO": f"{device.broker.host}:{device.broker.port}:{broker.host}:{broker.port}"}
-        process = subprocess.Popen([str(binary)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        process = start_device(binary, device.broker.host, device.broker.port, broker.host, broker.port)
         try:
             failure = read_until(process, "[mqtt] connect failed")[-1]
         finally:
