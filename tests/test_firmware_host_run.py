@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.slow,
 
 
 @pytest.fixture(scope="module")
-def build_cache(tmp_path_factory) -> Path:
+def build_cache() -> Path:
     from generator.simulate import default_host_build_cache
 
     return default_host_build_cache()
