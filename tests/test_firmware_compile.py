@@ -29,10 +29,10 @@ def write_project(root: Path, device) -> Path:
 
 def check_sources(root: Path, framework: str) -> None:
     if framework == "arduino":
-        command = ["g++", "-std=gnu++17"]
+        command = ["g++", "-std=gnu++11", "-fno-rtti"]  # as Arduino-ESP32 2.0.x compiles a sketch
         sources = ["main.cpp", "app.cpp"]
     else:
-        command = ["gcc", "-std=gnu17"]
+        command = ["gcc", "-std=gnu11"]
         sources = ["main.c", "app.c"]
     for source in sources:
         result = subprocess.run(command + WARNINGS + ["-fsyntax-only"] + INCLUDES
