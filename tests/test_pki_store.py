@@ -454,3 +454,19 @@ def test_rsa_identities_are_reused_like_ec_ones(tmp_path):
     first = store.ensure_device("esp32-rsa", key_type="rsa-2048", validity_days=365)
     assert PkiStore.open(tmp_path / "pki", project="demo").ensure_device(
         "esp32-rsa", key_type="rsa-2048", validity_days=365) == first
+
+
+def _open_and_issue(directory: str, device_id: str) -> bytes:
+    store = PkiStore.open(Path(directory), project="race")
+    store.ensure_device(device_id, key_type="ec-p256", validity_days=30)
+    return store.device_trust_pem()
+
+
+def test_concurrent_runs_create_one_ca_and_lose_no_index_entry(tmp_path):
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        trusts = pool.starmap(_open_and_issue, [(str(tmp_path / "pki"), f"dev-{i}") for i in range(8)])
+    assert len(set(trusts)) == 1
+    store = PkiStore.open(tmp_path / "pki", project="race")
+    assert sorted(e.id for e in store.entries() if e.role == "device") == [f"dev-{i}" for i in range(8)]
