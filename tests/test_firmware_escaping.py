@@ -29,7 +29,7 @@ nasty_text = st.lists(st.sampled_from(NASTY) | st.text(min_size=1, max_size=3), 
 
 def compile_and_run(tmp: Path, sources: dict[str, str], *, language: str = "c++") -> str:
     """Compiles {file name: text} (each its own translation unit) into one program, runs it, returns stdout."""
-    compiler = ["g++", "-std=gnu++17"] if language == "c++" else ["gcc", "-std=gnu17"]
+    compiler = ["g++", "-std=gnu++11"] if language == "c++" else ["gcc", "-std=gnu11"]
     paths = []
     for name, text in sources.items():
         (tmp / name).write_text(text, encoding="utf-8")
