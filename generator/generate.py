@@ -68,13 +68,13 @@ class GeneratedOutput:
         return self.out_dir / MANIFEST_NAME
 
 
-def render_device_files(device: Device, credentials: ClientCredentials) -> tuple[dict[str, bytes], dict[str, int], frozenset[str], bool]:
+def render_device_files(device: Device, credentials: ClientCredentials, *, spec_name: str) -> tuple[dict[str, bytes], dict[str, int], frozenset[str], bool]:
     """All of one device's files under OUT/: (files, modes, user-owned paths, has_nvs)."""
     from generator.firmware import render_firmware
 
     base = device_dir(device.id)
     fw_base = firmware_dir(device.id)
-    project = render_firmware(device, credentials)
+    project = render_firmware(device, credentials, spec_name=spec_name)
     files: dict[str, bytes] = {f"{fw_base}/{path}": content for path, content in project.generated.items()}
     user_owned = {f"{fw_base}/{path}": content for path, content in project.user_owned.items()}
     files.update(user_owned)
@@ -84,10 +84,9 @@ def render_device_files(device: Device, credentials: ClientCredentials) -> tuple
         files[f"{base}/client.pem"] = credentials.cert_pem
         files[f"{base}/client.key"] = credentials.key_pem
         modes[f"{base}/client.key"] = SECRET_MODE
-    # Generated sources embed the key and WiFi password in `embed` mode: keep them private too.
-    for path in files:
-        if path.startswith(fw_base + "/") and path.endswith(("credentials.h", "config.h")):
-            modes[path] = SECRET_MODE
+    # Generated sources that embed the key and passwords (`secrets: embed`) are private too.
+    for path in project.secret_files:
+        modes[f"{fw_base}/{path}"] = SECRET_MODE
     has_nvs = device.secrets == "nvs"
     if has_nvs:
         from generator.nvs_image import render_nvs_image
@@ -112,7 +111,8 @@ def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] |
     for device in spec.devices:
         device_credentials = credentials.devices[device.id]
         if device in selected:
-            device_files, device_modes, owned, has_nvs = render_device_files(device, device_credentials)
+            device_files, device_modes, owned, has_nvs = render_device_files(device, device_credentials,
+                                                                             spec_name=spec.path.name)
             files.update(device_files)
             modes.update(device_modes)
             user_owned |= owned

@@ -57,6 +57,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import multiprocessing
 import os
@@ -270,7 +271,7 @@ class PkiStore:
     """A project's PKI directory. Create with `PkiStore.open`; see the module docstring."""
 
     def __init__(self, layout: PkiLayout, *, project: str, key_type: str, issuing: pki.CertificateAuthority,
-                 root_cert: x509.Certificate, index: dict[str, Any]):
+                 root_cert: x509.Certificate, index: dict[str, Any], index_stamp: bytes):
         self.layout = layout
         self.project = project
         self.key_type = key_type
@@ -283,7 +284,7 @@ class PkiStore:
         for position, entry in enumerate(self._entries):
             if entry.status != "superseded":
                 self._current[(entry.role, entry.id)] = position
-        self._index_stamp = self._stat_index()
+        self._index_stamp = index_stamp  # of the bytes `index` was parsed from, never re-read (a race)
         self._depth = 0
         self._dirty = False
         self._lock_fd: int | None = None
@@ -314,7 +315,7 @@ class PkiStore:
         root_cert = _load_cert_file(layout, layout.ca_cert, "root CA certificate", restore)
         if not _is_ca(root_cert) or not _issued_by(root_cert, root_cert):
             raise UserError(f"{layout.rel(layout.ca_cert)} is not a self-signed CA certificate", hint=restore)
-        index = _read_index(layout)
+        index, index_stamp = _read_index(layout)
         if index["ca"].get("root_sha256") != _fingerprint(root_cert):
             raise UserError(f"{layout.rel(layout.ca_cert)} is not the root CA this PKI was created with "
                             f"(its fingerprint differs from {layout.rel(layout.index)})", hint=restore)
@@ -331,7 +332,7 @@ class PkiStore:
         if passphrase is not None:
             _check_root_passphrase(layout, root_cert, passphrase)
         return cls(layout, project=project, key_type=key_type, root_cert=root_cert, index=index,
-                   issuing=pki.CertificateAuthority(issuing_cert, issuing_key))
+                   issuing=pki.CertificateAuthority(issuing_cert, issuing_key), index_stamp=index_stamp)
 
     # ------------------------------------------------------------------------------------------ trust
 
@@ -684,12 +685,14 @@ class PkiStore:
         write_file_atomic(self.layout.index, _index_bytes(document), mode=_PUBLIC, durable=True)
         self._index_stamp = self._stat_index()
 
-    def _stat_index(self) -> tuple[int, int, int] | None:
+    def _stat_index(self) -> bytes | None:
+        """A digest of index.json's content. Not (inode, size, mtime): an atomic rename frees the old inode for
+        the next file, two indexes often have the same size, and mtime has only jiffy resolution, so a stat
+        stamp can match an index another process rewrote, and this store would then write over its entry."""
         try:
-            st = self.layout.index.stat()
+            return hashlib.sha256(self.layout.index.read_bytes()).digest()
         except FileNotFoundError:
             return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 _NAMES_PER_WORKER_MIN = 500  # below this, forking costs more than it saves
@@ -817,10 +820,12 @@ def _index_bytes(document: Mapping[str, Any]) -> bytes:
     return (head + ',\n "certs": [\n  ' + ",\n  ".join(lines) + "\n ]\n}\n").encode()
 
 
-def _read_index(layout: PkiLayout) -> dict[str, Any]:
+def _read_index(layout: PkiLayout) -> tuple[dict[str, Any], bytes]:
+    """The index document, and the digest of exactly the bytes it was parsed from (see _stat_index)."""
     hint = "restore pki/index.json from a backup"
     try:
-        document = json.loads(layout.index.read_bytes())
+        raw = layout.index.read_bytes()
+        document = json.loads(raw)
     except FileNotFoundError:
         raise UserError(f"{layout.rel(layout.index)} is missing", hint=hint)
     except (ValueError, UnicodeDecodeError) as error:
@@ -832,7 +837,7 @@ def _read_index(layout: PkiLayout) -> dict[str, Any]:
         [IndexEntry.from_json(e) for e in document.get("certs", [])]
     except (KeyError, TypeError, ValueError) as error:
         raise UserError(f"{layout.rel(layout.index)} has a malformed entry ({error})", hint=hint)
-    return document
+    return document, hashlib.sha256(raw).digest()
 
 
 def _read_or_none(path: Path) -> bytes | None:

@@ -254,10 +254,11 @@ class _Resolver:
                 problem = _c_name_problem(item["name"])
                 if problem:
                     self.problem(name_path, problem)
-                elif item["name"] in seen_names:
-                    self.problem(name_path, f"name {item['name']!r} is used twice in this device's topics",
+                elif item["name"].lower() in seen_names:
+                    self.problem(name_path, f"name {item['name']!r} is used twice in this device's topics (names "
+                                 "are compared ignoring case: they become C function and macro names)",
                                  "give every publish and subscribe entry its own name")
-                seen_names[item["name"]] = name_path
+                seen_names[item["name"].lower()] = name_path
 
         pki_raw, _ = self.mapping_setting(entry, base, "pki")
         device_pki = DevicePki(key_type=pki_raw.get("key_type", pki.key_type),
