@@ -61,7 +61,3 @@ def load_catalogue(path: Path = CATALOGUE_PATH) -> dict[str, Target]:
             options=tuple(options),
         )
     return targets
-
-
-def target_names() -> list[str]:
-    return list(load_catalogue())
