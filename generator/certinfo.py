@@ -221,7 +221,7 @@ def _explain_cert(cert: x509.Certificate, now: dt.datetime) -> ObjectReport:
                   f"({_days_left_words(cert.not_valid_after_utc, now)})"),
         ("key type", _key_words(cert.public_key())),
         ("signature", cert.signature_hash_algorithm.name.upper() if cert.signature_hash_algorithm else "none"),
-        ("CA", f"yes, may sign certificates" + (f" (path length {constraints.path_length})"
+        ("CA", "yes, may sign certificates" + (f" (path length {constraints.path_length})"
                                                  if constraints.path_length is not None else "")
          if is_ca else "no"),
         ("SHA-256", cert.fingerprint(hashes.SHA256()).hex(":")),

@@ -451,7 +451,7 @@ def run_resolve_step(target: DoctorTarget) -> StepResult:
 def judge_resolution(target: DoctorTarget, resolution: probes.Resolution) -> StepResult:
     via = " (--broker)" if target.overridden else ""
     if resolution.error:
-        fix = (f"check the address given to --broker" if target.overridden else
+        fix = ("check the address given to --broker" if target.overridden else
                f"add a DNS record (or an /etc/hosts line) for {target.dial_host}, or try "
                f"`gen doctor SPEC --broker IP:{target.dial_port}` to dial the broker directly")
         return failed("resolve", f"{target.dial_host}{via} does not resolve: {resolution.error}", fix)
@@ -539,7 +539,7 @@ def judge_tls(target: DoctorTarget, material: DoctorMaterial, facts: TlsFacts, n
         if finding is not None:
             summary, fix, details = finding
             return failed("tls", summary, fix, *details, *raw_errors)
-        return failed("tls", f"the broker's certificate chain does not verify against the device's CA",
+        return failed("tls", "the broker's certificate chain does not verify against the device's CA",
                       f"the broker's certfile must hold its cert followed by the issuing CA; {use_generated}",
                       *raw_errors)
     if not facts.mbedtls.ok:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from generator.spec.model import (  # noqa: F401  (the public model)
+from generator.spec.model import (
     AUTH_MODES,
     BACKEND_IDENTITY,
     KEY_TYPES,
@@ -25,6 +25,12 @@ from generator.spec.model import (  # noqa: F401  (the public model)
 from generator.spec.resolve import resolve_spec
 from generator.spec.schema_check import schema_problems
 from generator.spec.source import SpecSource, problems_to_error, read_spec_source
+
+
+__all__ = [
+    "AUTH_MODES", "BACKEND_IDENTITY", "KEY_TYPES", "SECRETS_MODES", "Broker", "Device", "DevicePki", "PkiOptions",
+    "Publish", "Spec", "SpecSource", "Status", "Subscribe", "Wifi", "load_spec", "load_spec_source",
+]
 
 
 def load_spec_source(path: Path, environ: dict[str, str] | None = None) -> tuple[Spec, SpecSource]:
