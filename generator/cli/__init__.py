@@ -3,6 +3,7 @@ this file only assembles them and turns our errors into exit codes (0 ok, 2 user
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -56,7 +57,20 @@ def report_error(error: GenError) -> None:
         err_console.print(f"  [bold]fix:[/] {error.hint}", markup=True)
 
 
+def _interrupt_on_termination_signals() -> None:
+    """SIGTERM (kill, a supervisor) and SIGHUP (the terminal closed) stop gen the way Ctrl-C does, so the commands
+    that run processes (broker up, simulate) stop their broker and devices instead of leaving them running."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    for termination in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(termination, interrupt)
+
+
 def main(argv: list[str] | None = None) -> None:
+    if argv is None:  # the real program, not a test calling main([...]) in-process
+        _interrupt_on_termination_signals()
     try:
         result = app(args=argv, standalone_mode=False, prog_name="gen")
     except GenError as error:
