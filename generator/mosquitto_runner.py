@@ -244,17 +244,25 @@ def _start(private_dir: Path, log_path: Path, *, binary: Path | None = None) -> 
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=private_dir,
             preexec_fn=_raise_open_files_limit, start_new_session=True,
         )
+    try:
+        return process, _wait_until_running(process, log_path, offset)
+    except BaseException:  # including Ctrl-C / SIGTERM while it starts: never leave it running in its own session
+        _stop(process)
+        raise
+
+
+def _wait_until_running(process: subprocess.Popen, log_path: Path, offset: int) -> str:
+    """Waits for `mosquitto version X running`; returns X."""
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while True:
         text = log_path.read_bytes()[offset:].decode(errors="replace")
         match = RUNNING_LINE.search(text)
         if match:
-            return process, match.group(1)
+            return match.group(1)
         if process.poll() is not None:
             raise ToolError(f"mosquitto did not start (exit code {process.returncode}):\n{_error_lines(text)}",
                             hint=_startup_hint(text))
         if time.monotonic() > deadline:
-            _stop(process)
             raise ToolError(f"mosquitto did not say it was running within {STARTUP_TIMEOUT_S:.0f} s:\n"
                             f"{_error_lines(text)}")
         time.sleep(0.01)
