@@ -19,7 +19,6 @@ import resource
 import shutil
 import signal
 import ssl
-import struct
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
+
+from generator import mqtt_wire  # noqa: E402  (after the path set-up above)
 
 BROKER_NAME = "localhost"
 HOST = "127.0.0.1"
@@ -40,33 +41,16 @@ KEEPALIVE_S = 120
 # ---------------------------------------------------------------------------------------------- MQTT bytes
 
 
-def _string(text: str) -> bytes:
-    data = text.encode()
-    return struct.pack("!H", len(data)) + data
-
-
-def _remaining_length(length: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, length = length % 128, length // 128
-        out.append(byte | (0x80 if length else 0))
-        if not length:
-            return bytes(out)
-
-
 def connect_packet(client_id: str) -> bytes:
-    body = _string("MQTT") + bytes([4, 0x02]) + struct.pack("!H", KEEPALIVE_S) + _string(client_id)
-    return b"\x10" + _remaining_length(len(body)) + body
+    return mqtt_wire.connect_packet(client_id, keepalive=KEEPALIVE_S)
 
 
 def publish_packet(topic: str, payload: bytes) -> bytes:  # QoS 0
-    body = _string(topic) + payload
-    return b"\x30" + _remaining_length(len(body)) + body
+    return mqtt_wire.publish_packet(topic, payload)
 
 
 def subscribe_packet(topic_filter: str) -> bytes:
-    body = struct.pack("!H", 1) + _string(topic_filter) + b"\x00"
-    return b"\x82" + _remaining_length(len(body)) + body
+    return mqtt_wire.subscribe_packet(1, [(topic_filter, 0)])
 
 
 async def read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:

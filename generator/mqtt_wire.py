@@ -54,15 +54,33 @@ def _packet(packet_type: int, flags: int, body: bytes) -> bytes:
 
 
 def connect_packet(client_id: str, *, username: str | None = None, password: str | None = None,
-                   keepalive: int = 30, clean_session: bool = True) -> bytes:
+                   keepalive: int = 30, clean_session: bool = True, will: tuple[str, bytes] | None = None,
+                   will_qos: int = 1, will_retain: bool = False) -> bytes:
+    """MQTT 3.1.1 CONNECT; `will` is (topic, payload)."""
     flags = (0x02 if clean_session else 0) | (0x80 if username is not None else 0) | (
         0x40 if password is not None else 0)
+    if will is not None:
+        flags |= 0x04 | (will_qos << 3) | (0x20 if will_retain else 0)
     body = _string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + _string(client_id)
+    if will is not None:
+        body += _string(will[0]) + _binary(will[1])
     if username is not None:
         body += _string(username)
     if password is not None:
         body += _binary(password.encode("utf-8"))
     return _packet(CONNECT, 0, body)
+
+
+def publish_packet(topic: str, payload: bytes, *, qos: int = 0, packet_id: int | None = None) -> bytes:
+    """MQTT 3.1.1 PUBLISH without the retain flag; QoS 1 and 2 need a packet id."""
+    packet_id_field = struct.pack("!H", packet_id) if qos else b""
+    return _packet(PUBLISH, qos << 1, _string(topic) + packet_id_field + payload)
+
+
+def subscribe_packet(packet_id: int, filters: list[tuple[str, int]]) -> bytes:
+    """MQTT 3.1.1 SUBSCRIBE for (filter, qos) pairs."""
+    body = struct.pack("!H", packet_id) + b"".join(_string(f) + bytes([qos]) for f, qos in filters)
+    return _packet(SUBSCRIBE, 0x02, body)
 
 
 @dataclass
@@ -85,18 +103,17 @@ class MqttSession:
 
     def subscribe(self, filters: list[tuple[str, int]]) -> list[int]:
         packet_id = self._packet_id()
-        body = struct.pack("!H", packet_id) + b"".join(_string(f) + bytes([qos]) for f, qos in filters)
-        self._send(_packet(SUBSCRIBE, 0x02, body))
+        self._send(subscribe_packet(packet_id, filters))
         body = self._wait_for(SUBACK, packet_id)
         return list(body[2:])
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
         """Publishes without the retain flag (a probe leaves nothing behind); QoS 1 waits for the PUBACK."""
         if qos == 0:
-            self._send(_packet(PUBLISH, 0, _string(topic) + payload))
+            self._send(publish_packet(topic, payload))
             return
         packet_id = self._packet_id()
-        self._send(_packet(PUBLISH, 0x02, _string(topic) + struct.pack("!H", packet_id) + payload))
+        self._send(publish_packet(topic, payload, qos=1, packet_id=packet_id))
         self._wait_for(PUBACK, packet_id)
 
     def ping(self) -> None:

@@ -18,7 +18,6 @@ import queue
 import shutil
 import socket
 import ssl
-import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from generator.errors import ToolError
 from generator.files import write_tree
 from generator.generate import spec_credentials
 from generator.mosquitto_runner import RunningBroker, running_broker
+from generator.mqtt_wire import connect_packet
 from generator.paths import PROJECT_ROOT
 from generator.spec import BACKEND_IDENTITY, Spec, load_spec
 
@@ -324,20 +324,8 @@ def mbedtls_connect(broker: RunningBroker, client: ClientCredentials, server_hos
 def mqtt_connect_packet(client_id: str, *, username: str | None = None, password: str | None = None,
                         keepalive: int = 30, will: tuple[str, bytes] | None = None, will_retain: bool = False) -> bytes:
     """An MQTT 3.1.1 CONNECT packet (clean session), with an optional will (topic, payload) at QoS 1."""
-
-    def string(text: str | bytes) -> bytes:
-        data = text.encode() if isinstance(text, str) else text
-        return struct.pack("!H", len(data)) + data
-
-    flags = 0x02 | (0x80 if username is not None else 0) | (0x40 if password is not None else 0)
-    if will is not None:
-        flags |= 0x04 | (1 << 3) | (0x20 if will_retain else 0)
-    body = string("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive) + string(client_id)
-    if will is not None:
-        body += string(will[0]) + string(will[1])
-    body += (string(username) if username is not None else b"") + (string(password) if password is not None else b"")
-    assert len(body) < 128
-    return bytes([0x10, len(body)]) + body
+    return connect_packet(client_id, username=username, password=password, keepalive=keepalive, will=will,
+                          will_qos=1, will_retain=will_retain)
 
 
 def mqtt_connack_code(sock) -> int | None:
