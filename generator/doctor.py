@@ -242,8 +242,8 @@ def load_material(spec: Spec, device: Device) -> DoctorMaterial:
         device=cert_and_key("device", device.id, f"device {device.id}") if device.uses_client_cert else None,
         backend=cert_and_key("client", BACKEND_IDENTITY, f"client {BACKEND_IDENTITY}"),
         crl=crl,
-        device_password=_read_password(device_password_path) if device_password_path else None,
-        backend_password=_read_password(layout.password_path(BACKEND_IDENTITY)),
+        device_password=store.existing_password(device.username) if device.uses_password else None,
+        backend_password=store.existing_password(BACKEND_IDENTITY),
         device_password_path=device_password_path,
     )
 
@@ -253,12 +253,6 @@ def _read(path: Path) -> bytes | None:
         return path.read_bytes()
     except OSError:
         return None
-
-
-def _read_password(path: Path) -> str | None:
-    data = _read(path)
-    value = data.decode("utf-8", "replace").strip() if data else ""
-    return value or None
 
 
 def _key_matches(key_pem: bytes, cert: x509.Certificate) -> bool:
