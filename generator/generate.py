@@ -17,7 +17,7 @@ from pathlib import Path
 
 from generator.credentials import BrokerCredentials, ClientCredentials, SpecCredentials
 from generator.files import SECRET_MODE, write_tree
-from generator.manifest import MANIFEST_NAME, device_dir, device_entry, firmware_dir, render_manifest
+from generator.manifest import BROKER_DIR, MANIFEST_NAME, device_dir, device_entry, firmware_dir, render_manifest
 from generator.spec import BACKEND_IDENTITY, Device, Spec
 
 
@@ -104,8 +104,8 @@ def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] |
     credentials = spec_credentials(spec)
 
     broker_files = render_broker(spec, credentials.broker)
-    files: dict[str, bytes] = {f"broker/{path}": content for path, content in broker_files.files.items()}
-    modes: dict[str, int] = {f"broker/{path}": mode for path, mode in broker_files.modes.items()}
+    files: dict[str, bytes] = {f"{BROKER_DIR}/{path}": content for path, content in broker_files.files.items()}
+    modes: dict[str, int] = {f"{BROKER_DIR}/{path}": mode for path, mode in broker_files.modes.items()}
     user_owned: set[str] = set()
     entries = []
     for device in spec.devices:

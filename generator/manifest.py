@@ -15,6 +15,7 @@ from generator.spec import Device, Spec
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
+BROKER_DIR = "broker"          # OUT/broker/: what the broker machine needs
 
 
 def device_dir(device_id: str) -> str:
@@ -52,7 +53,7 @@ def device_entry(device: Device, *, has_nvs: bool, cert_serial: int | None, cert
     }
 
 
-def render_manifest(spec: Spec, devices: list[dict[str, Any]], *, broker_dir: str = "broker") -> bytes:
+def render_manifest(spec: Spec, devices: list[dict[str, Any]], *, broker_dir: str = BROKER_DIR) -> bytes:
     document = {
         "version": MANIFEST_VERSION,
         "project": spec.project,

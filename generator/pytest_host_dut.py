@@ -27,7 +27,7 @@ from typing import Iterator
 
 import pytest
 
-from generator.manifest import MANIFEST_NAME, read_manifest
+from generator.manifest import BROKER_DIR, MANIFEST_NAME, read_manifest
 from generator.simulate import (
     LOCAL_ADDRESS,
     STOP_GRACE_S,
@@ -52,7 +52,7 @@ class HostFirmware:
 
     @property
     def broker_dir(self) -> Path:
-        return self.out_dir / "broker"
+        return self.out_dir / BROKER_DIR
 
 
 def find_host_firmware(firmware_dir: Path) -> HostFirmware:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 from generator.errors import UserError
-from generator.manifest import firmware_dir, read_manifest
+from generator.manifest import BROKER_DIR, firmware_dir, read_manifest
 from generator.spec import Device, Spec
 
 SUMMARY_PREFIX = "[sim] summary "
@@ -436,7 +436,7 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
     binaries = compile_devices(spec, out_dir, device_ids, cache_dir=options.cache_dir, on_event=on_event)
 
     with _broker_for(out_dir, options.broker) as (address, running):
-        on_event(f"broker: {address}" + (" (started from " + str(out_dir / "broker") + ")" if running else ""))
+        on_event(f"broker: {address}" + (" (started from " + str(out_dir / BROKER_DIR) + ")" if running else ""))
         actions = []
         if running is not None and options.faults.restart_broker_after is not None:
             actions.append(ScheduledAction(options.faults.restart_broker_after, "restarting the broker",
@@ -458,5 +458,5 @@ def _broker_for(out_dir: Path, given: BrokerAddress | None) -> Iterator[tuple[Br
         return
     from generator.mosquitto_runner import running_broker
 
-    with running_broker(Path(out_dir) / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
+    with running_broker(Path(out_dir) / BROKER_DIR, port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
         yield BrokerAddress(broker.host, broker.port), broker

@@ -61,9 +61,10 @@ def write_broker_files(spec, out_dir: Path) -> Path:
     from generator.broker import render_broker
     from generator.files import write_tree
     from generator.generate import spec_credentials
+    from generator.manifest import BROKER_DIR
 
     rendered = render_broker(spec, spec_credentials(spec).broker)
-    broker_dir = Path(out_dir) / "broker"
+    broker_dir = Path(out_dir) / BROKER_DIR
     write_tree(broker_dir, rendered.files, modes=rendered.modes)
     return broker_dir
 
