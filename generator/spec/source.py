@@ -19,7 +19,7 @@ from generator.errors import UserError
 SECRETS_FILE = "secrets.yaml"
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
-Path_ = tuple  # a spec path: ("devices", 1, "wifi", "password")
+SpecPath = tuple  # a path inside the spec: ("devices", 1, "wifi", "password")
 
 
 @dataclass(frozen=True)
@@ -38,11 +38,11 @@ class SpecSource:
 
     path: Path
     data: Any
-    value_positions: dict[Path_, Position] = field(default_factory=dict)
-    key_positions: dict[Path_, Position] = field(default_factory=dict)
+    value_positions: dict[SpecPath, Position] = field(default_factory=dict)
+    key_positions: dict[SpecPath, Position] = field(default_factory=dict)
     secret_values: set[str] = field(default_factory=set)
 
-    def position(self, path: Path_, *, of_key: bool = False) -> Position:
+    def position(self, path: SpecPath, *, of_key: bool = False) -> Position:
         """The position of `path`, or of its nearest ancestor that is written in the file (defaults are not)."""
         path = tuple(path)
         table = self.key_positions if of_key else self.value_positions
@@ -55,7 +55,7 @@ class SpecSource:
         return self.value_positions.get((), Position(self.path, 1, 1))
 
 
-def format_spec_path(path: Path_) -> str:
+def format_spec_path(path: SpecPath) -> str:
     text = ""
     for part in path:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
@@ -65,7 +65,7 @@ def format_spec_path(path: Path_) -> str:
 class SpecProblem(Exception):
     """One problem at one place of a spec; collected into a UserError by the caller."""
 
-    def __init__(self, path: Path_, message: str, hint: str | None = None, *, of_key: bool = False):
+    def __init__(self, path: SpecPath, message: str, hint: str | None = None, *, of_key: bool = False):
         super().__init__(message)
         self.path = tuple(path)
         self.message = message
@@ -117,15 +117,16 @@ def _position(path: Path, mark: yaml.Mark) -> Position:
 
 
 class _Reader:
-    def __init__(self, path: Path, environ: dict[str, str]):
+    def __init__(self, path: Path, environ: dict[str, str], loader: yaml.SafeLoader):
         self.path = path
         self.environ = environ
+        self._loader = loader
         self.source = SpecSource(path=path, data=None)
         self.problems: list[SpecProblem] = []
         self._secrets: dict[str, Any] | None = None
 
     # --- secrets.yaml -------------------------------------------------------------------------------------
-    def secrets(self, where: Path_) -> dict[str, Any]:
+    def secrets(self, where: SpecPath) -> dict[str, Any]:
         if self._secrets is None:
             secrets_path = self.path.parent / SECRETS_FILE
             if not secrets_path.is_file():
@@ -137,9 +138,7 @@ class _Reader:
             try:
                 loaded = yaml.safe_load(secrets_path.read_text(encoding="utf-8"))
             except yaml.YAMLError as error:
-                mark = getattr(error, "problem_mark", None)
-                at = f"{secrets_path}:{mark.line + 1}:{mark.column + 1}" if mark else str(secrets_path)
-                raise UserError(f"{at}: {SECRETS_FILE} is not valid YAML: {getattr(error, 'problem', error)}")
+                raise _yaml_error(secrets_path, error)
             except (OSError, UnicodeDecodeError) as error:
                 raise UserError(f"cannot read {secrets_path}: {error}")
             if loaded is None:
@@ -150,7 +149,7 @@ class _Reader:
         return self._secrets
 
     # --- node walk ----------------------------------------------------------------------------------------
-    def read(self, node: yaml.Node, path: Path_) -> Any:
+    def read(self, node: yaml.Node, path: SpecPath) -> Any:
         self.source.value_positions[path] = _position(self.path, node.start_mark)
         if isinstance(node, yaml.MappingNode):
             result: dict[Any, Any] = {}
@@ -188,7 +187,7 @@ class _Reader:
             return items
         return self._scalar(node, path)
 
-    def _scalar(self, node: yaml.Node, path: Path_) -> Any:
+    def _scalar(self, node: yaml.Node, path: SpecPath) -> Any:
         value = self._loader.construct_object(node, deep=True)
         if isinstance(value, _SecretTag):
             name = str(value)
@@ -209,7 +208,7 @@ class _Reader:
             return self._expand_env(value, path)
         return value
 
-    def _expand_env(self, text: str, path: Path_) -> str:
+    def _expand_env(self, text: str, path: SpecPath) -> str:
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in self.environ:
@@ -234,27 +233,28 @@ def read_spec_source(path: Path, environ: dict[str, str] | None = None) -> SpecS
     except OSError as error:
         raise UserError(f"cannot read spec {path}: {error.strerror}")
 
-    reader = _Reader(path, dict(os.environ) if environ is None else environ)
-    reader._loader = _SpecLoader(text)
+    loader = _SpecLoader(text)
+    reader = _Reader(path, dict(os.environ) if environ is None else environ, loader)
     try:
-        root = reader._loader.get_single_node()
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(error, "problem", None) or str(error)
-        context = getattr(error, "context", None)
-        detail = f"{problem} ({context})" if context else problem
-        raise UserError(f"{where}: not valid YAML: {detail}", hint="check the indentation and quoting at that line")
-    finally:
-        reader._loader.dispose()
-    if root is None:
-        raise UserError(f"{path}:1:1: the spec is empty", hint="start from `gen new NAME`, or copy an example from projects/examples/")
-    try:
+        root = loader.get_single_node()
+        if root is None:
+            raise UserError(f"{path}:1:1: the spec is empty",
+                            hint="start from `gen new NAME`, or copy an example from projects/examples/")
         reader.source.data = reader.read(root, ())
     except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise UserError(f"{where}: {getattr(error, 'problem', None) or error}")
+        raise _yaml_error(path, error)
+    finally:
+        loader.dispose()
     if reader.problems:
         raise problems_to_error(reader.source, reader.problems)
     return reader.source
+
+
+def _yaml_error(path: Path, error: yaml.YAMLError) -> UserError:
+    """A YAML syntax or tag error, at the line and column PyYAML points to."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    problem = getattr(error, "problem", None) or str(error)
+    context = getattr(error, "context", None)
+    detail = f"{problem} ({context})" if context else problem
+    return UserError(f"{where}: not valid YAML: {detail}", hint="check the indentation and quoting at that line")
