@@ -240,11 +240,19 @@ class PkiLayout:
     def cert_path(self, role: str, name: str) -> Path:
         if role == "broker":
             return self.root / "broker.pem"
+        if role == "root-ca":
+            return self.ca_cert
+        if role == "issuing-ca":
+            return self.issuing_cert
         return Path(f"{self.root}/{_ROLE_DIRS[role]}/{name}.pem")
 
     def key_path(self, role: str, name: str) -> Path:
         if role == "broker":
             return self.private / "broker-key.pem"
+        if role == "root-ca":
+            return self.root_key_encrypted if self.root_key_encrypted.exists() else self.root_key_plain
+        if role == "issuing-ca":
+            return self.issuing_key
         return Path(f"{self.root}/private/{_ROLE_DIRS[role]}/{name}-key.pem")
 
     def password_path(self, username: str) -> Path:

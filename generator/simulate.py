@@ -332,13 +332,23 @@ def run_devices(runs: Sequence[DeviceRun], *, duration: float | None, on_line: L
                 actions: Sequence[ScheduledAction] = (), on_event: EventSink = lambda _: None
                 ) -> tuple[DeviceSummary, ...]:
     """Runs the devices for `duration` seconds (None: until Ctrl-C), streaming their output, then stops them and
-    returns their summaries. Ctrl-C ends the run early; the summaries are still collected."""
+    returns their summaries. Ctrl-C ends the run early: the devices are stopped and their summaries collected,
+    then RunInterrupted (a KeyboardInterrupt) carries them to the caller."""
     with started_devices(runs) as processes:
         try:
             stream_devices(processes, duration=duration, on_line=on_line, actions=actions, on_event=on_event)
         except KeyboardInterrupt:
             on_event("interrupted: stopping the devices")
+            raise RunInterrupted(stop_devices(processes, on_line, on_event)) from None
         return stop_devices(processes, on_line, on_event)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) stopped the run; the devices are stopped and these are their summaries."""
+
+    def __init__(self, summaries: tuple[DeviceSummary, ...]):
+        super().__init__("interrupted")
+        self.summaries = summaries
 
 
 def stream_devices(processes: Sequence[DeviceProcess], *, duration: float | None, on_line: LineSink,

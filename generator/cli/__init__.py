@@ -3,25 +3,46 @@ this file only assembles them and turns our errors into exit codes (0 ok, 2 user
 
 from __future__ import annotations
 
+import errno
 import signal
 import sys
+from importlib.metadata import PackageNotFoundError, version as package_version
+from typing import Optional
 
-import click
 import typer
-from rich.console import Console
 
+from generator.cli.output import err_console, styled
 from generator.errors import GenError
+
+DISTRIBUTION = "esp32-mqtt-gen"
 
 app = typer.Typer(
     name="gen",
     help="Generate a secure ESP32 <-> Mosquitto MQTT link (firmware, broker, PKI) from one YAML spec.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+def gen_version() -> str:
+    try:
+        return package_version(DISTRIBUTION)
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown (not installed; run ./scripts/setup)"
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        print(f"gen {gen_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Optional[bool] = typer.Option(None, "--version", is_eager=True, callback=_print_version,
+                                                    help="Print gen's version and exit.")) -> None:
+    """Generate a secure ESP32 <-> Mosquitto MQTT link (firmware, broker, PKI) from one YAML spec."""
 
 
 def _register_commands() -> None:
@@ -52,9 +73,9 @@ _register_commands()
 
 
 def report_error(error: GenError) -> None:
-    err_console.print(f"[bold red]error:[/] {error.message}", markup=True)
+    err_console.print(styled(("error:", "bold red"), " ", error.message))
     if error.hint:
-        err_console.print(f"  [bold]fix:[/] {error.hint}", markup=True)
+        err_console.print(styled("  ", ("fix:", "bold"), " ", error.hint))
 
 
 def _interrupt_on_termination_signals() -> None:
@@ -68,22 +89,34 @@ def _interrupt_on_termination_signals() -> None:
         signal.signal(termination, interrupt)
 
 
+def _file_error(error: OSError) -> GenError:
+    """A file the command had to read or write could not be: the user's to fix (a path, a mode, a full disk)."""
+    from generator.errors import ToolError, UserError
+
+    where = f" {error.filename}" if error.filename else ""
+    reason = error.strerror or str(error)
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return UserError(f"cannot write or read{where}: {reason}",
+                         hint="check the folder's owner and mode, or pass --out DIR to write elsewhere")
+    if error.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR):
+        return UserError(f"{where.strip() or 'a path'}: {reason}", hint="check the path")
+    return ToolError(f"file system error{where}: {reason}")
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Runs gen. Usage mistakes (unknown command or option, a bad value) are click's: usage, the error, exit 2.
+    Our errors: exit 2 (UserError) or 1 (ToolError), one message and the fix. Ctrl-C: 130, after cleaning up."""
     if argv is None:  # the real program, not a test calling main([...]) in-process
         _interrupt_on_termination_signals()
     try:
-        result = app(args=argv, standalone_mode=False, prog_name="gen")
+        app(args=argv, prog_name="gen")
     except GenError as error:
         report_error(error)
         sys.exit(error.exit_code)
-    except click.exceptions.Exit as done:
-        sys.exit(done.exit_code)
-    except click.exceptions.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except click.ClickException as error:
-        error.show()
-        sys.exit(2 if isinstance(error, click.UsageError) else error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    sys.exit(result if isinstance(result, int) else 0)
+    except OSError as error:
+        failure = _file_error(error)
+        report_error(failure)
+        sys.exit(failure.exit_code)
+    sys.exit(0)

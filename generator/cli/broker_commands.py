@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
-console = Console(highlight=False, soft_wrap=True)
+from generator.cli.output import OUT_OPTION, SPEC_ARGUMENT, console
+
 broker_app = typer.Typer(help="The Mosquitto broker side: print its config, or run it.", no_args_is_help=True)
 
 
 @broker_app.command("config")
-def config(spec: Path = typer.Argument(..., help="The spec, e.g. projects/NAME/device.yaml.")) -> None:
+def config(spec: Path = SPEC_ARGUMENT) -> None:
     """Print the mosquitto.conf the spec produces (nothing is written; paths are where README.md installs them)."""
     from generator.broker import render_mosquitto_conf
     from generator.spec import load_spec
@@ -25,11 +25,11 @@ def config(spec: Path = typer.Argument(..., help="The spec, e.g. projects/NAME/d
 
 @broker_app.command("up")
 def up(
-    spec: Path = typer.Argument(..., help="The spec, e.g. projects/NAME/device.yaml."),
+    spec: Path = SPEC_ARGUMENT,
     port: Optional[int] = typer.Option(None, "--port", min=1, max=65535,
                                        help="TLS port to listen on (default: broker.port of the spec)."),
     bind: Optional[str] = typer.Option(None, "--bind", help="Address to listen on (default: every interface)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: build/ next to the spec)."),
+    out: Optional[Path] = OUT_OPTION,
 ) -> None:
     """Generate OUT/broker/ and run the real mosquitto on it in the foreground until Ctrl-C."""
     from generator.errors import ToolError
@@ -54,6 +54,7 @@ def up(
                     time.sleep(0.2)
         except KeyboardInterrupt:
             console.print("stopping mosquitto")
+            raise  # the broker stops as running_broker exits; gen exits 130
 
 
 def write_broker_files(spec, out_dir: Path) -> Path:

@@ -7,18 +7,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
-console = Console(highlight=False, soft_wrap=True)
-progress_console = Console(stderr=True, highlight=False, soft_wrap=True)
+from generator.cli.output import OUT_OPTION, SPEC_ARGUMENT, console, err_console, plural
 
-SPEC_ARGUMENT = typer.Argument(..., help="The spec, e.g. projects/NAME/device.yaml.")
-OUT_OPTION = typer.Option(None, "--out", help="Output directory (default: build/ next to the spec).")
+
 PORT_OPTION = typer.Option(None, "--port", "-p", help="Serial port (default: the only one present).")
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def build(
@@ -45,8 +38,8 @@ def build(
     previous = read_manifest(out_dir) if (out_dir / MANIFEST_NAME).is_file() else None
     generate(loaded, out_dir, device_ids=device or None)
     plan = plan_build(out_dir, read_manifest(out_dir), load_catalogue(), device_ids=device or None)
-    result = run_build(plan, jobs=jobs, console=progress_console, previous_manifest=previous)
-    console.print(f"built {_plural(len(result.images), 'image')} for {_plural(len(result.artifacts), 'device')}: "
+    result = run_build(plan, jobs=jobs, console=err_console, previous_manifest=previous)
+    console.print(f"built {plural(len(result.images), 'image')} for {plural(len(result.artifacts), 'device')}: "
                   f"{out_dir / 'artifacts'}/<id>/ (flash with `gen flash {spec} --device ID`)")
 
 
@@ -77,7 +70,7 @@ def flash(
     chosen = choose_port(port)
     console.print(f"flashing {device} through {chosen} with {method}")
     flash_device(built, port=chosen, method=method, esptool=esptool, pio=pio,
-                 echo=lambda line: console.print(line, markup=False))
+                 echo=lambda line: console.print(line))
     console.print(f"flashed {device}; watch it with `gen monitor {spec} --device {device} --port {chosen}`")
 
 
@@ -127,7 +120,7 @@ def ci_github(
     console.print(f"wrote {path}")
     console.print("set these repository secrets (Settings > Secrets and variables > Actions, or `gh secret set`):")
     for secret in secrets.all:
-        console.print(f"  {secret.ci_secret}: {secret.description}", markup=False)
+        console.print(f"  {secret.ci_secret}: {secret.description}")
     size = pki_archive_size(loaded)
     if size is not None and size > GITHUB_SECRET_LIMIT:
         console.print(f"warning: the PKI archive is about {size // 1024} KiB, more than GitHub's 48 KiB per secret; "

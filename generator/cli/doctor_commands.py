@@ -7,16 +7,15 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-console = Console(highlight=False, soft_wrap=True)
+from generator.cli.output import SPEC_ARGUMENT, console, styled
 
-_MARKS = {"ok": "[green]✓[/]", "failed": "[bold red]✗[/]", "skipped": "[dim]-[/]"}
+
+_MARKS = {"ok": ("✓", "green"), "failed": ("✗", "bold red"), "skipped": ("-", "dim")}
 
 
 def doctor(
-    spec: Path = typer.Argument(..., help="The spec, e.g. projects/NAME/device.yaml."),
+    spec: Path = SPEC_ARGUMENT,
     device: Optional[str] = typer.Option(None, "--device", help="The device to check (needed when the spec has several)."),
     broker: Optional[str] = typer.Option(None, "--broker", metavar="HOST:PORT",
                                          help="Dial this address instead of the spec's broker, still verifying the "
@@ -38,13 +37,13 @@ def doctor(
     else:
         dial = f"{target.dial_host}:{target.dial_port}"
         via = f" (dialling {dial}, verifying {target.server_name})" if target.overridden else f" ({dial})"
-        console.print(f"gen doctor: device {escape(chosen.id)} -> broker {escape(target.server_name)}{escape(via)}")
+        console.print(f"gen doctor: device {chosen.id} -> broker {target.server_name}{via}")
         for number, result in enumerate(results, 1):
-            console.print(f"{_MARKS[result.status]} {number}. {escape(result.title)}: {escape(result.summary)}")
+            console.print(styled(_MARKS[result.status], f" {number}. {result.title}: {result.summary}"))
             if result.ok is False:
                 for detail in result.details:
-                    console.print(f"     {escape(detail)}", style="dim")
-                console.print(f"     [bold]fix:[/] {escape(result.fix or '')}")
+                    console.print(f"     {detail}", style="dim")
+                console.print(styled("     ", ("fix:", "bold"), f" {result.fix or ''}"))
     if not all(result.ok for result in results):
         raise typer.Exit(1)
 

@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
-console = Console(highlight=False, soft_wrap=True)
+from generator.cli.output import OUT_OPTION, SPEC_ARGUMENT, console
+
 
 
 def generate(
-    spec: Path = typer.Argument(..., help="The spec, e.g. projects/NAME/device.yaml."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: build/ next to the spec)."),
+    spec: Path = SPEC_ARGUMENT,
+    out: Optional[Path] = OUT_OPTION,
     device: Optional[list[str]] = typer.Option(None, "--device", help="Only this device (repeatable)."),
 ) -> None:
     """Write the broker config, every device's firmware project and the manifest; create or reuse the PKI."""

@@ -12,19 +12,17 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+
+from generator.cli.output import SPEC_ARGUMENT, console, styled
 from cryptography.hazmat.primitives.hashes import SHA256
 from rich import box
-from rich.console import Console
 from rich.table import Table
 
 from generator.errors import UserError
 
-# Pipes and logs get 120 columns (rich would assume 80 and cut serials and dates short).
-console = Console(highlight=False, soft_wrap=True, emoji=False, width=None if sys.stdout.isatty() else 120)
 pki_app = typer.Typer(help="The project's private PKI: CA, broker, device and client certs, CRL.",
                       no_args_is_help=True)
 
-SPEC_ARGUMENT = typer.Argument(..., help="The spec, e.g. projects/NAME/device.yaml.")
 
 
 def _now() -> dt.datetime:
@@ -103,7 +101,7 @@ def list_(spec: Path = SPEC_ARGUMENT,
             warnings.append(f"the CRL {'is past' if crl < now else 'is close to'} its next update: Mosquitto "
                             f"rejects every client cert after it. Run gen generate {spec} and reload the broker")
     for warning in warnings:
-        console.print(f"[yellow]warning:[/] {warning}", markup=True)
+        console.print(styled(("warning:", "yellow"), " ", warning))
 
 
 @pki_app.command("show")
@@ -125,8 +123,7 @@ def show(spec: Path = SPEC_ARGUMENT,
     console.print(f"key file   {found.key_path}" + ("" if found.key_pem else "  (MISSING)"))
     password = store.existing_password(found.name)
     if secrets:
-        console.print(f"password   {password}" if password else "password   none (this identity has no password)",
-                      markup=False)
+        console.print(f"password   {password}" if password else "password   none (this identity has no password)")
     elif password:
         console.print("password   yes (print it with --secrets)")
 
@@ -281,22 +278,16 @@ def _print_report(report) -> None:
     console.print(f"{report.source} ({report.encoding}, {len(report.objects)} "
                   f"object{'s' if len(report.objects) != 1 else ''})")
     for obj in report.objects:
-        table = Table(title=_escape(obj.title), title_justify="left", show_header=False, box=None, padding=(0, 2))
+        table = Table(title=obj.title, title_justify="left", show_header=False, box=None, padding=(0, 2))
         table.add_column(style="bold", no_wrap=True)
         table.add_column(overflow="fold")
         for label, value in obj.facts:
-            table.add_row(_escape(label), _escape(value))
+            table.add_row(label, value)
         console.print(table)
         for warning in obj.warnings:
-            console.print(f"  [yellow]warning:[/] {_escape(warning)}", markup=True)
+            console.print(styled("  ", ("warning:", "yellow"), " ", warning))
         for error in obj.errors:
-            console.print(f"  [red]problem:[/] {_escape(error)}", markup=True)
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
+            console.print(styled("  ", ("problem:", "red"), " ", error))
 
 
 def register(app: typer.Typer) -> None:

@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import typer
-from rich.console import Console
+
+from generator.cli.output import OUT_OPTION, SPEC_ARGUMENT, console
 from rich.table import Table
 from rich.text import Text
 
 from generator.simulate import DEFAULT_WIFI_DOWN_FOR_S
 
-console = Console(highlight=False, soft_wrap=True)
 
 # Each device's prefix gets its own colour, so interleaved output stays readable.
 _PREFIX_STYLES = ("cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta")
@@ -52,8 +52,7 @@ def summary_table(summaries) -> Table:
 
 
 def simulate(
-    spec: Path = typer.Argument(..., metavar="SPEC",
-                                help="The spec, e.g. projects/examples/arduino-mtls/device.yaml."),
+    spec: Path = SPEC_ARGUMENT,
     device: Optional[list[str]] = typer.Option(None, "--device", metavar="ID",
                                                help="Simulate only this device (repeatable)."),
     all_devices: bool = typer.Option(False, "--all", help="Simulate every device of the spec (the default)."),
@@ -66,12 +65,11 @@ def simulate(
         help=f"Drop every device's WiFi after S seconds, for {DEFAULT_WIFI_DOWN_FOR_S:g} s."),
     restart_broker_after: Optional[float] = typer.Option(None, "--restart-broker-after", min=0, metavar="S",
                                                          help="Restart the broker once, after S seconds."),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR",
-                                       help="Output directory (default: build/ next to the spec)."),
+    out: Optional[Path] = OUT_OPTION,
 ) -> None:
     """Compile the generated firmware for this machine and run it against the generated broker over TLS.
     Exits 0 when every device connected, 1 otherwise."""
-    from generator.simulate import Faults, SimulateOptions, parse_broker_address, select_devices
+    from generator.simulate import Faults, RunInterrupted, SimulateOptions, parse_broker_address, select_devices
     from generator.simulate import simulate as run_simulation
     from generator.spec import load_spec
 
@@ -85,7 +83,11 @@ def simulate(
         out_dir=out,
     )
     device_ids = select_devices(loaded, options.device_ids, all_devices=all_devices)
-    result = run_simulation(loaded, options, on_line=_line_printer(device_ids), on_event=_print_event)
+    try:
+        result = run_simulation(loaded, options, on_line=_line_printer(device_ids), on_event=_print_event)
+    except RunInterrupted as interrupted:   # Ctrl-C: devices and broker are stopped; show what happened, exit 130
+        console.print(summary_table(interrupted.summaries))
+        raise
     console.print(summary_table(result.summaries))
     if not result.ok:
         never = [s.device_id for s in result.summaries if not s.ever_connected]

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
+
+from generator.cli.output import SPEC_ARGUMENT, console
 
 from generator.spec import load_spec_source
 from generator.spec.view import render_resolved_spec
 
-console = Console(highlight=False, soft_wrap=True)
 
 
 def new(
@@ -29,11 +29,11 @@ def new(
     console.print(f"next: put your WiFi in {project_dir / 'secrets.yaml'}, then `gen check {project_dir / 'device.yaml'}`")
 
 
-def check(spec: Path = typer.Argument(..., help="The spec, e.g. projects/NAME/device.yaml.")) -> None:
+def check(spec: Path = SPEC_ARGUMENT) -> None:
     """Validate a spec and print it resolved: defaults filled, {id} expanded, secrets masked."""
     resolved, source = load_spec_source(spec)
     console.print(f"# {spec}: valid ({len(resolved.devices)} device{'s' if len(resolved.devices) != 1 else ''})")
-    console.print(render_resolved_spec(resolved, source.secret_values), end="", markup=False)
+    console.print(render_resolved_spec(resolved, source.secret_values), end="")
 
 
 def register(app: typer.Typer) -> None:
