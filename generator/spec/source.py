@@ -17,6 +17,14 @@ import yaml
 from generator.errors import UserError
 
 SECRETS_FILE = "secrets.yaml"
+
+# What a spec (or its secrets.yaml) may hold. Far above any real fleet (a 30,000-device spec is ~90,000 nodes,
+# about 0.7 MiB), low enough that a hostile file is refused in well under a second and a few MB of memory.
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_NODES = 100_000            # after aliases are expanded: `*a` counts every node of what it names
+MAX_DEPTH = 32                 # the spec's own nesting is 5
+MAX_SCALAR_CHARS = 65_536      # an MQTT topic is at most 65,535 bytes
+
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 SpecPath = tuple  # a path inside the spec: ("devices", 1, "wifi", "password")
@@ -96,6 +104,87 @@ def mask_secret_values(text: str, secret_values: set[str]) -> str:
     return text
 
 
+def check_yaml_limits(path: Path, text: str, loader_class: type | None = None) -> None:
+    """Refuses YAML whose expansion, node count, depth or scalar size exceed the limits above, naming the line.
+    Runs over the parser's events (no recursion, no nodes built), so it is linear in the file's size: an alias
+    bomb ("billion laughs") is measured by counting, never by expanding it."""
+    loader = (loader_class or _SpecLoader)(text)
+    sizes: dict[str, int] = {}          # anchor -> nodes it stands for, expanded
+    open_nodes: list[list] = []         # [anchor, nodes so far] of each mapping/sequence being read
+    total = 0
+
+    def refuse(event: yaml.Event, what: str, hint: str) -> UserError:
+        return UserError(f"{_position(path, event.start_mark)}: {what}", hint=hint)
+
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                open_nodes.append([event.anchor, 1])
+                if len(open_nodes) > MAX_DEPTH:
+                    raise refuse(event, f"nested more than {MAX_DEPTH} levels deep",
+                                 "a spec is a few levels deep; check the brackets and indentation")
+                added = 1
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                anchor, count = open_nodes.pop()
+                if anchor is not None:
+                    sizes[anchor] = count
+                if open_nodes:
+                    open_nodes[-1][1] += count
+                continue
+            elif isinstance(event, yaml.ScalarEvent):
+                if len(event.value) > MAX_SCALAR_CHARS:
+                    raise refuse(event, f"a value of {len(event.value):,} characters (at most {MAX_SCALAR_CHARS:,})",
+                                 "no spec value is that long; check for an unclosed quote")
+                if event.anchor is not None:
+                    sizes[event.anchor] = 1
+                added = 1
+            elif isinstance(event, yaml.AliasEvent):
+                added = sizes.get(event.anchor, 1)
+            else:
+                continue
+            if open_nodes and not isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                open_nodes[-1][1] += added
+            total += added
+            if total > MAX_NODES:
+                raise refuse(event, f"more than {MAX_NODES:,} values once its aliases (*name) are expanded",
+                             "a spec that big is not a device spec; anchors that name each other multiply")
+    except yaml.YAMLError as error:
+        raise _yaml_error(path, error, text)
+    finally:
+        loader.dispose()
+
+
+def read_yaml_text(path: Path, what: str) -> str:
+    """A YAML file's text: a regular file, at most MAX_FILE_BYTES, UTF-8, not binary. UserError otherwise."""
+    try:
+        if path.is_dir():
+            raise UserError(f"{path} is a directory, not a {what}", hint=f"pass {path / 'device.yaml'}")
+        if path.exists() and not path.is_file():
+            raise UserError(f"{path} is not a regular file (a device or a pipe?)", hint=f"pass the {what} itself")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist",
+                        hint="give the path of a device.yaml, or create one with `gen new NAME`")
+    except OSError as error:
+        raise UserError(f"cannot read {what} {path}: {error.strerror}", hint="check the file's owner and mode")
+    if len(data) > MAX_FILE_BYTES:
+        raise UserError(f"{path} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB; that is not a {what}",
+                        hint=f"check that {path} is the file you meant")
+    def where(offset: int) -> str:
+        line, column = data.count(b"\n", 0, offset) + 1, offset - data.rfind(b"\n", 0, offset)
+        return f"{path}:{line}:{column}"
+
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise UserError(f"{where(nul)}: is a binary file (a NUL byte), not YAML", hint=f"pass the {what} itself")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{where(error.start)}: is not UTF-8 text ({error.reason})", hint="save the file as UTF-8")
+
+
 class _SecretTag(str):
     """Marks a scalar written as `!secret name` until it is looked up."""
 
@@ -135,12 +224,14 @@ class _Reader:
                     f"uses !secret but {secrets_path} does not exist",
                     f"create {SECRETS_FILE} next to the spec with `name: value` lines (keep it out of git)",
                 )
+            text = read_yaml_text(secrets_path, "secrets file")
+            check_yaml_limits(secrets_path, text, yaml.SafeLoader)
             try:
-                loaded = yaml.safe_load(secrets_path.read_text(encoding="utf-8"))
+                loaded = yaml.safe_load(text)
             except yaml.YAMLError as error:
-                raise _yaml_error(secrets_path, error)
-            except (OSError, UnicodeDecodeError) as error:
-                raise UserError(f"cannot read {secrets_path}: {error}")
+                raise _yaml_error(secrets_path, error, text)
+            except ValueError as error:  # e.g. an integer of thousands of digits
+                raise UserError(f"{secrets_path}: a value cannot be read: {error}", hint="quote it as a string")
             if loaded is None:
                 loaded = {}
             if not isinstance(loaded, dict):
@@ -188,7 +279,11 @@ class _Reader:
         return self._scalar(node, path)
 
     def _scalar(self, node: yaml.Node, path: SpecPath) -> Any:
-        value = self._loader.construct_object(node, deep=True)
+        try:
+            value = self._loader.construct_object(node, deep=True)
+        except ValueError:  # Python refuses to turn more than 4,300 digits into an int
+            raise SpecProblem(path, f"is a number of {len(node.value):,} digits, far beyond any setting's range",
+                              "write the number you meant, or quote it if it is text")
         if isinstance(value, _SecretTag):
             name = str(value)
             secrets = self.secrets(path)
@@ -222,17 +317,8 @@ class _Reader:
 def read_spec_source(path: Path, environ: dict[str, str] | None = None) -> SpecSource:
     """Reads a spec file. Raises UserError naming file:line:column for anything that is not readable YAML."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"spec {path} does not exist", hint="give the path of a device.yaml, or create one with `gen new NAME`")
-    except IsADirectoryError:
-        raise UserError(f"{path} is a directory, not a spec file", hint=f"pass {path / 'device.yaml'}")
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})")
-    except OSError as error:
-        raise UserError(f"cannot read spec {path}: {error.strerror}")
-
+    text = read_yaml_text(path, "spec")
+    check_yaml_limits(path, text)
     loader = _SpecLoader(text)
     reader = _Reader(path, dict(os.environ) if environ is None else environ, loader)
     try:
@@ -242,7 +328,7 @@ def read_spec_source(path: Path, environ: dict[str, str] | None = None) -> SpecS
                             hint="start from `gen new NAME`, or copy an example from projects/examples/")
         reader.source.data = reader.read(root, ())
     except yaml.YAMLError as error:
-        raise _yaml_error(path, error)
+        raise _yaml_error(path, error, text)
     finally:
         loader.dispose()
     if reader.problems:
@@ -250,10 +336,15 @@ def read_spec_source(path: Path, environ: dict[str, str] | None = None) -> SpecS
     return reader.source
 
 
-def _yaml_error(path: Path, error: yaml.YAMLError) -> UserError:
+def _yaml_error(path: Path, error: yaml.YAMLError, text: str = "") -> UserError:
     """A YAML syntax or tag error, at the line and column PyYAML points to."""
     mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
     where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    if isinstance(error, yaml.reader.ReaderError):  # a character YAML does not allow, e.g. a control character
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - text.rfind("\n", 0, error.position)
+        return UserError(f"{path}:{line}:{column}: not valid YAML: character U+{error.character:04X} is not allowed",
+                         hint="remove it; in a quoted string write it as \\xNN")
     problem = getattr(error, "problem", None) or str(error)
     context = getattr(error, "context", None)
     detail = f"{problem} ({context})" if context else problem
