@@ -16,6 +16,15 @@ from dataclasses import dataclass, field
 from generator.c_literals import c_comment_text, c_string_literal, c_string_literal_lines
 from generator.credentials import ClientCredentials
 from generator.errors import UserError
+from generator.firmware_limits import (
+    MAX_CLIENT_ID,
+    NVS_PASSWORD_CAPACITY,
+    NVS_TOPIC_CAPACITY,
+    PEM_CAPACITY,
+    mqtt_buffer_size,
+    received_topic_capacity,
+    require_carriable,
+)
 from generator.nvs_image import (
     KEY_CA_PEM,
     KEY_CERT_PEM,
@@ -28,8 +37,6 @@ from generator.nvs_image import (
     NVS_NAMESPACE,
     NVS_PARTITION_OFFSET,
     NVS_PARTITION_SIZES,
-    NVS_PASSWORD_CAPACITY,
-    NVS_TOPIC_CAPACITY,
     nvs_partition_size,
     publish_topic_key,
     render_nvs_image,
@@ -40,7 +47,7 @@ from generator.spec.model import Device
 
 # render_nvs_image and the partition constants are the firmware's other half; importable from here as well.
 __all__ = [
-    "FirmwareProject", "render_firmware", "render_nvs_image", "pubsubclient_buffer_size",
+    "FirmwareProject", "render_firmware", "render_nvs_image",
     "NVS_PARTITION_OFFSET", "NVS_PARTITION_SIZES", "nvs_partition_size", "USER_OWNED_FILES",
 ]
 
@@ -49,9 +56,6 @@ USER_OWNED_FILES = {"arduino": ("src/app.cpp",), "espidf": ("src/app.c",)}
 # Files holding secrets (embed mode): the writer gives them mode 0600.
 SECRET_FILES = ("src/credentials.h",)
 
-MAX_DEVICE_ID = 23                     # MQTT 3.1.1 client id limit (checked by the spec rules)
-WILDCARD_TOPIC_ALLOWANCE = 128         # bytes a '+'/'#' may add to a received topic beyond the filter's text
-PEM_CAPACITY = 16384                   # largest PEM read from NVS (a long chain or an RSA-4096 key fits)
 
 # Timing, in one place for both flavours.
 TLS_HANDSHAKE_TIMEOUT_S = 15
@@ -63,10 +67,6 @@ WIFI_RETRY_FIRST_MS, WIFI_RETRY_CAP_MS = 1_000, 60_000
 MQTT_RETRY_FIRST_MS, MQTT_RETRY_CAP_MS = 1_000, 120_000
 LOOP_PERIOD_MS = 50
 
-# PubSubClient's buffer holds a whole packet: its 5-byte fixed-header reserve, then the rest.
-_MQTT_HEADER = 5
-_CONNECT_VARIABLE_HEADER = 10          # protocol name "MQTT" (6), level (1), flags (1), keepalive (2)
-
 
 @dataclass(frozen=True)
 class FirmwareProject:
@@ -74,21 +74,6 @@ class FirmwareProject:
     user_owned: dict[str, bytes]       # created once, never overwritten (src/app.cpp, src/app.c)
     env_name: str                      # the [env:...] of the project's platformio.ini (= target name)
     secret_files: frozenset[str] = field(default_factory=frozenset)  # paths in `generated` to write 0600
-
-
-def pubsubclient_buffer_size(*, client_id: int, username: int, password: int, will_topic: int, will_message: int,
-                             publishes: list[tuple[int, int]], receives: list[tuple[int, int]],
-                             filters: list[int]) -> int:
-    """The smallest PubSubClient buffer that holds every packet the device sends or receives: CONNECT with its
-    will and credentials, each publish (topic, payload), each received publish (topic, payload, with a packet
-    id for QoS 1) and each SUBSCRIBE. Lengths in bytes."""
-    connect = (_MQTT_HEADER + _CONNECT_VARIABLE_HEADER + 2 + client_id + 2 + will_topic + 2 + will_message
-               + (2 + username if username else 0) + (2 + password if password else 0))
-    sizes = [connect]
-    sizes += [_MQTT_HEADER + 2 + topic + payload for topic, payload in publishes]
-    sizes += [_MQTT_HEADER + 2 + topic + 2 + payload for topic, payload in receives]
-    sizes += [_MQTT_HEADER + 2 + 2 + topic_filter + 1 for topic_filter in filters]
-    return max(sizes)
 
 
 def _check_constant_names(device: Device) -> None:
@@ -102,10 +87,6 @@ def _check_constant_names(device: Device) -> None:
         seen[name.upper()] = name
 
 
-def _received_topic_capacity(topic_filter_length: int, has_wildcard: bool) -> int:
-    return topic_filter_length + (WILDCARD_TOPIC_ALLOWANCE if has_wildcard else 0)
-
-
 def _template_values(device: Device, credentials: ClientCredentials, spec_name: str) -> dict:
     nvs = device.secrets == "nvs"
     flavour = device.framework
@@ -116,9 +97,6 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
     if device.uses_password and credentials.password is None:
         raise UserError(f"device {device.id} uses auth {device.auth!r} but has no MQTT password",
                         hint="run `gen generate` so the PKI creates one")
-
-    def topic_length(topic: str) -> int:
-        return NVS_TOPIC_CAPACITY if nvs else len(topic.encode())
 
     publishes = []
     for index, p in enumerate(device.publish):
@@ -143,24 +121,9 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
     scheduled = [p for p in publishes if p["interval_s"] > 0]
     ack = next((p.name for p in device.publish if p.name == "ack"), None)
 
-    receive_topics = [_received_topic_capacity(topic_length(s.filter), "+" in s.filter or "#" in s.filter)
-                      for s in device.subscribe]
-    password_length = 0
-    if device.uses_password:
-        password_length = NVS_PASSWORD_CAPACITY if nvs else len(credentials.password.encode())
-    buffer_size = pubsubclient_buffer_size(
-        client_id=MAX_DEVICE_ID if nvs else len(device.id.encode()),
-        username=(MAX_DEVICE_ID if nvs else len(device.id.encode())) if device.uses_password else 0,
-        password=password_length,
-        will_topic=topic_length(device.status.topic), will_message=len(device.status.offline.encode()),
-        publishes=[(topic_length(device.status.topic), len(device.status.online.encode()))]
-        + [(topic_length(p.topic), p.max_payload) for p in device.publish],
-        receives=[(capacity, s.max_payload) for capacity, s in zip(receive_topics, device.subscribe)],
-        filters=[topic_length(s.filter) for s in device.subscribe],
-    )
-    if flavour == "arduino" and buffer_size > 0xFFFF:
-        raise UserError(f"device {device.id} needs an MQTT buffer of {buffer_size} bytes; PubSubClient's is at most "
-                        "65535", hint="lower max_payload or shorten topics")
+    require_carriable(device)
+    receive_topics = [received_topic_capacity(device, s.filter) for s in device.subscribe]
+    buffer_size = mqtt_buffer_size(device, password_length=len((credentials.password or "").encode()))
 
     secrets_word = "secrets in NVS" if nvs else "secrets embedded"
     library = "PubSubClient" if flavour == "arduino" else "esp-mqtt"
@@ -217,7 +180,7 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
         "nvs_namespace": c_string_literal(NVS_NAMESPACE),
         "nvs_offset": f"{NVS_PARTITION_OFFSET:#x}",
         "nvs_size": f"{nvs_partition_size(flavour):#x}",
-        "device_id_capacity": MAX_DEVICE_ID,
+        "device_id_capacity": MAX_CLIENT_ID,
         "topic_capacity": NVS_TOPIC_CAPACITY,
         "mqtt_password_capacity": NVS_PASSWORD_CAPACITY,
         "pem_capacity": PEM_CAPACITY,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from generator.credentials import ClientCredentials
 from generator.errors import UserError
+from generator.firmware_limits import NVS_PASSWORD_CAPACITY, require_carriable
 from generator.spec.model import Device
 
 NVS_NAMESPACE = "gen"
@@ -34,10 +35,6 @@ KEY_CA_PEM = "ca_pem"
 KEY_CERT_PEM = "cert_pem"
 KEY_KEY_PEM = "key_pem"
 KEY_STATUS_TOPIC = "status_topic"
-
-# What the fixed-size firmware buffers allow for values that differ between devices (one image for all).
-NVS_TOPIC_CAPACITY = 192             # bytes of one expanded topic or filter, without the NUL
-NVS_PASSWORD_CAPACITY = 128          # bytes of the MQTT password
 
 
 def publish_topic_key(index: int) -> str:
@@ -130,12 +127,7 @@ def _check_fits(device: Device, entries: list[NvsEntry]) -> None:
         if isinstance(entry.value, str) and len(entry.value.encode()) + 1 > NVS_STRING_MAX:
             raise UserError(f"device {device.id}: {entry.key} is {len(entry.value.encode())} bytes; an NVS string "
                             f"holds at most {NVS_STRING_MAX - 1}")
-    topics = [device.status.topic] + [p.topic for p in device.publish] + [s.filter for s in device.subscribe]
-    for topic in topics:
-        if len(topic.encode()) > NVS_TOPIC_CAPACITY:
-            raise UserError(f"device {device.id}: topic {topic!r} is {len(topic.encode())} bytes; with secrets: nvs "
-                            f"the shared firmware holds topics of up to {NVS_TOPIC_CAPACITY} bytes",
-                            hint="shorten the topic, or use secrets: embed")
+    require_carriable(device)
     for entry in entries:
         if entry.key == KEY_MQTT_PASSWORD and len(str(entry.value).encode()) > NVS_PASSWORD_CAPACITY:
             raise UserError(f"device {device.id}: the MQTT password is longer than {NVS_PASSWORD_CAPACITY} bytes")

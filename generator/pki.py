@@ -49,6 +49,7 @@ from generator.errors import UserError
 
 KEY_TYPES = ("ec-p256", "rsa-2048")
 DEFAULT_KEY_TYPE = "ec-p256"
+MQTT_PASSWORD_LENGTH = 32           # characters of a generated MQTT password (URL-safe base64 of 24 random bytes)
 
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 PublicKey = Union[ec.EllipticCurvePublicKey, rsa.RSAPublicKey]

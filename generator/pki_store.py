@@ -429,13 +429,14 @@ class PkiStore:
         return list(self._entries)
 
     def password(self, username: str) -> str:
-        """The MQTT password of `username`: generated once (32 URL-safe characters), kept 0600, reused."""
+        """The MQTT password of `username`: generated once (pki.MQTT_PASSWORD_LENGTH URL-safe characters), kept
+        0600, reused."""
         pki.check_identity_name(username, "username")
         path = self.layout.password_path(username)
         value = self.existing_password(username)
         if value:
             return value
-        value = secrets.token_urlsafe(24)
+        value = secrets.token_urlsafe(pki.MQTT_PASSWORD_LENGTH * 3 // 4)
         _make_dir(path.parent, _SECRET_DIR)
         write_file_atomic(path, value.encode() + b"\n", mode=_SECRET, durable=True)
         return value

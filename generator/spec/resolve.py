@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from generator.catalogue import Target, load_catalogue
+from generator.firmware_limits import device_problems
 from generator.spec.model import (
     BACKEND_IDENTITY,
     Broker,
@@ -27,6 +28,7 @@ from generator.spec.source import SpecProblem, SpecSource
 from generator.topics import (
     TopicIndex,
     expand_topic,
+    filter_matches,
     topic_filter_problem,
     topic_name_problem,
     unknown_placeholders,
@@ -45,8 +47,6 @@ _C_KEYWORDS = {
 # Device settings a fleet entry may override; the rest (project, broker, pki.dir...) belong to the whole spec.
 OVERRIDABLE = ("target", "wifi", "auth", "secrets", "keepalive", "ntp", "status", "publish", "subscribe", "pki")
 _MERGED_MAPPINGS = ("wifi", "status", "pki")
-MQTT_FIXED_HEADER_AND_LENGTH = 5 + 2  # PubSubClient: header + remaining length (5) + topic length field (2)
-PUBSUBCLIENT_MAX_BUFFER = 65535
 
 
 def host_problem(name: str) -> str | None:
@@ -64,6 +64,30 @@ def host_problem(name: str) -> str | None:
     if labels[-1].isdigit():
         return "looks like an IP address but is not a valid one"
     return None
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+def _trailing_dot_problem(name: str) -> tuple[str, str] | None:
+    if name.endswith("."):
+        return ("ends in a dot: the device verifies the name exactly as written, and certificates never carry "
+                "the dot, so the TLS name check would fail", f"write {name.rstrip('.')!r}")
+    return None
+
+
+def dialled_host_problem(host: str) -> tuple[str, str] | None:
+    """Why the devices cannot dial `host`, though it is a valid name, and what to do; or None."""
+    if _is_ip(host) and ipaddress.ip_address(host).version == 6:
+        return ("is an IPv6 address; the devices dial the broker over IPv4 (Arduino-ESP32 2.0.17's WiFiClient "
+                "resolves and connects IPv4 only, and gen simulate routes IPv4)",
+                "use the broker's IPv4 address or a DNS name; IPv6 addresses can go in broker.names")
+    return _trailing_dot_problem(host)
 
 
 def _device_id_problem(device_id: str) -> str | None:
@@ -116,11 +140,15 @@ class _Resolver:
         problem = host_problem(host)
         if problem:
             self.problem(("broker", "host"), f"{host!r} {problem}")
+        elif (unusable := dialled_host_problem(host)) is not None:
+            self.problem(("broker", "host"), f"{host!r} {unusable[0]}", unusable[1])
         names = [host]
         for index, name in enumerate(raw.get("names", [])):
             problem = host_problem(name)
             if problem:
                 self.problem(("broker", "names", index), f"{name!r} {problem}")
+            elif (dotted := _trailing_dot_problem(name)) is not None:
+                self.problem(("broker", "names", index), f"{name!r} {dotted[0]}", dotted[1])
             elif _normal_host(name) not in {_normal_host(n) for n in names}:
                 names.append(name)
         port = raw.get("port", schema_default("broker", "port"))
@@ -132,9 +160,14 @@ class _Resolver:
 
     def pki(self) -> PkiOptions:
         raw = self.data.get("pki", {})
-        directory = Path(raw.get("dir", schema_default("pki", "dir")))
-        if not directory.is_absolute():
-            directory = self.source.path.parent / directory
+        written = raw.get("dir", schema_default("pki", "dir"))
+        directory = Path(written)
+        project_dir = self.source.path.parent.resolve()
+        if directory.is_absolute() or not (project_dir / directory).resolve().is_relative_to(project_dir):
+            self.problem(("pki", "dir"), f"{written!r} is outside the project folder {project_dir}; the PKI (the CA "
+                         "key among it) is kept next to the spec, and gen sets the modes of every folder it uses",
+                         "use a folder inside the project, e.g. pki (the default)")
+        directory = project_dir / directory
         env = raw.get("ca_passphrase_env")
         if env is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", env):
             self.problem(("pki", "ca_passphrase_env"), f"{env!r} is not an environment variable name")
@@ -194,6 +227,9 @@ class _Resolver:
                              "use the network's real passphrase, or an empty string for an open network")
             elif not password.isascii():
                 self.problem(wifi_origin["password"], "contains non-ASCII characters; WPA2 passphrases are ASCII")
+            elif not password.isprintable():
+                self.problem(wifi_origin["password"], "contains control characters; a WPA2 passphrase is printable "
+                             "ASCII (IEEE 802.11i: characters 32 to 126)", "check the value in secrets.yaml")
 
         auth, _ = self.setting(entry, base, "auth")
         secrets_mode, _ = self.setting(entry, base, "secrets")
@@ -217,6 +253,10 @@ class _Resolver:
         for field in ("online", "offline"):
             if field in status_origin:
                 self._no_nul(status_origin[field], status_raw[field])
+        if status.online == status.offline:
+            self.problem(status_origin.get("offline", status_origin.get("online", base)),
+                         f"online and offline are both {status.online!r}: nothing could tell a device that is up from "
+                         "one whose last will fired", "give status.online and status.offline different payloads")
 
         publish_raw, publish_path = self.setting(entry, base, "publish")
         publish = []
@@ -225,9 +265,6 @@ class _Resolver:
             topic = expand_topic(item["topic"], device_id)
             self._check_topic_template(item["topic"], path + ("topic",), topic, is_filter=False)
             qos = item.get("qos", schema_default("publish", "qos"))
-            if target.framework == "arduino" and qos > 0:
-                self.problem(path + ("qos",), f"is {qos}, but PubSubClient (the Arduino MQTT client) publishes at QoS 0 only",
-                             "use qos: 0, or an espidf target (esp-mqtt publishes at QoS 0, 1 and 2)")
             publish.append(Publish(
                 name=item["name"], topic=topic, qos=qos, retain=item.get("retain", schema_default("publish", "retain")),
                 interval=item.get("interval", schema_default("publish", "interval")),
@@ -240,11 +277,22 @@ class _Resolver:
             topic_filter = expand_topic(item["filter"], device_id)
             self._check_topic_template(item["filter"], path + ("filter",), topic_filter, is_filter=True)
             qos = item.get("qos", schema_default("subscribe", "qos"))
-            if target.framework == "arduino" and qos > 1:
-                self.problem(path + ("qos",), "is 2, but PubSubClient (the Arduino MQTT client) subscribes at QoS 0 or 1 only",
-                             "use qos: 1, or an espidf target")
             subscribe.append(Subscribe(name=item["name"], filter=topic_filter, qos=qos,
                                        max_payload=item.get("max_payload", schema_default("subscribe", "max_payload"))))
+
+        own_topics = {status.topic: "its status topic"}
+        for index, item in enumerate(publish):
+            if item.topic in own_topics:
+                self.problem(publish_path + (index, "topic"), f"{item.topic!r} is also {own_topics[item.topic]}; "
+                             "each message type needs a topic of its own (the status topic carries the retained "
+                             "birth and will)", "give this publish entry another topic")
+            own_topics.setdefault(item.topic, f"the topic of publish entry {item.name!r}")
+        for index, item in enumerate(subscribe):
+            echoed = next((topic for topic in own_topics if filter_matches(item.filter, topic)), None)
+            if echoed is not None:
+                self.problem(subscribe_path + (index, "filter"), f"{item.filter!r} matches {echoed!r}, "
+                             f"{own_topics[echoed]}: the device would receive every message it sends as a command",
+                             "narrow the filter (e.g. devices/{id}/cmd/#), or publish elsewhere")
 
         seen_names: dict[str, tuple] = {}
         for kind, items, path_base in (("publish", publish_raw or [], publish_path),
@@ -269,30 +317,29 @@ class _Resolver:
                     self.problem(base + ("pki", key), f"{key!r} applies to the whole spec, not to one device",
                                  "move it to the top-level pki:")
 
-        buffer = self._buffer_needed(publish, subscribe, status)
-        if buffer > PUBSUBCLIENT_MAX_BUFFER and target.framework == "arduino":
-            self.problem(base, f"needs an MQTT buffer of {buffer} bytes; PubSubClient's is at most {PUBSUBCLIENT_MAX_BUFFER}",
-                         "lower max_payload or shorten topics")
-
-        return Device(
+        device = Device(
             id=device_id, target=target, wifi=Wifi(ssid=ssid or "", password=password or ""), broker=broker,
             auth=auth or schema_default("auth"), secrets=secrets_mode or schema_default("secrets"),
             keepalive=keepalive if keepalive is not None else schema_default("keepalive"), ntp=ntp, status=status,
             publish=tuple(publish), subscribe=tuple(subscribe), pki=device_pki,
         )
+        # What the firmware can carry is the firmware's to say (generator.firmware_limits).
+        origins = {"publish": publish_path, "subscribe": subscribe_path}
+        for problem in device_problems(device):
+            if not problem.where:
+                path = base
+            elif problem.where[0] == "status":
+                path = status_origin.get(problem.where[1], base)
+            else:
+                path = origins[problem.where[0]] + problem.where[1:]
+            self.problem(path, problem.message, problem.hint)
+        return device
 
     def _entry_keys(self, base: tuple) -> set:
         node: Any = self.data
         for part in base:
             node = node[part]
         return set(node) if isinstance(node, dict) else set()
-
-    @staticmethod
-    def _buffer_needed(publish, subscribe, status) -> int:
-        sizes = [MQTT_FIXED_HEADER_AND_LENGTH + len(status.topic.encode()) + max(len(status.online.encode()), len(status.offline.encode()))]
-        sizes += [MQTT_FIXED_HEADER_AND_LENGTH + len(p.topic.encode()) + p.max_payload for p in publish]
-        sizes += [MQTT_FIXED_HEADER_AND_LENGTH + 2 + len(s.filter.encode()) + 128 + s.max_payload for s in subscribe]
-        return max(sizes)
 
     def _check_topic_template(self, template: str, path: tuple, expanded: str, *, is_filter: bool) -> None:
         unknown = unknown_placeholders(template)
