@@ -81,13 +81,12 @@ def main() -> None:
             spec = load_spec(spec_dir / "device.yaml")
             out = spec.default_out_dir
             generated = time.perf_counter()
-            previous = read_manifest(out) if (out / "manifest.json").is_file() else None
             generate(spec, out)
             generated_done = time.perf_counter()
             plan = plan_build(out, read_manifest(out), load_catalogue())
             planned = time.perf_counter()
             timer = BuildTimer()
-            result = run_build(plan, jobs=args.jobs, previous_manifest=previous, timer=timer)
+            result = run_build(plan, jobs=args.jobs, timer=timer)
             finished = time.perf_counter()
 
             total = finished - started

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from generator import host_build
+from generator.firmware import USER_APP_SOURCE
 from generator.generate import generate
 from generator.manifest import read_manifest
 from generator.mosquitto_runner import running_broker
@@ -83,12 +84,10 @@ def main() -> None:
         cache = scratch / "cache"
         binary, cold = timed_build(firmware, first.framework, cache)
         _, warm = timed_build(firmware, first.framework, cache)
-        # A firmware never built before (its app source edited) while the runtime library is already cached.
-        edited = scratch / "edited-firmware"
-        shutil.copytree(firmware, edited)
-        app_source = next(edited.glob("src/app.c*"))
+        # A firmware never built before (the user's app source edited) while the runtime library is cached.
+        app_source = spec.directory / USER_APP_SOURCE[first.framework]
         app_source.write_text(app_source.read_text() + "\n// edited for the benchmark\n")
-        _, firmware_only = timed_build(edited, first.framework, cache)
+        _, firmware_only = timed_build(firmware, first.framework, cache)
         print(f"host build ({first.framework}, one device): cold {cold:.1f} s (target < 20 s), "
               f"warm {warm:.2f} s (target < 2 s); an edited firmware, runtime library cached: {firmware_only:.1f} s")
 

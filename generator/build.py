@@ -30,6 +30,8 @@ from typing import Any, Callable, Iterable
 from generator.catalogue import Target
 from generator.errors import ToolError, UserError
 from generator.files import SECRET_MODE, write_atomic
+from generator.firmware import missing_app_functions, user_app_path
+from generator.firmware_fingerprint import firmware_fingerprint
 from generator.flashing import (
     FACTORY_IMAGE,
     FLASH_JSON,
@@ -44,7 +46,7 @@ from generator.flashing import (
     parse_offset,
     parse_partition_table,
 )
-from generator.manifest import MANIFEST_NAME
+from generator.manifest import MANIFEST_NAME, images_of, read_manifest
 
 ARTIFACTS_DIR = "artifacts"
 IMAGES_DIR = "images"
@@ -56,9 +58,6 @@ PARTITIONS_IMAGE = "partitions.bin"
 FAILURE_TAIL_LINES = 20
 
 # What PlatformIO itself writes into a project: never part of what tells two firmware projects apart.
-_PLATFORMIO_OUTPUTS = re.compile(r"^(\.pio|\.vscode|\.cache)(/|$)|^sdkconfig\.(?!defaults)[^/]+$|(^|/)\.DS_Store$")
-
-
 # ------------------------------------------------------------------------------------------------ tools
 
 
@@ -114,7 +113,7 @@ class DeviceToBuild:
 class Image:
     """One distinct firmware image: one PlatformIO run, shared by every device listed."""
 
-    key: str                           # sha256 over the firmware project's files
+    key: str                           # the firmware project's fingerprint (generator.firmware_fingerprint)
     target: Target
     project_dir: Path                  # where PlatformIO builds it: the first device's firmware directory
     devices: tuple[DeviceToBuild, ...]
@@ -147,25 +146,6 @@ class BuildPlan:
         return tuple(device for image in self.images for device in image.devices)
 
 
-def project_fingerprint(firmware_dir: Path) -> str:
-    """sha256 over every file of a firmware project (relative path and content), PlatformIO's outputs left out."""
-    digest = hashlib.sha256()
-    root = Path(firmware_dir)
-    files = []
-    for directory, subdirs, names in os.walk(root):
-        relative_dir = os.path.relpath(directory, root)
-        subdirs[:] = sorted(d for d in subdirs if not _PLATFORMIO_OUTPUTS.search(_join(relative_dir, d)))
-        files += [_join(relative_dir, name) for name in names if not _PLATFORMIO_OUTPUTS.search(_join(relative_dir, name))]
-    for relative in sorted(files):
-        digest.update(relative.encode() + b"\0")
-        digest.update(hashlib.sha256((root / relative).read_bytes()).digest())
-    return digest.hexdigest()
-
-
-def _join(directory: str, name: str) -> str:
-    return name if directory == "." else f"{directory}/{name}"
-
-
 def plan_build(out_dir: Path, manifest: dict[str, Any], catalogue: dict[str, Target],
                device_ids: Iterable[str] | None = None) -> BuildPlan:
     """Groups the manifest's devices by target and firmware project content: one Image per distinct group."""
@@ -194,7 +174,7 @@ def plan_build(out_dir: Path, manifest: dict[str, Any], catalogue: dict[str, Tar
             client_cert=out_dir / entry["client_cert"] if entry.get("client_cert") else None,
             embeds_secrets=entry.get("secrets", "embed") != "nvs",
         )
-        groups.setdefault((target.name, project_fingerprint(firmware_dir)), []).append(device)
+        groups.setdefault((target.name, firmware_fingerprint(firmware_dir)), []).append(device)
     leaders = {group: members[0].firmware_dir for group, members in groups.items()}
     if device_ids:
         # Build where the whole fleet builds this image (the first device with the same project), so building
@@ -206,7 +186,7 @@ def plan_build(out_dir: Path, manifest: dict[str, Any], catalogue: dict[str, Tar
             firmware_dir = out_dir / entry["firmware_dir"]
             if not (firmware_dir / "platformio.ini").is_file():
                 continue
-            group = (entry["target"], project_fingerprint(firmware_dir))
+            group = (entry["target"], firmware_fingerprint(firmware_dir))
             if group in leaders and group not in found:
                 leaders[group] = firmware_dir
                 found.add(group)
@@ -275,16 +255,17 @@ def explain_build_failure(image: Image, log_text: str, returncode: int, log_path
             f"PLATFORMIO_CORE_DIR at a copy of a core directory primed that way (online: `pio pkg install -d "
             f"{_display_path(image.project_dir)} -e {image.env}`). Full log: {log}"
         )
+    missing = missing_app_functions(log_text, image.project_dir, image.target.framework)
+    if missing is not None:
+        return missing
     errors = compiler_errors(log_text, image.project_dir)
     if errors:
         shown = "\n".join("  " + line for line in errors[:_MAX_ERRORS_SHOWN])
         more = f"\n  ... and {len(errors) - _MAX_ERRORS_SHOWN} more" if len(errors) > _MAX_ERRORS_SHOWN else ""
-        from generator.firmware import USER_OWNED_FILES
-
-        yours = ", ".join(USER_OWNED_FILES.get(image.target.framework, ()))
+        yours = user_app_path(image.project_dir, image.target.framework)
         return ToolError(
             f"the firmware for {image.describe()} does not compile:\n{shown}{more}\n"
-            f"If the error is in a file you own ({yours}), fix it there and build again; anything else is "
+            f"If the error is in your app code ({yours}), fix it there and build again; anything else is "
             f"generated, so change the spec rather than the file, or report it with the full log: {log}"
         )
     return ToolError(
@@ -565,6 +546,7 @@ def collect_device_artifacts(device: DeviceToBuild, shared: SharedImage, out_dir
         "dir": _relative(directory, out_dir),
         "flash": _relative(directory / FLASH_JSON, out_dir),
         "image": shared.app_sha256,
+        "fingerprint": image.key,          # of the project it was built from: the record holds while this does
         "image_dir": _relative(shared.directory, out_dir),
         "built_in": _relative(image.project_dir, out_dir),
         "log": _relative(shared.built.log_path, out_dir),
@@ -583,25 +565,18 @@ def _relative(path: Path, out_dir: Path) -> str:
     return Path(os.path.relpath(path, out_dir)).as_posix()
 
 
-def update_manifest(out_dir: Path, artifacts: dict[str, dict[str, Any]], previous: dict[str, Any] | None = None) -> None:
+def update_manifest(out_dir: Path, artifacts: dict[str, dict[str, Any]]) -> None:
     """Adds each built device's "artifacts" to OUT/manifest.json, and "images": which devices share which image.
-    Devices not built this time keep what an earlier build recorded for them."""
-    from generator.manifest import read_manifest
-
+    Devices not built this time keep what an earlier build recorded for them (`gen generate` kept those records
+    whose firmware is unchanged)."""
     manifest = read_manifest(out_dir)
-    earlier = {d["id"]: d.get("artifacts") for d in (previous or {}).get("devices", [])}
-    images: dict[str, dict[str, Any]] = {}
     for entry in manifest.get("devices", []):
-        built = artifacts.get(entry["id"]) or earlier.get(entry["id"])
-        if not built:
-            continue
-        entry["artifacts"] = built
-        image = images.setdefault(built["image"], {"sha256": built["image"], "target": built["target"],
-                                                   "dir": built["image_dir"], "devices": []})
-        image["devices"].append(entry["id"])
-    manifest["images"] = list(images.values())
+        if entry["id"] in artifacts:
+            entry["artifacts"] = artifacts[entry["id"]]
+    images = images_of(manifest.get("devices", []))
+    manifest["images"] = images
     write_atomic(out_dir / MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode())
-    in_use = {out_dir / image["dir"] for image in images.values()}
+    in_use = {out_dir / image["dir"] for image in images}
     for stale in (out_dir / IMAGES_DIR).iterdir() if (out_dir / IMAGES_DIR).is_dir() else ():
         if stale.is_dir() and stale not in in_use:
             shutil.rmtree(stale)  # an image no device uses any more (its sources changed)
@@ -669,7 +644,7 @@ def check_jobs(jobs: int) -> None:
         raise UserError(f"--jobs {jobs} is not a positive number", hint="use --jobs 1 or more")
 
 
-def run_build(plan: BuildPlan, *, jobs: int = 1, console=None, previous_manifest: dict[str, Any] | None = None,
+def run_build(plan: BuildPlan, *, jobs: int = 1, console=None,
               timer: BuildTimer | None = None) -> BuildResult:
     """Builds every image of the plan (up to `jobs` PlatformIO runs at once), collects every device's artifacts
     and records them in the manifest. The first failure stops the build with its ToolError."""
@@ -703,5 +678,5 @@ def run_build(plan: BuildPlan, *, jobs: int = 1, console=None, previous_manifest
     for shared in shared_images:
         for device in shared.built.image.devices:
             artifacts[device.id] = collect_device_artifacts(device, shared, out_dir)
-    update_manifest(out_dir, artifacts, previous_manifest)
+    update_manifest(out_dir, artifacts)
     return BuildResult(out_dir=out_dir, images=tuple(shared_images), artifacts=artifacts, timer=timer)

@@ -1,5 +1,9 @@
 """Writing generated files: all into a temporary directory first, then moved into place, so nothing is ever
-left half-written. Files whose content did not change are not touched (their mtime stays, builds stay cached)."""
+left half-written. Files whose content did not change are not touched (their mtime stays, builds stay cached).
+
+Every file and folder gets an explicit mode, whatever the umask: secrets 0600 in 0700 folders (a folder that holds
+a secret file is private), everything else 0644 in 0755 folders.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,37 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 SECRET_MODE = 0o600
+PUBLIC_MODE = 0o644
+PRIVATE_DIR_MODE = 0o700
+PUBLIC_DIR_MODE = 0o755
 
 
-def write_atomic(path: Path, content: bytes, *, mode: int = 0o644) -> bool:
+def make_dirs(path: Path, mode: int = PUBLIC_DIR_MODE) -> None:
+    """Creates `path` and its missing parents, each with `mode` whatever the umask (existing ones are left)."""
+    path = Path(path)
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=mode)
+        except FileExistsError:  # made meanwhile by a concurrent run
+            continue
+        os.chmod(directory, mode)
+
+
+def write_atomic(path: Path, content: bytes, *, mode: int = PUBLIC_MODE) -> bool:
     """Writes one file atomically; returns False (and does nothing) when it already holds `content`."""
     path = Path(path)
     if path.is_file() and path.read_bytes() == content:
         if (path.stat().st_mode & 0o777) != mode:
             os.chmod(path, mode)
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent, PRIVATE_DIR_MODE if mode == SECRET_MODE else PUBLIC_DIR_MODE)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
@@ -35,35 +57,89 @@ def write_atomic(path: Path, content: bytes, *, mode: int = 0o644) -> bool:
     return True
 
 
-def write_tree(root: Path, files: Mapping[str, bytes], *, modes: Mapping[str, int] | None = None,
-               keep_existing: frozenset[str] = frozenset()) -> list[str]:
+def create_file(path: Path, content: bytes, *, mode: int = PUBLIC_MODE) -> bool:
+    """Writes a new file atomically, never replacing one that exists (a user's file): returns False if it did."""
+    path = Path(path)
+    make_dirs(path.parent)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+        try:
+            os.link(temp, path)       # fails if path exists: no window in which another file could be replaced
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(temp)
+
+
+def directory_modes(files: Mapping[str, bytes], modes: Mapping[str, int]) -> dict[str, int]:
+    """The mode of every folder of a tree of relative paths: 0700 where a secret file lies directly in it."""
+    result: dict[str, int] = {}
+    for relative in files:
+        parent = Path(relative).parent
+        private = modes.get(relative, PUBLIC_MODE) == SECRET_MODE
+        while parent != Path("."):
+            key = parent.as_posix()
+            if private or key not in result:
+                result[key] = PRIVATE_DIR_MODE if private else result.get(key, PUBLIC_DIR_MODE)
+            private = False
+            parent = parent.parent
+    return result
+
+
+def write_tree(root: Path, files: Mapping[str, bytes], *, modes: Mapping[str, int] | None = None) -> list[str]:
     """Writes {relative path: content} under root. Every new content is first written to a staging directory
-    beside root, so a failure part-way leaves root as it was. Paths in keep_existing (files the user owns) are
-    written only if they do not exist yet. Returns the paths that changed."""
+    inside root (root's parent may belong to someone else), so a failure part-way leaves root's files as they
+    were. Folders get their modes (directory_modes). Returns the paths that changed."""
     root = Path(root)
     modes = modes or {}
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}.staging."))
+    make_dirs(root)
+    os.chmod(root, PUBLIC_DIR_MODE)
+    folders = directory_modes(files, modes)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging."))
     try:
         pending: list[str] = []
         for relative, content in sorted(files.items()):
             target = root / relative
-            if relative in keep_existing and target.exists():
-                continue
+            mode = modes.get(relative, PUBLIC_MODE)
             if target.is_file() and target.read_bytes() == content:
-                mode = modes.get(relative, 0o644)
                 if (target.stat().st_mode & 0o777) != mode:
                     os.chmod(target, mode)
                 continue
             staged = staging / relative
             staged.parent.mkdir(parents=True, exist_ok=True)
             staged.write_bytes(content)
-            os.chmod(staged, modes.get(relative, 0o644))
+            os.chmod(staged, mode)
             pending.append(relative)
+        for folder, mode in sorted(folders.items()):
+            make_dirs(root / folder, mode)
+            os.chmod(root / folder, mode)
         for relative in pending:
-            target = root / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging / relative, target)
+            os.replace(staging / relative, root / relative)
         return pending
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def remove_generated(root: Path, relative_paths: Iterable[str]) -> list[str]:
+    """Removes files an earlier run wrote under root and this one no longer makes, then the folders that leaves
+    empty. Only paths inside root are touched. Returns those removed."""
+    root = Path(root).resolve()
+    removed = []
+    folders: set[Path] = set()
+    for relative in relative_paths:
+        path = (root / relative).resolve()
+        if not path.is_relative_to(root) or path == root or not (path.is_file() or path.is_symlink()):
+            continue
+        path.unlink()
+        removed.append(relative)
+        folders.update(parent for parent in path.parents if parent.is_relative_to(root) and parent != root)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: something else (PlatformIO's .pio, another device's files) lives there
+            pass
+    return removed

@@ -1,6 +1,9 @@
 """Firmware: the PlatformIO project of one device, Arduino (PubSubClient + WiFiClientSecure) or ESP-IDF (esp-mqtt).
 
 `render_firmware(device, credentials)` is a pure function from the spec's device and its credentials to files.
+The user's application code is not among them: it lives next to the spec (`USER_APP_SOURCE`, one file per
+framework, shared by every device, in git); the generated `src/app.cpp` / `src/app.c` includes it, so it is built
+in place. `render_app_starter` renders its first version, which `gen generate` writes once.
 Templates (`templates/<flavour>/<path>.j2` renders `<path>`) read like the files they make; every value that
 comes from a user reaches them already escaped by `generator.c_literals`. Sizes, names and flags are decided here.
 
@@ -11,7 +14,11 @@ match get byte-identical projects and one app image.
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
 
 from generator.c_literals import c_comment_text, c_string_literal, c_string_literal_lines
 from generator.credentials import ClientCredentials
@@ -47,12 +54,14 @@ from generator.spec.model import Device
 
 # render_nvs_image and the partition constants are the firmware's other half; importable from here as well.
 __all__ = [
-    "FirmwareProject", "render_firmware", "render_nvs_image",
-    "NVS_PARTITION_OFFSET", "NVS_PARTITION_SIZES", "nvs_partition_size", "USER_OWNED_FILES",
+    "FirmwareProject", "render_firmware", "render_nvs_image", "render_app_starter", "app_include_path",
+    "NVS_PARTITION_OFFSET", "NVS_PARTITION_SIZES", "nvs_partition_size", "USER_APP_SOURCE",
 ]
 
-# Files the user owns: created once, never overwritten.
-USER_OWNED_FILES = {"arduino": ("src/app.cpp",), "espidf": ("src/app.c",)}
+# The user's application source, relative to the spec's folder: created once by `gen generate`, never overwritten.
+USER_APP_SOURCE = {"arduino": "src/app.cpp", "espidf": "src/app.c"}
+# Where the firmware sources sit by default (OUT = <spec folder>/build): OUT/devices/<id>/firmware/src/.
+DEFAULT_APP_INCLUDE = {framework: f"../../../../../{source}" for framework, source in USER_APP_SOURCE.items()}
 # Files holding secrets (embed mode): the writer gives them mode 0600.
 SECRET_FILES = ("src/credentials.h",)
 
@@ -71,9 +80,18 @@ LOOP_PERIOD_MS = 50
 @dataclass(frozen=True)
 class FirmwareProject:
     generated: dict[str, bytes]        # regenerated every run (byte-identical for the same inputs)
-    user_owned: dict[str, bytes]       # created once, never overwritten (src/app.cpp, src/app.c)
     env_name: str                      # the [env:...] of the project's platformio.ini (= target name)
     secret_files: frozenset[str] = field(default_factory=frozenset)  # paths in `generated` to write 0600
+
+
+def app_include_path(firmware_dir: Path, spec_dir: Path, framework: str) -> str:
+    """The user's app source as the generated src/app.* includes it: relative to firmware_dir/src/."""
+    target = Path(spec_dir).absolute() / USER_APP_SOURCE[framework]
+    include = Path(os.path.relpath(target, Path(firmware_dir).absolute() / "src")).as_posix()
+    if any(ch in include for ch in '"\\\'\n') or "//" in include or "/*" in include:
+        raise UserError(f"the path from {firmware_dir} to {target} cannot be written in a C #include",
+                        hint="use folders whose names have no quotes, backslashes or newlines")
+    return include
 
 
 def _check_constant_names(device: Device) -> None:
@@ -87,7 +105,7 @@ def _check_constant_names(device: Device) -> None:
         seen[name.upper()] = name
 
 
-def _template_values(device: Device, credentials: ClientCredentials, spec_name: str) -> dict:
+def _template_values(device: Device, credentials: ClientCredentials, spec_name: str, app_include: str) -> dict:
     nvs = device.secrets == "nvs"
     flavour = device.framework
     _check_constant_names(device)
@@ -132,6 +150,8 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
     ntp = list(device.ntp[:3])
     return {
         "nvs": nvs,
+        "app_source": USER_APP_SOURCE[flavour],
+        "app_include": app_include,
         "header": f"// {generated_line}",
         "ini_header": f"; {generated_line}",
         "hash_header": f"# {generated_line}",   # CMake, Python, partition CSV, sdkconfig
@@ -203,27 +223,84 @@ def _ini_value(text: str) -> str:
 
 
 _GENERATED = {
-    "arduino": ("platformio.ini", "partitions.csv", "src/main.cpp", "src/config.h", "src/app.h", "src/topic_filter.h",
-                "test/test_device.py"),
+    "arduino": ("platformio.ini", "partitions.csv", "src/main.cpp", "src/app.cpp", "src/config.h", "src/app.h",
+                "src/topic_filter.h", "test/test_device.py"),
     "espidf": ("platformio.ini", "partitions.csv", "sdkconfig.defaults", "CMakeLists.txt", "src/CMakeLists.txt",
-               "src/main.c", "src/config.h", "src/app.h", "src/topic_filter.h", "test/test_device.py"),
+               "src/main.c", "src/app.c", "src/config.h", "src/app.h", "src/topic_filter.h", "test/test_device.py"),
 }
 
 
-def render_firmware(device: Device, credentials: ClientCredentials, *, spec_name: str = "the device spec"
-                    ) -> FirmwareProject:
+def render_firmware(device: Device, credentials: ClientCredentials, *, spec_name: str = "the device spec",
+                    app_include: str | None = None) -> FirmwareProject:
     """The device's PlatformIO project. `spec_name` (e.g. "device.yaml") is named in every generated file's
-    header; keep it the same for every device of a fleet so their `secrets: nvs` projects stay identical."""
+    header; keep it the same for every device of a fleet so their `secrets: nvs` projects stay identical.
+    `app_include` is where the user's app source lies, relative to the project's src/ (`app_include_path`);
+    by default, where it lies when OUT is the spec folder's build/."""
     flavour = device.framework
-    values = _template_values(device, credentials, spec_name)
+    values = _template_values(device, credentials, spec_name, app_include or DEFAULT_APP_INCLUDE[flavour])
     paths = list(_GENERATED[flavour])
     if device.secrets == "embed":
         paths.append("src/credentials.h")
     generated = {path: _render(flavour, path, values) for path in paths}
-    user_owned = {path: _render(flavour, path, values) for path in USER_OWNED_FILES[flavour]}
     secret_files = frozenset(path for path in SECRET_FILES if path in generated)
-    return FirmwareProject(generated=generated, user_owned=user_owned, env_name=device.target.name,
-                           secret_files=secret_files)
+    return FirmwareProject(generated=generated, env_name=device.target.name, secret_files=secret_files)
+
+
+def render_app_starter(devices: Sequence[Device]) -> bytes:
+    """The first version of the user's app source for these devices (all of one framework): every function
+    their app.h declares, each with a small working body."""
+    frameworks = {device.framework for device in devices}
+    assert len(frameworks) == 1, "one app source per framework"
+    scheduled: dict[str, dict] = {}
+    subscribes: dict[str, dict] = {}
+    ack = None
+    for device in devices:
+        for p in device.publish:
+            if p.interval > 0:
+                scheduled.setdefault(p.name, {"name": p.name})
+            if p.name == "ack":
+                ack = p.name
+        for s in device.subscribe:
+            subscribes.setdefault(s.name, {"name": s.name})
+    template = f"new/{USER_APP_SOURCE[frameworks.pop()]}.j2"
+    return render_template(template, scheduled=list(scheduled.values()), subscribes=list(subscribes.values()),
+                           ack=ack).encode("utf-8")
+
+
+# "undefined reference to `app_build_humidity'" (C) or "...`app_build_humidity(char*, unsigned int)'" (C++).
+_UNDEFINED_APP_FUNCTION = re.compile(r"undefined reference to [`'‘\"](?P<name>app_[A-Za-z0-9_]+)")
+
+
+def user_app_path(firmware_dir: Path, framework: str) -> Path | None:
+    """The user's app source a generated project compiles: what its src/app.* includes."""
+    shim = Path(firmware_dir) / USER_APP_SOURCE[framework]
+    try:
+        match = re.search(r'^#include "([^"]+)"', shim.read_text(encoding="utf-8"), re.MULTILINE)
+    except OSError:
+        return None
+    return (shim.parent / match.group(1)).resolve() if match else None
+
+
+def missing_app_functions(linker_output: str, firmware_dir: Path, framework: str) -> UserError | None:
+    """When the link failed because the user's app source lacks functions app.h declares (the spec gained a
+    publish or subscribe entry), the error that names each one with the declaration to add; else None."""
+    names = list(dict.fromkeys(_UNDEFINED_APP_FUNCTION.findall(linker_output)))
+    if not names:
+        return None
+    try:
+        header = (Path(firmware_dir) / "src" / "app.h").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        header = []
+    declarations = []
+    for name in names:
+        line = next((text.strip() for text in header if re.search(rf"\b{name}\(", text)), f"{name}(...);")
+        declarations.append("  " + line)
+    app = user_app_path(firmware_dir, framework) or USER_APP_SOURCE[framework]
+    count = "function" if len(names) == 1 else "functions"
+    return UserError(f"your app code ({app}) lacks {len(names)} {count} the spec now needs, declared in "
+                     f"{Path(firmware_dir) / 'src' / 'app.h'}:\n" + "\n".join(declarations),
+                     hint=f"define {'it' if len(names) == 1 else 'them'} in {app}; the comment above each "
+                          "declaration in app.h says what it must do")
 
 
 def _render(flavour: str, path: str, values: dict) -> bytes:

@@ -6,10 +6,13 @@ and the renderers (firmware, NVS image) size their buffers with the same functio
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from generator.errors import UserError
 from generator.pki import MQTT_PASSWORD_LENGTH
-from generator.spec.model import Device
+
+if TYPE_CHECKING:  # the spec's resolver imports this module: the model is only named here, not used
+    from generator.spec.model import Device
 
 # The MQTT clients of the two flavours: PubSubClient 2.8 publishes at QoS 0 only and subscribes at 0 or 1
 # (PubSubClient.cpp: publish() sends QoS 0; subscribe() returns false for qos > 1); esp-mqtt does all three.

@@ -182,36 +182,51 @@ def nvs_partition(partitions: tuple[Partition, ...]) -> Partition | None:
 # --------------------------------------------------------------------------------------- serial ports
 
 
-def serial_ports() -> list[str]:
-    """The serial ports this machine shows (pyserial's list, which esptool also uses)."""
+@dataclass(frozen=True, order=True)
+class SerialPort:
+    device: str
+    usb: bool                          # a USB serial bridge or USB-CDC port: where ESP32 boards appear
+    description: str = ""
+
+    def describe(self) -> str:
+        return f"{self.device} ({self.description})" if self.description and self.description != "n/a" \
+            else self.device
+
+
+def serial_ports() -> list[SerialPort]:
+    """The serial ports this machine shows (pyserial's list, which esptool also uses). A port with a USB vendor
+    id is USB; the others are legacy UARTs such as /dev/ttyS0, never an ESP32 board's USB connection."""
     from serial.tools import list_ports
 
-    return sorted(port.device for port in list_ports.comports())
+    return sorted(SerialPort(port.device, port.vid is not None, port.description or "")
+                  for port in list_ports.comports())
 
 
-def _ports_sentence(ports: list[str]) -> str:
-    return f"the ports present are: {', '.join(ports)}" if ports else "no serial port is present at all"
+def _ports_sentence(ports: list[SerialPort]) -> str:
+    return (f"the ports present are: {', '.join(port.describe() for port in ports)}" if ports
+            else "no serial port is present at all")
 
 
-def choose_port(requested: str | None, ports: list[str] | None = None) -> str:
-    """The port to use: the one asked for (which must exist), else the only one there is."""
+def choose_port(requested: str | None, ports: list[SerialPort] | None = None) -> str:
+    """The port to use: the one asked for (which must exist), else the only USB serial port there is. Anything
+    else is the user's to settle (exit 2): no board, or several to choose from."""
     ports = serial_ports() if ports is None else ports
     if requested:
-        if requested in ports or Path(requested).exists():
+        if requested in {port.device for port in ports} or Path(requested).exists():
             return requested
-        raise ToolError(
-            f"serial port {requested} does not exist; {_ports_sentence(ports)}. Plug the board in (a USB cable "
-            "that carries data, not only power), check `dmesg` for the name it got, and pass it with --port."
-        )
-    if not ports:
-        raise ToolError(
-            "no serial port found: no ESP32 board seems to be connected. Plug it in with a USB data cable; on Linux "
-            "it shows up as /dev/ttyUSB* or /dev/ttyACM* (you may need to be in the dialout group), then pass --port."
-        )
-    if len(ports) > 1:
-        raise UserError(f"several serial ports are present ({', '.join(ports)}); which board is meant is not clear",
-                        hint="pass the board's port with --port")
-    return ports[0]
+        raise UserError(f"serial port {requested} does not exist; {_ports_sentence(ports)}",
+                        hint="plug the board in (a USB cable that carries data, not only power), check `dmesg` for "
+                             "the name it got, and pass it with --port")
+    usb = [port for port in ports if port.usb]
+    if len(usb) == 1:
+        return usb[0].device
+    if not usb:
+        others = f" (only {', '.join(port.describe() for port in ports)}, which are not USB)" if ports else ""
+        raise UserError(f"no USB serial port found: no ESP32 board seems to be connected{others}",
+                        hint="plug it in with a USB data cable; on Linux it shows up as /dev/ttyUSB* or /dev/ttyACM* "
+                             "(you may need to be in the dialout group); or name the port with --port")
+    raise UserError(f"several USB serial ports are present: {', '.join(port.describe() for port in usb)}; which "
+                    "board is meant is not clear", hint="pass the board's port with --port")
 
 
 def port_busy_error(port: str) -> ToolError:
@@ -276,13 +291,28 @@ def pio_upload_argv(pio: str, project_dir: Path, env: str, *, port: str) -> list
     return [pio, "run", "-d", str(project_dir), "-e", env, "-t", "upload", "--upload-port", port]
 
 
-def pio_monitor_argv(pio: str, project_dir: Path, target: Target, *, port: str) -> list[str]:
+def pio_monitor_argv(pio: str, project_dir: Path | None, target: Target, *, port: str) -> list[str]:
     """`pio device monitor` at the catalogue's monitor_speed with its filters (esp32_exception_decoder decodes
-    backtraces with the build's firmware.elf, found through -d/-e)."""
+    backtraces with the build's firmware.elf, found through -d/-e). Without a project here (the board was
+    flashed elsewhere): the speed and the filters that need no build."""
     argv = [pio, "device", "monitor", "-p", port, "-b", target.option("monitor_speed", "115200")]
     for monitor_filter in (target.option("monitor_filters") or "esp32_exception_decoder").replace(",", " ").split():
-        argv += ["-f", monitor_filter.strip()]
-    return argv + ["-d", str(project_dir), "-e", target.name]
+        if project_dir is not None or monitor_filter.strip() != "esp32_exception_decoder":
+            argv += ["-f", monitor_filter.strip()]
+    return argv + (["-d", str(project_dir), "-e", target.name] if project_dir is not None else [])
+
+
+def monitor_project_dir(out_dir: Path, device_id: str) -> Path | None:
+    """The PlatformIO project whose build decodes the device's backtraces: where `gen build` built its image,
+    else its generated firmware project, else none (the monitor then runs without a project)."""
+    from generator.manifest import firmware_dir, previous_manifest
+
+    manifest = previous_manifest(out_dir) or {}
+    for entry in manifest.get("devices", []):
+        if entry.get("id") == device_id and (entry.get("artifacts") or {}).get("built_in"):
+            return Path(out_dir) / entry["artifacts"]["built_in"]
+    project = Path(out_dir) / firmware_dir(device_id)
+    return project if (project / "platformio.ini").is_file() else None
 
 
 def explain_flash_failure(tool: str, output: str, returncode: int, port: str) -> ToolError:

@@ -1,30 +1,51 @@
 """`gen generate`: the spec and its PKI, turned into every file both ends of the link need.
 
+    <spec folder>/src/app.cpp, src/app.c  the user's application code, one per framework the spec uses: created
+                                      once from a starter, never overwritten, in git (USER_APP_SOURCE)
     OUT/broker/                       mosquitto.conf, certs, CRL, passwd, acl, operator README
-    OUT/devices/<id>/firmware/        the device's PlatformIO project
+    OUT/devices/<id>/firmware/        the device's PlatformIO project (its src/app.* includes the user's code)
     OUT/devices/<id>/ca.pem, client.pem, client.key (0600)
     OUT/devices/<id>/nvs.bin          the NVS partition image (secrets: nvs), 0600
-    OUT/manifest.json
+    OUT/manifest.json                 what was generated (every file of it listed), where, for whom
 
 Everything is rendered in memory first (pure functions of spec + credentials), then written; a failure while
-rendering writes nothing. The PKI lives next to the spec, never in OUT: deleting OUT loses nothing.
+rendering writes nothing. OUT holds only what gen can make again: what a run no longer produces (a framework
+switched, a device renamed or removed) is removed, and build records stay while the firmware they were built
+from is unchanged. The PKI lives next to the spec, never in OUT: deleting OUT loses nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 from generator.credentials import BrokerCredentials, ClientCredentials, SpecCredentials
-from generator.files import SECRET_MODE, write_tree
-from generator.manifest import BROKER_DIR, MANIFEST_NAME, device_dir, device_entry, firmware_dir, render_manifest
+from generator.errors import UserError
+from generator.files import SECRET_MODE, create_file, remove_generated, write_atomic, write_tree
+from generator.firmware import USER_APP_SOURCE, app_include_path, render_app_starter, render_firmware
+from generator.firmware_fingerprint import firmware_fingerprint
+from generator.manifest import (
+    ARTIFACTS_DIR,
+    BROKER_DIR,
+    DEVICES_DIR,
+    MANIFEST_NAME,
+    device_dir,
+    device_entry,
+    firmware_dir,
+    previous_manifest,
+    render_manifest,
+)
+from generator.nvs_image import render_nvs_image
+from generator.pki_store import ensure_spec_identities
+from generator.broker import render_broker
 from generator.spec import BACKEND_IDENTITY, Device, Spec
 
 
 def spec_credentials(spec: Spec) -> SpecCredentials:
     """Issues what is missing in the spec's PKI and reuses everything else."""
-    from generator.pki_store import ensure_spec_identities
-
     identities = ensure_spec_identities(spec)
     broker = BrokerCredentials(
         cafile_pem=identities.broker_cafile_pem,
@@ -62,22 +83,28 @@ class GeneratedOutput:
     out_dir: Path
     changed: tuple[str, ...]          # paths (relative to OUT) whose content changed in this run
     devices: tuple[str, ...]          # device ids generated
+    removed: tuple[str, ...] = ()     # paths (relative to OUT) an earlier run made and this one no longer does
+    notes: tuple[str, ...] = ()       # what happened to the user's app sources (created, moved), for the user
 
     @property
     def manifest_path(self) -> Path:
         return self.out_dir / MANIFEST_NAME
 
 
-def render_device_files(device: Device, credentials: ClientCredentials, *, spec_name: str) -> tuple[dict[str, bytes], dict[str, int], frozenset[str], bool]:
-    """All of one device's files under OUT/: (files, modes, user-owned paths, has_nvs)."""
-    from generator.firmware import render_firmware
+@dataclass(frozen=True)
+class DeviceFiles:
+    files: dict[str, bytes]           # relative to OUT
+    modes: dict[str, int]
+    has_nvs: bool
 
+
+def render_device_files(device: Device, credentials: ClientCredentials, *, spec_name: str,
+                        app_include: str | None = None) -> DeviceFiles:
+    """All of one device's files under OUT/."""
     base = device_dir(device.id)
     fw_base = firmware_dir(device.id)
-    project = render_firmware(device, credentials, spec_name=spec_name)
+    project = render_firmware(device, credentials, spec_name=spec_name, app_include=app_include)
     files: dict[str, bytes] = {f"{fw_base}/{path}": content for path, content in project.generated.items()}
-    user_owned = {f"{fw_base}/{path}": content for path, content in project.user_owned.items()}
-    files.update(user_owned)
     modes: dict[str, int] = {}
     files[f"{base}/ca.pem"] = credentials.ca_pem
     if credentials.cert_pem is not None and credentials.key_pem is not None:
@@ -89,39 +116,131 @@ def render_device_files(device: Device, credentials: ClientCredentials, *, spec_
         modes[f"{fw_base}/{path}"] = SECRET_MODE
     has_nvs = device.secrets == "nvs"
     if has_nvs:
-        from generator.nvs_image import render_nvs_image
-
         files[f"{base}/nvs.bin"] = render_nvs_image(device, credentials)
         modes[f"{base}/nvs.bin"] = SECRET_MODE
-    return files, modes, frozenset(user_owned), has_nvs
+    return DeviceFiles(files, modes, has_nvs)
 
 
 def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] | None = None) -> GeneratedOutput:
-    from generator.broker import render_broker
-
     out = Path(out_dir) if out_dir is not None else spec.default_out_dir
     selected = [spec.device(device_id) for device_id in device_ids] if device_ids else list(spec.devices)
+    previous = previous_manifest(out)
+    notes = ensure_user_apps(spec, out)
     credentials = spec_credentials(spec)
 
     broker_files = render_broker(spec, credentials.broker)
     files: dict[str, bytes] = {f"{BROKER_DIR}/{path}": content for path, content in broker_files.files.items()}
     modes: dict[str, int] = {f"{BROKER_DIR}/{path}": mode for path, mode in broker_files.modes.items()}
-    user_owned: set[str] = set()
+    for device in selected:
+        rendered = render_device_files(device, credentials.devices[device.id], spec_name=spec.path.name,
+                                       app_include=app_include_path(out / firmware_dir(device.id), spec.directory,
+                                                                    device.framework))
+        files.update(rendered.files)
+        modes.update(rendered.modes)
+
+    # What earlier runs made: devices not generated this time keep theirs, everything else no longer made goes.
+    earlier_files = set(previous.get("generated_files", [])) if previous else set()
+    not_selected = {device_dir(d.id) + "/" for d in spec.devices if d not in selected}
+    kept = {path for path in earlier_files if any(path.startswith(prefix) for prefix in not_selected)}
+    changed = write_tree(out, files, modes=modes)
+    stale = sorted(earlier_files - set(files) - kept - {MANIFEST_NAME})
+    removed = remove_generated(out, stale)
+    removed += _remove_departed_devices(out, spec)
+
     entries = []
+    earlier_entries = {entry.get("id"): entry for entry in (previous or {}).get("devices", [])}
     for device in spec.devices:
         device_credentials = credentials.devices[device.id]
-        if device in selected:
-            device_files, device_modes, owned, has_nvs = render_device_files(device, device_credentials,
-                                                                             spec_name=spec.path.name)
-            files.update(device_files)
-            modes.update(device_modes)
-            user_owned |= owned
-        else:
-            has_nvs = device.secrets == "nvs"
         not_after = device_credentials.cert_not_after.isoformat() if device_credentials.cert_not_after else None
-        entries.append(device_entry(device, has_nvs=has_nvs, cert_serial=device_credentials.cert_serial,
-                                    cert_not_after=not_after))
-    files[MANIFEST_NAME] = render_manifest(spec, entries)
+        entry = device_entry(device, has_nvs=device.secrets == "nvs", cert_serial=device_credentials.cert_serial,
+                             cert_not_after=not_after)
+        artifacts = _still_valid_build(out, entry, earlier_entries.get(device.id))
+        if artifacts is not None:
+            entry["artifacts"] = artifacts
+        entries.append(entry)
+    generated_files = sorted(set(files) | kept)
+    write_atomic(out / MANIFEST_NAME, render_manifest(spec, entries, generated_files=generated_files))
+    return GeneratedOutput(out_dir=out, changed=tuple(changed), devices=tuple(d.id for d in selected),
+                           removed=tuple(removed), notes=tuple(notes))
 
-    changed = write_tree(out, files, modes=modes, keep_existing=frozenset(user_owned))
-    return GeneratedOutput(out_dir=out, changed=tuple(changed), devices=tuple(d.id for d in selected))
+
+# ---------------------------------------------------------------------------------------------- the user's code
+
+
+def ensure_user_apps(spec: Spec, out: Path) -> list[str]:
+    """Each framework the spec uses has its app source next to the spec: an existing one is never touched; one
+    that an earlier version of gen kept under OUT (devices/<id>/firmware/src/app.*) is moved there once; else a
+    starter is written. Returns what was done, in words."""
+    notes = []
+    for framework in sorted({device.framework for device in spec.devices}):
+        target = spec.directory / USER_APP_SOURCE[framework]
+        if target.exists():
+            continue
+        legacy = _legacy_app_sources(out, framework)
+        if legacy:
+            contents = {path.read_bytes() for path in legacy}
+            if len(contents) > 1:
+                shown = "\n  ".join(str(path) for path in legacy)
+                raise UserError(
+                    f"your app code now lives in {target} (one file for every device, in git), but the copies an "
+                    f"earlier gen kept under {out} differ:\n  {shown}",
+                    hint=f"merge them into {target} yourself, then run gen generate again (nothing was changed)")
+            create_file(target, contents.pop())
+            for path in legacy:
+                path.unlink()
+            notes.append(f"moved your app code {legacy[0]} to {target} (keep it in git; build/ is disposable)"
+                         + (f", and removed {len(legacy) - 1} identical copies" if len(legacy) > 1 else ""))
+            continue
+        devices = [device for device in spec.devices if device.framework == framework]
+        create_file(target, render_app_starter(devices))
+        notes.append(f"created {target}: your app code, for every {framework} device of the spec (edit it, keep it "
+                     "in git)")
+    return notes
+
+
+def _legacy_app_sources(out: Path, framework: str) -> list[Path]:
+    """App sources gen < 0.2 created inside each device's firmware project (they are the user's own code)."""
+    name = USER_APP_SOURCE[framework]
+    found = []
+    for candidate in sorted((out / DEVICES_DIR).glob(f"*/firmware/{name}")):
+        head = candidate.read_bytes()[:200]
+        if b"Generated by gen" not in head:        # the include file gen writes there now is not the user's
+            found.append(candidate)
+    return found
+
+
+# ---------------------------------------------------------------------------------------------- OUT/ upkeep
+
+
+def _remove_departed_devices(out: Path, spec: Spec) -> list[str]:
+    """A device no longer in the spec leaves nothing behind: its folder (keys, firmware, PlatformIO's build) and
+    its build artifacts (an image with `secrets: embed` holds its key)."""
+    current = {device.id for device in spec.devices}
+    removed = []
+    for parent in (out / DEVICES_DIR, out / ARTIFACTS_DIR):
+        if not parent.is_dir():
+            continue
+        for folder in sorted(parent.iterdir()):
+            if folder.is_dir() and folder.name not in current:
+                shutil.rmtree(folder)
+                removed.append(f"{folder.relative_to(out).as_posix()}/")
+    return removed
+
+
+def _still_valid_build(out: Path, entry: Mapping[str, Any], earlier: Mapping[str, Any] | None
+                       ) -> dict[str, Any] | None:
+    """The build record of an earlier `gen build`, while it still describes what would be flashed: the firmware
+    project it was built from is unchanged, and so is the device's nvs.bin."""
+    artifacts = (earlier or {}).get("artifacts")
+    if not artifacts or not artifacts.get("fingerprint"):
+        return None
+    project = out / entry["firmware_dir"]
+    if not (project / "platformio.ini").is_file() or firmware_fingerprint(project) != artifacts["fingerprint"]:
+        return None
+    recorded_nvs = next((f for f in artifacts.get("files", []) if f.get("file") == "nvs.bin"), None)
+    if entry.get("nvs") or recorded_nvs:
+        current = out / entry["nvs"] if entry.get("nvs") else None
+        if recorded_nvs is None or current is None or not current.is_file() \
+                or hashlib.sha256(current.read_bytes()).hexdigest() != recorded_nvs.get("sha256"):
+            return None
+    return dict(artifacts)

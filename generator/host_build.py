@@ -26,6 +26,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from generator.errors import ToolError, UserError
+from generator.firmware import missing_app_functions
+from generator.firmware_fingerprint import outside_includes
 from generator.paths import HOST_RUNTIME_DIR
 
 FRAMEWORKS = ("arduino", "espidf")
@@ -297,11 +299,14 @@ def _hash_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path
         files.update(p for p in directory.rglob("*") if p.is_file())
     files.update(project.sources)
     files.update(path for path, _ in project.embedded)
-    files.add(HOST_RUNTIME_DIR / MAIN_SOURCE[project.framework])
     for path in sorted(files):
         if path.is_file():
-            name = str(path.relative_to(project.root)) if path.is_relative_to(project.root) else str(path)
-            digest.update(name.encode() + b"\0" + path.read_bytes())
+            digest.update(str(path.relative_to(project.root)).encode() + b"\0" + path.read_bytes())
+    # What the sources include from outside the project (the user's app source), by its path relative to it.
+    for path in outside_includes(project.sources, project.root):
+        digest.update(os.path.relpath(path, project.root).encode() + b"\0" + path.read_bytes())
+    main = HOST_RUNTIME_DIR / MAIN_SOURCE[project.framework]
+    digest.update(b"main\0" + main.read_bytes())
     return digest.hexdigest()
 
 
@@ -333,8 +338,11 @@ def _build_firmware(project: FirmwareProject, toolchain: Toolchain, library: Pat
         jobs.append([toolchain.cc, "-c", str(asm), "-o", str(work / "embedded_files.o")])
         objects.append(work / "embedded_files.o")
     _run_parallel(jobs, what=f"the firmware in {project.root}")
-    _run([toolchain.cxx, *map(str, objects), str(main_obj), str(library), *LINK_LIBRARIES, "-o", str(work / "firmware")],
-         what=f"the firmware in {project.root}")
+    link = subprocess.run([toolchain.cxx, *map(str, objects), str(main_obj), str(library), *LINK_LIBRARIES,
+                           "-o", str(work / "firmware")], capture_output=True, text=True, check=False)
+    if link.returncode != 0:
+        raise missing_app_functions(link.stderr, project.root, project.framework) \
+            or _compile_error(link.stderr, f"the firmware in {project.root}")
 
 
 def _embed_assembly(project: FirmwareProject) -> str:

@@ -2,7 +2,9 @@
 
 Contract (DESIGN.md): {"version": 1, "project", "broker": {"host", "port", "config", "ca"}, "devices": [{"id",
 "target", "framework", "board", "auth", "client_id", "username", "firmware_dir", "ca", "client_cert",
-"client_key", "nvs", "publish": [...], "subscribe": [...], "status_topic"}]}. `gen build` adds "artifacts".
+"client_key", "nvs", "publish": [...], "subscribe": [...], "status_topic"}], "generated_files": [...]}.
+`gen build` adds each device's "artifacts" and the "images" they share; "generated_files" lists every file
+`gen generate` wrote under OUT (relative paths), so that the next run removes what it no longer makes.
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from generator.errors import UserError
 from generator.spec import Device, Spec
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 BROKER_DIR = "broker"          # OUT/broker/: what the broker machine needs
+DEVICES_DIR = "devices"        # OUT/devices/<id>/: a device's firmware project, certificates, nvs.bin
+ARTIFACTS_DIR = "artifacts"    # OUT/artifacts/<id>/: what `gen build` made for a device, ready to flash
 
 
 def device_dir(device_id: str) -> str:
-    return f"devices/{device_id}"
+    return f"{DEVICES_DIR}/{device_id}"
 
 
 def firmware_dir(device_id: str) -> str:
@@ -53,8 +58,21 @@ def device_entry(device: Device, *, has_nvs: bool, cert_serial: int | None, cert
     }
 
 
-def render_manifest(spec: Spec, devices: list[dict[str, Any]], *, broker_dir: str = BROKER_DIR) -> bytes:
-    document = {
+def images_of(devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Which devices share which built image, from their "artifacts"."""
+    images: dict[str, dict[str, Any]] = {}
+    for entry in devices:
+        built = entry.get("artifacts")
+        if built:
+            image = images.setdefault(built["image"], {"sha256": built["image"], "target": built["target"],
+                                                       "dir": built["image_dir"], "devices": []})
+            image["devices"].append(entry["id"])
+    return list(images.values())
+
+
+def render_manifest(spec: Spec, devices: list[dict[str, Any]], *, generated_files: list[str],
+                    broker_dir: str = BROKER_DIR) -> bytes:
+    document: dict[str, Any] = {
         "version": MANIFEST_VERSION,
         "project": spec.project,
         "spec": str(spec.path),
@@ -67,12 +85,23 @@ def render_manifest(spec: Spec, devices: list[dict[str, Any]], *, broker_dir: st
         },
         "devices": devices,
     }
+    images = images_of(devices)
+    if images:
+        document["images"] = images
+    document["generated_files"] = generated_files
     return (json.dumps(document, indent=2, sort_keys=False) + "\n").encode()
 
 
-def read_manifest(out_dir: Path) -> dict[str, Any]:
-    from generator.errors import UserError
+def previous_manifest(out_dir: Path) -> dict[str, Any] | None:
+    """The manifest an earlier run left in OUT, or None (none yet, or not one gen can read)."""
+    try:
+        document = json.loads((Path(out_dir) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
 
+
+def read_manifest(out_dir: Path) -> dict[str, Any]:
     path = Path(out_dir) / MANIFEST_NAME
     try:
         return json.loads(path.read_text(encoding="utf-8"))

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import json
@@ -943,8 +944,21 @@ def _flock(path: Path) -> Iterator[None]:
         _release_lock(fd)
 
 
-def _acquire_lock(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+def _acquire_lock(path: Path) -> int | None:
+    """The PKI's lock, held exclusively. A PKI in a folder this user may not write (a read-only checkout, another
+    user's project) is only read: its lock file, if there is one, is locked through a read-only descriptor, and
+    with none there is nothing to lock, since no one can write here. A write that this run then needs fails with
+    the folder's own permission error."""
+    cloexec = getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | cloexec, 0o600)
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        try:
+            fd = os.open(path, os.O_RDONLY | cloexec)
+        except FileNotFoundError:
+            return None
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
-import hashlib
 import json
 import os
 import selectors
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 from generator.errors import UserError
+from generator.firmware_fingerprint import firmware_fingerprint
 from generator.manifest import BROKER_DIR, firmware_dir, read_manifest
 from generator.spec import Device, Spec
 
@@ -396,15 +396,6 @@ def default_host_build_cache() -> Path:
     return Path(base) / "gen" / "host-build"
 
 
-def firmware_digest(firmware_dir: Path) -> str:
-    """Identifies a generated firmware project by its files (relative path and content), wherever it lies."""
-    digest = hashlib.sha256()
-    root = Path(firmware_dir)
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
 def compile_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], *, cache_dir: Path | None,
                     on_event: EventSink = lambda _: None) -> dict[str, Path]:
     """One host binary per distinct firmware: devices whose generated firmware is identical (a `secrets: nvs`
@@ -415,7 +406,7 @@ def compile_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], *, cac
     groups: dict[tuple[str, str], list[str]] = {}
     for device_id in device_ids:
         framework = spec.device(device_id).framework
-        groups.setdefault((framework, firmware_digest(Path(out_dir) / firmware_dir(device_id))), []).append(device_id)
+        groups.setdefault((framework, firmware_fingerprint(Path(out_dir) / firmware_dir(device_id))), []).append(device_id)
     binaries: dict[str, Path] = {}
     for (framework, _), members in groups.items():
         begun = time.monotonic()

@@ -75,6 +75,25 @@ def golden_credentials(device: Device) -> ClientCredentials:
         password="golden-password" if device.uses_password else None)
 
 
+def write_firmware_project(project_dir: Path, device: Device, credentials: ClientCredentials | None = None) -> Path:
+    """A device's firmware laid out as `gen generate` lays it out in a project folder: the app starter at
+    project_dir/src/app.*, the generated PlatformIO project at project_dir/build/devices/<id>/firmware. Returns the
+    firmware folder."""
+    from generator.firmware import USER_APP_SOURCE, render_app_starter, render_firmware
+    from generator.manifest import firmware_dir
+
+    project = render_firmware(device, credentials or credentials_for(device), spec_name="device.yaml")
+    root = project_dir / "build" / firmware_dir(device.id)
+    for path, content in project.generated.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(content)
+    app = project_dir / USER_APP_SOURCE[device.framework]
+    if not app.exists():
+        app.parent.mkdir(parents=True, exist_ok=True)
+        app.write_bytes(render_app_starter([device]))
+    return root
+
+
 @lru_cache(maxsize=None)
 def example_devices(name: str) -> tuple[Device, ...]:
     environ = {}

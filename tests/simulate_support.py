@@ -24,13 +24,13 @@ from generator.generate import generate, spec_credentials
 from generator.manifest import firmware_dir, read_manifest
 from generator.mosquitto_runner import RunningBroker
 from generator.paths import PROJECT_ROOT
+from generator.firmware_fingerprint import firmware_fingerprint
 from generator.simulate import (
     BrokerAddress,
     DeviceProcess,
     DeviceRun,
     DeviceSummary,
     compile_devices,
-    firmware_digest,
     nvs_images,
     plan_runs,
     stop_devices,
@@ -61,7 +61,7 @@ class SimProject:
         return self.spec.device(device_id) if device_id else self.spec.devices[0]
 
     def binary(self, device_id: str) -> Path:
-        digest = firmware_digest(self.out_dir / firmware_dir(device_id))
+        digest = firmware_fingerprint(self.out_dir / firmware_dir(device_id))
         if digest not in self._binaries:
             self._binaries[digest] = compile_devices(self.spec, self.out_dir, [device_id], cache_dir=None)[device_id]
         return self._binaries[digest]

@@ -16,9 +16,9 @@ from generator.catalogue import load_catalogue
 from generator.manifest import read_manifest
 
 
-def build(out_dir, device_ids=None, previous=None):
+def build(out_dir, device_ids=None):
     plan = plan_build(out_dir, read_manifest(out_dir), load_catalogue(), device_ids)
-    return run_build(plan, previous_manifest=previous)
+    return run_build(plan)
 
 
 def devices_by_id(out_dir):
@@ -143,7 +143,7 @@ def test_building_one_device_keeps_what_an_earlier_build_recorded_for_the_others
     _spec, out = example_out("fleet-nvs", tmp_path)
     build(out)
     before = devices_by_id(out)
-    build(out, ["sensor-c3"], previous=read_manifest(out))
+    build(out, ["sensor-c3"])
     after = devices_by_id(out)
     assert after["sensor-01"]["artifacts"] == before["sensor-01"]["artifacts"]
     assert len(fake_tools.pio_runs()) == 3
@@ -177,7 +177,7 @@ def test_an_image_no_device_uses_any_more_is_removed(tmp_path, fake_tools):
     build(out)
     c3_before = read_manifest(out)["images"][1]["dir"]
     (out / "devices" / "sensor-c3" / "firmware" / "src" / "app_hooks.h").write_text("#pragma once\n// changed\n")
-    build(out, previous=read_manifest(out))
+    build(out)
     dirs = sorted(p.name for p in (out / "images").iterdir())
     assert len(dirs) == 2 and (out / c3_before).name not in dirs
     assert sorted(image["dir"].split("/")[-1] for image in read_manifest(out)["images"]) == dirs

@@ -56,6 +56,19 @@ def test_a_compile_error_is_shown_with_file_and_line_in_the_generated_project(tm
     assert "fleet-nvs/build/devices/sensor-01/firmware/src/app_hooks.cpp:3:1: error: expected ';'" in message
 
 
+def test_a_function_the_users_app_lacks_is_named_with_its_declaration(tmp_path, fake_tools, monkeypatch, gen_cli):
+    spec_path = copy_example("arduino-mtls", tmp_path / "greenhouse")
+    text = spec_path.read_text()
+    spec_path.write_text(text.replace("publish:\n", "publish:\n  - name: humidity\n    topic: devices/{id}/humidity\n"
+                                                   "    interval: 30\n", 1))
+    monkeypatch.setenv("FAKE_PIO_FAIL", "link")
+    code, _out, err = gen_cli("build", spec_path)
+    assert code == 2, err
+    assert "lacks 1 function the spec now needs" in err and "Traceback" not in err
+    assert "int app_build_humidity(char* payload, size_t capacity);" in err
+    assert str(spec_path.parent / "src" / "app.cpp") in err
+
+
 def test_any_other_platformio_failure_shows_the_end_of_its_log(tmp_path, fake_tools, monkeypatch):
     monkeypatch.setenv("FAKE_PIO_FAIL", "crash")
     _spec, out = example_out("fleet-nvs", tmp_path)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fake_tools.out_layout import example_out, lay_out
-from generator.build import pio_metadata_args, pio_run_args, plan_build, project_fingerprint
+from generator.build import pio_metadata_args, pio_run_args, plan_build
+from generator.firmware_fingerprint import firmware_fingerprint
 from generator.catalogue import load_catalogue
 from generator.errors import UserError
 from generator.manifest import read_manifest
@@ -41,13 +42,13 @@ def test_devices_with_secrets_embedded_each_get_their_own_image(tmp_path):
 def test_the_image_key_ignores_what_platformio_writes_into_the_project(tmp_path):
     _spec, out = example_out("fleet-nvs", tmp_path)
     project = out / "devices" / "sensor-01" / "firmware"
-    before = project_fingerprint(project)
+    before = firmware_fingerprint(project)
     (project / ".pio" / "build" / "esp32-arduino").mkdir(parents=True)
     (project / ".pio" / "build" / "esp32-arduino" / "firmware.bin").write_bytes(b"built")
     (project / "sdkconfig.esp32-arduino").write_text("CONFIG_X=y\n")
-    assert project_fingerprint(project) == before
+    assert firmware_fingerprint(project) == before
     (project / "sdkconfig.defaults").write_text("CONFIG_Y=y\n")
-    assert project_fingerprint(project) != before
+    assert firmware_fingerprint(project) != before
 
 
 def test_a_user_edit_in_one_device_project_gives_that_device_its_own_image(tmp_path):

@@ -107,26 +107,3 @@ def test_an_interrupt_while_mosquitto_starts_stops_it(tmp_path, monkeypatch):
         spawned[0].kill()
         pytest.fail("mosquitto kept running after an interrupt during its startup")
 
-
-@pytest.mark.slow
-def test_ctrl_c_during_gen_simulate_stops_everything_shows_the_summary_and_exits_130(tmp_path):
-    project = tmp_path / "project"
-    shutil.copytree(ROOT / "projects/examples/arduino-mtls", project, ignore=shutil.ignore_patterns("pki", "build"))
-    gen = subprocess.Popen([sys.executable, "-m", "generator", "simulate", str(project / "device.yaml")],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output: list[str] = []
-    reader = threading.Thread(target=lambda: output.extend(gen.stdout), daemon=True)
-    reader.start()
-    try:
-        wait_for(lambda: any("[mqtt] connected" in line for line in output) or gen.poll() is not None,
-                 "the simulated device never connected", timeout=240)
-        assert gen.poll() is None, "".join(output)
-        gen.send_signal(signal.SIGINT)
-        assert gen.wait(timeout=30) == 130, "".join(output)
-        reader.join(timeout=5)
-        text = "".join(output)
-        assert "Traceback" not in text
-        assert "simulated devices" in text and "greenhouse-01" in text.split("simulated devices")[-1]
-    finally:
-        if gen.poll() is None:
-            os.kill(gen.pid, signal.SIGKILL)

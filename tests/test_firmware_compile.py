@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_fakes import EXAMPLE_SPECS, credentials_for, example_devices
-from generator.firmware import render_firmware
+from firmware_fakes import EXAMPLE_SPECS, example_devices, write_firmware_project
 from generator.paths import HOST_RUNTIME_DIR
 
 WARNINGS = ["-Wall", "-Wextra", "-Werror"]
@@ -20,11 +19,7 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 
 
 def write_project(root: Path, device) -> Path:
-    project = render_firmware(device, credentials_for(device), spec_name="device.yaml")
-    for path, content in {**project.generated, **project.user_owned}.items():
-        (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_bytes(content)
-    return root
+    return write_firmware_project(root, device)
 
 
 def check_sources(root: Path, framework: str) -> None:

@@ -150,7 +150,7 @@ def test_spec_values_are_rejected_with_a_reason_or_reach_the_firmware_byte_exact
 
 @pytest.mark.parametrize("framework", ["arduino", "espidf"])
 def test_the_issues_hostile_wifi_password_compiles_and_arrives_byte_for_byte(framework, tmp_path):
-    password = '"\\??/ */ /* //\nend\\'
+    password = '"\\??/ */ /* // end\\'   # printable ASCII, as WPA2 requires (a newline is refused: test below)
     folder = tmp_path / "d0"
     folder.mkdir()
     spec_path = spec_for(folder, framework, device_id="door-01", ssid='caf\u00e9 "net" ??/', password=password,
@@ -170,3 +170,10 @@ def test_the_issues_hostile_wifi_password_compiles_and_arrives_byte_for_byte(fra
                 device.status.online, device.publish[0].topic, device.subscribe[0].filter]
     assert printed == [value.encode("utf-8").hex() for value in expected]
     assert device.wifi.password == password
+
+
+def test_a_wifi_password_with_a_newline_is_refused_before_it_reaches_c(tmp_path):
+    spec_path = spec_for(tmp_path, "arduino", device_id="door-01", ssid="net", password="a-good-\npassphrase",
+                         topic_part="t", online="online")
+    with pytest.raises(UserError, match="control characters"):
+        load_spec(spec_path, {})

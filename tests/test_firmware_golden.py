@@ -9,7 +9,7 @@ import os
 import pytest
 
 from firmware_fakes import GOLDEN, example_devices, golden_credentials
-from generator.firmware import render_firmware
+from generator.firmware import USER_APP_SOURCE, render_app_starter, render_firmware
 
 CASES = ["arduino-mtls-password", "espidf-mtls-password", "fleet-nvs"]
 
@@ -18,7 +18,9 @@ CASES = ["arduino-mtls-password", "espidf-mtls-password", "fleet-nvs"]
 def test_generated_project_matches_its_golden_files(name):
     device = example_devices(name)[0]
     project = render_firmware(device, golden_credentials(device), spec_name="device.yaml")
-    files = {**project.generated, **project.user_owned}
+    # The project's own files, and the starter of the user's app (under project/, as it lies next to the spec).
+    starter = {f"project/{USER_APP_SOURCE[device.framework]}": render_app_starter([device])}
+    files = {**project.generated, **starter}
     folder = GOLDEN / name
     if os.environ.get("UPDATE_GOLDEN") == "1":
         for path, content in files.items():

@@ -100,7 +100,7 @@ def test_a_simulation_against_a_given_broker_uses_it_and_starts_none(tmp_path_fa
     assert "as sensor-01" in broker.log_text()
 
 
-def test_ctrl_c_stops_the_devices_and_still_prints_their_summary(tmp_path_factory):
+def test_ctrl_c_stops_the_devices_prints_their_summary_and_exits_130(tmp_path_factory):
     project = simulated_project(FLEET, tmp_path_factory)
     project.binary("sensor-01")
     process = subprocess.Popen([sys.executable, "-m", "generator", "simulate", str(project.spec.path), "--device",
@@ -114,6 +114,6 @@ def test_ctrl_c_stops_the_devices_and_still_prints_their_summary(tmp_path_factor
         rest, errors = process.communicate(timeout=60)
     finally:
         process.kill()
-    assert process.returncode == 0, rest + errors
+    assert process.returncode == 130, rest + errors      # a shell's way to say "stopped by Ctrl-C"
     assert "interrupted" in rest and "sensor-01 | [sim] summary" in rest
     assert "simulated devices" in rest and "Traceback" not in errors

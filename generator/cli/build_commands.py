@@ -25,7 +25,7 @@ def build(
     from generator.build import check_jobs, plan_build, require_esptool, require_platformio, run_build
     from generator.catalogue import load_catalogue
     from generator.generate import generate
-    from generator.manifest import MANIFEST_NAME, read_manifest
+    from generator.manifest import read_manifest
     from generator.spec import load_spec
 
     loaded = load_spec(spec)
@@ -35,10 +35,9 @@ def build(
     check_jobs(jobs)
     require_platformio()  # before generating: say what is missing at once
     require_esptool()
-    previous = read_manifest(out_dir) if (out_dir / MANIFEST_NAME).is_file() else None
     generate(loaded, out_dir, device_ids=device or None)
     plan = plan_build(out_dir, read_manifest(out_dir), load_catalogue(), device_ids=device or None)
-    result = run_build(plan, jobs=jobs, console=err_console, previous_manifest=previous)
+    result = run_build(plan, jobs=jobs, console=err_console)
     console.print(f"built {plural(len(result.images), 'image')} for {plural(len(result.artifacts), 'device')}: "
                   f"{out_dir / 'artifacts'}/<id>/ (flash with `gen flash {spec} --device ID`)")
 
@@ -80,22 +79,21 @@ def monitor(
     port: Optional[str] = PORT_OPTION,
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
-    """Show the device's serial output (`pio device monitor`) at its baud rate, decoding crash backtraces."""
+    """Show the device's serial output (`pio device monitor`) at its baud rate, decoding crash backtraces with the
+    firmware built here when there is one. Needs only the port: the board may have been flashed elsewhere."""
     from generator.build import require_platformio
-    from generator.catalogue import load_catalogue
     from generator.errors import ToolError
-    from generator.flashing import built_device, check_port_free, choose_port, pio_monitor_argv
-    from generator.manifest import read_manifest
+    from generator.flashing import check_port_free, choose_port, monitor_project_dir, pio_monitor_argv
     from generator.spec import load_spec
 
     loaded = load_spec(spec)
-    loaded.device(device)
+    chosen_device = loaded.device(device)
     out_dir = Path(out) if out is not None else loaded.default_out_dir
-    built = built_device(out_dir, read_manifest(out_dir), device, load_catalogue())
     pio = require_platformio()
     chosen = choose_port(port)
     check_port_free(chosen)
-    returncode = subprocess.call(pio_monitor_argv(pio, built.built_in, built.target, port=chosen))
+    project_dir = monitor_project_dir(out_dir, device)
+    returncode = subprocess.call(pio_monitor_argv(pio, project_dir, chosen_device.target, port=chosen))
     if returncode not in (0, 130):
         raise ToolError(f"`pio device monitor` on {chosen} stopped with exit {returncode}; its message is above.")
 

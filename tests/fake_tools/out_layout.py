@@ -61,7 +61,7 @@ def lay_out(spec: Spec, out_dir: Path) -> Path:
         entries.append(device_entry(device, has_nvs=uses_nvs,
                                     cert_serial=serial if device.uses_client_cert else None,
                                     cert_not_after=NOT_AFTER.isoformat() if device.uses_client_cert else None))
-    (out_dir / MANIFEST_NAME).write_bytes(render_manifest(spec, entries))
+    (out_dir / MANIFEST_NAME).write_bytes(render_manifest(spec, entries, generated_files=[]))
     return out_dir
 
 

@@ -1,7 +1,7 @@
 """A stand-in for PlatformIO's `pio` that records how it was called and writes plausible outputs.
 
 It proves how gen CALLS PlatformIO, never that firmware builds. FAKE_TOOLS_LOG names a file that gets one JSON
-line per call; FAKE_PIO_FAIL picks a failure: registry | compile | crash (the outputs mimic real PlatformIO 6).
+line per call; FAKE_PIO_FAIL picks a failure: registry | compile | link | crash (the outputs mimic real PlatformIO 6).
 """
 
 import configparser
@@ -119,6 +119,14 @@ def run(argv):
         print(f"{directory}/src/app_hooks.cpp:3:1: error: expected ';' before '}}' token")
         print(f"*** [.pio/build/{env}/src/main.cpp.o] Error 1")
         print("========================= [FAILED] Took 2.31 seconds =========================")
+        return 1
+    if failure == "link":  # the user's app source lacks a function app.h declares (GNU ld, as the ESP toolchains)
+        print(f"Linking .pio/build/{env}/firmware.elf")
+        print(f"/root/.platformio/packages/toolchain-xtensa-esp32/bin/../lib/gcc/xtensa-esp32-elf/8.4.0/../../../../"
+              f"xtensa-esp32-elf/bin/ld: .pio/build/{env}/src/main.cpp.o:(.literal._Z4loopv+0x10): undefined "
+              f"reference to `app_build_humidity(char*, unsigned int)'")
+        print("collect2: error: ld returned 1 exit status")
+        print(f"*** [.pio/build/{env}/firmware.elf] Error 1")
         return 1
     if failure == "crash":
         print(f"Error: Unknown board ID '{board}-x'")
