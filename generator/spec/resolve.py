@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from generator.catalogue import Target, load_catalogue
+from generator.firmware_limits import ntp_server_limit
 from generator.spec.model import (
     BACKEND_IDENTITY,
     Broker,
@@ -204,6 +205,10 @@ class _Resolver:
             problem = host_problem(server)
             if problem:
                 self.problem(ntp_path + (index,), f"{server!r} {problem}")
+        limit = ntp_server_limit(target.framework)
+        if len(ntp) > limit.count:
+            self.problem(ntp_path + (limit.count,), f"lists {len(ntp)} NTP servers; {limit.reason}",
+                         f"keep the first {limit.count}")
 
         status_raw, status_origin = self.mapping_setting(entry, base, "status")
         status = Status(

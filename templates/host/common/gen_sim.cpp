@@ -26,6 +26,7 @@
 #include <vector>
 
 uint32_t gen_sim_tick_hz = 1000;
+size_t gen_sim_sntp_max_servers = 1;
 const char* gen_sim_idf_version = "v5.5.3";
 int gen_sim_core_debug_level = 0;
 

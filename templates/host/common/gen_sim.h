@@ -18,6 +18,8 @@ uint32_t gen_sim_millis(void);
 uint64_t gen_sim_micros(void);
 /* FreeRTOS tick rate the firmware was compiled with (set by our main()). */
 extern uint32_t gen_sim_tick_hz;
+/* CONFIG_LWIP_SNTP_MAX_SERVERS of the firmware's configuration (set by our main()). */
+extern size_t gen_sim_sntp_max_servers;
 /* The IDF version under the firmware's framework, as esp_get_idf_version() reports it (set by main()). */
 extern const char* gen_sim_idf_version;
 /* Arduino's CORE_DEBUG_LEVEL of the firmware (0: the core logs nothing), for the core's own log lines. */
