@@ -1,6 +1,7 @@
 """What the generated firmware can carry: its MQTT client's QoS levels, its packet buffer, the fixed-size buffers of
-a shared `secrets: nvs` image. The one owner of these rules: `gen check` (the spec resolver) asks `device_problems`
-and the renderers (firmware, NVS image) size their buffers with the same functions, so the two cannot disagree.
+a shared `secrets: nvs` image, its SNTP client's servers. The one owner of these rules: `gen check` (the spec
+resolver) asks `device_problems`, and the renderers (firmware, NVS image) size their buffers with the same
+functions, so the two cannot disagree. Each limit is kept beside the framework fact it comes from.
 """
 
 from __future__ import annotations
@@ -32,6 +33,27 @@ PEM_CAPACITY = 16384                   # largest PEM read from NVS (a long chain
 # PubSubClient's buffer holds a whole packet: its 5-byte fixed-header reserve, then the rest.
 _MQTT_HEADER = 5
 _CONNECT_VARIABLE_HEADER = 10          # protocol name "MQTT" (6), level (1), flags (1), keepalive (2)
+
+
+@dataclass(frozen=True)
+class NtpServerLimit:
+    count: int          # most NTP servers the flavour's SNTP client takes
+    reason: str         # why, in the words `gen check` shows
+
+
+NTP_SERVER_LIMITS = {
+    # configTime() takes three names (cores/esp32/esp32-hal-time.c) and lwIP ignores a server index at or past
+    # SNTP_MAX_SERVERS (esp-lwip src/apps/sntp/sntp.c sntp_setservername); the 2.0.17 core's prebuilt sdkconfig
+    # has CONFIG_LWIP_SNTP_MAX_SERVERS=3 (esp32-arduino-lib-builder release/v4.4 configs/defconfig.common).
+    "arduino": NtpServerLimit(3, "Arduino-ESP32's configTime() takes 3 servers"),
+    # ESP-IDF's components/lwip/Kconfig: LWIP_SNTP_MAX_SERVERS "range 1 16"; sdkconfig.defaults sets it to the
+    # number of servers the spec lists (esp_sntp_config_t.servers[] is sized by it).
+    "espidf": NtpServerLimit(16, "ESP-IDF's CONFIG_LWIP_SNTP_MAX_SERVERS is at most 16"),
+}
+
+
+def ntp_server_limit(framework: str) -> NtpServerLimit:
+    return NTP_SERVER_LIMITS[framework]
 
 
 @dataclass(frozen=True)
@@ -93,6 +115,10 @@ def device_problems(device: Device) -> list[LimitProblem]:
                 ("subscribe", index, "qos"), f"is {subscribe.qos}, but {library} subscribes at QoS "
                 f"{_levels(SUBSCRIBE_QOS[framework])} only",
                 f"use qos: {max(SUBSCRIBE_QOS[framework])}, or an espidf target"))
+    ntp = ntp_server_limit(framework)
+    if len(device.ntp) > ntp.count:
+        problems.append(LimitProblem(("ntp", ntp.count), f"lists {len(device.ntp)} NTP servers; {ntp.reason}",
+                                     f"keep the first {ntp.count}"))
     if device.secrets == "nvs":
         topics = [(("status", "topic"), device.status.topic)]
         topics += [(("publish", i, "topic"), p.topic) for i, p in enumerate(device.publish)]

@@ -28,19 +28,16 @@ from pathlib import Path
 from generator.errors import ToolError, UserError
 from generator.firmware import missing_app_functions
 from generator.firmware_fingerprint import outside_includes
+from generator.framework_flags import FRAMEWORK_FLAGS, GEN_WARNINGS
 from generator.paths import HOST_RUNTIME_DIR
 
 FRAMEWORKS = ("arduino", "espidf")
 INSTALL_HINT = "apt-get install g++ libmbedtls-dev"
 
 CXX_STANDARD = "-std=gnu++17"                          # the runtime's own sources
-FIRMWARE_CXX_FLAGS = ("-std=gnu++11", "-fno-rtti")     # as Arduino-ESP32 2.0.x compiles a sketch
-C_STANDARD = "-std=gnu11"
-# glibc declares strnlen() & co. with access attributes that newlib (the device's libc) does not have, so a
-# correct strnlen(literal, sizeof field) warns here only: that one warning is the host's, not the firmware's.
-FIRMWARE_WARNINGS = ("-Wall", "-Wextra", "-Werror", "-Wno-stringop-overread")
-# -O0: no optimiser-dependent warnings (e.g. -Wstringop-overread on a correct strnlen) turning into errors.
-FIRMWARE_OPTIMIZATION = ("-O0", "-g")
+# The firmware's sources: the framework's own standard, warnings and optimisation (generator.framework_flags),
+# gen's -Wall -Wextra on top, debug info; any warning fails the build.
+FIRMWARE_DEBUG_INFO = ("-g",)
 RUNTIME_FLAGS = ("-O1", "-Wall", "-Wextra", "-fPIC")  # no -g: debug info for the STL doubles the build time
 LINK_LIBRARIES = ("-lmbedtls", "-lmbedx509", "-lmbedcrypto", "-pthread")
 
@@ -53,7 +50,8 @@ FRAMEWORK_DEFINES = {
 MAIN_SOURCE = {"arduino": "common/main_arduino.cpp", "espidf": "common/main_idf.cpp"}
 SOURCE_SUFFIXES = (".c", ".cpp", ".cc", ".cxx")
 FIRMWARE_CACHE_ENTRIES = 64
-COMPILE_ERROR_LINE = re.compile(r"^(?P<file>[^:\s][^:]*):(?P<line>\d+):(?:\d+:)? (?:fatal )?error: ")
+COMPILE_ERROR_LINE = re.compile(r"^(?P<file>[^:\s][^:]*):(?P<line>\d+):(?:\d+:)? (?:fatal )?(?:error|warning): ")
+COMPILE_WARNING_LINE = re.compile(r"^[^:\s][^:]*:\d+:(?:\d+:)? warning: ", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -202,7 +200,7 @@ def read_project(root: Path, framework: str) -> FirmwareProject:
         raise UserError(f"{src_dir}: no C or C++ sources to build", hint="run `gen generate` to render the firmware")
     defines, extra_includes = _parse_build_flags(ini.get("build_flags", ""), root)
     if framework == "espidf":
-        defines += _sdkconfig_defines(root / "sdkconfig.defaults")
+        defines += sdkconfig_defines(root / "sdkconfig.defaults")
     embedded = tuple(
         [(root / f, True) for f in ini.get("board_build.embed_txtfiles", "").split()]
         + [(root / f, False) for f in ini.get("board_build.embed_files", "").split()]
@@ -269,7 +267,7 @@ def _parse_build_flags(flags: str, root: Path) -> tuple[list[str], list[Path]]:
     return defines, includes
 
 
-def _sdkconfig_defines(path: Path) -> list[str]:
+def sdkconfig_defines(path: Path) -> list[str]:
     """CONFIG_* values of sdkconfig.defaults, as sdkconfig.h would define them."""
     if not path.is_file():
         return []
@@ -292,7 +290,7 @@ def _hash_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path
     root = str(project.root)
     digest = hashlib.sha256()
     digest.update(f"{project.framework}\0{toolchain.version}\0{library}\0".encode())
-    flags = " ".join(_firmware_flags(project, "c++") + _firmware_flags(project, "c"))
+    flags = " ".join(firmware_compile_flags(project, "c++") + firmware_compile_flags(project, "c"))
     digest.update(flags.replace(root, "<project>").encode())
     files: set[Path] = {project.root / "platformio.ini", project.root / "sdkconfig.defaults"}
     for directory in project.include_dirs:
@@ -310,8 +308,10 @@ def _hash_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path
     return digest.hexdigest()
 
 
-def _firmware_flags(project: FirmwareProject, language: str) -> list[str]:
-    flags = [*(FIRMWARE_CXX_FLAGS if language == "c++" else (C_STANDARD,)), *FIRMWARE_OPTIMIZATION]
+def firmware_compile_flags(project: FirmwareProject, language: str) -> list[str]:
+    """Everything a firmware source in `language` ("c" or "c++") is compiled with, but the compiler: the framework's
+    own flags (generator.framework_flags), gen's warnings, the project's defines and the runtime's headers."""
+    flags = [*FRAMEWORK_FLAGS[project.framework].for_language(language), *GEN_WARNINGS, *FIRMWARE_DEBUG_INFO]
     flags += [f"-D{d}" for d in FRAMEWORK_DEFINES[project.framework] + project.defines]
     flags += [f"-I{d}" for d in project.include_dirs]
     flags += _runtime_include_flags(project.framework)
@@ -328,16 +328,17 @@ def _build_firmware(project: FirmwareProject, toolchain: Toolchain, library: Pat
         compiler = toolchain.cc if language == "c" else toolchain.cxx
         obj = work / f"{index:03d}_{src.stem}.o"
         objects.append(obj)
-        jobs.append([compiler, *_firmware_flags(project, language), *FIRMWARE_WARNINGS, "-c", str(src), "-o", str(obj)])
+        jobs.append([compiler, *firmware_compile_flags(project, language), "-c", str(src), "-o", str(obj)])
+    runtime_jobs = []
     main_obj = work / "host_main.o"
-    jobs.append([toolchain.cxx, *_firmware_flags(project, "c++"), f"-I{HOST_RUNTIME_DIR / 'common'}", "-c",
-                 str(HOST_RUNTIME_DIR / MAIN_SOURCE[project.framework]), "-o", str(main_obj)])
+    runtime_jobs.append([toolchain.cxx, *firmware_compile_flags(project, "c++"), f"-I{HOST_RUNTIME_DIR / 'common'}", "-c",
+                         str(HOST_RUNTIME_DIR / MAIN_SOURCE[project.framework]), "-o", str(main_obj)])
     if project.embedded:
         asm = work / "embedded_files.S"
         asm.write_text(_embed_assembly(project))
-        jobs.append([toolchain.cc, "-c", str(asm), "-o", str(work / "embedded_files.o")])
+        runtime_jobs.append([toolchain.cc, "-c", str(asm), "-o", str(work / "embedded_files.o")])
         objects.append(work / "embedded_files.o")
-    _run_parallel(jobs, what=f"the firmware in {project.root}")
+    _run_parallel(jobs + runtime_jobs, what=f"the firmware in {project.root}", no_warnings=len(jobs))
     link = subprocess.run([toolchain.cxx, *map(str, objects), str(main_obj), str(library), *LINK_LIBRARIES,
                            "-o", str(work / "firmware")], capture_output=True, text=True, check=False)
     if link.returncode != 0:
@@ -373,18 +374,19 @@ def _run(cmd: list[str], *, what: str) -> None:
         raise _compile_error(result.stderr, what)
 
 
-def _run_parallel(jobs: list[list[str]], *, what: str) -> None:
+def _run_parallel(jobs: list[list[str]], *, what: str, no_warnings: int = 0) -> None:
+    """Runs the compile jobs; any failure is an error, and so is any warning from the first `no_warnings` jobs."""
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, text=True, check=False), jobs))
-    for result in results:
-        if result.returncode != 0:
+    for index, result in enumerate(results):
+        if result.returncode != 0 or (index < no_warnings and COMPILE_WARNING_LINE.search(result.stderr)):
             raise _compile_error(result.stderr, what)
 
 
 def _compile_error(stderr: str, what: str) -> ToolError:
     lines = stderr.strip().splitlines()
-    errors = [line for line in lines if COMPILE_ERROR_LINE.match(line) or " error: " in line]
+    errors = [line for line in lines if COMPILE_ERROR_LINE.match(line) or " error: " in line or " warning: " in line]
     shown = errors[:8] or lines[-12:]
     where = ""
     match = next((COMPILE_ERROR_LINE.match(line) for line in errors if COMPILE_ERROR_LINE.match(line)), None)
@@ -393,7 +395,8 @@ def _compile_error(stderr: str, what: str) -> ToolError:
     message = f"g++ could not build {what}{where}:\n  " + "\n  ".join(shown)
     if ("mbedtls/" in stderr and "No such file" in stderr) or "cannot find -lmbed" in stderr:
         return ToolError(message, hint=INSTALL_HINT)
-    return ToolError(message, hint="fix the first error shown; the host build uses -Wall -Wextra -Werror")
+    return ToolError(message, hint="fix the first one shown: the host build takes the framework's own flags plus "
+                                   "-Wall -Wextra, and fails on any warning")
 
 
 class _locked:

@@ -4,7 +4,11 @@ works.
 
     generate(spec, OUT) → running_broker(OUT/broker, free port) → compile_firmware per distinct firmware
       → one process per device (GEN_SIM_CONNECT_TO sends the dialled broker name to the local broker; the
-        name is still what TLS verifies) → stdout streamed as `<id> | line` → SIGTERM → `[sim] summary {...}`
+        name is still what TLS verifies) → stdout streamed as `<id> | line` → SIGTERM → `[sim] stopped`
+
+Each device's summary (connects, messages out and in, last error) is read from its own serial lines
+(generator.firmware_log), what a user would see on the board's monitor: the runtime's MQTT libraries keep no
+counts for us, so the real PubSubClient or esp-mqtt could be linked in their place.
 
 The plan (which binary, which environment) is a pure function of the spec, OUT and the broker address; only
 `run_devices` and `simulate` touch processes. The runtime's contract (env vars, the summary line) is
@@ -16,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
-import json
 import os
 import selectors
 import signal
@@ -29,10 +32,12 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from generator.errors import UserError
 from generator.firmware_fingerprint import firmware_fingerprint
+from generator.firmware_log import LinkTally, tally_line
 from generator.manifest import BROKER_DIR, firmware_dir, read_manifest
 from generator.spec import Device, Spec
 
-SUMMARY_PREFIX = "[sim] summary "
+STOPPED_PREFIX = "[sim] stopped"   # the runtime's last line when it ends on a signal
+REBOOT_EXIT_CODE = 3               # the runtime's exit when the firmware restarts the device
 DEFAULT_WIFI_DOWN_FOR_S = 5.0
 STOP_GRACE_S = 5.0          # after SIGTERM, how long a device has to print its summary before SIGKILL
 LOCAL_ADDRESS = "127.0.0.1"
@@ -86,7 +91,7 @@ class DeviceRun:
 
 @dataclass(frozen=True)
 class DeviceSummary:
-    """What one device reported when it stopped (its `[sim] summary` line), plus how its process ended."""
+    """What one device's serial output says it did on its MQTT link, plus how its process ended."""
 
     device_id: str
     connected: bool             # connected to the broker when it stopped
@@ -96,7 +101,7 @@ class DeviceSummary:
     messages_in: int
     last_error: str
     exit_code: int | None = None
-    reported: bool = True       # False: the process ended without a summary line (crashed or killed)
+    reported: bool = True       # False: the process died (crashed or killed) instead of stopping or rebooting
 
     @property
     def ever_connected(self) -> bool:
@@ -145,31 +150,15 @@ def select_devices(spec: Spec, device_ids: Sequence[str] = (), *, all_devices: b
     return tuple(dict.fromkeys(spec.device(device_id).id for device_id in device_ids))
 
 
-def parse_summary_line(line: str) -> dict | None:
-    """The fields of a `[sim] summary {...}` line, or None for any other line."""
-    if not line.startswith(SUMMARY_PREFIX):
-        return None
-    try:
-        fields = json.loads(line[len(SUMMARY_PREFIX):])
-    except ValueError:
-        return None
-    return fields if isinstance(fields, dict) else None
-
-
-def device_summary(device_id: str, fields: Mapping | None, exit_code: int | None) -> DeviceSummary:
-    if fields is None:
+def device_summary(device_id: str, tally: LinkTally, *, stopped: bool, exit_code: int | None) -> DeviceSummary:
+    """The summary of a device from its tally; `stopped`: it printed the runtime's stop line (or rebooted)."""
+    if not stopped:
         why = "killed by signal" if exit_code is not None and exit_code < 0 else f"exited with code {exit_code}"
-        return DeviceSummary(device_id, False, 0, 0, 0, 0, f"no summary: {why}", exit_code, reported=False)
-    return DeviceSummary(
-        device_id=device_id,
-        connected=bool(fields.get("connected")),
-        connects=int(fields.get("connects", 0)),
-        reconnects=int(fields.get("reconnects", 0)),
-        messages_out=int(fields.get("messages_out", 0)),
-        messages_in=int(fields.get("messages_in", 0)),
-        last_error=str(fields.get("last_error", "")),
-        exit_code=exit_code,
-    )
+        last_error = f"the process {why}" + (f" (before that: {tally.last_error})" if tally.last_error else "")
+        return DeviceSummary(device_id, False, tally.connects, tally.reconnects, tally.messages_out,
+                             tally.messages_in, last_error, exit_code, reported=False)
+    return DeviceSummary(device_id, tally.connected, tally.connects, tally.reconnects, tally.messages_out,
+                         tally.messages_in, tally.last_error, exit_code)
 
 
 def every_device_connected(summaries: Sequence[DeviceSummary]) -> bool:
@@ -210,7 +199,8 @@ class DeviceProcess:
         os.set_blocking(self.fd, False)
         self._pending = b""
         self.eof = False
-        self.summary_fields: dict | None = None
+        self.tally = LinkTally()
+        self.stopped = False
 
     @property
     def device_id(self) -> str:
@@ -221,7 +211,7 @@ class DeviceProcess:
         return self.process.pid
 
     def read_lines(self) -> list[str]:
-        """Complete lines available now (without newline); notes the summary line when it passes."""
+        """Complete lines available now (without newline); each is tallied as it passes."""
         chunks = []
         while True:
             try:
@@ -239,9 +229,8 @@ class DeviceProcess:
             self._pending = b""
         lines = [raw.decode("utf-8", errors="replace").rstrip("\r") for raw in complete]
         for line in lines:
-            fields = parse_summary_line(line)
-            if fields is not None:
-                self.summary_fields = fields
+            self.tally = tally_line(self.tally, line)
+            self.stopped = self.stopped or line.startswith(STOPPED_PREFIX)
         return lines
 
     def signal(self, signum: int) -> None:
@@ -250,7 +239,9 @@ class DeviceProcess:
                 self.process.send_signal(signum)
 
     def summary(self) -> DeviceSummary:
-        return device_summary(self.device_id, self.summary_fields, self.process.poll())
+        exit_code = self.process.poll()
+        return device_summary(self.device_id, self.tally, exit_code=exit_code,
+                              stopped=self.stopped or exit_code == REBOOT_EXIT_CODE)
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -312,7 +303,7 @@ def started_devices(runs: Sequence[DeviceRun]) -> Iterator[list[DeviceProcess]]:
 
 def stop_devices(processes: Sequence[DeviceProcess], on_line: LineSink,
                  on_event: EventSink = lambda _: None) -> tuple[DeviceSummary, ...]:
-    """SIGTERM to every device, then reads until each has printed its summary and exited (SIGKILL after
+    """SIGTERM to every device, then reads until each has printed its stop line and exited (SIGKILL after
     STOP_GRACE_S). Returns the summaries in the order of `processes`."""
     for process in processes:
         process.signal(signal.SIGTERM)

@@ -248,12 +248,12 @@ class Device:
         raise AssertionError(f"no line containing {text!r}; output so far:\n" + "\n".join(self.lines[-40:]))
 
     def stop(self) -> str:
-        """SIGTERM, then the "[sim] summary" line."""
+        """SIGTERM, then the runtime's "[sim] stopped" line (the process exits 0)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        summary = self.wait_for("[sim] summary", timeout=10)
-        self.process.wait(timeout=5)
-        return summary
+        stopped = self.wait_for("[sim] stopped", timeout=10)
+        assert self.process.wait(timeout=5) == 0
+        return stopped
 
     def kill(self) -> None:
         if self.process.poll() is None:

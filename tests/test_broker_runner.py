@@ -173,7 +173,7 @@ def test_gen_broker_up_runs_mosquitto_in_the_foreground_until_interrupted(broker
     finally:
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=WAIT_S)
-    assert process.returncode == 0, err
+    assert process.returncode == 130, err          # stopped by Ctrl-C, after stopping mosquitto
     assert "mosquitto version" in err and "Traceback" not in err
 
 

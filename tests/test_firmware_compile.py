@@ -1,71 +1,120 @@
-"""The generated sources of every example compile without a warning (-Wall -Wextra -Werror) against the host
-runtime's device headers, which declare the real ESP32 APIs with the real signatures."""
+"""The generated sources of every example compile as the real build compiles them: with the framework's own
+language standard, warnings and optimisation (generator.framework_flags: ESP-IDF 5.5.3's build.cmake set with
+-Werror, Arduino-ESP32 2.0.17's PlatformIO flags), gen's -Wall -Wextra on top, the project's sdkconfig.defaults and
+build_flags, against the host runtime's device headers (the real declarations), without a single warning.
+
+Each is compiled twice: for x86-64 Linux (what `gen simulate` runs) and for a 32-bit newlib target, where uint32_t
+is `unsigned long` and size_t and long are 32 bits as on the ESP toolchains: C with Debian's riscv64-unknown-elf-gcc
+for the ESP32-C3's ISA, C++ with arm-none-eabi-g++ (Debian has no RISC-V libstdc++; it is ILP32 newlib too)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from firmware_fakes import EXAMPLE_SPECS, example_devices, write_firmware_project
-from generator.paths import HOST_RUNTIME_DIR
+from generator.host_build import firmware_compile_flags, read_project
 
-WARNINGS = ["-Wall", "-Wextra", "-Werror"]
-INCLUDES = [f"-I{HOST_RUNTIME_DIR / part}" for part in ("arduino", "idf", "common")]
+NEWLIB_INCLUDE = "/usr/include/newlib"   # Debian's libnewlib-dev
+COMPILERS = {
+    ("c", "x86-64"): ["gcc"],
+    ("c++", "x86-64"): ["g++"],
+    ("c", "rv32"): ["riscv64-unknown-elf-gcc", "-march=rv32imc_zicsr_zifencei", "-mabi=ilp32", "-isystem", NEWLIB_INCLUDE],
+    ("c++", "rv32"): ["arm-none-eabi-g++"],   # the 32-bit C++ check (ILP32, newlib, libstdc++)
+}
+TARGETS = ("x86-64", "rv32")
+INSTALL = "./scripts/setup installs gcc-riscv64-unknown-elf, libnewlib-dev, gcc-arm-none-eabi, libstdc++-arm-none-eabi-newlib"
 
-pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+
+def _require(target: str) -> None:
+    for (_, name), command in COMPILERS.items():
+        if name == target and shutil.which(command[0]) is None:
+            pytest.fail(f"{command[0]} is missing: {INSTALL}")
 
 
 def write_project(root: Path, device) -> Path:
     return write_firmware_project(root, device)
 
 
-def check_sources(root: Path, framework: str) -> None:
-    if framework == "arduino":
-        command = ["g++", "-std=gnu++11", "-fno-rtti"]  # as Arduino-ESP32 2.0.x compiles a sketch
-        sources = ["main.cpp", "app.cpp"]
-    else:
-        command = ["gcc", "-std=gnu11"]
-        sources = ["main.c", "app.c"]
-    for source in sources:
-        result = subprocess.run(command + WARNINGS + ["-fsyntax-only"] + INCLUDES
-                                + [f"-I{root / 'src'}", str(root / "src" / source)],
-                                capture_output=True, text=True, timeout=120)
-        assert result.returncode == 0, f"{source}:\n{result.stderr}"
+def compile_sources(root: Path, framework: str, target: str, *, drop_defines: tuple[str, ...] = ()) -> dict[str, str]:
+    """Compiles every source of the project to an object (middle-end warnings such as -Wstringop-overread need
+    code generation, -fsyntax-only misses them). Returns {source: compiler output}; empty output means clean."""
+    _require(target)
+    project = read_project(root, framework)
+    if drop_defines:
+        project = replace(project, defines=tuple(d for d in project.defines if d.split("=")[0] not in drop_defines))
+    outputs = {}
+    for source in project.sources:
+        language = "c" if source.suffix == ".c" else "c++"
+        result = subprocess.run([*COMPILERS[(language, target)], *firmware_compile_flags(project, language), "-c",
+                                 str(source), "-o", str(root / f"{source.stem}.o")],
+                                capture_output=True, text=True, timeout=180)
+        outputs[source.name] = result.stderr if result.returncode == 0 or result.stderr else "failed"
+    return outputs
 
 
+def assert_clean(outputs: dict[str, str]) -> None:
+    dirty = {name: text for name, text in outputs.items() if text.strip()}
+    assert not dirty, "\n".join(f"{name}:\n{text}" for name, text in dirty.items())
+
+
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("spec", EXAMPLE_SPECS, ids=lambda p: p.parent.name)
-def test_generated_sources_compile_without_warnings(spec, tmp_path):
-    device = example_devices(spec.parent.name)[0]
-    check_sources(write_project(tmp_path, device), device.framework)
+def test_every_example_compiles_without_a_warning_under_the_framework_flags(spec, target, tmp_path):
+    for index, device in enumerate(dict((d.target.name, d) for d in example_devices(spec.parent.name)).values()):
+        assert_clean(compile_sources(write_project(tmp_path / str(index), device), device.framework, target))
 
 
+@pytest.mark.parametrize("target", TARGETS)
 @pytest.mark.parametrize("secrets", ["embed", "nvs"])
 @pytest.mark.parametrize("auth", ["mtls", "password", "mtls+password"])
-def test_espidf_sources_compile_in_every_auth_and_secrets_mode(auth, secrets, tmp_path):
-    from dataclasses import replace
-
-    device = replace(example_devices("espidf-mtls")[0], auth=auth, secrets=secrets)
-    check_sources(write_project(tmp_path, device), "espidf")
-
-
-@pytest.mark.parametrize("secrets", ["embed", "nvs"])
-@pytest.mark.parametrize("auth", ["mtls", "password", "mtls+password"])
-def test_arduino_sources_compile_in_every_auth_and_secrets_mode(auth, secrets, tmp_path):
-    from dataclasses import replace
-
-    device = replace(example_devices("arduino-mtls")[0], auth=auth, secrets=secrets)
-    check_sources(write_project(tmp_path, device), "arduino")
+@pytest.mark.parametrize("example", ["arduino-mtls", "espidf-mtls"])
+def test_sources_compile_in_every_auth_and_secrets_mode(example, auth, secrets, target, tmp_path):
+    device = replace(example_devices(example)[0], auth=auth, secrets=secrets)
+    assert_clean(compile_sources(write_project(tmp_path, device), device.framework, target))
 
 
 @pytest.mark.parametrize("name", ["arduino-mtls", "espidf-mtls"])
 def test_a_device_without_topics_still_compiles(name, tmp_path):
-    from dataclasses import replace
-
     device = replace(example_devices(name)[0], publish=(), subscribe=())
-    check_sources(write_project(tmp_path, device), device.framework)
+    assert_clean(compile_sources(write_project(tmp_path, device), device.framework, "rv32"))
+
+
+@pytest.mark.parametrize("servers", [1, 3, 16])
+def test_every_ntp_server_of_an_espidf_spec_fits_the_sntp_config_the_sdkconfig_sizes(servers, tmp_path):
+    device = replace(example_devices("espidf-mtls")[0], ntp=tuple(f"ntp{i}.example.com" for i in range(servers)))
+    root = write_project(tmp_path, device)
+    assert f"CONFIG_LWIP_SNTP_MAX_SERVERS={servers}\n" in (root / "sdkconfig.defaults").read_text()
+    assert_clean(compile_sources(root, "espidf", "rv32"))
+
+
+def test_without_the_sdkconfig_setting_two_ntp_servers_fail_as_on_esp_idf(tmp_path):
+    # esp_sntp_config_t.servers[CONFIG_LWIP_SNTP_MAX_SERVERS], Kconfig default 1: the real compile's error.
+    device = example_devices("espidf-mtls")[0]
+    assert len(device.ntp) == 2
+    outputs = compile_sources(write_project(tmp_path, device), "espidf", "x86-64",
+                              drop_defines=("CONFIG_LWIP_SNTP_MAX_SERVERS",))
+    assert "excess elements in array initializer" in outputs["main.c"]
+
+
+@pytest.mark.parametrize("language", ["c", "c++"])
+def test_the_32_bit_check_has_the_esp_toolchains_integer_types_and_format_checking(language, tmp_path):
+    # On the ESP toolchains uint32_t is unsigned long: "%u" with one is a -Wformat warning there, never on x86-64.
+    _require("rv32")
+    source = tmp_path / ("probe.c" if language == "c" else "probe.cpp")
+    source.write_text("#include <stdint.h>\n#include <stdio.h>\n#include <stddef.h>\n"
+                      "_Static_assert(sizeof(long) == 4 && sizeof(size_t) == 4, \"ILP32\");\n"
+                      "void show(uint32_t value) { printf(\"%u\\n\", value); }\n".replace(
+                          "_Static_assert", "_Static_assert" if language == "c" else "static_assert"))
+    result = subprocess.run([*COMPILERS[(language, "rv32")], "-Wall", "-c", str(source), "-o", str(tmp_path / "p.o")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "format '%u' expects argument of type 'unsigned int', but argument 2 has type 'uint32_t' " \
+           "{aka 'long unsigned int'}" in result.stderr
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from firmware_fakes import credentials_for
 from generator.c_literals import c_comment_text, c_string_literal, c_string_literal_lines
 from generator.errors import UserError
 from generator.firmware import render_firmware
+from generator.framework_flags import ARDUINO_ESP32, ESP_IDF
 from generator.spec import load_spec
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
@@ -29,7 +30,7 @@ nasty_text = st.lists(st.sampled_from(NASTY) | st.text(min_size=1, max_size=3), 
 
 def compile_and_run(tmp: Path, sources: dict[str, str], *, language: str = "c++") -> str:
     """Compiles {file name: text} (each its own translation unit) into one program, runs it, returns stdout."""
-    compiler = ["g++", "-std=gnu++11"] if language == "c++" else ["gcc", "-std=gnu11"]
+    compiler = ["g++", ARDUINO_ESP32.cxx[0]] if language == "c++" else ["gcc", ESP_IDF.c[0]]  # their standards
     paths = []
     for name, text in sources.items():
         (tmp / name).write_text(text, encoding="utf-8")

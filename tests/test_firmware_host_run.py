@@ -212,10 +212,28 @@ def test_an_unreachable_broker_is_logged_in_words_and_retried_with_growing_backo
         process.terminate()
         process.wait(timeout=10)
     # PubSubClient only learns "no TCP connection" from WiFiClientSecure; esp-tls reports the socket's errno.
-    expected = "no TCP connection to mqtt.example.com:8883" if device.framework == "arduino" else "Connection refused"
+    expected = "could not resolve or reach mqtt.example.com:8883" if device.framework == "arduino" else "Connection refused"
     assert failures and all(expected in line for line in failures), failures
     # Each delay is drawn from [d/2, d] with d doubling: never shorter than the one before, within the bounds.
     assert 500 <= delays[0] <= 1000 and 1000 <= delays[1] <= 2000 and 2000 <= delays[2] <= 4000, delays
+
+
+@pytest.mark.parametrize("name", ["arduino-mtls", "espidf-mtls"])
+def test_a_broker_name_that_does_not_resolve_is_said_as_such(name, tmp_path, build_cache):
+    # Arduino-ESP32 3.x's WiFiClientSecure returns 0 without touching lastError when the name does not resolve, so
+    # the firmware checks the name itself before it trusts a TLS code: never a previous attempt's TLS message.
+    spec, out = generated_example(name, tmp_path, broker={"host": "no-such-broker.invalid"})
+    device = spec.devices[0]
+    binary = compile_firmware(out / firmware_dir(device.id), device.framework, build_cache)
+    process = start_device(binary, "some-other-name.example.com", 8883, "127.0.0.1", free_local_port())
+    try:
+        failure = read_until(process, "[mqtt] connect failed", timeout_s=30)[-1]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    expected = ("could not resolve or reach no-such-broker.invalid:8883" if device.framework == "arduino"
+                else "ESP_ERR_ESP_TLS_CANNOT_RESOLVE_HOSTNAME")
+    assert expected in failure and "TLS error" not in failure, failure
 
 
 @pytest.mark.parametrize("name", ["arduino-password", "espidf-password"])

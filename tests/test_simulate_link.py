@@ -93,3 +93,32 @@ def test_after_a_broker_restart_the_device_reconnects_within_its_backoff_and_res
             assert backend.next_message().payload == b"after restart"
         summary = device.stop()
     assert summary.reconnects >= 1
+
+
+def test_the_summary_read_from_the_device_log_agrees_with_what_the_broker_saw(project, start_broker):
+    # The counts come from the firmware's own serial lines, not from hooks in the MQTT library: so they must
+    # match what the broker carried between the device and the backend.
+    import queue
+
+    device = project.device()
+    broker = start_broker(project.broker_dir)
+    with mqtt_session(broker, project.credentials.backend) as backend:
+        for topic in (topics(project)["telemetry"], topics(project)["status"], topics(project)["ack"]):
+            backend.subscribe(topic)
+        with SimDevice.start(project.run_for(device.id, broker)) as sim:
+            sim.wait_for(r"\[mqtt\] subscribed to ")
+            send_command(backend, sim, command_topic(project), "count me")
+            sim.wait_for(r"\[mqtt\] published \d+ bytes to " + topics(project)["ack"])
+            summary = sim.stop()
+        from_device = []
+        while True:
+            try:
+                message = backend.messages.get(timeout=1.0)
+            except queue.Empty:
+                break
+            if not (message.topic == device.status.topic and message.payload == device.status.offline.encode()):
+                from_device.append(message)   # everything but the will, which the broker publishes
+    assert summary.connects == 1 and summary.last_error == ""
+    acks = [message for message in from_device if message.topic == topics(project)["ack"]]
+    assert summary.messages_out == len(from_device) >= 2   # the birth message, the ack, any telemetry
+    assert summary.messages_in == len(acks) >= 1           # the handler acks every command it gets

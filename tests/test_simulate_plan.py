@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from generator.errors import UserError
+from generator.firmware_log import tally_lines
 from generator.simulate import (
     BrokerAddress,
     DeviceRun,
@@ -18,7 +19,6 @@ from generator.simulate import (
     device_environment,
     every_device_connected,
     parse_broker_address,
-    parse_summary_line,
     nvs_images,
     plan_runs,
     run_devices,
@@ -77,31 +77,65 @@ def test_a_broker_address_that_is_not_host_colon_port_is_a_user_error(text):
         parse_broker_address(text)
 
 
-def test_the_summary_line_is_read_and_other_lines_are_not():
-    line = ('[sim] summary {"connected": true, "connects": 2, "reconnects": 1, "messages_out": 7, '
-            '"messages_in": 1, "last_error": ""}')
-    assert parse_summary_line(line)["reconnects"] == 1
-    assert parse_summary_line("[mqtt] connected to mqtt.example.com:8883 as a") is None
-    assert parse_summary_line("[sim] summary {broken") is None
+ARDUINO_LOG = [
+    "[mqtt] connecting to mqtt.example.com:8883 as dev-a",
+    "[mqtt] connect failed: state -2 CONNECT_FAILED (TCP or TLS); TLS error -0x2700: X509 - Certificate verification failed",
+    "[mqtt] connected to mqtt.example.com:8883 as dev-a",
+    "[mqtt] published 6 bytes to devices/dev-a/status",
+    "[mqtt] received 6 bytes on devices/dev-a/cmd",
+    "[app] command on devices/dev-a/cmd: ping-1",
+    "[mqtt] published 6 bytes to devices/dev-a/ack",
+    "[mqtt] connection lost: state -3 CONNECTION_LOST",
+    "[mqtt] connected to mqtt.example.com:8883 as dev-a",
+]
+IDF_LOG = [
+    "I (1200) link: [mqtt] connected to mqtt.example.com:8883 as dev-b",
+    "I (1210) link: [mqtt] published 6 bytes to devices/dev-b/status",
+    "E (9000) link: [mqtt] connection error: ESP_ERR_ESP_TLS_TCP_CLOSED_FIN; socket errno 104 Connection reset by peer",
+    "W (9001) link: [mqtt] connection lost",
+]
+
+
+def test_the_summary_is_what_the_firmware_log_says_on_arduino():
+    tally = tally_lines(ARDUINO_LOG)
+    assert (tally.connected, tally.connects, tally.reconnects) == (True, 2, 1)
+    assert (tally.messages_out, tally.messages_in) == (2, 1)
+    assert tally.last_error == "connection lost: state -3 CONNECTION_LOST"
+
+
+def test_the_summary_is_what_the_firmware_log_says_on_esp_idf_and_keeps_the_error_behind_a_lost_session():
+    tally = tally_lines(IDF_LOG)
+    assert (tally.connected, tally.connects, tally.messages_out) == (False, 1, 1)
+    assert tally.last_error.startswith("connection error: ESP_ERR_ESP_TLS_TCP_CLOSED_FIN")
+
+
+def test_lines_that_only_mention_mqtt_are_not_counted():
+    assert tally_lines(["[app] published 3 readings", "[mqtt] connecting to h:1 as a", "[mqtt] dropped 400 bytes on t",
+                        "[mqtt] not sent to t: not connected"]) == tally_lines([])
 
 
 FAKE_DEVICE = textwrap.dedent("""\
     import signal, sys, time
     connected = sys.argv[1] == "ok"
     def stop(*_):
-        print('[sim] summary {"connected": %s, "connects": %d, "reconnects": 0, "messages_out": 3, '
-              '"messages_in": 0, "last_error": "%s"}' % ("true" if connected else "false", int(connected),
-              "" if connected else "X509 - Certificate verification failed"), flush=True)
+        print("[sim] stopped by SIGTERM", flush=True)
         sys.exit(0)
     signal.signal(signal.SIGTERM, stop)
     print("[boot] device", flush=True)
+    if connected:
+        print("[mqtt] connected to mqtt.example.com:8883 as dev-a", flush=True)
+        for _ in range(3):
+            print("[mqtt] published 5 bytes to devices/dev-a/telemetry", flush=True)
+    else:
+        print("[mqtt] connect failed: state -2 CONNECT_FAILED (TCP or TLS); TLS error -0x2700: "
+              "X509 - Certificate verification failed", flush=True)
     while True:
         time.sleep(0.05)
     """)
 
 
 def fake_device(tmp_path: Path, name: str, outcome: str) -> DeviceRun:
-    """A stand-in that follows the runtime's contract: lines on stdout, a summary line on SIGTERM."""
+    """A stand-in that prints what the firmware and the runtime print: its log, then a stop line on SIGTERM."""
     script = tmp_path / f"{name}.sh"
     script.write_text(f"#!/bin/sh\nexec {sys.executable} {tmp_path / 'fake.py'} {outcome}\n")
     script.chmod(0o755)
@@ -121,7 +155,7 @@ def test_a_run_streams_each_line_with_its_device_and_collects_every_summary(tmp_
     assert not every_device_connected(summaries)
 
 
-def test_a_device_that_dies_without_a_summary_counts_as_not_connected(tmp_path):
+def test_a_device_that_dies_instead_of_stopping_counts_as_not_connected(tmp_path):
     script = tmp_path / "crash.sh"
     script.write_text("#!/bin/sh\necho '[boot] device'\nkill -SEGV $$\n")
     script.chmod(0o755)

@@ -131,3 +131,12 @@ def test_a_fleet_of_two_thousand_devices_resolves_without_comparing_every_pair(t
                     "publish: [{name: t, topic: 'f/{id}/t'}]\nsubscribe: [{name: c, filter: 'f/{id}/c/#'}]\n"
                     f"devices:\n{ids}\n")
     assert len(load_spec(spec).devices) == 2000
+
+
+def test_an_espidf_device_takes_more_ntp_servers_than_arduino_and_uses_them_all(tmp_path, capsys):
+    spec = tmp_path / "device.yaml"
+    text = (CASES / "invalid" / "too_many_ntp.yaml").read_text().replace("esp32-arduino", "esp32-espidf")
+    spec.write_text("\n".join(line for line in text.splitlines() if not line.startswith("# expect")) + "\n")
+    code, out, err = run_gen(["check", str(spec)], capsys)
+    assert code == 0, err
+    assert "d.org" in out

@@ -324,7 +324,7 @@ class _Resolver:
             publish=tuple(publish), subscribe=tuple(subscribe), pki=device_pki,
         )
         # What the firmware can carry is the firmware's to say (generator.firmware_limits).
-        origins = {"publish": publish_path, "subscribe": subscribe_path}
+        origins = {"publish": publish_path, "subscribe": subscribe_path, "ntp": ntp_path}
         for problem in device_problems(device):
             if not problem.where:
                 path = base

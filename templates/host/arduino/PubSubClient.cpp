@@ -6,7 +6,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "gen_sim.h"
 #include "mqtt_wire.h"
 
 namespace mqtt = gen_host::mqtt;
@@ -25,7 +24,6 @@ PubSubClient::PubSubClient(const char* domain, uint16_t port, MQTT_CALLBACK_SIGN
 PubSubClient::PubSubClient(const char* domain, uint16_t port, MQTT_CALLBACK_SIGNATURE, Client& client, Stream& s) : PubSubClient(domain, port, callback, client) { setStream(s); }
 
 PubSubClient::~PubSubClient() {
-    if (counted_connected_) gen_sim_note_mqtt_disconnected();
     free(buffer);
 }
 
@@ -84,14 +82,6 @@ boolean PubSubClient::connect(const char* id, const char* user, const char* pass
     return connect(id, user, pass, willTopic, willQos, willRetain, willMessage, true);
 }
 
-void PubSubClient::lost(int state) {
-    _state = state;
-    if (counted_connected_) {
-        gen_sim_note_mqtt_disconnected();
-        counted_connected_ = false;
-    }
-}
-
 boolean PubSubClient::connect(const char* id, const char* user, const char* pass, const char* willTopic, uint8_t willQos,
                               boolean willRetain, const char* willMessage, boolean cleanSession) {
     if (connected()) return false;
@@ -142,7 +132,6 @@ boolean PubSubClient::connect(const char* id, const char* user, const char* pass
     while (!_client->available()) {
         if (millis() - lastInActivity >= static_cast<unsigned long>(socketTimeout) * 1000UL) {
             _state = MQTT_CONNECTION_TIMEOUT;
-            gen_sim_note_error("MQTT: no CONNACK within %u s (state -4)", socketTimeout);
             _client->stop();
             return false;
         }
@@ -155,12 +144,9 @@ boolean PubSubClient::connect(const char* id, const char* user, const char* pass
             lastInActivity = millis();
             pingOutstanding = false;
             _state = MQTT_CONNECTED;
-            gen_sim_note_mqtt_connected();
-            counted_connected_ = true;
             return true;
         }
         _state = buffer[3];
-        gen_sim_note_error("MQTT: CONNACK refused the connection (state %d)", _state);
     }
     _client->stop();
     return false;
@@ -222,9 +208,7 @@ boolean PubSubClient::loop() {
     if (keepAlive && ((t - lastInActivity > ka) || (t - lastOutActivity > ka))) {
         if (pingOutstanding) {
             _state = MQTT_CONNECTION_TIMEOUT;
-            gen_sim_note_error("MQTT: PINGREQ unanswered (state -4)");
             _client->stop();
-            lost(MQTT_CONNECTION_TIMEOUT);
             return false;
         }
         mqtt::Bytes ping = mqtt::simple_packet(mqtt::PINGREQ);
@@ -240,7 +224,6 @@ boolean PubSubClient::loop() {
             lastInActivity = t;
             uint8_t type = buffer[0] & 0xF0;
             if (type == MQTTPUBLISH) {
-                gen_sim_note_message_in();
                 if (callback) {
                     uint16_t tl = static_cast<uint16_t>((buffer[llen + 1] << 8) + buffer[llen + 2]);
                     // Shift the topic one byte left to NUL-terminate it in place.
@@ -284,12 +267,7 @@ boolean PubSubClient::publish(const char* topic, const uint8_t* payload, unsigne
     if (!connected() || !topic) return false;
     if (bufferSize < MQTT_MAX_HEADER_SIZE + 2 + strlen(topic) + plength) return false;
     mqtt::Bytes packet = mqtt::publish_packet(topic, payload, plength, 0, retained, 0);
-    gen_sim_note_message_out();
-    if (!send_packet(packet.data(), packet.size())) {
-        gen_sim_note_message_out_failed();
-        return false;
-    }
-    return true;
+    return send_packet(packet.data(), packet.size());
 }
 boolean PubSubClient::publish_P(const char* topic, const char* payload, boolean retained) {
     return publish(topic, payload, retained);
@@ -307,7 +285,6 @@ boolean PubSubClient::beginPublish(const char* topic, unsigned int plength, bool
 
 int PubSubClient::endPublish() {
     if (!connected()) return 0;
-    gen_sim_note_message_out();
     return 1;
 }
 
@@ -352,7 +329,7 @@ void PubSubClient::disconnect() {
         _client->flush();
         _client->stop();
     }
-    lost(MQTT_DISCONNECTED);
+    _state = MQTT_DISCONNECTED;
     lastInActivity = lastOutActivity = millis();
 }
 
@@ -361,8 +338,7 @@ boolean PubSubClient::connected() {
     bool rc = _client->connected();
     if (!rc) {
         if (_state == MQTT_CONNECTED) {
-            gen_sim_note_error("MQTT: connection lost (state -3)");
-            lost(MQTT_CONNECTION_LOST);
+            _state = MQTT_CONNECTION_LOST;
             _client->flush();
             _client->stop();
         }

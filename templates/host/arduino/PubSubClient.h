@@ -126,7 +126,6 @@ private:
     bool read_byte(uint8_t *result);
     uint32_t read_packet(uint8_t *lengthLength);
     bool send_packet(const uint8_t *data, size_t len);
-    void lost(int state);
 
     Client *_client = nullptr;
     uint8_t *buffer = nullptr;
@@ -143,5 +142,4 @@ private:
     uint16_t port = 0;
     Stream *stream = nullptr;
     int _state = MQTT_DISCONNECTED;
-    bool counted_connected_ = false;
 };

@@ -309,7 +309,6 @@ bool WiFiClient::open_transport(const char* host, uint16_t port, bool tls, int32
         last_verify_flags_ = e.verify_flags;
         // ssl_client.cpp returns -1 for socket errors and timeouts, else the mbedTLS code.
         last_tls_error_ = e.mbedtls_error ? e.mbedtls_error : -1;
-        gen_sim_note_error("%s", e.summary().c_str());
         if (tls && gen_sim_core_debug_level >= 1) {  // log_e() in ssl_client.cpp, as CORE_DEBUG_LEVEL allows
             printf("[%6lu][E][ssl_client.cpp:37] _handle_error(): [start_ssl_client()]: (%d) %s\r\n", millis(),
                    last_tls_error_, e.text().c_str());
@@ -402,7 +401,6 @@ int WiFiClientSecure::connect_secure(const char* host, uint16_t port, const char
         stop();
         last_tls_error_ = -1;
         last_verify_flags_ = 0;
-        gen_sim_note_error("TLS: no CA certificate set (setCACert) and not insecure");
         return 0;
     }
     const char* saved_ca = ca_;

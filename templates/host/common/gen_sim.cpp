@@ -26,6 +26,7 @@
 #include <vector>
 
 uint32_t gen_sim_tick_hz = 1000;
+size_t gen_sim_sntp_max_servers = 1;
 const char* gen_sim_idf_version = "v5.5.3";
 int gen_sim_core_debug_level = 0;
 
@@ -38,16 +39,6 @@ std::atomic<bool> link_is_up{true};
 std::atomic<bool> station_has_ip{false};
 std::vector<gen_sim_link_listener_t> link_listeners;
 std::set<int> open_sockets;
-
-struct Counters {
-    int connected_clients = 0;
-    long connects = 0;
-    long messages_out = 0;
-    long messages_in = 0;
-    std::string last_error;
-} counters;
-
-std::atomic<bool> summary_printed{false};
 
 struct ConnectMapping {
     std::string host, port, to_host, to_port;
@@ -87,7 +78,7 @@ void map_destination(const char* host, uint16_t port, std::string* out_host, std
     *out_port = std::to_string(port);
     for (const auto& m : mappings) {
         bool host_ok = m.host.empty() || strcasecmp(m.host.c_str(), host) == 0;
-        bool port_ok = m.port.empty() || m.port == *out_port;
+        bool port_ok = m.port.empty() || port == 0 || m.port == *out_port;  // port 0: a name lookup, any port
         if (host_ok && port_ok) {
             if (!m.to_host.empty()) *out_host = m.to_host;
             if (!m.to_port.empty()) *out_port = m.to_port;
@@ -134,42 +125,10 @@ void signal_thread(sigset_t set) {
             set_link(!link_is_up.load());
             continue;
         }
+        fflush(stdout);
+        printf("[sim] stopped by %s\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
         gen_sim_exit(0);
     }
-}
-
-std::string json_escape(const std::string& s) {
-    std::string out;
-    for (unsigned char c : s) {
-        switch (c) {
-            case '"': out += "\\\""; break;
-            case '\\': out += "\\\\"; break;
-            case '\n': out += "\\n"; break;
-            case '\r': out += "\\r"; break;
-            case '\t': out += "\\t"; break;
-            default:
-                if (c < 0x20) {
-                    char buf[8];
-                    snprintf(buf, sizeof buf, "\\u%04x", c);
-                    out += buf;
-                } else {
-                    out += static_cast<char>(c);
-                }
-        }
-    }
-    return out;
-}
-
-void print_summary() {
-    if (summary_printed.exchange(true)) return;
-    std::lock_guard<std::mutex> lock(sim_mutex);
-    long reconnects = counters.connects > 0 ? counters.connects - 1 : 0;
-    fflush(stdout);
-    printf("[sim] summary {\"connected\": %s, \"connects\": %ld, \"reconnects\": %ld, \"messages_out\": %ld, "
-           "\"messages_in\": %ld, \"last_error\": \"%s\"}\n",
-           counters.connected_clients > 0 ? "true" : "false", counters.connects, reconnects,
-           counters.messages_out, counters.messages_in, json_escape(counters.last_error).c_str());
-    fflush(stdout);
 }
 
 }  // namespace
@@ -188,7 +147,6 @@ void gen_sim_start(void) {
     // signal thread sees them.
     pthread_sigmask(SIG_BLOCK, &set, nullptr);
     std::thread(signal_thread, set).detach();
-    atexit(print_summary);
 
     double drop_after = env_seconds("GEN_SIM_DROP_WIFI_AFTER", -1);
     if (drop_after >= 0) {
@@ -302,42 +260,6 @@ void gen_sim_tcp_close(int fd) {
     close(fd);
 }
 
-void gen_sim_note_mqtt_connected(void) {
-    std::lock_guard<std::mutex> lock(sim_mutex);
-    counters.connected_clients++;
-    counters.connects++;
-}
-
-void gen_sim_note_mqtt_disconnected(void) {
-    std::lock_guard<std::mutex> lock(sim_mutex);
-    if (counters.connected_clients > 0) counters.connected_clients--;
-}
-
-void gen_sim_note_message_out(void) {
-    std::lock_guard<std::mutex> lock(sim_mutex);
-    counters.messages_out++;
-}
-
-void gen_sim_note_message_out_failed(void) {
-    std::lock_guard<std::mutex> lock(sim_mutex);
-    counters.messages_out--;
-}
-
-void gen_sim_note_message_in(void) {
-    std::lock_guard<std::mutex> lock(sim_mutex);
-    counters.messages_in++;
-}
-
-void gen_sim_note_error(const char* fmt, ...) {
-    char buf[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    std::lock_guard<std::mutex> lock(sim_mutex);
-    counters.last_error = buf;
-}
-
 void gen_sim_mac(uint8_t mac[6]) {
     const char* forced = getenv("GEN_SIM_MAC");
     unsigned int b[6];
@@ -361,7 +283,7 @@ void gen_sim_mac(uint8_t mac[6]) {
 }
 
 void gen_sim_exit(int code) {
-    print_summary();
+    fflush(stdout);
     _exit(code);
 }
 

@@ -1,5 +1,5 @@
 /* Simulation controls of the host runtime: the WiFi link, the TCP dialler (GEN_SIM_CONNECT_TO),
- * the run summary counters and process lifetime. Valid C and C++; the firmware never includes it. */
+ * and process lifetime. Valid C and C++; the firmware never includes it. */
 #ifndef GEN_SIM_H
 #define GEN_SIM_H
 
@@ -18,6 +18,8 @@ uint32_t gen_sim_millis(void);
 uint64_t gen_sim_micros(void);
 /* FreeRTOS tick rate the firmware was compiled with (set by our main()). */
 extern uint32_t gen_sim_tick_hz;
+/* CONFIG_LWIP_SNTP_MAX_SERVERS of the firmware's configuration (set by our main()). */
+extern size_t gen_sim_sntp_max_servers;
 /* The IDF version under the firmware's framework, as esp_get_idf_version() reports it (set by main()). */
 extern const char* gen_sim_idf_version;
 /* Arduino's CORE_DEBUG_LEVEL of the firmware (0: the core logs nothing), for the core's own log lines. */
@@ -38,20 +40,10 @@ void gen_sim_tcp_close(int fd);
 /* Resolves host the way gen_sim_tcp_connect would (mapping applied); fills a dotted IPv4 string. */
 bool gen_sim_resolve_ipv4(const char* host, uint8_t out[4]);
 
-/* Counters printed in the "[sim] summary" line (kept by the runtime's MQTT clients). */
-void gen_sim_note_mqtt_connected(void);
-void gen_sim_note_mqtt_disconnected(void);
-/* Counted before the bytes leave (so a peer that saw the message never sees an older count); a write that
- * then fails takes it back. */
-void gen_sim_note_message_out(void);
-void gen_sim_note_message_out_failed(void);
-void gen_sim_note_message_in(void);
-void gen_sim_note_error(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
-
 /* The device's MAC: GEN_SIM_MAC if set, else derived from the executable path and GEN_SIM_NVS. */
 void gen_sim_mac(uint8_t mac[6]);
 
-/* Prints the summary line (once) and terminates the process with code. */
+/* Terminates the process with code (stdout flushed). */
 void gen_sim_exit(int code) __attribute__((noreturn));
 /* A device reboot: log it, then exit(3). */
 void gen_sim_restart(const char* why) __attribute__((noreturn));

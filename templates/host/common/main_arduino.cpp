@@ -9,6 +9,7 @@
 
 int main() {
     gen_sim_tick_hz = configTICK_RATE_HZ;
+    gen_sim_sntp_max_servers = CONFIG_LWIP_SNTP_MAX_SERVERS;
     gen_sim_idf_version = "v4.4.7";
     gen_sim_core_debug_level = CORE_DEBUG_LEVEL;
     gen_sim_start();

@@ -9,6 +9,7 @@ extern "C" void app_main(void);
 
 int main() {
     gen_sim_tick_hz = configTICK_RATE_HZ;
+    gen_sim_sntp_max_servers = CONFIG_LWIP_SNTP_MAX_SERVERS;
     gen_sim_idf_version = "v5.5.3";
     gen_sim_start();
     app_main();

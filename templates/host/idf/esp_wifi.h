@@ -85,10 +85,17 @@ typedef enum {
     WPA3_SAE_PWE_HASH_TO_ELEMENT,
     WPA3_SAE_PWE_BOTH,
 } wifi_sae_pwe_method_t;
+typedef enum {
+    WPA3_SAE_PK_MODE_AUTOMATIC = 0,
+    WPA3_SAE_PK_MODE_ONLY = 1,
+    WPA3_SAE_PK_MODE_DISABLED = 2,
+} wifi_sae_pk_mode_t;
+#define SAE_H2E_IDENTIFIER_LEN 32
 
 typedef struct {
     int8_t rssi;
     wifi_auth_mode_t authmode;
+    uint8_t rssi_5g_adjustment;
 } wifi_scan_threshold_t;
 
 typedef struct {
@@ -113,10 +120,23 @@ typedef struct {
     uint32_t ft_enabled : 1;
     uint32_t owe_enabled : 1;
     uint32_t transition_disable : 1;
-    uint32_t reserved : 26;
+    uint32_t reserved1 : 26;
     wifi_sae_pwe_method_t sae_pwe_h2e;
+    wifi_sae_pk_mode_t sae_pk_mode;
     uint8_t failure_retry_cnt;
-    uint8_t sae_h2e_identifier[32];
+    uint32_t he_dcm_set : 1;
+    uint32_t he_dcm_max_constellation_tx : 2;
+    uint32_t he_dcm_max_constellation_rx : 2;
+    uint32_t he_mcs9_enabled : 1;
+    uint32_t he_su_beamformee_disabled : 1;
+    uint32_t he_trig_su_bmforming_feedback_disabled : 1;
+    uint32_t he_trig_mu_bmforming_partial_feedback_disabled : 1;
+    uint32_t he_trig_cqi_feedback_disabled : 1;
+    uint32_t vht_su_beamformee_disabled : 1;
+    uint32_t vht_mu_beamformee_disabled : 1;
+    uint32_t vht_mcs8_enabled : 1;
+    uint32_t reserved2 : 19;
+    uint8_t sae_h2e_identifier[SAE_H2E_IDENTIFIER_LEN];
 } wifi_sta_config_t;
 
 typedef struct {

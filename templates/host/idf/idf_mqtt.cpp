@@ -15,7 +15,8 @@
 #include <vector>
 
 #include "esp_log.h"
-#include "gen_sim.h"
+#include "esp_mac.h"
+#include "esp_timer.h"
 #include "mqtt_client.h"
 #include "mqtt_wire.h"
 #include "tls_session.h"
@@ -35,7 +36,7 @@ const int DEFAULT_KEEPALIVE_S = 120;
 const int DEFAULT_BUFFER_SIZE = 1024;
 const size_t MAX_INBOUND_PACKET = 16u * 1024u * 1024u;
 
-int64_t now_ms() { return static_cast<int64_t>(gen_sim_millis()); }
+int64_t now_ms() { return esp_timer_get_time() / 1000; }  // platform_tick_get_ms()
 
 struct EventHandler {
     esp_mqtt_event_id_t id;
@@ -117,7 +118,6 @@ struct esp_mqtt_client {
     int64_t last_ping_ms = 0;
     bool waiting_ping = false;
     int64_t reconnect_at = 0;
-    bool counted_connected = false;
     std::map<uint16_t, Unacked> outbox;
     std::deque<std::pair<uint16_t, Unacked>> queued;  // enqueued, not yet sent
     esp_mqtt_error_codes_t error{};
@@ -150,10 +150,6 @@ struct esp_mqtt_client {
     // esp_mqtt_abort_connection: close, schedule the reconnect, tell the application.
     void abort_connection() {
         transport.close();
-        if (counted_connected) {
-            gen_sim_note_mqtt_disconnected();
-            counted_connected = false;
-        }
         state = WAIT_RECONNECT;
         reconnect_at = now_ms() + reconnect_ms;
         reset_event();
@@ -167,7 +163,6 @@ struct esp_mqtt_client {
         error.esp_tls_stack_err = e.mbedtls_error;
         error.esp_tls_cert_verify_flags = static_cast<int>(e.verify_flags);
         error.esp_transport_sock_errno = e.sock_errno;
-        gen_sim_note_error("%s", e.summary().c_str());
         reset_event();
         dispatch(MQTT_EVENT_ERROR);
     }
@@ -193,7 +188,7 @@ struct esp_mqtt_client {
         gen_host::TlsOptions o;
         o.use_tls = tls;
         if (tls) {
-            if (bundle) gen_sim_log("crt_bundle_attach is not available in the host runtime; set broker.verification.certificate");
+            if (bundle) ESP_LOGE(TAG, "crt_bundle_attach is not available in the host runtime; set broker.verification.certificate");
             if (has_ca) { o.ca = ca.data(); o.ca_len = ca_len; }
             if (has_cert && has_key) {
                 o.cert = cert.data(); o.cert_len = cert_len;
@@ -277,7 +272,6 @@ struct esp_mqtt_client {
             error = esp_mqtt_error_codes_t();
             error.error_type = MQTT_ERROR_TYPE_CONNECTION_REFUSED;
             error.connect_return_code = static_cast<esp_mqtt_connect_return_code_t>(rc);
-            gen_sim_note_error("MQTT connection refused: %s (return code %d)", refusal_text(rc), rc);
             reset_event();
             dispatch(MQTT_EVENT_ERROR);
             abort_connection();
@@ -287,8 +281,6 @@ struct esp_mqtt_client {
         state = CONNECTED;
         last_ping_ms = now_ms();
         waiting_ping = false;
-        gen_sim_note_mqtt_connected();
-        counted_connected = true;
         error = esp_mqtt_error_codes_t();
         std::map<uint16_t, Unacked> unacked = outbox;  // from before this connection
         reset_event();
@@ -318,9 +310,7 @@ struct esp_mqtt_client {
         mqtt::Bytes p = mqtt::publish_header(m.topic.c_str(), m.data.size(), static_cast<uint8_t>(m.qos), m.retain, msg_id);
         p.insert(p.end(), m.data.begin(), m.data.end());
         if (m.qos > 0) outbox[msg_id] = m;
-        gen_sim_note_message_out();
         if (!send(p)) {
-            gen_sim_note_message_out_failed();
             ESP_LOGE(TAG, "Error to public data to topic=%s, qos=%d", m.topic.c_str(), m.qos);
             transport_error(transport.last_error());
             abort_connection();
@@ -330,7 +320,6 @@ struct esp_mqtt_client {
     }
 
     void deliver_publish(const mqtt::Publish& pub) {
-        gen_sim_note_message_in();
         size_t chunk = static_cast<size_t>(buffer_size > 0 ? buffer_size : DEFAULT_BUFFER_SIZE);
         size_t offset = 0;
         do {
@@ -453,7 +442,6 @@ struct esp_mqtt_client {
         if (!disable_keepalive && keepalive_s > 0 && now_ms() - last_ping_ms >= keepalive_s * 1000 / 2) {
             if (waiting_ping) {
                 ESP_LOGE(TAG, "No PING_RESP, disconnected");
-                gen_sim_note_error("MQTT keepalive: no PINGRESP from the broker");
                 abort_connection();
                 return;
             }
@@ -593,9 +581,9 @@ bool apply_config(esp_mqtt_client* c, const esp_mqtt_client_config_t* cfg) {
     if (cred.client_id) c->client_id = cred.client_id;
     else if (!cred.set_null_client_id) {
         uint8_t mac[6];
-        gen_sim_mac(mac);
+        esp_read_mac(mac, ESP_MAC_WIFI_STA);  // platform_create_id_string()
         char id[32];
-        snprintf(id, sizeof id, "ESP32_%02X%02X%02X", mac[3], mac[4], mac[5]);
+        snprintf(id, sizeof id, "ESP32_%02x%02X%02X", mac[3], mac[4], mac[5]);
         c->client_id = id;
     }
     if (cred.username) {
@@ -737,10 +725,6 @@ esp_err_t esp_mqtt_client_stop(esp_mqtt_client_handle_t c) {
         }
         if (c->state == esp_mqtt_client::CONNECTED) c->send(mqtt::simple_packet(mqtt::DISCONNECT));
         c->transport.close();
-        if (c->counted_connected) {
-            gen_sim_note_mqtt_disconnected();
-            c->counted_connected = false;
-        }
         c->state = esp_mqtt_client::STOPPED;
         c->run = false;
     }

@@ -299,6 +299,10 @@ esp_sntp_time_cb_t sntp_cb = nullptr;
 
 esp_err_t esp_netif_sntp_init(const esp_sntp_config_t* config) {
     if (!config) return ESP_ERR_INVALID_ARG;
+    if (config->num_of_servers > gen_sim_sntp_max_servers) {  // esp_netif_sntp.c sntp_init_api()
+        ESP_LOGE("esp_netif_sntp", "Tried to configure more servers than enabled in lwip. Please update CONFIG_SNTP_MAX_SERVERS");
+        return ESP_ERR_INVALID_ARG;
+    }
     std::lock_guard<std::mutex> lock(sntp_mutex);
     if (sntp_running) return ESP_ERR_INVALID_STATE;
     sntp_cb = config->sync_cb;

@@ -25,6 +25,13 @@
 #ifndef CONFIG_ESP_MAIN_TASK_STACK_SIZE
 #define CONFIG_ESP_MAIN_TASK_STACK_SIZE 3584
 #endif
+#ifndef CONFIG_LWIP_SNTP_MAX_SERVERS
+#ifdef ARDUINO
+#define CONFIG_LWIP_SNTP_MAX_SERVERS 3   /* Arduino-ESP32 2.0.17's prebuilt sdkconfig */
+#else
+#define CONFIG_LWIP_SNTP_MAX_SERVERS 1   /* components/lwip/Kconfig default */
+#endif
+#endif
 #ifndef CONFIG_MQTT_PROTOCOL_311
 #define CONFIG_MQTT_PROTOCOL_311 1
 #endif

@@ -1,0 +1,91 @@
+"""templates/host/README.md's audit table is complete: every framework name the generated firmware uses (each
+function, macro, type, constant and struct field declared by the host runtime's device headers and spelled in a
+generated source) is listed there with its real header. The list comes from the generated sources, parsed by
+libclang against the runtime's headers, not from a hand-kept list."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import clang.cindex as clang
+import pytest
+
+from firmware_fakes import example_devices, write_firmware_project
+from generator.firmware_fingerprint import outside_includes
+from generator.host_build import firmware_compile_flags, read_project
+from generator.paths import HOST_RUNTIME_DIR
+
+DEVICE_HEADERS = (HOST_RUNTIME_DIR / "arduino", HOST_RUNTIME_DIR / "idf")
+README = HOST_RUNTIME_DIR / "README.md"
+
+
+def _in_device_headers(cursor) -> bool:
+    source = cursor.location.file
+    return source is not None and any(Path(source.name).resolve().is_relative_to(d) for d in DEVICE_HEADERS)
+
+
+def framework_names(root: Path, framework: str) -> dict[str, str]:
+    """{name: source file} for every name of the runtime's device headers that a project source spells out."""
+    project = read_project(root, framework)
+    gcc_include = subprocess.run(["gcc", "-print-file-name=include"], capture_output=True, text=True,
+                                 check=True).stdout.strip()
+    names: dict[str, str] = {}
+    for source in [*project.sources, *outside_includes(project.sources, root)]:   # the app starter too
+        language = "c" if source.suffix == ".c" else "c++"
+        args = ["-x", language, "-isystem", gcc_include,
+                *(flag for flag in firmware_compile_flags(project, language) if not flag.startswith(("-W", "-O", "-f", "-g")))]
+        unit = clang.Index.create().parse(str(source), args=args,
+                                          options=clang.TranslationUnit.PARSE_DETAILED_PROCESSING_RECORD)
+        errors = [str(d) for d in unit.diagnostics if d.severity >= clang.Diagnostic.Error]
+        assert not errors, errors
+        spelled = {token.spelling for token in unit.cursor.get_tokens() if token.kind == clang.TokenKind.IDENTIFIER}
+        declared: set[str] = set()
+
+        def visit(cursor) -> None:
+            for child in cursor.get_children():
+                referenced = child.referenced
+                if referenced is not None and _in_device_headers(referenced):
+                    declared.add(referenced.spelling)
+                visit(child)
+
+        for top in unit.cursor.get_children():
+            if top.kind == clang.CursorKind.MACRO_DEFINITION:
+                if _in_device_headers(top):
+                    declared.add(top.spelling)
+            elif top.location.file is not None and Path(top.location.file.name) == source:
+                referenced = top.referenced
+                if referenced is not None and _in_device_headers(referenced):
+                    declared.add(referenced.spelling)
+                visit(top)
+        names.update(dict.fromkeys(spelled & declared, source.name))
+    return names
+
+
+def audited_names() -> set[str]:
+    text = README.read_text()
+    table = text[text.index("## Audit"):text.index("## Behaviour kept from the device")]
+    first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    return {name for cell in first_cells for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", cell)}
+
+
+def write_project(root: Path, device) -> Path:
+    return write_firmware_project(root, device)
+
+
+@pytest.mark.parametrize("secrets", ["embed", "nvs"])
+@pytest.mark.parametrize("example", ["arduino-mtls-password", "espidf-mtls-password"])
+def test_every_framework_name_the_firmware_uses_is_in_the_audit_table(example, secrets, tmp_path):
+    device = replace(example_devices(example)[0], secrets=secrets)
+    used = framework_names(write_project(tmp_path, device), device.framework)
+    assert len(used) > 40, used   # the extraction sees the firmware's calls, not just a few names
+    missing = {name: where for name, where in used.items() if name not in audited_names()}
+    assert not missing, f"add these to the audit table of {README}: {missing}"
+
+
+def test_the_extraction_sees_names_used_only_inside_macro_arguments(tmp_path):
+    device = example_devices("espidf-mtls")[0]
+    used = framework_names(write_project(tmp_path, device), "espidf")
+    assert {"esp_wifi_init", "esp_err_to_name", "IP2STR", "WIFI_MODE_STA", "ssid"} <= used.keys()
