@@ -23,10 +23,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fake_tools import calls, install_fake_tools  # noqa: E402
-from generator.build import BuildTimer, plan_build, run_build  # noqa: E402
-from generator.catalogue import load_catalogue  # noqa: E402
-from generator.generate import generate  # noqa: E402
-from generator.manifest import read_manifest  # noqa: E402
+from generator.build.plan import plan_build  # noqa: E402
+from generator.build.platformio import BuildTimer  # noqa: E402
+from generator.build.run import run_build  # noqa: E402
+from generator.spec.catalogue import load_catalogue  # noqa: E402
+from generator.output.generate import generate  # noqa: E402
+from generator.output.manifest import read_manifest  # noqa: E402
 from generator.spec import load_spec  # noqa: E402
 
 TARGETS = ("esp32-arduino", "esp32c3-arduino")

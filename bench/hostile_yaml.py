@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from generator.errors import GenError  # noqa: E402
+from generator.core.errors import GenError  # noqa: E402
 from generator.spec.source import MAX_FILE_BYTES, read_spec_source  # noqa: E402
 
 HEAD = "project: hostile\nwifi: {ssid: net, password: '12345678'}\nbroker: {host: mqtt.example.com}\n"

@@ -18,13 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from generator import host_build
-from generator.firmware import USER_APP_SOURCE
-from generator.generate import generate
-from generator.manifest import read_manifest
+from generator.simulate import host_build
+from generator.firmware.render import USER_APP_SOURCE
+from generator.output.generate import generate
+from generator.output.manifest import read_manifest
 from generator.mosquitto_runner import running_broker
-from generator.paths import PROJECT_ROOT
-from generator.simulate import (
+from generator.core.paths import PROJECT_ROOT
+from generator.simulate.run import (
     LOCAL_ADDRESS,
     BrokerAddress,
     free_local_port,

@@ -33,7 +33,7 @@ from typing import Iterable
 
 from generator.credentials import BrokerCredentials
 from generator.pki_store import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
-from generator.rendering import render_template
+from generator.core.rendering import render_template
 from generator.spec.model import BACKEND_IDENTITY, Device, Spec
 
 INSTALL_DIR = PurePosixPath("/etc/mosquitto/gen")

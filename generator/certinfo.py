@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from generator import pki
-from generator.errors import UserError
+from generator.core.errors import UserError
 
 # a certificate, CSR, CRL, private key, public key, or EncryptedKey
 PkiObject = object

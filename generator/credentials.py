@@ -1,6 +1,6 @@
 """What the PKI hands to the renderers: the credentials each end of the link needs, as plain values.
 
-`generator.generate` builds these from the PKI store; the broker and firmware renderers read only these, so they
+`generator.output.generate` builds these from the PKI store; the broker and firmware renderers read only these, so they
 stay pure functions of (spec, credentials)."""
 
 from __future__ import annotations

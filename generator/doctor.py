@@ -10,7 +10,7 @@ identity. The run stops at the first failure; later steps are reported as skippe
 
 Layout: `load_material` reads the PKI (read-only: no issuing, no CRL re-signing, no password creation); the
 `judge_*`/`check_*` functions are pure (material + probe outcomes + clock -> StepResult); the `run_*_step`
-functions do the network I/O through `generator.doctor_probes` and `generator.mqtt_wire`.
+functions do the network I/O through `generator.doctor_probes` and `generator.core.mqtt_wire`.
 
 Nothing here writes a file outside a private temporary directory, publishes a retained message, or prints a
 secret: messages name certificates by subject, serial and dates, and passwords only by the file that holds them.
@@ -30,10 +30,10 @@ from cryptography.x509.oid import NameOID
 
 from generator import doctor_probes as probes
 from generator.credentials import ClientCredentials
-from generator.errors import UserError
-from generator.mqtt_wire import ConnectionClosed, Message, MqttSession
+from generator.core.errors import UserError
+from generator.core.mqtt_wire import ConnectionClosed, Message, MqttSession
 from generator.spec.model import BACKEND_IDENTITY, Device, Spec
-from generator.topics import filter_matches
+from generator.core.topics import filter_matches
 
 STEPS: tuple[tuple[str, str], ...] = (
     ("pki", "spec and PKI are consistent"),

@@ -24,7 +24,7 @@ from typing import Iterator
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from generator.mqtt_wire import CONNACK, connect_packet
+from generator.core.mqtt_wire import CONNACK, connect_packet
 
 TIMEOUT_SECONDS = 5.0
 MBEDTLS_VERIFY_FAILED = 0x2700        # MBEDTLS_ERR_X509_CERT_VERIFY_FAILED

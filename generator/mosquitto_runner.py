@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from generator import broker as broker_files
-from generator.errors import ToolError, UserError
+from generator.core.errors import ToolError, UserError
 
 BROKER_USER = "mosquitto"
 STARTUP_TIMEOUT_S = 15.0

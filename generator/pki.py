@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from generator.errors import UserError
+from generator.core.errors import UserError
 
 KEY_TYPES = ("ec-p256", "rsa-2048")
 DEFAULT_KEY_TYPE = "ec-p256"

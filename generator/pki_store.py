@@ -73,7 +73,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from generator import pki
-from generator.errors import UserError
+from generator.core.errors import UserError
 
 INDEX_VERSION = 1
 CRL_VALIDITY_DAYS = 30          # Mosquitto locks every client out past nextUpdate ...

@@ -37,12 +37,12 @@ from mbedtls.exceptions import TLSError as MbedTLSError
 from generator import pki
 from generator.broker import render_broker
 from generator.credentials import ClientCredentials, SpecCredentials
-from generator.errors import ToolError
-from generator.files import write_tree
-from generator.generate import spec_credentials
+from generator.core.errors import ToolError
+from generator.core.files import write_tree
+from generator.output.generate import spec_credentials
 from generator.mosquitto_runner import RunningBroker, running_broker
-from generator.mqtt_wire import connect_packet
-from generator.paths import PROJECT_ROOT
+from generator.core.mqtt_wire import connect_packet
+from generator.core.paths import PROJECT_ROOT
 from generator.spec import BACKEND_IDENTITY, Spec, load_spec
 
 EXAMPLES_DIR = PROJECT_ROOT / "projects" / "examples"

@@ -79,8 +79,8 @@ def write_firmware_project(project_dir: Path, device: Device, credentials: Clien
     """A device's firmware laid out as `gen generate` lays it out in a project folder: the app starter at
     project_dir/src/app.*, the generated PlatformIO project at project_dir/build/devices/<id>/firmware. Returns the
     firmware folder."""
-    from generator.firmware import USER_APP_SOURCE, render_app_starter, render_firmware
-    from generator.manifest import firmware_dir
+    from generator.firmware.render import USER_APP_SOURCE, render_app_starter, render_firmware
+    from generator.output.layout import firmware_dir
 
     project = render_firmware(device, credentials or credentials_for(device), spec_name="device.yaml")
     root = project_dir / "build" / firmware_dir(device.id)

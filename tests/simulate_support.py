@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Iterator
 
 from generator.credentials import SpecCredentials
-from generator.generate import generate, spec_credentials
-from generator.manifest import firmware_dir, read_manifest
+from generator.output.generate import generate, spec_credentials
+from generator.output.layout import firmware_dir
+from generator.output.manifest import read_manifest
 from generator.mosquitto_runner import RunningBroker
-from generator.paths import PROJECT_ROOT
-from generator.firmware_fingerprint import firmware_fingerprint
-from generator.simulate import (
+from generator.core.paths import PROJECT_ROOT
+from generator.firmware.fingerprint import firmware_fingerprint
+from generator.simulate.run import (
     BrokerAddress,
     DeviceProcess,
     DeviceRun,
@@ -156,7 +157,7 @@ class SimDevice:
 def reconnect_bound_s() -> float:
     """How long a device may take to come back after a quick broker restart: its first three backoff delays
     (1 s, 2 s, 4 s at most) plus a TLS handshake, in seconds."""
-    from generator.firmware import MQTT_RETRY_FIRST_MS, TLS_HANDSHAKE_TIMEOUT_S
+    from generator.firmware.render import MQTT_RETRY_FIRST_MS, TLS_HANDSHAKE_TIMEOUT_S
 
     return sum(MQTT_RETRY_FIRST_MS * 2 ** attempt for attempt in range(3)) / 1000 + TLS_HANDSHAKE_TIMEOUT_S
 

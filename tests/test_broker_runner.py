@@ -18,7 +18,7 @@ import pytest
 from conftest import (BROKER_NAME, EXAMPLES_DIR, WAIT_S, client_tls_context, find_free_port, mqtt_connect_over,
                       paho_connack, tls_connect)
 from generator import mosquitto_runner
-from generator.errors import ToolError
+from generator.core.errors import ToolError
 from generator.mosquitto_runner import running_broker
 
 EXAMPLES = sorted(path.name for path in EXAMPLES_DIR.iterdir() if (path / "device.yaml").is_file())

@@ -11,9 +11,10 @@ import pytest
 
 from fake_tools.fixtures import fake_tools, gen_cli  # noqa: F401  (fixtures)
 from fake_tools.out_layout import NOT_AFTER, example_out
-from generator.build import plan_build, run_build
-from generator.catalogue import load_catalogue
-from generator.manifest import read_manifest
+from generator.build.plan import plan_build
+from generator.build.run import run_build
+from generator.spec.catalogue import load_catalogue
+from generator.output.manifest import read_manifest
 
 
 def build(out_dir, device_ids=None):
@@ -21,8 +22,13 @@ def build(out_dir, device_ids=None):
     return run_build(plan)
 
 
+def manifest_json(out_dir):
+    """OUT/manifest.json as the file holds it (the contract other tools read)."""
+    return json.loads((out_dir / "manifest.json").read_text())
+
+
 def devices_by_id(out_dir):
-    return {entry["id"]: entry for entry in read_manifest(out_dir)["devices"]}
+    return {entry["id"]: entry for entry in manifest_json(out_dir)["devices"]}
 
 
 def sha256(path):
@@ -122,7 +128,7 @@ def test_the_manifest_records_each_artifact_with_hash_size_versions_and_the_devi
 def test_the_manifest_shows_the_image_hash_the_fleet_shares(tmp_path, fake_tools):
     _spec, out = example_out("fleet-nvs", tmp_path)
     build(out)
-    manifest = read_manifest(out)
+    manifest = manifest_json(out)
     hashes = {d["id"]: d["artifacts"]["image"] for d in manifest["devices"]}
     assert len({hashes[f"sensor-{n:02d}"] for n in range(1, 11)}) == 1
     assert hashes["sensor-01"] == sha256(out / "artifacts" / "sensor-01" / "firmware.bin")
@@ -147,7 +153,7 @@ def test_building_one_device_keeps_what_an_earlier_build_recorded_for_the_others
     after = devices_by_id(out)
     assert after["sensor-01"]["artifacts"] == before["sensor-01"]["artifacts"]
     assert len(fake_tools.pio_runs()) == 3
-    images = {image["target"]: image for image in read_manifest(out)["images"]}
+    images = {image["target"]: image for image in manifest_json(out)["images"]}
     assert len(images["esp32-arduino"]["devices"]) == 10 and images["esp32c3-arduino"]["devices"] == ["sensor-c3"]
 
 
@@ -175,12 +181,12 @@ def test_gen_build_of_one_device_runs_only_its_image(tmp_path, fake_tools, gen_c
 def test_an_image_no_device_uses_any_more_is_removed(tmp_path, fake_tools):
     _spec, out = example_out("fleet-nvs", tmp_path)
     build(out)
-    c3_before = read_manifest(out)["images"][1]["dir"]
+    c3_before = manifest_json(out)["images"][1]["dir"]
     (out / "devices" / "sensor-c3" / "firmware" / "src" / "app_hooks.h").write_text("#pragma once\n// changed\n")
     build(out)
     dirs = sorted(p.name for p in (out / "images").iterdir())
     assert len(dirs) == 2 and (out / c3_before).name not in dirs
-    assert sorted(image["dir"].split("/")[-1] for image in read_manifest(out)["images"]) == dirs
+    assert sorted(image["dir"].split("/")[-1] for image in manifest_json(out)["images"]) == dirs
 
 
 def test_the_progress_display_has_one_line_per_image_naming_its_devices(tmp_path, fake_tools):
@@ -188,9 +194,13 @@ def test_the_progress_display_has_one_line_per_image_naming_its_devices(tmp_path
 
     from rich.console import Console
 
+    from generator.cli.build_commands import BuildProgress
+
     _spec, out = example_out("fleet-nvs", tmp_path)
     screen = io.StringIO()
-    run_build(plan_build(out, read_manifest(out), load_catalogue()), console=Console(file=screen, width=120))
+    plan = plan_build(out, read_manifest(out), load_catalogue())
+    with BuildProgress(plan, Console(file=screen, width=120)) as progress:
+        run_build(plan, on_progress=progress.update)
     lines = [line for line in screen.getvalue().splitlines() if line.strip()]
     assert len(lines) == 2
     assert "built" in lines[0] and "esp32-arduino (sensor-01, sensor-02, sensor-03 and 7 more)" in lines[0]

@@ -9,7 +9,7 @@ import yaml
 
 from fake_tools.fixtures import gen_cli  # noqa: F401  (fixture)
 from fake_tools.out_layout import copy_example
-from generator.ci_workflow import render_github_workflow
+from generator.build.ci_workflow import render_github_workflow
 from generator.spec import load_spec
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,10 +12,11 @@ import pytest
 
 from fake_tools import install_fake_tools
 from fake_tools.out_layout import EXAMPLES_DIR, lay_out
-from generator.build import plan_build, run_build
-from generator.catalogue import load_catalogue
-from generator.flashing import FlashSettings, bootloader_offset, merge_bin_args
-from generator.manifest import read_manifest
+from generator.build.plan import plan_build
+from generator.build.run import run_build
+from generator.spec.catalogue import load_catalogue
+from generator.build.flashing import FlashSettings, bootloader_offset, merge_bin_args
+from generator.output.manifest import read_manifest
 from generator.spec import load_spec
 
 REAL_ESPTOOL = shutil.which("esptool", path=os.path.dirname(sys.executable))
@@ -61,7 +63,7 @@ def test_a_build_with_the_real_esptool_gives_a_factory_image_matching_flash_json
     run_build(plan_build(out, read_manifest(out), load_catalogue()))
 
     artifacts = out / "artifacts" / "board-01"
-    entry = read_manifest(out)["devices"][0]["artifacts"]
+    entry = json.loads((out / "manifest.json").read_text())["devices"][0]["artifacts"]
     factory = (artifacts / "factory.bin").read_bytes()
     for record in entry["files"]:
         if record["file"] == "nvs.bin":
@@ -73,15 +75,15 @@ def test_a_build_with_the_real_esptool_gives_a_factory_image_matching_flash_json
 
 def test_the_real_esptool_accepts_the_write_flash_arguments_of_flash_json(tmp_path, monkeypatch):
     """Run against a port that is not there: esptool gets as far as opening it, so every argument parsed."""
-    from generator.errors import ToolError
-    from generator.flashing import FlashImage, FlashLayout, SerialPort, esptool_flash_argv, run_flashing_tool
+    from generator.core.errors import ToolError
+    from generator.build.flashing import FlashImage, FlashLayout, SerialPort, esptool_flash_argv, run_flashing_tool
 
     layout = FlashLayout("board-01", "esp32", FlashSettings("dio", "40m", "4MB"),
                          (FlashImage(0x1000, "bootloader.bin"), FlashImage(0x8000, "partitions.bin"),
                           FlashImage(0x9000, "nvs.bin"), FlashImage(0x10000, "firmware.bin")))
     for image in layout.images:
         (tmp_path / image.file).write_bytes(os.urandom(256))
-    monkeypatch.setattr("generator.flashing.serial_ports", lambda: [SerialPort("/dev/ttyUSB0", usb=True)])
+    monkeypatch.setattr("generator.build.flashing.serial_ports", lambda: [SerialPort("/dev/ttyUSB0", usb=True)])
     port = str(tmp_path / "ttyGONE")
     argv = esptool_flash_argv(REAL_ESPTOOL, layout, port=port, baud=460800)
     with pytest.raises(ToolError) as failed:

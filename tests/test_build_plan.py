@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from fake_tools.out_layout import example_out, lay_out
-from generator.build import pio_metadata_args, pio_run_args, plan_build
-from generator.firmware_fingerprint import firmware_fingerprint
-from generator.catalogue import load_catalogue
-from generator.errors import UserError
-from generator.manifest import read_manifest
+from generator.build.plan import pio_metadata_args, pio_run_args, plan_build
+from generator.firmware.fingerprint import firmware_fingerprint
+from generator.spec.catalogue import load_catalogue
+from generator.core.errors import UserError
+from generator.output.manifest import read_manifest
 from generator.spec import load_spec
 
 
@@ -82,7 +82,7 @@ def test_an_unknown_device_is_refused_naming_the_known_ones(tmp_path):
 
 def test_the_generated_fleet_example_needs_two_images_for_its_eleven_devices(tmp_path):
     from fake_tools.out_layout import copy_example
-    from generator.generate import generate
+    from generator.output.generate import generate
 
     spec = load_spec(copy_example("fleet-nvs", tmp_path / "fleet"))
     generate(spec, spec.default_out_dir)
@@ -93,7 +93,7 @@ def test_the_generated_fleet_example_needs_two_images_for_its_eleven_devices(tmp
 
 def test_generated_devices_with_embedded_secrets_each_get_their_own_image(tmp_path):
     from fake_tools.out_layout import EXAMPLES_DIR
-    from generator.generate import generate
+    from generator.output.generate import generate
 
     spec_dir = tmp_path / "embedded"
     spec_dir.mkdir()

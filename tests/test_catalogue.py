@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from generator.catalogue import load_catalogue
+from generator.spec.catalogue import load_catalogue
 
 ROOT = Path(__file__).parent.parent
 REQUIRED = {("esp32", "arduino"), ("esp32", "espidf"), ("esp32c3", "arduino"), ("esp32s3", "espidf")}

@@ -16,7 +16,7 @@ from generator import pki
 from generator.doctor import (CONNACK_MEANINGS, DoctorTarget, check_pki, concrete_topic, judge_client_cert,
                               judge_connack, judge_tcp, load_material, mbedtls_accepts_name, openssl_accepts_name,
                               parse_host_port)
-from generator.errors import UserError
+from generator.core.errors import UserError
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
 

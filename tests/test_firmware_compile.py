@@ -1,5 +1,5 @@
 """The generated sources of every example compile as the real build compiles them: with the framework's own
-language standard, warnings and optimisation (generator.framework_flags: ESP-IDF 5.5.3's build.cmake set with
+language standard, warnings and optimisation (generator.firmware.flags: ESP-IDF 5.5.3's build.cmake set with
 -Werror, Arduino-ESP32 2.0.17's PlatformIO flags), gen's -Wall -Wextra on top, the project's sdkconfig.defaults and
 build_flags, against the host runtime's device headers (the real declarations), without a single warning.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from firmware_fakes import EXAMPLE_SPECS, example_devices, write_firmware_project
-from generator.host_build import firmware_compile_flags, read_project
+from generator.simulate.host_build import firmware_compile_flags, read_project
 
 NEWLIB_INCLUDE = "/usr/include/newlib"   # Debian's libnewlib-dev
 COMPILERS = {
@@ -120,8 +120,8 @@ def test_the_32_bit_check_has_the_esp_toolchains_integer_types_and_format_checki
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", EXAMPLE_SPECS, ids=lambda p: p.parent.name)
 def test_every_example_builds_and_links_against_the_host_runtime(spec, tmp_path):
-    from generator.host_build import compile_firmware
-    from generator.simulate import default_host_build_cache
+    from generator.simulate.host_build import compile_firmware
+    from generator.simulate.run import default_host_build_cache
 
     device = example_devices(spec.parent.name)[0]
     binary = compile_firmware(write_project(tmp_path, device), device.framework, default_host_build_cache())

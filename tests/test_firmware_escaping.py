@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware_fakes import credentials_for
-from generator.c_literals import c_comment_text, c_string_literal, c_string_literal_lines
-from generator.errors import UserError
-from generator.firmware import render_firmware
-from generator.framework_flags import ARDUINO_ESP32, ESP_IDF
+from generator.core.c_literals import c_comment_text, c_string_literal, c_string_literal_lines
+from generator.core.errors import UserError
+from generator.firmware.render import render_firmware
+from generator.firmware.flags import ARDUINO_ESP32, ESP_IDF
 from generator.spec import load_spec
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")

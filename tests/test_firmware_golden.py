@@ -9,7 +9,7 @@ import os
 import pytest
 
 from firmware_fakes import GOLDEN, example_devices, golden_credentials
-from generator.firmware import USER_APP_SOURCE, render_app_starter, render_firmware
+from generator.firmware.render import USER_APP_SOURCE, render_app_starter, render_firmware
 
 CASES = ["arduino-mtls-password", "espidf-mtls-password", "fleet-nvs"]
 

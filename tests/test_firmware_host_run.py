@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from firmware_fakes import EXAMPLES
-from generator.generate import generate
-from generator.host_build import compile_firmware
-from generator.manifest import firmware_dir
+from generator.output.generate import generate
+from generator.simulate.host_build import compile_firmware
+from generator.output.layout import firmware_dir
 from generator.mosquitto_runner import running_broker
-from generator.simulate import LOCAL_ADDRESS, free_local_port
+from generator.simulate.run import LOCAL_ADDRESS, free_local_port
 from generator.spec import load_spec
 
 pytestmark = [pytest.mark.slow,
@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def build_cache() -> Path:
-    from generator.simulate import default_host_build_cache
+    from generator.simulate.run import default_host_build_cache
 
     return default_host_build_cache()
 
@@ -60,7 +60,7 @@ def generated_example(name: str, tmp_path: Path, **overrides):
 def test_the_projects_own_device_test_passes_on_the_host_build(name, overrides, tmp_path, build_cache):
     spec, out = generated_example(name, tmp_path, **overrides)
     project = out / firmware_dir(spec.devices[0].id)
-    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "generator.pytest_host_dut", "test/", "-q", "-rs",
+    result = subprocess.run([sys.executable, "-m", "pytest", "-p", "generator.simulate.pytest_host_dut", "test/", "-q", "-rs",
                              "-p", "no:cacheprovider", "--host-build-cache", str(build_cache)],
                             cwd=project, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -114,7 +114,7 @@ def backend_client(spec, broker, folder: Path):
 
     import paho.mqtt.client as mqtt
 
-    from generator.generate import spec_credentials
+    from generator.output.generate import spec_credentials
 
     backend = spec_credentials(spec).backend
     (folder / "ca.pem").write_bytes(backend.ca_pem)

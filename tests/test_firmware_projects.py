@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from firmware_fakes import EXAMPLE_SPECS, credentials_for, example_devices, write_firmware_project
-from generator.firmware import render_app_starter, render_firmware
+from generator.firmware.render import render_app_starter, render_firmware
 
 PIO = Path(sys.executable).with_name("pio")
 
@@ -110,7 +110,7 @@ def test_the_pubsubclient_buffer_holds_the_longest_packet_of_the_spec():
 
 @pytest.mark.parametrize("name", ["arduino-mtls", "espidf-mtls"])
 def test_the_partition_table_holds_the_nvs_image_and_fits_4mb_flash(name):
-    from generator.nvs_image import NVS_PARTITION_OFFSET, nvs_partition_size
+    from generator.firmware.nvs_image import NVS_PARTITION_OFFSET, nvs_partition_size
 
     device = example_devices(name)[0]
     table = render_firmware(device, credentials_for(device)).generated["partitions.csv"].decode()

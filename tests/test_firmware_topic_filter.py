@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware_fakes import credentials_for, example_devices
-from generator.firmware import render_firmware
-from generator.topics import filter_matches, topic_filter_problem
+from generator.firmware.render import render_firmware
+from generator.core.topics import filter_matches, topic_filter_problem
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
 

@@ -16,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from generator.errors import UserError
-from generator.firmware import USER_APP_SOURCE
-from generator.generate import generate
-from generator.host_build import compile_firmware
-from generator.manifest import firmware_dir, read_manifest
-from generator.paths import PROJECT_ROOT
+from generator.core.errors import UserError
+from generator.firmware.render import USER_APP_SOURCE
+from generator.output.generate import generate
+from generator.simulate.host_build import compile_firmware
+from generator.output.layout import firmware_dir
+from generator.output.manifest import read_manifest
+from generator.core.paths import PROJECT_ROOT
 from generator.spec import load_spec
 
 EXAMPLES = PROJECT_ROOT / "projects" / "examples"
@@ -110,7 +111,7 @@ def test_a_device_renamed_or_removed_leaves_nothing_behind(tmp_path):
     generate(load_spec(spec_path))
     assert not (out / "devices" / "sensor-02").exists() and not (out / "artifacts" / "sensor-02").exists()
     assert (out / "devices" / "sensor-20" / "nvs.bin").is_file()
-    assert [d["id"] for d in read_manifest(out)["devices"]].count("sensor-02") == 0
+    assert read_manifest(out).device("sensor-02") is None
 
 
 def test_regenerating_never_touches_a_file_gen_did_not_make(tmp_path):
@@ -133,7 +134,7 @@ def test_generating_one_device_keeps_the_other_devices_files(tmp_path):
     generate(load_spec(spec_path), device_ids=["sensor-05"])
     assert (out / "devices" / "sensor-01" / "nvs.bin").is_file()
     assert (out / firmware_dir("sensor-01") / "src" / "main.cpp").is_file()
-    assert "devices/sensor-01/nvs.bin" in read_manifest(out)["generated_files"]
+    assert "devices/sensor-01/nvs.bin" in read_manifest(out).generated_files
 
 
 def test_an_app_source_an_earlier_gen_kept_under_build_is_moved_next_to_the_spec_once(tmp_path):

@@ -14,9 +14,9 @@ import clang.cindex as clang
 import pytest
 
 from firmware_fakes import example_devices, write_firmware_project
-from generator.firmware_fingerprint import outside_includes
-from generator.host_build import firmware_compile_flags, read_project
-from generator.paths import HOST_RUNTIME_DIR
+from generator.firmware.fingerprint import outside_includes
+from generator.simulate.host_build import firmware_compile_flags, read_project
+from generator.core.paths import HOST_RUNTIME_DIR
 
 DEVICE_HEADERS = (HOST_RUNTIME_DIR / "arduino", HOST_RUNTIME_DIR / "idf")
 README = HOST_RUNTIME_DIR / "README.md"

@@ -16,9 +16,9 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from generator import host_build
-from generator.errors import ToolError
-from generator.host_build import compile_firmware
+from generator.simulate import host_build
+from generator.core.errors import ToolError
+from generator.simulate.host_build import compile_firmware
 from host_runtime_support import Device, Pki, make_pki, nvs_image, start_broker, tls_context
 
 pytestmark = pytest.mark.slow

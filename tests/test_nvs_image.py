@@ -9,16 +9,16 @@ from dataclasses import replace
 import pytest
 
 from firmware_fakes import credentials_for, example_devices, issue_leaf, pem, fake_ca
-from generator.errors import UserError
-from generator.firmware import render_firmware
-from generator.nvs_image import (
+from generator.core.errors import UserError
+from generator.firmware.render import render_firmware
+from generator.firmware.nvs_image import (
     NVS_KEY_MAX,
     NVS_NAMESPACE,
     NVS_PARTITION_SIZES,
     device_nvs_entries,
     render_nvs_image,
 )
-from generator.nvs_reader import TYPE_BLOB_DATA, TYPE_SZ, NvsFormatError, read_nvs_image
+from generator.firmware.nvs_reader import TYPE_BLOB_DATA, TYPE_SZ, NvsFormatError, read_nvs_image
 
 
 def fleet_device(index: int = 0):

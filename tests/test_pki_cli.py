@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from generator import pki
 from generator.cli import main
 from generator.pki_store import PkiStore
-from generator.paths import PROJECT_ROOT
+from generator.core.paths import PROJECT_ROOT
 
 TUTORIAL = Path(__file__).parent / "data" / "tutorial"
 

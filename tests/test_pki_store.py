@@ -14,7 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from generator import pki_store
-from generator.errors import UserError
+from generator.core.errors import UserError
 from generator.pki_store import PkiStore, ensure_spec_identities
 from generator.spec import load_spec
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from conftest import find_free_port
-from generator.simulate import BrokerAddress, Faults, SimulateOptions, simulate
+from generator.simulate.run import BrokerAddress, Faults, SimulateOptions, simulate
 from simulate_support import simulated_project
 
 FLEET = "fleet-nvs"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from generator.errors import UserError
-from generator.firmware_log import tally_lines
-from generator.simulate import (
+from generator.core.errors import UserError
+from generator.firmware.log import tally_lines
+from generator.simulate.run import (
     BrokerAddress,
     DeviceRun,
     Faults,
@@ -25,8 +25,8 @@ from generator.simulate import (
     select_devices,
 )
 from generator.spec import load_spec
-from generator.manifest import read_manifest
-from generator.paths import PROJECT_ROOT
+from generator.output.manifest import read_manifest
+from generator.core.paths import PROJECT_ROOT
 from simulate_support import simulated_project
 
 EXAMPLES = PROJECT_ROOT / "projects" / "examples"

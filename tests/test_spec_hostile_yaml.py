@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from generator.spec.source import MAX_FILE_BYTES, MAX_NODES
 

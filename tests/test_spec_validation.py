@@ -100,7 +100,7 @@ def test_a_fleet_with_distinct_topics_and_overrides_is_valid(tmp_path, capsys):
 def test_the_topic_index_agrees_with_filter_matching():
     from hypothesis import given, settings, strategies as st
 
-    from generator.topics import TopicIndex, filter_matches
+    from generator.core.topics import TopicIndex, filter_matches
 
     level = st.sampled_from(["a", "b", "$SYS", "", "c"])
     topic = st.lists(level, min_size=1, max_size=4).map("/".join)
@@ -121,7 +121,6 @@ def test_the_topic_index_agrees_with_filter_matching():
 
 
 def test_a_fleet_of_two_thousand_devices_resolves_without_comparing_every_pair(tmp_path):
-    import time
 
     from generator.spec import load_spec
 

@@ -11,8 +11,8 @@ from typing import Optional
 
 import typer
 
-from generator.cli.output import err_console, styled
-from generator.errors import GenError
+from generator.cli.terminal import err_console, styled
+from generator.core.errors import GenError
 
 DISTRIBUTION = "esp32-mqtt-gen"
 
@@ -91,7 +91,7 @@ def _interrupt_on_termination_signals() -> None:
 
 def _file_error(error: OSError) -> GenError:
     """A file the command had to read or write could not be: the user's to fix (a path, a mode, a full disk)."""
-    from generator.errors import ToolError, UserError
+    from generator.core.errors import ToolError, UserError
 
     where = f" {error.filename}" if error.filename else ""
     reason = error.strerror or str(error)

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from generator.cli.output import OUT_OPTION, SPEC_ARGUMENT, console
+from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console
 
 broker_app = typer.Typer(help="The Mosquitto broker side: print its config, or run it.", no_args_is_help=True)
 
@@ -32,7 +32,7 @@ def up(
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
     """Generate OUT/broker/ and run the real mosquitto on it in the foreground until Ctrl-C."""
-    from generator.errors import ToolError
+    from generator.core.errors import ToolError
     from generator.mosquitto_runner import running_broker
     from generator.spec import load_spec
 
@@ -60,9 +60,9 @@ def up(
 def write_broker_files(spec, out_dir: Path) -> Path:
     """Creates or reuses the PKI and writes OUT/broker/ (what `gen generate` writes there); returns that dir."""
     from generator.broker import render_broker
-    from generator.files import write_tree
-    from generator.generate import spec_credentials
-    from generator.manifest import BROKER_DIR
+    from generator.core.files import write_tree
+    from generator.output.generate import spec_credentials
+    from generator.output.layout import BROKER_DIR
 
     rendered = render_broker(spec, spec_credentials(spec).broker)
     broker_dir = Path(out_dir) / BROKER_DIR

@@ -7,11 +7,60 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from generator.cli.output import OUT_OPTION, SPEC_ARGUMENT, console, err_console, plural
+from generator.build.ci_workflow import GITHUB_SECRET_LIMIT, pki_archive_size, write_github_workflow
+from generator.build.flashing import (
+    built_device,
+    check_port_free,
+    choose_port,
+    flash_device,
+    monitor_project_dir,
+    pio_monitor_argv,
+)
+from generator.build.plan import BuildPlan, Image, plan_build
+from generator.build.run import check_jobs, run_build
+from generator.build.tools import require_esptool, require_platformio
+from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_console, plural
+from generator.core.errors import ToolError, UserError
+from generator.output.generate import generate
+from generator.output.layout import ARTIFACTS_DIR
+from generator.output.manifest import read_manifest
+from generator.spec import load_spec
+from generator.spec.catalogue import load_catalogue
+
+PORT_OPTION = typer.Option(None, "--port", "-p", help="Serial port (default: the only USB serial port present).")
 
 
-PORT_OPTION = typer.Option(None, "--port", "-p", help="Serial port (default: the only one present).")
+class BuildProgress:
+    """A line per image on stderr while PlatformIO runs: its state, its devices, what PlatformIO is doing now."""
+
+    def __init__(self, plan: BuildPlan, console: Console = err_console):
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False),
+                                 TimeElapsedColumn(), console=console, transient=False)
+        self.tasks: dict[str, TaskID] = {}
+        self.plan = plan
+        self.started: set[str] = set()
+
+    def __enter__(self) -> "BuildProgress":
+        self.progress.__enter__()
+        for image in self.plan.images:
+            self.tasks[image.key] = self.progress.add_task(f"waiting   {image.describe()}", total=1, start=False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for image in self.plan.images:
+            if image.key not in self.started:  # another image failed first
+                self.update(image, "skipped", True, "")
+        self.progress.__exit__(*exc)
+
+    def update(self, image: Image, state: str, done: bool, detail: str) -> None:
+        task = self.tasks[image.key]
+        self.started.add(image.key)
+        self.progress.start_task(task)
+        doing = f"  {detail[:60]}" if detail else ""
+        self.progress.update(task, description=f"{state:<9} {image.describe()}{doing}", completed=1 if done else 0)
 
 
 def build(
@@ -22,12 +71,6 @@ def build(
 ) -> None:
     """Generate, then build each distinct firmware image once with PlatformIO and collect every device's artifacts
     (firmware, bootloader, partitions, merged factory image, nvs.bin, flash.json) into OUT/artifacts/<id>/."""
-    from generator.build import check_jobs, plan_build, require_esptool, require_platformio, run_build
-    from generator.catalogue import load_catalogue
-    from generator.generate import generate
-    from generator.manifest import read_manifest
-    from generator.spec import load_spec
-
     loaded = load_spec(spec)
     out_dir = Path(out) if out is not None else loaded.default_out_dir
     for device_id in device or []:
@@ -37,9 +80,10 @@ def build(
     require_esptool()
     generate(loaded, out_dir, device_ids=device or None)
     plan = plan_build(out_dir, read_manifest(out_dir), load_catalogue(), device_ids=device or None)
-    result = run_build(plan, jobs=jobs, console=err_console)
+    with BuildProgress(plan) as progress:
+        result = run_build(plan, jobs=jobs, on_progress=progress.update)
     console.print(f"built {plural(len(result.images), 'image')} for {plural(len(result.artifacts), 'device')}: "
-                  f"{out_dir / 'artifacts'}/<id>/ (flash with `gen flash {spec} --device ID`)")
+                  f"{out_dir / ARTIFACTS_DIR}/<id>/ (flash with `gen flash {spec} --device ID`)")
 
 
 def flash(
@@ -50,18 +94,10 @@ def flash(
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
     """Write a built device's images (and its nvs.bin) to the board on the serial port."""
-    from generator.build import require_esptool, require_platformio
-    from generator.catalogue import load_catalogue
-    from generator.flashing import built_device, choose_port, flash_device
-    from generator.manifest import read_manifest
-    from generator.spec import load_spec
-
     loaded = load_spec(spec)
     loaded.device(device)
     out_dir = Path(out) if out is not None else loaded.default_out_dir
     if method not in ("esptool", "pio"):
-        from generator.errors import UserError
-
         raise UserError(f"--method {method!r} is not esptool or pio")
     built = built_device(out_dir, read_manifest(out_dir), device, load_catalogue())
     esptool = require_esptool()
@@ -81,11 +117,6 @@ def monitor(
 ) -> None:
     """Show the device's serial output (`pio device monitor`) at its baud rate, decoding crash backtraces with the
     firmware built here when there is one. Needs only the port: the board may have been flashed elsewhere."""
-    from generator.build import require_platformio
-    from generator.errors import ToolError
-    from generator.flashing import check_port_free, choose_port, monitor_project_dir, pio_monitor_argv
-    from generator.spec import load_spec
-
     loaded = load_spec(spec)
     chosen_device = loaded.device(device)
     out_dir = Path(out) if out is not None else loaded.default_out_dir
@@ -110,9 +141,6 @@ def ci_github(
                                           "esp32-mqtt-gen==<this version>, or `pip install .` in gen's own repo)."),
 ) -> None:
     """Write .github/workflows/<project>-firmware.yml: cache PlatformIO, build the fleet, upload each device."""
-    from generator.ci_workflow import GITHUB_SECRET_LIMIT, pki_archive_size, write_github_workflow
-    from generator.spec import load_spec
-
     loaded = load_spec(spec)
     path, secrets = write_github_workflow(loaded, repo, out, install)
     console.print(f"wrote {path}")

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from generator.cli.output import SPEC_ARGUMENT, console, styled
+from generator.cli.terminal import SPEC_ARGUMENT, console, styled
 
 
 _MARKS = {"ok": ("✓", "green"), "failed": ("✗", "bold red"), "skipped": ("-", "dim")}

@@ -7,10 +7,10 @@ from typing import Optional
 
 import typer
 
-from generator.cli.output import OUT_OPTION, SPEC_ARGUMENT, console, plural
-from generator.firmware import USER_APP_SOURCE
-from generator.generate import generate as generate_output
-from generator.manifest import BROKER_DIR, firmware_dir
+from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, plural
+from generator.firmware.render import USER_APP_SOURCE
+from generator.output.generate import generate as generate_output
+from generator.output.layout import BROKER_DIR, firmware_dir
 from generator.spec import load_spec
 
 

@@ -7,18 +7,17 @@ Every `gen pki` command takes the spec first; the PKI is the one the spec names 
 from __future__ import annotations
 
 import datetime as dt
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from generator.cli.output import SPEC_ARGUMENT, console, styled
+from generator.cli.terminal import SPEC_ARGUMENT, console, styled
 from cryptography.hazmat.primitives.hashes import SHA256
 from rich import box
 from rich.table import Table
 
-from generator.errors import UserError
+from generator.core.errors import UserError
 
 pki_app = typer.Typer(help="The project's private PKI: CA, broker, device and client certs, CRL.",
                       no_args_is_help=True)
@@ -217,7 +216,7 @@ def inspect(
     if to is not None or out is not None:
         if to is None or out is None:
             raise UserError("--to and --out go together", hint="e.g. gen inspect cert.pem --to der --out cert.der")
-        from generator.files import write_atomic
+        from generator.core.files import write_atomic
 
         converted, secret = certinfo.convert(data, str(file), to.lower())
         write_atomic(out, converted, mode=0o600 if secret else 0o644)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.catalogue import Target
+from generator.spec.catalogue import Target
 
 AUTH_MODES = ("mtls", "password", "mtls+password")
 SECRETS_MODES = ("embed", "nvs")
@@ -141,7 +141,7 @@ class Spec:
         return tuple(sorted({d.auth for d in self.devices}, key=AUTH_MODES.index))
 
     def device(self, device_id: str) -> Device:
-        from generator.errors import UserError
+        from generator.core.errors import UserError
 
         for device in self.devices:
             if device.id == device_id:

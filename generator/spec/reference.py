@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any
 
-from generator.paths import PROJECT_ROOT
+from generator.core.paths import PROJECT_ROOT
 from generator.spec.schema_check import load_schema
 
 START = "<!-- spec-reference:start (generated from schema/device.schema.json; python -m generator.spec.reference --update) -->"

@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from generator.catalogue import Target, load_catalogue
-from generator.firmware_limits import device_problems
+from generator.spec.catalogue import Target, load_catalogue
+from generator.firmware.limits import device_problems
 from generator.spec.model import (
     BACKEND_IDENTITY,
     Broker,
@@ -25,7 +25,7 @@ from generator.spec.model import (
 )
 from generator.spec.schema_check import schema_default
 from generator.spec.source import SpecProblem, SpecSource
-from generator.topics import (
+from generator.core.topics import (
     TopicIndex,
     expand_topic,
     filter_matches,
@@ -323,7 +323,7 @@ class _Resolver:
             keepalive=keepalive if keepalive is not None else schema_default("keepalive"), ntp=ntp, status=status,
             publish=tuple(publish), subscribe=tuple(subscribe), pki=device_pki,
         )
-        # What the firmware can carry is the firmware's to say (generator.firmware_limits).
+        # What the firmware can carry is the firmware's to say (generator.firmware.limits).
         origins = {"publish": publish_path, "subscribe": subscribe_path, "ntp": ntp_path}
         for problem in device_problems(device):
             if not problem.where:

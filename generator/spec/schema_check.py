@@ -9,7 +9,7 @@ from typing import Any
 
 import jsonschema
 
-from generator.paths import SCHEMA_PATH
+from generator.core.paths import SCHEMA_PATH
 from generator.spec.source import SpecProblem, SpecSource
 
 _TYPE_NAMES = {"string": "a string", "integer": "a whole number", "boolean": "true or false", "array": "a list",

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from generator.errors import UserError
+from generator.core.errors import UserError
 
 SECRETS_FILE = "secrets.yaml"
 

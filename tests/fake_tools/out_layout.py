@@ -1,4 +1,4 @@
-"""OUT/ laid out by hand the way `gen generate` lays it out (manifest from generator.manifest, one small PlatformIO
+"""OUT/ laid out by hand the way `gen generate` lays it out (manifest from generator.output.manifest, one small PlatformIO
 project per device, client.pem, nvs.bin), so the build can be tested without rendering real firmware."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from generator.manifest import MANIFEST_NAME, device_dir, device_entry, firmware_dir, render_manifest
-from generator.paths import PROJECT_ROOT
+from generator.output.layout import device_dir, firmware_dir
+from generator.output.manifest import device_record, spec_manifest, write_manifest
+from generator.core.paths import PROJECT_ROOT
 from generator.spec import Spec, load_spec
 
 EXAMPLES_DIR = PROJECT_ROOT / "projects" / "examples"
@@ -58,10 +59,9 @@ def lay_out(spec: Spec, out_dir: Path) -> Path:
         if uses_nvs:
             size = 0x5000 if device.framework == "arduino" else 0x6000
             (base / "nvs.bin").write_bytes(((device.id.encode() + b"\0") * size)[:size])
-        entries.append(device_entry(device, has_nvs=uses_nvs,
-                                    cert_serial=serial if device.uses_client_cert else None,
-                                    cert_not_after=NOT_AFTER.isoformat() if device.uses_client_cert else None))
-    (out_dir / MANIFEST_NAME).write_bytes(render_manifest(spec, entries, generated_files=[]))
+        entries.append(device_record(device, cert_serial=serial if device.uses_client_cert else None,
+                                     cert_not_after=NOT_AFTER.isoformat() if device.uses_client_cert else None))
+    write_manifest(out_dir, spec_manifest(spec, tuple(entries), generated_files=()))
     return out_dir
 
 

@@ -6,7 +6,7 @@ from functools import lru_cache
 
 import jinja2
 
-from generator.paths import TEMPLATES_DIR
+from generator.core.paths import TEMPLATES_DIR
 
 
 @lru_cache(maxsize=1)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from generator.errors import UserError
-from generator.paths import CATALOGUE_PATH
+from generator.core.errors import UserError
+from generator.core.paths import CATALOGUE_PATH
 
 FRAMEWORKS = ("arduino", "espidf")
 

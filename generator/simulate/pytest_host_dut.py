@@ -1,9 +1,9 @@
 """pytest-embedded on the host build: a generated project's `test/test_device.py` runs unchanged, its `dut` being
-the firmware compiled for Linux (`generator.host_build`) and talking to the generated broker over TLS.
+the firmware compiled for Linux (`generator.simulate.host_build`) and talking to the generated broker over TLS.
 
     cd OUT/devices/<id>/firmware
-    pytest -p generator.pytest_host_dut test/                 # compiles, starts OUT/broker on a free port, runs
-    pytest -p generator.pytest_host_dut test/ --host-broker 127.0.0.1:8883   # a broker that is already running
+    pytest -p generator.simulate.pytest_host_dut test/                 # compiles, starts OUT/broker on a free port, runs
+    pytest -p generator.simulate.pytest_host_dut test/ --host-broker 127.0.0.1:8883   # a broker that is already running
 
 The `dut` is pytest-embedded's own `Dut` class (same `expect`, `expect_exact`, `write`, same errors), reading the
 device's stdout through pytest-embedded's `PexpectProcess`; `write` goes to the device's stdin. This plugin's
@@ -11,7 +11,7 @@ fixtures are registered after pytest-embedded's, so its `dut` is the one tests g
 
 Options: --host-firmware DIR (default: the directory holding the test's `test/` folder), --host-binary PATH
 (skip compiling), --host-broker HOST:PORT (skip starting the broker), --host-build-cache DIR. A whole fleet's tests
-run in one session (one broker, one binary per firmware): `pytest -p generator.pytest_host_dut --import-mode
+run in one session (one broker, one binary per firmware): `pytest -p generator.simulate.pytest_host_dut --import-mode
 importlib OUT/devices/*/firmware/test` (every project's test file is named test_device.py).
 """
 
@@ -27,8 +27,9 @@ from typing import Iterator
 
 import pytest
 
-from generator.manifest import BROKER_DIR, MANIFEST_NAME, read_manifest
-from generator.simulate import (
+from generator.output.layout import BROKER_DIR, MANIFEST_NAME
+from generator.output.manifest import read_manifest
+from generator.simulate.run import (
     LOCAL_ADDRESS,
     STOP_GRACE_S,
     BrokerAddress,
@@ -57,16 +58,15 @@ class HostFirmware:
 
 def find_host_firmware(firmware_dir: Path) -> HostFirmware:
     """Finds OUT/manifest.json above OUT/devices/<id>/firmware and the device entry that owns this directory."""
-    from generator.errors import UserError
+    from generator.core.errors import UserError
 
     firmware_dir = Path(firmware_dir).resolve()
     for out_dir in firmware_dir.parents:
         if (out_dir / MANIFEST_NAME).is_file():
             manifest = read_manifest(out_dir)
-            for device in manifest["devices"]:
-                if (out_dir / device["firmware_dir"]).resolve() == firmware_dir:
-                    return HostFirmware(firmware_dir, out_dir, device["id"], device["framework"],
-                                        Path(manifest["spec"]))
+            for device in manifest.devices:
+                if (out_dir / device.firmware_dir).resolve() == firmware_dir:
+                    return HostFirmware(firmware_dir, out_dir, device.id, device.framework, Path(manifest.spec))
             break
     raise UserError(f"{firmware_dir} is not a firmware directory of a `gen generate` output",
                     hint="run the tests of OUT/devices/<id>/firmware, or pass --host-firmware DIR")
@@ -75,8 +75,8 @@ def find_host_firmware(firmware_dir: Path) -> HostFirmware:
 def backend_environment(spec, broker: BrokerAddress, directory: Path) -> dict[str, str]:
     """Environment for a client with the spec's backend identity (files written 0600 into `directory`). The host it
     names is one the broker certificate carries for `broker`'s address, so the client's hostname check passes."""
-    from generator.files import write_tree
-    from generator.generate import spec_credentials
+    from generator.core.files import write_tree
+    from generator.output.generate import spec_credentials
 
     local = ("127.0.0.1", "localhost") if broker.host in ("127.0.0.1", "localhost") else ()
     tls_name = next((name for name in (broker.host, *local) if name in spec.broker.names), None)
@@ -140,7 +140,7 @@ def host_dut_fixtures() -> types.ModuleType:
 
     @pytest.fixture(scope="session")
     def host_build_cache(pytestconfig) -> Path:
-        from generator.simulate import default_host_build_cache
+        from generator.simulate.run import default_host_build_cache
 
         given = _option(pytestconfig, "host_build_cache")
         return Path(given) if given else default_host_build_cache()
@@ -176,7 +176,7 @@ def host_dut_fixtures() -> types.ModuleType:
         _, shared = _host_session
         key = ("binary", host_firmware.firmware_dir)
         if key not in shared:
-            from generator.host_build import compile_firmware
+            from generator.simulate.host_build import compile_firmware
 
             shared[key] = compile_firmware(host_firmware.firmware_dir, host_firmware.framework, host_build_cache)
         return shared[key]

@@ -7,7 +7,7 @@ works.
         name is still what TLS verifies) → stdout streamed as `<id> | line` → SIGTERM → `[sim] stopped`
 
 Each device's summary (connects, messages out and in, last error) is read from its own serial lines
-(generator.firmware_log), what a user would see on the board's monitor: the runtime's MQTT libraries keep no
+(generator.firmware.log), what a user would see on the board's monitor: the runtime's MQTT libraries keep no
 counts for us, so the real PubSubClient or esp-mqtt could be linked in their place.
 
 The plan (which binary, which environment) is a pure function of the spec, OUT and the broker address; only
@@ -30,10 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
-from generator.errors import UserError
-from generator.firmware_fingerprint import firmware_fingerprint
-from generator.firmware_log import LinkTally, tally_line
-from generator.manifest import BROKER_DIR, firmware_dir, read_manifest
+from generator.core.errors import UserError
+from generator.firmware.fingerprint import firmware_fingerprint
+from generator.firmware.log import LinkTally, tally_line
+from generator.output.layout import BROKER_DIR, firmware_dir
+from generator.output.manifest import Manifest, read_manifest
 from generator.spec import Device, Spec
 
 STOPPED_PREFIX = "[sim] stopped"   # the runtime's last line when it ends on a signal
@@ -126,9 +127,9 @@ def device_environment(device: Device, *, address: BrokerAddress, nvs_image: Pat
     return tuple(env)
 
 
-def nvs_images(out_dir: Path, manifest: Mapping) -> dict[str, Path | None]:
+def nvs_images(out_dir: Path, manifest: Manifest) -> dict[str, Path | None]:
     """Each device's NVS image (None when its secrets are embedded), where OUT/manifest.json says it is."""
-    return {entry["id"]: Path(out_dir) / entry["nvs"] if entry.get("nvs") else None for entry in manifest["devices"]}
+    return {device.id: Path(out_dir) / device.nvs if device.nvs else None for device in manifest.devices}
 
 
 def plan_runs(spec: Spec, device_ids: Sequence[str], binaries: Mapping[str, Path],
@@ -391,7 +392,7 @@ def compile_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], *, cac
                     on_event: EventSink = lambda _: None) -> dict[str, Path]:
     """One host binary per distinct firmware: devices whose generated firmware is identical (a `secrets: nvs`
     fleet of one target) share it. Returns device id -> executable."""
-    from generator.host_build import compile_firmware
+    from generator.simulate.host_build import compile_firmware
 
     cache = Path(cache_dir) if cache_dir is not None else default_host_build_cache()
     groups: dict[tuple[str, str], list[str]] = {}
@@ -411,8 +412,8 @@ def compile_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], *, cac
 def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
              on_event: EventSink = lambda _: None) -> SimulationResult:
     """The whole `gen simulate`: generate, start the broker (unless given one), compile, run, summarise."""
-    from generator.generate import generate
-    from generator.host_build import find_toolchain
+    from generator.output.generate import generate
+    from generator.simulate.host_build import find_toolchain
     from generator.mosquitto_runner import find_mosquitto
 
     device_ids = select_devices(spec, options.device_ids, all_devices=options.all_devices)

@@ -3,7 +3,7 @@
 With `secrets: nvs` the app image is the same for every device of a target; everything that tells one device from
 another lives here: its id, WiFi credentials, MQTT password, CA, client cert and key, and its expanded topics.
 The image is written with esp-idf-nvs-partition-gen's in-process API (format version 2), so it is exactly what
-`nvs_flash`/`Preferences` read on the device. `generator.nvs_reader` reads it back for tests.
+`nvs_flash`/`Preferences` read on the device. `generator.firmware.nvs_reader` reads it back for tests.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import io
 from dataclasses import dataclass
 
 from generator.credentials import ClientCredentials
-from generator.errors import UserError
-from generator.firmware_limits import NVS_PASSWORD_CAPACITY, require_carriable
+from generator.core.errors import UserError
+from generator.firmware.limits import NVS_PASSWORD_CAPACITY, require_carriable
 from generator.spec.model import Device
 
 NVS_NAMESPACE = "gen"

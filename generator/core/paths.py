@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]   # generator/core/paths.py -> the checkout
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
 SCHEMA_PATH = PROJECT_ROOT / "schema" / "device.schema.json"
 CATALOGUE_PATH = PROJECT_ROOT / "platformio.ini"

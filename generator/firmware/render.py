@@ -5,10 +5,10 @@ The user's application code is not among them: it lives next to the spec (`USER_
 framework, shared by every device, in git); the generated `src/app.cpp` / `src/app.c` includes it, so it is built
 in place. `render_app_starter` renders its first version, which `gen generate` writes once.
 Templates (`templates/<flavour>/<path>.j2` renders `<path>`) read like the files they make; every value that
-comes from a user reaches them already escaped by `generator.c_literals`. Sizes, names and flags are decided here.
+comes from a user reaches them already escaped by `generator.core.c_literals`. Sizes, names and flags are decided here.
 
 With `secrets: nvs` nothing device-specific enters the generated files (the id, topics and secrets are read from
-the device's NVS partition at boot, see `generator.nvs_image`), so devices of a target whose other settings
+the device's NVS partition at boot, see `generator.firmware.nvs_image`), so devices of a target whose other settings
 match get byte-identical projects and one app image.
 """
 
@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from generator.c_literals import c_comment_text, c_string_literal, c_string_literal_lines
+from generator.core.c_literals import c_comment_text, c_string_literal, c_string_literal_lines
 from generator.credentials import ClientCredentials
-from generator.errors import UserError
-from generator.firmware_limits import (
+from generator.core.errors import UserError
+from generator.firmware.limits import (
     MAX_CLIENT_ID,
     NVS_PASSWORD_CAPACITY,
     NVS_TOPIC_CAPACITY,
@@ -33,7 +33,7 @@ from generator.firmware_limits import (
     received_topic_capacity,
     require_carriable,
 )
-from generator.nvs_image import (
+from generator.firmware.nvs_image import (
     KEY_CA_PEM,
     KEY_CERT_PEM,
     KEY_DEVICE_ID,
@@ -50,7 +50,7 @@ from generator.nvs_image import (
     render_nvs_image,
     subscribe_filter_key,
 )
-from generator.rendering import render_template
+from generator.core.rendering import render_template
 from generator.spec.model import Device
 
 # render_nvs_image and the partition constants are the firmware's other half; importable from here as well.

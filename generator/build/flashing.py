@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from generator.catalogue import Target
-from generator.errors import ToolError, UserError
+from generator.spec.catalogue import Target
+from generator.core.errors import ToolError, UserError
+from generator.output.layout import MANIFEST_NAME, firmware_dir
+from generator.output.manifest import Manifest, hex_offset, parse_offset, previous_manifest
 
 # esptool 5.6 BOOTLOADER_FLASH_OFFSET: where the second-stage bootloader sits, per chip.
 BOOTLOADER_OFFSETS = {
@@ -46,14 +48,6 @@ def bootloader_offset(chip: str) -> int:
     except KeyError:
         raise UserError(f"chip {chip!r} has no known bootloader offset",
                         hint=f"use a target whose custom_chip is one of {', '.join(BOOTLOADER_OFFSETS)}") from None
-
-
-def hex_offset(offset: int) -> str:
-    return f"0x{offset:x}"
-
-
-def parse_offset(text: str | int) -> int:
-    return text if isinstance(text, int) else int(str(text), 0)
 
 
 @dataclass(frozen=True)
@@ -305,12 +299,10 @@ def pio_monitor_argv(pio: str, project_dir: Path | None, target: Target, *, port
 def monitor_project_dir(out_dir: Path, device_id: str) -> Path | None:
     """The PlatformIO project whose build decodes the device's backtraces: where `gen build` built its image,
     else its generated firmware project, else none (the monitor then runs without a project)."""
-    from generator.manifest import firmware_dir, previous_manifest
-
-    manifest = previous_manifest(out_dir) or {}
-    for entry in manifest.get("devices", []):
-        if entry.get("id") == device_id and (entry.get("artifacts") or {}).get("built_in"):
-            return Path(out_dir) / entry["artifacts"]["built_in"]
+    manifest = previous_manifest(out_dir)
+    device = manifest.device(device_id) if manifest else None
+    if device is not None and device.artifacts is not None:
+        return Path(out_dir) / device.artifacts.built_in
     project = Path(out_dir) / firmware_dir(device_id)
     return project if (project / "platformio.ini").is_file() else None
 
@@ -366,20 +358,19 @@ class BuiltDevice:
     built_in: Path                     # the PlatformIO project the image was built in (its .pio holds firmware.elf)
 
 
-def built_device(out_dir: Path, manifest: dict[str, Any], device_id: str, catalogue: dict[str, Target]) -> BuiltDevice:
-    for entry in manifest.get("devices", []):
-        if entry["id"] != device_id:
-            continue
-        artifacts = entry.get("artifacts")
-        if not artifacts:
-            raise UserError(f"device {device_id} has not been built yet", hint="run `gen build SPEC --device ID` first")
-        target = catalogue.get(entry["target"])
-        if target is None:
-            raise UserError(f"device {device_id} names target {entry['target']!r}, which the catalogue does not list",
-                            hint="run `gen build SPEC` again")
-        return BuiltDevice(device_id, target, Path(out_dir) / artifacts["dir"], Path(out_dir) / artifacts["built_in"])
-    raise UserError(f"{Path(out_dir) / 'manifest.json'} has no device {device_id!r}",
-                    hint="run `gen build SPEC` for the spec that lists it")
+def built_device(out_dir: Path, manifest: Manifest, device_id: str, catalogue: dict[str, Target]) -> BuiltDevice:
+    device = manifest.device(device_id)
+    if device is None:
+        raise UserError(f"{Path(out_dir) / MANIFEST_NAME} has no device {device_id!r}",
+                        hint="run `gen build SPEC` for the spec that lists it")
+    if device.artifacts is None:
+        raise UserError(f"device {device_id} has not been built yet, or its firmware changed since it was built",
+                        hint="run `gen build SPEC --device ID` first")
+    target = catalogue.get(device.target)
+    if target is None:
+        raise UserError(f"device {device_id} names target {device.target!r}, which the catalogue does not list",
+                        hint="run `gen build SPEC` again")
+    return BuiltDevice(device_id, target, Path(out_dir) / device.artifacts.dir, Path(out_dir) / device.artifacts.built_in)
 
 
 def flash_device(device: BuiltDevice, *, port: str, method: str, esptool: str, pio: str | None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from generator.errors import UserError
+from generator.core.errors import UserError
 from generator.pki import MQTT_PASSWORD_LENGTH
 
 if TYPE_CHECKING:  # the spec's resolver imports this module: the model is only named here, not used

@@ -16,29 +16,39 @@ from is unchanged. The PKI lives next to the spec, never in OUT: deleting OUT lo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
 
 from generator.credentials import BrokerCredentials, ClientCredentials, SpecCredentials
-from generator.errors import UserError
-from generator.files import SECRET_MODE, create_file, remove_generated, write_atomic, write_tree
-from generator.firmware import USER_APP_SOURCE, app_include_path, render_app_starter, render_firmware
-from generator.firmware_fingerprint import firmware_fingerprint
-from generator.manifest import (
+from generator.core.errors import UserError
+from generator.core.files import SECRET_MODE, create_file, remove_generated, write_tree
+from generator.firmware.render import USER_APP_SOURCE, app_include_path, render_app_starter, render_firmware
+from generator.firmware.fingerprint import firmware_fingerprint
+from generator.output.layout import (
     ARTIFACTS_DIR,
     BROKER_DIR,
+    DEVICE_CA,
+    DEVICE_CERT,
+    DEVICE_KEY,
+    DEVICE_NVS,
     DEVICES_DIR,
     MANIFEST_NAME,
     device_dir,
-    device_entry,
+    device_file,
     firmware_dir,
-    previous_manifest,
-    render_manifest,
 )
-from generator.nvs_image import render_nvs_image
+from generator.output.manifest import (
+    BuildRecord,
+    DeviceRecord,
+    device_record,
+    previous_manifest,
+    spec_manifest,
+    write_manifest,
+)
+from generator.firmware.nvs_image import render_nvs_image
 from generator.pki_store import ensure_spec_identities
 from generator.broker import render_broker
 from generator.spec import BACKEND_IDENTITY, Device, Spec
@@ -95,30 +105,27 @@ class GeneratedOutput:
 class DeviceFiles:
     files: dict[str, bytes]           # relative to OUT
     modes: dict[str, int]
-    has_nvs: bool
 
 
 def render_device_files(device: Device, credentials: ClientCredentials, *, spec_name: str,
                         app_include: str | None = None) -> DeviceFiles:
     """All of one device's files under OUT/."""
-    base = device_dir(device.id)
     fw_base = firmware_dir(device.id)
     project = render_firmware(device, credentials, spec_name=spec_name, app_include=app_include)
     files: dict[str, bytes] = {f"{fw_base}/{path}": content for path, content in project.generated.items()}
     modes: dict[str, int] = {}
-    files[f"{base}/ca.pem"] = credentials.ca_pem
+    files[device_file(device.id, DEVICE_CA)] = credentials.ca_pem
     if credentials.cert_pem is not None and credentials.key_pem is not None:
-        files[f"{base}/client.pem"] = credentials.cert_pem
-        files[f"{base}/client.key"] = credentials.key_pem
-        modes[f"{base}/client.key"] = SECRET_MODE
+        files[device_file(device.id, DEVICE_CERT)] = credentials.cert_pem
+        files[device_file(device.id, DEVICE_KEY)] = credentials.key_pem
+        modes[device_file(device.id, DEVICE_KEY)] = SECRET_MODE
     # Generated sources that embed the key and passwords (`secrets: embed`) are private too.
     for path in project.secret_files:
         modes[f"{fw_base}/{path}"] = SECRET_MODE
-    has_nvs = device.secrets == "nvs"
-    if has_nvs:
-        files[f"{base}/nvs.bin"] = render_nvs_image(device, credentials)
-        modes[f"{base}/nvs.bin"] = SECRET_MODE
-    return DeviceFiles(files, modes, has_nvs)
+    if device.secrets == "nvs":
+        files[device_file(device.id, DEVICE_NVS)] = render_nvs_image(device, credentials)
+        modes[device_file(device.id, DEVICE_NVS)] = SECRET_MODE
+    return DeviceFiles(files, modes)
 
 
 def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] | None = None) -> GeneratedOutput:
@@ -139,7 +146,7 @@ def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] |
         modes.update(rendered.modes)
 
     # What earlier runs made: devices not generated this time keep theirs, everything else no longer made goes.
-    earlier_files = set(previous.get("generated_files", [])) if previous else set()
+    earlier_files = set(previous.generated_files) if previous else set()
     not_selected = {device_dir(d.id) + "/" for d in spec.devices if d not in selected}
     kept = {path for path in earlier_files if any(path.startswith(prefix) for prefix in not_selected)}
     changed = write_tree(out, files, modes=modes)
@@ -147,19 +154,15 @@ def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] |
     removed = remove_generated(out, stale)
     removed += _remove_departed_devices(out, spec)
 
-    entries = []
-    earlier_entries = {entry.get("id"): entry for entry in (previous or {}).get("devices", [])}
+    records = []
     for device in spec.devices:
         device_credentials = credentials.devices[device.id]
         not_after = device_credentials.cert_not_after.isoformat() if device_credentials.cert_not_after else None
-        entry = device_entry(device, has_nvs=device.secrets == "nvs", cert_serial=device_credentials.cert_serial,
-                             cert_not_after=not_after)
-        artifacts = _still_valid_build(out, entry, earlier_entries.get(device.id))
-        if artifacts is not None:
-            entry["artifacts"] = artifacts
-        entries.append(entry)
-    generated_files = sorted(set(files) | kept)
-    write_atomic(out / MANIFEST_NAME, render_manifest(spec, entries, generated_files=generated_files))
+        record = device_record(device, cert_serial=device_credentials.cert_serial, cert_not_after=not_after)
+        earlier = previous.device(device.id) if previous else None
+        build = _still_valid_build(out, record, earlier.artifacts if earlier else None)
+        records.append(dataclasses.replace(record, artifacts=build))
+    write_manifest(out, spec_manifest(spec, tuple(records), generated_files=tuple(sorted(set(files) | kept))))
     return GeneratedOutput(out_dir=out, changed=tuple(changed), devices=tuple(d.id for d in selected),
                            removed=tuple(removed), notes=tuple(notes))
 
@@ -227,20 +230,18 @@ def _remove_departed_devices(out: Path, spec: Spec) -> list[str]:
     return removed
 
 
-def _still_valid_build(out: Path, entry: Mapping[str, Any], earlier: Mapping[str, Any] | None
-                       ) -> dict[str, Any] | None:
-    """The build record of an earlier `gen build`, while it still describes what would be flashed: the firmware
-    project it was built from is unchanged, and so is the device's nvs.bin."""
-    artifacts = (earlier or {}).get("artifacts")
-    if not artifacts or not artifacts.get("fingerprint"):
+def _still_valid_build(out: Path, device: DeviceRecord, build: BuildRecord | None) -> BuildRecord | None:
+    """The record of an earlier `gen build`, while it still describes what would be flashed: the firmware project
+    it was built from is unchanged, and so is the device's nvs.bin."""
+    if build is None or not build.fingerprint:
         return None
-    project = out / entry["firmware_dir"]
-    if not (project / "platformio.ini").is_file() or firmware_fingerprint(project) != artifacts["fingerprint"]:
+    project = out / device.firmware_dir
+    if not (project / "platformio.ini").is_file() or firmware_fingerprint(project) != build.fingerprint:
         return None
-    recorded_nvs = next((f for f in artifacts.get("files", []) if f.get("file") == "nvs.bin"), None)
-    if entry.get("nvs") or recorded_nvs:
-        current = out / entry["nvs"] if entry.get("nvs") else None
-        if recorded_nvs is None or current is None or not current.is_file() \
-                or hashlib.sha256(current.read_bytes()).hexdigest() != recorded_nvs.get("sha256"):
+    built_nvs = build.file(DEVICE_NVS)
+    if device.nvs or built_nvs:
+        current = out / device.nvs if device.nvs else None
+        if built_nvs is None or current is None or not current.is_file() \
+                or hashlib.sha256(current.read_bytes()).hexdigest() != built_nvs.sha256:
             return None
-    return dict(artifacts)
+    return build

@@ -25,17 +25,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from generator.errors import ToolError, UserError
-from generator.firmware import missing_app_functions
-from generator.firmware_fingerprint import outside_includes
-from generator.framework_flags import FRAMEWORK_FLAGS, GEN_WARNINGS
-from generator.paths import HOST_RUNTIME_DIR
+from generator.core.errors import ToolError, UserError
+from generator.firmware.render import missing_app_functions
+from generator.firmware.fingerprint import outside_includes
+from generator.firmware.flags import FRAMEWORK_FLAGS, GEN_WARNINGS
+from generator.core.paths import HOST_RUNTIME_DIR
 
 FRAMEWORKS = ("arduino", "espidf")
 INSTALL_HINT = "apt-get install g++ libmbedtls-dev"
 
 CXX_STANDARD = "-std=gnu++17"                          # the runtime's own sources
-# The firmware's sources: the framework's own standard, warnings and optimisation (generator.framework_flags),
+# The firmware's sources: the framework's own standard, warnings and optimisation (generator.firmware.flags),
 # gen's -Wall -Wextra on top, debug info; any warning fails the build.
 FIRMWARE_DEBUG_INFO = ("-g",)
 RUNTIME_FLAGS = ("-O1", "-Wall", "-Wextra", "-fPIC")  # no -g: debug info for the STL doubles the build time
@@ -310,7 +310,7 @@ def _hash_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path
 
 def firmware_compile_flags(project: FirmwareProject, language: str) -> list[str]:
     """Everything a firmware source in `language` ("c" or "c++") is compiled with, but the compiler: the framework's
-    own flags (generator.framework_flags), gen's warnings, the project's defines and the runtime's headers."""
+    own flags (generator.firmware.flags), gen's warnings, the project's defines and the runtime's headers."""
     flags = [*FRAMEWORK_FLAGS[project.framework].for_language(language), *GEN_WARNINGS, *FIRMWARE_DEBUG_INFO]
     flags += [f"-D{d}" for d in FRAMEWORK_DEFINES[project.framework] + project.defines]
     flags += [f"-I{d}" for d in project.include_dirs]

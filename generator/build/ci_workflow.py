@@ -18,10 +18,10 @@ from pathlib import Path
 
 import yaml
 
-from generator.errors import UserError
-from generator.files import write_atomic
-from generator.paths import PROJECT_ROOT
-from generator.rendering import render_template
+from generator.core.errors import UserError
+from generator.core.files import write_atomic
+from generator.core.paths import PROJECT_ROOT
+from generator.core.rendering import render_template
 
 WORKFLOWS_DIR = Path(".github") / "workflows"
 PYTHON_VERSION = "3.11"
