@@ -120,16 +120,28 @@ def test_the_topic_index_agrees_with_filter_matching():
     agree()
 
 
-def test_a_fleet_of_two_thousand_devices_resolves_without_comparing_every_pair(tmp_path):
+def test_a_fleet_of_two_thousand_devices_is_checked_without_comparing_every_pair(tmp_path, monkeypatch):
+    """Fleet isolation looks filters up in a topic index: the work grows with the fleet, not with its square
+    (4,000,000 filter/topic pairs here), and the one device that reads another's topic is still found."""
+    from generator.core import topics
+    from generator.spec import resolve
+    from generator.spec.source import read_spec_source
 
-    from generator.spec import load_spec
-
+    compared, yielded = [], []
+    real_matches, real_matching = resolve.filter_matches, topics.TopicIndex.matching
+    monkeypatch.setattr(resolve, "filter_matches", lambda f, t: compared.append(1) or real_matches(f, t))
+    monkeypatch.setattr(topics.TopicIndex, "matching",
+                        lambda self, f: (yielded.append(1) or found for found in real_matching(self, f)))
     ids = "\n".join(f"  - id: dev-{i:04d}" for i in range(2000))
     spec = tmp_path / "device.yaml"
     spec.write_text("project: big\nwifi: {ssid: x, password: 'abcdefgh'}\nbroker: {host: mqtt.example.com}\n"
                     "publish: [{name: t, topic: 'f/{id}/t'}]\nsubscribe: [{name: c, filter: 'f/{id}/c/#'}]\n"
-                    f"devices:\n{ids}\n")
-    assert len(load_spec(spec).devices) == 2000
+                    f"devices:\n{ids}\n  - id: nosy\n    subscribe: [{{name: c, filter: 'f/dev-0000/#'}}]\n")
+    spec_data, problems = resolve.resolve_spec(read_spec_source(spec))
+    assert spec_data is None
+    assert [p.path for p in problems] == [("devices", 2000)], [p.message for p in problems]
+    assert "'f/dev-0000/#', which would read 'dev-0000''s topic" in problems[0].message
+    assert len(compared) < 10 * 2001 and len(yielded) < 10 * 2001, (len(compared), len(yielded))
 
 
 def test_an_espidf_device_takes_more_ntp_servers_than_arduino_and_uses_them_all(tmp_path, capsys):

@@ -10,6 +10,7 @@ directory); `gen flash` reads it back and runs esptool with exactly those argume
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import re
@@ -19,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from generator.spec.catalogue import Target
+from serial.tools import list_ports
+
 from generator.core.errors import ToolError, UserError
 from generator.output.layout import MANIFEST_NAME, firmware_dir
 from generator.output.manifest import Manifest, hex_offset, parse_offset, previous_manifest
+from generator.spec.catalogue import Target
 
 # esptool 5.6 BOOTLOADER_FLASH_OFFSET: where the second-stage bootloader sits, per chip.
 BOOTLOADER_OFFSETS = {
@@ -62,7 +65,7 @@ class FlashSettings:
 
 def flash_settings(target: Target) -> FlashSettings:
     """The flash chip settings of a catalogue target, spelled the way esptool wants them."""
-    frequency_hz = int(target.option("board_build.f_flash", "40000000L").rstrip("Ll"))
+    frequency_hz = int(target.option("board_build.f_flash", "40000000L").rstrip("Ll"))  # "40000000L": a C long
     return FlashSettings(
         mode=target.option("board_build.flash_mode", "dio"),
         freq=f"{frequency_hz // 1_000_000}m",
@@ -190,8 +193,6 @@ class SerialPort:
 def serial_ports() -> list[SerialPort]:
     """The serial ports this machine shows (pyserial's list, which esptool also uses). A port with a USB vendor
     id is USB; the others are legacy UARTs such as /dev/ttyS0, never an ESP32 board's USB connection."""
-    from serial.tools import list_ports
-
     return sorted(SerialPort(port.device, port.vid is not None, port.description or "")
                   for port in list_ports.comports())
 
@@ -245,7 +246,6 @@ def check_port_free(port: str) -> None:
                             "group (`sudo usermod -aG dialout $USER`, then log in again).") from None
         raise ToolError(f"cannot open serial port {port}: {error.strerror}. Check the cable and the port name.") from None
     try:
-        import fcntl
 
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as error:

@@ -6,13 +6,23 @@ from __future__ import annotations
 import errno
 import signal
 import sys
-from importlib.metadata import PackageNotFoundError, version as package_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from typing import Optional
 
 import typer
 
+from generator.cli import (
+    broker_commands,
+    build_commands,
+    doctor_commands,
+    generate_commands,
+    pki_commands,
+    simulate_commands,
+    spec_commands,
+)
 from generator.cli.terminal import err_console, styled
-from generator.core.errors import GenError
+from generator.core.errors import GenError, ToolError, UserError
 
 DISTRIBUTION = "esp32-mqtt-gen"
 
@@ -45,31 +55,10 @@ def _options(version: Optional[bool] = typer.Option(None, "--version", is_eager=
     """Generate a secure ESP32 <-> Mosquitto MQTT link (firmware, broker, PKI) from one YAML spec."""
 
 
-def _register_commands() -> None:
-    # One module per concept; each exposes register(app).
-    from generator.cli import (
-        broker_commands,
-        build_commands,
-        doctor_commands,
-        generate_commands,
-        pki_commands,
-        simulate_commands,
-        spec_commands,
-    )
-
-    for module in (
-        spec_commands,
-        generate_commands,
-        pki_commands,
-        broker_commands,
-        build_commands,
-        simulate_commands,
-        doctor_commands,
-    ):
-        module.register(app)
-
-
-_register_commands()
+# One module per concept; each exposes register(app). The order is the order of `gen --help`.
+for _commands in (spec_commands, generate_commands, pki_commands, broker_commands, build_commands,
+                  simulate_commands, doctor_commands):
+    _commands.register(app)
 
 
 def report_error(error: GenError) -> None:
@@ -91,8 +80,6 @@ def _interrupt_on_termination_signals() -> None:
 
 def _file_error(error: OSError) -> GenError:
     """A file the command had to read or write could not be: the user's to fix (a path, a mode, a full disk)."""
-    from generator.core.errors import ToolError, UserError
-
     where = f" {error.filename}" if error.filename else ""
     reason = error.strerror or str(error)
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):

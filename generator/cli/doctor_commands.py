@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from generator.cli.terminal import SPEC_ARGUMENT, console, styled
-
+from generator.doctor import DoctorTarget, report_json, run_doctor, select_device
+from generator.spec import load_spec
 
 _MARKS = {"ok": ("✓", "green"), "failed": ("✗", "bold red"), "skipped": ("-", "dim")}
 
@@ -25,9 +26,6 @@ def doctor(
     """Check, step by step and with the device's own credentials, that the device can reach the broker: PKI, DNS,
     TCP, TLS (as mbedTLS 2.28 and OpenSSL), client cert, MQTT CONNECT, ACL. Changes nothing. Exit 1 at the first
     failure."""
-    from generator.doctor import DoctorTarget, report_json, run_doctor, select_device
-    from generator.spec import load_spec
-
     loaded = load_spec(spec)
     chosen = select_device(loaded, device)
     target = DoctorTarget.for_device(loaded, chosen, broker)

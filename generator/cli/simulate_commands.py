@@ -6,13 +6,20 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import typer
-
-from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console
 from rich.table import Table
 from rich.text import Text
 
-from generator.simulate.run import DEFAULT_WIFI_DOWN_FOR_S
-
+from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console
+from generator.simulate.run import (
+    DEFAULT_WIFI_DOWN_FOR_S,
+    Faults,
+    RunInterrupted,
+    SimulateOptions,
+    parse_broker_address,
+    select_devices,
+)
+from generator.simulate.run import simulate as run_simulation
+from generator.spec import load_spec
 
 # Each device's prefix gets its own colour, so interleaved output stays readable.
 _PREFIX_STYLES = ("cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta")
@@ -69,10 +76,6 @@ def simulate(
 ) -> None:
     """Compile the generated firmware for this machine and run it against the generated broker over TLS.
     Exits 0 when every device connected, 1 otherwise."""
-    from generator.simulate.run import Faults, RunInterrupted, SimulateOptions, parse_broker_address, select_devices
-    from generator.simulate.run import simulate as run_simulation
-    from generator.spec import load_spec
-
     loaded = load_spec(spec)
     options = SimulateOptions(
         device_ids=tuple(device or ()),

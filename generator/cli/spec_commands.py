@@ -7,10 +7,9 @@ from pathlib import Path
 import typer
 
 from generator.cli.terminal import SPEC_ARGUMENT, console
-
 from generator.spec import load_spec_source
+from generator.spec.scaffold import create_project
 from generator.spec.view import render_resolved_spec
-
 
 
 def new(
@@ -20,8 +19,6 @@ def new(
     directory: Path = typer.Option(Path("projects"), "--dir", help="Where the project directory is created."),
 ) -> None:
     """Scaffold projects/NAME/ with a commented device.yaml, a secrets.yaml template and a .gitignore."""
-    from generator.spec.scaffold import create_project
-
     project_dir = create_project(name, framework=framework, auth=auth, parent=directory)
     console.print(f"created {project_dir}/")
     for relative in ("device.yaml", "secrets.yaml", ".gitignore"):

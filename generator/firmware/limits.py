@@ -120,7 +120,7 @@ def device_problems(device: Device) -> list[LimitProblem]:
         problems.append(LimitProblem(("ntp", ntp.count), f"lists {len(device.ntp)} NTP servers; {ntp.reason}",
                                      f"keep the first {ntp.count}"))
     if device.secrets == "nvs":
-        topics = [(("status", "topic"), device.status.topic)]
+        topics: list[tuple[tuple, str]] = [(("status", "topic"), device.status.topic)]
         topics += [(("publish", i, "topic"), p.topic) for i, p in enumerate(device.publish)]
         topics += [(("subscribe", i, "filter"), s.filter) for i, s in enumerate(device.subscribe)]
         for where, topic in topics:

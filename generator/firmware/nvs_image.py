@@ -11,8 +11,10 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from generator.credentials import ClientCredentials
+from esp_idf_nvs_partition_gen import nvs_partition_gen as nvs_gen
+
 from generator.core.errors import UserError
+from generator.credentials import ClientCredentials
 from generator.firmware.limits import NVS_PASSWORD_CAPACITY, require_carriable
 from generator.spec.model import Device
 
@@ -80,8 +82,6 @@ def device_nvs_entries(device: Device, credentials: ClientCredentials) -> tuple[
 
 def render_nvs_image(device: Device, credentials: ClientCredentials) -> bytes:
     """The device's NVS partition image (NVS_PARTITION_SIZES[framework] bytes), flashed at NVS_PARTITION_OFFSET."""
-    from esp_idf_nvs_partition_gen import nvs_partition_gen as nvs_gen
-
     if device.secrets != "nvs":
         raise ValueError(f"device {device.id} embeds its secrets; it has no NVS image")
     entries = device_nvs_entries(device, credentials)

@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Sequence
 
 from generator.core.c_literals import c_comment_text, c_string_literal, c_string_literal_lines
-from generator.credentials import ClientCredentials
 from generator.core.errors import UserError
+from generator.core.paths import TEMPLATES_DIR
+from generator.core.rendering import render_template
+from generator.credentials import ClientCredentials
 from generator.firmware.limits import (
     MAX_CLIENT_ID,
     NVS_PASSWORD_CAPACITY,
@@ -50,7 +52,6 @@ from generator.firmware.nvs_image import (
     render_nvs_image,
     subscribe_filter_key,
 )
-from generator.core.rendering import render_template
 from generator.spec.model import Device
 
 # render_nvs_image and the partition constants are the firmware's other half; importable from here as well.
@@ -137,7 +138,7 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
             "max_payload": s.max_payload, "max_payload_constant": f"{upper}_MAX_PAYLOAD",
             "nvs_key": f"NVS_KEY_SUBSCRIBE_{index}", "nvs_key_literal": c_string_literal(subscribe_filter_key(index)),
         })
-    scheduled = [p for p in publishes if p["interval_s"] > 0]
+    scheduled = [values for values, p in zip(publishes, device.publish) if p.interval > 0]
     ack = next((p.name for p in device.publish if p.name == "ack"), None)
 
     require_carriable(device)
@@ -180,7 +181,7 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
         "buffer_size": buffer_size,
         "inbound_topic_capacity": max(receive_topics, default=0),
         "inbound_payload_capacity": max((s.max_payload for s in device.subscribe), default=0),
-        "outbound_payload_capacity": max((p["max_payload"] for p in scheduled), default=0),
+        "outbound_payload_capacity": max((p.max_payload for p in device.publish if p.interval > 0), default=0),
         "status_topic": c_string_literal(device.status.topic),
         "status_online": c_string_literal(device.status.online),
         "status_offline": c_string_literal(device.status.offline),
@@ -307,4 +308,7 @@ def missing_app_functions(linker_output: str, firmware_dir: Path, framework: str
 
 
 def _render(flavour: str, path: str, values: dict) -> bytes:
-    return render_template(f"{flavour}/{path}.j2", **values).encode("utf-8")
+    """templates/<flavour>/<path>.j2, or templates/common/<path>.j2 for a file both flavours share."""
+    own = f"{flavour}/{path}.j2"
+    template = own if (TEMPLATES_DIR / own).is_file() else f"common/{path}.j2"
+    return render_template(template, **values).encode("utf-8")

@@ -22,11 +22,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.credentials import BrokerCredentials, ClientCredentials, SpecCredentials
+from generator.broker import render_broker
 from generator.core.errors import UserError
 from generator.core.files import SECRET_MODE, create_file, remove_generated, write_tree
-from generator.firmware.render import USER_APP_SOURCE, app_include_path, render_app_starter, render_firmware
+from generator.credentials import BrokerCredentials, ClientCredentials, SpecCredentials
 from generator.firmware.fingerprint import firmware_fingerprint
+from generator.firmware.nvs_image import render_nvs_image
+from generator.firmware.render import USER_APP_SOURCE, app_include_path, render_app_starter, render_firmware
 from generator.output.layout import (
     ARTIFACTS_DIR,
     BROKER_DIR,
@@ -48,9 +50,7 @@ from generator.output.manifest import (
     spec_manifest,
     write_manifest,
 )
-from generator.firmware.nvs_image import render_nvs_image
 from generator.pki_store import ensure_spec_identities
-from generator.broker import render_broker
 from generator.spec import BACKEND_IDENTITY, Device, Spec
 
 

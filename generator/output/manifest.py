@@ -92,7 +92,7 @@ class BuildRecord:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "BuildRecord":
-        values = {f.name: data.get(f.name) for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {f.name: data.get(f.name) for f in dataclasses.fields(cls)}
         values["fingerprint"] = str(data.get("fingerprint") or "")   # records of gen < 0.2 have none: stale
         values["files"] = tuple(ArtifactFile.from_json(f) for f in data["files"])
         values["factory"] = ArtifactFile.from_json(data["factory"])
@@ -151,7 +151,7 @@ class DeviceRecord:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "DeviceRecord":
-        values = {f.name: data.get(f.name) for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {f.name: data.get(f.name) for f in dataclasses.fields(cls)}
         values["publish"] = tuple(PublishRecord(**p) for p in data.get("publish", []))
         values["subscribe"] = tuple(SubscribeRecord(**s) for s in data.get("subscribe", []))
         artifacts = data.get("artifacts")

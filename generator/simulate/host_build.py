@@ -26,12 +26,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from generator.core.errors import ToolError, UserError
-from generator.firmware.render import missing_app_functions
+from generator.core.paths import HOST_RUNTIME_DIR
+from generator.spec.catalogue import FRAMEWORKS
 from generator.firmware.fingerprint import outside_includes
 from generator.firmware.flags import FRAMEWORK_FLAGS, GEN_WARNINGS
-from generator.core.paths import HOST_RUNTIME_DIR
+from generator.firmware.render import missing_app_functions
 
-FRAMEWORKS = ("arduino", "espidf")
 INSTALL_HINT = "apt-get install g++ libmbedtls-dev"
 
 CXX_STANDARD = "-std=gnu++17"                          # the runtime's own sources

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,18 +28,25 @@ from typing import Iterator
 
 import pytest
 
+from generator.core.errors import UserError
+from generator.core.files import write_tree
+from generator.mosquitto_runner import running_broker
+from generator.output.generate import spec_credentials
 from generator.output.layout import BROKER_DIR, MANIFEST_NAME
 from generator.output.manifest import read_manifest
+from generator.simulate.host_build import compile_firmware
 from generator.simulate.run import (
     LOCAL_ADDRESS,
     STOP_GRACE_S,
     BrokerAddress,
     DeviceRun,
+    default_host_build_cache,
     free_local_port,
     nvs_images,
     parse_broker_address,
     plan_runs,
 )
+from generator.spec import load_spec
 
 
 @dataclass(frozen=True)
@@ -58,8 +66,6 @@ class HostFirmware:
 
 def find_host_firmware(firmware_dir: Path) -> HostFirmware:
     """Finds OUT/manifest.json above OUT/devices/<id>/firmware and the device entry that owns this directory."""
-    from generator.core.errors import UserError
-
     firmware_dir = Path(firmware_dir).resolve()
     for out_dir in firmware_dir.parents:
         if (out_dir / MANIFEST_NAME).is_file():
@@ -75,8 +81,6 @@ def find_host_firmware(firmware_dir: Path) -> HostFirmware:
 def backend_environment(spec, broker: BrokerAddress, directory: Path) -> dict[str, str]:
     """Environment for a client with the spec's backend identity (files written 0600 into `directory`). The host it
     names is one the broker certificate carries for `broker`'s address, so the client's hostname check passes."""
-    from generator.core.files import write_tree
-    from generator.output.generate import spec_credentials
 
     local = ("127.0.0.1", "localhost") if broker.host in ("127.0.0.1", "localhost") else ()
     tls_name = next((name for name in (broker.host, *local) if name in spec.broker.names), None)
@@ -99,22 +103,22 @@ class HostDutProcess:
     """The device process behind a `dut`: stdout into pytest-embedded's PexpectProcess, stdin for `write`."""
 
     def __init__(self, run: DeviceRun, logfile: Path):
-        import subprocess
-
-        from pytest_embedded.log import PexpectProcess
+        from pytest_embedded.log import PexpectProcess  # the test extra (pytest-embedded): only when pytest runs
 
         self._log = open(logfile, "ab")
         self.process = subprocess.Popen([str(run.binary)], env={**os.environ, **run.env},
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         start_new_session=True)
-        self.pexpect_proc = PexpectProcess(self.process.stdout.fileno(), timeout=30)
+        assert self.process.stdin is not None and self.process.stdout is not None   # both PIPE
+        self.stdin, self.stdout = self.process.stdin, self.process.stdout
+        self.pexpect_proc = PexpectProcess(self.stdout.fileno(), timeout=30)
         self.pexpect_proc.logfile_read = self._log
 
     def put(self, data: bytes) -> None:
         """pytest-embedded's Dut.write() puts bytes on its message queue; here they go to the device's stdin."""
         with contextlib.suppress(BrokenPipeError):
-            self.process.stdin.write(data)
-            self.process.stdin.flush()
+            self.stdin.write(data)
+            self.stdin.flush()
 
     def close(self) -> None:
         if self.process.poll() is None:
@@ -125,8 +129,8 @@ class HostDutProcess:
                 self.process.kill()
                 self.process.wait()
         with contextlib.suppress(OSError):
-            self.process.stdin.close()
-        self.process.stdout.close()
+            self.stdin.close()
+        self.stdout.close()
         self._log.close()
 
 
@@ -140,7 +144,6 @@ def host_dut_fixtures() -> types.ModuleType:
 
     @pytest.fixture(scope="session")
     def host_build_cache(pytestconfig) -> Path:
-        from generator.simulate.run import default_host_build_cache
 
         given = _option(pytestconfig, "host_build_cache")
         return Path(given) if given else default_host_build_cache()
@@ -160,7 +163,6 @@ def host_dut_fixtures() -> types.ModuleType:
 
     @pytest.fixture
     def host_spec(host_firmware, _host_session):
-        from generator.spec import load_spec
 
         _, shared = _host_session
         key = ("spec", host_firmware.spec_path)
@@ -176,7 +178,6 @@ def host_dut_fixtures() -> types.ModuleType:
         _, shared = _host_session
         key = ("binary", host_firmware.firmware_dir)
         if key not in shared:
-            from generator.simulate.host_build import compile_firmware
 
             shared[key] = compile_firmware(host_firmware.firmware_dir, host_firmware.framework, host_build_cache)
         return shared[key]
@@ -190,7 +191,6 @@ def host_dut_fixtures() -> types.ModuleType:
         stack, shared = _host_session
         key = ("broker", host_firmware.broker_dir)
         if key not in shared:
-            from generator.mosquitto_runner import running_broker
 
             running = stack.enter_context(
                 running_broker(host_firmware.broker_dir, port=free_local_port(), bind_address=LOCAL_ADDRESS))
@@ -211,7 +211,7 @@ def host_dut_fixtures() -> types.ModuleType:
 
     @pytest.fixture
     def dut(request, host_firmware, host_spec, host_binary, host_broker, host_backend_environment, tmp_path):
-        from pytest_embedded.app import App
+        from pytest_embedded.app import App  # the test extra, as above
         from pytest_embedded.dut import Dut
 
         device_id = host_firmware.device_id

@@ -33,8 +33,11 @@ from typing import Callable, Iterator, Mapping, Sequence
 from generator.core.errors import UserError
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.log import LinkTally, tally_line
+from generator.mosquitto_runner import RunningBroker, find_mosquitto, running_broker
+from generator.output.generate import generate
 from generator.output.layout import BROKER_DIR, firmware_dir
 from generator.output.manifest import Manifest, read_manifest
+from generator.simulate.host_build import compile_firmware, find_toolchain
 from generator.spec import Device, Spec
 
 STOPPED_PREFIX = "[sim] stopped"   # the runtime's last line when it ends on a signal
@@ -196,6 +199,7 @@ class DeviceProcess:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=_die_with_parent,
         )
+        assert self.process.stdout is not None   # stdout=PIPE
         self.fd = self.process.stdout.fileno()
         os.set_blocking(self.fd, False)
         self._pending = b""
@@ -248,7 +252,8 @@ class DeviceProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
-        self.process.stdout.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 @dataclass(frozen=True)
@@ -281,12 +286,12 @@ def _pump(processes: Sequence[DeviceProcess], on_line: LineSink, *, deadline: fl
             wake = min([at for at in (deadline, pending[0].at if pending else None) if at is not None],
                        default=now + 0.5)
             for key, _ in selector.select(timeout=min(max(0.0, wake - now), 0.5)):
-                process: DeviceProcess = key.data
-                for line in process.read_lines():
-                    on_line(process.device_id, line)
-                if process.eof:
-                    selector.unregister(process.fd)
-                    del reading[process.fd]
+                ready: DeviceProcess = key.data
+                for line in ready.read_lines():
+                    on_line(ready.device_id, line)
+                if ready.eof:
+                    selector.unregister(ready.fd)
+                    del reading[ready.fd]
 
 
 @contextlib.contextmanager
@@ -392,8 +397,6 @@ def compile_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], *, cac
                     on_event: EventSink = lambda _: None) -> dict[str, Path]:
     """One host binary per distinct firmware: devices whose generated firmware is identical (a `secrets: nvs`
     fleet of one target) share it. Returns device id -> executable."""
-    from generator.simulate.host_build import compile_firmware
-
     cache = Path(cache_dir) if cache_dir is not None else default_host_build_cache()
     groups: dict[tuple[str, str], list[str]] = {}
     for device_id in device_ids:
@@ -412,10 +415,6 @@ def compile_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], *, cac
 def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
              on_event: EventSink = lambda _: None) -> SimulationResult:
     """The whole `gen simulate`: generate, start the broker (unless given one), compile, run, summarise."""
-    from generator.output.generate import generate
-    from generator.simulate.host_build import find_toolchain
-    from generator.mosquitto_runner import find_mosquitto
-
     device_ids = select_devices(spec, options.device_ids, all_devices=options.all_devices)
     if options.broker is not None and options.faults.restart_broker_after is not None:
         raise UserError("--restart-broker-after needs the broker gen simulate starts itself",
@@ -444,12 +443,10 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
 
 
 @contextlib.contextmanager
-def _broker_for(out_dir: Path, given: BrokerAddress | None) -> Iterator[tuple[BrokerAddress, object | None]]:
+def _broker_for(out_dir: Path, given: BrokerAddress | None) -> Iterator[tuple[BrokerAddress, RunningBroker | None]]:
     """The broker the devices talk to: the one given, or the generated one on a free local port."""
     if given is not None:
         yield given, None
         return
-    from generator.mosquitto_runner import running_broker
-
     with running_broker(Path(out_dir) / BROKER_DIR, port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
         yield BrokerAddress(broker.host, broker.port), broker

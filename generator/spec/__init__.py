@@ -26,7 +26,6 @@ from generator.spec.resolve import resolve_spec
 from generator.spec.schema_check import schema_problems
 from generator.spec.source import SpecSource, problems_to_error, read_spec_source
 
-
 __all__ = [
     "AUTH_MODES", "BACKEND_IDENTITY", "KEY_TYPES", "SECRETS_MODES", "Broker", "Device", "DevicePki", "PkiOptions",
     "Publish", "Spec", "SpecSource", "Status", "Subscribe", "Wifi", "load_spec", "load_spec_source",

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import overload
+
+from platformio.project.config import ProjectConfig  # PlatformIO's own parser
 
 from generator.core.errors import UserError
 from generator.core.paths import CATALOGUE_PATH
@@ -28,14 +31,17 @@ class Target:
     platform: str             # pinned platform spec, e.g. "platformio/espressif32@6.13.0"
     options: tuple[tuple[str, str], ...]  # every option the device's [env] needs, as PlatformIO text, in order
 
+    @overload
+    def option(self, key: str) -> str | None: ...
+    @overload
+    def option(self, key: str, default: str) -> str: ...
+
     def option(self, key: str, default: str | None = None) -> str | None:
         return dict(self.options).get(key, default)
 
 
 @lru_cache(maxsize=4)
 def load_catalogue(path: Path = CATALOGUE_PATH) -> dict[str, Target]:
-    from platformio.project.config import ProjectConfig  # PlatformIO's own parser
-
     if not path.is_file():
         raise UserError(f"target catalogue {path} is missing", hint="reinstall the tool; the catalogue ships with it")
     config = ProjectConfig(str(path), parse_extra=False, expand_interpolations=True)

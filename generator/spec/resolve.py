@@ -9,8 +9,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from generator.spec.catalogue import Target, load_catalogue
+from generator.core.topics import (
+    TopicIndex,
+    expand_topic,
+    filter_matches,
+    topic_filter_problem,
+    topic_name_problem,
+    unknown_placeholders,
+)
 from generator.firmware.limits import device_problems
+from generator.spec.catalogue import Target, load_catalogue
 from generator.spec.model import (
     BACKEND_IDENTITY,
     Broker,
@@ -25,14 +33,6 @@ from generator.spec.model import (
 )
 from generator.spec.schema_check import schema_default
 from generator.spec.source import SpecProblem, SpecSource
-from generator.core.topics import (
-    TopicIndex,
-    expand_topic,
-    filter_matches,
-    topic_filter_problem,
-    topic_name_problem,
-    unknown_placeholders,
-)
 
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,22}$")
 C_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
@@ -325,14 +325,14 @@ class _Resolver:
         )
         # What the firmware can carry is the firmware's to say (generator.firmware.limits).
         origins = {"publish": publish_path, "subscribe": subscribe_path, "ntp": ntp_path}
-        for problem in device_problems(device):
-            if not problem.where:
+        for limit in device_problems(device):
+            if not limit.where:
                 path = base
-            elif problem.where[0] == "status":
-                path = status_origin.get(problem.where[1], base)
+            elif limit.where[0] == "status":
+                path = status_origin.get(limit.where[1], base)
             else:
-                path = origins[problem.where[0]] + problem.where[1:]
-            self.problem(path, problem.message, problem.hint)
+                path = origins[limit.where[0]] + limit.where[1:]
+            self.problem(path, limit.message, limit.hint)
         return device
 
     def _entry_keys(self, base: tuple) -> set:
@@ -404,6 +404,7 @@ def resolve_spec(source: SpecSource) -> tuple[Spec | None, list[SpecProblem]]:
     data = source.data
     broker = resolver.broker()
     pki = resolver.pki()
+    entries: list[tuple[Any, tuple]]
     if "device" in data:
         entries = [(data["device"], ("device",))]
     else:

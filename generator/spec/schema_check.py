@@ -81,7 +81,7 @@ def _problems_of(error: jsonschema.ValidationError, source: SpecSource) -> list[
                             "give `device: {id: ...}` for one device, or `devices: [{id: ...}, ...]` for a fleet")]
     if kind == "type":
         wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        names = " or ".join(_TYPE_NAMES.get(w, w) for w in wanted if w != "null")
+        names = " or ".join(_TYPE_NAMES.get(w, str(w)) for w in wanted if w != "null")
         hint = "quote it (\"...\") so YAML reads it as text" if "string" in wanted and isinstance(error.instance, (int, float, bool)) else None
         return [SpecProblem(path, f"must be {names}, not {_type_of(error.instance)} ({_shown(error.instance, source)})", hint)]
     if kind == "enum":

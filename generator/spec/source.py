@@ -17,6 +17,7 @@ import yaml
 from generator.core.errors import UserError
 
 SECRETS_FILE = "secrets.yaml"
+SECRET_MASK = "******"         # what every message and view shows in place of a value from secrets.yaml
 
 # What a spec (or its secrets.yaml) may hold. Far above any real fleet (a 30,000-device spec is ~90,000 nodes,
 # about 0.7 MiB), low enough that a hostile file is refused in well under a second and a few MB of memory.
@@ -100,7 +101,7 @@ def problems_to_error(source: SpecSource, problems: list[SpecProblem]) -> UserEr
 def mask_secret_values(text: str, secret_values: set[str]) -> str:
     """Every value that came from secrets.yaml, replaced wherever it would appear in a message."""
     for secret in sorted(secret_values, key=len, reverse=True):
-        text = text.replace(secret, "******")
+        text = text.replace(secret, SECRET_MASK)
     return text
 
 

@@ -7,8 +7,7 @@ from typing import Any
 import yaml
 
 from generator.spec.model import Device, Spec
-
-MASK = "******"
+from generator.spec.source import SECRET_MASK
 
 
 def _device_view(device: Device) -> dict[str, Any]:
@@ -53,7 +52,7 @@ def mask_secrets(value: Any, secret_values: set[str], *, field: str = "") -> Any
     if isinstance(value, list):
         return [mask_secrets(item, secret_values, field=field) for item in value]
     if isinstance(value, str) and value and (field == "password" or value in secret_values):
-        return MASK
+        return SECRET_MASK
     return value
 
 

@@ -1,0 +1,28 @@
+"""The code base keeps its own rules: enumerations the schema names come from one place in the code and the two
+agree."""
+
+from __future__ import annotations
+
+import json
+
+from generator.core.paths import SCHEMA_PATH
+from generator.firmware.limits import PUBLISH_QOS, SUBSCRIBE_QOS
+from generator.pki import KEY_TYPES
+from generator.spec.model import AUTH_MODES, SECRETS_MODES
+
+
+def schema_enum(*path: str) -> list:
+    node = json.loads(SCHEMA_PATH.read_text())["$defs"]
+    for part in path:
+        node = node[part]
+    return node["enum"]
+
+
+def test_the_schemas_enumerations_are_the_codes():
+    assert schema_enum("auth") == list(AUTH_MODES)
+    assert schema_enum("secrets") == list(SECRETS_MODES)
+    assert schema_enum("pki", "properties", "key_type") == list(KEY_TYPES)
+    every_qos = sorted(set().union(*PUBLISH_QOS.values(), *SUBSCRIBE_QOS.values()))
+    assert schema_enum("publish", "items", "properties", "qos") == every_qos
+    assert schema_enum("subscribe", "items", "properties", "qos") == every_qos
+
