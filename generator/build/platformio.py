@@ -16,6 +16,7 @@ from typing import Any, Callable
 from generator.build.flashing import bootloader_offset
 from generator.build.plan import Image, pio_metadata_args, pio_run_args
 from generator.build.tools import platformio_environment
+from generator.core.compiler_output import diagnostics
 from generator.core.errors import GenError, ToolError
 from generator.firmware.render import missing_app_functions, user_app_path
 from generator.output.manifest import hex_offset, parse_offset
@@ -29,8 +30,6 @@ FAILURE_TAIL_LINES = 20
 _INSTALLING = re.compile(r"(?:Platform|Tool|Library|Package) Manager: Installing (.+)")
 _OFFLINE = re.compile(r"HTTPClientError|InternetConnectionError|not connected to the Internet|"
                       r"NameResolutionError|Max retries exceeded|Temporary failure in name resolution")
-_COMPILER_ERROR = re.compile(
-    r"^(?P<path>[^\s:][^:\n]*?):(?P<line>\d+):(?:(?P<column>\d+):)? (?:fatal )?error: (?P<message>.+)$", re.MULTILINE)
 _MAX_ERRORS_SHOWN = 8
 
 
@@ -50,11 +49,10 @@ def tail(text: str, lines: int = FAILURE_TAIL_LINES) -> str:
 def compiler_errors(log_text: str, project_dir: Path) -> list[str]:
     """gcc-style `file:line:col: error: message` lines of a PlatformIO log, paths shown as the user can open them."""
     found = []
-    for match in _COMPILER_ERROR.finditer(log_text):
-        path = Path(match["path"])
+    for error in diagnostics(log_text, "error"):
+        path = Path(error.path)
         path = path if path.is_absolute() else project_dir / path
-        where = f"{display_path(path)}:{match['line']}" + (f":{match['column']}" if match["column"] else "")
-        line = f"{where}: error: {match['message'].strip()}"
+        line = f"{error.where(display_path(path))}: error: {error.message}"
         if line not in found:
             found.append(line)
     return found

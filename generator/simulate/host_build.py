@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from generator.core.compiler_output import diagnostics
 from generator.core.errors import ToolError, UserError
 from generator.core.paths import HOST_RUNTIME_DIR
 from generator.spec.catalogue import FRAMEWORKS
@@ -50,8 +51,6 @@ FRAMEWORK_DEFINES = {
 MAIN_SOURCE = {"arduino": "common/main_arduino.cpp", "espidf": "common/main_idf.cpp"}
 SOURCE_SUFFIXES = (".c", ".cpp", ".cc", ".cxx")
 FIRMWARE_CACHE_ENTRIES = 64
-COMPILE_ERROR_LINE = re.compile(r"^(?P<file>[^:\s][^:]*):(?P<line>\d+):(?:\d+:)? (?:fatal )?(?:error|warning): ")
-COMPILE_WARNING_LINE = re.compile(r"^[^:\s][^:]*:\d+:(?:\d+:)? warning: ", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -380,18 +379,16 @@ def _run_parallel(jobs: list[list[str]], *, what: str, no_warnings: int = 0) -> 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, text=True, check=False), jobs))
     for index, result in enumerate(results):
-        if result.returncode != 0 or (index < no_warnings and COMPILE_WARNING_LINE.search(result.stderr)):
+        if result.returncode != 0 or (index < no_warnings and diagnostics(result.stderr, "warning")):
             raise _compile_error(result.stderr, what)
 
 
 def _compile_error(stderr: str, what: str) -> ToolError:
     lines = stderr.strip().splitlines()
-    errors = [line for line in lines if COMPILE_ERROR_LINE.match(line) or " error: " in line or " warning: " in line]
+    found = diagnostics(stderr)
+    errors = [line for line in lines if " error: " in line or " warning: " in line]
     shown = errors[:8] or lines[-12:]
-    where = ""
-    match = next((COMPILE_ERROR_LINE.match(line) for line in errors if COMPILE_ERROR_LINE.match(line)), None)
-    if match:
-        where = f" at {match.group('file')}:{match.group('line')}"
+    where = f" at {found[0].path}:{found[0].line}" if found else ""
     message = f"g++ could not build {what}{where}:\n  " + "\n  ".join(shown)
     if ("mbedtls/" in stderr and "No such file" in stderr) or "cannot find -lmbed" in stderr:
         return ToolError(message, hint=INSTALL_HINT)
