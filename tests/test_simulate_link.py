@@ -5,6 +5,8 @@ restarts."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from conftest import mqtt_session
@@ -43,6 +45,8 @@ def test_the_device_connects_over_tls_and_its_telemetry_and_birth_reach_the_back
                 received[name] = message
             assert received["status"].payload == project.device().status.online.encode()
             assert received["telemetry"].payload.startswith(b"{")
+            # The broker can deliver a message before the device has logged that it sent it: wait for the line.
+            device.wait_for(r"\[mqtt\] published \d+ bytes to " + re.escape(topics(project)["telemetry"]))
             summary = device.stop()
     assert summary.connected and summary.connects == 1 and summary.messages_out >= 2
 
