@@ -5,8 +5,14 @@ first broken link with the one thing to do about it.
 
 Steps, in the order a device meets them (STEPS): the spec and PKI agree; the broker name resolves; TCP connects;
 the TLS handshake succeeds as mbedTLS 2.28 (the ESP32) and as OpenSSL do it; the broker accepts the client cert;
-MQTT CONNECT is accepted; the ACL lets the device publish and receive, proven by a round trip with the backend
-identity. The run stops at the first failure; later steps are reported as skipped.
+MQTT CONNECT is accepted; the ACL lets the device publish and receive, proven by a round trip with the doctor's
+own server-side identity (DOCTOR_IDENTITY, never your backend's). The run stops at the first failure; later steps
+are reported as skipped.
+
+The broker binds each client id to the authenticated user name (use_username_as_clientid), so connecting as the
+device would disconnect the device itself. Before it does, the doctor reads the device's retained status topic:
+if the device says it is online, its own connection is the proof, and it is left alone (`take_over=True`, the
+CLI's --take-over, probes anyway: the device is disconnected once and reconnects).
 
 Layout: `load_material` reads the PKI (read-only: no issuing, no CRL re-signing, no password creation); the
 `judge_*`/`check_*` functions are pure (material + probe outcomes + clock -> StepResult); the `run_*_step`
@@ -32,7 +38,7 @@ from generator import doctor_probes as probes
 from generator.credentials import ClientCredentials
 from generator.errors import UserError
 from generator.mqtt_wire import ConnectionClosed, Message, MqttSession
-from generator.spec.model import BACKEND_IDENTITY, Device, Spec
+from generator.spec.model import DOCTOR_IDENTITY, Device, Spec
 from generator.topics import filter_matches
 
 STEPS: tuple[tuple[str, str], ...] = (
@@ -45,7 +51,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("acl", "ACL lets the device publish and receive"),
 )
 STEP_TITLES = dict(STEPS)
-PROBE_CLIENT_SUFFIX = "-doctor"     # probes never use the device's own client id: a running device stays connected
+PROBE_CLIENT_SUFFIX = "-doctor"     # the client id probes ask for; the broker replaces it with the user name
 PROBE_PAYLOAD = b"gen doctor probe "
 
 CONNACK_MEANINGS = {
@@ -169,13 +175,13 @@ class DoctorMaterial:
 
     device_id: str
     root_ca: x509.Certificate        # what the device trusts
-    issuing_ca: x509.Certificate     # signs the broker, device and backend certs, and the CRL
+    issuing_ca: x509.Certificate     # signs the broker, device and doctor certs, and the CRL
     broker: CertAndKey
     device: CertAndKey | None        # None when the device uses no client cert
-    backend: CertAndKey
+    doctor: CertAndKey               # the doctor's own server-side identity
     crl: x509.CertificateRevocationList | None
     device_password: str | None = field(default=None, repr=False)
-    backend_password: str | None = field(default=None, repr=False)
+    doctor_password: str | None = field(default=None, repr=False)
     device_password_path: Path | None = None
 
     def device_credentials(self) -> ClientCredentials:
@@ -183,9 +189,9 @@ class DoctorMaterial:
                                  cert_pem=self.device.cert_pem if self.device else None,
                                  key_pem=self.device.key_pem if self.device else None, password=self.device_password)
 
-    def backend_credentials(self) -> ClientCredentials:
-        return ClientCredentials(name=BACKEND_IDENTITY, ca_pem=_pem(self.root_ca), cert_pem=self.backend.cert_pem,
-                                 key_pem=self.backend.key_pem, password=self.backend_password)
+    def doctor_credentials(self) -> ClientCredentials:
+        return ClientCredentials(name=DOCTOR_IDENTITY, ca_pem=_pem(self.root_ca), cert_pem=self.doctor.cert_pem,
+                                 key_pem=self.doctor.key_pem, password=self.doctor_password)
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -240,10 +246,10 @@ def load_material(spec: Spec, device: Device) -> DoctorMaterial:
         issuing_ca=store.issuing_ca_cert,
         broker=cert_and_key("broker", "broker", "the broker"),
         device=cert_and_key("device", device.id, f"device {device.id}") if device.uses_client_cert else None,
-        backend=cert_and_key("client", BACKEND_IDENTITY, f"client {BACKEND_IDENTITY}"),
+        doctor=cert_and_key("client", DOCTOR_IDENTITY, f"client {DOCTOR_IDENTITY}"),
         crl=crl,
         device_password=store.existing_password(device.username) if device.uses_password else None,
-        backend_password=store.existing_password(BACKEND_IDENTITY),
+        doctor_password=store.existing_password(DOCTOR_IDENTITY),
         device_password_path=device_password_path,
     )
 
@@ -402,7 +408,7 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
                 f"not the device id", f"run `gen pki renew SPEC {device.id} --new-key`")
     if device.uses_password and material.device_password is None:
         add(f"device {device.id} has no password in the PKI ({material.device_password_path})", regenerate)
-    check_leaf(material.backend, BACKEND_IDENTITY)
+    check_leaf(material.doctor, DOCTOR_IDENTITY)
     crl = material.crl
     if device.uses_client_cert:  # without client certs the broker reads no CRL
         for problem in _crl_problems(crl, material.issuing_ca, now):
@@ -417,7 +423,7 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
         details.append(f"CRL: {len(list(crl))} revoked, next update {_day(crl.next_update_utc)}")
     what = "device cert, " if device.uses_client_cert else ""
     what += "password, " if device.uses_password else ""
-    return passed("pki", f"{what}broker cert (names {target.server_name}), backend identity and CRL are in order",
+    return passed("pki", f"{what}broker cert (names {target.server_name}), doctor identity and CRL are in order",
                   *details)
 
 
@@ -714,41 +720,78 @@ def device_publish_topics(device: Device) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class RoundTrip:
-    direction: str                   # "publish" (device -> backend) or "receive" (backend -> device)
+    direction: str                   # "publish" (device -> doctor) or "receive" (doctor -> device)
     topic: str                       # the concrete topic used
     topic_filter: str                # the spec's topic or filter
     delivered: bool
     sender_echo: bool | None = None  # when not delivered: did the sender's own probe client get it back?
 
 
+def run_presence_probe(target: DoctorTarget, material: DoctorMaterial) -> bytes | None:
+    """The device's retained status as the doctor's own identity reads it; None when there is none or the doctor
+    cannot log in (then the device steps probe as usual and say what is wrong)."""
+    topic = target.device.status.topic
+    credentials = material.doctor_credentials()
+    try:
+        with probes.open_tls(target.address, target.server_name, _identity(credentials)) as sock:
+            session = MqttSession(sock)
+            if session.connect(f"{DOCTOR_IDENTITY}-presence", username=DOCTOR_IDENTITY,
+                               password=credentials.password) != 0:
+                return None
+            session.subscribe([(topic, 0)])
+            session.ping()   # the retained message is sent after the SUBACK and before the PINGRESP
+            session.disconnect()
+    except (ConnectionClosed, OSError):
+        return None
+    retained = [m.payload for m in session.received if m.topic == topic and m.retain]
+    return retained[-1] if retained else None
+
+
+def judge_presence(target: DoctorTarget, retained_status: bytes | None) -> list[StepResult]:
+    """When the device says it is online, its own connection proves CONNECT, and its birth message came through
+    the ACL; probing as it would disconnect it. Otherwise nothing (the probes run)."""
+    device = target.device
+    if retained_status != device.status.online.encode():
+        return []
+    online = device.status.online
+    return [
+        passed("mqtt-connect", f"device {device.id} is connected right now (its retained {device.status.topic} is "
+                               f"{online!r}): its own connection proves CONNECT. Not probed as {device.id}, which "
+                               "would disconnect it (the broker binds the client id to the user name)"),
+        passed("acl", f"device {device.id}'s {online!r} on {device.status.topic} reached the doctor through the "
+                      "ACL; its other topics are not probed while it is connected (--take-over probes them, "
+                      "disconnecting it once)"),
+    ]
+
+
 def run_acl_step(target: DoctorTarget, material: DoctorMaterial) -> StepResult:
     device = target.device
-    device_credentials, backend_credentials = material.device_credentials(), material.backend_credentials()
+    device_credentials, doctor_credentials = material.device_credentials(), material.doctor_credentials()
     username, password = _mqtt_login(device, device_credentials)
     nonce = random_tokens.token_hex(6)
     trips: list[RoundTrip] = []
     try:
         with probes.open_tls(target.address, target.server_name, _identity(device_credentials)) as device_sock, \
-                probes.open_tls(target.address, target.server_name, _identity(backend_credentials)) as backend_sock:
-            device_session, backend_session = MqttSession(device_sock), MqttSession(backend_sock)
+                probes.open_tls(target.address, target.server_name, _identity(doctor_credentials)) as doctor_sock:
+            device_session, doctor_session = MqttSession(device_sock), MqttSession(doctor_sock)
             code = device_session.connect(target.probe_client_id, username=username, password=password)
             if code != 0:
                 return judge_connack(target, code, None)
-            backend_id = f"{BACKEND_IDENTITY}{PROBE_CLIENT_SUFFIX}-{nonce}"
-            code = backend_session.connect(backend_id, username=BACKEND_IDENTITY,
-                                           password=backend_credentials.password)
+            code = doctor_session.connect(f"{DOCTOR_IDENTITY}-{nonce}", username=DOCTOR_IDENTITY,
+                                          password=doctor_credentials.password)
             if code != 0:
-                return failed("acl", f"the backend identity cannot log in to prove the round trip: CONNACK {code}, "
+                return failed("acl", f"the doctor's identity {DOCTOR_IDENTITY} cannot log in to prove the round trip: "
+                                     f"CONNACK {code}, "
                                      f"{CONNACK_MEANINGS.get(code, 'unknown code')}",
                               "install OUT/broker/ (passwd, acl, ca.pem) from `gen generate SPEC` and reload the broker")
             for topic in device_publish_topics(device):
-                trips.append(_round_trip("publish", topic, topic, device_session, backend_session, nonce))
+                trips.append(_round_trip("publish", topic, topic, device_session, doctor_session, nonce))
             for subscription in device.subscribe:
                 topic = concrete_topic(subscription.filter)
-                trips.append(_round_trip("receive", topic, subscription.filter, backend_session, device_session,
+                trips.append(_round_trip("receive", topic, subscription.filter, doctor_session, device_session,
                                          nonce, receiver_filter=subscription.filter))
             device_session.disconnect()
-            backend_session.disconnect()
+            doctor_session.disconnect()
     except (ConnectionClosed, OSError) as error:
         return failed("acl", f"the broker closed a probe connection during the round trip: {error}",
                       "read the broker's log for clients ending in -doctor")
@@ -790,9 +833,9 @@ def judge_acl(target: DoctorTarget, trips: list[RoundTrip]) -> StepResult:
             continue
         if trip.direction == "publish":
             if trip.sender_echo:
-                summary = (f"the broker drops what the device publishes on {trip.topic} before the backend gets it: "
-                           f"the ACL denies user {BACKEND_IDENTITY} read on {trip.topic}")
-                fix = f"give user {BACKEND_IDENTITY} `topic readwrite` on {trip.topic} in the ACL (OUT/broker/acl)"
+                summary = (f"the broker drops what the device publishes on {trip.topic} before the doctor gets it: "
+                           f"the ACL denies user {DOCTOR_IDENTITY} read on {trip.topic}")
+                fix = f"give user {DOCTOR_IDENTITY} `topic readwrite` on {trip.topic} in the ACL (OUT/broker/acl)"
             else:
                 summary = (f"the ACL denies device {device.id} publishing on {trip.topic} "
                            f"(Mosquitto drops it silently; with `log_type debug` its log says `Denied PUBLISH`)")
@@ -805,13 +848,13 @@ def judge_acl(target: DoctorTarget, trips: list[RoundTrip]) -> StepResult:
             fix = (f"give user {device.username} `topic read {trip.topic_filter}` in the ACL: install OUT/broker/acl "
                    f"from `gen generate SPEC` and reload the broker")
         else:
-            summary = (f"the backend cannot publish on {trip.topic} to prove the device's subscription "
-                       f"{trip.topic_filter}: the ACL denies user {BACKEND_IDENTITY}")
-            fix = f"give user {BACKEND_IDENTITY} `topic readwrite` on {trip.topic} in the ACL (OUT/broker/acl)"
+            summary = (f"the doctor cannot publish on {trip.topic} to prove the device's subscription "
+                       f"{trip.topic_filter}: the ACL denies user {DOCTOR_IDENTITY}")
+            fix = f"give user {DOCTOR_IDENTITY} `topic readwrite` on {trip.topic} in the ACL (OUT/broker/acl)"
         return failed("acl", summary, fix)
     published = [t.topic for t in trips if t.direction == "publish"]
     received = [t.topic_filter for t in trips if t.direction == "receive"]
-    details = [f"device -> backend: {t}" for t in published] + [f"backend -> device: {f}" for f in received]
+    details = [f"device -> doctor: {t}" for t in published] + [f"doctor -> device: {f}" for f in received]
     return passed("acl", f"round trips through the broker: the device published on {len(published)} topic(s) and "
                          f"received on {len(received)} filter(s); nothing retained", *details)
 
@@ -820,9 +863,11 @@ def judge_acl(target: DoctorTarget, trips: list[RoundTrip]) -> StepResult:
 
 
 def run_doctor(spec: Spec, target: DoctorTarget, *, now: dt.datetime | None = None, spec_label: str | None = None,
-               material_loader: Callable[[Spec, Device], DoctorMaterial] = load_material) -> list[StepResult]:
+               material_loader: Callable[[Spec, Device], DoctorMaterial] = load_material,
+               take_over: bool = False) -> list[StepResult]:
     """Every step in order; the first failure ends the walk and the rest are reported as skipped. Fixes name the
-    spec as `spec_label` (what the user typed; default: the spec's path)."""
+    spec as `spec_label` (what the user typed; default: the spec's path). A device that says it is online is not
+    probed as itself unless `take_over` (see the module docstring)."""
     now = now or dt.datetime.now(dt.timezone.utc)
     results: list[StepResult] = []
     material: DoctorMaterial | None = None
@@ -838,13 +883,19 @@ def run_doctor(spec: Spec, target: DoctorTarget, *, now: dt.datetime | None = No
             lambda: run_tcp_step(target),
             lambda: run_tls_step(target, material, now),  # type: ignore[arg-type]
             lambda: run_client_cert_step(target, material, now),  # type: ignore[arg-type]
-            lambda: run_mqtt_connect_step(target, material),  # type: ignore[arg-type]
-            lambda: run_acl_step(target, material),  # type: ignore[arg-type]
         ]
         for step_function in step_functions:
             if not results[-1].ok:
                 break
             results.append(step_function())
+        if results[-1].ok:
+            online = [] if take_over else judge_presence(target, run_presence_probe(target, material))
+            results += online
+            for step_function in () if online else (lambda: run_mqtt_connect_step(target, material),  # type: ignore[arg-type]
+                                                    lambda: run_acl_step(target, material)):  # type: ignore[arg-type]
+                if not results[-1].ok:
+                    break
+                results.append(step_function())
     done = {result.step for result in results}
     results += [skipped(step) for step, _ in STEPS if step not in done]
     label = spec_label or str(spec.path)

@@ -40,7 +40,7 @@ from generator.spec.model import Device
 
 # render_nvs_image and the partition constants are the firmware's other half; importable from here as well.
 __all__ = [
-    "FirmwareProject", "render_firmware", "render_nvs_image", "pubsubclient_buffer_size",
+    "FirmwareProject", "render_firmware", "render_nvs_image", "pubsubclient_buffer_size", "mqtt_buffer_size",
     "NVS_PARTITION_OFFSET", "NVS_PARTITION_SIZES", "nvs_partition_size", "USER_OWNED_FILES",
 ]
 
@@ -106,6 +106,35 @@ def _received_topic_capacity(topic_filter_length: int, has_wildcard: bool) -> in
     return topic_filter_length + (WILDCARD_TOPIC_ALLOWANCE if has_wildcard else 0)
 
 
+def _topic_length(device: Device, topic: str) -> int:
+    """Bytes a topic takes in the firmware: its own length, or the NVS capacity when it is read from NVS."""
+    return NVS_TOPIC_CAPACITY if device.secrets == "nvs" else len(topic.encode())
+
+
+def _receive_topic_capacities(device: Device) -> list[int]:
+    return [_received_topic_capacity(_topic_length(device, s.filter), "+" in s.filter or "#" in s.filter)
+            for s in device.subscribe]
+
+
+def mqtt_buffer_size(device: Device, *, password_length: int) -> int:
+    """The device's MQTT buffer: large enough for every packet it sends or receives (`pubsubclient_buffer_size`),
+    so also the largest MQTT packet it exchanges with the broker (the broker's max_packet_size asks this).
+    `password_length`: bytes of its MQTT password (0 without one)."""
+    nvs = device.secrets == "nvs"
+    id_length = MAX_DEVICE_ID if nvs else len(device.id.encode())
+    return pubsubclient_buffer_size(
+        client_id=id_length,
+        username=id_length if device.uses_password else 0,
+        password=password_length if device.uses_password else 0,
+        will_topic=_topic_length(device, device.status.topic), will_message=len(device.status.offline.encode()),
+        publishes=[(_topic_length(device, device.status.topic), len(device.status.online.encode()))]
+        + [(_topic_length(device, p.topic), p.max_payload) for p in device.publish],
+        receives=[(capacity, s.max_payload) for capacity, s in zip(_receive_topic_capacities(device),
+                                                                    device.subscribe)],
+        filters=[_topic_length(device, s.filter) for s in device.subscribe],
+    )
+
+
 def _template_values(device: Device, credentials: ClientCredentials, spec_name: str) -> dict:
     nvs = device.secrets == "nvs"
     flavour = device.framework
@@ -116,9 +145,6 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
     if device.uses_password and credentials.password is None:
         raise UserError(f"device {device.id} uses auth {device.auth!r} but has no MQTT password",
                         hint="run `gen generate` so the PKI creates one")
-
-    def topic_length(topic: str) -> int:
-        return NVS_TOPIC_CAPACITY if nvs else len(topic.encode())
 
     publishes = []
     for index, p in enumerate(device.publish):
@@ -143,21 +169,11 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
     scheduled = [p for p in publishes if p["interval_s"] > 0]
     ack = next((p.name for p in device.publish if p.name == "ack"), None)
 
-    receive_topics = [_received_topic_capacity(topic_length(s.filter), "+" in s.filter or "#" in s.filter)
-                      for s in device.subscribe]
+    receive_topics = _receive_topic_capacities(device)
     password_length = 0
     if device.uses_password:
         password_length = NVS_PASSWORD_CAPACITY if nvs else len(credentials.password.encode())
-    buffer_size = pubsubclient_buffer_size(
-        client_id=MAX_DEVICE_ID if nvs else len(device.id.encode()),
-        username=(MAX_DEVICE_ID if nvs else len(device.id.encode())) if device.uses_password else 0,
-        password=password_length,
-        will_topic=topic_length(device.status.topic), will_message=len(device.status.offline.encode()),
-        publishes=[(topic_length(device.status.topic), len(device.status.online.encode()))]
-        + [(topic_length(p.topic), p.max_payload) for p in device.publish],
-        receives=[(capacity, s.max_payload) for capacity, s in zip(receive_topics, device.subscribe)],
-        filters=[topic_length(s.filter) for s in device.subscribe],
-    )
+    buffer_size = mqtt_buffer_size(device, password_length=password_length)
     if flavour == "arduino" and buffer_size > 0xFFFF:
         raise UserError(f"device {device.id} needs an MQTT buffer of {buffer_size} bytes; PubSubClient's is at most "
                         "65535", hint="lower max_payload or shorten topics")

@@ -146,9 +146,10 @@ class SpecIdentities:
     crl_pem: bytes                      # the broker's crlfile
     broker: Identity
     backend: Identity                   # client cert for the backend (it also gets a password)
+    doctor: Identity                    # gen doctor's own client cert (and password): never the backend's
     devices: Mapping[str, Identity]     # device id -> identity, for devices whose auth includes "mtls"
     passwords: Mapping[str, str] = field(repr=False)  # username -> password: devices whose auth includes
-                                                      # "password", and "backend"
+                                                      # "password", the backend and the doctor
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -969,7 +970,7 @@ def ensure_spec_identities(spec: Any) -> SpecIdentities:
     """The broker identity, one identity per device that uses a client cert, the backend client, the passwords
     the auth modes need (keyed by MQTT username), and a fresh-enough CRL. What `gen generate` calls; it reuses
     everything that already exists and writes the index once."""
-    from generator.spec import BACKEND_IDENTITY
+    from generator.spec import BACKEND_IDENTITY, DOCTOR_IDENTITY, SERVER_IDENTITIES
 
     store = open_spec_pki(spec)
     with store.batch():
@@ -983,11 +984,12 @@ def ensure_spec_identities(spec: Any) -> SpecIdentities:
             for identity in store.ensure_devices(ids, key_type=key_type, validity_days=validity_days):
                 devices[identity.name] = identity
         devices = {device.id: devices[device.id] for device in spec.devices if device.id in devices}  # spec order
-        backend = store.ensure_client(BACKEND_IDENTITY, key_type=spec.pki.key_type,
-                                      validity_days=spec.pki.validity_days)
+        servers = {name: store.ensure_client(name, key_type=spec.pki.key_type, validity_days=spec.pki.validity_days)
+                   for name in SERVER_IDENTITIES}
         passwords = {device.username: store.password(device.username)
                      for device in spec.devices if device.uses_password}
-        passwords[BACKEND_IDENTITY] = store.password(BACKEND_IDENTITY)
+        passwords.update({name: store.password(name) for name in SERVER_IDENTITIES})
         crl = store.crl_pem()
     return SpecIdentities(ca_pem=store.device_trust_pem(), broker_cafile_pem=store.broker_cafile_pem(),
-                          crl_pem=crl, broker=broker, backend=backend, devices=devices, passwords=passwords)
+                          crl_pem=crl, broker=broker, backend=servers[BACKEND_IDENTITY],
+                          doctor=servers[DOCTOR_IDENTITY], devices=devices, passwords=passwords)

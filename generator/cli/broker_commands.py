@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 console = Console(highlight=False, soft_wrap=True)
+LOCAL_ONLY = "127.0.0.1"   # `gen broker up` is for trying the link on this machine
 broker_app = typer.Typer(help="The Mosquitto broker side: print its config, or run it.", no_args_is_help=True)
 
 
@@ -28,7 +29,8 @@ def up(
     spec: Path = typer.Argument(..., help="The spec, e.g. projects/NAME/device.yaml."),
     port: Optional[int] = typer.Option(None, "--port", min=1, max=65535,
                                        help="TLS port to listen on (default: broker.port of the spec)."),
-    bind: Optional[str] = typer.Option(None, "--bind", help="Address to listen on (default: every interface)."),
+    bind: str = typer.Option(LOCAL_ONLY, "--bind", help="Address to listen on (default 127.0.0.1: this machine "
+                                                         "only; 0.0.0.0 for every interface)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: build/ next to the spec)."),
 ) -> None:
     """Generate OUT/broker/ and run the real mosquitto on it in the foreground until Ctrl-C."""
@@ -39,7 +41,7 @@ def up(
     loaded = load_spec(spec)
     broker_dir = write_broker_files(loaded, out or loaded.default_out_dir)
     with running_broker(broker_dir, port, bind_address=bind) as broker:
-        where = f"{bind or 'every interface'}, port {broker.port} (TLS)"
+        where = f"{'every interface' if bind in ('0.0.0.0', '::') else bind}, port {broker.port} (TLS)"
         if broker.plaintext_port:
             where += f" and port {broker.plaintext_port} (plaintext)"
         console.print(f"mosquitto {broker.version} running on {where} with {broker_dir}/ (Ctrl-C stops it)")

@@ -10,6 +10,8 @@ from pathlib import Path
 from generator.spec.model import (
     AUTH_MODES,
     BACKEND_IDENTITY,
+    DOCTOR_IDENTITY,
+    SERVER_IDENTITIES,
     KEY_TYPES,
     SECRETS_MODES,
     Broker,
@@ -28,7 +30,7 @@ from generator.spec.source import SpecSource, problems_to_error, read_spec_sourc
 
 
 __all__ = [
-    "AUTH_MODES", "BACKEND_IDENTITY", "KEY_TYPES", "SECRETS_MODES", "Broker", "Device", "DevicePki", "PkiOptions",
+    "AUTH_MODES", "BACKEND_IDENTITY", "DOCTOR_IDENTITY", "SERVER_IDENTITIES", "KEY_TYPES", "SECRETS_MODES", "Broker", "Device", "DevicePki", "PkiOptions",
     "Publish", "Spec", "SpecSource", "Status", "Subscribe", "Wifi", "load_spec", "load_spec_source",
 ]
 

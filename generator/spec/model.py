@@ -14,6 +14,10 @@ AUTH_MODES = ("mtls", "password", "mtls+password")
 SECRETS_MODES = ("embed", "nvs")
 KEY_TYPES = ("ec-p256", "rsa-2048")
 BACKEND_IDENTITY = "backend"  # the server-side identity that reads and writes every device topic
+# gen doctor's own server-side identity (a '.' no device id can have). The broker binds each client id to its user
+# name, so two connections of one identity replace each other: the doctor must not log in as your backend.
+DOCTOR_IDENTITY = "gen.doctor"
+SERVER_IDENTITIES = (BACKEND_IDENTITY, DOCTOR_IDENTITY)
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,16 @@ class Broker:
     names: tuple[str, ...]         # host first, then the extra names: every name the broker cert carries
     port: int
     plaintext_port: int | None
+    max_connections: int | None = None   # None: generator.broker.default_max_connections(spec)
+    ca_file: Path | None = None          # absolute: the CA devices trust for the broker, instead of the PKI's root
+    cert_file: Path | None = None        # absolute: a broker certificate (+ chain) from elsewhere ...
+    key_file: Path | None = None         # ... and its key: gen issues no broker certificate
+    external: bool = False               # a broker gen does not run: no broker config, no broker certificate
+
+    @property
+    def issues_cert(self) -> bool:
+        """Whether the project's PKI issues the broker's certificate (not when it comes from elsewhere)."""
+        return not self.external and self.cert_file is None
 
 
 @dataclass(frozen=True)
