@@ -129,6 +129,24 @@ def test_a_revoked_client_cert_is_refused_and_an_unrevoked_one_still_connects(au
         assert mqtt_connect_over(sock, project.client("sensor-a")) == 0
 
 
+@pytest.mark.parametrize("auth", CERT_MODES)
+def test_after_renew_then_revoke_the_old_certificate_is_refused_too(auth, broker_project, copy_project, start_broker):
+    # A renewal keeps the key and leaves the old certificate unexpired: a stolen board may still carry it.
+    project = copy_project(broker_project(auth))
+    old = project.client("sensor-b")
+    PkiStore.open(project.spec.pki.dir, project=project.spec.project).renew("sensor-b", new_key=False)
+    renewed = project.regenerate().client("sensor-b")
+    assert renewed.cert_pem != old.cert_pem and renewed.key_pem == old.key_pem
+    project = revoke_and_remove(project, "sensor-b")
+    broker = start_broker(project.broker_dir)
+
+    for carried in (old, renewed):
+        error = handshake_refused(broker, client_tls_context(carried))
+        assert "CERTIFICATE_REVOKED" in str(error).upper()
+    with tls_connect(broker, client_tls_context(project.client("sensor-a"))) as sock:
+        assert mqtt_connect_over(sock, project.client("sensor-a")) == 0
+
+
 def test_a_cert_revoked_while_the_broker_runs_is_refused_after_sighup(broker_project, copy_project, start_broker):
     project = copy_project(broker_project("mtls"))
     broker = start_broker(project.broker_dir)

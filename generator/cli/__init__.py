@@ -3,6 +3,7 @@ this file only assembles them and turns our errors into exit codes (0 ok, 2 user
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 
@@ -68,7 +69,24 @@ def _interrupt_on_termination_signals() -> None:
         signal.signal(termination, interrupt)
 
 
+class _NotesHandler(logging.Handler):
+    """Prints each note on stderr (the one of the moment: rich looks it up on every print)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"gen: {record.getMessage()}", markup=False)
+
+
+def _print_notes() -> None:
+    """What gen's modules say the user should know while it works (e.g. "reading the CA passphrase from $X to
+    issue ...") goes to stderr as `gen: ...`; never a secret."""
+    notes = logging.getLogger("generator")
+    if not any(isinstance(handler, _NotesHandler) for handler in notes.handlers):
+        notes.addHandler(_NotesHandler())
+        notes.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> None:
+    _print_notes()
     if argv is None:  # the real program, not a test calling main([...]) in-process
         _interrupt_on_termination_signals()
     try:
