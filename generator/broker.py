@@ -32,6 +32,7 @@ from pathlib import PurePosixPath
 from typing import Iterable
 
 from generator.credentials import BrokerCredentials
+from generator.errors import UserError
 from generator.firmware import NVS_PASSWORD_CAPACITY, mqtt_buffer_size
 from generator.pki_store import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
 from generator.rendering import render_template
@@ -95,21 +96,33 @@ class AclSection:
 
 
 def render_broker(spec: Spec, credentials: BrokerCredentials) -> BrokerFiles:
-    """Every file of OUT/broker/ for this spec, with modes (the key and the password file 0600)."""
-    files: dict[str, bytes] = {
-        CONF_FILE: render_mosquitto_conf(spec),
-        CERT_FILE: credentials.cert_pem,
-        KEY_FILE: credentials.key_pem,
-        ACL_FILE: render_acl(spec),
-        README_FILE: render_operator_readme(spec),
-    }
+    """Every file of OUT/broker/ for this spec, with modes (the key and the password file 0600). For a broker gen
+    does not run (broker.external): no config, only what its operator needs from us (our CA and CRL, a README)."""
+    files: dict[str, bytes] = {README_FILE: render_operator_readme(spec)}
+    if not spec.broker.external:
+        files[CONF_FILE] = render_mosquitto_conf(spec)
+        files[ACL_FILE] = render_acl(spec)
+        if credentials.cert_pem is not None and credentials.key_pem is not None:
+            files[CERT_FILE] = credentials.cert_pem
+            files[KEY_FILE] = credentials.key_pem
     if verifies_client_certs(spec):
         files[CA_FILE] = credentials.cafile_pem
         files[CRL_FILE] = credentials.crl_pem
-    if uses_password_file(spec):
-        files[PASSWORD_FILE] = render_password_file(credentials.passwords, salt_key=credentials.key_pem)
+    if uses_password_file(spec) and not spec.broker.external:
+        files[PASSWORD_FILE] = render_password_file(credentials.passwords, salt_key=credentials.salt_key)
     modes = {name: (_SECRET_MODE if name in SECRET_FILES else _PUBLIC_MODE) for name in files}
     return BrokerFiles(files=files, modes=modes)
+
+
+def check_runnable_here(spec: Spec, broker_dir) -> None:
+    """The generated broker can run on this machine (gen broker up, gen simulate): gen runs it, and has its cert."""
+    if spec.broker.external:
+        raise UserError(f"{spec.path} targets a broker gen does not run (broker.external), so there is none to start",
+                        hint="dial the real one (gen simulate --broker HOST:PORT), or remove broker.external")
+    if not (broker_dir / CERT_FILE).is_file() or not (broker_dir / KEY_FILE).is_file():
+        raise UserError(f"the broker's certificate comes from elsewhere (broker.ca_file), and {broker_dir} has no "
+                        f"{CERT_FILE} and {KEY_FILE} to serve",
+                        hint="set broker.cert_file and broker.key_file in the spec, or copy them there as those names")
 
 
 def verifies_client_certs(spec: Spec) -> bool:
@@ -163,6 +176,9 @@ def max_keepalive(spec: Spec) -> int:
 
 def render_mosquitto_conf(spec: Spec) -> bytes:
     """mosquitto.conf naming every file by its absolute path under INSTALL_DIR."""
+    if spec.broker.external:
+        raise UserError(f"{spec.path} targets a broker gen does not run (broker.external): there is no broker config",
+                        hint="give its operator OUT/broker/ (our CA and CRL, README.md); run `gen generate SPEC`")
 
     def path(name: str) -> str:
         return str(INSTALL_DIR / name)
@@ -323,6 +339,14 @@ def render_operator_readme(spec: Spec) -> bytes:
         crl_validity_days=CRL_VALIDITY_DAYS,
         crl_refresh_days=int(CRL_VALIDITY_DAYS * CRL_RESIGN_FRACTION),
         backend=BACKEND_IDENTITY,
+        servers=SERVER_IDENTITIES,
+        external=spec.broker.external,
+        cert_from_elsewhere=spec.broker.ca_file is not None,
+        own_cert_file=spec.broker.cert_file is not None,
+        device_ca_file=spec.broker.ca_file.name if spec.broker.ca_file else None,
+        max_connections=max_connections(spec),
+        open_files=open_files_limit(spec),
+        max_packet_size=max_packet_size(spec),
         conf_file=CONF_FILE, ca_file=CA_FILE, cert_file=CERT_FILE, key_file=KEY_FILE, crl_file=CRL_FILE,
         password_file=PASSWORD_FILE, acl_file=ACL_FILE,
     ).encode()

@@ -176,21 +176,29 @@ class DoctorMaterial:
     device_id: str
     root_ca: x509.Certificate        # what the device trusts
     issuing_ca: x509.Certificate     # signs the broker, device and doctor certs, and the CRL
-    broker: CertAndKey
+    broker: CertAndKey | None        # None when the broker's cert is not in this project (broker.ca_file)
     device: CertAndKey | None        # None when the device uses no client cert
     doctor: CertAndKey               # the doctor's own server-side identity
     crl: x509.CertificateRevocationList | None
     device_password: str | None = field(default=None, repr=False)
     doctor_password: str | None = field(default=None, repr=False)
     device_password_path: Path | None = None
+    chain: tuple[x509.Certificate, ...] = ()        # an imported issuing CA's intermediates up to the root
+    broker_trust: tuple[x509.Certificate, ...] = ()  # what devices trust for the broker, when not our root
+    broker_trust_file: Path | None = None            # ... and the spec's broker.ca_file it came from
+
+    @property
+    def device_trust(self) -> tuple[x509.Certificate, ...]:
+        return self.broker_trust or (self.root_ca,)
 
     def device_credentials(self) -> ClientCredentials:
-        return ClientCredentials(name=self.device_id, ca_pem=_pem(self.root_ca),
+        return ClientCredentials(name=self.device_id, ca_pem=b"".join(_pem(c) for c in self.device_trust),
                                  cert_pem=self.device.cert_pem if self.device else None,
                                  key_pem=self.device.key_pem if self.device else None, password=self.device_password)
 
     def doctor_credentials(self) -> ClientCredentials:
-        return ClientCredentials(name=DOCTOR_IDENTITY, ca_pem=_pem(self.root_ca), cert_pem=self.doctor.cert_pem,
+        return ClientCredentials(name=DOCTOR_IDENTITY, ca_pem=b"".join(_pem(c) for c in self.device_trust),
+                                 cert_pem=self.doctor.cert_pem,
                                  key_pem=self.doctor.key_pem, password=self.doctor_password)
 
 
@@ -208,9 +216,13 @@ def _identity(credentials: ClientCredentials) -> probes.ClientIdentity:
 
 
 def load_material(spec: Spec, device: Device) -> DoctorMaterial:
-    """Reads the spec's PKI without writing to it (PkiStore.open with create=False, no passphrase: the root key is
-    never touched). Raises UserError when there is no usable PKI at all."""
+    """Reads the spec's PKI without writing to it (PkiStore.open with create=False, no passphrase: no CA key is
+    touched), and the broker trust the spec brings (checked by generator.broker_trust). Raises UserError when
+    there is no usable PKI at all, or the brought trust is unusable."""
+    from generator.broker_trust import broker_trust
     from generator.pki_store import PkiStore
+
+    trust = broker_trust(spec)
 
     store = PkiStore.open(Path(spec.pki.dir), project=spec.project, key_type=spec.pki.key_type, create=False)
     layout = store.layout
@@ -244,13 +256,16 @@ def load_material(spec: Spec, device: Device) -> DoctorMaterial:
         device_id=device.id,
         root_ca=store.root_ca_cert,
         issuing_ca=store.issuing_ca_cert,
-        broker=cert_and_key("broker", "broker", "the broker"),
+        broker=cert_and_key("broker", "broker", "the broker") if spec.broker.issues_cert else None,
         device=cert_and_key("device", device.id, f"device {device.id}") if device.uses_client_cert else None,
         doctor=cert_and_key("client", DOCTOR_IDENTITY, f"client {DOCTOR_IDENTITY}"),
         crl=crl,
         device_password=store.existing_password(device.username) if device.uses_password else None,
         doctor_password=store.existing_password(DOCTOR_IDENTITY),
         device_password_path=device_password_path,
+        chain=store.chain,
+        broker_trust=trust.ca_certs if trust else (),
+        broker_trust_file=trust.ca_file if trust else None,
     )
 
 
@@ -368,7 +383,7 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
         if when:
             add(f"the {label} ({ca.subject.rfc4514_string()}) {when}",
                 "the CA must be replaced: create a new PKI and re-provision every device")
-    if not _issued_by(material.issuing_ca, material.root_ca):
+    if not _chain_verifies(material.issuing_ca, material.chain, material.root_ca):
         add("the issuing CA is not signed by the root CA", "restore pki/ from a backup")
 
     def check_leaf(item: CertAndKey, identity: str) -> None:
@@ -393,8 +408,9 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
         if item.index_status == "revoked" or in_crl:
             add(f"the certificate of {item.name} (serial {item.cert.serial_number:X}) is revoked", new_key)
 
-    check_leaf(material.broker, "broker")
-    if material.broker.cert is not None:
+    if material.broker is not None:
+        check_leaf(material.broker, "broker")
+    if material.broker is not None and material.broker.cert is not None:
         broker_cert = material.broker.cert
         if not mbedtls_accepts_name(broker_cert, target.server_name):
             add(f"the broker certificate does not name {target.server_name!r} as a dNSName, which mbedTLS 2.28 "
@@ -416,14 +432,19 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
     if problems:
         summary, fix = problems[0]
         return failed("pki", summary, fix, *(p[0] for p in problems[1:]))
-    details = [f"broker: {describe_cert(material.broker.cert)}"] if material.broker.cert else []
+    details = [f"broker: {describe_cert(material.broker.cert)}"] if material.broker and material.broker.cert else []
+    if material.broker_trust_file is not None:
+        details.append(f"devices trust {material.broker_trust_file} for the broker: "
+                       + ", ".join(c.subject.rfc4514_string() for c in material.broker_trust))
     if material.device and material.device.cert:
         details.append(f"device: {describe_cert(material.device.cert)}")
     if device.uses_client_cert and crl is not None and crl.next_update_utc is not None:
         details.append(f"CRL: {len(list(crl))} revoked, next update {_day(crl.next_update_utc)}")
     what = "device cert, " if device.uses_client_cert else ""
     what += "password, " if device.uses_password else ""
-    return passed("pki", f"{what}broker cert (names {target.server_name}), doctor identity and CRL are in order",
+    what += (f"broker cert (names {target.server_name}), " if material.broker is not None else
+             f"broker CA file {material.broker_trust_file.name if material.broker_trust_file else ''}, ")
+    return passed("pki", f"{what}doctor identity and CRL are in order",
                   *details)
 
 
@@ -568,6 +589,8 @@ def diagnose_server_cert(cert: x509.Certificate, material: DoctorMaterial, name:
     missing (including the IP-only-SAN cert mbedTLS 2.28 rejects while OpenSSL accepts)."""
     ours = material.issuing_ca
     holds = ", ".join(cert_names(cert)) or "no names"
+    if material.broker_trust:
+        return _diagnose_brought_trust(cert, material, name, now)
     if not (_issued_by(cert, ours) or _issued_by(cert, material.root_ca)):
         return (f"the broker serves a certificate from another CA: issued by {cert.issuer.rfc4514_string()}, "
                 f"but the device trusts {material.root_ca.subject.rfc4514_string()}",
@@ -598,6 +621,34 @@ def diagnose_server_cert(cert: x509.Certificate, material: DoctorMaterial, name:
         return (f"the name the device dials, {name}, is not in the broker's certificate (it holds {holds})",
                 names_fix, (f"server cert: {describe_cert(cert)}",))
     return None
+
+
+def _diagnose_brought_trust(cert: x509.Certificate, material: DoctorMaterial, name: str,
+                            now: dt.datetime) -> tuple[str, str, tuple[str, ...]]:
+    """The broker's cert does not verify against the CA file the spec names (broker.ca_file)."""
+    trusted = ", ".join(c.subject.rfc4514_string() for c in material.broker_trust)
+    when = _validity_problem(cert, now)
+    if when:
+        problem = f"the broker's certificate {when}"
+    elif not mbedtls_accepts_name(cert, name):
+        problem = f"the broker's certificate does not name {name} as a dNSName, which mbedTLS 2.28 needs"
+    else:
+        problem = (f"the broker's certificate (issued by {cert.issuer.rfc4514_string()}) does not chain to "
+                   f"{material.broker_trust_file}")
+    return (problem, f"serve a broker certificate for {name} from the CA in {material.broker_trust_file}, with its "
+                     "intermediates after it in the certfile (or set broker.ca_file to the CA that did sign it, and "
+                     "regenerate and reflash the firmware)",
+            (f"server cert: {describe_cert(cert)}", f"devices trust: {trusted}", f"the cert holds: "
+             f"{', '.join(cert_names(cert)) or 'no names'}"))
+
+
+def _chain_verifies(cert: x509.Certificate, between: tuple[x509.Certificate, ...], root: x509.Certificate) -> bool:
+    subject = cert
+    for issuer in (*between, root):
+        if not _issued_by(subject, issuer):
+            return False
+        subject = issuer
+    return True
 
 
 def _is_version_refusal(outcome: probes.HandshakeOutcome) -> bool:

@@ -22,23 +22,34 @@ from generator.spec import BACKEND_IDENTITY, Device, Spec
 
 
 def spec_credentials(spec: Spec) -> SpecCredentials:
-    """Issues what is missing in the spec's PKI and reuses everything else."""
+    """Issues what is missing in the spec's PKI and reuses everything else. A broker certificate from elsewhere
+    (broker.ca_file, cert_file, key_file; generator.broker_trust) replaces the PKI's broker cert and root."""
+    from generator.broker_trust import broker_trust
     from generator.pki_store import ensure_spec_identities
 
+    trust = broker_trust(spec)           # checked before anything is issued
     identities = ensure_spec_identities(spec)
+    device_trust = trust.ca_pem if trust else identities.ca_pem
+    if trust is not None and trust.cert_pem is not None:
+        broker_cert, broker_key = trust.cert_pem, trust.key_pem
+    elif identities.broker is not None:
+        broker_cert, broker_key = identities.broker.cert_pem, identities.broker.key_pem
+    else:
+        broker_cert = broker_key = None
     broker = BrokerCredentials(
         cafile_pem=identities.broker_cafile_pem,
-        cert_pem=identities.broker.cert_pem,
-        key_pem=identities.broker.key_pem,
+        cert_pem=broker_cert,
+        key_pem=broker_key,
         crl_pem=identities.crl_pem,
         passwords=tuple(sorted(identities.passwords.items())),
+        salt_key=broker_key or identities.backend.key_pem,   # the backend's key when the broker's is not ours
     )
     devices = {}
     for device in spec.devices:
         identity = identities.devices.get(device.id) if device.uses_client_cert else None
         devices[device.id] = ClientCredentials(
             name=device.id,
-            ca_pem=identities.ca_pem,
+            ca_pem=device_trust,
             cert_pem=identity.cert_pem if identity else None,
             key_pem=identity.key_pem if identity else None,
             password=identities.passwords.get(device.id) if device.uses_password else None,
@@ -47,7 +58,7 @@ def spec_credentials(spec: Spec) -> SpecCredentials:
         )
     backend = ClientCredentials(
         name=BACKEND_IDENTITY,
-        ca_pem=identities.ca_pem,
+        ca_pem=device_trust,
         cert_pem=identities.backend.cert_pem,
         key_pem=identities.backend.key_pem,
         password=identities.passwords.get(BACKEND_IDENTITY),

@@ -1,8 +1,9 @@
 """OUT/manifest.json: what was generated, where, for whom. Paths are relative to the manifest; no secrets, ever.
 
-Contract (DESIGN.md): {"version": 1, "project", "broker": {"host", "port", "config", "ca"}, "devices": [{"id",
+Contract (DESIGN.md): {"version": 1, "project", "broker": {"host", "port", "config", "ca", "external"}, "devices": [{"id",
 "target", "framework", "board", "auth", "client_id", "username", "firmware_dir", "ca", "client_cert",
 "client_key", "nvs", "publish": [...], "subscribe": [...], "status_topic"}]}. `gen build` adds "artifacts".
+"config" is null for a broker gen does not run (broker.external).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def render_manifest(spec: Spec, devices: list[dict[str, Any]], *, broker_dir: st
             "host": spec.broker.host,
             "names": list(spec.broker.names),
             "port": spec.broker.port,
-            "config": f"{broker_dir}/mosquitto.conf",
+            "config": None if spec.broker.external else f"{broker_dir}/mosquitto.conf",
+            "external": spec.broker.external,
             "ca": f"{broker_dir}/ca.pem",
         },
         "devices": devices,

@@ -171,7 +171,8 @@ class SpecIdentities:
     ca_pem: bytes                       # root CA: devices embed it to verify the broker
     broker_cafile_pem: bytes            # issuing CA + root: the broker's cafile
     crl_pem: bytes                      # the broker's crlfile
-    broker: Identity
+    broker: Identity | None             # None when the broker's cert comes from elsewhere (spec broker.cert_file,
+                                        # broker.external)
     backend: Identity                   # client cert for the backend (it also gets a password)
     doctor: Identity                    # gen doctor's own client cert (and password): never the backend's
     devices: Mapping[str, Identity]     # device id -> identity, for devices whose auth includes "mtls"
@@ -1375,7 +1376,8 @@ def ensure_spec_identities(spec: Any) -> SpecIdentities:
 
     store = open_spec_pki(spec)
     with store.batch():
-        broker = store.ensure_broker(spec.broker.names, validity_days=spec.pki.validity_days)
+        broker = (store.ensure_broker(spec.broker.names, validity_days=spec.pki.validity_days)
+                  if spec.broker.issues_cert else None)
         devices: dict[str, Identity] = {}
         by_profile: dict[tuple[str, int], list[str]] = {}
         for device in spec.devices:

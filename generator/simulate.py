@@ -419,6 +419,7 @@ def compile_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], *, cac
 def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
              on_event: EventSink = lambda _: None) -> SimulationResult:
     """The whole `gen simulate`: generate, start the broker (unless given one), compile, run, summarise."""
+    from generator.broker import check_runnable_here
     from generator.generate import generate
     from generator.host_build import find_toolchain
     from generator.mosquitto_runner import find_mosquitto
@@ -430,8 +431,12 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
     find_toolchain()                    # a missing compiler or broker says so before anything is generated
     if options.broker is None:
         find_mosquitto()
+        if spec.broker.external:
+            check_runnable_here(spec, Path("."))
     out_dir = Path(options.out_dir) if options.out_dir is not None else spec.default_out_dir
     generated = generate(spec, out_dir, device_ids=list(device_ids))
+    if options.broker is None:
+        check_runnable_here(spec, out_dir / BROKER_DIR)
     on_event(f"generated {len(generated.devices)} device(s) and the broker into {out_dir}")
     binaries = compile_devices(spec, out_dir, device_ids, cache_dir=options.cache_dir, on_event=on_event)
 

@@ -207,6 +207,22 @@ def test_with_mtls_the_username_a_client_sends_does_not_change_who_it_is(broker_
     assert "u'sensor-b'" not in broker.log_text()
 
 
+def test_with_mtls_password_the_password_not_the_certificate_says_which_device_a_client_is(broker_project,
+                                                                                          start_broker):
+    # What Mosquitto 2.0 really does (the README and the broker README say so): it cannot bind the cert's CN to the
+    # user name, so sensor-a's certificate with sensor-b's own password is accepted as sensor-b.
+    project = broker_project("mtls+password")
+    broker = start_broker(project.broker_dir)
+    other = project.client("sensor-b")
+    with tls_connect(broker, client_tls_context(project.client("sensor-a"))) as sock:
+        sock.send(mqtt_connect_packet("sensor-a", username="sensor-b", password=other.password))
+        assert mqtt_connack_code(sock) == 0
+    broker.wait_for_log("as sensor-b (p2, c1, k30, u'sensor-b')")
+    readme = " ".join((project.broker_dir / "README.md").read_text().split())
+    assert "Mosquitto 2.0 cannot bind the certificate's CN to the username" in readme
+    assert "use `auth: mtls`" in readme
+
+
 # ---------------------------------------------------------------------------------------------- the listener
 
 

@@ -38,8 +38,13 @@ def up(
     from generator.mosquitto_runner import running_broker
     from generator.spec import load_spec
 
+    from generator.broker import check_runnable_here
+
     loaded = load_spec(spec)
+    if loaded.broker.external:
+        check_runnable_here(loaded, Path("."))
     broker_dir = write_broker_files(loaded, out or loaded.default_out_dir)
+    check_runnable_here(loaded, broker_dir)
     with running_broker(broker_dir, port, bind_address=bind) as broker:
         where = f"{'every interface' if bind in ('0.0.0.0', '::') else bind}, port {broker.port} (TLS)"
         if broker.plaintext_port:

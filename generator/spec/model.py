@@ -40,8 +40,8 @@ class Broker:
 
     @property
     def issues_cert(self) -> bool:
-        """Whether the project's PKI issues the broker's certificate (not when it comes from elsewhere)."""
-        return not self.external and self.cert_file is None
+        """Whether the project's PKI issues the broker's certificate: not when devices trust another CA for it."""
+        return not self.external and self.ca_file is None
 
 
 @dataclass(frozen=True)
