@@ -91,6 +91,8 @@ class FlashLayout:
     settings: FlashSettings
     images: tuple[FlashImage, ...]                  # in offset order; includes nvs.bin when the device has one
     factory: FlashImage | None = None                # the merged image of the build (without nvs.bin)
+    nvs_offset: int | None = None                    # where nvs.bin goes when it is made at flash time, where the
+                                                     # PKI lives (an image built without the PKI, e.g. in CI)
 
     def write_flash_args(self) -> list[str]:
         args = ["--chip", self.chip, "write-flash", *self.settings.esptool_args()]
@@ -107,6 +109,7 @@ class FlashLayout:
             "flash_size": self.settings.size,
             "images": [{"offset": hex_offset(i.offset), "file": i.file} for i in self.images],
             "factory": {"offset": hex_offset(self.factory.offset), "file": self.factory.file} if self.factory else None,
+            "nvs_offset": hex_offset(self.nvs_offset) if self.nvs_offset is not None else None,
             "esptool_args": self.write_flash_args(),
         }
 
@@ -119,6 +122,7 @@ class FlashLayout:
             settings=FlashSettings(data["flash_mode"], data["flash_freq"], data["flash_size"]),
             images=tuple(FlashImage(parse_offset(i["offset"]), i["file"]) for i in data["images"]),
             factory=FlashImage(parse_offset(factory["offset"]), factory["file"]) if factory else None,
+            nvs_offset=parse_offset(data["nvs_offset"]) if data.get("nvs_offset") else None,
         )
 
 
@@ -350,6 +354,15 @@ def built_device(out_dir: Path, manifest: dict[str, Any], device_id: str, catalo
         return BuiltDevice(device_id, target, Path(out_dir) / artifacts["dir"], Path(out_dir) / artifacts["built_in"])
     raise UserError(f"{Path(out_dir) / 'manifest.json'} has no device {device_id!r}",
                     hint="run `gen build SPEC` for the spec that lists it")
+
+
+def built_device_in(artifacts_dir: Path, device_id: str, target: Target) -> BuiltDevice:
+    """A device's artifacts directory given directly (e.g. downloaded from CI): flashed with esptool only."""
+    layout = read_flash_layout(artifacts_dir)
+    if layout.device != device_id:
+        raise UserError(f"{artifacts_dir} holds the artifacts of {layout.device!r}, not of {device_id!r}",
+                        hint=f"download the artifact of {device_id}")
+    return BuiltDevice(device_id, target, Path(artifacts_dir), Path(artifacts_dir))
 
 
 def flash_device(device: BuiltDevice, *, port: str, method: str, esptool: str, pio: str | None,

@@ -79,8 +79,10 @@ class GeneratedOutput:
         return self.out_dir / MANIFEST_NAME
 
 
-def render_device_files(device: Device, credentials: ClientCredentials, *, spec_name: str) -> tuple[dict[str, bytes], dict[str, int], frozenset[str], bool]:
-    """All of one device's files under OUT/: (files, modes, user-owned paths, has_nvs)."""
+def render_device_files(device: Device, credentials: ClientCredentials, *, spec_name: str, with_nvs: bool = True
+                        ) -> tuple[dict[str, bytes], dict[str, int], frozenset[str], bool]:
+    """All of one device's files under OUT/: (files, modes, user-owned paths, has_nvs). `with_nvs=False`: no NVS
+    image (a build without the PKI: it is made where the PKI lives)."""
     from generator.firmware import render_firmware
 
     base = device_dir(device.id)
@@ -90,7 +92,8 @@ def render_device_files(device: Device, credentials: ClientCredentials, *, spec_
     user_owned = {f"{fw_base}/{path}": content for path, content in project.user_owned.items()}
     files.update(user_owned)
     modes: dict[str, int] = {}
-    files[f"{base}/ca.pem"] = credentials.ca_pem
+    if credentials.ca_pem:
+        files[f"{base}/ca.pem"] = credentials.ca_pem
     if credentials.cert_pem is not None and credentials.key_pem is not None:
         files[f"{base}/client.pem"] = credentials.cert_pem
         files[f"{base}/client.key"] = credentials.key_pem
@@ -98,7 +101,7 @@ def render_device_files(device: Device, credentials: ClientCredentials, *, spec_
     # Generated sources that embed the key and passwords (`secrets: embed`) are private too.
     for path in project.secret_files:
         modes[f"{fw_base}/{path}"] = SECRET_MODE
-    has_nvs = device.secrets == "nvs"
+    has_nvs = device.secrets == "nvs" and with_nvs
     if has_nvs:
         from generator.nvs_image import render_nvs_image
 
@@ -108,27 +111,45 @@ def render_device_files(device: Device, credentials: ClientCredentials, *, spec_
 
 
 def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] | None = None) -> GeneratedOutput:
+    """Everything: the PKI issues what is missing; broker files, firmware projects, NVS images, manifest."""
     from generator.broker import render_broker
 
+    credentials = spec_credentials(spec)
+    broker_files = render_broker(spec, credentials.broker)
+    return _write_output(spec, out_dir, device_ids, credentials.devices, broker_files.files, broker_files.modes,
+                         with_nvs=True)
+
+
+def generate_without_pki(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] | None = None,
+                         bundle=None) -> GeneratedOutput:
+    """What CI may make (generator.ci_credentials): the PKI is never opened, so nothing is issued or signed; the
+    firmware projects and the manifest only, no broker files and no NVS images. `secrets: embed` devices take
+    their credentials from `bundle`."""
+    from generator.ci_credentials import ci_device_credentials
+
+    return _write_output(spec, out_dir, device_ids, ci_device_credentials(spec, bundle), {}, {}, with_nvs=False)
+
+
+def _write_output(spec: Spec, out_dir: Path | None, device_ids: list[str] | None,
+                  credentials: dict[str, ClientCredentials], broker_files: dict[str, bytes],
+                  broker_modes: dict[str, int], *, with_nvs: bool) -> GeneratedOutput:
     out = Path(out_dir) if out_dir is not None else spec.default_out_dir
     selected = [spec.device(device_id) for device_id in device_ids] if device_ids else list(spec.devices)
-    credentials = spec_credentials(spec)
-
-    broker_files = render_broker(spec, credentials.broker)
-    files: dict[str, bytes] = {f"{BROKER_DIR}/{path}": content for path, content in broker_files.files.items()}
-    modes: dict[str, int] = {f"{BROKER_DIR}/{path}": mode for path, mode in broker_files.modes.items()}
+    files: dict[str, bytes] = {f"{BROKER_DIR}/{path}": content for path, content in broker_files.items()}
+    modes: dict[str, int] = {f"{BROKER_DIR}/{path}": mode for path, mode in broker_modes.items()}
     user_owned: set[str] = set()
     entries = []
     for device in spec.devices:
-        device_credentials = credentials.devices[device.id]
+        device_credentials = credentials[device.id]
         if device in selected:
             device_files, device_modes, owned, has_nvs = render_device_files(device, device_credentials,
-                                                                             spec_name=spec.path.name)
+                                                                             spec_name=spec.path.name,
+                                                                             with_nvs=with_nvs)
             files.update(device_files)
             modes.update(device_modes)
             user_owned |= owned
         else:
-            has_nvs = device.secrets == "nvs"
+            has_nvs = device.secrets == "nvs" and with_nvs
         not_after = device_credentials.cert_not_after.isoformat() if device_credentials.cert_not_after else None
         entries.append(device_entry(device, has_nvs=has_nvs, cert_serial=device_credentials.cert_serial,
                                     cert_not_after=not_after))

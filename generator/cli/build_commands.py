@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 from pathlib import Path
 from typing import Optional
@@ -21,21 +23,45 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
+def _read_text(path: Path) -> str:
+    from generator.errors import UserError
+
+    try:
+        return Path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path}: {error}", hint="give the file `gen ci github` wrote") from None
+
+
 def build(
     spec: Path = SPEC_ARGUMENT,
     device: Optional[list[str]] = typer.Option(None, "--device", help="Only this device (repeatable)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="PlatformIO runs at once (each one already uses every core)."),
     out: Optional[Path] = OUT_OPTION,
+    without_pki: bool = typer.Option(False, "--without-pki", help="Build as CI does: never open the PKI (issue and "
+                                     "sign nothing): no broker files, no nvs.bin (gen flash makes it where the PKI "
+                                     "lives); secrets.yaml is not needed when every device uses secrets: nvs."),
+    credentials: Optional[Path] = typer.Option(None, "--credentials", help="With --without-pki: the bundle of the "
+                                               "secrets: embed devices' credentials that `gen ci github` writes."),
 ) -> None:
     """Generate, then build each distinct firmware image once with PlatformIO and collect every device's artifacts
     (firmware, bootloader, partitions, merged factory image, nvs.bin, flash.json) into OUT/artifacts/<id>/."""
     from generator.build import check_jobs, plan_build, require_esptool, require_platformio, run_build
     from generator.catalogue import load_catalogue
-    from generator.generate import generate
+    from generator.generate import generate, generate_without_pki
     from generator.manifest import MANIFEST_NAME, read_manifest
     from generator.spec import load_spec
+    from generator.spec.source import SECRETS_FILE
 
-    loaded = load_spec(spec)
+    if credentials is not None and not without_pki:
+        from generator.errors import UserError
+
+        raise UserError("--credentials is for a build without the PKI", hint="add --without-pki (as CI does)")
+    # Without the PKI and without secrets.yaml, !secret values are placeholders: fine for `secrets: nvs` images,
+    # which hold none of them; an `embed` device then needs secrets.yaml and says so.
+    no_secrets = without_pki and not (spec.parent / SECRETS_FILE).is_file()
+    loaded = load_spec(spec, without_secrets=no_secrets)
+    if no_secrets and any(device.secrets == "embed" for device in loaded.devices):
+        loaded = load_spec(spec)
     out_dir = Path(out) if out is not None else loaded.default_out_dir
     for device_id in device or []:
         loaded.device(device_id)
@@ -43,7 +69,13 @@ def build(
     require_platformio()  # before generating: say what is missing at once
     require_esptool()
     previous = read_manifest(out_dir) if (out_dir / MANIFEST_NAME).is_file() else None
-    generate(loaded, out_dir, device_ids=device or None)
+    if without_pki:
+        from generator.ci_credentials import decode_bundle
+
+        bundle = decode_bundle(_read_text(credentials), str(credentials)) if credentials is not None else None
+        generate_without_pki(loaded, out_dir, device_ids=device or None, bundle=bundle)
+    else:
+        generate(loaded, out_dir, device_ids=device or None)
     plan = plan_build(out_dir, read_manifest(out_dir), load_catalogue(), device_ids=device or None)
     result = run_build(plan, jobs=jobs, console=progress_console, previous_manifest=previous)
     console.print(f"built {_plural(len(result.images), 'image')} for {_plural(len(result.artifacts), 'device')}: "
@@ -56,22 +88,29 @@ def flash(
     port: Optional[str] = PORT_OPTION,
     method: str = typer.Option("esptool", "--method", help="esptool (flash.json) or pio (`pio run -t upload`)."),
     out: Optional[Path] = OUT_OPTION,
+    artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="Flash these artifacts (e.g. a device's "
+                                             "artifact downloaded from CI) instead of OUT/artifacts/<id>/."),
 ) -> None:
-    """Write a built device's images (and its nvs.bin) to the board on the serial port."""
+    """Write a built device's images (and its nvs.bin) to the board on the serial port. An image built without the
+    PKI (CI) gets the device's nvs.bin made here, where the PKI lives."""
     from generator.build import require_esptool, require_platformio
     from generator.catalogue import load_catalogue
-    from generator.flashing import built_device, choose_port, flash_device
+    from generator.flashing import built_device, built_device_in, choose_port, flash_device
     from generator.manifest import read_manifest
     from generator.spec import load_spec
 
     loaded = load_spec(spec)
-    loaded.device(device)
+    chosen_device = loaded.device(device)
     out_dir = Path(out) if out is not None else loaded.default_out_dir
     if method not in ("esptool", "pio"):
         from generator.errors import UserError
 
         raise UserError(f"--method {method!r} is not esptool or pio")
-    built = built_device(out_dir, read_manifest(out_dir), device, load_catalogue())
+    if artifacts is not None:
+        built = built_device_in(Path(artifacts), device, chosen_device.target)
+    else:
+        built = built_device(out_dir, read_manifest(out_dir), device, load_catalogue())
+    _add_nvs_made_here(loaded, chosen_device, built)
     esptool = require_esptool()
     pio = require_platformio() if method == "pio" else None
     chosen = choose_port(port)
@@ -79,6 +118,24 @@ def flash(
     flash_device(built, port=chosen, method=method, esptool=esptool, pio=pio,
                  echo=lambda line: console.print(line, markup=False))
     console.print(f"flashed {device}; watch it with `gen monitor {spec} --device {device} --port {chosen}`")
+
+
+def _add_nvs_made_here(spec, device, built) -> None:
+    """An image built without the PKI (CI) leaves the device's nvs.bin to be made where the PKI lives: here."""
+    from generator.files import SECRET_MODE, write_atomic
+    from generator.flashing import FLASH_JSON, NVS_IMAGE, FlashImage, read_flash_layout
+    from generator.generate import spec_credentials
+    from generator.nvs_image import render_nvs_image
+
+    layout = read_flash_layout(built.artifacts_dir)
+    if layout.nvs_offset is None or any(image.file == NVS_IMAGE for image in layout.images):
+        return
+    image = render_nvs_image(device, spec_credentials(spec).devices[device.id])
+    write_atomic(built.artifacts_dir / NVS_IMAGE, image, mode=SECRET_MODE)
+    images = tuple(sorted((*layout.images, FlashImage(layout.nvs_offset, NVS_IMAGE)), key=lambda i: i.offset))
+    completed = dataclasses.replace(layout, images=images, nvs_offset=None)
+    write_atomic(built.artifacts_dir / FLASH_JSON, (json.dumps(completed.to_json(), indent=2) + "\n").encode())
+    console.print(f"made {device.id}'s nvs.bin here, from the PKI (the image was built without it)")
 
 
 def monitor(
@@ -118,20 +175,24 @@ def ci_github(
     install: Optional[str] = typer.Option(None, "--install", help="How CI installs gen (default: pip install "
                                           "esp32-mqtt-gen==<this version>, or `pip install .` in gen's own repo)."),
 ) -> None:
-    """Write .github/workflows/<project>-firmware.yml: cache PlatformIO, build the fleet, upload each device."""
-    from generator.ci_workflow import GITHUB_SECRET_LIMIT, pki_archive_size, write_github_workflow
+    """Write .github/workflows/<project>-firmware.yml: cache PlatformIO, build the fleet without the PKI (CI holds
+    no CA key), upload each device. Devices with secrets: embed get a credentials bundle (OUT/ci/, 0600) to set as
+    one repository secret; more than GitHub's 48 KB is an error that says how to split."""
+    from generator.ci_workflow import write_github_workflow
     from generator.spec import load_spec
 
     loaded = load_spec(spec)
-    path, secrets = write_github_workflow(loaded, repo, out, install)
+    path, secrets, bundle = write_github_workflow(loaded, repo, out, install)
     console.print(f"wrote {path}")
-    console.print("set these repository secrets (Settings > Secrets and variables > Actions, or `gh secret set`):")
-    for secret in secrets.all:
-        console.print(f"  {secret.ci_secret}: {secret.description}", markup=False)
-    size = pki_archive_size(loaded)
-    if size is not None and size > GITHUB_SECRET_LIMIT:
-        console.print(f"warning: the PKI archive is about {size // 1024} KiB, more than GitHub's 48 KiB per secret; "
-                      "commit it encrypted (gpg --symmetric) and keep only the passphrase as a secret instead.")
+    if secrets.all:
+        console.print("set these repository secrets (Settings > Secrets and variables > Actions, or `gh secret set`):")
+        for secret in secrets.all:
+            console.print(f"  {secret.ci_secret}: {secret.description}", markup=False)
+    else:
+        console.print("the workflow needs no secret: every device keeps its secrets in NVS, made where the PKI lives")
+    if bundle is not None:
+        console.print(f"{bundle} holds device keys and passwords (0600): set the secret from it, then delete it; "
+                      "run `gen ci github` again after issuing or renewing a device certificate", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -35,8 +35,9 @@ __all__ = [
 ]
 
 
-def load_spec_source(path: Path, environ: dict[str, str] | None = None) -> tuple[Spec, SpecSource]:
-    source = read_spec_source(Path(path), environ)
+def load_spec_source(path: Path, environ: dict[str, str] | None = None, *,
+                     without_secrets: bool = False) -> tuple[Spec, SpecSource]:
+    source = read_spec_source(Path(path), environ, without_secrets=without_secrets)
     problems = schema_problems(source)
     if problems:
         raise problems_to_error(source, problems)
@@ -47,6 +48,7 @@ def load_spec_source(path: Path, environ: dict[str, str] | None = None) -> tuple
     return spec, source
 
 
-def load_spec(path: Path, environ: dict[str, str] | None = None) -> Spec:
-    """Reads, validates and resolves a spec. Raises UserError (exit 2) naming file:line:column for any problem."""
-    return load_spec_source(path, environ)[0]
+def load_spec(path: Path, environ: dict[str, str] | None = None, *, without_secrets: bool = False) -> Spec:
+    """Reads, validates and resolves a spec. Raises UserError (exit 2) naming file:line:column for any problem.
+    `without_secrets`: secrets.yaml is not read; `!secret` values are a placeholder (see SECRET_PLACEHOLDER)."""
+    return load_spec_source(path, environ, without_secrets=without_secrets)[0]

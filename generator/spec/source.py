@@ -17,6 +17,9 @@ import yaml
 from generator.errors import UserError
 
 SECRETS_FILE = "secrets.yaml"
+# What `!secret` reads as when a spec is loaded without its secrets (a CI build of `secrets: nvs` app images, which
+# hold no secret): valid as a WiFi name and passphrase, and never written into anything a device runs.
+SECRET_PLACEHOLDER = "gen-placeholder-secret"
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 SpecPath = tuple  # a path inside the spec: ("devices", 1, "wifi", "password")
@@ -117,9 +120,10 @@ def _position(path: Path, mark: yaml.Mark) -> Position:
 
 
 class _Reader:
-    def __init__(self, path: Path, environ: dict[str, str], loader: yaml.SafeLoader):
+    def __init__(self, path: Path, environ: dict[str, str], loader: yaml.SafeLoader, *, without_secrets: bool = False):
         self.path = path
         self.environ = environ
+        self.without_secrets = without_secrets
         self._loader = loader
         self.source = SpecSource(path=path, data=None)
         self.problems: list[SpecProblem] = []
@@ -190,6 +194,8 @@ class _Reader:
     def _scalar(self, node: yaml.Node, path: SpecPath) -> Any:
         value = self._loader.construct_object(node, deep=True)
         if isinstance(value, _SecretTag):
+            if self.without_secrets:
+                return SECRET_PLACEHOLDER
             name = str(value)
             secrets = self.secrets(path)
             if name not in secrets:
@@ -219,8 +225,9 @@ class _Reader:
         return _ENV_REFERENCE.sub(substitute, text)
 
 
-def read_spec_source(path: Path, environ: dict[str, str] | None = None) -> SpecSource:
-    """Reads a spec file. Raises UserError naming file:line:column for anything that is not readable YAML."""
+def read_spec_source(path: Path, environ: dict[str, str] | None = None, *, without_secrets: bool = False) -> SpecSource:
+    """Reads a spec file. Raises UserError naming file:line:column for anything that is not readable YAML.
+    `without_secrets`: every `!secret` reads as SECRET_PLACEHOLDER and secrets.yaml is not opened."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -234,7 +241,7 @@ def read_spec_source(path: Path, environ: dict[str, str] | None = None) -> SpecS
         raise UserError(f"cannot read spec {path}: {error.strerror}")
 
     loader = _SpecLoader(text)
-    reader = _Reader(path, dict(os.environ) if environ is None else environ, loader)
+    reader = _Reader(path, dict(os.environ) if environ is None else environ, loader, without_secrets=without_secrets)
     try:
         root = loader.get_single_node()
         if root is None:
