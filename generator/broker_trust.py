@@ -83,7 +83,6 @@ def cert_chain_problems(chain: Sequence[x509.Certificate], trusted: Sequence[x50
     dns_names = _dns_names(leaf)
     for name in names:
         try:
-            subject: x509.verification.Subject
             subject = x509.IPAddress(ipaddress.ip_address(name)) if _is_ip(name) else x509.DNSName(name)
             verifier = (verification.PolicyBuilder().store(verification.Store(list(trusted))).time(now)
                         .build_server_verifier(subject))

@@ -35,6 +35,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from generator import doctor_probes as probes
+from generator import pki
 from generator.credentials import ClientCredentials
 from generator.errors import UserError
 from generator.mqtt_wire import ConnectionClosed, Message, MqttSession
@@ -383,7 +384,7 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
         if when:
             add(f"the {label} ({ca.subject.rfc4514_string()}) {when}",
                 "the CA must be replaced: create a new PKI and re-provision every device")
-    if not _chain_verifies(material.issuing_ca, material.chain, material.root_ca):
+    if not pki.chains_to(material.issuing_ca, material.chain, material.root_ca):
         add("the issuing CA is not signed by the root CA", "restore pki/ from a backup")
 
     def check_leaf(item: CertAndKey, identity: str) -> None:
@@ -640,15 +641,6 @@ def _diagnose_brought_trust(cert: x509.Certificate, material: DoctorMaterial, na
                      "regenerate and reflash the firmware)",
             (f"server cert: {describe_cert(cert)}", f"devices trust: {trusted}", f"the cert holds: "
              f"{', '.join(cert_names(cert)) or 'no names'}"))
-
-
-def _chain_verifies(cert: x509.Certificate, between: tuple[x509.Certificate, ...], root: x509.Certificate) -> bool:
-    subject = cert
-    for issuer in (*between, root):
-        if not _issued_by(subject, issuer):
-            return False
-        subject = issuer
-    return True
 
 
 def _is_version_refusal(outcome: probes.HandshakeOutcome) -> bool:

@@ -425,7 +425,7 @@ class PkiStore:
                             f"(its fingerprint differs from {layout.rel(layout.index)})", hint=restore)
         issuing_cert = _load_cert_file(layout, layout.issuing_cert, "issuing CA certificate", restore)
         chain = tuple(x509.load_pem_x509_certificates(layout.chain.read_bytes())) if layout.chain.exists() else ()
-        if index["ca"].get("issuing_sha256") != _fingerprint(issuing_cert) or not _chains_to(
+        if index["ca"].get("issuing_sha256") != _fingerprint(issuing_cert) or not pki.chains_to(
                 issuing_cert, chain, root_cert):
             raise UserError(f"{layout.rel(layout.issuing_cert)} is not the issuing CA this PKI was created with",
                             hint=restore)
@@ -448,6 +448,11 @@ class PkiStore:
         return cls(layout, project=project, key_type=key_type, root_cert=root_cert, issuing_cert=issuing_cert,
                    issuing_key=issuing_key, chain=chain, index=index, index_stamp=index_stamp,
                    passphrase=passphrase)
+
+    @property
+    def imported(self) -> bool:
+        """Whether the CA was imported (`import_ca`): its root's key was never ours."""
+        return bool(self._index_header.get("ca", {}).get("imported"))
 
     def _clear_ca_keys(self) -> list[Path]:
         return [path for path in (self.layout.root_key_plain, self.layout.issuing_key) if path.exists()]
@@ -1120,7 +1125,7 @@ def _import_problem(cert: x509.Certificate, key: pki.PrivateKey, chain: list[x50
         return "it is not self-signed, and no --chain up to its root was given"
     if chain and not _issued_by(chain[-1], chain[-1]):
         return "the last certificate of --chain is not a self-signed root"
-    if chain and not _chains_to(cert, tuple(chain[:-1]), chain[-1]):
+    if chain and not pki.chains_to(cert, tuple(chain[:-1]), chain[-1]):
         return "--chain does not lead from it to the root (each certificate must sign the one before)"
     for ca in chain:
         if not _is_ca(ca):
@@ -1313,17 +1318,6 @@ def _secure_dirs(layout: PkiLayout) -> None:
     for directory in (layout.root, *(layout.root / d for d in _ROLE_DIRS.values())):
         if directory.is_dir() and directory.stat().st_mode & 0o022:
             os.chmod(directory, _PUBLIC_DIR)
-
-
-def _chains_to(cert: x509.Certificate, between: tuple[x509.Certificate, ...], root: x509.Certificate) -> bool:
-    """cert is signed by between[0], which is signed by between[1], ..., the last of which the root signed."""
-    issuers = [*between, root]
-    subject = cert
-    for issuer in issuers:
-        if not _issued_by(subject, issuer):
-            return False
-        subject = issuer
-    return True
 
 
 def _unique_certs(certs: Iterable[x509.Certificate]) -> list[x509.Certificate]:

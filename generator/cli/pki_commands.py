@@ -67,7 +67,8 @@ def init(spec: Path = SPEC_ARGUMENT) -> None:
             console.print(f"  {label} {layout.rel(clear)}, unencrypted (0600); set pki.ca_passphrase_env in the "
                           "spec to encrypt it")
         elif label.startswith("root"):
-            console.print(f"  {label} offline (not in private/): fine, everyday issuing uses the issuing CA")
+            console.print(f"  {label} " + ("not here: the imported CA's root belongs to its owner" if store.imported
+                                           else "offline (not in private/): fine, everyday issuing uses the issuing CA"))
     console.print(f"next: gen pki issue {spec}")
 
 

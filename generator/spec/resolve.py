@@ -137,7 +137,7 @@ class _Resolver:
                              "certificate chains to, which the devices trust", "add `ca_file: <its CA, PEM>`")
             for key in ("cert_file", "key_file", "plaintext_port", "max_connections"):
                 if key in raw:
-                    self.problem(("broker", key), f"configures a broker gen runs, but `external: true` says "
+                    self.problem(("broker", key), "configures a broker gen runs, but `external: true` says "
                                  "this one is run by someone else", f"remove `{key}`, or `external: true`")
         return Broker(host=host, names=tuple(names), port=port, plaintext_port=plaintext_port,
                       max_connections=raw.get("max_connections"), external=bool(external), **files)
