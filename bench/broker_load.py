@@ -317,7 +317,11 @@ def raise_open_files_limit(needed: int) -> bool:
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ValueError, OSError) as error:
-        print(f"cannot raise the open-file limit to {hard}: {error}")
+        current = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        print(f"cannot raise the open-file limit to {hard}: {error}. The hard limit here is {current}, and raising "
+              f"it needs CAP_SYS_RESOURCE (a container may not have it): one broker process can then hold at most "
+              f"about {current - 100} connections. Run with fewer devices, or where the limit can be raised "
+              f"(LimitNOFILE in the broker's systemd unit)")
         return False
     if hard < needed:
         print(f"open-file limit {hard} is too low for {needed} descriptors; raise `ulimit -Hn` (or run as root)")
