@@ -3,9 +3,12 @@ connect to `gen broker up` and publish at a set rate; a backend client subscribe
 arrives. Prints connects/s, messages/s, broker RSS per connection and failures.
 
     .venv/bin/python bench/broker_load.py 2000 --duration 60 --rate 0.2
+    .venv/bin/python bench/broker_load.py 50000 --duration 60 --rate 0.02
 
 One asyncio event loop, no threads. The PKI (N device certs) is created in a temp project on the first run of a
-given --workdir and reused after that. Exit code 1 when anything failed.
+given --workdir and reused after that. The open-file limit is raised for this process and the broker (as root
+also the hard limit), and devices connect from several loopback source addresses (127.0.0.2, .3, ...) when one
+address's ephemeral port range could not hold them all. Exit code 1 when anything failed.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from generator import mqtt_wire  # noqa: E402  (after the path set-up above)
+from generator.core import mqtt_wire  # noqa: E402  (after the path set-up above)
 
 BROKER_NAME = "localhost"
 HOST = "127.0.0.1"
@@ -149,8 +152,10 @@ class Stats:
             self.errors.append(message)
 
 
-async def open_session(client: Client, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
-    reader, writer = await asyncio.open_connection(HOST, port, ssl=client.context, server_hostname=BROKER_NAME)
+async def open_session(client: Client, port: int, source: str | None = None
+                       ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+    reader, writer = await asyncio.open_connection(HOST, port, ssl=client.context, server_hostname=BROKER_NAME,
+                                                   local_addr=(source, 0) if source else None)
     writer.write(connect_packet(client.name))
     await writer.drain()
     kind, body = await read_packet(reader)
@@ -158,10 +163,10 @@ async def open_session(client: Client, port: int) -> tuple[asyncio.StreamReader,
 
 
 async def device(client: Client, port: int, stats: Stats, gate: asyncio.Semaphore, all_connected: asyncio.Event,
-                 stop: asyncio.Event, rate: float) -> None:
+                 stop: asyncio.Event, rate: float, source: str | None) -> None:
     async with gate:
         try:
-            reader, writer, code = await asyncio.wait_for(open_session(client, port), CONNECT_TIMEOUT_S)
+            reader, writer, code = await asyncio.wait_for(open_session(client, port, source), CONNECT_TIMEOUT_S)
         except Exception as error:  # noqa: BLE001 - every failure is counted and reported
             stats.fail("connect_failures", f"{client.name}: {type(error).__name__}: {error}")
             return
@@ -236,7 +241,7 @@ def mosquitto_pid(parent: int) -> int:
 
 
 async def run_load(devices: list[Client], backend_client: Client, port: int, broker_pid: int, duration: float,
-                   rate: float) -> Stats:
+                   rate: float, sources: list[str | None]) -> Stats:
     stats = Stats()
     gate = asyncio.Semaphore(CONCURRENT_HANDSHAKES)
     all_connected, stop, subscribed = asyncio.Event(), asyncio.Event(), asyncio.Event()
@@ -245,7 +250,9 @@ async def run_load(devices: list[Client], backend_client: Client, port: int, bro
     idle_rss = rss_kib(broker_pid)
 
     started, broker_cpu, own_cpu = time.perf_counter(), cpu_seconds(broker_pid), cpu_seconds()
-    tasks = [asyncio.ensure_future(device(c, port, stats, gate, all_connected, stop, rate)) for c in devices]
+    tasks = [asyncio.ensure_future(device(c, port, stats, gate, all_connected, stop, rate,
+                                          sources[index * len(sources) // len(devices)]))
+             for index, c in enumerate(devices)]
     while stats.connected + stats.connect_failures + stats.refused < len(devices):
         await asyncio.sleep(0.05)
     connect_time = time.perf_counter() - started
@@ -290,10 +297,7 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="keeps the project and PKI for reruns")
     args = parser.parse_args()
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if hard < args.devices + 100:
-        print(f"open-file limit {hard} is too low for {args.devices} connections; raise `ulimit -n`")
+    if not raise_open_files_limit(args.devices + 1000):
         return 1
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="broker-load-"))
@@ -302,6 +306,38 @@ def main() -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)   # it holds every device key
+
+
+def raise_open_files_limit(needed: int) -> bool:
+    """Soft limit to the hard one, and as root the hard one to `needed` (the broker, started by gen broker up,
+    inherits both: mosquitto_runner raises its soft limit to the hard one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < needed and os.geteuid() == 0:
+        hard = needed
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as error:
+        current = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        print(f"cannot raise the open-file limit to {hard}: {error}. The hard limit here is {current}, and raising "
+              f"it needs CAP_SYS_RESOURCE (a container may not have it): one broker process can then hold at most "
+              f"about {current - 100} connections. Run with fewer devices, or where the limit can be raised "
+              f"(LimitNOFILE in the broker's systemd unit)")
+        return False
+    if hard < needed:
+        print(f"open-file limit {hard} is too low for {needed} descriptors; raise `ulimit -Hn` (or run as root)")
+        return False
+    print(f"open files      limit {hard} (this process and the broker)")
+    return True
+
+
+def source_addresses(count: int) -> list[str | None]:
+    """Loopback source addresses so that no single one needs more ephemeral ports than its range has (the kernel
+    tracks ports per (source, destination) pair): None (the default) while one address is enough."""
+    low, high = (int(part) for part in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    per_address = (high - low + 1) * 9 // 10
+    if count <= per_address:
+        return [None]
+    return [f"127.0.0.{2 + index}" for index in range(-(-count // per_address))]
 
 
 def run(args: argparse.Namespace, workdir: Path) -> int:
@@ -328,8 +364,11 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
             print(f"gen broker up did not start: {line}")
             return 1
         print(f"broker          {line.strip()}")
+        sources = source_addresses(len(devices))
+        if sources != [None]:
+            print(f"sources         {len(devices)} devices connect from {', '.join(map(str, sources))}")
         stats = asyncio.run(run_load(devices, backend_client, port, mosquitto_pid(up.pid), args.duration,
-                                     args.rate))
+                                     args.rate, sources))
     finally:
         up.send_signal(signal.SIGINT)
         try:

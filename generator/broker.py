@@ -32,12 +32,24 @@ from pathlib import PurePosixPath
 from typing import Iterable
 
 from generator.credentials import BrokerCredentials
+from generator.core.errors import UserError
+from generator.firmware.limits import NVS_PASSWORD_CAPACITY, mqtt_buffer_size
 from generator.pki_store import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
 from generator.core.rendering import render_template
-from generator.spec.model import BACKEND_IDENTITY, Device, Spec
+from generator.spec.model import BACKEND_IDENTITY, SERVER_IDENTITIES, Device, Spec
 
 INSTALL_DIR = PurePosixPath("/etc/mosquitto/gen")
 TLS_MIN_VERSION = "tlsv1.2"
+# TLS 1.2 suites: forward secret, AEAD only (no CBC, no static RSA). mbedTLS 2.28 (Arduino-ESP32 2.0.x, ESP-IDF)
+# and OpenSSL both offer them; for ECDSA broker keys the ECDSA ones apply, for RSA keys the RSA ones. TLS 1.3
+# suites are all AEAD already (OpenSSL's default set stays).
+TLS12_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-ECDSA-CHACHA20-POLY1305",
+                 "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-RSA-CHACHA20-POLY1305")
+CONNECTIONS_PER_DEVICE = 2     # a device that reconnects before the broker has noticed its old connection died
+SPARE_CONNECTIONS = 64         # the backend, gen doctor, an operator's mosquitto_sub
+OPEN_FILES_SPARE = 1024        # descriptors beyond max_connections: logs, persistence, listeners
+PACKET_SIZE_STEP = 1024        # max_packet_size is rounded up to whole KiB: room for a backend's own packets
+MIN_MAX_KEEPALIVE_S = 60       # what a backend (paho's default) uses
 PASSWORD_ITERATIONS = 10_000
 PASSWORD_SALT_BYTES = 12      # Mosquitto rejects any other salt length
 PASSWORD_HASH_BYTES = 64
@@ -84,21 +96,33 @@ class AclSection:
 
 
 def render_broker(spec: Spec, credentials: BrokerCredentials) -> BrokerFiles:
-    """Every file of OUT/broker/ for this spec, with modes (the key and the password file 0600)."""
-    files: dict[str, bytes] = {
-        CONF_FILE: render_mosquitto_conf(spec),
-        CERT_FILE: credentials.cert_pem,
-        KEY_FILE: credentials.key_pem,
-        ACL_FILE: render_acl(spec),
-        README_FILE: render_operator_readme(spec),
-    }
+    """Every file of OUT/broker/ for this spec, with modes (the key and the password file 0600). For a broker gen
+    does not run (broker.external): no config, only what its operator needs from us (our CA and CRL, a README)."""
+    files: dict[str, bytes] = {README_FILE: render_operator_readme(spec)}
+    if not spec.broker.external:
+        files[CONF_FILE] = render_mosquitto_conf(spec)
+        files[ACL_FILE] = render_acl(spec)
+        if credentials.cert_pem is not None and credentials.key_pem is not None:
+            files[CERT_FILE] = credentials.cert_pem
+            files[KEY_FILE] = credentials.key_pem
     if verifies_client_certs(spec):
         files[CA_FILE] = credentials.cafile_pem
         files[CRL_FILE] = credentials.crl_pem
-    if uses_password_file(spec):
-        files[PASSWORD_FILE] = render_password_file(credentials.passwords, salt_key=credentials.key_pem)
+    if uses_password_file(spec) and not spec.broker.external:
+        files[PASSWORD_FILE] = render_password_file(credentials.passwords, salt_key=credentials.salt_key)
     modes = {name: (_SECRET_MODE if name in SECRET_FILES else _PUBLIC_MODE) for name in files}
     return BrokerFiles(files=files, modes=modes)
+
+
+def check_runnable_here(spec: Spec, broker_dir) -> None:
+    """The generated broker can run on this machine (gen broker up, gen simulate): gen runs it, and has its cert."""
+    if spec.broker.external:
+        raise UserError(f"{spec.path} targets a broker gen does not run (broker.external), so there is none to start",
+                        hint="dial the real one (gen simulate --broker HOST:PORT), or remove broker.external")
+    if not (broker_dir / CERT_FILE).is_file() or not (broker_dir / KEY_FILE).is_file():
+        raise UserError(f"the broker's certificate comes from elsewhere (broker.ca_file), and {broker_dir} has no "
+                        f"{CERT_FILE} and {KEY_FILE} to serve",
+                        hint="set broker.cert_file and broker.key_file in the spec, or copy them there as those names")
 
 
 def verifies_client_certs(spec: Spec) -> bool:
@@ -116,11 +140,45 @@ def auth_mode(spec: Spec) -> str:
     return modes[0]
 
 
+# ---------------------------------------------------------------------------------------------- limits
+
+
+def max_packet_size(spec: Spec) -> int:
+    """The largest MQTT packet a device of the spec sends or receives, by the firmware's own buffer rule (with a
+    password of the most bytes any can have), rounded up to whole KiB. Mosquitto disconnects a client that sends a
+    bigger packet as soon as it has read the packet's length, before it reads or logs any of it."""
+    largest = max(mqtt_buffer_size(device, password_length=NVS_PASSWORD_CAPACITY if device.uses_password else 0)
+                  for device in spec.devices)
+    return -(-largest // PACKET_SIZE_STEP) * PACKET_SIZE_STEP
+
+
+def max_connections(spec: Spec) -> int:
+    """The listener's connection cap: the spec's broker.max_connections, else two per device plus spares. It counts
+    connections still in their TLS handshake too, so it bounds what unauthenticated clients can hold open."""
+    if spec.broker.max_connections is not None:
+        return spec.broker.max_connections
+    return CONNECTIONS_PER_DEVICE * len(spec.devices) + SPARE_CONNECTIONS
+
+
+def open_files_limit(spec: Spec) -> int:
+    """LimitNOFILE for the broker's systemd unit: one descriptor per connection, and spares."""
+    return max_connections(spec) + OPEN_FILES_SPARE
+
+
+def max_keepalive(spec: Spec) -> int:
+    """The longest keepalive a client may use: the slowest device's, at least a backend's 60 s. Mosquitto 2.0.11
+    enforces it for MQTT 5 clients only (it tells them a server keepalive); 3.1.1 clients keep their own."""
+    return max(MIN_MAX_KEEPALIVE_S, *(device.keepalive for device in spec.devices))
+
+
 # ---------------------------------------------------------------------------------------------- mosquitto.conf
 
 
 def render_mosquitto_conf(spec: Spec) -> bytes:
     """mosquitto.conf naming every file by its absolute path under INSTALL_DIR."""
+    if spec.broker.external:
+        raise UserError(f"{spec.path} targets a broker gen does not run (broker.external): there is no broker config",
+                        hint="give its operator OUT/broker/ (our CA and CRL, README.md); run `gen generate SPEC`")
 
     def path(name: str) -> str:
         return str(INSTALL_DIR / name)
@@ -132,6 +190,10 @@ def render_mosquitto_conf(spec: Spec) -> bytes:
         tls_port=spec.broker.port,
         plaintext_port=spec.broker.plaintext_port,
         tls_version=TLS_MIN_VERSION,
+        ciphers=":".join(TLS12_CIPHERS),
+        max_packet_size=max_packet_size(spec),
+        max_connections=max_connections(spec),
+        max_keepalive=max_keepalive(spec),
         acl_file=path(ACL_FILE),
         password_file=path(PASSWORD_FILE) if uses_password_file(spec) else None,
         certfile=path(CERT_FILE),
@@ -230,20 +292,20 @@ def common_topic_prefix(topics: Iterable[str]) -> str | None:
     return "/".join(prefix) or None
 
 
-def backend_acl_section(spec: Spec) -> AclSection:
-    """The backend reads and writes every device topic: `<prefix>/#` when all device topics share a prefix,
-    else each topic and filter explicitly."""
+def server_acl_sections(spec: Spec) -> tuple[AclSection, ...]:
+    """The backend (and gen doctor, which proves round trips like a backend) read and write every device topic:
+    `<prefix>/#` when all device topics share a prefix, else each topic and filter explicitly."""
     topics = [topic for device in spec.devices for topic in device_topics(device)]
     prefix = common_topic_prefix(topics)
     if prefix is not None:
         rules = [AclRule("readwrite", f"{prefix}/#")]
     else:
         rules = [AclRule("readwrite", topic) for topic in topics]
-    return AclSection(BACKEND_IDENTITY, tuple(_unique(rules)))
+    return tuple(AclSection(name, tuple(_unique(rules))) for name in SERVER_IDENTITIES)
 
 
 def acl_sections(spec: Spec) -> tuple[AclSection, ...]:
-    return (*(device_acl_section(device) for device in spec.devices), backend_acl_section(spec))
+    return (*(device_acl_section(device) for device in spec.devices), *server_acl_sections(spec))
 
 
 def render_acl(spec: Spec) -> bytes:
@@ -277,6 +339,14 @@ def render_operator_readme(spec: Spec) -> bytes:
         crl_validity_days=CRL_VALIDITY_DAYS,
         crl_refresh_days=int(CRL_VALIDITY_DAYS * CRL_RESIGN_FRACTION),
         backend=BACKEND_IDENTITY,
+        servers=SERVER_IDENTITIES,
+        external=spec.broker.external,
+        cert_from_elsewhere=spec.broker.ca_file is not None,
+        own_cert_file=spec.broker.cert_file is not None,
+        device_ca_file=spec.broker.ca_file.name if spec.broker.ca_file else None,
+        max_connections=max_connections(spec),
+        open_files=open_files_limit(spec),
+        max_packet_size=max_packet_size(spec),
         conf_file=CONF_FILE, ca_file=CA_FILE, cert_file=CERT_FILE, key_file=KEY_FILE, crl_file=CRL_FILE,
         password_file=PASSWORD_FILE, acl_file=ACL_FILE,
     ).encode()

@@ -118,6 +118,22 @@ def _parse_der(data: bytes, source: str) -> PkiObject:
                     hint="pass a .pem/.crt/.key/.csr/.der file; PKCS#12 (.p12) bundles are not read")
 
 
+def public_key_of(data: bytes, source: str):
+    """The public key in a file that holds a certificate, a CSR, a private key or a public key (the first one)."""
+    _, objects = read_objects(data, source)
+    for obj in objects:
+        if isinstance(obj, (x509.Certificate, x509.CertificateSigningRequest)):
+            return obj.public_key()
+        if isinstance(obj, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
+            return obj.public_key()
+        if isinstance(obj, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey, ed25519.Ed25519PublicKey)):
+            return obj
+        if isinstance(obj, EncryptedKey):
+            raise UserError(f"{source} is an encrypted private key", hint="pass its certificate instead: it names the "
+                                                                           "same public key")
+    raise UserError(f"{source} holds no key or certificate", hint="pass the private key, public key or certificate")
+
+
 def load_trust(data: bytes, source: str) -> list[x509.Certificate]:
     _, objects = read_objects(data, source)
     certs = [o for o in objects if isinstance(o, x509.Certificate)]

@@ -25,10 +25,11 @@ class ClientCredentials:
 @dataclass(frozen=True)
 class BrokerCredentials:
     cafile_pem: bytes              # Mosquitto `cafile`: verifies client certificates (devices send only their leaf)
-    cert_pem: bytes                # Mosquitto `certfile`: broker leaf + chain
-    key_pem: bytes                 # Mosquitto `keyfile`
+    cert_pem: bytes | None         # Mosquitto `certfile`: broker leaf + chain (None: a broker gen does not run)
+    key_pem: bytes | None          # Mosquitto `keyfile`
     crl_pem: bytes                 # Mosquitto `crlfile`: current CRL of the issuing CA
     passwords: tuple[tuple[str, str], ...]  # (username, password) pairs for the password file, sorted by username
+    salt_key: bytes = b""          # a secret of the installation the password salts derive from (broker.password_salt)
 
 
 @dataclass(frozen=True)

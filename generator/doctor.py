@@ -5,8 +5,14 @@ first broken link with the one thing to do about it.
 
 Steps, in the order a device meets them (STEPS): the spec and PKI agree; the broker name resolves; TCP connects;
 the TLS handshake succeeds as mbedTLS 2.28 (the ESP32) and as OpenSSL do it; the broker accepts the client cert;
-MQTT CONNECT is accepted; the ACL lets the device publish and receive, proven by a round trip with the backend
-identity. The run stops at the first failure; later steps are reported as skipped.
+MQTT CONNECT is accepted; the ACL lets the device publish and receive, proven by a round trip with the doctor's
+own server-side identity (DOCTOR_IDENTITY, never your backend's). The run stops at the first failure; later steps
+are reported as skipped.
+
+The broker binds each client id to the authenticated user name (use_username_as_clientid), so connecting as the
+device would disconnect the device itself. Before it does, the doctor reads the device's retained status topic:
+if the device says it is online, its own connection is the proof, and it is left alone (`take_over=True`, the
+CLI's --take-over, probes anyway: the device is disconnected once and reconnects).
 
 Layout: `load_material` reads the PKI (read-only: no issuing, no CRL re-signing, no password creation); the
 `judge_*`/`check_*` functions are pure (material + probe outcomes + clock -> StepResult); the `run_*_step`
@@ -29,10 +35,11 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from generator import doctor_probes as probes
+from generator import pki
 from generator.credentials import ClientCredentials
 from generator.core.errors import UserError
 from generator.core.mqtt_wire import ConnectionClosed, Message, MqttSession
-from generator.spec.model import BACKEND_IDENTITY, Device, Spec
+from generator.spec.model import DOCTOR_IDENTITY, Device, Spec
 from generator.core.topics import filter_matches
 
 STEPS: tuple[tuple[str, str], ...] = (
@@ -45,7 +52,7 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("acl", "ACL lets the device publish and receive"),
 )
 STEP_TITLES = dict(STEPS)
-PROBE_CLIENT_SUFFIX = "-doctor"     # probes never use the device's own client id: a running device stays connected
+PROBE_CLIENT_SUFFIX = "-doctor"     # the client id probes ask for; the broker replaces it with the user name
 PROBE_PAYLOAD = b"gen doctor probe "
 
 CONNACK_MEANINGS = {
@@ -169,23 +176,31 @@ class DoctorMaterial:
 
     device_id: str
     root_ca: x509.Certificate        # what the device trusts
-    issuing_ca: x509.Certificate     # signs the broker, device and backend certs, and the CRL
-    broker: CertAndKey
+    issuing_ca: x509.Certificate     # signs the broker, device and doctor certs, and the CRL
+    broker: CertAndKey | None        # None when the broker's cert is not in this project (broker.ca_file)
     device: CertAndKey | None        # None when the device uses no client cert
-    backend: CertAndKey
+    doctor: CertAndKey               # the doctor's own server-side identity
     crl: x509.CertificateRevocationList | None
     device_password: str | None = field(default=None, repr=False)
-    backend_password: str | None = field(default=None, repr=False)
+    doctor_password: str | None = field(default=None, repr=False)
     device_password_path: Path | None = None
+    chain: tuple[x509.Certificate, ...] = ()        # an imported issuing CA's intermediates up to the root
+    broker_trust: tuple[x509.Certificate, ...] = ()  # what devices trust for the broker, when not our root
+    broker_trust_file: Path | None = None            # ... and the spec's broker.ca_file it came from
+
+    @property
+    def device_trust(self) -> tuple[x509.Certificate, ...]:
+        return self.broker_trust or (self.root_ca,)
 
     def device_credentials(self) -> ClientCredentials:
-        return ClientCredentials(name=self.device_id, ca_pem=_pem(self.root_ca),
+        return ClientCredentials(name=self.device_id, ca_pem=b"".join(_pem(c) for c in self.device_trust),
                                  cert_pem=self.device.cert_pem if self.device else None,
                                  key_pem=self.device.key_pem if self.device else None, password=self.device_password)
 
-    def backend_credentials(self) -> ClientCredentials:
-        return ClientCredentials(name=BACKEND_IDENTITY, ca_pem=_pem(self.root_ca), cert_pem=self.backend.cert_pem,
-                                 key_pem=self.backend.key_pem, password=self.backend_password)
+    def doctor_credentials(self) -> ClientCredentials:
+        return ClientCredentials(name=DOCTOR_IDENTITY, ca_pem=b"".join(_pem(c) for c in self.device_trust),
+                                 cert_pem=self.doctor.cert_pem,
+                                 key_pem=self.doctor.key_pem, password=self.doctor_password)
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -202,9 +217,13 @@ def _identity(credentials: ClientCredentials) -> probes.ClientIdentity:
 
 
 def load_material(spec: Spec, device: Device) -> DoctorMaterial:
-    """Reads the spec's PKI without writing to it (PkiStore.open with create=False, no passphrase: the root key is
-    never touched). Raises UserError when there is no usable PKI at all."""
+    """Reads the spec's PKI without writing to it (PkiStore.open with create=False, no passphrase: no CA key is
+    touched), and the broker trust the spec brings (checked by generator.broker_trust). Raises UserError when
+    there is no usable PKI at all, or the brought trust is unusable."""
+    from generator.broker_trust import broker_trust
     from generator.pki_store import PkiStore
+
+    trust = broker_trust(spec)
 
     store = PkiStore.open(Path(spec.pki.dir), project=spec.project, key_type=spec.pki.key_type, create=False)
     layout = store.layout
@@ -238,13 +257,16 @@ def load_material(spec: Spec, device: Device) -> DoctorMaterial:
         device_id=device.id,
         root_ca=store.root_ca_cert,
         issuing_ca=store.issuing_ca_cert,
-        broker=cert_and_key("broker", "broker", "the broker"),
+        broker=cert_and_key("broker", "broker", "the broker") if spec.broker.issues_cert else None,
         device=cert_and_key("device", device.id, f"device {device.id}") if device.uses_client_cert else None,
-        backend=cert_and_key("client", BACKEND_IDENTITY, f"client {BACKEND_IDENTITY}"),
+        doctor=cert_and_key("client", DOCTOR_IDENTITY, f"client {DOCTOR_IDENTITY}"),
         crl=crl,
         device_password=store.existing_password(device.username) if device.uses_password else None,
-        backend_password=store.existing_password(BACKEND_IDENTITY),
+        doctor_password=store.existing_password(DOCTOR_IDENTITY),
         device_password_path=device_password_path,
+        chain=store.chain,
+        broker_trust=trust.ca_certs if trust else (),
+        broker_trust_file=trust.ca_file if trust else None,
     )
 
 
@@ -362,7 +384,7 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
         if when:
             add(f"the {label} ({ca.subject.rfc4514_string()}) {when}",
                 "the CA must be replaced: create a new PKI and re-provision every device")
-    if not _issued_by(material.issuing_ca, material.root_ca):
+    if not pki.chains_to(material.issuing_ca, material.chain, material.root_ca):
         add("the issuing CA is not signed by the root CA", "restore pki/ from a backup")
 
     def check_leaf(item: CertAndKey, identity: str) -> None:
@@ -387,8 +409,9 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
         if item.index_status == "revoked" or in_crl:
             add(f"the certificate of {item.name} (serial {item.cert.serial_number:X}) is revoked", new_key)
 
-    check_leaf(material.broker, "broker")
-    if material.broker.cert is not None:
+    if material.broker is not None:
+        check_leaf(material.broker, "broker")
+    if material.broker is not None and material.broker.cert is not None:
         broker_cert = material.broker.cert
         if not mbedtls_accepts_name(broker_cert, target.server_name):
             add(f"the broker certificate does not name {target.server_name!r} as a dNSName, which mbedTLS 2.28 "
@@ -402,7 +425,7 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
                 f"not the device id", f"run `gen pki renew SPEC {device.id} --new-key`")
     if device.uses_password and material.device_password is None:
         add(f"device {device.id} has no password in the PKI ({material.device_password_path})", regenerate)
-    check_leaf(material.backend, BACKEND_IDENTITY)
+    check_leaf(material.doctor, DOCTOR_IDENTITY)
     crl = material.crl
     if device.uses_client_cert:  # without client certs the broker reads no CRL
         for problem in _crl_problems(crl, material.issuing_ca, now):
@@ -410,14 +433,19 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
     if problems:
         summary, fix = problems[0]
         return failed("pki", summary, fix, *(p[0] for p in problems[1:]))
-    details = [f"broker: {describe_cert(material.broker.cert)}"] if material.broker.cert else []
+    details = [f"broker: {describe_cert(material.broker.cert)}"] if material.broker and material.broker.cert else []
+    if material.broker_trust_file is not None:
+        details.append(f"devices trust {material.broker_trust_file} for the broker: "
+                       + ", ".join(c.subject.rfc4514_string() for c in material.broker_trust))
     if material.device and material.device.cert:
         details.append(f"device: {describe_cert(material.device.cert)}")
     if device.uses_client_cert and crl is not None and crl.next_update_utc is not None:
         details.append(f"CRL: {len(list(crl))} revoked, next update {_day(crl.next_update_utc)}")
     what = "device cert, " if device.uses_client_cert else ""
     what += "password, " if device.uses_password else ""
-    return passed("pki", f"{what}broker cert (names {target.server_name}), backend identity and CRL are in order",
+    what += (f"broker cert (names {target.server_name}), " if material.broker is not None else
+             f"broker CA file {material.broker_trust_file.name if material.broker_trust_file else ''}, ")
+    return passed("pki", f"{what}doctor identity and CRL are in order",
                   *details)
 
 
@@ -562,6 +590,8 @@ def diagnose_server_cert(cert: x509.Certificate, material: DoctorMaterial, name:
     missing (including the IP-only-SAN cert mbedTLS 2.28 rejects while OpenSSL accepts)."""
     ours = material.issuing_ca
     holds = ", ".join(cert_names(cert)) or "no names"
+    if material.broker_trust:
+        return _diagnose_brought_trust(cert, material, name, now)
     if not (_issued_by(cert, ours) or _issued_by(cert, material.root_ca)):
         return (f"the broker serves a certificate from another CA: issued by {cert.issuer.rfc4514_string()}, "
                 f"but the device trusts {material.root_ca.subject.rfc4514_string()}",
@@ -592,6 +622,25 @@ def diagnose_server_cert(cert: x509.Certificate, material: DoctorMaterial, name:
         return (f"the name the device dials, {name}, is not in the broker's certificate (it holds {holds})",
                 names_fix, (f"server cert: {describe_cert(cert)}",))
     return None
+
+
+def _diagnose_brought_trust(cert: x509.Certificate, material: DoctorMaterial, name: str,
+                            now: dt.datetime) -> tuple[str, str, tuple[str, ...]]:
+    """The broker's cert does not verify against the CA file the spec names (broker.ca_file)."""
+    trusted = ", ".join(c.subject.rfc4514_string() for c in material.broker_trust)
+    when = _validity_problem(cert, now)
+    if when:
+        problem = f"the broker's certificate {when}"
+    elif not mbedtls_accepts_name(cert, name):
+        problem = f"the broker's certificate does not name {name} as a dNSName, which mbedTLS 2.28 needs"
+    else:
+        problem = (f"the broker's certificate (issued by {cert.issuer.rfc4514_string()}) does not chain to "
+                   f"{material.broker_trust_file}")
+    return (problem, f"serve a broker certificate for {name} from the CA in {material.broker_trust_file}, with its "
+                     "intermediates after it in the certfile (or set broker.ca_file to the CA that did sign it, and "
+                     "regenerate and reflash the firmware)",
+            (f"server cert: {describe_cert(cert)}", f"devices trust: {trusted}", f"the cert holds: "
+             f"{', '.join(cert_names(cert)) or 'no names'}"))
 
 
 def _is_version_refusal(outcome: probes.HandshakeOutcome) -> bool:
@@ -714,41 +763,78 @@ def device_publish_topics(device: Device) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class RoundTrip:
-    direction: str                   # "publish" (device -> backend) or "receive" (backend -> device)
+    direction: str                   # "publish" (device -> doctor) or "receive" (doctor -> device)
     topic: str                       # the concrete topic used
     topic_filter: str                # the spec's topic or filter
     delivered: bool
     sender_echo: bool | None = None  # when not delivered: did the sender's own probe client get it back?
 
 
+def run_presence_probe(target: DoctorTarget, material: DoctorMaterial) -> bytes | None:
+    """The device's retained status as the doctor's own identity reads it; None when there is none or the doctor
+    cannot log in (then the device steps probe as usual and say what is wrong)."""
+    topic = target.device.status.topic
+    credentials = material.doctor_credentials()
+    try:
+        with probes.open_tls(target.address, target.server_name, _identity(credentials)) as sock:
+            session = MqttSession(sock)
+            if session.connect(f"{DOCTOR_IDENTITY}-presence", username=DOCTOR_IDENTITY,
+                               password=credentials.password) != 0:
+                return None
+            session.subscribe([(topic, 0)])
+            session.ping()   # the retained message is sent after the SUBACK and before the PINGRESP
+            session.disconnect()
+    except (ConnectionClosed, OSError):
+        return None
+    retained = [m.payload for m in session.received if m.topic == topic and m.retain]
+    return retained[-1] if retained else None
+
+
+def judge_presence(target: DoctorTarget, retained_status: bytes | None) -> list[StepResult]:
+    """When the device says it is online, its own connection proves CONNECT, and its birth message came through
+    the ACL; probing as it would disconnect it. Otherwise nothing (the probes run)."""
+    device = target.device
+    if retained_status != device.status.online.encode():
+        return []
+    online = device.status.online
+    return [
+        passed("mqtt-connect", f"device {device.id} is connected right now (its retained {device.status.topic} is "
+                               f"{online!r}): its own connection proves CONNECT. Not probed as {device.id}, which "
+                               "would disconnect it (the broker binds the client id to the user name)"),
+        passed("acl", f"device {device.id}'s {online!r} on {device.status.topic} reached the doctor through the "
+                      "ACL; its other topics are not probed while it is connected (--take-over probes them, "
+                      "disconnecting it once)"),
+    ]
+
+
 def run_acl_step(target: DoctorTarget, material: DoctorMaterial) -> StepResult:
     device = target.device
-    device_credentials, backend_credentials = material.device_credentials(), material.backend_credentials()
+    device_credentials, doctor_credentials = material.device_credentials(), material.doctor_credentials()
     username, password = _mqtt_login(device, device_credentials)
     nonce = random_tokens.token_hex(6)
     trips: list[RoundTrip] = []
     try:
         with probes.open_tls(target.address, target.server_name, _identity(device_credentials)) as device_sock, \
-                probes.open_tls(target.address, target.server_name, _identity(backend_credentials)) as backend_sock:
-            device_session, backend_session = MqttSession(device_sock), MqttSession(backend_sock)
+                probes.open_tls(target.address, target.server_name, _identity(doctor_credentials)) as doctor_sock:
+            device_session, doctor_session = MqttSession(device_sock), MqttSession(doctor_sock)
             code = device_session.connect(target.probe_client_id, username=username, password=password)
             if code != 0:
                 return judge_connack(target, code, None)
-            backend_id = f"{BACKEND_IDENTITY}{PROBE_CLIENT_SUFFIX}-{nonce}"
-            code = backend_session.connect(backend_id, username=BACKEND_IDENTITY,
-                                           password=backend_credentials.password)
+            code = doctor_session.connect(f"{DOCTOR_IDENTITY}-{nonce}", username=DOCTOR_IDENTITY,
+                                          password=doctor_credentials.password)
             if code != 0:
-                return failed("acl", f"the backend identity cannot log in to prove the round trip: CONNACK {code}, "
+                return failed("acl", f"the doctor's identity {DOCTOR_IDENTITY} cannot log in to prove the round trip: "
+                                     f"CONNACK {code}, "
                                      f"{CONNACK_MEANINGS.get(code, 'unknown code')}",
                               "install OUT/broker/ (passwd, acl, ca.pem) from `gen generate SPEC` and reload the broker")
             for topic in device_publish_topics(device):
-                trips.append(_round_trip("publish", topic, topic, device_session, backend_session, nonce))
+                trips.append(_round_trip("publish", topic, topic, device_session, doctor_session, nonce))
             for subscription in device.subscribe:
                 topic = concrete_topic(subscription.filter)
-                trips.append(_round_trip("receive", topic, subscription.filter, backend_session, device_session,
+                trips.append(_round_trip("receive", topic, subscription.filter, doctor_session, device_session,
                                          nonce, receiver_filter=subscription.filter))
             device_session.disconnect()
-            backend_session.disconnect()
+            doctor_session.disconnect()
     except (ConnectionClosed, OSError) as error:
         return failed("acl", f"the broker closed a probe connection during the round trip: {error}",
                       "read the broker's log for clients ending in -doctor")
@@ -790,9 +876,9 @@ def judge_acl(target: DoctorTarget, trips: list[RoundTrip]) -> StepResult:
             continue
         if trip.direction == "publish":
             if trip.sender_echo:
-                summary = (f"the broker drops what the device publishes on {trip.topic} before the backend gets it: "
-                           f"the ACL denies user {BACKEND_IDENTITY} read on {trip.topic}")
-                fix = f"give user {BACKEND_IDENTITY} `topic readwrite` on {trip.topic} in the ACL (OUT/broker/acl)"
+                summary = (f"the broker drops what the device publishes on {trip.topic} before the doctor gets it: "
+                           f"the ACL denies user {DOCTOR_IDENTITY} read on {trip.topic}")
+                fix = f"give user {DOCTOR_IDENTITY} `topic readwrite` on {trip.topic} in the ACL (OUT/broker/acl)"
             else:
                 summary = (f"the ACL denies device {device.id} publishing on {trip.topic} "
                            f"(Mosquitto drops it silently; with `log_type debug` its log says `Denied PUBLISH`)")
@@ -805,13 +891,13 @@ def judge_acl(target: DoctorTarget, trips: list[RoundTrip]) -> StepResult:
             fix = (f"give user {device.username} `topic read {trip.topic_filter}` in the ACL: install OUT/broker/acl "
                    f"from `gen generate SPEC` and reload the broker")
         else:
-            summary = (f"the backend cannot publish on {trip.topic} to prove the device's subscription "
-                       f"{trip.topic_filter}: the ACL denies user {BACKEND_IDENTITY}")
-            fix = f"give user {BACKEND_IDENTITY} `topic readwrite` on {trip.topic} in the ACL (OUT/broker/acl)"
+            summary = (f"the doctor cannot publish on {trip.topic} to prove the device's subscription "
+                       f"{trip.topic_filter}: the ACL denies user {DOCTOR_IDENTITY}")
+            fix = f"give user {DOCTOR_IDENTITY} `topic readwrite` on {trip.topic} in the ACL (OUT/broker/acl)"
         return failed("acl", summary, fix)
     published = [t.topic for t in trips if t.direction == "publish"]
     received = [t.topic_filter for t in trips if t.direction == "receive"]
-    details = [f"device -> backend: {t}" for t in published] + [f"backend -> device: {f}" for f in received]
+    details = [f"device -> doctor: {t}" for t in published] + [f"doctor -> device: {f}" for f in received]
     return passed("acl", f"round trips through the broker: the device published on {len(published)} topic(s) and "
                          f"received on {len(received)} filter(s); nothing retained", *details)
 
@@ -820,9 +906,11 @@ def judge_acl(target: DoctorTarget, trips: list[RoundTrip]) -> StepResult:
 
 
 def run_doctor(spec: Spec, target: DoctorTarget, *, now: dt.datetime | None = None, spec_label: str | None = None,
-               material_loader: Callable[[Spec, Device], DoctorMaterial] = load_material) -> list[StepResult]:
+               material_loader: Callable[[Spec, Device], DoctorMaterial] = load_material,
+               take_over: bool = False) -> list[StepResult]:
     """Every step in order; the first failure ends the walk and the rest are reported as skipped. Fixes name the
-    spec as `spec_label` (what the user typed; default: the spec's path)."""
+    spec as `spec_label` (what the user typed; default: the spec's path). A device that says it is online is not
+    probed as itself unless `take_over` (see the module docstring)."""
     now = now or dt.datetime.now(dt.timezone.utc)
     results: list[StepResult] = []
     material: DoctorMaterial | None = None
@@ -838,13 +926,19 @@ def run_doctor(spec: Spec, target: DoctorTarget, *, now: dt.datetime | None = No
             lambda: run_tcp_step(target),
             lambda: run_tls_step(target, material, now),  # type: ignore[arg-type]
             lambda: run_client_cert_step(target, material, now),  # type: ignore[arg-type]
-            lambda: run_mqtt_connect_step(target, material),  # type: ignore[arg-type]
-            lambda: run_acl_step(target, material),  # type: ignore[arg-type]
         ]
         for step_function in step_functions:
             if not results[-1].ok:
                 break
             results.append(step_function())
+        if results[-1].ok:
+            online = [] if take_over else judge_presence(target, run_presence_probe(target, material))
+            results += online
+            for step_function in () if online else (lambda: run_mqtt_connect_step(target, material),  # type: ignore[arg-type]
+                                                    lambda: run_acl_step(target, material)):  # type: ignore[arg-type]
+                if not results[-1].ok:
+                    break
+                results.append(step_function())
     done = {result.step for result in results}
     results += [skipped(step) for step, _ in STEPS if step not in done]
     label = spec_label or str(spec.path)

@@ -3,36 +3,47 @@
 Layout (default `<spec dir>/pki/`):
 
     ca.pem                      root CA cert: what devices embed and trust
-    issuing-ca.pem              issuing intermediate: signs the broker cert, every client/device cert and the CRL
-    broker.pem                  broker leaf + issuing-ca.pem appended (Mosquitto's certfile sends the chain)
+    issuing-ca.pem              issuing CA: signs the broker cert, every client/device cert and the CRL
+    chain.pem                   an imported CA's intermediates up to the root (only when there are any)
+    broker.pem                  broker leaf + the issuing CA (+ chain) appended (Mosquitto's certfile sends the chain)
     devices/<id>.pem            device leaf
-    clients/<name>.pem          other clients, e.g. "backend"
+    clients/<name>.pem          other clients: "backend", "gen.doctor"
     crl.pem                     the issuing CA's CRL (always present, even empty: Mosquitto needs one per issuing CA)
-    index.json                  every cert issued: serial, subject, role, id, not_after, status, key_type (no secrets)
-    private/ca-key.pem          root key, unencrypted PKCS#8 ...
+    index.json                  the project it belongs to, both CA fingerprints, and every cert ever issued: serial,
+                                subject, role, id, issued, not_after, status, key_type, key_sha256 (no secrets)
+    private/ca-key.pem          root key, unencrypted PKCS#8 ...   (absent for an imported CA, or moved offline)
     private/ca-key.p12          ... or, with a passphrase, PKCS#12 (PBES2, AES-256-CBC, PBKDF2-SHA256 600000 rounds)
-    private/issuing-ca-key.pem  issuing CA key (unencrypted: everyday `gen generate` signs with it)
+    private/issuing-ca-key.pem  issuing CA key, unencrypted ...
+    private/issuing-ca-key.p12  ... or, with a passphrase, PKCS#12 like the root's
     private/broker-key.pem, private/devices/<id>-key.pem, private/clients/<name>-key.pem
     private/passwords/<username>.txt
 
-Files under private/ are 0600 in 0700 directories, certs 0644. Every write is atomic (temp file + rename) and
+Folders the store creates are 0755 (public) and 0700 (private/ and below), whatever the umask, and looser ones
+are tightened on open. Files under private/ are 0600, certs 0644. Every write is atomic (temp file + rename) and
 skipped when the content is unchanged. CA files, the index, the CRL and passwords are fsync'ed; leaf keys and
 certs are not (bulk issuing stays fast); a leaf file lost in a crash is re-issued or reported, never guessed.
 
-The passphrase protects the *root* key only. The root key is needed once, to sign the issuing CA at creation;
-after that every operation (issue, renew, revoke, CRL) uses the issuing CA key. So `gen generate` works without
-the passphrase, and the root key file can be moved offline (deleting private/ca-key.* is supported). When a
-passphrase is given it is always checked against the root key, if that key is present: a wrong one is an error.
-Given for a root key stored unencrypted, the key is encrypted with it in place.
+With a passphrase (spec: pki.ca_passphrase_env) no CA key is stored in the clear: both are PKCS#12 files, and a CA
+key found in the clear is encrypted on open (the encrypted file is written and read back before the clear one
+goes). The variable is read only when a CA key must be decrypted, i.e. when something must be signed (a new or
+renewed cert, a CRL that is due or out of date) or encrypted, and gen says why (`log`, printed by the CLI). A
+rerun that reuses everything works without it. The root key signs nothing after creation: it may be moved offline.
 
-The CA is never regenerated silently: a missing, corrupt or foreign ca.pem / issuing-ca.pem, or an issuing key
-that does not match, is a UserError. index.json records both CA fingerprints to tell a foreign CA file apart.
+Every CA key is checked against its certificate: a clear one on every open, an encrypted one whenever it is
+decrypted, and without the passphrase the encrypted files must be the ones index.json recorded (their SHA-256).
+The CA is never regenerated silently: a missing, corrupt or foreign ca.pem / issuing-ca.pem, a key that does not
+match, or an index.json of another project is a UserError.
+
+Revocation is by identity (every unexpired cert ever issued to it: a renewal leaves the old cert valid, and a
+stolen board may carry it) or by key (every cert that certifies a leaked key). The index keeps each identity's
+history; superseded certs stay listed until they expire.
 
 Public API:
     PkiStore.open(directory, *, project, key_type="ec-p256", ca_validity_days=3650, passphrase=None,
-                  create=True) -> PkiStore
+                  create=True) -> PkiStore          passphrase: bytes, or CaPassphrase(variable=...)
+    import_ca(directory, *, project, cert_pem, key_pem, chain_pem=b"", passphrase=None) -> PkiStore
     store.device_trust_pem() -> bytes            root CA PEM (what devices embed)
-    store.broker_cafile_pem() -> bytes           issuing CA + root PEM (Mosquitto cafile: devices send leaf only)
+    store.broker_cafile_pem() -> bytes           issuing CA (+ chain) + root PEM (Mosquitto cafile)
     store.ensure_broker(names, *, validity_days, key_type=None) -> Identity
     store.ensure_device(device_id, *, key_type, validity_days) -> Identity
     store.ensure_devices(device_ids, *, key_type, validity_days) -> list[Identity]   (one index write)
@@ -40,10 +51,11 @@ Public API:
     store.batch()                                context manager: one index write for everything inside
     store.password(username) -> str;  store.existing_password(username) -> str | None
     store.crl_pem() -> bytes
-    store.revoke(identity, reason="unspecified") -> None
+    store.revoke(identity, reason="unspecified") -> list[IndexEntry];  store.revoke_key(key, reason) -> ...
     store.renew(identity, *, new_key, key_type=None, validity_days=None) -> Identity
     store.identity(identity) -> Identity;  store.entry(identity) -> IndexEntry;  store.entries() -> list[IndexEntry]
-    store.root_ca_cert, store.issuing_ca_cert (x509.Certificate);  store.layout (PkiLayout: every path)
+    store.history() -> [(role, name, [IndexEntry, ...])]
+    store.root_ca_cert, store.issuing_ca_cert, store.chain;  store.layout (PkiLayout: every path)
     open_spec_pki(spec, *, create=True) -> PkiStore;  ensure_spec_identities(spec) -> SpecIdentities
 An identity is named "broker", a device id, a client name, or explicitly "device/<id>" / "client/<name>".
 
@@ -51,7 +63,6 @@ Mutations hold an flock on pki/.lock (one writer at a time across processes). Bi
 issued by worker processes (fork). POSIX only. The issuing CA is valid as long as the root (ca_validity_days);
 rotating it is not implemented.
 """
-
 from __future__ import annotations
 
 import contextlib
@@ -60,16 +71,19 @@ import errno
 import fcntl
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import secrets
 from dataclasses import dataclass, field, replace
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from generator import pki
@@ -78,8 +92,10 @@ from generator.core.errors import UserError
 INDEX_VERSION = 1
 CRL_VALIDITY_DAYS = 30          # Mosquitto locks every client out past nextUpdate ...
 CRL_RESIGN_FRACTION = 0.5       # ... so it is re-signed once half of that has passed
-ROOT_KEY_KDF_ROUNDS = 600_000
+CA_KEY_KDF_ROUNDS = 600_000     # PBKDF2-SHA256 rounds protecting an encrypted CA key
 EXPIRY_WARNING_DAYS = 30
+
+log = logging.getLogger(__name__)   # what the PKI does that the user should know (the CLI prints it to stderr)
 
 ROLES = ("root-ca", "issuing-ca", "broker", "device", "client")
 LEAF_ROLES = ("broker", "device", "client")
@@ -112,9 +128,15 @@ class IndexEntry:
     revoked_at: dt.datetime | None = None
     reason: str | None = None
     names: tuple[str, ...] = () # broker only: the names it was issued for
+    key_sha256: str | None = None   # SHA-256 of the certified public key (SubjectPublicKeyInfo, DER); older
+                                    # entries may lack it
+    issued_at: dt.datetime | None = None  # the cert's notBefore
 
     def days_left(self, now: dt.datetime) -> int:
         return (self.not_after - now).days
+
+    def expired(self, now: dt.datetime) -> bool:
+        return self.not_after <= now
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -126,6 +148,10 @@ class IndexEntry:
             data["reason"] = self.reason or "unspecified"
         if self.names:
             data["names"] = list(self.names)
+        if self.key_sha256:
+            data["key_sha256"] = self.key_sha256
+        if self.issued_at is not None:
+            data["issued_at"] = _iso(self.issued_at)
         return data
 
     @classmethod
@@ -134,7 +160,8 @@ class IndexEntry:
             serial=int(data["serial"], 16), subject=data["subject"], role=data["role"], id=data["id"],
             not_after=_parse_iso(data["not_after"]), status=data["status"], key_type=data["key_type"],
             revoked_at=_parse_iso(data["revoked_at"]) if data.get("revoked_at") else None,
-            reason=data.get("reason"), names=tuple(data.get("names", ())),
+            reason=data.get("reason"), names=tuple(data.get("names", ())), key_sha256=data.get("key_sha256"),
+            issued_at=_parse_iso(data["issued_at"]) if data.get("issued_at") else None,
         )
 
 
@@ -145,11 +172,49 @@ class SpecIdentities:
     ca_pem: bytes                       # root CA: devices embed it to verify the broker
     broker_cafile_pem: bytes            # issuing CA + root: the broker's cafile
     crl_pem: bytes                      # the broker's crlfile
-    broker: Identity
+    broker: Identity | None             # None when the broker's cert comes from elsewhere (spec broker.cert_file,
+                                        # broker.external)
     backend: Identity                   # client cert for the backend (it also gets a password)
+    doctor: Identity                    # gen doctor's own client cert (and password): never the backend's
     devices: Mapping[str, Identity]     # device id -> identity, for devices whose auth includes "mtls"
     passwords: Mapping[str, str] = field(repr=False)  # username -> password: devices whose auth includes
-                                                      # "password", and "backend"
+                                                      # "password", the backend and the doctor
+
+
+class CaPassphrase:
+    """The passphrase that protects the CA keys: given (the API, tests), or read from an environment variable (the
+    spec's pki.ca_passphrase_env) only when a CA key must be decrypted to sign or encrypted, and then once."""
+
+    def __init__(self, *, variable: str | None = None, value: bytes | None = None,
+                 environ: Mapping[str, str] | None = None):
+        if value is not None and not value:
+            raise UserError("the CA passphrase is empty", hint="set the passphrase variable to a non-empty value")
+        self.variable = variable
+        self._value = value
+        self._environ = os.environ if environ is None else environ
+
+    @property
+    def given(self) -> bool:
+        """Whether the value is at hand without reading anything (then it is checked at once, on open)."""
+        return self._value is not None
+
+    def get(self, purpose: str) -> bytes:
+        """The passphrase, to `purpose` (said to the user: "issue a certificate for device x")."""
+        if self._value is None:
+            assert self.variable, "a CaPassphrase has a value or a variable"
+            raw = self._environ.get(self.variable)
+            if raw is None:
+                raise UserError(f"gen must {purpose}, and the CA keys are protected by the passphrase in "
+                                f"${self.variable}, but {self.variable} is not set",
+                                hint=f"export {self.variable}=<passphrase> (keep it somewhere safe), then run again")
+            if not raw:
+                raise UserError(f"${self.variable} is empty", hint="set it to the CA passphrase")
+            log.info(f"the CA keys are encrypted: reading their passphrase from ${self.variable} to {purpose}")
+            self._value = raw.encode()
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"CaPassphrase(variable={self.variable!r})"
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -170,6 +235,13 @@ def _fingerprint(cert: x509.Certificate) -> str:
 
 def _cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def public_key_sha256(key: pki.PrivateKey | pki.PublicKey) -> str:
+    """SHA-256 of a key's SubjectPublicKeyInfo (DER): how the index names the key a cert certifies."""
+    public = key.public_key() if hasattr(key, "private_bytes") else key
+    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -208,7 +280,15 @@ def write_file_atomic(path: Path, data: bytes, *, mode: int, durable: bool = Fal
 
 
 def _make_dir(path: Path, mode: int) -> None:
-    path.mkdir(parents=True, exist_ok=True)
+    """`path` (and any missing parent, 0755) with exactly `mode`, whatever the umask."""
+    missing = [d for d in (path, *path.parents) if not d.exists()]
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:  # another process made it meanwhile
+            pass
+        if directory != path:
+            os.chmod(directory, _PUBLIC_DIR)
     if (path.stat().st_mode & 0o777) != mode:
         os.chmod(path, mode)
 
@@ -237,6 +317,10 @@ class PkiLayout:
     def root_key_encrypted(self) -> Path: return self.private / "ca-key.p12"
     @property
     def issuing_key(self) -> Path: return self.private / "issuing-ca-key.pem"
+    @property
+    def issuing_key_encrypted(self) -> Path: return self.private / "issuing-ca-key.p12"
+    @property
+    def chain(self) -> Path: return self.root / "chain.pem"   # an imported CA's intermediates, up to the root
 
     def cert_path(self, role: str, name: str) -> Path:
         if role == "broker":
@@ -270,6 +354,7 @@ class PkiLayout:
 _ROLE_DIRS = {"device": "devices", "client": "clients"}
 _PUBLIC = 0o644
 _SECRET = 0o600
+_PUBLIC_DIR = 0o755
 _SECRET_DIR = 0o700
 
 
@@ -279,14 +364,18 @@ _SECRET_DIR = 0o700
 class PkiStore:
     """A project's PKI directory. Create with `PkiStore.open`; see the module docstring."""
 
-    def __init__(self, layout: PkiLayout, *, project: str, key_type: str, issuing: pki.CertificateAuthority,
-                 root_cert: x509.Certificate, index: dict[str, Any], index_stamp: bytes):
+    def __init__(self, layout: PkiLayout, *, project: str, key_type: str, issuing_cert: x509.Certificate,
+                 issuing_key: pki.PrivateKey | None, root_cert: x509.Certificate,
+                 chain: tuple[x509.Certificate, ...], index: dict[str, Any], index_stamp: bytes,
+                 passphrase: CaPassphrase | None):
         self.layout = layout
         self.project = project
         self.key_type = key_type
         self.root_ca_cert = root_cert
-        self.issuing_ca_cert = issuing.cert
-        self._issuing = issuing
+        self.issuing_ca_cert = issuing_cert
+        self.chain = chain              # certs between the issuing CA and the root (an imported CA's), else ()
+        self._issuing_key = issuing_key  # None while it is encrypted and not needed yet
+        self._passphrase = passphrase
         self._index_header = {k: v for k, v in index.items() if k != "certs"}
         self._entries: list[IndexEntry] = [IndexEntry.from_json(e) for e in index.get("certs", [])]
         self._current: dict[tuple[str, str], int] = {}
@@ -302,46 +391,113 @@ class PkiStore:
 
     @classmethod
     def open(cls, directory: Path, *, project: str, key_type: str = pki.DEFAULT_KEY_TYPE,
-             ca_validity_days: int = 3650, passphrase: bytes | None = None, create: bool = True) -> "PkiStore":
+             ca_validity_days: int = 3650, passphrase: bytes | CaPassphrase | None = None,
+             create: bool = True) -> "PkiStore":
+        """Opens (or creates) the PKI. `passphrase` protects the CA keys: bytes (checked at once) or a
+        CaPassphrase (an environment variable, read only when a CA key must be decrypted or encrypted). With a
+        passphrase, a CA key still stored in the clear is encrypted now; without one, encrypted keys are used
+        only if nothing needs signing."""
         layout = PkiLayout(Path(directory).resolve())
         if key_type not in pki.KEY_TYPES:
             raise UserError(f"unknown key type {key_type!r}", hint=f"use one of: {', '.join(pki.KEY_TYPES)}")
-        if passphrase is not None and not passphrase:
-            raise UserError("the CA passphrase is empty", hint="set the passphrase variable to a non-empty value")
+        if isinstance(passphrase, bytes):
+            passphrase = CaPassphrase(value=passphrase)
         if not layout.ca_cert.exists():
             if not create:
                 raise UserError(f"there is no PKI in {layout.root}", hint="create it with `gen pki init SPEC`")
-            layout.root.mkdir(parents=True, exist_ok=True)
+            _make_dir(layout.root, _PUBLIC_DIR)
             with _flock(layout.lock):
                 if not layout.ca_cert.exists():
                     _create_ca(layout, project=project, key_type=key_type, validity_days=ca_validity_days,
                                passphrase=passphrase)
-        return cls._load(layout, project=project, key_type=key_type, passphrase=passphrase)
+        store = cls._load(layout, project=project, key_type=key_type, passphrase=passphrase)
+        if passphrase is not None and store._clear_ca_keys():
+            with store.batch():
+                store._encrypt_clear_ca_keys()
+        return store
 
     @classmethod
-    def _load(cls, layout: PkiLayout, *, project: str, key_type: str, passphrase: bytes | None) -> "PkiStore":
+    def _load(cls, layout: PkiLayout, *, project: str, key_type: str,
+              passphrase: CaPassphrase | None) -> "PkiStore":
         restore = "restore the pki/ directory from a backup. Never re-create the CA: every device trusts it"
         root_cert = _load_cert_file(layout, layout.ca_cert, "root CA certificate", restore)
         if not _is_ca(root_cert) or not _issued_by(root_cert, root_cert):
             raise UserError(f"{layout.rel(layout.ca_cert)} is not a self-signed CA certificate", hint=restore)
         index, index_stamp = _read_index(layout)
+        if index.get("project") != project:
+            raise UserError(f"{layout.rel(layout.index)} belongs to project {index.get('project')!r}, not to "
+                            f"{project!r}: this is another project's PKI",
+                            hint=f"point pki.dir at this project's own PKI (or, if you renamed the project, set "
+                                 f"`project: {index.get('project')}` back in the spec)")
         if index["ca"].get("root_sha256") != _fingerprint(root_cert):
             raise UserError(f"{layout.rel(layout.ca_cert)} is not the root CA this PKI was created with "
                             f"(its fingerprint differs from {layout.rel(layout.index)})", hint=restore)
         issuing_cert = _load_cert_file(layout, layout.issuing_cert, "issuing CA certificate", restore)
-        if index["ca"].get("issuing_sha256") != _fingerprint(issuing_cert) or not _issued_by(issuing_cert,
-                                                                                              root_cert):
+        chain = tuple(x509.load_pem_x509_certificates(layout.chain.read_bytes())) if layout.chain.exists() else ()
+        if index["ca"].get("issuing_sha256") != _fingerprint(issuing_cert) or not pki.chains_to(
+                issuing_cert, chain, root_cert):
             raise UserError(f"{layout.rel(layout.issuing_cert)} is not the issuing CA this PKI was created with",
                             hint=restore)
-        issuing_key = _load_key_file(layout, layout.issuing_key, "issuing CA key", restore)
-        if not _same_public_key(issuing_key, issuing_cert):
-            raise UserError(f"{layout.rel(layout.issuing_key)} does not belong to "
-                            f"{layout.rel(layout.issuing_cert)}", hint=restore)
-        _secure_private_dirs(layout)
-        if passphrase is not None:
-            _check_root_passphrase(layout, root_cert, passphrase)
-        return cls(layout, project=project, key_type=key_type, root_cert=root_cert, index=index,
-                   issuing=pki.CertificateAuthority(issuing_cert, issuing_key), index_stamp=index_stamp)
+        _secure_dirs(layout)
+        _checked_clear_key(layout, layout.root_key_plain, root_cert, "root CA key")  # checked; it signs nothing now
+        issuing_key = _checked_clear_key(layout, layout.issuing_key, issuing_cert, "issuing CA key")
+        for encrypted, cert, what in ((layout.root_key_encrypted, root_cert, "root"),
+                                      (layout.issuing_key_encrypted, issuing_cert, "issuing")):
+            if not encrypted.exists():
+                continue
+            if passphrase is not None and passphrase.given:  # at hand: check the key itself
+                key = _decrypt_ca_key(layout, encrypted, cert, passphrase, f"open the {what} CA key")
+                if what == "issuing":
+                    issuing_key = key
+            elif index["ca"].get(f"{what}_key_p12_sha256") not in (None, _file_sha256(encrypted)):
+                raise UserError(f"{layout.rel(encrypted)} is not the encrypted {what} CA key this PKI recorded "
+                                f"(its digest differs from {layout.rel(layout.index)})", hint=restore)
+        if issuing_key is None and not layout.issuing_key_encrypted.exists():
+            _read_required(layout, layout.issuing_key, "the issuing CA key", restore)  # raises: it is missing
+        return cls(layout, project=project, key_type=key_type, root_cert=root_cert, issuing_cert=issuing_cert,
+                   issuing_key=issuing_key, chain=chain, index=index, index_stamp=index_stamp,
+                   passphrase=passphrase)
+
+    @property
+    def imported(self) -> bool:
+        """Whether the CA was imported (`import_ca`): its root's key was never ours."""
+        return bool(self._index_header.get("ca", {}).get("imported"))
+
+    def _clear_ca_keys(self) -> list[Path]:
+        return [path for path in (self.layout.root_key_plain, self.layout.issuing_key) if path.exists()]
+
+    def _encrypt_clear_ca_keys(self) -> None:
+        """Encrypts every CA key stored in the clear with the passphrase: the encrypted file is written (durably)
+        and read back before the clear one is removed, so the key is never lost."""
+        assert self._passphrase is not None
+        passphrase = self._passphrase.get("encrypt the CA keys stored in the clear")
+        for clear, encrypted, cert, what in (
+                (self.layout.root_key_plain, self.layout.root_key_encrypted, self.root_ca_cert, "root"),
+                (self.layout.issuing_key, self.layout.issuing_key_encrypted, self.issuing_ca_cert, "issuing")):
+            if not clear.exists():
+                continue
+            key = _checked_clear_key(self.layout, clear, cert, f"{what} CA key")
+            assert key is not None
+            write_file_atomic(encrypted, _encrypt_ca_key(key, passphrase, f"{what}-ca"), mode=_SECRET,
+                              durable=True)
+            _decrypt_ca_key(self.layout, encrypted, cert, CaPassphrase(value=passphrase), "check it")
+            _fsync_dir(encrypted.parent)
+            self._index_header.setdefault("ca", {})[f"{what}_key_p12_sha256"] = _file_sha256(encrypted)
+            self._dirty = True
+            clear.unlink()
+            _fsync_dir(clear.parent)
+            log.info(f"encrypted the {what} CA key with the passphrase: {self.layout.rel(encrypted)}")
+
+    def _signer(self, purpose: str) -> pki.CertificateAuthority:
+        """The issuing CA with its key, decrypted first if it is encrypted (asking for the passphrase `purpose`)."""
+        if self._issuing_key is None:
+            if self._passphrase is None:
+                raise UserError(f"gen must {purpose}, but the issuing CA key ({self.layout.rel(self.layout.issuing_key_encrypted)}) "
+                                "is encrypted and the spec names no passphrase variable",
+                                hint="set pki.ca_passphrase_env in the spec to the variable that holds the passphrase")
+            self._issuing_key = _decrypt_ca_key(self.layout, self.layout.issuing_key_encrypted, self.issuing_ca_cert,
+                                                self._passphrase, purpose)
+        return pki.CertificateAuthority(self.issuing_ca_cert, self._issuing_key)
 
     # ------------------------------------------------------------------------------------------ trust
 
@@ -350,8 +506,15 @@ class PkiStore:
         return _cert_pem(self.root_ca_cert)
 
     def broker_cafile_pem(self) -> bytes:
-        """Issuing CA + root: Mosquitto's cafile, enough to verify a device that sends only its leaf."""
-        return _cert_pem(self.issuing_ca_cert) + _cert_pem(self.root_ca_cert)
+        """Issuing CA (+ an imported CA's intermediates) + root: Mosquitto's cafile, enough to verify a device
+        that sends only its leaf."""
+        certs = _unique_certs([self.issuing_ca_cert, *self.chain, self.root_ca_cert])
+        return b"".join(_cert_pem(cert) for cert in certs)
+
+    def _broker_chain_pem(self) -> bytes:
+        """What the broker sends after its leaf: the issuing CA and any intermediates (never the root)."""
+        certs = [cert for cert in _unique_certs([self.issuing_ca_cert, *self.chain]) if cert != self.root_ca_cert]
+        return b"".join(_cert_pem(cert) for cert in certs)
 
     # ------------------------------------------------------------------------------------------ identities
 
@@ -384,9 +547,11 @@ class PkiStore:
 
     def _issue_new_keys(self, role: str, names: list[str], key_type: str, validity_days: int) -> dict[str, Identity]:
         """Fresh key + cert for each name, spread over the CPUs when there are many (fork; Linux)."""
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        signer = self._signer(f"issue {len(names)} new {role} certificate{'s' if len(names) != 1 else ''} ({shown})")
         self._make_dirs_for(role)
         job = _IssueJob(str(self.layout.root), _cert_pem(self.issuing_ca_cert),
-                        pki.private_key_pem(self._issuing.key), self.project, role, key_type, validity_days)
+                        pki.private_key_pem(signer.key), self.project, role, key_type, validity_days)
         # two workers per CPU: file creation waits on the filesystem journal, and another worker computes meanwhile
         workers = min(2 * (os.cpu_count() or 1), len(names) // _NAMES_PER_WORKER_MIN)
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
@@ -395,11 +560,12 @@ class PkiStore:
             with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
                 results = [r for part in pool.map(job.run, chunks) for r in part]
         else:
-            results = job.run(names, issuer=self._issuing)
+            results = job.run(names, issuer=signer)
         issued: dict[str, Identity] = {}
-        for name, serial, subject, not_after, key_pem, cert_pem in results:
+        for name, serial, subject, not_before, not_after, key_sha256, key_pem, cert_pem in results:
             self._entries.append(IndexEntry(serial=serial, subject=subject, role=role, id=name, not_after=not_after,
-                                            status="valid", key_type=key_type))
+                                            status="valid", key_type=key_type, key_sha256=key_sha256,
+                                            issued_at=not_before))
             self._current[(role, name)] = len(self._entries) - 1
             issued[name] = Identity(name, role, cert_pem, key_pem, serial, not_after,
                                     self.layout.cert_path(role, name), self.layout.key_path(role, name))
@@ -451,21 +617,74 @@ class PkiStore:
 
     # ------------------------------------------------------------------------------------------ revocation
 
-    def revoke(self, identity: str, reason: str = "unspecified") -> None:
-        """Marks the identity's current cert revoked and re-signs the CRL at once."""
-        if reason not in pki.REVOCATION_REASONS:
-            raise UserError(f"unknown revocation reason {reason!r}",
-                            hint=f"use one of: {', '.join(pki.REVOCATION_REASONS)}")
+    def revoke(self, identity: str, reason: str = "unspecified") -> list[IndexEntry]:
+        """Revokes every unexpired certificate of the identity: its current one and every earlier one (a renewal
+        keeps the old certificate valid, and a stolen board may still carry it), then re-signs the CRL at once.
+        Returns the entries revoked."""
+        _check_reason(reason)
         with self.batch():
             role, name = self._resolve_leaf(identity, "revoke")
-            position = self._current[(role, name)]
-            entry = self._entries[position]
-            if entry.status == "revoked":
-                raise UserError(f"{role} {name!r} (serial {entry.serial:X}) is already revoked",
+            now = _utcnow()
+            positions = [position for position, entry in enumerate(self._entries)
+                         if (entry.role, entry.id) == (role, name) and entry.status != "revoked"
+                         and not entry.expired(now)]
+            if not positions:
+                current = self._entries[self._current[(role, name)]]
+                state = "already revoked" if current.status == "revoked" else "expired"
+                raise UserError(f"{role} {name!r} is {state}: no certificate of it is left to revoke (the latest is "
+                                f"serial {current.serial:X}; see gen pki list SPEC)",
                                 hint=f"to give it a new certificate: gen pki renew SPEC {name} --new-key")
-            self._entries[position] = replace(entry, status="revoked", revoked_at=_utcnow(), reason=reason)
-            self._dirty = True
-            self._write_crl()
+            return self._revoke_positions(positions, reason, f"re-sign the CRL to revoke {role} {name}")
+
+    def revoke_key(self, key: pki.PrivateKey | pki.PublicKey, reason: str = "unspecified") -> list[IndexEntry]:
+        """Revokes every unexpired certificate of this PKI that certifies `key` (a leaked key, whichever identity
+        it was issued to), then re-signs the CRL. Returns the entries revoked."""
+        _check_reason(reason)
+        digest = public_key_sha256(key)
+        with self.batch():
+            self._record_current_key_digests()
+            now = _utcnow()
+            matching = [position for position, entry in enumerate(self._entries) if entry.key_sha256 == digest]
+            if any(self._entries[position].role not in LEAF_ROLES for position in matching):
+                raise UserError("that is a CA key: a CA cannot be revoked here",
+                                hint="a compromised CA means a new PKI: every device must be re-provisioned")
+            positions = [position for position in matching if self._entries[position].status != "revoked"
+                         and not self._entries[position].expired(now)]
+            if not positions:
+                unknown = sum(1 for entry in self._entries if entry.key_sha256 is None and entry.role in LEAF_ROLES
+                              and entry.status != "revoked" and not entry.expired(now))
+                raise UserError("no unrevoked, unexpired certificate of this PKI certifies that key" + (
+                    f" ({unknown} older certificates were recorded without their key: revoke those by identity)"
+                    if unknown else ""), hint="see every certificate and its key with `gen pki list SPEC`")
+            return self._revoke_positions(positions, reason, "re-sign the CRL to revoke a key")
+
+    def _revoke_positions(self, positions: list[int], reason: str, purpose: str) -> list[IndexEntry]:
+        now = _utcnow()
+        for position in positions:
+            self._entries[position] = replace(self._entries[position], status="revoked", revoked_at=now,
+                                              reason=reason)
+        self._dirty = True
+        self._write_crl(purpose)
+        return [self._entries[position] for position in positions]
+
+    def _record_current_key_digests(self) -> None:
+        """Index entries written before keys were recorded get their key digest from their cert file, when the
+        file still holds that very cert (an earlier cert of the identity is gone: its key stays unknown)."""
+        for (role, name), position in self._current.items():
+            entry = self._entries[position]
+            if entry.key_sha256 is not None or role not in LEAF_ROLES:
+                continue
+            cert = _read_cert_or_none(self.layout.cert_path(role, name))
+            if cert is not None and cert.serial_number == entry.serial:
+                self._entries[position] = replace(entry, key_sha256=public_key_sha256(cert.public_key()))
+                self._dirty = True
+
+    def history(self) -> list[tuple[str, str, list[IndexEntry]]]:
+        """Every identity (role, name) with all its certificates, oldest first; identities in order of issue."""
+        grouped: dict[tuple[str, str], list[IndexEntry]] = {}
+        for entry in self._entries:
+            grouped.setdefault((entry.role, entry.id), []).append(entry)
+        return [(role, name, entries) for (role, name), entries in grouped.items()]
 
     def renew(self, identity: str, *, new_key: bool, key_type: str | None = None,
               validity_days: int | None = None) -> Identity:
@@ -474,7 +693,7 @@ class PkiStore:
         with self.batch():
             role, name = self._resolve_leaf(identity, "renew")
             old = self._entries[self._current[(role, name)]]
-            if old.status == "revoked" and not new_key:
+            if not new_key and (old.status == "revoked" or self._key_was_revoked(role, name)):
                 raise UserError(f"{role} {name!r} is revoked; its key must not be certified again",
                                 hint=f"issue a new key: gen pki renew SPEC {name} --new-key")
             key_path = self.layout.key_path(role, name)
@@ -502,14 +721,23 @@ class PkiStore:
             self._dirty = True
             return self._issue(role, name, key, key_pem, validity_days, old.names, write_key=new_key)
 
+    def _key_was_revoked(self, role: str, name: str) -> bool:
+        """Whether a certificate for the identity's current key was ever revoked (by identity or by key)."""
+        cert = _read_cert_or_none(self.layout.cert_path(role, name))
+        if cert is None:
+            return False
+        digest = public_key_sha256(cert.public_key())
+        return any(entry.status == "revoked" and entry.key_sha256 == digest for entry in self._entries)
+
     def crl_pem(self) -> bytes:
         """The CRL, re-signed first if it is missing, stale (half its lifetime gone), or out of date with the
-        index; otherwise the file as it is."""
+        index; otherwise the file as it is (and no CA key is needed)."""
         existing = _read_or_none(self.layout.crl)
-        if existing is not None and self._crl_is_current(existing):
-            return existing
+        stale = self._crl_staleness(existing)
+        if stale is None:
+            return existing  # type: ignore[return-value]
         with self.batch():
-            return self._write_crl()
+            return self._write_crl(f"re-sign the CRL ({stale})")
 
     # ------------------------------------------------------------------------------------------ batching
 
@@ -519,7 +747,10 @@ class PkiStore:
         if self._depth == 0:
             self._lock_fd = _acquire_lock(self.layout.lock)
             if self._stat_index() != self._index_stamp:  # another process changed the index: start from it
-                fresh = PkiStore._load(self.layout, project=self.project, key_type=self.key_type, passphrase=None)
+                fresh = PkiStore._load(self.layout, project=self.project, key_type=self.key_type,
+                                       passphrase=self._passphrase)
+                if fresh.issuing_ca_cert == self.issuing_ca_cert and fresh._issuing_key is None:
+                    fresh._issuing_key = self._issuing_key   # keep a key already decrypted
                 self.__dict__.update({k: v for k, v in fresh.__dict__.items() if k != "_lock_fd"})
         self._depth += 1
         try:
@@ -625,7 +856,9 @@ class PkiStore:
                names: tuple[str, ...], *, write_key: bool) -> Identity:
         cert_path, key_path = self.layout.cert_path(role, name), self.layout.key_path(role, name)
         now = _utcnow()
-        common = dict(issuer=self._issuing, validity_days=validity_days, now=now, project=self.project)
+        what = "the broker" if role == "broker" else f"{role} {name}"
+        common = dict(issuer=self._signer(f"issue a certificate for {what}"), validity_days=validity_days, now=now,
+                      project=self.project)
         if role == "broker":
             cert = pki.issue_broker_cert(key.public_key(), names, **common)
         elif role == "device":
@@ -634,7 +867,7 @@ class PkiStore:
             cert = pki.issue_client_cert(key.public_key(), name, **common)
         cert_pem = _cert_pem(cert)
         if role == "broker":
-            cert_pem += _cert_pem(self.issuing_ca_cert)
+            cert_pem += self._broker_chain_pem()
         self._make_dirs_for(role)
         if write_key:
             write_file_atomic(key_path, key_pem, mode=_SECRET, fresh=True)
@@ -651,7 +884,7 @@ class PkiStore:
         _make_dir(self.layout.private, _SECRET_DIR)
         if role in _ROLE_DIRS:
             _make_dir(self.layout.private / _ROLE_DIRS[role], _SECRET_DIR)
-            (self.layout.root / _ROLE_DIRS[role]).mkdir(exist_ok=True)
+            _make_dir(self.layout.root / _ROLE_DIRS[role], _PUBLIC_DIR)
         self._dirs_made = self._dirs_made | {role}
 
     def _record(self, cert: x509.Certificate, role: str, name: str, key_type: str, names: tuple[str, ...]) -> None:
@@ -664,24 +897,29 @@ class PkiStore:
             e.reason or "unspecified", x509.ReasonFlags.unspecified))
             for e in self._entries if e.status == "revoked" and e.role in LEAF_ROLES]
 
-    def _crl_is_current(self, crl_pem: bytes) -> bool:
+    def _crl_staleness(self, crl_pem: bytes | None) -> str | None:
+        """Why the CRL must be re-signed, or None when it is current."""
+        if crl_pem is None:
+            return "it is missing"
         try:
             crl = x509.load_pem_x509_crl(crl_pem)
         except ValueError:
-            return False
+            return "it is damaged"
         if crl.issuer != self.issuing_ca_cert.subject or not crl.is_signature_valid(
                 self.issuing_ca_cert.public_key()):  # type: ignore[arg-type]
-            return False
+            return "it is not signed by the issuing CA"
         if crl.next_update_utc is None:
-            return False
+            return "it has no next update"
         lifetime = crl.next_update_utc - crl.last_update_utc
         if _utcnow() >= crl.last_update_utc + lifetime * CRL_RESIGN_FRACTION:
-            return False
-        return {r.serial_number for r in crl} == {r.serial for r in self._revocations()}
+            return f"it is due: Mosquitto refuses every client once it passes {crl.next_update_utc:%Y-%m-%d}"
+        if {r.serial_number for r in crl} != {r.serial for r in self._revocations()}:
+            return "it differs from the index"
+        return None
 
-    def _write_crl(self) -> bytes:
+    def _write_crl(self, purpose: str) -> bytes:
         number = int(self._index_header.get("crl_number", 0)) + 1
-        crl = pki.build_crl(self._revocations(), issuer=self._issuing, crl_number=number, now=_utcnow(),
+        crl = pki.build_crl(self._revocations(), issuer=self._signer(purpose), crl_number=number, now=_utcnow(),
                             validity_days=CRL_VALIDITY_DAYS)
         data = crl.public_bytes(serialization.Encoding.PEM)
         write_file_atomic(self.layout.crl, data, mode=_PUBLIC, durable=True)
@@ -721,7 +959,7 @@ class _IssueJob:
     validity_days: int
 
     def run(self, names: list[str], issuer: pki.CertificateAuthority | None = None,
-            ) -> list[tuple[str, int, str, dt.datetime, bytes, bytes]]:
+            ) -> list[tuple[str, int, str, dt.datetime, dt.datetime, str, bytes, bytes]]:
         if issuer is None:
             issuer = pki.CertificateAuthority(x509.load_pem_x509_certificate(self.issuer_cert_pem),
                                               pki.load_private_key_pem(self.issuer_key_pem, "issuing CA key"))
@@ -736,7 +974,8 @@ class _IssueJob:
             write_file_atomic(layout.key_path(self.role, name), key_pem, mode=_SECRET, fresh=True)
             write_file_atomic(layout.cert_path(self.role, name), cert_pem, mode=_PUBLIC, fresh=True)
             results.append((name, cert.serial_number, pki.leaf_subject_text(name, self.project),
-                            cert.not_valid_after_utc, key_pem, cert_pem))
+                            cert.not_valid_before_utc, cert.not_valid_after_utc, public_key_sha256(key), key_pem,
+                            cert_pem))
         return results
 
 
@@ -744,13 +983,9 @@ class _IssueJob:
 
 
 def _create_ca(layout: PkiLayout, *, project: str, key_type: str, validity_days: int,
-               passphrase: bytes | None) -> None:
-    leftovers = [p for p in (layout.issuing_cert, layout.index, layout.issuing_key, layout.cert_path("broker", "-"),
-                             layout.root / "devices", layout.root / "clients") if p.exists()]
-    if leftovers:
-        raise UserError(
-            f"{layout.rel(layout.ca_cert)} is missing, but {layout.rel(leftovers[0])} exists: this PKI was already "
-            "in use", hint="restore ca.pem from a backup. Never re-create the CA: every device trusts it")
+               passphrase: CaPassphrase | None) -> None:
+    _refuse_leftovers(layout)
+    secret = passphrase.get("create the CA (its keys are encrypted with the passphrase)") if passphrase else None
     now = _utcnow()
     root_key = pki.generate_key(key_type)
     root = pki.CertificateAuthority(pki.build_root_ca(root_key, project=project, validity_days=validity_days,
@@ -758,68 +993,224 @@ def _create_ca(layout: PkiLayout, *, project: str, key_type: str, validity_days:
     issuing_key = pki.generate_key(key_type)
     issuing = pki.CertificateAuthority(pki.build_issuing_ca(issuing_key, root=root, project=project,
                                                             validity_days=validity_days, now=now), issuing_key)
+    ca: dict[str, Any] = {"root_sha256": _fingerprint(root.cert), "issuing_sha256": _fingerprint(issuing.cert)}
     _make_dir(layout.private, _SECRET_DIR)
+    ca.update(_write_ca_key(layout, root_key, "root", secret))
+    ca.update(_write_ca_key(layout, issuing_key, "issuing", secret))
+    _write_ca_files(layout, project=project, root=root.cert, issuing=issuing, chain=(), ca=ca,
+                    key_types=(key_type, key_type))
+
+
+def _refuse_leftovers(layout: PkiLayout) -> None:
+    leftovers = [p for p in (layout.issuing_cert, layout.index, layout.issuing_key, layout.issuing_key_encrypted,
+                             layout.cert_path("broker", "-"), layout.root / "devices", layout.root / "clients")
+                 if p.exists()]
+    if leftovers:
+        raise UserError(
+            f"{layout.rel(layout.ca_cert)} is missing, but {layout.rel(leftovers[0])} exists: this PKI was already "
+            "in use", hint="restore ca.pem from a backup. Never re-create the CA: every device trusts it")
+
+
+def _write_ca_key(layout: PkiLayout, key: pki.PrivateKey, what: str, passphrase: bytes | None) -> dict[str, str]:
+    """Writes a CA key, encrypted when there is a passphrase; returns what the index records of it."""
     if passphrase is None:
-        write_file_atomic(layout.root_key_plain, pki.private_key_pem(root_key), mode=_SECRET, durable=True)
-    else:
-        write_file_atomic(layout.root_key_encrypted, _encrypt_root_key(root_key, passphrase), mode=_SECRET,
-                          durable=True)
-    write_file_atomic(layout.issuing_key, pki.private_key_pem(issuing_key), mode=_SECRET, durable=True)
+        write_file_atomic(layout.root_key_plain if what == "root" else layout.issuing_key, pki.private_key_pem(key),
+                          mode=_SECRET, durable=True)
+        return {}
+    path = layout.root_key_encrypted if what == "root" else layout.issuing_key_encrypted
+    write_file_atomic(path, _encrypt_ca_key(key, passphrase, f"{what}-ca"), mode=_SECRET, durable=True)
+    return {f"{what}_key_p12_sha256": _file_sha256(path)}
+
+
+def _write_ca_files(layout: PkiLayout, *, project: str, root: x509.Certificate, issuing: pki.CertificateAuthority,
+                    chain: tuple[x509.Certificate, ...], ca: dict[str, Any], key_types: tuple[str, str]) -> None:
+    """The public half of a new PKI: issuing CA (+ chain), an empty CRL, the index, and ca.pem last (its presence
+    is what says "this PKI exists")."""
     write_file_atomic(layout.issuing_cert, _cert_pem(issuing.cert), mode=_PUBLIC, durable=True)
-    crl = pki.build_crl([], issuer=issuing, crl_number=1, now=now, validity_days=CRL_VALIDITY_DAYS)
+    if chain:
+        write_file_atomic(layout.chain, b"".join(_cert_pem(cert) for cert in chain), mode=_PUBLIC, durable=True)
+    crl = pki.build_crl([], issuer=issuing, crl_number=1, now=_utcnow(), validity_days=CRL_VALIDITY_DAYS)
     write_file_atomic(layout.crl, crl.public_bytes(serialization.Encoding.PEM), mode=_PUBLIC, durable=True)
-    document = {
-        "version": INDEX_VERSION,
-        "project": project,
-        "ca": {"root_sha256": _fingerprint(root.cert), "issuing_sha256": _fingerprint(issuing.cert)},
-        "crl_number": 1,
-        "certs": [_entry_for(root.cert, "root-ca", "root-ca", key_type).to_json(),
-                  _entry_for(issuing.cert, "issuing-ca", "issuing-ca", key_type).to_json()],
-    }
+    entries = [_entry_for(root, "root-ca", "root-ca", key_types[0])]
+    if issuing.cert != root:
+        entries.append(_entry_for(issuing.cert, "issuing-ca", "issuing-ca", key_types[1]))
+    document = {"version": INDEX_VERSION, "project": project, "ca": ca, "crl_number": 1,
+                "certs": [entry.to_json() for entry in entries]}
     write_file_atomic(layout.index, _index_bytes(document), mode=_PUBLIC, durable=True)
-    # ca.pem last: its presence is what says "this PKI exists"
-    write_file_atomic(layout.ca_cert, _cert_pem(root.cert), mode=_PUBLIC, durable=True)
+    write_file_atomic(layout.ca_cert, _cert_pem(root), mode=_PUBLIC, durable=True)
 
 
-def _encrypt_root_key(key: pki.PrivateKey, passphrase: bytes) -> bytes:
+def import_ca(directory: Path, *, project: str, cert_pem: bytes, key_pem: bytes, chain_pem: bytes = b"",
+              passphrase: CaPassphrase | None = None, cert_name: str = "the CA certificate",
+              key_name: str = "the CA key") -> "PkiStore":
+    """A new PKI that issues from an existing CA (a corporate or team CA): its certificate and key, and, when it
+    is not self-signed, the chain up to its self-signed root. Devices trust that root; the CA's key signs the
+    broker and device certs and the CRL. Only into a directory that holds no PKI yet. The key is stored
+    encrypted with the passphrase when there is one (an encrypted key file is read with the same passphrase)."""
+    layout = PkiLayout(Path(directory).resolve())
+    if layout.ca_cert.exists():
+        raise UserError(f"{layout.root} already holds a PKI; gen never replaces a CA",
+                        hint="import into a new project (or a new pki.dir), then move the devices over")
+    issuing_cert = _parse_import_certs(cert_pem, cert_name)[0]
+    chain = _parse_import_certs(chain_pem, "the chain") if chain_pem.strip() else []
+    key = _load_import_key(key_pem, key_name, passphrase)
+    problem = _import_problem(issuing_cert, key, chain, _utcnow())
+    if problem:
+        raise UserError(f"cannot issue from {cert_name}: {problem}", hint=_IMPORT_HINT)
+    root = chain[-1] if chain else issuing_cert
+    between = tuple(chain[:-1])
+    _make_dir(layout.root, _PUBLIC_DIR)
+    with _flock(layout.lock):
+        if layout.ca_cert.exists():
+            raise UserError(f"{layout.root} already holds a PKI; gen never replaces a CA")
+        _refuse_leftovers(layout)
+        secret = passphrase.get("store the imported CA key encrypted") if passphrase else None
+        _make_dir(layout.private, _SECRET_DIR)
+        ca: dict[str, Any] = {"root_sha256": _fingerprint(root), "issuing_sha256": _fingerprint(issuing_cert),
+                              "imported": True}
+        ca.update(_write_ca_key(layout, key, "issuing", secret))
+        _write_ca_files(layout, project=project, root=root, issuing=pki.CertificateAuthority(issuing_cert, key),
+                        chain=between, ca=ca, key_types=(pki.key_type_of(root.public_key()),  # type: ignore[arg-type]
+                                                         pki.key_type_of(key)))
+    log.info(f"imported {issuing_cert.subject.rfc4514_string()} to issue from; devices will trust "
+             f"{root.subject.rfc4514_string()}")
+    return PkiStore.open(layout.root, project=project, passphrase=passphrase, create=False)
+
+
+_IMPORT_HINT = ("give a CA certificate (basicConstraints CA:TRUE, keyUsage keyCertSign and cRLSign) with its own key, "
+                "and --chain with the certificates above it up to the self-signed root")
+
+
+def _parse_import_certs(data: bytes, what: str) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        try:
+            certs = [x509.load_der_x509_certificate(data)]
+        except ValueError:
+            raise UserError(f"{what} is not a PEM or DER certificate", hint=_IMPORT_HINT) from None
+    return certs
+
+
+def _load_import_key(data: bytes, what: str, passphrase: CaPassphrase | None) -> pki.PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:   # encrypted
+        if passphrase is None:
+            raise UserError(f"{what} is encrypted", hint="set pki.ca_passphrase_env in the spec to the variable that "
+                                                        "holds its passphrase (gen keeps it encrypted with it)")
+        try:
+            key = serialization.load_pem_private_key(data, password=passphrase.get(f"read {what}"))
+        except ValueError:
+            raise UserError(f"{what} does not open with the passphrase in ${passphrase.variable}") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise UserError(f"{what} is not a readable PEM private key") from None
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+        raise UserError(f"{what} is a {type(key).__name__}; gen issues from EC and RSA keys only")
+    return key
+
+
+def _import_problem(cert: x509.Certificate, key: pki.PrivateKey, chain: list[x509.Certificate],
+                    now: dt.datetime) -> str | None:
+    """Why a certificate cannot be the issuing CA of a PKI, or None."""
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return "it has no basicConstraints, so it is not a CA"
+    if not constraints.ca:
+        return "it is not a CA certificate (basicConstraints CA:FALSE)"
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        if not usage.key_cert_sign:
+            return "its keyUsage lacks keyCertSign: it may not sign certificates"
+        if not usage.crl_sign:
+            return "its keyUsage lacks cRLSign: it cannot sign the CRL Mosquitto needs for client certificates"
+    except x509.ExtensionNotFound:
+        pass
+    if not _same_public_key(key, cert):
+        return "the key does not belong to it"
+    if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
+        return f"it is not valid now (valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d})"
+    if not chain and not _issued_by(cert, cert):
+        return "it is not self-signed, and no --chain up to its root was given"
+    if chain and not _issued_by(chain[-1], chain[-1]):
+        return "the last certificate of --chain is not a self-signed root"
+    if chain and not pki.chains_to(cert, tuple(chain[:-1]), chain[-1]):
+        return "--chain does not lead from it to the root (each certificate must sign the one before)"
+    for ca in chain:
+        if not _is_ca(ca):
+            return f"{ca.subject.rfc4514_string()} in --chain is not a CA"
+    return None
+
+
+def _encrypt_ca_key(key: pki.PrivateKey, passphrase: bytes, name: str) -> bytes:
+    """PKCS#12 with PBES2 (AES-256-CBC, PBKDF2-SHA256, CA_KEY_KDF_ROUNDS) and an HMAC-SHA256 MAC."""
     encryption = (
         serialization.PrivateFormat.PKCS12.encryption_builder()
-        .kdf_rounds(ROOT_KEY_KDF_ROUNDS)
+        .kdf_rounds(CA_KEY_KDF_ROUNDS)
         .key_cert_algorithm(pkcs12.PBES.PBESv2SHA256AndAES256CBC)
         .hmac_hash(hashes.SHA256())
         .build(passphrase)
     )
-    return pkcs12.serialize_key_and_certificates(b"root-ca", key, None, None, encryption)  # type: ignore[arg-type]
+    return pkcs12.serialize_key_and_certificates(name.encode(), key, None, None, encryption)  # type: ignore[arg-type]
 
 
-def _check_root_passphrase(layout: PkiLayout, root_cert: x509.Certificate, passphrase: bytes) -> None:
-    if layout.root_key_encrypted.exists():
-        try:
-            key, _, _ = pkcs12.load_key_and_certificates(layout.root_key_encrypted.read_bytes(), passphrase)
-        except ValueError:
-            raise UserError(f"wrong passphrase for the root CA key {layout.rel(layout.root_key_encrypted)}",
-                            hint="set the passphrase variable named in the spec (pki.ca_passphrase_env) to the "
-                                 "passphrase the PKI was created with")
-        if key is None or not _same_public_key(key, root_cert):  # type: ignore[arg-type]
-            raise UserError(f"{layout.rel(layout.root_key_encrypted)} does not belong to "
-                            f"{layout.rel(layout.ca_cert)}", hint="restore both from the same backup")
-    elif layout.root_key_plain.exists():  # protect a key created before a passphrase was configured
-        key = _load_key_file(layout, layout.root_key_plain, "root CA key", "restore it from a backup")
-        if not _same_public_key(key, root_cert):
-            raise UserError(f"{layout.rel(layout.root_key_plain)} does not belong to {layout.rel(layout.ca_cert)}",
-                            hint="restore both from the same backup")
-        write_file_atomic(layout.root_key_encrypted, _encrypt_root_key(key, passphrase), mode=_SECRET,
-                          durable=True)
-        layout.root_key_plain.unlink()
+def _decrypt_ca_key(layout: PkiLayout, path: Path, cert: x509.Certificate, passphrase: CaPassphrase,
+                    purpose: str) -> pki.PrivateKey:
+    """An encrypted CA key, checked against its certificate."""
+    data = _read_required(layout, path, "an encrypted CA key", "restore it from a backup")
+    secret = passphrase.get(purpose)
+    try:
+        key, _, _ = pkcs12.load_key_and_certificates(data, secret)
+    except ValueError:
+        raise UserError(f"wrong passphrase for the CA key {layout.rel(path)}" + (
+            f" (from ${passphrase.variable})" if passphrase.variable else ""),
+            hint="set the passphrase variable named in the spec (pki.ca_passphrase_env) to the passphrase the PKI "
+                 "was created with") from None
+    if key is None or not _same_public_key(key, cert):  # type: ignore[arg-type]
+        raise UserError(f"{layout.rel(path)} does not belong to the CA certificate it stands beside",
+                        hint="restore both from the same backup")
+    return key  # type: ignore[return-value]
+
+
+def _checked_clear_key(layout: PkiLayout, path: Path, cert: x509.Certificate, what: str) -> pki.PrivateKey | None:
+    """A CA key stored in the clear, checked against its certificate; None when there is no such file."""
+    data = _read_or_none(path)
+    if data is None:
+        return None
+    key = _parse_key(layout, data, path)
+    if not _same_public_key(key, cert):
+        raise UserError(f"{layout.rel(path)} ({what}) does not belong to {cert.subject.rfc4514_string()} (the key "
+                        "file was replaced or damaged)",
+                        hint="restore the pki/ directory from a backup. Never re-create the CA: every device trusts it")
+    return key
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
 
 
+def _check_reason(reason: str) -> None:
+    if reason not in pki.REVOCATION_REASONS:
+        raise UserError(f"unknown revocation reason {reason!r}", hint=f"use one of: {', '.join(pki.REVOCATION_REASONS)}")
+
+
 def _entry_for(cert: x509.Certificate, role: str, name: str, key_type: str,
                names: tuple[str, ...] = ()) -> IndexEntry:
     return IndexEntry(serial=cert.serial_number, subject=cert.subject.rfc4514_string(), role=role, id=name,
-                      not_after=cert.not_valid_after_utc, status="valid", key_type=key_type, names=names)
+                      not_after=cert.not_valid_after_utc, status="valid", key_type=key_type, names=names,
+                      key_sha256=public_key_sha256(cert.public_key()), issued_at=cert.not_valid_before_utc)
 
 
 def _index_bytes(document: Mapping[str, Any]) -> bytes:
@@ -929,10 +1320,22 @@ def _wanted_broker_names(names: tuple[str, ...]) -> tuple[str, tuple[x509.Genera
     return (names[0][:64] if names else "", tuple(pki.broker_subject_alt_names(names)))
 
 
-def _secure_private_dirs(layout: PkiLayout) -> None:
+def _secure_dirs(layout: PkiLayout) -> None:
+    """Private folders exactly 0700; public ones no looser than 0755 (a PKI made under a lax umask is repaired)."""
     for directory in (layout.private, *(layout.private / d for d in (*_ROLE_DIRS.values(), "passwords"))):
         if directory.is_dir() and (directory.stat().st_mode & 0o777) != _SECRET_DIR:
             os.chmod(directory, _SECRET_DIR)
+    for directory in (layout.root, *(layout.root / d for d in _ROLE_DIRS.values())):
+        if directory.is_dir() and directory.stat().st_mode & 0o022:
+            os.chmod(directory, _PUBLIC_DIR)
+
+
+def _unique_certs(certs: Iterable[x509.Certificate]) -> list[x509.Certificate]:
+    unique: list[x509.Certificate] = []
+    for cert in certs:
+        if cert not in unique:
+            unique.append(cert)
+    return unique
 
 
 @contextlib.contextmanager
@@ -973,16 +1376,10 @@ def _release_lock(fd: int | None) -> None:
 
 
 def open_spec_pki(spec: Any, *, create: bool = True) -> PkiStore:
-    """The PKI a spec names (spec.pki.dir), with the root passphrase read from the env var it names, if set."""
+    """The PKI a spec names (spec.pki.dir). With pki.ca_passphrase_env, the CA keys are encrypted with the passphrase
+    in that variable, which is read only when a CA key must be decrypted (to sign) or encrypted."""
     env = getattr(spec.pki, "ca_passphrase_env", None)
-    passphrase: bytes | None = None
-    if env:
-        value = os.environ.get(env)
-        if value is not None:
-            passphrase = value.encode()
-        elif create and not PkiLayout(Path(spec.pki.dir)).ca_cert.exists():
-            raise UserError(f"the spec protects the CA key with the passphrase in ${env}, but {env} is not set",
-                            hint=f"export {env}=<passphrase> (keep it somewhere safe), then run again")
+    passphrase = CaPassphrase(variable=env) if env else None
     return PkiStore.open(Path(spec.pki.dir), project=spec.project, key_type=spec.pki.key_type,
                          ca_validity_days=getattr(spec.pki, "ca_validity_days", 3650), passphrase=passphrase,
                          create=create)
@@ -992,11 +1389,12 @@ def ensure_spec_identities(spec: Any) -> SpecIdentities:
     """The broker identity, one identity per device that uses a client cert, the backend client, the passwords
     the auth modes need (keyed by MQTT username), and a fresh-enough CRL. What `gen generate` calls; it reuses
     everything that already exists and writes the index once."""
-    from generator.spec import BACKEND_IDENTITY
+    from generator.spec import BACKEND_IDENTITY, DOCTOR_IDENTITY, SERVER_IDENTITIES
 
     store = open_spec_pki(spec)
     with store.batch():
-        broker = store.ensure_broker(spec.broker.names, validity_days=spec.pki.validity_days)
+        broker = (store.ensure_broker(spec.broker.names, validity_days=spec.pki.validity_days)
+                  if spec.broker.issues_cert else None)
         devices: dict[str, Identity] = {}
         by_profile: dict[tuple[str, int], list[str]] = {}
         for device in spec.devices:
@@ -1006,11 +1404,12 @@ def ensure_spec_identities(spec: Any) -> SpecIdentities:
             for identity in store.ensure_devices(ids, key_type=key_type, validity_days=validity_days):
                 devices[identity.name] = identity
         devices = {device.id: devices[device.id] for device in spec.devices if device.id in devices}  # spec order
-        backend = store.ensure_client(BACKEND_IDENTITY, key_type=spec.pki.key_type,
-                                      validity_days=spec.pki.validity_days)
+        servers = {name: store.ensure_client(name, key_type=spec.pki.key_type, validity_days=spec.pki.validity_days)
+                   for name in SERVER_IDENTITIES}
         passwords = {device.username: store.password(device.username)
                      for device in spec.devices if device.uses_password}
-        passwords[BACKEND_IDENTITY] = store.password(BACKEND_IDENTITY)
+        passwords.update({name: store.password(name) for name in SERVER_IDENTITIES})
         crl = store.crl_pem()
     return SpecIdentities(ca_pem=store.device_trust_pem(), broker_cafile_pem=store.broker_cafile_pem(),
-                          crl_pem=crl, broker=broker, backend=backend, devices=devices, passwords=passwords)
+                          crl_pem=crl, broker=broker, backend=servers[BACKEND_IDENTITY],
+                          doctor=servers[DOCTOR_IDENTITY], devices=devices, passwords=passwords)

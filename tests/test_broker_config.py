@@ -72,7 +72,16 @@ def test_a_plaintext_listener_exists_only_when_the_spec_sets_plaintext_port(brok
     assert len(listener_blocks(spec)) == 1
     with_plaintext = dataclasses.replace(spec, broker=dataclasses.replace(spec.broker, plaintext_port=1883))
     tls, plaintext = listener_blocks(with_plaintext)
-    assert plaintext == ["listener 1883"]
+    assert plaintext[0] == "listener 1883" and not any(line.startswith(("certfile", "keyfile")) for line in plaintext)
+
+
+@pytest.mark.parametrize("auth", ["mtls", "password", "mtls+password"])
+def test_every_listener_binds_the_client_id_to_the_user_and_caps_its_connections(auth, broker_project):
+    spec = broker_project(auth).spec
+    with_plaintext = dataclasses.replace(spec, broker=dataclasses.replace(spec.broker, plaintext_port=1883))
+    for block in listener_blocks(with_plaintext):
+        assert "use_username_as_clientid true" in block
+        assert f"max_connections {2 * len(spec.devices) + 64}" in block
 
 
 # ---------------------------------------------------------------------------------------------- password file
@@ -98,7 +107,7 @@ def test_the_password_file_has_one_7_line_per_user_and_no_plaintext(broker_proje
     passwords = project.credentials.broker.passwords
     text = render_broker(project.spec, project.credentials.broker).files["passwd"].decode()
     lines = text.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["backend", "sensor-a", "sensor-b"]
+    assert [line.split(":")[0] for line in lines] == ["backend", "gen.doctor", "sensor-a", "sensor-b"]
     for (username, password), line in zip(sorted(passwords), lines):
         encoded = line.split(":", 1)[1]
         assert encoded.startswith(f"$7${PASSWORD_ITERATIONS}$")
@@ -135,7 +144,7 @@ def test_mtls_writes_no_password_file_and_password_mode_no_ca_or_crl(broker_proj
 # ---------------------------------------------------------------------------------------------- ACL
 
 
-def test_each_device_may_write_its_topics_and_read_its_filters_and_the_backend_all_device_topics(broker_project):
+def test_each_device_may_write_its_topics_and_read_its_filters_and_the_backend_and_doctor_all_device_topics(broker_project):
     sections = {s.username: [(r.access, r.topic) for r in s.rules] for s in acl_sections(broker_project("mtls").spec)}
     assert sections == {
         "sensor-a": [("write", "devices/sensor-a/telemetry"), ("readwrite", "devices/sensor-a/status"),
@@ -143,6 +152,7 @@ def test_each_device_may_write_its_topics_and_read_its_filters_and_the_backend_a
         "sensor-b": [("write", "devices/sensor-b/telemetry"), ("readwrite", "devices/sensor-b/status"),
                      ("read", "devices/sensor-b/cmd/#")],
         "backend": [("readwrite", "devices/#")],
+        "gen.doctor": [("readwrite", "devices/#")],
     }
 
 

@@ -177,6 +177,22 @@ def test_gen_broker_up_runs_mosquitto_in_the_foreground_until_interrupted(broker
     assert "mosquitto version" in err and "Traceback" not in err
 
 
+def test_gen_broker_up_listens_on_this_machine_only_unless_told_otherwise(broker_project, copy_project, free_port):
+    project = copy_project(broker_project("mtls"))
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "generator", "broker", "up", str(project.spec.path),
+                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert f"running on 127.0.0.1, port {port} (TLS)" in line, line
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT_S).close()
+        with pytest.raises(ConnectionRefusedError):   # another address of this machine: not listened on
+            socket.create_connection(("127.0.0.2", port), timeout=WAIT_S).close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=WAIT_S)
+
+
 DEBIAN_MAIN_CONF = "/etc/mosquitto/mosquitto.conf"
 
 

@@ -129,6 +129,24 @@ def test_a_revoked_client_cert_is_refused_and_an_unrevoked_one_still_connects(au
         assert mqtt_connect_over(sock, project.client("sensor-a")) == 0
 
 
+@pytest.mark.parametrize("auth", CERT_MODES)
+def test_after_renew_then_revoke_the_old_certificate_is_refused_too(auth, broker_project, copy_project, start_broker):
+    # A renewal keeps the key and leaves the old certificate unexpired: a stolen board may still carry it.
+    project = copy_project(broker_project(auth))
+    old = project.client("sensor-b")
+    PkiStore.open(project.spec.pki.dir, project=project.spec.project).renew("sensor-b", new_key=False)
+    renewed = project.regenerate().client("sensor-b")
+    assert renewed.cert_pem != old.cert_pem and renewed.key_pem == old.key_pem
+    project = revoke_and_remove(project, "sensor-b")
+    broker = start_broker(project.broker_dir)
+
+    for carried in (old, renewed):
+        error = handshake_refused(broker, client_tls_context(carried))
+        assert "CERTIFICATE_REVOKED" in str(error).upper()
+    with tls_connect(broker, client_tls_context(project.client("sensor-a"))) as sock:
+        assert mqtt_connect_over(sock, project.client("sensor-a")) == 0
+
+
 def test_a_cert_revoked_while_the_broker_runs_is_refused_after_sighup(broker_project, copy_project, start_broker):
     project = copy_project(broker_project("mtls"))
     broker = start_broker(project.broker_dir)
@@ -187,6 +205,22 @@ def test_with_mtls_the_username_a_client_sends_does_not_change_who_it_is(broker_
         assert mqtt_connack_code(sock) == 0
     broker.wait_for_log("u'sensor-a'")
     assert "u'sensor-b'" not in broker.log_text()
+
+
+def test_with_mtls_password_the_password_not_the_certificate_says_which_device_a_client_is(broker_project,
+                                                                                          start_broker):
+    # What Mosquitto 2.0 really does (the README and the broker README say so): it cannot bind the cert's CN to the
+    # user name, so sensor-a's certificate with sensor-b's own password is accepted as sensor-b.
+    project = broker_project("mtls+password")
+    broker = start_broker(project.broker_dir)
+    other = project.client("sensor-b")
+    with tls_connect(broker, client_tls_context(project.client("sensor-a"))) as sock:
+        sock.send(mqtt_connect_packet("sensor-a", username="sensor-b", password=other.password))
+        assert mqtt_connack_code(sock) == 0
+    broker.wait_for_log("as sensor-b (p2, c1, k30, u'sensor-b')")
+    readme = " ".join((project.broker_dir / "README.md").read_text().split())
+    assert "Mosquitto 2.0 cannot bind the certificate's CN to the username" in readme
+    assert "use `auth: mtls`" in readme
 
 
 # ---------------------------------------------------------------------------------------------- the listener

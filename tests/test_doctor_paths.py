@@ -127,16 +127,32 @@ def test_a_healthy_link_dialled_by_ip_passes_every_step_and_leaves_no_retained_m
         assert backend.next_message().payload == b"sentinel"   # the first message is ours: nothing was retained
 
 
-def test_the_device_keeps_its_own_client_id_connected_while_doctor_runs(broker_project, start_broker):
-    project = broker_project("mtls")
+@pytest.mark.parametrize("auth", AUTH_MODES)
+def test_a_device_that_says_it_is_online_stays_connected_while_doctor_runs(auth, broker_project, start_broker):
+    # The broker binds the client id to the user name: probing as the device would disconnect it. Like the firmware,
+    # the device publishes a retained `online` after connecting; the doctor reads it and leaves the device alone.
+    project = broker_project(auth)
     broker = start_broker(project.broker_dir)
     from conftest import mqtt_session
 
     with mqtt_session(broker, project.client(DEVICE)) as device:
+        device.publish(f"devices/{DEVICE}/status", b"online", retain=True)
         results = doctor(project, broker.port)
-        assert all(result.ok for result in results)
+        assert all(result.ok for result in results), [(r.step, r.summary) for r in results]
+        assert "connected right now" in results[-2].summary
         device.publish("devices/sensor-a/telemetry", b"still connected")  # PUBACK: the session was not taken over
     assert f"Client {DEVICE} already connected" not in broker.log_text()
+
+
+def test_the_doctor_never_logs_in_as_the_backend_so_a_running_backend_stays_connected(broker_project, start_broker):
+    project = broker_project("password")
+    broker = start_broker(project.broker_dir)
+    from conftest import mqtt_session
+
+    with mqtt_session(broker, project.client("backend")) as backend:
+        assert all(result.ok for result in doctor(project, broker.port))
+        backend.publish("devices/sensor-a/cmd/still-here", b"x")   # PUBACK: still connected
+    assert "Client backend already connected" not in broker.log_text()
 
 
 # ---------------------------------------------------------------------------------------------- TLS, server side

@@ -112,7 +112,7 @@ def test_list_warns_about_certs_within_30_days_of_expiry(tmp_path, gen):
 def test_issue_twice_reuses_everything(issued, gen):
     again = gen("pki", "issue", issued)
     assert again.returncode == 0
-    assert "issued" not in again.stdout.replace("PKI", "") and again.stdout.count("reused") == 4
+    assert "issued" not in again.stdout.replace("PKI", "") and again.stdout.count("reused") == 5
 
 
 def test_passwords_are_printed_only_by_show_with_secrets(issued, gen):
@@ -129,6 +129,31 @@ def test_revoking_twice_exits_2_with_a_clear_message(issued, gen):
     again = gen("pki", "revoke", issued, "sensor-a")
     assert again.returncode == 2
     assert "already revoked" in again.stderr and "fix:" in again.stderr
+
+
+def test_revoke_after_renew_revokes_both_certificates_and_list_shows_the_history(issued, gen):
+    from cryptography import x509
+
+    old_serial = x509.load_pem_x509_certificate((issued.parent / "pki" / "devices" / "sensor-a.pem").read_bytes()
+                                                ).serial_number
+    assert gen("pki", "renew", issued, "sensor-a").returncode == 0
+    revoked = gen("pki", "revoke", issued, "sensor-a", "--reason", "key-compromise")
+    assert revoked.returncode == 0 and revoked.stdout.count("revoked device sensor-a serial") == 2
+    assert f"{old_serial:X}" in revoked.stdout
+    listing = gen("pki", "list", issued).stdout
+    lines = [line for line in listing.splitlines() if f"{old_serial:X}"[:12] in line]
+    assert len(lines) == 1 and "revoked (key-compromise)" in lines[0]
+    assert listing.count("revoked (key-compromise)") == 2
+    current = gen("pki", "list", issued, "--current").stdout
+    assert f"{old_serial:X}"[:12] not in current and current.count("revoked") == 1
+
+
+def test_revoke_by_key_revokes_what_that_key_certifies(issued, gen):
+    key = issued.parent / "pki" / "private" / "devices" / "sensor-b-key.pem"
+    result = gen("pki", "revoke", issued, "--key", key)
+    assert result.returncode == 0 and "revoked device sensor-b serial" in result.stdout
+    assert "sensor-a" not in result.stdout
+    assert gen("pki", "revoke", issued).returncode == 2          # neither an identity nor --key
 
 
 def test_revoking_an_unknown_id_exits_2(issued, gen):
@@ -239,3 +264,28 @@ def test_inspect_confirms_a_fresh_crl_and_flags_one_past_its_next_update(issued,
     (tmp_path / "stale.pem").write_bytes(stale.public_bytes(serialization.Encoding.PEM))
     flagged = gen("inspect", tmp_path / "stale.pem", "--ca", issued)
     assert "past its next update: Mosquitto rejects EVERY client cert" in flagged.stdout
+
+
+def test_gen_generate_under_umask_000_gives_every_pki_folder_its_own_mode(spec):
+    result = subprocess.run([sys.executable, "-m", "generator", "generate", str(spec)], capture_output=True, text=True,
+                            cwd=PROJECT_ROOT, timeout=120, preexec_fn=lambda: os.umask(0))
+    assert result.returncode == 0, result.stderr
+    root = spec.parent / "pki"
+    modes = {str(d.relative_to(root)): d.stat().st_mode & 0o777 for d in [root, *root.rglob("*")] if d.is_dir()}
+    assert modes == {".": 0o755, "devices": 0o755, "clients": 0o755, "private": 0o700, "private/devices": 0o700,
+                     "private/clients": 0o700, "private/passwords": 0o700}
+    assert not [p for p in root.rglob("*") if p.stat().st_mode & 0o022]
+
+
+def test_a_spec_with_a_passphrase_generates_and_then_needs_it_only_to_sign_and_says_so(spec, gen):
+    spec.write_text(SPEC.replace("devices:\n", "pki:\n  ca_passphrase_env: CLI_CA_PASS\ndevices:\n"))
+    first = gen("generate", spec, env={"CLI_CA_PASS": "a long passphrase"})
+    assert first.returncode == 0, first.stderr
+    assert "gen: the CA keys are encrypted: reading their passphrase from $CLI_CA_PASS to create the CA" in first.stderr
+    assert not list((spec.parent / "pki" / "private").glob("*ca-key.pem"))
+    everyday = gen("generate", spec)                                  # the variable is not set: not needed
+    assert everyday.returncode == 0 and "passphrase" not in everyday.stderr
+    spec.write_text(spec.read_text() + "  - id: sensor-c\n")
+    needs = gen("generate", spec)
+    assert needs.returncode == 2 and "must issue 1 new device certificate (sensor-c)" in needs.stderr
+    assert "a long passphrase" not in needs.stderr + needs.stdout

@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from generator import pki_store
+from generator import pki, pki_store
 from generator.core.errors import UserError
 from generator.pki_store import PkiStore, ensure_spec_identities
 from generator.spec import load_spec
@@ -194,29 +194,75 @@ def test_the_ca_profile_is_what_mbedtls_and_openssl_require(tmp_path):
 # ------------------------------------------------------------------------------------------------ passphrase
 
 
-def test_the_root_key_is_encrypted_with_the_passphrase_and_checked_on_every_open(tmp_path):
-    PkiStore.open(tmp_path / "pki", project="demo", passphrase=b"correct horse")
-    encrypted = tmp_path / "pki" / "private" / "ca-key.p12"
-    assert not (tmp_path / "pki" / "private" / "ca-key.pem").exists()
-    assert pkcs12.load_key_and_certificates(encrypted.read_bytes(), b"correct horse")[0] is not None
+def test_with_a_passphrase_no_ca_key_is_stored_in_the_clear(tmp_path):
+    store = PkiStore.open(tmp_path / "pki", project="demo", passphrase=b"correct horse")
+    private = tmp_path / "pki" / "private"
+    assert sorted(p.name for p in private.iterdir()) == ["ca-key.p12", "issuing-ca-key.p12"]
+    for name, cert in (("ca-key.p12", store.root_ca_cert), ("issuing-ca-key.p12", store.issuing_ca_cert)):
+        key = pkcs12.load_key_and_certificates((private / name).read_bytes(), b"correct horse")[0]
+        assert key.public_key() == cert.public_key()
+        assert b"PRIVATE KEY" not in (private / name).read_bytes()
     with pytest.raises(UserError, match="wrong passphrase"):
         PkiStore.open(tmp_path / "pki", project="demo", passphrase=b"wrong")
 
 
-def test_everyday_issuing_needs_no_passphrase_and_works_with_the_root_key_offline(tmp_path):
+def test_issuing_with_an_encrypted_issuing_key_needs_the_passphrase_and_reusing_does_not(tmp_path):
+    build(tmp_path / "pki", passphrase=b"correct horse")
+    store = PkiStore.open(tmp_path / "pki", project="demo")                     # no passphrase at all
+    store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365)    # reused: nothing to sign
+    store.crl_pem()                                                             # fresh: nothing to sign
+    with pytest.raises(UserError, match="issue 1 new device certificate .esp32-0003.* is encrypted"):
+        store.ensure_device("esp32-0003", key_type="ec-p256", validity_days=365)
+    with_passphrase = PkiStore.open(tmp_path / "pki", project="demo", passphrase=b"correct horse")
+    device = with_passphrase.ensure_device("esp32-0003", key_type="ec-p256", validity_days=365)
+    x509.load_pem_x509_certificate(device.cert_pem).verify_directly_issued_by(store.issuing_ca_cert)
+
+
+def test_issuing_works_with_the_root_key_offline(tmp_path):
     PkiStore.open(tmp_path / "pki", project="demo", passphrase=b"correct horse")
     (tmp_path / "pki" / "private" / "ca-key.p12").unlink()  # moved to offline storage
-    store = PkiStore.open(tmp_path / "pki", project="demo")
+    store = PkiStore.open(tmp_path / "pki", project="demo", passphrase=b"correct horse")
     device = store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=30)
     x509.load_pem_x509_certificate(device.cert_pem).verify_directly_issued_by(store.issuing_ca_cert)
 
 
-def test_a_passphrase_given_later_encrypts_the_plain_root_key(tmp_path):
-    PkiStore.open(tmp_path / "pki", project="demo")
+def test_a_passphrase_given_later_encrypts_both_clear_ca_keys_and_keeps_them(tmp_path):
+    store = build(tmp_path / "pki")
+    private = tmp_path / "pki" / "private"
+    root_public = store.root_ca_cert.public_key()
     PkiStore.open(tmp_path / "pki", project="demo", passphrase=b"late")
-    assert not (tmp_path / "pki" / "private" / "ca-key.pem").exists()
+    assert not (private / "ca-key.pem").exists() and not (private / "issuing-ca-key.pem").exists()
+    root_key = pkcs12.load_key_and_certificates((private / "ca-key.p12").read_bytes(), b"late")[0]
+    issuing_key = pkcs12.load_key_and_certificates((private / "issuing-ca-key.p12").read_bytes(), b"late")[0]
+    assert root_key.public_key() == root_public                                 # the same keys, not new ones
+    assert issuing_key.public_key() == store.issuing_ca_cert.public_key()
     with pytest.raises(UserError, match="wrong passphrase"):
         PkiStore.open(tmp_path / "pki", project="demo", passphrase=b"other")
+
+
+def test_a_swapped_clear_root_key_is_an_error_on_open(tmp_path):
+    build(tmp_path / "pki")
+    (tmp_path / "pki" / "private" / "ca-key.pem").write_bytes(pki.private_key_pem(pki.generate_key("ec-p256")))
+    with pytest.raises(UserError, match="ca-key.pem .root CA key. does not belong to"):
+        PkiStore.open(tmp_path / "pki", project="demo")
+
+
+def test_a_swapped_encrypted_ca_key_is_an_error_on_open_even_without_the_passphrase(tmp_path):
+    build(tmp_path / "pki", passphrase=b"correct horse")
+    other = tmp_path / "other"
+    PkiStore.open(other, project="demo", passphrase=b"correct horse")
+    (tmp_path / "pki" / "private" / "issuing-ca-key.p12").write_bytes(
+        (other / "private" / "issuing-ca-key.p12").read_bytes())
+    with pytest.raises(UserError, match="is not the encrypted issuing CA key this PKI recorded"):
+        PkiStore.open(tmp_path / "pki", project="demo")
+    with pytest.raises(UserError, match="does not belong to the CA certificate"):
+        PkiStore.open(tmp_path / "pki", project="demo", passphrase=b"correct horse")
+
+
+def test_an_index_of_another_project_is_refused(tmp_path):
+    build(tmp_path / "pki")
+    with pytest.raises(UserError, match="belongs to project 'demo', not to 'greenhouse'"):
+        PkiStore.open(tmp_path / "pki", project="greenhouse")
 
 
 # ------------------------------------------------------------------------------------------------ bad inputs
@@ -260,8 +306,53 @@ def test_asking_for_another_key_type_needs_an_explicit_new_key(tmp_path):
 def test_revoking_twice_is_a_clear_error(tmp_path):
     store = build(tmp_path / "pki")
     store.revoke("esp32-0001")
-    with pytest.raises(UserError, match="already revoked"):
+    with pytest.raises(UserError, match="already revoked: no certificate of it is left to revoke"):
         store.revoke("esp32-0001")
+
+
+def test_revoking_an_identity_revokes_its_earlier_unexpired_certificates_too(tmp_path):
+    store = build(tmp_path / "pki")
+    first = store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365)
+    second = store.renew("esp32-0001", new_key=False)
+    third = store.renew("esp32-0001", new_key=True)
+    revoked = store.revoke("esp32-0001", reason="key-compromise")
+    assert sorted(e.serial for e in revoked) == sorted([first.serial, second.serial, third.serial])
+    crl = x509.load_pem_x509_crl((tmp_path / "pki" / "crl.pem").read_bytes())
+    for identity in (first, second, third):
+        assert crl.get_revoked_certificate_by_serial_number(identity.serial) is not None
+    other = store.ensure_device("esp32-0002", key_type="ec-p256", validity_days=365)
+    assert crl.get_revoked_certificate_by_serial_number(other.serial) is None
+
+
+def test_revoking_a_key_revokes_every_certificate_of_that_key_and_nothing_else(tmp_path):
+    store = build(tmp_path / "pki")
+    first = store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365)
+    second = store.renew("esp32-0001", new_key=False)                 # same key
+    leaked = pki.load_private_key_pem(first.key_pem, "key")
+    third = store.renew("esp32-0001", new_key=True)                   # a new key: not revoked with the old one
+    revoked = store.revoke_key(leaked.public_key(), reason="key-compromise")
+    assert sorted(e.serial for e in revoked) == sorted([first.serial, second.serial])
+    assert store.entry("esp32-0001").status == "valid" and store.entry("esp32-0001").serial == third.serial
+    with pytest.raises(UserError, match="no unrevoked, unexpired certificate of this PKI certifies that key"):
+        store.revoke_key(leaked)
+
+
+def test_a_revoked_key_is_never_certified_again(tmp_path):
+    store = build(tmp_path / "pki")
+    device = store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365)
+    store.revoke_key(pki.load_private_key_pem(device.key_pem, "key"))
+    with pytest.raises(UserError, match="key must not be certified again"):
+        store.renew("esp32-0001", new_key=False)
+
+
+def test_the_history_lists_every_certificate_of_each_identity_oldest_first(tmp_path):
+    store = build(tmp_path / "pki")
+    first = store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365)
+    second = store.renew("esp32-0001", new_key=False)
+    history = {name: entries for role, name, entries in store.history()}
+    assert [(e.serial, e.status) for e in history["esp32-0001"]] == [(first.serial, "superseded"),
+                                                                     (second.serial, "valid")]
+    assert history["esp32-0001"][0].key_sha256 == history["esp32-0001"][1].key_sha256
 
 
 def test_revoking_an_unknown_identity_is_a_clear_error(tmp_path):
@@ -383,7 +474,7 @@ def test_the_spec_gets_its_broker_devices_backend_and_passwords_and_a_rerun_chan
     spec = load_spec(tmp_path / "device.yaml")
     identities = ensure_spec_identities(spec)
     assert list(identities.devices) == ["sensor-a", "sensor-b"]
-    assert sorted(identities.passwords) == ["backend", "sensor-a", "sensor-b"]
+    assert sorted(identities.passwords) == ["backend", "gen.doctor", "sensor-a", "sensor-b"]
     assert identities.broker.cert_path == tmp_path / "pki" / "broker.pem"
     assert (tmp_path / "pki" / "private" / "ca-key.p12").exists()
     before = snapshot(tmp_path / "pki")
@@ -400,13 +491,67 @@ def test_a_spec_that_protects_a_new_ca_with_an_unset_variable_is_an_error(tmp_pa
     assert not (tmp_path / "pki" / "ca.pem").exists()
 
 
-def test_a_wrong_passphrase_in_the_environment_is_an_error(tmp_path, monkeypatch):
+def test_everyday_generate_reads_no_passphrase_until_it_must_sign_and_then_says_why(tmp_path, monkeypatch, caplog):
+    (tmp_path / "device.yaml").write_text(SPEC)
+    monkeypatch.setenv("TEST_PKI_PASSPHRASE", "right")
+    first = ensure_spec_identities(load_spec(tmp_path / "device.yaml"))
+    private = tmp_path / "pki" / "private"
+    assert not (private / "ca-key.pem").exists() and not (private / "issuing-ca-key.pem").exists()
+    monkeypatch.setenv("TEST_PKI_PASSPHRASE", "wrong")          # never read: nothing needs signing
+    caplog.clear()
+    with caplog.at_level("INFO", logger="generator.pki_store"):
+        assert ensure_spec_identities(load_spec(tmp_path / "device.yaml")) == first
+    assert "passphrase" not in caplog.text
+    (tmp_path / "device.yaml").write_text(SPEC.replace("  - id: sensor-b\n", "  - id: sensor-b\n  - id: sensor-c\n"))
+    with pytest.raises(UserError, match="wrong passphrase .*TEST_PKI_PASSPHRASE"):
+        ensure_spec_identities(load_spec(tmp_path / "device.yaml"))
+    monkeypatch.delenv("TEST_PKI_PASSPHRASE")
+    with pytest.raises(UserError, match="must issue 1 new device certificate .sensor-c.* TEST_PKI_PASSPHRASE is not "
+                                        "set"):
+        ensure_spec_identities(load_spec(tmp_path / "device.yaml"))
+    monkeypatch.setenv("TEST_PKI_PASSPHRASE", "right")
+    with caplog.at_level("INFO", logger="generator.pki_store"):
+        assert "sensor-c" in ensure_spec_identities(load_spec(tmp_path / "device.yaml")).devices
+    assert "reading their passphrase from $TEST_PKI_PASSPHRASE to issue 1 new device certificate (sensor-c)" in \
+        caplog.text
+
+
+def test_a_due_crl_is_the_one_everyday_signature_and_asks_for_the_passphrase(tmp_path, monkeypatch):
     (tmp_path / "device.yaml").write_text(SPEC)
     monkeypatch.setenv("TEST_PKI_PASSPHRASE", "right")
     ensure_spec_identities(load_spec(tmp_path / "device.yaml"))
-    monkeypatch.setenv("TEST_PKI_PASSPHRASE", "wrong")
-    with pytest.raises(UserError, match="wrong passphrase"):
+    monkeypatch.delenv("TEST_PKI_PASSPHRASE")
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=16)
+    monkeypatch.setattr(pki_store, "_utcnow", lambda: later)
+    with pytest.raises(UserError, match=r"must re-sign the CRL \(it is due"):
         ensure_spec_identities(load_spec(tmp_path / "device.yaml"))
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o077])
+def test_under_any_umask_every_pki_folder_has_its_own_mode_and_nothing_is_writable_by_others(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        store = build(tmp_path / "projects" / "demo" / "pki")
+        store.renew("esp32-0001", new_key=True)
+    finally:
+        os.umask(old)
+    root = tmp_path / "projects" / "demo" / "pki"
+    folders = {str(d.relative_to(root)): mode(d) for d in [root, *root.rglob("*")] if d.is_dir()}
+    assert folders == {".": 0o755, "devices": 0o755, "clients": 0o755, "private": 0o700,
+                       "private/devices": 0o700, "private/clients": 0o700, "private/passwords": 0o700}
+    assert mode(tmp_path / "projects") == 0o755 and mode(tmp_path / "projects" / "demo") == 0o755
+    for path in root.rglob("*"):
+        assert not mode(path) & 0o022, f"{path} is writable by group or others"
+        if "private" in path.parts or path.name == ".lock":
+            assert not mode(path) & 0o077, f"{path} is readable by group or others"
+
+
+def test_opening_a_pki_made_under_a_loose_umask_tightens_its_folders(tmp_path):
+    build(tmp_path / "pki")
+    for directory in (tmp_path / "pki", tmp_path / "pki" / "devices", tmp_path / "pki" / "private"):
+        os.chmod(directory, 0o777)
+    PkiStore.open(tmp_path / "pki", project="demo")
+    assert [mode(tmp_path / "pki" / d) for d in (".", "devices", "private")] == [0o755, 0o755, 0o700]
 
 
 def test_umask_does_not_loosen_or_tighten_file_modes(tmp_path):

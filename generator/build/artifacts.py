@@ -116,6 +116,10 @@ def collect_device_artifacts(device: DeviceToBuild, shared: SharedImage, out_dir
     files = list(shared.files)
     for artifact in (*shared.files, shared.factory):
         _link_or_copy(shared.directory / artifact.file, directory / artifact.file, mode)
+    nvs_offset = None
+    if device.nvs is None and not device.embeds_secrets:   # built without the PKI: nvs.bin is made at flash time
+        partition = nvs_partition(parse_partition_table(shared.partitions))
+        nvs_offset = partition.offset if partition is not None else None
     if device.nvs is not None:
         if not device.nvs.is_file():
             raise UserError(f"{device.nvs} is missing", hint="run `gen generate SPEC` again")
@@ -137,6 +141,7 @@ def collect_device_artifacts(device: DeviceToBuild, shared: SharedImage, out_dir
         settings=flash_settings(image.target),
         images=tuple(FlashImage(f.offset, f.file) for f in files),
         factory=FlashImage(shared.factory.offset, shared.factory.file),
+        nvs_offset=nvs_offset,
     )
     write_atomic(directory / FLASH_JSON, (json.dumps(layout.to_json(), indent=2) + "\n").encode())
     keep = {f.file for f in files} | {FACTORY_IMAGE, FLASH_JSON}

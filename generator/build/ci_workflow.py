@@ -2,9 +2,14 @@
 
     path = write_github_workflow(spec, repo_root)     # <repo>/.github/workflows/<project>-firmware.yml
 
-The workflow never holds a secret value: secrets.yaml is written in CI from `${{ secrets.NAME }}`, the PKI
-(which must be the one the broker trusts) is restored from a secret archive, and `${VAR}` references of the spec
-are passed from secrets of the same name.
+CI never holds a CA key and never opens the PKI (`gen build --without-pki`, generator.ci_credentials):
+- `secrets: nvs` devices: CI builds app images that hold no secret at all (no secrets.yaml, no credentials); each
+  device's nvs.bin is made where the PKI lives (`gen generate`, `gen flash`).
+- `secrets: embed` devices: CI gets secrets.yaml's values and a bundle of exactly those devices' credentials (one
+  GitHub secret, checked against GitHub's 48 KB limit); their firmware images then hold secrets, and the workflow
+  says so. A device missing from the bundle fails the build: CI issues nothing.
+The workflow file holds no secret value: everything comes from `${{ secrets.NAME }}`; `${VAR}` references of the
+spec are passed from secrets of the same name.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from generator.ci_credentials import check_secret_size, credentials_bundle, embedded_devices, encode_bundle
 from generator.core.errors import UserError
 from generator.core.files import write_atomic
 from generator.core.paths import PROJECT_ROOT
@@ -26,7 +32,6 @@ from generator.core.rendering import render_template
 WORKFLOWS_DIR = Path(".github") / "workflows"
 PYTHON_VERSION = "3.11"
 PACKAGE_NAME = "esp32-mqtt-gen"
-GITHUB_SECRET_LIMIT = 48 * 1024           # bytes: GitHub refuses larger secret values
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -100,25 +105,34 @@ def _install_command(repo_root: Path) -> str:
 
 @dataclass(frozen=True)
 class CiSecrets:
-    pki: CiSecret                     # the spec's pki/ directory, as a base64 tar.gz
+    credentials: CiSecret | None      # the embed devices' credentials bundle (None when every device uses nvs)
     secrets_yaml: tuple[CiSecret, ...]
     environment: tuple[CiSecret, ...]
 
     @property
     def all(self) -> tuple[CiSecret, ...]:
-        return (self.pki, *self.secrets_yaml, *self.environment)
+        return (*((self.credentials,) if self.credentials else ()), *self.secrets_yaml, *self.environment)
 
 
-def ci_secrets(spec, spec_dir: str) -> CiSecrets:
-    """Every GitHub secret the workflow reads, with what the user puts in it."""
+def bundle_file(spec, out_dir: Path | None = None) -> Path:
+    """Where `gen ci github` writes the credentials bundle: OUT/ci/, 0600 in 0700 (to be set as the secret)."""
+    return Path(out_dir or spec.default_out_dir) / "ci" / f"{spec.project}-device-credentials.b64"
+
+
+def ci_secrets(spec, spec_dir: str, out_dir: Path | None = None) -> CiSecrets:
+    """Every GitHub secret the workflow reads, with what the user puts in it. All-nvs fleets read none from
+    secrets.yaml: their images hold no secret."""
     secret_names, variables = spec_references(spec.path)
-    if spec.pki.ca_passphrase_env and spec.pki.ca_passphrase_env not in variables:
-        variables.append(spec.pki.ca_passphrase_env)
-    pki = github_secret_name(f"{spec.project}_PKI")
+    embedded = embedded_devices(spec)
+    credentials = None
+    if embedded:
+        name = github_secret_name(f"{spec.project}_DEVICE_CREDENTIALS")
+        credentials = CiSecret("credentials", name, f"the credentials of the {len(embedded)} secrets: embed "
+                               f"device(s), no CA key: gh secret set {name} < {bundle_file(spec, out_dir)}")
     secrets = CiSecrets(
-        pki=CiSecret("pki", pki, f"the spec's pki/ directory: tar -czf - -C {spec_dir} pki | base64 -w0 | gh secret set {pki}"),
+        credentials=credentials,
         secrets_yaml=tuple(CiSecret(name, github_secret_name(name), f"the value of `{name}` in secrets.yaml")
-                           for name in secret_names),
+                           for name in secret_names) if embedded else (),
         environment=tuple(CiSecret(name, github_secret_name(name), f"the value of the environment variable ${{{name}}}")
                           for name in variables),
     )
@@ -137,7 +151,8 @@ def render_github_workflow(spec, repo_root: Path, out_dir: Path | None = None,
     spec_dir = _posix_relative(spec.directory, repo_root)
     out = _posix_relative(out_dir or spec.default_out_dir, repo_root)
     workflow_file = (WORKFLOWS_DIR / f"{spec.project}-firmware.yml").as_posix()
-    secrets = ci_secrets(spec, spec_dir)
+    secrets = ci_secrets(spec, spec_dir, out_dir)
+    embedded = {device.id for device in embedded_devices(spec)}
     pins = sorted({f"{d.target.platform} {d.target.option('lib_deps', '')}" for d in spec.devices})
     pins_hash = hashlib.sha256("\n".join(pins).encode()).hexdigest()[:16]
     text = render_template(
@@ -152,36 +167,39 @@ def render_github_workflow(spec, repo_root: Path, out_dir: Path | None = None,
         cache_key="platformio-${{ runner.os }}-" + pins_hash,
         cache_restore_key="platformio-${{ runner.os }}-",
         install_command=install_command or _install_command(repo_root),
-        pki_secret=secrets.pki,
+        credentials_secret=secrets.credentials,
         secrets=secrets.all,
         secrets_yaml=secrets.secrets_yaml,
         secrets_yaml_names=json.dumps({s.name: s.ci_secret for s in secrets.secrets_yaml}),
         environment=secrets.environment,
-        devices=[{"id": d.id, "artifact": f"{spec.project}-{d.id}", "path": f"{out}/artifacts/{d.id}/"}
-                 for d in spec.devices],
+        devices=[{"id": d.id, "artifact": f"{spec.project}-{d.id}", "path": f"{out}/artifacts/{d.id}/",
+                  "embeds_secrets": d.id in embedded} for d in spec.devices],
+        embedded=[d.id for d in spec.devices if d.id in embedded],
+        nvs_devices=[d.id for d in spec.devices if d.id not in embedded],
     )
     return workflow_file, text
 
 
 def write_github_workflow(spec, repo_root: Path | None = None, out_dir: Path | None = None,
-                          install_command: str | None = None) -> tuple[Path, CiSecrets]:
-    """Writes the workflow; returns its path and the secrets the user must set."""
+                          install_command: str | None = None) -> tuple[Path, CiSecrets, Path | None]:
+    """Writes the workflow and, when devices embed their secrets, their credentials bundle (OUT/ci/, 0600); returns
+    the workflow's path, the secrets the user must set, and the bundle's path. A bundle over GitHub's limit is an
+    error before anything is written."""
     root = find_repo_root(spec.directory) if repo_root is None else Path(repo_root).resolve()
     relative, text = render_github_workflow(spec, root, out_dir, install_command)
+    secrets = ci_secrets(spec, _posix_relative(spec.directory, root), out_dir)
+    bundle_path = None
+    if secrets.credentials is not None:
+        encoded = encode_bundle(credentials_bundle(spec))
+        check_secret_size(spec, encoded, secrets.credentials.ci_secret)
+        bundle_path = bundle_file(spec, out_dir)
+        _make_private_dir(bundle_path.parent)
+        write_atomic(bundle_path, encoded.encode(), mode=0o600)
     path = root / relative
     write_atomic(path, text.encode())
-    return path, ci_secrets(spec, _posix_relative(spec.directory, root))
+    return path, secrets, bundle_path
 
 
-def pki_archive_size(spec) -> int | None:
-    """Roughly how big the PKI secret will be (base64 of a gzip tarball), to warn before GitHub refuses it."""
-    import io
-    import tarfile
-
-    pki_dir = spec.pki.dir
-    if not pki_dir.is_dir():
-        return None
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        archive.add(pki_dir, arcname="pki")
-    return (len(buffer.getvalue()) + 2) // 3 * 4
+def _make_private_dir(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)

@@ -88,6 +88,8 @@ class FlashLayout:
     settings: FlashSettings
     images: tuple[FlashImage, ...]                  # in offset order; includes nvs.bin when the device has one
     factory: FlashImage | None = None                # the merged image of the build (without nvs.bin)
+    nvs_offset: int | None = None                    # where nvs.bin goes when it is made at flash time, where the
+                                                     # PKI lives (an image built without the PKI, e.g. in CI)
 
     def write_flash_args(self) -> list[str]:
         args = ["--chip", self.chip, "write-flash", *self.settings.esptool_args()]
@@ -104,6 +106,7 @@ class FlashLayout:
             "flash_size": self.settings.size,
             "images": [{"offset": hex_offset(i.offset), "file": i.file} for i in self.images],
             "factory": {"offset": hex_offset(self.factory.offset), "file": self.factory.file} if self.factory else None,
+            "nvs_offset": hex_offset(self.nvs_offset) if self.nvs_offset is not None else None,
             "esptool_args": self.write_flash_args(),
         }
 
@@ -116,6 +119,7 @@ class FlashLayout:
             settings=FlashSettings(data["flash_mode"], data["flash_freq"], data["flash_size"]),
             images=tuple(FlashImage(parse_offset(i["offset"]), i["file"]) for i in data["images"]),
             factory=FlashImage(parse_offset(factory["offset"]), factory["file"]) if factory else None,
+            nvs_offset=parse_offset(data["nvs_offset"]) if data.get("nvs_offset") else None,
         )
 
 
@@ -371,6 +375,15 @@ def built_device(out_dir: Path, manifest: Manifest, device_id: str, catalogue: d
         raise UserError(f"device {device_id} names target {device.target!r}, which the catalogue does not list",
                         hint="run `gen build SPEC` again")
     return BuiltDevice(device_id, target, Path(out_dir) / device.artifacts.dir, Path(out_dir) / device.artifacts.built_in)
+
+
+def built_device_in(artifacts_dir: Path, device_id: str, target: Target) -> BuiltDevice:
+    """A device's artifacts directory given directly (e.g. downloaded from CI): flashed with esptool only."""
+    layout = read_flash_layout(artifacts_dir)
+    if layout.device != device_id:
+        raise UserError(f"{artifacts_dir} holds the artifacts of {layout.device!r}, not of {device_id!r}",
+                        hint=f"download the artifact of {device_id}")
+    return BuiltDevice(device_id, target, Path(artifacts_dir), Path(artifacts_dir))
 
 
 def flash_device(device: BuiltDevice, *, port: str, method: str, esptool: str, pio: str | None,

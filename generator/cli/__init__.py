@@ -4,6 +4,7 @@ this file only assembles them and turns our errors into exit codes (0 ok, 2 user
 from __future__ import annotations
 
 import errno
+import logging
 import signal
 import sys
 from importlib.metadata import PackageNotFoundError
@@ -78,6 +79,22 @@ def _interrupt_on_termination_signals() -> None:
         signal.signal(termination, interrupt)
 
 
+class _NotesHandler(logging.Handler):
+    """Prints each note on stderr (the one of the moment: rich looks it up on every print)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err_console.print(f"gen: {record.getMessage()}")
+
+
+def _print_notes() -> None:
+    """What gen's modules say the user should know while it works (e.g. "reading the CA passphrase from $X to
+    issue ...") goes to stderr as `gen: ...`; never a secret."""
+    notes = logging.getLogger("generator")
+    if not any(isinstance(handler, _NotesHandler) for handler in notes.handlers):
+        notes.addHandler(_NotesHandler())
+        notes.setLevel(logging.INFO)
+
+
 def _file_error(error: OSError) -> GenError:
     """A file the command had to read or write could not be: the user's to fix (a path, a mode, a full disk)."""
     where = f" {error.filename}" if error.filename else ""
@@ -93,6 +110,7 @@ def _file_error(error: OSError) -> GenError:
 def main(argv: list[str] | None = None) -> None:
     """Runs gen. Usage mistakes (unknown command or option, a bad value) are click's: usage, the error, exit 2.
     Our errors: exit 2 (UserError) or 1 (ToolError), one message and the fix. Ctrl-C: 130, after cleaning up."""
+    _print_notes()
     if argv is None:  # the real program, not a test calling main([...]) in-process
         _interrupt_on_termination_signals()
     try:

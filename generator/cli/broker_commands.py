@@ -11,6 +11,7 @@ import typer
 
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console
 
+LOCAL_ONLY = "127.0.0.1"   # `gen broker up` is for trying the link on this machine
 broker_app = typer.Typer(help="The Mosquitto broker side: print its config, or run it.", no_args_is_help=True)
 
 
@@ -28,7 +29,8 @@ def up(
     spec: Path = SPEC_ARGUMENT,
     port: Optional[int] = typer.Option(None, "--port", min=1, max=65535,
                                        help="TLS port to listen on (default: broker.port of the spec)."),
-    bind: Optional[str] = typer.Option(None, "--bind", help="Address to listen on (default: every interface)."),
+    bind: str = typer.Option(LOCAL_ONLY, "--bind", help="Address to listen on (default 127.0.0.1: this machine "
+                                                         "only; 0.0.0.0 for every interface)."),
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
     """Generate OUT/broker/ and run the real mosquitto on it in the foreground until Ctrl-C."""
@@ -36,10 +38,15 @@ def up(
     from generator.mosquitto_runner import running_broker
     from generator.spec import load_spec
 
+    from generator.broker import check_runnable_here
+
     loaded = load_spec(spec)
+    if loaded.broker.external:
+        check_runnable_here(loaded, Path("."))
     broker_dir = write_broker_files(loaded, out or loaded.default_out_dir)
+    check_runnable_here(loaded, broker_dir)
     with running_broker(broker_dir, port, bind_address=bind) as broker:
-        where = f"{bind or 'every interface'}, port {broker.port} (TLS)"
+        where = f"{'every interface' if bind in ('0.0.0.0', '::') else bind}, port {broker.port} (TLS)"
         if broker.plaintext_port:
             where += f" and port {broker.plaintext_port} (plaintext)"
         console.print(f"mosquitto {broker.version} running on {where} with {broker_dir}/ (Ctrl-C stops it)")

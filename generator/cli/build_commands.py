@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 from pathlib import Path
 from typing import Optional
@@ -10,27 +12,44 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from generator.build.ci_workflow import GITHUB_SECRET_LIMIT, pki_archive_size, write_github_workflow
+from generator.build.ci_workflow import write_github_workflow
 from generator.build.flashing import (
+    FLASH_JSON,
+    NVS_IMAGE,
+    BuiltDevice,
+    FlashImage,
     built_device,
+    built_device_in,
     check_port_free,
     choose_port,
     flash_device,
     monitor_project_dir,
     pio_monitor_argv,
+    read_flash_layout,
 )
 from generator.build.plan import BuildPlan, Image, plan_build
 from generator.build.run import check_jobs, run_build
 from generator.build.tools import require_esptool, require_platformio
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_console, plural
+from generator.ci_credentials import ci_device_credentials, decode_bundle
 from generator.core.errors import ToolError, UserError
-from generator.output.generate import generate
+from generator.core.files import SECRET_MODE, write_atomic
+from generator.firmware.nvs_image import render_nvs_image
+from generator.output.generate import generate, generate_without_pki, spec_credentials
 from generator.output.layout import ARTIFACTS_DIR
 from generator.output.manifest import read_manifest
-from generator.spec import load_spec
+from generator.spec import Device, Spec, load_spec
 from generator.spec.catalogue import load_catalogue
+from generator.spec.source import SECRETS_FILE
 
 PORT_OPTION = typer.Option(None, "--port", "-p", help="Serial port (default: the only USB serial port present).")
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return Path(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path}: {error}", hint="give the file `gen ci github` wrote") from None
 
 
 class BuildProgress:
@@ -68,17 +87,34 @@ def build(
     device: Optional[list[str]] = typer.Option(None, "--device", help="Only this device (repeatable)."),
     jobs: int = typer.Option(1, "--jobs", "-j", help="PlatformIO runs at once (each one already uses every core)."),
     out: Optional[Path] = OUT_OPTION,
+    without_pki: bool = typer.Option(False, "--without-pki", help="Build as CI does: never open the PKI (issue and "
+                                     "sign nothing): no broker files, no nvs.bin (gen flash makes it where the PKI "
+                                     "lives); secrets.yaml is not needed when every device uses secrets: nvs."),
+    credentials: Optional[Path] = typer.Option(None, "--credentials", help="With --without-pki: the bundle of the "
+                                               "secrets: embed devices' credentials that `gen ci github` writes."),
 ) -> None:
     """Generate, then build each distinct firmware image once with PlatformIO and collect every device's artifacts
     (firmware, bootloader, partitions, merged factory image, nvs.bin, flash.json) into OUT/artifacts/<id>/."""
-    loaded = load_spec(spec)
+    if credentials is not None and not without_pki:
+        raise UserError("--credentials is for a build without the PKI", hint="add --without-pki (as CI does)")
+    # Without the PKI and without secrets.yaml, !secret values are placeholders: fine for `secrets: nvs` images,
+    # which hold none of them; an `embed` device then needs secrets.yaml and says so.
+    no_secrets = without_pki and not (spec.parent / SECRETS_FILE).is_file()
+    loaded = load_spec(spec, without_secrets=no_secrets)
+    if no_secrets and any(d.secrets == "embed" for d in loaded.devices):
+        loaded = load_spec(spec)
     out_dir = Path(out) if out is not None else loaded.default_out_dir
     for device_id in device or []:
         loaded.device(device_id)
     check_jobs(jobs)
     require_platformio()  # before generating: say what is missing at once
     require_esptool()
-    generate(loaded, out_dir, device_ids=device or None)
+    if without_pki:
+        bundle = decode_bundle(_read_text(credentials), str(credentials)) if credentials is not None else None
+        generate_without_pki(loaded, out_dir, device_ids=device or None,
+                             credentials=ci_device_credentials(loaded, bundle))
+    else:
+        generate(loaded, out_dir, device_ids=device or None)
     plan = plan_build(out_dir, read_manifest(out_dir), load_catalogue(), device_ids=device or None)
     with BuildProgress(plan) as progress:
         result = run_build(plan, jobs=jobs, on_progress=progress.update)
@@ -92,14 +128,21 @@ def flash(
     port: Optional[str] = PORT_OPTION,
     method: str = typer.Option("esptool", "--method", help="esptool (flash.json) or pio (`pio run -t upload`)."),
     out: Optional[Path] = OUT_OPTION,
+    artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="Flash these artifacts (e.g. a device's "
+                                             "artifact downloaded from CI) instead of OUT/artifacts/<id>/."),
 ) -> None:
-    """Write a built device's images (and its nvs.bin) to the board on the serial port."""
+    """Write a built device's images (and its nvs.bin) to the board on the serial port. An image built without the
+    PKI (CI) gets the device's nvs.bin made here, where the PKI lives."""
     loaded = load_spec(spec)
-    loaded.device(device)
+    chosen_device = loaded.device(device)
     out_dir = Path(out) if out is not None else loaded.default_out_dir
     if method not in ("esptool", "pio"):
         raise UserError(f"--method {method!r} is not esptool or pio")
-    built = built_device(out_dir, read_manifest(out_dir), device, load_catalogue())
+    if artifacts is not None:
+        built = built_device_in(Path(artifacts), device, chosen_device.target)
+    else:
+        built = built_device(out_dir, read_manifest(out_dir), device, load_catalogue())
+    _add_nvs_made_here(loaded, chosen_device, built)
     esptool = require_esptool()
     pio = require_platformio() if method == "pio" else None
     chosen = choose_port(port)
@@ -107,6 +150,19 @@ def flash(
     flash_device(built, port=chosen, method=method, esptool=esptool, pio=pio,
                  echo=lambda line: console.print(line))
     console.print(f"flashed {device}; watch it with `gen monitor {spec} --device {device} --port {chosen}`")
+
+
+def _add_nvs_made_here(spec: Spec, device: Device, built: BuiltDevice) -> None:
+    """An image built without the PKI (CI) leaves the device's nvs.bin to be made where the PKI lives: here."""
+    layout = read_flash_layout(built.artifacts_dir)
+    if layout.nvs_offset is None or any(image.file == NVS_IMAGE for image in layout.images):
+        return
+    image = render_nvs_image(device, spec_credentials(spec).devices[device.id])
+    write_atomic(built.artifacts_dir / NVS_IMAGE, image, mode=SECRET_MODE)
+    images = tuple(sorted((*layout.images, FlashImage(layout.nvs_offset, NVS_IMAGE)), key=lambda i: i.offset))
+    completed = dataclasses.replace(layout, images=images, nvs_offset=None)
+    write_atomic(built.artifacts_dir / FLASH_JSON, (json.dumps(completed.to_json(), indent=2) + "\n").encode())
+    console.print(f"made {device.id}'s nvs.bin here, from the PKI (the image was built without it)")
 
 
 def monitor(
@@ -140,17 +196,21 @@ def ci_github(
     install: Optional[str] = typer.Option(None, "--install", help="How CI installs gen (default: pip install "
                                           "esp32-mqtt-gen==<this version>, or `pip install .` in gen's own repo)."),
 ) -> None:
-    """Write .github/workflows/<project>-firmware.yml: cache PlatformIO, build the fleet, upload each device."""
+    """Write .github/workflows/<project>-firmware.yml: cache PlatformIO, build the fleet without the PKI (CI holds
+    no CA key), upload each device. Devices with secrets: embed get a credentials bundle (OUT/ci/, 0600) to set as
+    one repository secret; more than GitHub's 48 KB is an error that says how to split."""
     loaded = load_spec(spec)
-    path, secrets = write_github_workflow(loaded, repo, out, install)
+    path, secrets, bundle = write_github_workflow(loaded, repo, out, install)
     console.print(f"wrote {path}")
-    console.print("set these repository secrets (Settings > Secrets and variables > Actions, or `gh secret set`):")
-    for secret in secrets.all:
-        console.print(f"  {secret.ci_secret}: {secret.description}")
-    size = pki_archive_size(loaded)
-    if size is not None and size > GITHUB_SECRET_LIMIT:
-        console.print(f"warning: the PKI archive is about {size // 1024} KiB, more than GitHub's 48 KiB per secret; "
-                      "commit it encrypted (gpg --symmetric) and keep only the passphrase as a secret instead.")
+    if secrets.all:
+        console.print("set these repository secrets (Settings > Secrets and variables > Actions, or `gh secret set`):")
+        for secret in secrets.all:
+            console.print(f"  {secret.ci_secret}: {secret.description}")
+    else:
+        console.print("the workflow needs no secret: every device keeps its secrets in NVS, made where the PKI lives")
+    if bundle is not None:
+        console.print(f"{bundle} holds device keys and passwords (0600): set the secret from it, then delete it; "
+                      "run `gen ci github` again after issuing or renewing a device certificate")
 
 
 def register(app: typer.Typer) -> None:

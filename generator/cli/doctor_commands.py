@@ -22,14 +22,16 @@ def doctor(
                                          help="Dial this address instead of the spec's broker, still verifying the "
                                               "name the device dials (like curl --connect-to)."),
     as_json: bool = typer.Option(False, "--json", help="Print the steps as JSON."),
+    take_over: bool = typer.Option(False, "--take-over", help="Probe as the device even when it says it is online "
+                                                             "(it is disconnected once, and reconnects)."),
 ) -> None:
     """Check, step by step and with the device's own credentials, that the device can reach the broker: PKI, DNS,
-    TCP, TLS (as mbedTLS 2.28 and OpenSSL), client cert, MQTT CONNECT, ACL. Changes nothing. Exit 1 at the first
-    failure."""
+    TCP, TLS (as mbedTLS 2.28 and OpenSSL), client cert, MQTT CONNECT, ACL. Changes nothing; a device that is
+    online is left connected (see --take-over). Exit 1 at the first failure."""
     loaded = load_spec(spec)
     chosen = select_device(loaded, device)
     target = DoctorTarget.for_device(loaded, chosen, broker)
-    results = run_doctor(loaded, target, spec_label=str(spec))
+    results = run_doctor(loaded, target, spec_label=str(spec), take_over=take_over)
     if as_json:
         print(json.dumps(report_json(target, results), indent=2))
     else:

@@ -1,4 +1,4 @@
-"""`gen pki init|list|show|issue|revoke|renew` and `gen inspect`.
+"""`gen pki init|import|list|show|issue|revoke|renew` and `gen inspect`.
 
 Every `gen pki` command takes the spec first; the PKI is the one the spec names (`pki.dir`, default
 `<spec dir>/pki/`). Passwords are printed in one place only: `gen pki show SPEC ID --secrets`.
@@ -54,44 +54,54 @@ def init(spec: Path = SPEC_ARGUMENT) -> None:
     console.print(f"  root CA     {root.subject.rfc4514_string()}  (devices trust ca.pem)")
     console.print(f"  issuing CA  {store.issuing_ca_cert.subject.rfc4514_string()}  (signs broker, devices, CRL)")
     console.print(f"  valid until {root.not_valid_after_utc:%Y-%m-%d}; SHA-256 {root.fingerprint(SHA256()).hex(':')}")
-    if store.layout.root_key_encrypted.exists():
-        console.print("  root key    private/ca-key.p12, encrypted with the passphrase; you may move it offline")
-    elif store.layout.root_key_plain.exists():
-        env = loaded.pki.ca_passphrase_env
-        console.print("  root key    private/ca-key.pem, unencrypted (0600); " + (
-            f"export {env}=<passphrase> and run `gen pki init` again to encrypt it" if env
-            else "set pki.ca_passphrase_env in the spec to protect it"))
-    else:
-        console.print("  root key    offline (not in private/): fine, everyday issuing uses the issuing CA")
+    layout = store.layout
+    for label, encrypted, clear in (("root key   ", layout.root_key_encrypted, layout.root_key_plain),
+                                    ("issuing key", layout.issuing_key_encrypted, layout.issuing_key)):
+        if encrypted.exists():
+            console.print(f"  {label} {layout.rel(encrypted)}, encrypted with the passphrase in "
+                          f"${loaded.pki.ca_passphrase_env}")
+        elif clear.exists():
+            console.print(f"  {label} {layout.rel(clear)}, unencrypted (0600); set pki.ca_passphrase_env in the "
+                          "spec to encrypt it")
+        elif label.startswith("root"):
+            console.print(f"  {label} " + ("not here: the imported CA's root belongs to its owner" if store.imported
+                                           else "offline (not in private/): fine, everyday issuing uses the issuing CA"))
     console.print(f"next: gen pki issue {spec}")
 
 
 @pki_app.command("list")
 def list_(spec: Path = SPEC_ARGUMENT,
-          all_: bool = typer.Option(False, "--all", help="Also show superseded (renewed) certificates.")) -> None:
-    """Every certificate: id, role, serial, not-after, days left, status. Warns within 30 days of expiry."""
+          current: bool = typer.Option(False, "--current", help="Only each identity's current certificate, not its "
+                                                                "history.")) -> None:
+    """Every identity with its history: each certificate issued to it (serial, issued, not-after, days left, status,
+    key), oldest first. Warns within 30 days of expiry."""
     from generator.pki_store import EXPIRY_WARNING_DAYS
 
     store = _store(_spec(spec), create=False)
     now = _now()
     table = Table(title=f"PKI {store.layout.root}", title_justify="left", box=box.SIMPLE_HEAD)
-    for column in ("id", "role", "serial", "not after", "days left", "status", "key"):
+    for column in ("id", "role", "serial", "issued", "not after", "days left", "status", "key"):
         table.add_column(column, no_wrap=True)
     warnings = []
-    for entry in store.entries():
-        if entry.status == "superseded" and not all_:
-            continue
-        days = entry.days_left(now)
-        style = ""
-        if entry.status == "valid" and days < 0:
-            style = "red"
-            warnings.append(f"{entry.role} {entry.id} EXPIRED {-days} days ago: gen pki renew {spec} {entry.id}")
-        elif entry.status == "valid" and days <= EXPIRY_WARNING_DAYS:
-            style = "yellow"
-            warnings.append(f"{entry.role} {entry.id} expires in {days} days: gen pki renew {spec} {entry.id}")
-        table.add_row(entry.id, entry.role, _short_serial(entry.serial), f"{entry.not_after:%Y-%m-%d}",
-                      str(days), entry.status, entry.key_type, style=style or ("dim" if entry.status != "valid"
-                                                                               else None))
+    for role, name, entries in store.history():
+        shown = entries[-1:] if current else entries
+        for number, entry in enumerate(shown):
+            days = entry.days_left(now)
+            latest = entry is entries[-1]
+            style = None if entry.status == "valid" and latest else "dim"
+            if latest and entry.status == "valid" and days < 0:
+                style = "red"
+                warnings.append(f"{role} {name} EXPIRED {-days} days ago: gen pki renew {spec} {name}")
+            elif latest and entry.status == "valid" and days <= EXPIRY_WARNING_DAYS:
+                style = "yellow"
+                warnings.append(f"{role} {name} expires in {days} days: gen pki renew {spec} {name}")
+            status = entry.status + (f" ({entry.reason})" if entry.status == "revoked" and entry.reason else "")
+            if entry.status == "superseded" and days < 0:
+                status = "superseded, expired"
+            key = entry.key_type + (f" {entry.key_sha256[:8]}" if entry.key_sha256 else "")
+            table.add_row(name if number == 0 else "", role if number == 0 else "", _short_serial(entry.serial),
+                          f"{entry.issued_at:%Y-%m-%d}" if entry.issued_at else "", f"{entry.not_after:%Y-%m-%d}",
+                          str(days), status, key, style=style)
     console.print(table)
     crl = _crl_next_update(store)
     if crl is not None:
@@ -140,7 +150,7 @@ def issue(spec: Path = SPEC_ARGUMENT,
         store = _store(loaded, create=True)
         before = {entry.serial for entry in store.entries()}
         found = ensure_spec_identities(loaded)
-        identities = [found.broker, *found.devices.values(), found.backend]
+        identities = [found.broker, *found.devices.values(), found.backend, found.doctor]
     else:
         store = _store(loaded, create=True)
         before = {entry.serial for entry in store.entries()}
@@ -169,15 +179,54 @@ def issue(spec: Path = SPEC_ARGUMENT,
 
 @pki_app.command("revoke")
 def revoke(spec: Path = SPEC_ARGUMENT,
-           identity: str = typer.Argument(..., help="broker, a device id, or a client name."),
+           identity: Optional[str] = typer.Argument(None, help="broker, a device id, or a client name."),
+           key: Optional[Path] = typer.Option(None, "--key", help="Revoke by key instead: every certificate that "
+                                                                   "certifies the key in this file (a private or public "
+                                                                   "key, or a certificate)."),
            reason: str = typer.Option("unspecified", help="unspecified, key-compromise, superseded, "
                                                           "cessation-of-operation, affiliation-changed.")) -> None:
-    """Revoke an identity's current certificate and re-sign the CRL at once."""
+    """Revoke every unexpired certificate of an identity (its current one and those before a renewal), or every one
+    of a key (--key), and re-sign the CRL at once."""
+    if (identity is None) == (key is None):
+        raise UserError("say what to revoke: an identity, or --key FILE", hint=f"e.g. gen pki revoke {spec} sensor-01")
     store = _store(_spec(spec), create=False)
-    store.revoke(identity, reason=reason)
-    entry = store.entry(identity)
-    console.print(f"revoked {entry.role} {entry.id} (serial {entry.serial:X}); {store.layout.crl} re-signed")
+    if key is not None:
+        from generator import certinfo
+
+        revoked = store.revoke_key(certinfo.public_key_of(_read_input(key, "--key"), str(key)), reason=reason)
+    else:
+        revoked = store.revoke(identity, reason=reason)
+    for entry in revoked:
+        console.print(f"revoked {entry.role} {entry.id} serial {entry.serial:X} (valid until "
+                      f"{entry.not_after:%Y-%m-%d})")
+    console.print(f"{store.layout.crl} re-signed with {len(revoked)} more serial{'s' if len(revoked) != 1 else ''}")
     console.print(f"next: gen generate {spec}, then restart or reload (SIGHUP) mosquitto so it reads the new CRL")
+
+
+@pki_app.command("import")
+def import_(spec: Path = SPEC_ARGUMENT,
+            cert: Path = typer.Option(..., "--cert", help="The CA certificate to issue from (PEM or DER)."),
+            key: Path = typer.Option(..., "--key", help="Its private key (PEM; an encrypted one opens with the "
+                                                        "spec's pki.ca_passphrase_env)."),
+            chain: Optional[Path] = typer.Option(None, "--chain", help="The certificates above it up to the "
+                                                                        "self-signed root, when it is not a root.")
+            ) -> None:
+    """Start the project's PKI from an existing CA (e.g. your organisation's intermediate): it signs the broker and
+    device certificates and the CRL, and devices trust its root. Only where there is no PKI yet."""
+    from generator.pki_store import CaPassphrase, import_ca
+
+    loaded = _spec(spec)
+    env = loaded.pki.ca_passphrase_env
+    store = import_ca(Path(loaded.pki.dir), project=loaded.project, cert_pem=_read_input(cert, "--cert"),
+                      key_pem=_read_input(key, "--key"), chain_pem=_read_input(chain, "--chain") if chain else b"",
+                      passphrase=CaPassphrase(variable=env) if env else None, cert_name=str(cert), key_name=str(key))
+    console.print(f"created the PKI in {store.layout.root}/ from {cert}")
+    console.print(f"  issuing CA  {store.issuing_ca_cert.subject.rfc4514_string()}  (signs broker, devices, CRL)")
+    console.print(f"  root CA     {store.root_ca_cert.subject.rfc4514_string()}  (devices trust it: ca.pem)")
+    kept = store.layout.issuing_key_encrypted if store.layout.issuing_key_encrypted.exists() else store.layout.issuing_key
+    console.print(f"  its key     {store.layout.rel(kept)}" + (", encrypted" if kept.suffix == ".p12" else
+                                                                 ", unencrypted (0600)"))
+    console.print(f"next: gen generate {spec}")
 
 
 @pki_app.command("renew")

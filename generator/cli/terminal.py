@@ -9,8 +9,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-# Pipes and logs get 120 columns (rich would assume 80 and cut serials and dates short).
-_WIDTH = None if sys.stdout.isatty() else 120
+# Pipes and logs get 160 columns (rich would assume 80 and cut serials, dates and histories short).
+_WIDTH = None if sys.stdout.isatty() else 160
 
 console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False, width=_WIDTH)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)

@@ -87,18 +87,22 @@ def subscribe_packet(packet_id: int, filters: list[tuple[str, int]]) -> bytes:
 class MqttSession:
     sock: socket.socket
     received: list[Message] = field(default_factory=list)
+    session_present: bool = False
     _next_packet_id: int = 1
     _buffer: bytes = b""
 
     # ---------------------------------------------------------------------------------------- operations
 
     def connect(self, client_id: str, *, username: str | None = None, password: str | None = None,
-                keepalive: int = 30) -> int:
-        """Sends CONNECT (clean session, no will) and returns the CONNACK return code."""
-        self._send(connect_packet(client_id, username=username, password=password, keepalive=keepalive))
+                keepalive: int = 30, clean_session: bool = True, will: tuple[str, bytes] | None = None) -> int:
+        """Sends CONNECT (by default a clean session without a will) and returns the CONNACK return code;
+        `session_present` then says whether the broker resumed a stored session."""
+        self._send(connect_packet(client_id, username=username, password=password, keepalive=keepalive,
+                                  clean_session=clean_session, will=will))
         packet_type, _, body = self._read_packet()
         if packet_type != CONNACK or len(body) < 2:
             raise ConnectionClosed(f"expected CONNACK, got packet type {packet_type}")
+        self.session_present = bool(body[0] & 0x01)
         return body[1]
 
     def subscribe(self, filters: list[tuple[str, int]]) -> list[int]:

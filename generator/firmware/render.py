@@ -111,10 +111,10 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
     nvs = device.secrets == "nvs"
     flavour = device.framework
     _check_constant_names(device)
-    if device.uses_client_cert and (credentials.cert_pem is None or credentials.key_pem is None):
+    if not nvs and device.uses_client_cert and (credentials.cert_pem is None or credentials.key_pem is None):
         raise UserError(f"device {device.id} uses auth {device.auth!r} but has no client certificate and key",
                         hint="run `gen generate` so the PKI issues them")
-    if device.uses_password and credentials.password is None:
+    if not nvs and device.uses_password and credentials.password is None:
         raise UserError(f"device {device.id} uses auth {device.auth!r} but has no MQTT password",
                         hint="run `gen generate` so the PKI creates one")
 

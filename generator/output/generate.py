@@ -21,8 +21,10 @@ import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from generator.broker import render_broker
+from generator.broker_trust import broker_trust
 from generator.core.errors import UserError
 from generator.core.files import SECRET_MODE, create_file, remove_generated, write_tree
 from generator.credentials import BrokerCredentials, ClientCredentials, SpecCredentials
@@ -55,21 +57,31 @@ from generator.spec import BACKEND_IDENTITY, Device, Spec
 
 
 def spec_credentials(spec: Spec) -> SpecCredentials:
-    """Issues what is missing in the spec's PKI and reuses everything else."""
+    """Issues what is missing in the spec's PKI and reuses everything else. A broker certificate from elsewhere
+    (broker.ca_file, cert_file, key_file; generator.broker_trust) replaces the PKI's broker cert and root."""
+    trust = broker_trust(spec)           # checked before anything is issued
     identities = ensure_spec_identities(spec)
+    device_trust = trust.ca_pem if trust else identities.ca_pem
+    if trust is not None and trust.cert_pem is not None:
+        broker_cert, broker_key = trust.cert_pem, trust.key_pem
+    elif identities.broker is not None:
+        broker_cert, broker_key = identities.broker.cert_pem, identities.broker.key_pem
+    else:
+        broker_cert = broker_key = None
     broker = BrokerCredentials(
         cafile_pem=identities.broker_cafile_pem,
-        cert_pem=identities.broker.cert_pem,
-        key_pem=identities.broker.key_pem,
+        cert_pem=broker_cert,
+        key_pem=broker_key,
         crl_pem=identities.crl_pem,
         passwords=tuple(sorted(identities.passwords.items())),
+        salt_key=broker_key or identities.backend.key_pem,   # the backend's key when the broker's is not ours
     )
     devices = {}
     for device in spec.devices:
         identity = identities.devices.get(device.id) if device.uses_client_cert else None
         devices[device.id] = ClientCredentials(
             name=device.id,
-            ca_pem=identities.ca_pem,
+            ca_pem=device_trust,
             cert_pem=identity.cert_pem if identity else None,
             key_pem=identity.key_pem if identity else None,
             password=identities.passwords.get(device.id) if device.uses_password else None,
@@ -78,7 +90,7 @@ def spec_credentials(spec: Spec) -> SpecCredentials:
         )
     backend = ClientCredentials(
         name=BACKEND_IDENTITY,
-        ca_pem=identities.ca_pem,
+        ca_pem=device_trust,
         cert_pem=identities.backend.cert_pem,
         key_pem=identities.backend.key_pem,
         password=identities.passwords.get(BACKEND_IDENTITY),
@@ -108,13 +120,15 @@ class DeviceFiles:
 
 
 def render_device_files(device: Device, credentials: ClientCredentials, *, spec_name: str,
-                        app_include: str | None = None) -> DeviceFiles:
-    """All of one device's files under OUT/."""
+                        app_include: str | None = None, with_nvs: bool = True) -> DeviceFiles:
+    """All of one device's files under OUT/. `with_nvs=False`: no NVS image (a build without the PKI: it is made
+    where the PKI lives)."""
     fw_base = firmware_dir(device.id)
     project = render_firmware(device, credentials, spec_name=spec_name, app_include=app_include)
     files: dict[str, bytes] = {f"{fw_base}/{path}": content for path, content in project.generated.items()}
     modes: dict[str, int] = {}
-    files[device_file(device.id, DEVICE_CA)] = credentials.ca_pem
+    if credentials.ca_pem:
+        files[device_file(device.id, DEVICE_CA)] = credentials.ca_pem
     if credentials.cert_pem is not None and credentials.key_pem is not None:
         files[device_file(device.id, DEVICE_CERT)] = credentials.cert_pem
         files[device_file(device.id, DEVICE_KEY)] = credentials.key_pem
@@ -122,26 +136,42 @@ def render_device_files(device: Device, credentials: ClientCredentials, *, spec_
     # Generated sources that embed the key and passwords (`secrets: embed`) are private too.
     for path in project.secret_files:
         modes[f"{fw_base}/{path}"] = SECRET_MODE
-    if device.secrets == "nvs":
+    if device.secrets == "nvs" and with_nvs:
         files[device_file(device.id, DEVICE_NVS)] = render_nvs_image(device, credentials)
         modes[device_file(device.id, DEVICE_NVS)] = SECRET_MODE
     return DeviceFiles(files, modes)
 
 
 def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] | None = None) -> GeneratedOutput:
+    """Everything: the PKI issues what is missing; broker files, firmware projects, NVS images, manifest."""
     out = Path(out_dir) if out_dir is not None else spec.default_out_dir
-    selected = [spec.device(device_id) for device_id in device_ids] if device_ids else list(spec.devices)
-    previous = previous_manifest(out)
     notes = ensure_user_apps(spec, out)
     credentials = spec_credentials(spec)
-
     broker_files = render_broker(spec, credentials.broker)
-    files: dict[str, bytes] = {f"{BROKER_DIR}/{path}": content for path, content in broker_files.files.items()}
-    modes: dict[str, int] = {f"{BROKER_DIR}/{path}": mode for path, mode in broker_files.modes.items()}
+    return _write_output(spec, out, device_ids, credentials.devices, broker_files.files, broker_files.modes,
+                         with_nvs=True, notes=notes)
+
+
+def generate_without_pki(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] | None = None,
+                         credentials: Mapping[str, ClientCredentials]) -> GeneratedOutput:
+    """What CI may make (generator.ci_credentials gives `credentials`): the PKI is never opened, so nothing is
+    issued or signed; the firmware projects and the manifest only, no broker files and no NVS images."""
+    out = Path(out_dir) if out_dir is not None else spec.default_out_dir
+    notes = ensure_user_apps(spec, out)
+    return _write_output(spec, out, device_ids, credentials, {}, {}, with_nvs=False, notes=notes)
+
+
+def _write_output(spec: Spec, out: Path, device_ids: list[str] | None,
+                  credentials: Mapping[str, ClientCredentials], broker_files: Mapping[str, bytes],
+                  broker_modes: Mapping[str, int], *, with_nvs: bool, notes: list[str]) -> GeneratedOutput:
+    selected = [spec.device(device_id) for device_id in device_ids] if device_ids else list(spec.devices)
+    previous = previous_manifest(out)
+    files: dict[str, bytes] = {f"{BROKER_DIR}/{path}": content for path, content in broker_files.items()}
+    modes: dict[str, int] = {f"{BROKER_DIR}/{path}": mode for path, mode in broker_modes.items()}
     for device in selected:
-        rendered = render_device_files(device, credentials.devices[device.id], spec_name=spec.path.name,
+        rendered = render_device_files(device, credentials[device.id], spec_name=spec.path.name,
                                        app_include=app_include_path(out / firmware_dir(device.id), spec.directory,
-                                                                    device.framework))
+                                                                    device.framework), with_nvs=with_nvs)
         files.update(rendered.files)
         modes.update(rendered.modes)
 
@@ -156,9 +186,10 @@ def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] |
 
     records = []
     for device in spec.devices:
-        device_credentials = credentials.devices[device.id]
+        device_credentials = credentials[device.id]
         not_after = device_credentials.cert_not_after.isoformat() if device_credentials.cert_not_after else None
-        record = device_record(device, cert_serial=device_credentials.cert_serial, cert_not_after=not_after)
+        record = device_record(device, cert_serial=device_credentials.cert_serial, cert_not_after=not_after,
+                               has_nvs=device.secrets == "nvs" and with_nvs)
         earlier = previous.device(device.id) if previous else None
         build = _still_valid_build(out, record, earlier.artifacts if earlier else None)
         records.append(dataclasses.replace(record, artifacts=build))

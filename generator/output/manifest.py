@@ -1,7 +1,8 @@
 """OUT/manifest.json: what was generated, where, for whom, and what was built from it. Paths are relative to the
 manifest (output.layout spells them); no secret, ever. `Manifest` is the typed form every command reads and writes.
 
-Contract (DESIGN.md): {"version": 1, "project", "spec", "broker": {"host", "names", "port", "config", "ca"},
+Contract (DESIGN.md): {"version": 1, "project", "spec", "broker": {"host", "names", "port", "config", "ca",
+"external"} ("config" null for a broker gen does not run),
 "devices": [{"id", "target", "framework", "board", "chip", "platform", "auth", "secrets", "client_id", "username",
 "firmware_dir", "ca", "client_cert", "client_key", "cert_serial", "cert_not_after", "nvs", "publish": [...],
 "subscribe": [...], "status_topic", "artifacts"?}], "images"?: [...], "generated_files": [...]}.
@@ -164,8 +165,9 @@ class BrokerRecord:
     host: str
     names: tuple[str, ...]
     port: int
-    config: str
+    config: str | None           # None for a broker gen does not run (broker.external)
     ca: str
+    external: bool = False
 
 
 @dataclass(frozen=True)
@@ -229,7 +231,7 @@ class Manifest:
                 project=str(data["project"]),
                 spec=str(data.get("spec", "")),
                 broker=BrokerRecord(str(broker["host"]), tuple(broker.get("names", ())), int(broker["port"]),
-                                    str(broker["config"]), str(broker["ca"])),
+                                    broker.get("config"), str(broker["ca"]), bool(broker.get("external", False))),
                 devices=tuple(DeviceRecord.from_json(d) for d in data["devices"]),
                 generated_files=tuple(data.get("generated_files", ())),
                 version=int(data.get("version", MANIFEST_VERSION)),
@@ -238,7 +240,10 @@ class Manifest:
             raise ValueError(f"not a gen manifest ({error.__class__.__name__}: {error})") from None
 
 
-def device_record(device: Device, *, cert_serial: int | None, cert_not_after: str | None) -> DeviceRecord:
+def device_record(device: Device, *, cert_serial: int | None, cert_not_after: str | None,
+                  has_nvs: bool | None = None) -> DeviceRecord:
+    """The device's manifest entry. `has_nvs`: whether OUT holds its NVS image (default: with `secrets: nvs`; not
+    in a build without the PKI, where it is made at flash time)."""
     return DeviceRecord(
         id=device.id,
         target=device.target.name,
@@ -256,7 +261,7 @@ def device_record(device: Device, *, cert_serial: int | None, cert_not_after: st
         client_key=device_file(device.id, DEVICE_KEY) if device.uses_client_cert else None,
         cert_serial=f"{cert_serial:X}" if cert_serial is not None else None,
         cert_not_after=cert_not_after,
-        nvs=device_file(device.id, DEVICE_NVS) if device.secrets == "nvs" else None,
+        nvs=device_file(device.id, DEVICE_NVS) if (device.secrets == "nvs" if has_nvs is None else has_nvs) else None,
         publish=tuple(PublishRecord(p.name, p.topic, p.qos, p.retain, p.interval) for p in device.publish),
         subscribe=tuple(SubscribeRecord(s.name, s.filter, s.qos) for s in device.subscribe),
         status_topic=device.status.topic,
@@ -268,7 +273,8 @@ def spec_manifest(spec: Spec, devices: tuple[DeviceRecord, ...], *, generated_fi
         project=spec.project,
         spec=str(spec.path),
         broker=BrokerRecord(spec.broker.host, tuple(spec.broker.names), spec.broker.port,
-                            f"{BROKER_DIR}/mosquitto.conf", f"{BROKER_DIR}/ca.pem"),
+                            None if spec.broker.external else f"{BROKER_DIR}/mosquitto.conf", f"{BROKER_DIR}/ca.pem",
+                            spec.broker.external),
         devices=devices,
         generated_files=generated_files,
     )

@@ -33,6 +33,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 from generator.core.errors import UserError
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.log import LinkTally, tally_line
+from generator.broker import check_runnable_here
 from generator.mosquitto_runner import RunningBroker, find_mosquitto, running_broker
 from generator.output.generate import generate
 from generator.output.layout import BROKER_DIR, firmware_dir
@@ -422,8 +423,12 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
     find_toolchain()                    # a missing compiler or broker says so before anything is generated
     if options.broker is None:
         find_mosquitto()
+        if spec.broker.external:
+            check_runnable_here(spec, Path("."))
     out_dir = Path(options.out_dir) if options.out_dir is not None else spec.default_out_dir
     generated = generate(spec, out_dir, device_ids=list(device_ids))
+    if options.broker is None:
+        check_runnable_here(spec, out_dir / BROKER_DIR)
     on_event(f"generated {len(generated.devices)} device(s) and the broker into {out_dir}")
     binaries = compile_devices(spec, out_dir, device_ids, cache_dir=options.cache_dir, on_event=on_event)
 

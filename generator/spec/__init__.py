@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from generator.pki import KEY_TYPES  # the PKI's fact; a test holds the schema's enum equal to it
 from generator.spec.model import (
     AUTH_MODES,
     BACKEND_IDENTITY,
-    KEY_TYPES,
+    DOCTOR_IDENTITY,
+    SERVER_IDENTITIES,
     SECRETS_MODES,
     Broker,
     Device,
@@ -27,13 +29,14 @@ from generator.spec.schema_check import schema_problems
 from generator.spec.source import SpecSource, problems_to_error, read_spec_source
 
 __all__ = [
-    "AUTH_MODES", "BACKEND_IDENTITY", "KEY_TYPES", "SECRETS_MODES", "Broker", "Device", "DevicePki", "PkiOptions",
+    "AUTH_MODES", "BACKEND_IDENTITY", "DOCTOR_IDENTITY", "SERVER_IDENTITIES", "KEY_TYPES", "SECRETS_MODES", "Broker", "Device", "DevicePki", "PkiOptions",
     "Publish", "Spec", "SpecSource", "Status", "Subscribe", "Wifi", "load_spec", "load_spec_source",
 ]
 
 
-def load_spec_source(path: Path, environ: dict[str, str] | None = None) -> tuple[Spec, SpecSource]:
-    source = read_spec_source(Path(path), environ)
+def load_spec_source(path: Path, environ: dict[str, str] | None = None, *,
+                     without_secrets: bool = False) -> tuple[Spec, SpecSource]:
+    source = read_spec_source(Path(path), environ, without_secrets=without_secrets)
     problems = schema_problems(source)
     if problems:
         raise problems_to_error(source, problems)
@@ -44,6 +47,7 @@ def load_spec_source(path: Path, environ: dict[str, str] | None = None) -> tuple
     return spec, source
 
 
-def load_spec(path: Path, environ: dict[str, str] | None = None) -> Spec:
-    """Reads, validates and resolves a spec. Raises UserError (exit 2) naming file:line:column for any problem."""
-    return load_spec_source(path, environ)[0]
+def load_spec(path: Path, environ: dict[str, str] | None = None, *, without_secrets: bool = False) -> Spec:
+    """Reads, validates and resolves a spec. Raises UserError (exit 2) naming file:line:column for any problem.
+    `without_secrets`: secrets.yaml is not read; `!secret` values are a placeholder (see SECRET_PLACEHOLDER)."""
+    return load_spec_source(path, environ, without_secrets=without_secrets)[0]

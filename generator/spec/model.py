@@ -9,12 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.core.errors import UserError
-from generator.pki import KEY_TYPES  # the PKI's fact; the schema's enum is held equal to it by a test
 from generator.spec.catalogue import Target
 
 AUTH_MODES = ("mtls", "password", "mtls+password")
 SECRETS_MODES = ("embed", "nvs")
 BACKEND_IDENTITY = "backend"  # the server-side identity that reads and writes every device topic
+# gen doctor's own server-side identity (a '.' no device id can have). The broker binds each client id to its user
+# name, so two connections of one identity replace each other: the doctor must not log in as your backend.
+DOCTOR_IDENTITY = "gen.doctor"
+SERVER_IDENTITIES = (BACKEND_IDENTITY, DOCTOR_IDENTITY)
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,16 @@ class Broker:
     names: tuple[str, ...]         # host first, then the extra names: every name the broker cert carries
     port: int
     plaintext_port: int | None
+    max_connections: int | None = None   # None: generator.broker.default_max_connections(spec)
+    ca_file: Path | None = None          # absolute: the CA devices trust for the broker, instead of the PKI's root
+    cert_file: Path | None = None        # absolute: a broker certificate (+ chain) from elsewhere ...
+    key_file: Path | None = None         # ... and its key: gen issues no broker certificate
+    external: bool = False               # a broker gen does not run: no broker config, no broker certificate
+
+    @property
+    def issues_cert(self) -> bool:
+        """Whether the project's PKI issues the broker's certificate: not when devices trust another CA for it."""
+        return not self.external and self.ca_file is None
 
 
 @dataclass(frozen=True)

@@ -156,7 +156,26 @@ class _Resolver:
         if plaintext_port is not None and plaintext_port == port:
             self.problem(("broker", "plaintext_port"), f"is the same as the TLS port {port}",
                          "choose another port, or remove plaintext_port")
-        return Broker(host=host, names=tuple(names), port=port, plaintext_port=plaintext_port)
+        files = {key: self._spec_file(("broker", key), raw[key]) for key in ("ca_file", "cert_file", "key_file")
+                 if key in raw}
+        external = raw.get("external", schema_default("broker", "external"))
+        if external:
+            if "ca_file" not in raw:
+                self.problem(("broker", "external"), "a broker you do not run needs `ca_file`: the CA its "
+                             "certificate chains to, which the devices trust", "add `ca_file: <its CA, PEM>`")
+            for key in ("cert_file", "key_file", "plaintext_port", "max_connections"):
+                if key in raw:
+                    self.problem(("broker", key), "configures a broker gen runs, but `external: true` says "
+                                 "this one is run by someone else", f"remove `{key}`, or `external: true`")
+        return Broker(host=host, names=tuple(names), port=port, plaintext_port=plaintext_port,
+                      max_connections=raw.get("max_connections"), external=bool(external), **files)
+
+    def _spec_file(self, path: tuple, name: str) -> Path:
+        """A file the spec names, relative to the spec's directory; it must exist."""
+        file = Path(name) if Path(name).is_absolute() else self.source.path.parent / name
+        if not file.is_file():
+            self.problem(path, f"{name!r}: there is no such file ({file})", "give the path relative to the spec")
+        return file.resolve()
 
     def pki(self) -> PkiOptions:
         raw = self.data.get("pki", {})

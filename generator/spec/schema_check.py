@@ -75,6 +75,11 @@ def _problems_of(error: jsonschema.ValidationError, source: SpecSource) -> list[
     if kind == "required":
         missing = [key for key in error.validator_value if key not in error.instance]
         return [SpecProblem(path, f"missing required key {key!r}", f"add `{key}:` here") for key in missing]
+    if kind == "dependentRequired":
+        return [SpecProblem(path + (key,), f"`{key}` needs `{needed}` as well", f"add `{needed}:` next to `{key}:`",
+                            of_key=True)
+                for key, needs in error.validator_value.items() if key in error.instance
+                for needed in needs if needed not in error.instance]
     if kind == "oneOf" and path == ():
         both = "device" in error.instance and "devices" in error.instance
         return [SpecProblem((), "has both `device:` and `devices:`" if both else "has neither `device:` nor `devices:`",

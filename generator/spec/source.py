@@ -26,6 +26,9 @@ MAX_NODES = 100_000            # after aliases are expanded: `*a` counts every n
 MAX_DEPTH = 32                 # the spec's own nesting is 5
 MAX_SCALAR_CHARS = 65_536      # an MQTT topic is at most 65,535 bytes
 
+# What `!secret` reads as when a spec is loaded without its secrets (a CI build of `secrets: nvs` app images, which
+# hold no secret): valid as a WiFi name and passphrase, and never written into anything a device runs.
+SECRET_PLACEHOLDER = "gen-placeholder-secret"
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 SpecPath = tuple  # a path inside the spec: ("devices", 1, "wifi", "password")
@@ -207,9 +210,10 @@ def _position(path: Path, mark: yaml.Mark) -> Position:
 
 
 class _Reader:
-    def __init__(self, path: Path, environ: dict[str, str], loader: yaml.SafeLoader):
+    def __init__(self, path: Path, environ: dict[str, str], loader: yaml.SafeLoader, *, without_secrets: bool = False):
         self.path = path
         self.environ = environ
+        self.without_secrets = without_secrets
         self._loader = loader
         self.source = SpecSource(path=path, data=None)
         self.problems: list[SpecProblem] = []
@@ -286,6 +290,8 @@ class _Reader:
             raise SpecProblem(path, f"is a number of {len(node.value):,} digits, far beyond any setting's range",
                               "write the number you meant, or quote it if it is text")
         if isinstance(value, _SecretTag):
+            if self.without_secrets:
+                return SECRET_PLACEHOLDER
             name = str(value)
             secrets = self.secrets(path)
             if name not in secrets:
@@ -315,13 +321,14 @@ class _Reader:
         return _ENV_REFERENCE.sub(substitute, text)
 
 
-def read_spec_source(path: Path, environ: dict[str, str] | None = None) -> SpecSource:
-    """Reads a spec file. Raises UserError naming file:line:column for anything that is not readable YAML."""
+def read_spec_source(path: Path, environ: dict[str, str] | None = None, *, without_secrets: bool = False) -> SpecSource:
+    """Reads a spec file. Raises UserError naming file:line:column for anything that is not readable YAML.
+    `without_secrets`: every `!secret` reads as SECRET_PLACEHOLDER and secrets.yaml is not opened."""
     path = Path(path)
     text = read_yaml_text(path, "spec")
     check_yaml_limits(path, text)
     loader = _SpecLoader(text)
-    reader = _Reader(path, dict(os.environ) if environ is None else environ, loader)
+    reader = _Reader(path, dict(os.environ) if environ is None else environ, loader, without_secrets=without_secrets)
     try:
         root = loader.get_single_node()
         if root is None:

@@ -34,11 +34,23 @@ def _device_view(device: Device) -> dict[str, Any]:
     }
 
 
+def _broker_view(broker) -> dict[str, Any]:
+    view: dict[str, Any] = {"host": broker.host, "names": list(broker.names), "port": broker.port,
+                            "plaintext_port": broker.plaintext_port}
+    if broker.max_connections is not None:
+        view["max_connections"] = broker.max_connections
+    for key in ("ca_file", "cert_file", "key_file"):
+        if getattr(broker, key) is not None:
+            view[key] = str(getattr(broker, key))
+    if broker.external:
+        view["external"] = True
+    return view
+
+
 def resolved_view(spec: Spec) -> dict[str, Any]:
     return {
         "project": spec.project,
-        "broker": {"host": spec.broker.host, "names": list(spec.broker.names), "port": spec.broker.port,
-                   "plaintext_port": spec.broker.plaintext_port},
+        "broker": _broker_view(spec.broker),
         "pki": {"dir": str(spec.pki.dir), "key_type": spec.pki.key_type, "validity_days": spec.pki.validity_days,
                 "ca_validity_days": spec.pki.ca_validity_days, "ca_passphrase_env": spec.pki.ca_passphrase_env},
         "devices": [_device_view(device) for device in spec.devices],
