@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from generator.pki_store import PkiStore  # noqa: E402
+from generator.pki.store import PkiStore  # noqa: E402
 
 
 def cpu_seconds() -> float:

@@ -22,7 +22,7 @@ from generator.simulate import host_build
 from generator.firmware.render import USER_APP_SOURCE
 from generator.output.generate import generate
 from generator.output.manifest import read_manifest
-from generator.mosquitto_runner import running_broker
+from generator.broker.runner import running_broker
 from generator.core.paths import PROJECT_ROOT
 from generator.simulate.run import (
     LOCAL_ADDRESS,

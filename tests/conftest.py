@@ -34,13 +34,13 @@ from mbedtls import tls as mbedtls_tls
 from mbedtls import x509 as mbedtls_x509
 from mbedtls.exceptions import TLSError as MbedTLSError
 
-from generator import pki
-from generator.broker import render_broker
-from generator.credentials import ClientCredentials, SpecCredentials
+from generator.pki import profiles as pki
+from generator.broker.render import render_broker
+from generator.pki.credentials import ClientCredentials, SpecCredentials
 from generator.core.errors import ToolError
 from generator.core.files import write_tree
 from generator.output.generate import spec_credentials
-from generator.mosquitto_runner import RunningBroker, running_broker
+from generator.broker.runner import RunningBroker, running_broker
 from generator.core.mqtt_wire import connect_packet
 from generator.core.paths import PROJECT_ROOT
 from generator.spec import BACKEND_IDENTITY, Spec, load_spec

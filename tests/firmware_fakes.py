@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from generator.credentials import ClientCredentials
+from generator.pki.credentials import ClientCredentials
 from generator.spec import Device, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent

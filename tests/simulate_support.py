@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from generator.credentials import SpecCredentials
+from generator.pki.credentials import SpecCredentials
 from generator.output.generate import generate, spec_credentials
 from generator.output.layout import firmware_dir
 from generator.output.manifest import read_manifest
-from generator.mosquitto_runner import RunningBroker
+from generator.broker.runner import RunningBroker
 from generator.core.paths import PROJECT_ROOT
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.simulate.run import (

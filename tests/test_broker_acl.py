@@ -12,7 +12,7 @@ import datetime as dt
 import pytest
 
 from conftest import client_tls_context, client_with_cert, issuing_ca, mqtt_session
-from generator.broker import render_acl
+from generator.broker.render import render_acl
 
 ALL_MODES = ("mtls", "password", "mtls+password")
 
@@ -98,7 +98,7 @@ def _cert_with_common_name(project, common_name: str):
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
 
-    from generator import pki
+    from generator.pki import profiles as pki
 
     issuer = issuing_ca(project)
     base = client_with_cert(project.client("sensor-a"), issuer)

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from generator.broker import (INSTALL_DIR, PASSWORD_ITERATIONS, acl_sections, common_topic_prefix,
+from generator.broker.render import (INSTALL_DIR, PASSWORD_ITERATIONS, acl_sections, common_topic_prefix,
                               hash_password_pbkdf2_sha512, password_matches, render_broker, render_mosquitto_conf,
                               render_password_file)
 

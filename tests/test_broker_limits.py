@@ -12,7 +12,7 @@ import pytest
 
 from conftest import (WAIT_S, client_tls_context, mbedtls_connect, mqtt_connack_code, mqtt_connect_over,
                       mqtt_connect_packet, tls_connect)
-from generator.broker import TLS12_CIPHERS, max_packet_size
+from generator.broker.render import TLS12_CIPHERS, max_packet_size
 from generator.core.mqtt_wire import ConnectionClosed, MqttSession, publish_packet
 
 ALL_MODES = ("mtls", "password", "mtls+password")

@@ -17,9 +17,9 @@ import pytest
 
 from conftest import (BROKER_NAME, EXAMPLES_DIR, WAIT_S, client_tls_context, find_free_port, mqtt_connect_over,
                       paho_connack, tls_connect)
-from generator import mosquitto_runner
+from generator.broker import runner as mosquitto_runner
 from generator.core.errors import ToolError
-from generator.mosquitto_runner import running_broker
+from generator.broker.runner import running_broker
 
 EXAMPLES = sorted(path.name for path in EXAMPLES_DIR.iterdir() if (path / "device.yaml").is_file())
 
@@ -69,7 +69,7 @@ def test_started_as_root_the_broker_reads_its_key_as_user_mosquitto_with_the_rea
 def test_a_broker_key_that_does_not_match_its_cert_fails_with_the_brokers_own_error(broker_project, tmp_path):
     import shutil
 
-    from generator import pki
+    from generator.pki import profiles as pki
 
     broken = tmp_path / "broker"
     shutil.copytree(broker_project("mtls").broker_dir, broken)
@@ -206,8 +206,8 @@ def test_the_readme_install_works_under_debians_own_main_config(broker_project, 
     import shutil
     import tempfile
 
-    from generator.broker import INSTALL_DIR
-    from generator.mosquitto_runner import ListenerPorts, find_mosquitto, private_conf
+    from generator.broker.render import INSTALL_DIR
+    from generator.broker.runner import ListenerPorts, find_mosquitto, private_conf
 
     project = broker_project("mtls+password")
     group = grp.getgrnam("mosquitto").gr_gid

@@ -13,8 +13,8 @@ import pytest
 from conftest import (WAIT_S, client_tls_context, client_with_cert, foreign_ca, issuing_ca, mbedtls_connect,
                       mqtt_connack_code, mqtt_connect_over, mqtt_connect_packet, mqtt_session, paho_connack,
                       tls_connect)
-from generator import pki
-from generator.pki_store import PkiStore
+from generator.pki import profiles as pki
+from generator.pki.store import PkiStore
 
 CERT_MODES = ("mtls", "mtls+password")
 PASSWORD_MODES = ("password", "mtls+password")

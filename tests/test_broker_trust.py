@@ -11,9 +11,9 @@ from cryptography.hazmat.primitives import serialization
 
 from conftest import (BROKER_NAME, LOOPBACK, build_broker_project, client_tls_context, mbedtls_connect,
                       mqtt_connect_over, tls_connect, two_device_spec)
-from generator import pki
+from generator.pki import profiles as pki
 from generator.cli import main
-from generator.doctor import DoctorTarget, run_doctor
+from generator.doctor.steps import DoctorTarget, run_doctor
 from generator.output.generate import generate
 from generator.spec import load_spec
 

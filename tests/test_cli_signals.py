@@ -69,7 +69,7 @@ def test_stopping_gen_broker_up_stops_its_mosquitto(tmp_path, stop, moment):
 def test_an_interrupt_while_mosquitto_starts_stops_it(tmp_path, monkeypatch):
     """Deterministic form of the race above: Ctrl-C or SIGTERM arriving during the startup wait (mosquitto
     already spawned, in its own session, so the terminal's Ctrl-C never reaches it) must not leave it running."""
-    from generator import mosquitto_runner
+    from generator.broker import runner as mosquitto_runner
     from generator.cli.broker_commands import write_broker_files
     from generator.spec import load_spec
 

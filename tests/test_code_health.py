@@ -7,7 +7,7 @@ import json
 
 from generator.core.paths import SCHEMA_PATH
 from generator.firmware.limits import PUBLISH_QOS, SUBSCRIBE_QOS
-from generator.pki import KEY_TYPES
+from generator.pki.profiles import KEY_TYPES
 from generator.spec.model import AUTH_MODES, SECRETS_MODES
 
 

@@ -11,9 +11,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
-from generator import doctor_probes as probes
-from generator import pki
-from generator.doctor import (CONNACK_MEANINGS, DoctorTarget, check_pki, concrete_topic, judge_client_cert,
+from generator.doctor import probes
+from generator.pki import profiles as pki
+from generator.doctor.steps import (CONNACK_MEANINGS, DoctorTarget, check_pki, concrete_topic, judge_client_cert,
                               judge_connack, judge_tcp, load_material, mbedtls_accepts_name, openssl_accepts_name,
                               parse_host_port)
 from generator.core.errors import UserError

@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from conftest import LOOPBACK, BrokerProject, build_broker_project, find_free_port
-from generator import pki
-from generator.doctor import (DoctorTarget, StepResult, load_material, run_client_cert_step, run_doctor)
-from generator.pki_store import PkiStore
+from generator.pki import profiles as pki
+from generator.doctor.steps import (DoctorTarget, StepResult, load_material, run_client_cert_step, run_doctor)
+from generator.pki.store import PkiStore
 
 AUTH_MODES = ("mtls", "password", "mtls+password")
 STEP_NAMES = ["pki", "resolve", "tcp", "tls", "client-cert", "mqtt-connect", "acl"]

@@ -17,7 +17,7 @@ from firmware_fakes import EXAMPLES
 from generator.output.generate import generate
 from generator.simulate.host_build import compile_firmware
 from generator.output.layout import firmware_dir
-from generator.mosquitto_runner import running_broker
+from generator.broker.runner import running_broker
 from generator.simulate.run import LOCAL_ADDRESS, free_local_port
 from generator.spec import load_spec
 

@@ -14,9 +14,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from generator import pki
+from generator.pki import profiles as pki
 from generator.cli import main
-from generator.pki_store import PkiStore
+from generator.pki.store import PkiStore
 from generator.core.paths import PROJECT_ROOT
 
 TUTORIAL = Path(__file__).parent / "data" / "tutorial"

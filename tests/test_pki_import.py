@@ -12,9 +12,9 @@ from cryptography.hazmat.primitives import serialization
 
 from conftest import (build_broker_project, client_tls_context, mbedtls_connect, mqtt_connect_over,
                       tls_connect, two_device_spec)
-from generator import pki
+from generator.pki import profiles as pki
 from generator.cli import main
-from generator.pki_store import PkiStore
+from generator.pki.store import PkiStore
 
 
 def now() -> dt.datetime:

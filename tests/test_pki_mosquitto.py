@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.pki_store import PkiStore
+from generator.pki.store import PkiStore
 
 pytestmark = pytest.mark.skipif(not shutil.which("mosquitto") or not shutil.which("mosquitto_pub"),
                                 reason="needs mosquitto and mosquitto_pub")

@@ -13,9 +13,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from generator import pki, pki_store
+from generator.pki import profiles as pki
+
+from generator.pki import store as pki_store
 from generator.core.errors import UserError
-from generator.pki_store import PkiStore, ensure_spec_identities
+from generator.pki.store import PkiStore, ensure_spec_identities
 from generator.spec import load_spec
 
 BROKER = ["mqtt.example.com", "192.168.1.10"]
@@ -499,7 +501,7 @@ def test_everyday_generate_reads_no_passphrase_until_it_must_sign_and_then_says_
     assert not (private / "ca-key.pem").exists() and not (private / "issuing-ca-key.pem").exists()
     monkeypatch.setenv("TEST_PKI_PASSPHRASE", "wrong")          # never read: nothing needs signing
     caplog.clear()
-    with caplog.at_level("INFO", logger="generator.pki_store"):
+    with caplog.at_level("INFO", logger="generator.pki.store"):
         assert ensure_spec_identities(load_spec(tmp_path / "device.yaml")) == first
     assert "passphrase" not in caplog.text
     (tmp_path / "device.yaml").write_text(SPEC.replace("  - id: sensor-b\n", "  - id: sensor-b\n  - id: sensor-c\n"))
@@ -510,7 +512,7 @@ def test_everyday_generate_reads_no_passphrase_until_it_must_sign_and_then_says_
                                         "set"):
         ensure_spec_identities(load_spec(tmp_path / "device.yaml"))
     monkeypatch.setenv("TEST_PKI_PASSPHRASE", "right")
-    with caplog.at_level("INFO", logger="generator.pki_store"):
+    with caplog.at_level("INFO", logger="generator.pki.store"):
         assert "sensor-c" in ensure_spec_identities(load_spec(tmp_path / "device.yaml")).devices
     assert "reading their passphrase from $TEST_PKI_PASSPHRASE to issue 1 new device certificate (sensor-c)" in \
         caplog.text

@@ -22,8 +22,8 @@ from mbedtls import tls as mbedtls_tls
 from mbedtls import x509 as mbedtls_x509
 from mbedtls.exceptions import TLSError
 
-from generator import pki
-from generator.pki_store import PkiStore
+from generator.pki import profiles as pki
+from generator.pki.store import PkiStore
 
 TUTORIAL = Path(__file__).parent / "data" / "tutorial"
 X509_CERT_VERIFY_FAILED = 0x2700  # MBEDTLS_ERR_X509_CERT_VERIFY_FAILED

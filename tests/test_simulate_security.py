@@ -16,8 +16,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from conftest import mqtt_session
-from generator import pki
-from generator.broker import CERT_FILE, KEY_FILE
+from generator.pki import profiles as pki
+from generator.broker.render import CERT_FILE, KEY_FILE
 from generator.firmware.nvs_image import render_nvs_image
 from generator.simulate.run import stop_devices, started_devices
 from simulate_support import SimDevice, send_command, simulated_project

@@ -18,7 +18,7 @@ broker_app = typer.Typer(help="The Mosquitto broker side: print its config, or r
 @broker_app.command("config")
 def config(spec: Path = SPEC_ARGUMENT) -> None:
     """Print the mosquitto.conf the spec produces (nothing is written; paths are where README.md installs them)."""
-    from generator.broker import render_mosquitto_conf
+    from generator.broker.render import render_mosquitto_conf
     from generator.spec import load_spec
 
     sys.stdout.write(render_mosquitto_conf(load_spec(spec)).decode())
@@ -35,10 +35,10 @@ def up(
 ) -> None:
     """Generate OUT/broker/ and run the real mosquitto on it in the foreground until Ctrl-C."""
     from generator.core.errors import ToolError
-    from generator.mosquitto_runner import running_broker
+    from generator.broker.runner import running_broker
     from generator.spec import load_spec
 
-    from generator.broker import check_runnable_here
+    from generator.broker.render import check_runnable_here
 
     loaded = load_spec(spec)
     if loaded.broker.external:
@@ -66,7 +66,7 @@ def up(
 
 def write_broker_files(spec, out_dir: Path) -> Path:
     """Creates or reuses the PKI and writes OUT/broker/ (what `gen generate` writes there); returns that dir."""
-    from generator.broker import render_broker
+    from generator.broker.render import render_broker
     from generator.core.files import write_tree
     from generator.output.generate import spec_credentials
     from generator.output.layout import BROKER_DIR

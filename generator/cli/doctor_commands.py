@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from generator.cli.terminal import SPEC_ARGUMENT, console, styled
-from generator.doctor import DoctorTarget, report_json, run_doctor, select_device
+from generator.doctor.steps import DoctorTarget, report_json, run_doctor, select_device
 from generator.spec import load_spec
 
 _MARKS = {"ok": ("✓", "green"), "failed": ("✗", "bold red"), "skipped": ("-", "dim")}

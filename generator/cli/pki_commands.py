@@ -35,7 +35,7 @@ def _spec(path: Path):
 
 
 def _store(spec, *, create: bool):
-    from generator.pki_store import open_spec_pki
+    from generator.pki.store import open_spec_pki
 
     return open_spec_pki(spec, create=create)
 
@@ -75,7 +75,7 @@ def list_(spec: Path = SPEC_ARGUMENT,
                                                                 "history.")) -> None:
     """Every identity with its history: each certificate issued to it (serial, issued, not-after, days left, status,
     key), oldest first. Warns within 30 days of expiry."""
-    from generator.pki_store import EXPIRY_WARNING_DAYS
+    from generator.pki.store import EXPIRY_WARNING_DAYS
 
     store = _store(_spec(spec), create=False)
     now = _now()
@@ -118,7 +118,7 @@ def show(spec: Path = SPEC_ARGUMENT,
          identity: str = typer.Argument(..., help="broker, a device id, a client name (e.g. backend)."),
          secrets: bool = typer.Option(False, "--secrets", help="Also print this identity's MQTT password.")) -> None:
     """One identity's certificate in plain words, its files, and (with --secrets) its password."""
-    from generator import certinfo
+    from generator.pki import inspect as certinfo
 
     store = _store(_spec(spec), create=False)
     found = store.identity(identity)
@@ -142,7 +142,7 @@ def issue(spec: Path = SPEC_ARGUMENT,
           identity: Optional[str] = typer.Argument(None, help="Only this one: broker, a device id, or backend.")
           ) -> None:
     """Issue what the spec needs and is missing (broker, devices, backend, passwords, CRL); reuse the rest."""
-    from generator.pki_store import ensure_spec_identities
+    from generator.pki.store import ensure_spec_identities
     from generator.spec import BACKEND_IDENTITY
 
     loaded = _spec(spec)
@@ -191,7 +191,7 @@ def revoke(spec: Path = SPEC_ARGUMENT,
         raise UserError("say what to revoke: an identity, or --key FILE", hint=f"e.g. gen pki revoke {spec} sensor-01")
     store = _store(_spec(spec), create=False)
     if key is not None:
-        from generator import certinfo
+        from generator.pki import inspect as certinfo
 
         revoked = store.revoke_key(certinfo.public_key_of(_read_input(key, "--key"), str(key)), reason=reason)
     else:
@@ -213,7 +213,7 @@ def import_(spec: Path = SPEC_ARGUMENT,
             ) -> None:
     """Start the project's PKI from an existing CA (e.g. your organisation's intermediate): it signs the broker and
     device certificates and the CRL, and devices trust its root. Only where there is no PKI yet."""
-    from generator.pki_store import CaPassphrase, import_ca
+    from generator.pki.store import CaPassphrase, import_ca
 
     loaded = _spec(spec)
     env = loaded.pki.ca_passphrase_env
@@ -259,7 +259,7 @@ def inspect(
     out: Optional[Path] = typer.Option(None, "--out", help="Where --to writes."),
 ) -> None:
     """Explain a certificate, key, CSR or CRL in plain words; check chain (--ca) and key (--key); convert."""
-    from generator import certinfo
+    from generator.pki import inspect as certinfo
 
     data = _read_input(file, "file")
     if to is not None or out is not None:
@@ -297,7 +297,7 @@ def _read_input(path: Path, what: str) -> bytes:
 
 
 def _trust_from(ca: Path) -> list:
-    from generator import certinfo
+    from generator.pki import inspect as certinfo
 
     if ca.suffix.lower() in (".yaml", ".yml"):
         pki_dir = Path(_spec(ca).pki.dir)

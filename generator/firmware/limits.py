@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from generator.core.errors import UserError
-from generator.pki import MQTT_PASSWORD_LENGTH
+from generator.pki.profiles import MQTT_PASSWORD_LENGTH
 
 if TYPE_CHECKING:  # the spec's resolver imports this module: the model is only named here, not used
     from generator.spec.model import Device

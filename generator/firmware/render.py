@@ -24,7 +24,7 @@ from generator.core.c_literals import c_comment_text, c_string_literal, c_string
 from generator.core.errors import UserError
 from generator.core.paths import TEMPLATES_DIR
 from generator.core.rendering import render_template
-from generator.credentials import ClientCredentials
+from generator.pki.credentials import ClientCredentials
 from generator.firmware.limits import (
     MAX_CLIENT_ID,
     NVS_PASSWORD_CAPACITY,

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from generator.broker import render_broker
-from generator.broker_trust import broker_trust
+from generator.broker.render import render_broker
+from generator.broker.trust import broker_trust
 from generator.core.errors import UserError
 from generator.core.files import SECRET_MODE, create_file, remove_generated, write_tree
-from generator.credentials import BrokerCredentials, ClientCredentials, SpecCredentials
+from generator.pki.credentials import BrokerCredentials, ClientCredentials, SpecCredentials
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.nvs_image import render_nvs_image
 from generator.firmware.render import USER_APP_SOURCE, app_include_path, render_app_starter, render_firmware
@@ -52,13 +52,13 @@ from generator.output.manifest import (
     spec_manifest,
     write_manifest,
 )
-from generator.pki_store import ensure_spec_identities
+from generator.pki.store import ensure_spec_identities
 from generator.spec import BACKEND_IDENTITY, Device, Spec
 
 
 def spec_credentials(spec: Spec) -> SpecCredentials:
     """Issues what is missing in the spec's PKI and reuses everything else. A broker certificate from elsewhere
-    (broker.ca_file, cert_file, key_file; generator.broker_trust) replaces the PKI's broker cert and root."""
+    (broker.ca_file, cert_file, key_file; generator.broker.trust) replaces the PKI's broker cert and root."""
     trust = broker_trust(spec)           # checked before anything is issued
     identities = ensure_spec_identities(spec)
     device_trust = trust.ca_pem if trust else identities.ca_pem
@@ -154,7 +154,7 @@ def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] |
 
 def generate_without_pki(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] | None = None,
                          credentials: Mapping[str, ClientCredentials]) -> GeneratedOutput:
-    """What CI may make (generator.ci_credentials gives `credentials`): the PKI is never opened, so nothing is
+    """What CI may make (generator.build.ci_credentials gives `credentials`): the PKI is never opened, so nothing is
     issued or signed; the firmware projects and the manifest only, no broker files and no NVS images."""
     out = Path(out_dir) if out_dir is not None else spec.default_out_dir
     notes = ensure_user_apps(spec, out)

@@ -33,8 +33,8 @@ from typing import Callable, Iterator, Mapping, Sequence
 from generator.core.errors import UserError
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.log import LinkTally, tally_line
-from generator.broker import check_runnable_here
-from generator.mosquitto_runner import RunningBroker, find_mosquitto, running_broker
+from generator.broker.render import check_runnable_here
+from generator.broker.runner import RunningBroker, find_mosquitto, running_broker
 from generator.output.generate import generate
 from generator.output.layout import BROKER_DIR, firmware_dir
 from generator.output.manifest import Manifest, read_manifest

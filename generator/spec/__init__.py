@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from generator.pki import KEY_TYPES  # the PKI's fact; a test holds the schema's enum equal to it
+from generator.pki.profiles import KEY_TYPES  # the PKI's fact; a test holds the schema's enum equal to it
 from generator.spec.model import (
     AUTH_MODES,
     BACKEND_IDENTITY,

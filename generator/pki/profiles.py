@@ -1,6 +1,6 @@
 """Certificate profiles: what every key, CA, broker cert, device cert and CRL of a project looks like.
 
-Pure functions over `cryptography` objects; no files, no clock (callers pass `now`). `generator.pki_store`
+Pure functions over `cryptography` objects; no files, no clock (callers pass `now`). `generator.pki.store`
 keeps the results on disk. Everything that decides what a TLS stack will accept lives here, in one place:
 
 - Root CA: CN "<project> Root CA", basicConstraints CA:TRUE pathlen 1 (critical), keyUsage keyCertSign +

@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Mapping
 
-from generator.credentials import ClientCredentials
+from generator.pki.credentials import ClientCredentials
 from generator.core.errors import UserError
 
 BUNDLE_VERSION = 1

@@ -16,7 +16,7 @@ CLI's --take-over, probes anyway: the device is disconnected once and reconnects
 
 Layout: `load_material` reads the PKI (read-only: no issuing, no CRL re-signing, no password creation); the
 `judge_*`/`check_*` functions are pure (material + probe outcomes + clock -> StepResult); the `run_*_step`
-functions do the network I/O through `generator.doctor_probes` and `generator.core.mqtt_wire`.
+functions do the network I/O through `generator.doctor.probes` and `generator.core.mqtt_wire`.
 
 Nothing here writes a file outside a private temporary directory, publishes a retained message, or prints a
 secret: messages name certificates by subject, serial and dates, and passwords only by the file that holds them.
@@ -34,9 +34,9 @@ from typing import Any, Callable
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from generator import doctor_probes as probes
-from generator import pki
-from generator.credentials import ClientCredentials
+from generator.doctor import probes
+from generator.pki import profiles as pki
+from generator.pki.credentials import ClientCredentials
 from generator.core.errors import UserError
 from generator.core.mqtt_wire import ConnectionClosed, Message, MqttSession
 from generator.spec.model import DOCTOR_IDENTITY, Device, Spec
@@ -218,10 +218,10 @@ def _identity(credentials: ClientCredentials) -> probes.ClientIdentity:
 
 def load_material(spec: Spec, device: Device) -> DoctorMaterial:
     """Reads the spec's PKI without writing to it (PkiStore.open with create=False, no passphrase: no CA key is
-    touched), and the broker trust the spec brings (checked by generator.broker_trust). Raises UserError when
+    touched), and the broker trust the spec brings (checked by generator.broker.trust). Raises UserError when
     there is no usable PKI at all, or the brought trust is unusable."""
-    from generator.broker_trust import broker_trust
-    from generator.pki_store import PkiStore
+    from generator.broker.trust import broker_trust
+    from generator.pki.store import PkiStore
 
     trust = broker_trust(spec)
 

@@ -86,7 +86,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from generator import pki
+from generator.pki import profiles as pki
 from generator.core.errors import UserError
 
 INDEX_VERSION = 1

@@ -1,5 +1,5 @@
 """The network half of `gen doctor`: each probe dials the broker once and returns what happened as a plain value.
-No probe decides what an outcome means; `generator.doctor` does that, in pure functions.
+No probe decides what an outcome means; `generator.doctor.steps` does that, in pure functions.
 
 Two TLS stacks are used on purpose:
 - mbedTLS 2.28 (python-mbedtls): what Arduino-ESP32 2.0.x runs. TLS 1.2 at most, the device's CA as the only

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from generator import pki
+from generator.pki import profiles as pki
 from generator.core.errors import UserError
 
 # a certificate, CSR, CRL, private key, public key, or EncryptedKey

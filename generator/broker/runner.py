@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from generator import broker as broker_files
+from generator.broker import render as broker_files
 from generator.core.errors import ToolError, UserError
 
 BROKER_USER = "mosquitto"

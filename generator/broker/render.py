@@ -1,7 +1,7 @@
 """The broker side: Mosquitto 2.0 configuration, password file and ACL, rendered from the Spec and its credentials.
 
 Pure functions, no I/O: `render_broker(spec, credentials)` returns every file of OUT/broker/ with its mode.
-`generator.mosquitto_runner` runs the real broker from these files.
+`generator.broker.runner` runs the real broker from these files.
 
 Decisions (tested against Mosquitto 2.0.11, see ../shared/reference/mosquitto.md):
 - `per_listener_settings false`, `allow_anonymous false`, `password_file` and `acl_file` global; each `listener`
@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Iterable
 
-from generator.credentials import BrokerCredentials
+from generator.pki.credentials import BrokerCredentials
 from generator.core.errors import UserError
 from generator.firmware.limits import NVS_PASSWORD_CAPACITY, mqtt_buffer_size
-from generator.pki_store import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
+from generator.pki.store import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
 from generator.core.rendering import render_template
 from generator.spec.model import BACKEND_IDENTITY, SERVER_IDENTITIES, Device, Spec
 
