@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from generator.build.ci_credentials import ci_device_credentials, decode_bundle
 from generator.build.ci_workflow import write_github_workflow
 from generator.build.flashing import (
     FLASH_JSON,
@@ -31,7 +32,6 @@ from generator.build.plan import BuildPlan, Image, plan_build
 from generator.build.run import check_jobs, run_build
 from generator.build.tools import require_esptool, require_platformio
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_console, plural
-from generator.build.ci_credentials import ci_device_credentials, decode_bundle
 from generator.core.errors import ToolError, UserError
 from generator.core.files import SECRET_MODE, write_atomic
 from generator.firmware.nvs_image import render_nvs_image

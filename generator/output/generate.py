@@ -27,7 +27,6 @@ from generator.broker.render import render_broker
 from generator.broker.trust import broker_trust
 from generator.core.errors import UserError
 from generator.core.files import SECRET_MODE, create_file, remove_generated, write_tree
-from generator.pki.credentials import BrokerCredentials, ClientCredentials, SpecCredentials
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.nvs_image import render_nvs_image
 from generator.firmware.render import USER_APP_SOURCE, app_include_path, render_app_starter, render_firmware
@@ -52,7 +51,8 @@ from generator.output.manifest import (
     spec_manifest,
     write_manifest,
 )
-from generator.pki.store import ensure_spec_identities
+from generator.pki.credentials import BrokerCredentials, ClientCredentials, SpecCredentials
+from generator.pki.spec_identities import ensure_spec_identities
 from generator.spec import BACKEND_IDENTITY, Device, Spec
 
 
@@ -62,6 +62,8 @@ def spec_credentials(spec: Spec) -> SpecCredentials:
     trust = broker_trust(spec)           # checked before anything is issued
     identities = ensure_spec_identities(spec)
     device_trust = trust.ca_pem if trust else identities.ca_pem
+    broker_cert: bytes | None
+    broker_key: bytes | None
     if trust is not None and trust.cert_pem is not None:
         broker_cert, broker_key = trust.cert_pem, trust.key_pem
     elif identities.broker is not None:

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
+from generator.broker.render import check_runnable_here
+from generator.broker.runner import RunningBroker, find_mosquitto, running_broker
 from generator.core.errors import UserError
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.log import LinkTally, tally_line
-from generator.broker.render import check_runnable_here
-from generator.broker.runner import RunningBroker, find_mosquitto, running_broker
 from generator.output.generate import generate
 from generator.output.layout import BROKER_DIR, firmware_dir
 from generator.output.manifest import Manifest, read_manifest
