@@ -25,6 +25,7 @@ import selectors
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +33,14 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from generator.broker.render import check_runnable_here
 from generator.broker.runner import RunningBroker, find_mosquitto, running_broker
-from generator.core.errors import UserError
+from generator.core.errors import GenError, UserError
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.log import LinkTally, tally_line
 from generator.output.generate import generate
-from generator.output.layout import BROKER_DIR, firmware_dir
+from generator.firmware.nvs_image import device_nvs_partitions
+from generator.output.layout import BROKER_DIR, firmware_dir, simulated_flash_dir
 from generator.output.manifest import Manifest, read_manifest
+from generator.provision.service import BrokerReload, ProvisioningService, ServiceOptions
 from generator.simulate.host_build import compile_firmware, find_toolchain
 from generator.spec import Device, Spec
 
@@ -60,6 +63,7 @@ class BrokerAddress:
 
     host: str
     port: int
+    provision_port: int | None = None   # the bootstrap listener (devices that make their own key)
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
@@ -120,11 +124,20 @@ def connect_to_value(broker_names: Sequence[str], broker_port: int, address: Bro
 
 
 def device_environment(device: Device, *, address: BrokerAddress, nvs_image: Path | None,
-                       faults: Faults = Faults()) -> tuple[tuple[str, str], ...]:
+                       faults: Faults = Faults(), flash_dir: Path | None = None) -> tuple[tuple[str, str], ...]:
+    """`flash_dir`: where the device's NVS writes are kept across runs (GEN_SIM_NVS_STATE)."""
     names = (device.broker.host, *device.broker.names)
-    env = [("GEN_SIM_CONNECT_TO", connect_to_value(names, device.broker.port, address))]
+    connect_to = connect_to_value(names, device.broker.port, address)
+    if device.makes_own_key and address.provision_port is not None:
+        connect_to += "," + connect_to_value(names, device.broker.provision_port,
+                                             BrokerAddress(address.host, address.provision_port))
+    env = [("GEN_SIM_CONNECT_TO", connect_to)]
     if nvs_image is not None:
         env.append(("GEN_SIM_NVS", str(nvs_image)))
+    if device_nvs_partitions(device):
+        env.append(("GEN_SIM_NVS_PARTITIONS", ",".join(device_nvs_partitions(device))))
+    if flash_dir is not None:
+        env.append(("GEN_SIM_NVS_STATE", str(flash_dir)))
     if faults.drop_wifi_after is not None:
         env.append(("GEN_SIM_DROP_WIFI_AFTER", f"{faults.drop_wifi_after:g}"))
         env.append(("GEN_SIM_WIFI_DOWN_FOR", f"{faults.wifi_down_for:g}"))
@@ -137,12 +150,14 @@ def nvs_images(out_dir: Path, manifest: Manifest) -> dict[str, Path | None]:
 
 
 def plan_runs(spec: Spec, device_ids: Sequence[str], binaries: Mapping[str, Path],
-              nvs: Mapping[str, Path | None], address: BrokerAddress, faults: Faults = Faults()
-              ) -> tuple[DeviceRun, ...]:
+              nvs: Mapping[str, Path | None], address: BrokerAddress, faults: Faults = Faults(),
+              out_dir: Path | None = None) -> tuple[DeviceRun, ...]:
+    """`out_dir`: each device keeps what it writes to flash in OUT/devices/<id>/sim-flash/ across runs."""
     return tuple(
         DeviceRun(device_id, binaries[device_id],
                   device_environment(spec.device(device_id), address=address, nvs_image=nvs.get(device_id),
-                                     faults=faults))
+                                     faults=faults,
+                                     flash_dir=Path(out_dir) / simulated_flash_dir(device_id) if out_dir else None))
         for device_id in device_ids)
 
 
@@ -432,14 +447,15 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
     on_event(f"generated {len(generated.devices)} device(s) and the broker into {out_dir}")
     binaries = compile_devices(spec, out_dir, device_ids, cache_dir=options.cache_dir, on_event=on_event)
 
-    with _broker_for(out_dir, options.broker) as (address, running):
+    with _broker_for(out_dir, options.broker) as (address, running), \
+            _provisioning_for(spec, running, on_event):
         on_event(f"broker: {address}" + (" (started from " + str(out_dir / BROKER_DIR) + ")" if running else ""))
         actions = []
         if running is not None and options.faults.restart_broker_after is not None:
             actions.append(ScheduledAction(options.faults.restart_broker_after, "restarting the broker",
                                            running.restart))
         runs = plan_runs(spec, device_ids, binaries, nvs_images(out_dir, read_manifest(out_dir)), address,
-                         options.faults)
+                         options.faults, out_dir=out_dir)
         how_long = f"for {options.duration:g} s" if options.duration is not None else "until Ctrl-C"
         on_event(f"running {len(runs)} device(s) {how_long}")
         summaries = run_devices(runs, duration=options.duration, on_line=on_line, actions=actions,
@@ -453,5 +469,38 @@ def _broker_for(out_dir: Path, given: BrokerAddress | None) -> Iterator[tuple[Br
     if given is not None:
         yield given, None
         return
-    with running_broker(Path(out_dir) / BROKER_DIR, port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
-        yield BrokerAddress(broker.host, broker.port), broker
+    with running_broker(Path(out_dir) / BROKER_DIR, port=free_local_port(), bind_address=LOCAL_ADDRESS,
+                        provision_port=free_local_port()) as broker:
+        yield BrokerAddress(broker.host, broker.port, broker.provision_port), broker
+
+
+@contextlib.contextmanager
+def _provisioning_for(spec: Spec, broker: RunningBroker | None, on_event: EventSink) -> Iterator[None]:
+    """`gen provision serve` beside the broker gen simulate runs, when a device of the spec makes its own key (the
+    devices provision and rotate against it as in the field); with a broker of your own, run it yourself."""
+    if broker is None or not spec.provisions_devices:
+        if spec.provisions_devices:
+            on_event("devices make their own key: run `gen provision serve SPEC` beside your broker")
+        yield
+        return
+    options = ServiceOptions(broker_host=LOCAL_ADDRESS, broker_port=broker.port, broker_dir=broker.private_dir,
+                             reload=BrokerReload(pid_file=broker.pid_file), tls_name=spec.broker.host)
+    service = ProvisioningService(spec, options, on_log=on_event)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            service.run(stop)
+        except GenError as error:       # reported when the run ends; the devices then show they never connected
+            failure.append(error)
+
+    thread = threading.Thread(target=serve, name="gen-provision", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        if failure:
+            on_event(f"the provisioning service stopped: {failure[0]}"), broker
