@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import datetime as dt
 import os
 import selectors
 import signal
@@ -41,6 +42,7 @@ from generator.firmware.nvs_image import device_nvs_partitions
 from generator.output.layout import BROKER_DIR, firmware_dir, simulated_flash_dir
 from generator.output.manifest import Manifest, read_manifest
 from generator.provision.service import BrokerReload, ProvisioningService, ServiceOptions
+from generator.simulate.clock import shifted_clock, shifted_environment
 from generator.simulate.host_build import compile_firmware, find_toolchain
 from generator.spec import Device, Spec
 
@@ -385,6 +387,7 @@ class SimulateOptions:
     faults: Faults = Faults()
     out_dir: Path | None = None
     cache_dir: Path | None = None                # host build cache; None: default_host_build_cache()
+    days_ahead: float = 0.0                      # run broker, devices and provisioning this far in the future
 
 
 @dataclass(frozen=True)
@@ -441,14 +444,19 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
         if spec.broker.external:
             check_runnable_here(spec, Path("."))
     out_dir = Path(options.out_dir) if options.out_dir is not None else spec.default_out_dir
+    ahead = dt.timedelta(days=options.days_ahead)
+    world_env = shifted_environment(ahead) if options.days_ahead else {}   # libfaketime is checked before generating
     generated = generate(spec, out_dir, device_ids=list(device_ids))
     if options.broker is None:
         check_runnable_here(spec, out_dir / BROKER_DIR)
     on_event(f"generated {len(generated.devices)} device(s) and the broker into {out_dir}")
     binaries = compile_devices(spec, out_dir, device_ids, cache_dir=options.cache_dir, on_event=on_event)
 
-    with _broker_for(out_dir, options.broker) as (address, running), \
-            _provisioning_for(spec, running, on_event):
+    if options.days_ahead:
+        on_event(f"the clock of the broker, the devices and the provisioning service is {options.days_ahead:g} "
+                 f"days ahead: {dt.datetime.now(dt.timezone.utc) + ahead:%Y-%m-%d %H:%M} UTC")
+    with _broker_for(out_dir, options.broker, world_env) as (address, running), \
+            _provisioning_for(spec, running, on_event, shifted_clock(ahead)):
         on_event(f"broker: {address}" + (" (started from " + str(out_dir / BROKER_DIR) + ")" if running else ""))
         actions = []
         if running is not None and options.faults.restart_broker_after is not None:
@@ -456,6 +464,7 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
                                            running.restart))
         runs = plan_runs(spec, device_ids, binaries, nvs_images(out_dir, read_manifest(out_dir)), address,
                          options.faults, out_dir=out_dir)
+        runs = tuple(dataclasses.replace(run, environment=run.environment + tuple(world_env.items())) for run in runs)
         how_long = f"for {options.duration:g} s" if options.duration is not None else "until Ctrl-C"
         on_event(f"running {len(runs)} device(s) {how_long}")
         summaries = run_devices(runs, duration=options.duration, on_line=on_line, actions=actions,
@@ -464,18 +473,20 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
 
 
 @contextlib.contextmanager
-def _broker_for(out_dir: Path, given: BrokerAddress | None) -> Iterator[tuple[BrokerAddress, RunningBroker | None]]:
+def _broker_for(out_dir: Path, given: BrokerAddress | None, env: Mapping[str, str]
+                ) -> Iterator[tuple[BrokerAddress, RunningBroker | None]]:
     """The broker the devices talk to: the one given, or the generated one on a free local port."""
     if given is not None:
         yield given, None
         return
     with running_broker(Path(out_dir) / BROKER_DIR, port=free_local_port(), bind_address=LOCAL_ADDRESS,
-                        provision_port=free_local_port()) as broker:
+                        provision_port=free_local_port(), env=env) as broker:
         yield BrokerAddress(broker.host, broker.port, broker.provision_port), broker
 
 
 @contextlib.contextmanager
-def _provisioning_for(spec: Spec, broker: RunningBroker | None, on_event: EventSink) -> Iterator[None]:
+def _provisioning_for(spec: Spec, broker: RunningBroker | None, on_event: EventSink,
+                      clock: Callable[[], dt.datetime]) -> Iterator[None]:
     """`gen provision serve` beside the broker gen simulate runs, when a device of the spec makes its own key (the
     devices provision and rotate against it as in the field); with a broker of your own, run it yourself."""
     if broker is None or not spec.provisions_devices:
@@ -485,7 +496,7 @@ def _provisioning_for(spec: Spec, broker: RunningBroker | None, on_event: EventS
         return
     options = ServiceOptions(broker_host=LOCAL_ADDRESS, broker_port=broker.port, broker_dir=broker.private_dir,
                              reload=BrokerReload(pid_file=broker.pid_file), tls_name=spec.broker.host)
-    service = ProvisioningService(spec, options, on_log=on_event)
+    service = ProvisioningService(spec, options, on_log=on_event, clock=clock)
     stop = threading.Event()
     failure: list[BaseException] = []
 
