@@ -143,6 +143,13 @@ class SimDevice:
         self.drain()
         return "\n".join(self.lines[-60:])
 
+    def pause(self) -> None:
+        """SIGSTOP: the device freezes where it is (a debugger's halt); what reaches its sockets waits."""
+        self.process.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL: the process vanishes without a word (a device losing power)."""
         self.process.signal(signal.SIGKILL)

@@ -5,8 +5,6 @@ Paths are relative to OUT, POSIX-style, as the manifest records them.
     OUT/broker/                      what the broker machine needs
     OUT/devices/<id>/                the device's certificates, key, nvs.bin
     OUT/devices/<id>/firmware/       its PlatformIO project
-    OUT/devices/<id>/sim-flash/      what the simulated device wrote to its NVS (gen simulate): its flash, kept
-                                     between runs like a board's; deleting it erases the simulated board
     OUT/images/<env>-<key>/          a built image, once for every device that shares it (gen build)
     OUT/artifacts/<id>/              a device's images ready to flash, flash.json (gen build)
     OUT/logs/                        PlatformIO's whole output (gen build)
@@ -37,10 +35,6 @@ def firmware_dir(device_id: str) -> str:
 
 def device_file(device_id: str, name: str) -> str:
     return f"{device_dir(device_id)}/{name}"
-
-
-def simulated_flash_dir(device_id: str) -> str:
-    return f"{device_dir(device_id)}/sim-flash"
 
 
 def artifacts_dir(device_id: str) -> str:

@@ -473,10 +473,13 @@ class ProvisioningService:
             standing = self.store.standing(device_id)
             if standing.pending is not None and standing.pending.request and standing.pending.via:
                 entry = standing.pending
-                self._publish(device_id, entry.via, Response(
-                    "cert", device_id, entry.request, serial=serial_text(entry.serial),
-                    renew_at=int(entry.renew_at.timestamp()) if entry.renew_at else None,
-                    chain_pem=self.store.chain_pem(entry)))
+                answer = Response("cert", device_id, entry.request, serial=serial_text(entry.serial),
+                                  renew_at=int(entry.renew_at.timestamp()) if entry.renew_at else None,
+                                  chain_pem=self.store.chain_pem(entry))
+                # On its own channel for a device still waiting for it; on the operational one too, where a
+                # device that already switched to it hears that its confirmation never arrived.
+                for channel in dict.fromkeys((entry.via, "operational")):
+                    self._publish(device_id, channel, answer)
                 count += 1
             elif standing.rotation_requested is not None and standing.live is not None:
                 self._announce_rotation(device_id, standing.rotation_requested)

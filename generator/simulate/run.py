@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import dataclasses
 import datetime as dt
 import os
@@ -39,7 +40,7 @@ from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.log import LinkTally, tally_line
 from generator.output.generate import generate
 from generator.firmware.nvs_image import device_nvs_partitions
-from generator.output.layout import BROKER_DIR, firmware_dir, simulated_flash_dir
+from generator.output.layout import BROKER_DIR, firmware_dir
 from generator.output.manifest import Manifest, read_manifest
 from generator.provision.service import BrokerReload, ProvisioningService, ServiceOptions
 from generator.simulate.clock import shifted_clock, shifted_environment
@@ -153,14 +154,21 @@ def nvs_images(out_dir: Path, manifest: Manifest) -> dict[str, Path | None]:
 
 def plan_runs(spec: Spec, device_ids: Sequence[str], binaries: Mapping[str, Path],
               nvs: Mapping[str, Path | None], address: BrokerAddress, faults: Faults = Faults(),
-              out_dir: Path | None = None) -> tuple[DeviceRun, ...]:
-    """`out_dir`: each device keeps what it writes to flash in OUT/devices/<id>/sim-flash/ across runs."""
+              flash_root: Path | None = None) -> tuple[DeviceRun, ...]:
+    """`flash_root`: each device keeps what it writes to flash in flash_root/<id>/ across runs."""
     return tuple(
         DeviceRun(device_id, binaries[device_id],
                   device_environment(spec.device(device_id), address=address, nvs_image=nvs.get(device_id),
-                                     faults=faults,
-                                     flash_dir=Path(out_dir) / simulated_flash_dir(device_id) if out_dir else None))
+                                     faults=faults, flash_dir=Path(flash_root) / device_id if flash_root else None))
         for device_id in device_ids)
+
+
+def default_flash_root(spec: Spec) -> Path:
+    """Where gen simulate keeps its simulated devices' flash between runs (what they wrote to NVS: a key a device
+    made, its certificates), one folder per spec: in the user's cache, never in OUT or the PKI, which must not
+    hold a device-born key. Deleting it erases the simulated boards."""
+    digest = hashlib.sha256(str(spec.path).encode()).hexdigest()[:16]
+    return default_host_build_cache().parent / "sim-flash" / f"{spec.project}-{digest}"
 
 
 def select_devices(spec: Spec, device_ids: Sequence[str] = (), *, all_devices: bool = False) -> tuple[str, ...]:
@@ -388,6 +396,7 @@ class SimulateOptions:
     out_dir: Path | None = None
     cache_dir: Path | None = None                # host build cache; None: default_host_build_cache()
     days_ahead: float = 0.0                      # run broker, devices and provisioning this far in the future
+    flash_root: Path | None = None               # the simulated devices' flash; None: default_flash_root(spec)
 
 
 @dataclass(frozen=True)
@@ -463,7 +472,7 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
             actions.append(ScheduledAction(options.faults.restart_broker_after, "restarting the broker",
                                            running.restart))
         runs = plan_runs(spec, device_ids, binaries, nvs_images(out_dir, read_manifest(out_dir)), address,
-                         options.faults, out_dir=out_dir)
+                         options.faults, flash_root=options.flash_root or default_flash_root(spec))
         runs = tuple(dataclasses.replace(run, environment=run.environment + tuple(world_env.items())) for run in runs)
         how_long = f"for {options.duration:g} s" if options.duration is not None else "until Ctrl-C"
         on_event(f"running {len(runs)} device(s) {how_long}")

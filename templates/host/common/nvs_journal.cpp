@@ -97,6 +97,13 @@ size_t replay(const std::vector<uint8_t>& data, Contents* contents) {
     return at;
 }
 
+// mkdir -p: the state directory of a device that never ran before.
+void make_dirs(const std::string& path) {
+    for (size_t at = 1; at <= path.size(); at++) {
+        if (at == path.size() || path[at] == '/') mkdir(path.substr(0, at).c_str(), 0700);
+    }
+}
+
 }  // namespace
 
 Journal::~Journal() {
@@ -106,7 +113,7 @@ Journal::~Journal() {
 bool Journal::open(const std::string& label, Contents* contents, std::string* message) {
     const char* dir = getenv("GEN_SIM_NVS_STATE");
     if (!dir || !*dir) return true;
-    mkdir(dir, 0700);
+    make_dirs(dir);
     path_ = std::string(dir) + "/" + label + ".journal";
     std::vector<uint8_t> data;
     {

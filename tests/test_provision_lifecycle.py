@@ -1,0 +1,208 @@
+"""The whole life of a device that makes its own key, both flavours, the real firmware on the host runtime against
+the real broker and the real provisioning service: first boot over the bootstrap listener, rotation by command and
+by expiry (the broker and the device with their clock set forward), a broker restart and a service restart in the
+middle of each, and kill -9 of the device at every step of a rotation. After each, the device is connected as
+itself with exactly one valid certificate, and the key it made is nowhere but in its own flash."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from generator.broker.render import BOOTSTRAP_PASSWORD_FILE
+from generator.pki.spec_identities import open_spec_pki
+from provision_support import CONNECTED_AS_ITSELF, LIFECYCLE_WAIT_S, STEP, ProvisionWorld
+
+pytestmark = pytest.mark.slow
+FLAVOURS = ["arduino-mtls", "espidf-mtls"]
+_PRIVATE_KEY = re.compile(rb"-----BEGIN EC PRIVATE KEY-----[^-]+-----END EC PRIVATE KEY-----")
+
+
+@pytest.fixture(params=FLAVOURS)
+def world(request, tmp_path) -> ProvisionWorld:
+    return ProvisionWorld.create(tmp_path, request.param)
+
+
+def device_keys(world: ProvisionWorld) -> set[bytes]:
+    """The private keys the simulated device holds in its flash (its NVS journal)."""
+    keys: set[bytes] = set()
+    for journal in (world.flash_root / world.device_id).glob("*.journal"):
+        keys.update(_PRIVATE_KEY.findall(journal.read_bytes()))
+    return keys
+
+
+def assert_key_only_on_the_device(world: ProvisionWorld) -> None:
+    keys = device_keys(world)
+    assert keys, "the device holds no key"
+    for root in (world.out_dir, world.spec.pki.dir / "private"):
+        for path in root.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                assert not any(key in data for key in keys), f"{path} holds the key the device made"
+
+
+def serial_of(line: str) -> str:
+    return re.search(r"certificate ([0-9A-F]+)", line).group(1)
+
+
+def test_first_boot_makes_a_key_on_the_device_gets_a_certificate_and_connects_as_itself(world):
+    with world.broker() as broker, world.service():
+        with world.device() as device:
+            device.wait_for(r"\[cred\] no identity yet: first boot over the bootstrap listener")
+            device.wait_for(r"\[cred\] connected to mqtt\.example\.com:8884 with the bootstrap login")
+            device.wait_for(STEP.format(1), timeout=LIFECYCLE_WAIT_S)
+            stored = device.wait_for(STEP.format(3) + r" certificate ([0-9A-F]+)", timeout=LIFECYCLE_WAIT_S)
+            device.wait_for(CONNECTED_AS_ITSELF)
+            device.wait_for(STEP.format(5), timeout=LIFECYCLE_WAIT_S)
+            world.wait_for_log(r"provision broker: wrote .*bootstrap\.passwd")
+            assert (broker.private_dir / BOOTSTRAP_PASSWORD_FILE).read_bytes() == b""   # its login is closed
+    live = world.assert_one_identity()
+    assert f"{live.serial:X}" == stored.group(1) and live.via == "bootstrap"
+    assert_key_only_on_the_device(world)
+
+
+def test_once_provisioned_the_bootstrap_login_is_refused_by_the_broker(world):
+    with world.broker() as broker, world.service():
+        with world.device() as device:
+            device.wait_for(STEP.format(5), timeout=LIFECYCLE_WAIT_S)
+        world.wait_for_log(r"provision broker: wrote .*bootstrap\.passwd")
+        password = open_spec_pki(world.spec, create=False).bootstrap_secret(world.device_id)
+        result = subprocess.run(
+            ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.provision_port), "--insecure",
+             "--cafile", str(world.out_dir / "devices" / world.device_id / "ca.pem"),
+             "-u", f"{world.device_id}@bootstrap", "-P", password, "-V", "mqttv311",
+             "-t", f"gen/bootstrap/{world.device_id}/req", "-m", "x", "-q", "1"],
+            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and "not authorised" in (result.stderr + result.stdout).lower(), result
+
+
+REQUEST_SENT = r"\[mqtt\] published \d+ bytes to gen/\w+/[\w-]+/req"
+
+
+def test_a_first_boot_survives_a_service_restart_and_a_broker_restart_in_the_middle(world):
+    with world.broker() as broker:
+        world.start_service()
+        with world.device() as device:
+            device.wait_for(STEP.format(2), timeout=LIFECYCLE_WAIT_S)
+            device.wait_for(REQUEST_SENT)
+            device.pause()                            # the answer waits in its socket ...
+            world.wait_for_log(r"decision=issued")
+            world.stop_service()                      # ... while the service that signed it goes away
+            device.resume()
+            device.wait_for(STEP.format(4), timeout=LIFECYCLE_WAIT_S)
+            device.wait_for(r"\[cred\] confirming certificate")   # nobody hears it
+            broker.restart()                          # and the broker goes down and up meanwhile
+            device.wait_for(CONNECTED_AS_ITSELF, timeout=LIFECYCLE_WAIT_S)
+            world.start_service()                     # back: its index says what is open, and it says it again
+            device.wait_for(STEP.format(5), timeout=LIFECYCLE_WAIT_S)
+            world.stop_service()
+    assert world.log.count("provision republished 1 open answer(s)") >= 1
+    world.assert_one_identity()
+
+
+def provisioned(world: ProvisionWorld) -> None:
+    """First boot, done: the device has its identity (run inside world.broker())."""
+    with world.service(), world.device() as device:
+        device.wait_for(STEP.format(5), timeout=LIFECYCLE_WAIT_S)
+
+
+def test_a_rotation_by_command_gives_a_fresh_key_and_revokes_the_old_certificate_after_the_new_one_connects(world):
+    with world.broker() as broker:
+        provisioned(world)
+        first = world.assert_one_identity()
+        keys_before = device_keys(world)
+        subprocess.run([sys.executable, "-m", "generator", "pki", "rotate", str(world.spec.path), "--device",
+                        world.device_id], check=True, capture_output=True, timeout=60)
+        world.start_service()
+        with world.device() as device:
+            device.wait_for(r"\[cred\] the operator asked for a rotation", timeout=LIFECYCLE_WAIT_S)
+            device.wait_for(STEP.format(2))
+            device.wait_for(REQUEST_SENT)
+            device.pause()
+            world.wait_for_log(r"decision=issued")
+            broker.restart()                          # the answer is lost with it: the device asks again
+            device.resume()
+            device.wait_for(STEP.format(3), timeout=LIFECYCLE_WAIT_S)
+            device.pause()
+            world.stop_service()                      # the new cert connects while the service is away
+            device.resume()
+            device.wait_for(STEP.format(4), timeout=LIFECYCLE_WAIT_S)
+            assert world.entries()[0].status == "valid"   # not revoked before the device has switched for good
+            world.start_service()
+            device.wait_for(STEP.format(5), timeout=LIFECYCLE_WAIT_S)
+            world.stop_service()
+        with world.device() as device:                # its flash, as it reads it at boot: the old key is erased
+            device.wait_for(CONNECTED_AS_ITSELF, timeout=LIFECYCLE_WAIT_S)
+    second = world.assert_one_identity()
+    assert second.serial != first.serial and second.key_sha256 != first.key_sha256
+    assert {e.serial: e.reason for e in world.entries()}[first.serial] == "superseded"
+    assert len(device_keys(world)) == 1 and not keys_before & device_keys(world)   # a fresh key, the old one gone
+    assert_key_only_on_the_device(world)
+
+
+def test_a_rotation_by_expiry_happens_with_a_synchronised_clock_inside_the_renewal_window(world):
+    with world.broker():
+        provisioned(world)
+    first = world.assert_one_identity()
+    world.days_ahead = 2.2                           # validity 3 days, renewed 1 day before: due
+    with world.broker() as broker:
+        world.start_service()
+        with world.device() as device:
+            device.wait_for(r"\[cred\] certificate [0-9A-F]+ is due for renewal", timeout=LIFECYCLE_WAIT_S)
+            device.wait_for(STEP.format(2))
+            device.wait_for(REQUEST_SENT)
+            device.pause()
+            world.wait_for_log(r"decision=issued .*reason=expiry")
+            world.stop_service()                      # the service and the broker both restart before the device
+            broker.restart()                          # has the answer: the service republishes it from its index
+            device.resume()                           # (the answer may still have reached it: either way)
+            device.wait_for(CONNECTED_AS_ITSELF, timeout=LIFECYCLE_WAIT_S)
+            world.start_service()
+            device.wait_for(STEP.format(5), timeout=LIFECYCLE_WAIT_S)
+            world.stop_service()
+    second = world.assert_one_identity()
+    assert second.serial != first.serial
+    assert any(re.search(STEP.format(3), line) for line in device.lines)
+
+
+BOOT_STATE = r"\[cred\] (rotation in progress: .*|identity: slot \d, certificate [0-9A-F]+.*)"
+
+
+def boot_state(line: str) -> str:
+    if "waits for its certificate" in line:
+        return "key made, no certificate"
+    if "trying the certificate" in line:
+        return "certificate stored, untried"
+    if "not confirmed yet" in line:
+        return "switched, unconfirmed"
+    return "one identity"
+
+
+def test_kill_9_at_every_step_of_a_rotation_leaves_a_device_that_connects_with_one_valid_identity(world):
+    killed_at: list[int] = []
+    booted_in: list[str] = []
+    with world.broker(), world.service():
+        with world.device() as device:
+            device.wait_for(STEP.format(5), timeout=LIFECYCLE_WAIT_S)
+        open_spec_pki(world.spec, create=False).request_rotation(world.device_id)
+        for step in (1, 2, 3, 4, 5):
+            with world.device() as device:
+                booted_in.append(boot_state(device.wait_for(BOOT_STATE).group(1)))
+                device.wait_for(CONNECTED_AS_ITSELF, timeout=LIFECYCLE_WAIT_S)   # whatever it was doing
+                reached = device.wait_for(rf"\[cred\] step ([{step}-5]):", timeout=LIFECYCLE_WAIT_S)
+                device.kill()                         # power lost right after that step's write
+                killed_at.append(int(reached.group(1)))
+        with world.device() as device:
+            final = device.wait_for(r"\[cred\] identity: slot \d, certificate ([0-9A-F]+)")
+            booted_in.append(boot_state(final.group(0)))
+            device.wait_for(CONNECTED_AS_ITSELF, timeout=LIFECYCLE_WAIT_S)
+    assert killed_at == [1, 2, 3, 4, 5], killed_at
+    assert booted_in == ["one identity", "key made, no certificate", "key made, no certificate",
+                         "certificate stored, untried", "switched, unconfirmed", "one identity"], booted_in
+    live = world.assert_one_identity()
+    assert f"{live.serial:X}" == final.group(1)
