@@ -22,19 +22,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from conftest import find_free_port
+from conftest import MqttSession, client_tls_context, find_free_port, paho_client
 from generator.broker.runner import RunningBroker, running_broker
 from generator.core.paths import PROJECT_ROOT
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.output.generate import generate
 from generator.output.layout import firmware_dir
 from generator.output.manifest import read_manifest
+from generator.pki.credentials import ClientCredentials
 from generator.pki.index import IndexEntry
 from generator.pki.spec_identities import open_spec_pki
+from generator.provision.protocol import bootstrap_username
 from generator.provision.service import BrokerReload, ProvisioningService, ServiceOptions
 from generator.simulate.clock import shifted_clock, shifted_environment
 from generator.simulate.run import BrokerAddress, compile_devices, nvs_images, plan_runs
-from generator.spec import Spec, load_spec
+from generator.spec import PROVISIONER_IDENTITY, Spec, load_spec
 from simulate_support import SimDevice
 
 EXAMPLES_DIR = PROJECT_ROOT / "projects" / "examples"
@@ -172,7 +174,58 @@ class ProvisionWorld:
     def device(self, device_id: str | None = None):
         return SimDevice.start(self.device_run(device_id))
 
+    # -------------------------------------------------------------------------- speaking the protocol directly
+
+    def trust_pem(self) -> bytes:
+        """What the devices trust to verify the broker."""
+        return (self.out_dir / "devices" / self.device_id / "ca.pem").read_bytes()
+
+    @contextlib.contextmanager
+    def bootstrap_session(self, device_id: str | None = None, *, password: str | None = None
+                          ) -> Iterator[MqttSession]:
+        """An MQTT 3.1.1 session over the bootstrap listener as `<id>@bootstrap` with its real password (what a
+        device on first boot has, and what a thief of that password has)."""
+        device_id = device_id or self.device_id
+        secret = password if password is not None else open_spec_pki(self.spec, create=False).bootstrap_secret(device_id)
+        login = ClientCredentials(bootstrap_username(device_id), self.trust_pem(), None, None, secret)
+        assert self.running is not None and self.running.provision_port is not None, "start the broker first"
+        with self._session(login, self.running.provision_port) as session:
+            yield session
+
+    @contextlib.contextmanager
+    def identity_session(self, name: str, *, cert_pem: bytes | None = None, key_pem: bytes | None = None
+                         ) -> Iterator[MqttSession]:
+        """An MQTT 3.1.1 session over the device listener with a certificate: an identity of the PKI by name
+        (`backend`), or the given cert and key (a device's own)."""
+        if cert_pem is None:
+            identity = open_spec_pki(self.spec, create=False).identity(f"client/{name}")
+            cert_pem, key_pem = identity.cert_path.read_bytes(), identity.key_path.read_bytes()
+        assert self.running is not None, "start the broker first"
+        with self._session(ClientCredentials(name, self.trust_pem(), cert_pem, key_pem, None), self.running.port) as s:
+            yield s
+
+    @contextlib.contextmanager
+    def _session(self, login: ClientCredentials, port: int) -> Iterator[MqttSession]:
+        assert self.running is not None
+        mqtt, connacks = paho_client(login, client_tls_context(login, max_version=None))
+        session = MqttSession(mqtt)
+        session.connacks = connacks            # type: ignore[attr-defined]   (disconnects show up here too)
+        mqtt.connect(self.running.host, port, keepalive=30)
+        mqtt.loop_start()
+        try:
+            code = connacks.get(timeout=LIFECYCLE_WAIT_S)
+            assert code == "Success", f"{login.name} was refused ({code})"
+            yield session
+        finally:
+            mqtt.disconnect()
+            mqtt.loop_stop()
+
     # -------------------------------------------------------------------------- the outcome
+
+    def device_serials(self) -> list[int]:
+        """Every device certificate the index records (any id): what "no certificate was issued" compares."""
+        store = open_spec_pki(self.spec, create=False)
+        return sorted(entry.serial for entry in store.entries() if entry.role == "device")
 
     def entries(self, device_id: str | None = None) -> list[IndexEntry]:
         store = open_spec_pki(self.spec, create=False)

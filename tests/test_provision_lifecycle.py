@@ -16,6 +16,8 @@ import pytest
 
 from generator.broker.render import BOOTSTRAP_PASSWORD_FILE
 from generator.pki.spec_identities import open_spec_pki
+from generator.provision.protocol import Response, render_response, response_topic
+from generator.spec import PROVISIONER_IDENTITY
 from provision_support import CONNECTED_AS_ITSELF, LIFECYCLE_WAIT_S, STEP, ProvisionWorld
 
 pytestmark = pytest.mark.slow
@@ -168,6 +170,27 @@ def test_a_rotation_by_expiry_happens_with_a_synchronised_clock_inside_the_renew
     second = world.assert_one_identity()
     assert second.serial != first.serial
     assert any(re.search(STEP.format(3), line) for line in device.lines)
+
+
+def test_a_rotate_command_right_behind_another_answer_is_not_lost(world):
+    # The broker hands a device its retained answer on subscribe and a new one right behind it: esp-mqtt's task
+    # must wait for the main task to take the first rather than drop the second.
+    with world.broker():
+        provisioned(world)
+        live = world.assert_one_identity()
+        with world.device() as device:
+            device.wait_for(CONNECTED_AS_ITSELF, timeout=LIFECYCLE_WAIT_S)
+            device.wait_for(rf"\[mqtt\] received \d+ bytes on gen/prov/{world.device_id}/resp")   # the retained one
+            with world.identity_session(PROVISIONER_IDENTITY) as provisioner:
+                answers = response_topic(world.device_id, "operational")
+                confirmed = Response("confirmed", world.device_id, "1" * 32, serial=f"{live.serial:X}")
+                rotate = Response("rotate", world.device_id, "2" * 32)
+                first = provisioner.client.publish(answers, render_response(confirmed), qos=1)
+                second = provisioner.client.publish(answers, render_response(rotate), qos=1, retain=True)
+                first.wait_for_publish(LIFECYCLE_WAIT_S)
+                second.wait_for_publish(LIFECYCLE_WAIT_S)
+            device.wait_for(r"\[cred\] the operator asked for a rotation", timeout=LIFECYCLE_WAIT_S)
+            device.wait_for(STEP.format(1))
 
 
 BOOT_STATE = r"\[cred\] (rotation in progress: .*|identity: slot \d, certificate [0-9A-F]+.*)"
