@@ -6,6 +6,7 @@ itself with exactly one valid certificate, and the key it made is nowhere but in
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import subprocess
 import sys
@@ -13,11 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
-from generator.broker.render import BOOTSTRAP_PASSWORD_FILE
+from generator.broker.render import BOOTSTRAP_PASSWORD_FILE, CERT_FILE, KEY_FILE
+from generator.pki import profiles as pki
 from generator.pki.spec_identities import open_spec_pki
 from generator.provision.protocol import Response, render_response, response_topic
-from generator.spec import PROVISIONER_IDENTITY
+from generator.spec import PROVISIONER_IDENTITY, load_spec
 from provision_support import CONNECTED_AS_ITSELF, LIFECYCLE_WAIT_S, STEP, ProvisionWorld
 
 pytestmark = pytest.mark.slow
@@ -191,6 +194,40 @@ def test_a_rotate_command_right_behind_another_answer_is_not_lost(world):
                 second.wait_for_publish(LIFECYCLE_WAIT_S)
             device.wait_for(r"\[cred\] the operator asked for a rotation", timeout=LIFECYCLE_WAIT_S)
             device.wait_for(STEP.format(1))
+
+
+def test_a_rotation_renews_the_trust_anchors_so_the_device_follows_the_broker_to_a_new_ca(world):
+    # A new CA is added before the old one retires: the devices must trust both before the broker moves. The
+    # firmware in the field trusts only the old root; the next rotation brings the bundle, and the device keeps it.
+    with world.broker() as broker:
+        provisioned(world)
+        now = dt.datetime.now(dt.timezone.utc)
+        new_key = pki.generate_key("ec-p256")
+        new_root = pki.CertificateAuthority(pki.build_root_ca(new_key, project="greenhouse-next", validity_days=30,
+                                                              now=now), new_key)
+        old_root = open_spec_pki(world.spec, create=False).device_trust_pem()
+        bundle = world.spec.path.parent / "trust.pem"
+        bundle.write_bytes(old_root + new_root.cert.public_bytes(serialization.Encoding.PEM))
+        world.spec.path.write_text(world.spec.path.read_text().replace(
+            "\nbroker:\n", "\nbroker:\n  ca_file: trust.pem\n", 1))
+        world.spec = load_spec(world.spec.path)  # the service's view; the devices' images are not rebuilt
+        open_spec_pki(world.spec, create=False).request_rotation(world.device_id)
+        with world.service(), world.device() as device:
+            device.wait_for(STEP.format(3) + r" certificate [0-9A-F]+ stored in slot \d with new trust anchors",
+                            timeout=LIFECYCLE_WAIT_S)
+            device.wait_for(STEP.format(5), timeout=LIFECYCLE_WAIT_S)
+        assert any("trust=renewed" in line for line in world.log)
+        # The old CA retires: the broker now serves a certificate from the new one only.
+        server_key = pki.generate_key("ec-p256")
+        server = pki.issue_broker_cert(server_key.public_key(), world.spec.broker.names, issuer=new_root,
+                                       validity_days=30, now=now, project="greenhouse-next")
+        (broker.private_dir / CERT_FILE).write_bytes(server.public_bytes(serialization.Encoding.PEM))
+        (broker.private_dir / KEY_FILE).write_bytes(pki.private_key_pem(server_key))
+        broker.restart()
+        with world.device() as device:
+            device.wait_for(r"\[cred\] trust anchors from slot \d \(sent by the provisioning service\)")
+            device.wait_for(CONNECTED_AS_ITSELF, timeout=LIFECYCLE_WAIT_S)
+    world.assert_one_identity()
 
 
 BOOT_STATE = r"\[cred\] (rotation in progress: .*|identity: slot \d, certificate [0-9A-F]+.*)"
