@@ -471,8 +471,8 @@ class ProvisioningService:
         count = 0
         for device_id in self.own_key_devices():
             standing = self.store.standing(device_id)
-            if standing.pending is not None and standing.pending.request and standing.pending.via:
-                entry = standing.pending
+            entry = standing.pending
+            if entry is not None and entry.request and entry.via:
                 answer = Response("cert", device_id, entry.request, serial=serial_text(entry.serial),
                                   renew_at=int(entry.renew_at.timestamp()) if entry.renew_at else None,
                                   chain_pem=self.store.chain_pem(entry))

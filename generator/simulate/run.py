@@ -523,4 +523,4 @@ def _provisioning_for(spec: Spec, broker: RunningBroker | None, on_event: EventS
         stop.set()
         thread.join(timeout=10)
         if failure:
-            on_event(f"the provisioning service stopped: {failure[0]}"), broker
+            on_event(f"the provisioning service stopped: {failure[0]}")
