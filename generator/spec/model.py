@@ -79,6 +79,16 @@ class PkiOptions:
 
 
 @dataclass(frozen=True)
+class Ota:
+    """Updates over the air (the spec's `ota:`), as one device sees them: topics expanded for it."""
+
+    port: int                      # gen ota serve's port; the device fetches https://<broker.host>:<port>/...
+    topic: str                     # announcements to this device (only the backend writes it)
+    firmware_topic: str            # the device's retained report: running version, state of an update
+    confirm_timeout: int           # seconds a new image has to reach the broker before it is rolled back
+
+
+@dataclass(frozen=True)
 class DevicePki:
     key_type: str
     validity_days: int
@@ -98,6 +108,8 @@ class Device:
     publish: tuple[Publish, ...]
     subscribe: tuple[Subscribe, ...]
     pki: DevicePki
+    firmware_version: str = "0.0.0"     # firmware.version, else the project's git describe
+    ota: Ota | None = None              # None: no updates over the air
 
     @property
     def framework(self) -> str:
@@ -141,6 +153,11 @@ class Spec:
     broker: Broker
     pki: PkiOptions
     devices: tuple[Device, ...]
+
+    @property
+    def ota_port(self) -> int | None:
+        """The port `gen ota serve` listens on, or None when the spec has no `ota:`."""
+        return next((device.ota.port for device in self.devices if device.ota is not None), None)
 
     @property
     def directory(self) -> Path:
