@@ -86,6 +86,7 @@ class Ota:
     topic: str                     # announcements to this device (only the backend writes it)
     firmware_topic: str            # the device's retained report: running version, state of an update
     confirm_timeout: int           # seconds a new image has to reach the broker before it is rolled back
+    project: str                   # the spec's project: an announcement for another one is refused
 
 
 @dataclass(frozen=True)

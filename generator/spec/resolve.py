@@ -400,7 +400,8 @@ class _Resolver:
                                        is_filter=False)
         return Ota(port=raw.get("port", schema_default("ota", "port")), topic=topics["topic"],
                    firmware_topic=topics["firmware_topic"],
-                   confirm_timeout=raw.get("confirm_timeout", schema_default("ota", "confirm_timeout")))
+                   confirm_timeout=raw.get("confirm_timeout", schema_default("ota", "confirm_timeout")),
+                   project=self.data["project"])
 
     def _entry_keys(self, base: tuple) -> set:
         node: Any = self.data
