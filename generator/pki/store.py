@@ -1408,11 +1408,12 @@ def ensure_spec_identities(spec: Any) -> SpecIdentities:
             for identity in store.ensure_devices(ids, key_type=key_type, validity_days=validity_days):
                 devices[identity.name] = identity
         devices = {device.id: devices[device.id] for device in spec.devices if device.id in devices}  # spec order
+        server_names = getattr(spec, "server_identities", SERVER_IDENTITIES)   # with ota:, gen's OTA publisher too
         servers = {name: store.ensure_client(name, key_type=spec.pki.key_type, validity_days=spec.pki.validity_days)
-                   for name in SERVER_IDENTITIES}
+                   for name in server_names}
         passwords = {device.username: store.password(device.username)
                      for device in spec.devices if device.uses_password}
-        passwords.update({name: store.password(name) for name in SERVER_IDENTITIES})
+        passwords.update({name: store.password(name) for name in server_names})
         crl = store.crl_pem()
     return SpecIdentities(ca_pem=store.device_trust_pem(), broker_cafile_pem=store.broker_cafile_pem(),
                           crl_pem=crl, broker=broker, backend=servers[BACKEND_IDENTITY],

@@ -18,6 +18,9 @@ BACKEND_IDENTITY = "backend"  # the server-side identity that reads and writes e
 # name, so two connections of one identity replace each other: the doctor must not log in as your backend.
 DOCTOR_IDENTITY = "gen.doctor"
 SERVER_IDENTITIES = (BACKEND_IDENTITY, DOCTOR_IDENTITY)
+# With `ota:`, gen ota publish and gen ota status have an identity of their own too (never your backend's): it may
+# write every device's OTA topic and read what the devices report.
+OTA_IDENTITY = "gen.ota"
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,12 @@ class Spec:
     broker: Broker
     pki: PkiOptions
     devices: tuple[Device, ...]
+
+    @property
+    def server_identities(self) -> tuple[str, ...]:
+        """The server-side identities the PKI issues and the broker knows: the backend, gen doctor, and with `ota:`
+        gen's OTA publisher."""
+        return SERVER_IDENTITIES + ((OTA_IDENTITY,) if self.ota_port is not None else ())
 
     @property
     def ota_port(self) -> int | None:
