@@ -119,15 +119,18 @@ def _version(image: bytes) -> str:
     return read_image(image).version
 
 
-def rehashed(image: bytes) -> bytes:
-    """The image with its checksum and appended SHA-256 made right again after a change (as an attacker would):
-    only a signature can tell it was altered."""
-    parsed = read_image(image)
-    body = bytearray(image[:parsed.end - 32 - 1])
-    checksum = 0xEF
-    for _, data in parsed.segments:
-        for byte in data:
+def rehashed(image: bytes, layout: bytes) -> bytes:
+    """`image` (a changed copy of `layout`) with its checksum and appended SHA-256 made right again, as an attacker
+    would: only a signature can tell it was altered."""
+    parsed = read_image(layout)
+    checksum_at = parsed.end - 32 - 1
+    body = bytearray(image[:checksum_at])
+    position, checksum = HEADER.size, 0xEF
+    for _ in parsed.segments:
+        length = int.from_bytes(body[position + 4:position + 8], "little")
+        for byte in body[position + 8:position + 8 + length]:
             checksum ^= byte
+        position += 8 + length
     body.append(checksum)
     body += hashlib.sha256(body).digest()
     return bytes(body) + image[parsed.end:]
@@ -135,11 +138,11 @@ def rehashed(image: bytes) -> bytes:
 
 def tampered(image: bytes) -> bytes:
     """One byte of the executable flipped, the image's own hash made right again, the signature sector kept."""
-    parsed = read_image(image)
     altered = bytearray(image)
     altered[HEADER.size + 8 + 256 + 8 + 100] ^= 0x01     # in segment 1 (the executable), past its ELF header
-    assert len(parsed.segments) == 2
-    return rehashed(bytes(altered))
+    result = rehashed(bytes(altered), image)
+    read_image(result)                                   # intact as an image; only its signature is wrong now
+    return result
 
 
 def cut_after(fraction: float) -> type[OtaServer]:
