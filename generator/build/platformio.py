@@ -163,8 +163,8 @@ def stale_sdkconfig(project_dir: Path, env: str) -> UserError | None:
     for line in defaults.read_text().splitlines():
         if line.startswith("CONFIG_") and "=" in line:
             name, value = line.strip().split("=", 1)
-            if have.get(name, "n") != value:
-                contradicted.append(f"{name}={value} (it has {have.get(name, 'n')})")
+            if name in have and have[name] != value:     # an option it does not state is not visible there
+                contradicted.append(f"{name}={value} (it has {have[name]})")
     if not contradicted:
         return None
     shown = ", ".join(contradicted[:4]) + (f" and {len(contradicted) - 4} more" if len(contradicted) > 4 else "")
