@@ -115,6 +115,7 @@ def serve(
     loaded = _with_ota(load_spec(spec))
     out_dir = Path(out) if out is not None else loaded.default_out_dir
     files = server_files(loaded, out_dir)
+    assert loaded.ota_port is not None        # _with_ota
     server = open_server(files, bind=bind, port=loaded.ota_port if port is None else port,
                          log=lambda line: console.print(line))
     published = sum(1 for _ in files.images.glob("*/*.bin")) if files.images.is_dir() else 0

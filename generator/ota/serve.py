@@ -160,7 +160,7 @@ class OtaServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
             return
         try:
             tls.settimeout(IO_TIMEOUT_S)
-            self.RequestHandlerClass(tls, client_address, self)
+            OtaRequestHandler(tls, client_address, self)
         except OSError as error:
             self.log(f"connection from {client_address[0]}:{client_address[1]} ended: {error}")
         finally:

@@ -227,7 +227,7 @@ def boot(flash_file: SimulatedFlash) -> Boot:
         raise BootError("no app slot holds a bootable image: " + "; ".join(problems))
     if partition != chosen:
         words = f"{chosen.label if chosen else 'nothing'} is not bootable ({problems[0]}); falling back"
-    if initial and partition in slots:       # set_actual_ota_seq: the first boot after a USB flash
+    if initial and otadata is not None and partition in slots:   # set_actual_ota_seq: the first boot after a USB flash
         index = slots.index(partition)
         _write_entry(flash, otadata, 0, OtaEntry(index + 1, b"\xff" * 20, STATE_VALID, otadata_crc(index + 1)))
     flash_file.path.write_bytes(flash)
