@@ -449,6 +449,7 @@ class SimulateOptions:
     out_dir: Path | None = None
     cache_dir: Path | None = None                # host build cache; None: default_host_build_cache()
     ota_server: BrokerAddress | None = None      # where update downloads go; None: gen ota serve on 127.0.0.1
+    build_only: bool = False                     # compile (and sign, with ota:) without starting anything
 
 
 @dataclass(frozen=True)
@@ -458,7 +459,7 @@ class SimulationResult:
 
     @property
     def ok(self) -> bool:
-        return every_device_connected(self.summaries)
+        return every_device_connected(self.summaries) or not self.summaries
 
 
 def free_local_port() -> int:
@@ -511,6 +512,10 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
     on_event(f"generated {len(generated.devices)} device(s) and the broker into {out_dir}")
     binaries = compile_devices(spec, out_dir, device_ids, cache_dir=options.cache_dir, on_event=on_event)
     flashes = flash_devices(spec, out_dir, device_ids, binaries, on_event=on_event)
+    if options.build_only:
+        for device_id, flash in flashes.items():
+            on_event(f"{device_id}: its signed host image is in {flash.boot_dir}/")
+        return SimulationResult(summaries=(), broker=options.broker or BrokerAddress(LOCAL_ADDRESS, 0))
 
     with _broker_for(out_dir, options.broker) as (address, running):
         on_event(f"broker: {address}" + (" (started from " + str(out_dir / BROKER_DIR) + ")" if running else ""))
