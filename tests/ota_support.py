@@ -23,7 +23,7 @@ from typing import Iterator
 
 from generator.broker.runner import RunningBroker
 from generator.ota.announce import Announcement, announcement, publish_announcements, stage_image
-from generator.ota.image import CHIP_IDS, HEADER, SECTOR_SIZE, read_image
+from generator.ota.image import CHIP_IDS, HEADER, read_image
 from generator.ota.serve import OtaServer, listening_port, open_server, server_files
 from generator.ota.signing import sign_image, signing_key
 from generator.output.generate import generate
@@ -196,6 +196,3 @@ def ota_project(name: str, tmp_path_factory) -> OtaProject:
 def other_chip(chip: str) -> str:
     return next(other for other in ("esp32c3", "esp32s3", "esp32") if other != chip and other in CHIP_IDS)
 
-
-__all__ = ["OtaProject", "ota_project", "tampered", "rehashed", "cut_after", "other_chip", "UPDATE", "BROKEN",
-           "CONFIRM_TIMEOUT_S", "SECTOR_SIZE"]
