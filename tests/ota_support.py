@@ -29,7 +29,7 @@ from generator.ota.signing import sign_image, signing_key
 from generator.output.generate import generate
 from generator.output.layout import firmware_dir
 from generator.output.manifest import read_manifest
-from generator.pki.store import PkiLayout
+from generator.pki.layout import PkiLayout
 from generator.simulate.bootloader import SimulatedFlash, pack_host_image, write_flash
 from generator.simulate.run import BrokerAddress, compile_devices, nvs_images, plan_runs
 from generator.spec import Device, Spec, load_spec

@@ -1,14 +1,19 @@
 """The code base keeps its own rules: enumerations the schema names come from one place in the code and the two
-agree."""
+agree; the type checker finds nothing."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from generator.core.paths import SCHEMA_PATH
 from generator.firmware.limits import PUBLISH_QOS, SUBSCRIBE_QOS
 from generator.pki.profiles import KEY_TYPES
 from generator.spec.model import AUTH_MODES, SECRETS_MODES
+
+ROOT = Path(__file__).parent.parent
 
 
 def schema_enum(*path: str) -> list:
@@ -26,3 +31,9 @@ def test_the_schemas_enumerations_are_the_codes():
     assert schema_enum("publish", "items", "properties", "qos") == every_qos
     assert schema_enum("subscribe", "items", "properties", "qos") == every_qos
 
+
+
+def test_mypy_finds_no_error_in_the_generator():
+    result = subprocess.run([sys.executable, "-m", "mypy", "--ignore-missing-imports", "generator"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:]

@@ -22,7 +22,8 @@ from generator.ota.image import DROM_START, IROM_START, app_description, pack_ap
 from generator.ota.serve import listening_port, open_server, server_files
 from generator.ota.signing import sign_image, signing_key
 from generator.output.generate import generate, spec_credentials
-from generator.pki.store import PkiLayout, open_spec_pki
+from generator.pki.layout import PkiLayout
+from generator.pki.spec_identities import open_spec_pki
 from generator.spec import OTA_IDENTITY, load_spec
 
 SPEC = """\

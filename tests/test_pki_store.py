@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -17,7 +18,8 @@ from generator.pki import profiles as pki
 
 from generator.pki import store as pki_store
 from generator.core.errors import UserError
-from generator.pki.store import PkiStore, ensure_spec_identities
+from generator.pki.spec_identities import ensure_spec_identities
+from generator.pki.store import PkiStore
 from generator.spec import load_spec
 
 BROKER = ["mqtt.example.com", "192.168.1.10"]
@@ -105,26 +107,45 @@ def test_the_index_records_every_cert_without_secrets(tmp_path):
 
 
 def test_deleting_the_build_output_loses_nothing_because_nothing_lives_there(tmp_path):
-    store = build(tmp_path / "spec" / "pki")
+    """gen generate writes the device keys into build/ (copies); rm -rf build/ and generate again: the PKI is
+    untouched and every copy comes back byte for byte, the same key, not a new one."""
+    from generator.output.generate import generate
+
+    example = Path(__file__).parent.parent / "projects" / "examples" / "fleet-nvs"
+    shutil.copytree(example, tmp_path / "spec", ignore=shutil.ignore_patterns("pki", "build"))
+    spec = load_spec(tmp_path / "spec" / "device.yaml")
+    generate(spec)
     out = tmp_path / "spec" / "build"
-    out.mkdir()
-    (out / "client.key").write_bytes(store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=1).key_pem)
-    before = snapshot(tmp_path / "spec" / "pki")
+    def secrets_in(folder: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*")
+                if p.name in ("nvs.bin", "client.key", "client.pem", "ca.pem", "passwd")}
+
+    pki_before, out_before = snapshot(tmp_path / "spec" / "pki"), secrets_in(out)
+    assert any(path.endswith("nvs.bin") for path in out_before)   # the keys and passwords in build/
     subprocess.run(["rm", "-rf", str(out)], check=True)
-    build(tmp_path / "spec" / "pki")
-    assert snapshot(tmp_path / "spec" / "pki") == before
+    generate(load_spec(tmp_path / "spec" / "device.yaml"))
+    assert snapshot(tmp_path / "spec" / "pki") == pki_before
+    assert secrets_in(out) == out_before
 
 
-def test_many_devices_are_issued_in_parallel_with_their_files_modes_and_one_index(tmp_path):
+def test_many_devices_are_issued_in_parallel_with_their_files_modes_and_one_index(tmp_path, monkeypatch):
+    from generator.pki import store as pki_store_module
+
+    monkeypatch.setattr(pki_store_module, "NAMES_PER_WORKER_MIN", 20)   # workers from 40 names, not 1,000
+    forked = []
+    real_pool = pki_store_module.ProcessPoolExecutor
+    monkeypatch.setattr(pki_store_module, "ProcessPoolExecutor",
+                        lambda workers, **kwargs: forked.append(workers) or real_pool(workers, **kwargs))
     store = PkiStore.open(tmp_path / "pki", project="fleet")
-    ids = [f"dev-{i:04d}" for i in range(1000)]  # enough for worker processes on two cores
+    ids = [f"dev-{i:04d}" for i in range(100)]
     identities = store.ensure_devices(ids, key_type="ec-p256", validity_days=365)
+    assert forked and forked[0] > 1, "the batch was not issued by worker processes"
     assert [i.name for i in identities] == ids
-    assert len({i.serial for i in identities}) == 1000
+    assert len({i.serial for i in identities}) == 100
     assert all(mode(i.key_path) == 0o600 and i.cert_path.read_bytes() == i.cert_pem for i in identities[::97])
     reopened = PkiStore.open(tmp_path / "pki", project="fleet")
     assert reopened.ensure_devices(ids, key_type="ec-p256", validity_days=365) == identities
-    assert len([e for e in reopened.entries() if e.role == "device"]) == 1000
+    assert len([e for e in reopened.entries() if e.role == "device"]) == 100
 
 
 def test_files_left_by_a_run_interrupted_before_its_index_write_are_adopted(tmp_path):
@@ -420,13 +441,13 @@ def test_changing_the_broker_names_reissues_its_cert_with_the_same_key_and_keeps
 # ------------------------------------------------------------------------------------------------ CRL
 
 
-def test_the_crl_is_resigned_only_once_half_its_lifetime_has_passed(tmp_path, monkeypatch):
+def test_the_crl_is_resigned_only_once_half_its_lifetime_has_passed(tmp_path):
     store = build(tmp_path / "pki")
     first = store.crl_pem()
     now = dt.datetime.now(dt.timezone.utc)
-    monkeypatch.setattr(pki_store, "_utcnow", lambda: now + dt.timedelta(days=pki_store.CRL_VALIDITY_DAYS * 0.4))
+    store.clock = lambda: now + dt.timedelta(days=pki_store.CRL_VALIDITY_DAYS * 0.4)
     assert store.crl_pem() == first
-    monkeypatch.setattr(pki_store, "_utcnow", lambda: now + dt.timedelta(days=pki_store.CRL_VALIDITY_DAYS * 0.6))
+    store.clock = lambda: now + dt.timedelta(days=pki_store.CRL_VALIDITY_DAYS * 0.6)
     second = store.crl_pem()
     assert second != first
     crl = x509.load_pem_x509_crl(second)
@@ -524,9 +545,8 @@ def test_a_due_crl_is_the_one_everyday_signature_and_asks_for_the_passphrase(tmp
     ensure_spec_identities(load_spec(tmp_path / "device.yaml"))
     monkeypatch.delenv("TEST_PKI_PASSPHRASE")
     later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=16)
-    monkeypatch.setattr(pki_store, "_utcnow", lambda: later)
     with pytest.raises(UserError, match=r"must re-sign the CRL \(it is due"):
-        ensure_spec_identities(load_spec(tmp_path / "device.yaml"))
+        ensure_spec_identities(load_spec(tmp_path / "device.yaml"), clock=lambda: later)
 
 
 @pytest.mark.parametrize("umask", [0o000, 0o077])

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Iterable
 
-from generator.pki.credentials import BrokerCredentials
 from generator.core.errors import UserError
-from generator.firmware.limits import NVS_PASSWORD_CAPACITY, mqtt_buffer_size
-from generator.pki.store import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
 from generator.core.rendering import render_template
-from generator.spec.model import BACKEND_IDENTITY, DOCTOR_IDENTITY, OTA_IDENTITY, Device, Spec
+from generator.firmware.limits import NVS_PASSWORD_CAPACITY, mqtt_buffer_size
+from generator.pki.ca import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
+from generator.pki.credentials import BrokerCredentials
+from generator.spec.model import BACKEND_IDENTITY, DOCTOR_IDENTITY, OTA_IDENTITY, SERVER_IDENTITIES, Device, Spec
 
 INSTALL_DIR = PurePosixPath("/etc/mosquitto/gen")
 TLS_MIN_VERSION = "tlsv1.2"

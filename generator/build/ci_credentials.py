@@ -23,8 +23,9 @@ import json
 from dataclasses import dataclass
 from typing import Mapping
 
-from generator.pki.credentials import ClientCredentials
 from generator.core.errors import UserError
+from generator.output.generate import spec_credentials
+from generator.pki.credentials import ClientCredentials
 
 BUNDLE_VERSION = 1
 GITHUB_SECRET_LIMIT = 48 * 1024           # bytes: GitHub refuses larger secret values
@@ -42,8 +43,6 @@ def embedded_devices(spec) -> list:
 
 def credentials_bundle(spec) -> CredentialsBundle:
     """The credentials of every `secrets: embed` device, from the PKI (issuing what is missing, as generate does)."""
-    from generator.output.generate import spec_credentials
-
     credentials = spec_credentials(spec)
     return CredentialsBundle(spec.project, {device.id: credentials.devices[device.id]
                                             for device in embedded_devices(spec)})

@@ -19,6 +19,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import yaml
@@ -95,8 +96,6 @@ def _posix_relative(path: Path, root: Path) -> str:
 def _install_command(repo_root: Path) -> str:
     if Path(repo_root).resolve() == PROJECT_ROOT.resolve():
         return "pip install ."
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return f"pip install {PACKAGE_NAME}=={version(PACKAGE_NAME)}"
     except PackageNotFoundError:

@@ -9,7 +9,14 @@ from typing import Optional
 
 import typer
 
+from generator.broker.render import check_runnable_here, render_broker, render_mosquitto_conf
+from generator.broker.runner import running_broker
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console
+from generator.core.errors import ToolError
+from generator.core.files import write_tree
+from generator.output.generate import spec_credentials
+from generator.output.layout import BROKER_DIR
+from generator.spec import load_spec
 
 LOCAL_ONLY = "127.0.0.1"   # `gen broker up` is for trying the link on this machine
 broker_app = typer.Typer(help="The Mosquitto broker side: print its config, or run it.", no_args_is_help=True)
@@ -18,9 +25,6 @@ broker_app = typer.Typer(help="The Mosquitto broker side: print its config, or r
 @broker_app.command("config")
 def config(spec: Path = SPEC_ARGUMENT) -> None:
     """Print the mosquitto.conf the spec produces (nothing is written; paths are where README.md installs them)."""
-    from generator.broker.render import render_mosquitto_conf
-    from generator.spec import load_spec
-
     sys.stdout.write(render_mosquitto_conf(load_spec(spec)).decode())
 
 
@@ -34,12 +38,6 @@ def up(
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
     """Generate OUT/broker/ and run the real mosquitto on it in the foreground until Ctrl-C."""
-    from generator.core.errors import ToolError
-    from generator.broker.runner import running_broker
-    from generator.spec import load_spec
-
-    from generator.broker.render import check_runnable_here
-
     loaded = load_spec(spec)
     if loaded.broker.external:
         check_runnable_here(loaded, Path("."))
@@ -66,11 +64,6 @@ def up(
 
 def write_broker_files(spec, out_dir: Path) -> Path:
     """Creates or reuses the PKI and writes OUT/broker/ (what `gen generate` writes there); returns that dir."""
-    from generator.broker.render import render_broker
-    from generator.core.files import write_tree
-    from generator.output.generate import spec_credentials
-    from generator.output.layout import BROKER_DIR
-
     rendered = render_broker(spec, spec_credentials(spec).broker)
     broker_dir = Path(out_dir) / BROKER_DIR
     write_tree(broker_dir, rendered.files, modes=rendered.modes)

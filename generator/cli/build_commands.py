@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from generator.build.ci_credentials import ci_device_credentials, decode_bundle
 from generator.build.ci_workflow import write_github_workflow
 from generator.build.flashing import (
     FLASH_JSON,
@@ -32,7 +33,6 @@ from generator.build.plan import BuildPlan, Image, plan_build
 from generator.build.run import check_jobs, run_build
 from generator.build.tools import require_esptool, require_platformio
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_console, plural
-from generator.build.ci_credentials import ci_device_credentials, decode_bundle
 from generator.core.errors import ToolError, UserError
 from generator.core.files import SECRET_MODE, write_atomic
 from generator.firmware.nvs_image import render_nvs_image
@@ -40,7 +40,7 @@ from generator.ota.signing import sign_image, signing_key
 from generator.output.generate import generate, generate_without_pki, spec_credentials
 from generator.output.layout import ARTIFACTS_DIR
 from generator.output.manifest import read_manifest
-from generator.pki.store import PkiLayout
+from generator.pki.layout import PkiLayout
 from generator.spec import Device, Spec, load_spec
 from generator.spec.catalogue import load_catalogue
 from generator.spec.source import SECRETS_FILE

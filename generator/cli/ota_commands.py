@@ -18,7 +18,7 @@ from generator.ota.status import collect_status
 from generator.output.generate import generate
 from generator.output.layout import firmware_dir
 from generator.output.manifest import read_manifest
-from generator.pki.store import PkiLayout
+from generator.pki.layout import PkiLayout
 from generator.simulate.run import parse_broker_address
 from generator.spec import Device, Spec, load_spec
 

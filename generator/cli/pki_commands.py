@@ -11,13 +11,19 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-
-from generator.cli.terminal import SPEC_ARGUMENT, console, styled
+from cryptography import x509
 from cryptography.hazmat.primitives.hashes import SHA256
 from rich import box
 from rich.table import Table
 
+from generator.cli.terminal import SPEC_ARGUMENT, console, styled
 from generator.core.errors import UserError
+from generator.core.files import write_atomic
+from generator.pki import inspect as certinfo
+from generator.pki.ca import CaPassphrase
+from generator.pki.spec_identities import ensure_spec_identities, open_spec_pki
+from generator.pki.store import EXPIRY_WARNING_DAYS, import_ca
+from generator.spec import BACKEND_IDENTITY, load_spec
 
 pki_app = typer.Typer(help="The project's private PKI: CA, broker, device and client certs, CRL.",
                       no_args_is_help=True)
@@ -29,14 +35,10 @@ def _now() -> dt.datetime:
 
 
 def _spec(path: Path):
-    from generator.spec import load_spec
-
     return load_spec(path)
 
 
 def _store(spec, *, create: bool):
-    from generator.pki.store import open_spec_pki
-
     return open_spec_pki(spec, create=create)
 
 
@@ -75,8 +77,6 @@ def list_(spec: Path = SPEC_ARGUMENT,
                                                                 "history.")) -> None:
     """Every identity with its history: each certificate issued to it (serial, issued, not-after, days left, status,
     key), oldest first. Warns within 30 days of expiry."""
-    from generator.pki.store import EXPIRY_WARNING_DAYS
-
     store = _store(_spec(spec), create=False)
     now = _now()
     table = Table(title=f"PKI {store.layout.root}", title_justify="left", box=box.SIMPLE_HEAD)
@@ -118,8 +118,6 @@ def show(spec: Path = SPEC_ARGUMENT,
          identity: str = typer.Argument(..., help="broker, a device id, a client name (e.g. backend)."),
          secrets: bool = typer.Option(False, "--secrets", help="Also print this identity's MQTT password.")) -> None:
     """One identity's certificate in plain words, its files, and (with --secrets) its password."""
-    from generator.pki import inspect as certinfo
-
     store = _store(_spec(spec), create=False)
     found = store.identity(identity)
     report = certinfo.explain(found.cert_pem, str(found.cert_path), trust=[store.root_ca_cert,
@@ -142,15 +140,12 @@ def issue(spec: Path = SPEC_ARGUMENT,
           identity: Optional[str] = typer.Argument(None, help="Only this one: broker, a device id, or backend.")
           ) -> None:
     """Issue what the spec needs and is missing (broker, devices, backend, passwords, CRL); reuse the rest."""
-    from generator.pki.store import ensure_spec_identities
-    from generator.spec import BACKEND_IDENTITY
-
     loaded = _spec(spec)
     if identity is None:
         store = _store(loaded, create=True)
         before = {entry.serial for entry in store.entries()}
         found = ensure_spec_identities(loaded)
-        identities = [found.broker, *found.devices.values(), found.backend, found.doctor]
+        identities = [i for i in (found.broker, *found.devices.values(), found.backend, found.doctor) if i is not None]
     else:
         store = _store(loaded, create=True)
         before = {entry.serial for entry in store.entries()}
@@ -191,8 +186,6 @@ def revoke(spec: Path = SPEC_ARGUMENT,
         raise UserError("say what to revoke: an identity, or --key FILE", hint=f"e.g. gen pki revoke {spec} sensor-01")
     store = _store(_spec(spec), create=False)
     if key is not None:
-        from generator.pki import inspect as certinfo
-
         revoked = store.revoke_key(certinfo.public_key_of(_read_input(key, "--key"), str(key)), reason=reason)
     else:
         revoked = store.revoke(identity, reason=reason)
@@ -213,8 +206,6 @@ def import_(spec: Path = SPEC_ARGUMENT,
             ) -> None:
     """Start the project's PKI from an existing CA (e.g. your organisation's intermediate): it signs the broker and
     device certificates and the CRL, and devices trust its root. Only where there is no PKI yet."""
-    from generator.pki.store import CaPassphrase, import_ca
-
     loaded = _spec(spec)
     env = loaded.pki.ca_passphrase_env
     store = import_ca(Path(loaded.pki.dir), project=loaded.project, cert_pem=_read_input(cert, "--cert"),
@@ -259,14 +250,10 @@ def inspect(
     out: Optional[Path] = typer.Option(None, "--out", help="Where --to writes."),
 ) -> None:
     """Explain a certificate, key, CSR or CRL in plain words; check chain (--ca) and key (--key); convert."""
-    from generator.pki import inspect as certinfo
-
     data = _read_input(file, "file")
     if to is not None or out is not None:
         if to is None or out is None:
             raise UserError("--to and --out go together", hint="e.g. gen inspect cert.pem --to der --out cert.der")
-        from generator.core.files import write_atomic
-
         converted, secret = certinfo.convert(data, str(file), to.lower())
         write_atomic(out, converted, mode=0o600 if secret else 0o644)
         console.print(f"wrote {out} ({to.upper()}{', mode 0600: it holds a private key' if secret else ''})")
@@ -297,8 +284,6 @@ def _read_input(path: Path, what: str) -> bytes:
 
 
 def _trust_from(ca: Path) -> list:
-    from generator.pki import inspect as certinfo
-
     if ca.suffix.lower() in (".yaml", ".yml"):
         pki_dir = Path(_spec(ca).pki.dir)
         trust = []
@@ -314,8 +299,6 @@ def _short_serial(serial: int) -> str:
 
 
 def _crl_next_update(store) -> dt.datetime | None:
-    from cryptography import x509
-
     try:
         return x509.load_pem_x509_crl(store.layout.crl.read_bytes()).next_update_utc
     except (OSError, ValueError):

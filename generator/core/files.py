@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -34,19 +35,62 @@ def make_dirs(path: Path, mode: int = PUBLIC_DIR_MODE) -> None:
         os.chmod(directory, mode)
 
 
-def write_atomic(path: Path, content: bytes, *, mode: int = PUBLIC_MODE) -> bool:
-    """Writes one file atomically; returns False (and does nothing) when it already holds `content`."""
+def ensure_dir(path: Path, mode: int) -> None:
+    """`path` with exactly `mode` (an existing one is set to it), its missing parents 0755, whatever the umask."""
     path = Path(path)
-    if path.is_file() and path.read_bytes() == content:
-        if (path.stat().st_mode & 0o777) != mode:
-            os.chmod(path, mode)
-        return False
-    make_dirs(path.parent, PRIVATE_DIR_MODE if mode == SECRET_MODE else PUBLIC_DIR_MODE)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    make_dirs(path.parent)
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
+        path.mkdir(mode=mode)
+    except FileExistsError:
+        pass
+    if (path.stat().st_mode & 0o777) != mode:
+        os.chmod(path, mode)
+
+
+def fsync_dir(path: Path) -> None:
+    """Makes a rename or unlink in `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, content: bytes, *, mode: int = PUBLIC_MODE, durable: bool = False,
+                 fresh: bool = False) -> bool:
+    """Writes one file atomically (a temp file beside it, then a rename) with exactly `mode`; missing folders are
+    made (0700 for a secret file, else 0755). Returns False, and only corrects the mode, when the file already
+    holds `content`; `fresh=True` skips that comparison (a new key). `durable=True` fsyncs the data."""
+    path = Path(path)
+    if not fresh:
+        try:
+            with open(path, "rb") as existing:
+                if existing.read() == content:
+                    if (os.fstat(existing.fileno()).st_mode & 0o777) != mode:
+                        os.chmod(path, mode)
+                    return False
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            pass
+    make_dirs(path.parent, PRIVATE_DIR_MODE if mode == SECRET_MODE else PUBLIC_DIR_MODE)
+    # One temp name per folder, process and thread: creating a reused name is far faster than a new unique one
+    # (10,000 keys), and no other writer can hold it.
+    temp = f"{path.parent}/.tmp-{os.getpid()}-{threading.get_ident()}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(temp, flags, mode)
+    except FileExistsError:     # left behind by a crash
+        os.unlink(temp)
+        fd = os.open(temp, flags, mode)
+    try:
+        try:
+            os.fchmod(fd, mode)  # independent of the umask
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temp, path)
     except BaseException:
         try:

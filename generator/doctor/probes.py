@@ -21,8 +21,11 @@ import tempfile
 from dataclasses import dataclass
 from typing import Iterator
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from mbedtls import exceptions, pk, tls
+from mbedtls import x509 as mbedtls_x509
 
 from generator.core.mqtt_wire import CONNACK, connect_packet
 
@@ -80,8 +83,9 @@ def resolve(host: str, port: int) -> Resolution:
         return Resolution((), f"not a valid host name ({error})")
     addresses: list[str] = []
     for info in infos:
-        if info[4][0] not in addresses:
-            addresses.append(info[4][0])
+        address = str(info[4][0])
+        if address not in addresses:
+            addresses.append(address)
     return Resolution(tuple(addresses))
 
 
@@ -105,13 +109,11 @@ def tcp_connect(address: Address, timeout: float = TIMEOUT_SECONDS) -> TcpOutcom
 def mbedtls_handshake(address: Address, server_name: str, client: ClientIdentity,
                       timeout: float = TIMEOUT_SECONDS) -> HandshakeOutcome:
     """The handshake as an ESP32 with Arduino-ESP32 2.0.x does it (mbedTLS 2.28, TLS 1.2)."""
-    from mbedtls import exceptions, tls, x509
-
     try:
-        trust = tls.TrustStore([x509.CRT.from_DER(der) for der in _pem_certs_der(client.ca_pem)])
+        trust = tls.TrustStore([mbedtls_x509.CRT.from_DER(der) for der in _pem_certs_der(client.ca_pem)])
         chain = None
         if client.cert_pem and client.key_pem:
-            chain = ([x509.CRT.from_DER(_pem_certs_der(client.cert_pem)[0])], _mbedtls_key(client.key_pem))
+            chain = ((mbedtls_x509.CRT.from_DER(_pem_certs_der(client.cert_pem)[0]),), _mbedtls_key(client.key_pem))
         config = tls.TLSConfiguration(trust_store=trust, certificate_chain=chain, validate_certificates=True,
                                       lowest_supported_version=tls.TLSVersion.TLSv1_2,
                                       highest_supported_version=tls.TLSVersion.TLSv1_2)
@@ -127,7 +129,7 @@ def mbedtls_handshake(address: Address, server_name: str, client: ClientIdentity
         try:
             wrapped.do_handshake()
         except exceptions.TLSError as error:
-            code = abs(error.err or 0)
+            code = abs(getattr(error, "err", 0) or 0)   # python-mbedtls sets err on the instance
             if code == MBEDTLS_VERIFY_FAILED:
                 return HandshakeOutcome("verify-failed", error.msg or "certificate verification failed")
             if code == MBEDTLS_FATAL_ALERT:
@@ -142,15 +144,11 @@ def mbedtls_handshake(address: Address, server_name: str, client: ClientIdentity
 
 
 def _mbedtls_key(key_pem: bytes):  # type: ignore[no-untyped-def]
-    from mbedtls import pk
-
     key = serialization.load_pem_private_key(key_pem, password=None)
     return (pk.RSA if isinstance(key, rsa.RSAPrivateKey) else pk.ECC).from_PEM(key_pem.decode())
 
 
 def _pem_certs_der(pem: bytes) -> list[bytes]:
-    from cryptography import x509
-
     return [c.public_bytes(serialization.Encoding.DER) for c in x509.load_pem_x509_certificates(pem)]
 
 

@@ -32,15 +32,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from generator.doctor import probes
-from generator.pki import profiles as pki
-from generator.pki.credentials import ClientCredentials
+from generator.broker.trust import broker_trust
 from generator.core.errors import UserError
 from generator.core.mqtt_wire import ConnectionClosed, Message, MqttSession
-from generator.spec.model import DOCTOR_IDENTITY, Device, Spec
 from generator.core.topics import filter_matches
+from generator.doctor import probes
+from generator.pki.credentials import ClientCredentials
+from generator.pki.store import PkiStore
+from generator.pki.x509_facts import chains_to, issued_by, key_matches
+from generator.spec.model import DOCTOR_IDENTITY, Device, Spec
 
 STEPS: tuple[tuple[str, str], ...] = (
     ("pki", "spec and PKI are consistent"),
@@ -204,8 +209,6 @@ class DoctorMaterial:
 
 
 def _pem(cert: x509.Certificate) -> bytes:
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     return cert.public_bytes(Encoding.PEM)
 
 
@@ -220,9 +223,6 @@ def load_material(spec: Spec, device: Device) -> DoctorMaterial:
     """Reads the spec's PKI without writing to it (PkiStore.open with create=False, no passphrase: no CA key is
     touched), and the broker trust the spec brings (checked by generator.broker.trust). Raises UserError when
     there is no usable PKI at all, or the brought trust is unusable."""
-    from generator.broker.trust import broker_trust
-    from generator.pki.store import PkiStore
-
     trust = broker_trust(spec)
 
     store = PkiStore.open(Path(spec.pki.dir), project=spec.project, key_type=spec.pki.key_type, create=False)
@@ -278,13 +278,12 @@ def _read(path: Path) -> bytes | None:
 
 
 def _key_matches(key_pem: bytes, cert: x509.Certificate) -> bool:
-    from cryptography.hazmat.primitives import serialization
-
+    """Whether a PEM key file (as the device holds it) is the cert's key; False for anything unreadable."""
     try:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except (TypeError, ValueError):
         return False
-    return key.public_key() == cert.public_key()
+    return isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)) and key_matches(key, cert)
 
 
 # ---------------------------------------------------------------------------------------------- names (pure)
@@ -350,14 +349,6 @@ def _day(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-        return True
-    except Exception:  # InvalidSignature, ValueError (issuer name differs), TypeError (key type)
-        return False
-
-
 def _validity_problem(cert: x509.Certificate, now: dt.datetime) -> str | None:
     if now > cert.not_valid_after_utc:
         return f"expired on {_day(cert.not_valid_after_utc)}"
@@ -384,7 +375,7 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
         if when:
             add(f"the {label} ({ca.subject.rfc4514_string()}) {when}",
                 "the CA must be replaced: create a new PKI and re-provision every device")
-    if not pki.chains_to(material.issuing_ca, material.chain, material.root_ca):
+    if not chains_to(material.issuing_ca, material.chain, material.root_ca):
         add("the issuing CA is not signed by the root CA", "restore pki/ from a backup")
 
     def check_leaf(item: CertAndKey, identity: str) -> None:
@@ -398,7 +389,7 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
             add(f"{item.name} has no private key next to its certificate", regenerate)
         elif not item.key_matches:
             add(f"the certificate of {item.name} does not match its private key", new_key)
-        if not _issued_by(item.cert, material.issuing_ca):
+        if not issued_by(item.cert, material.issuing_ca):
             add(f"the certificate of {item.name} was not issued by this PKI's issuing CA "
                 f"({item.cert.issuer.rfc4514_string()})", renew)
         when = _validity_problem(item.cert, now)
@@ -577,11 +568,11 @@ def judge_tls(target: DoctorTarget, material: DoctorMaterial, facts: TlsFacts, n
         return failed("tls", f"the OpenSSL handshake fails ({facts.openssl.message})",
                       "check the broker's TLS listener settings against OUT/broker/mosquitto.conf", *raw_errors)
     versions = f"mbedTLS 2.28 ({facts.mbedtls.version})" if facts.mbedtls.ok else "mbedTLS 2.28 (cert verified)"
-    details = [f"server cert: {describe_cert(server_cert)}"] if server_cert else []
+    seen = [f"server cert: {describe_cert(server_cert)}"] if server_cert else []
     if not facts.mbedtls.ok:
-        details.append(f"the broker then ended the device's handshake: {facts.mbedtls.message} (see the next step)")
+        seen.append(f"the broker then ended the device's handshake: {facts.mbedtls.message} (see the next step)")
     return passed("tls", f"the broker's cert verifies for {name} with {versions} and OpenSSL "
-                         f"({facts.openssl.version})", *details)
+                         f"({facts.openssl.version})", *seen)
 
 
 def diagnose_server_cert(cert: x509.Certificate, material: DoctorMaterial, name: str,
@@ -592,7 +583,7 @@ def diagnose_server_cert(cert: x509.Certificate, material: DoctorMaterial, name:
     holds = ", ".join(cert_names(cert)) or "no names"
     if material.broker_trust:
         return _diagnose_brought_trust(cert, material, name, now)
-    if not (_issued_by(cert, ours) or _issued_by(cert, material.root_ca)):
+    if not (issued_by(cert, ours) or issued_by(cert, material.root_ca)):
         return (f"the broker serves a certificate from another CA: issued by {cert.issuer.rfc4514_string()}, "
                 f"but the device trusts {material.root_ca.subject.rfc4514_string()}",
                 "serve OUT/broker/broker.pem and broker.key from `gen generate SPEC` (then restart the broker), or "

@@ -24,7 +24,6 @@ from generator.core.c_literals import c_comment_text, c_string_literal, c_string
 from generator.core.errors import UserError
 from generator.core.paths import TEMPLATES_DIR
 from generator.core.rendering import render_template
-from generator.pki.credentials import ClientCredentials
 from generator.firmware.limits import (
     FIRMWARE_REPORT_CAPACITY,
     MAX_CLIENT_ID,
@@ -58,6 +57,7 @@ from generator.firmware.nvs_image import (
     subscribe_filter_key,
 )
 from generator.ota.image import CHIP_IDS
+from generator.pki.credentials import ClientCredentials
 from generator.spec.model import Device
 
 # render_nvs_image and the partition constants are the firmware's other half; importable from here as well.

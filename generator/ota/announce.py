@@ -29,7 +29,8 @@ from generator.firmware.limits import OTA_ANNOUNCEMENT_CAPACITY, OTA_QOS
 from generator.ota.image import CHIP_IDS, ImageError, read_image
 from generator.ota.signing import SigningKey, signature_problem
 from generator.output.layout import ota_image
-from generator.pki.store import PkiLayout, open_spec_pki
+from generator.pki.layout import PkiLayout
+from generator.pki.spec_identities import open_spec_pki
 from generator.spec.model import OTA_IDENTITY, Device, Spec
 
 CONNECT_TIMEOUT_S = 10.0

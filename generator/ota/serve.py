@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Callable
 from generator.broker.render import CA_FILE, CERT_FILE, KEY_FILE
 from generator.core.errors import UserError
 from generator.output.layout import BROKER_DIR, OTA_DIR
-from generator.pki.store import PkiLayout
+from generator.pki.layout import PkiLayout
 from generator.spec.model import Spec
 
 HANDSHAKE_TIMEOUT_S = 15.0

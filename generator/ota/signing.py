@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from generator.build.tools import require_espsecure
 from generator.core.errors import ToolError, UserError
 from generator.ota.image import SECTOR_SIZE, ImageError, read_image
-from generator.pki.store import PkiLayout
+from generator.pki.layout import PkiLayout
 
 KEY_BITS = 3072                     # the RSA scheme's only size (SECURE_SIGNED_APPS_RSA_SCHEME)
 SIGNATURE_BLOCK = struct.Struct("<BBxx32s384sI384sI384sI16x")

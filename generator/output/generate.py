@@ -27,7 +27,6 @@ from generator.broker.render import render_broker
 from generator.broker.trust import broker_trust
 from generator.core.errors import UserError
 from generator.core.files import SECRET_MODE, create_file, remove_generated, write_tree
-from generator.pki.credentials import BrokerCredentials, ClientCredentials, SpecCredentials
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.nvs_image import render_nvs_image
 from generator.firmware.render import USER_APP_SOURCE, app_include_path, render_app_starter, render_firmware
@@ -55,7 +54,9 @@ from generator.output.manifest import (
     write_manifest,
 )
 from generator.ota.signing import ensure_signing_key, key_digest
-from generator.pki.store import PkiLayout, ensure_spec_identities
+from generator.pki.credentials import BrokerCredentials, ClientCredentials, SpecCredentials
+from generator.pki.spec_identities import ensure_spec_identities
+from generator.pki.layout import PkiLayout
 from generator.spec import BACKEND_IDENTITY, Device, Spec
 
 
@@ -65,6 +66,8 @@ def spec_credentials(spec: Spec) -> SpecCredentials:
     trust = broker_trust(spec)           # checked before anything is issued
     identities = ensure_spec_identities(spec)
     device_trust = trust.ca_pem if trust else identities.ca_pem
+    broker_cert: bytes | None
+    broker_key: bytes | None
     if trust is not None and trust.cert_pem is not None:
         broker_cert, broker_key = trust.cert_pem, trust.key_pem
     elif identities.broker is not None:

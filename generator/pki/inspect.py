@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from generator.pki import profiles as pki
 from generator.core.errors import UserError
+from generator.pki import profiles as pki
+from generator.pki.x509_facts import issued_by
 
 # a certificate, CSR, CRL, private key, public key, or EncryptedKey
 PkiObject = object
@@ -215,7 +216,7 @@ def _explain_cert(cert: x509.Certificate, now: dt.datetime) -> ObjectReport:
     eku = _ext(ext, x509.ExtendedKeyUsage)
     san = _ext(ext, x509.SubjectAlternativeName)
     usages = {u for u in eku} if eku is not None else set()
-    self_signed = cert.issuer == cert.subject and _signed_by(cert, cert)
+    self_signed = cert.issuer == cert.subject and issued_by(cert, cert)
     warnings: list[str] = []
     if constraints is not None and constraints.ca:
         title = "root CA certificate (self-signed)" if self_signed else "intermediate (issuing) CA certificate"
@@ -275,10 +276,10 @@ def _with_chain(report: ObjectReport, cert: x509.Certificate, file_certs: Sequen
     `trust` (the project's root or issuing CA) is on the way. Certs in the same file (a chain) fill gaps."""
     pool = list(trust) + [c for c in file_certs if c is not cert]
     path = [cert]
-    while len(path) < 8 and not (path[-1].issuer == path[-1].subject and _signed_by(path[-1], path[-1])):
+    while len(path) < 8 and not (path[-1].issuer == path[-1].subject and issued_by(path[-1], path[-1])):
         current = path[-1]
         issuer = next((c for c in pool if c.subject == current.issuer and c != current
-                       and _signed_by(current, c)), None)
+                       and issued_by(current, c)), None)
         if issuer is None:
             break
         path.append(issuer)
@@ -370,14 +371,6 @@ def _ext(extensions: x509.Extensions, kind):
         return extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:
         return None
-
-
-def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    try:
-        cert.verify_directly_issued_by(issuer)
-        return True
-    except Exception:  # InvalidSignature, mismatched key types, names
-        return False
 
 
 def _general_name_words(name: x509.GeneralName) -> str:

@@ -21,7 +21,7 @@ Public API:
     KEY_TYPES; generate_key(key_type); key_type_of(key); private_key_pem(key); load_private_key_pem(data, what)
     CertificateAuthority(cert, key)
     build_root_ca(key, *, project, validity_days, now) -> x509.Certificate
-    build_issuing_ca(key, *, root, project, validity_days, now) -> x509.Certificate;  chains_to(cert, between, root)
+    build_issuing_ca(key, *, root, project, validity_days, now) -> x509.Certificate
     broker_subject_alt_names(names) -> x509.SubjectAlternativeName;  leaf_subject_text(common_name, project)
     issue_broker_cert(public_key, names, *, issuer, validity_days, now, project) -> x509.Certificate
     issue_device_cert(public_key, device_id, *, issuer, validity_days, now, project) -> x509.Certificate
@@ -242,19 +242,6 @@ def build_issuing_ca(key: PrivateKey, *, root: CertificateAuthority, project: st
         .add_extension(root.authority_key_id, critical=False)
         .sign(root.key, hashes.SHA256())
     )
-
-
-def chains_to(cert: x509.Certificate, between: Sequence[x509.Certificate], root: x509.Certificate) -> bool:
-    """cert is signed by between[0], which between[1] signed, ..., the last of which the root signed (an imported
-    CA's intermediates; `between` is empty for our own issuing CA)."""
-    subject = cert
-    for issuer in (*between, root):
-        try:
-            subject.verify_directly_issued_by(issuer)
-        except Exception:  # InvalidSignature, ValueError (issuer name differs), TypeError (key type)
-            return False
-        subject = issuer
-    return True
 
 
 def _authority_key_id(issuer_cert: x509.Certificate) -> x509.AuthorityKeyIdentifier:

@@ -12,7 +12,6 @@ Public API: `compile_firmware(firmware_dir, framework, cache_dir) -> Path` (the 
 from __future__ import annotations
 
 import configparser
-import fcntl
 import hashlib
 import os
 import re
@@ -27,12 +26,13 @@ from pathlib import Path
 
 from generator.core.compiler_output import diagnostics
 from generator.core.errors import ToolError, UserError
+from generator.core.locks import exclusive_lock
 from generator.core.paths import HOST_RUNTIME_DIR
-from generator.ota.image import CHIP_IDS
-from generator.spec.catalogue import FRAMEWORKS, load_catalogue
 from generator.firmware.fingerprint import outside_includes
 from generator.firmware.flags import FRAMEWORK_FLAGS, GEN_WARNINGS
 from generator.firmware.render import missing_app_functions
+from generator.ota.image import CHIP_IDS
+from generator.spec.catalogue import FRAMEWORKS, load_catalogue
 
 INSTALL_HINT = "apt-get install g++ libmbedtls-dev"
 
@@ -87,7 +87,7 @@ def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path) -> Pat
     if executable.exists():
         os.utime(out_dir)  # most recently used: kept by _prune_firmware_cache
         return executable
-    with _locked(cache_dir / f"firmware-{key[:24]}.lock"):
+    with exclusive_lock(cache_dir / f"firmware-{key[:24]}.lock"):
         if executable.exists():
             return executable
         work = Path(tempfile.mkdtemp(prefix="fw-", dir=cache_dir))
@@ -160,7 +160,7 @@ def build_runtime_library(toolchain: Toolchain, cache_dir: Path) -> Path:
     if library.exists():
         return library
     cache_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_dir / f"runtime-{key}.lock"):
+    with exclusive_lock(cache_dir / f"runtime-{key}.lock"):
         if library.exists():
             return library
         _check_mbedtls_headers(toolchain)
@@ -418,20 +418,3 @@ def _compile_error(stderr: str, what: str) -> ToolError:
         return ToolError(message, hint=INSTALL_HINT)
     return ToolError(message, hint="fix the first one shown: the host build takes the framework's own flags plus "
                                    "-Wall -Wextra, and fails on any warning")
-
-
-class _locked:
-    """An exclusive flock on path for the duration of a with-block (parallel builds share the cache)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self) -> "_locked":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        os.close(self.fd)

@@ -28,9 +28,9 @@ from typing import Iterator
 
 import pytest
 
+from generator.broker.runner import running_broker
 from generator.core.errors import UserError
 from generator.core.files import write_tree
-from generator.broker.runner import running_broker
 from generator.output.generate import spec_credentials
 from generator.output.layout import BROKER_DIR, MANIFEST_NAME
 from generator.output.manifest import read_manifest

@@ -30,15 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
+from generator.broker.render import check_runnable_here
+from generator.broker.runner import RunningBroker, find_mosquitto, running_broker
 from generator.core.errors import UserError
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.log import LinkTally, tally_line
-from generator.broker.render import check_runnable_here
-from generator.broker.runner import RunningBroker, find_mosquitto, running_broker
 from generator.output.generate import generate
 from generator.ota.signing import signing_key
 from generator.output.layout import BROKER_DIR, firmware_dir, simulated_device_dir
-from generator.pki.store import PkiLayout
+from generator.pki.layout import PkiLayout
 from generator.output.manifest import Manifest, read_manifest
 from generator.simulate.bootloader import BootError, SimulatedFlash, boot, signed_host_image, write_flash
 from generator.simulate.host_build import compile_firmware, find_toolchain

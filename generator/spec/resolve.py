@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from generator.core.hostnames import is_ip_address
 from generator.core.topics import (
     TopicIndex,
     expand_topic,
@@ -68,14 +69,6 @@ def host_problem(name: str) -> str | None:
     return None
 
 
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return False
-
-
 def _trailing_dot_problem(name: str) -> tuple[str, str] | None:
     if name.endswith("."):
         return ("ends in a dot: the device verifies the name exactly as written, and certificates never carry "
@@ -85,7 +78,7 @@ def _trailing_dot_problem(name: str) -> tuple[str, str] | None:
 
 def dialled_host_problem(host: str) -> tuple[str, str] | None:
     """Why the devices cannot dial `host`, though it is a valid name, and what to do; or None."""
-    if _is_ip(host) and ipaddress.ip_address(host).version == 6:
+    if is_ip_address(host) and ipaddress.ip_address(host).version == 6:
         return ("is an IPv6 address; the devices dial the broker over IPv4 (Arduino-ESP32 2.0.17's WiFiClient "
                 "resolves and connects IPv4 only, and gen simulate routes IPv4)",
                 "use the broker's IPv4 address or a DNS name; IPv6 addresses can go in broker.names")
@@ -447,10 +440,10 @@ class _Resolver:
         for device, base in devices:
             if device.ota is None:
                 continue
-            other = announced.setdefault(device.ota.topic, device.id)
-            if other != device.id:
+            sharer = announced.setdefault(device.ota.topic, device.id)
+            if sharer != device.id:
                 self.problem(("ota", "topic") if "topic" in (self.data.get("ota") or {}) else ("ota",),
-                             f"devices {other!r} and {device.id!r} would share the OTA topic {device.ota.topic!r}, so "
+                             f"devices {sharer!r} and {device.id!r} would share the OTA topic {device.ota.topic!r}, so "
                              "one would be told of the other's updates", "put {id} in ota.topic")
         owners = TopicIndex()
         for device, base in devices:
