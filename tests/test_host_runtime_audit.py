@@ -75,8 +75,11 @@ def write_project(root: Path, device) -> Path:
     return write_firmware_project(root, device)
 
 
-@pytest.mark.parametrize("secrets", ["embed", "nvs"])
-@pytest.mark.parametrize("example", ["arduino-mtls-password", "espidf-mtls-password"])
+@pytest.mark.parametrize("example, secrets", [
+    ("arduino-mtls-password", "embed"), ("arduino-mtls-password", "nvs"),
+    ("espidf-mtls-password", "embed"), ("espidf-mtls-password", "nvs"),
+    ("arduino-ota", "embed"), ("espidf-ota", "embed"),      # the update handler and what it calls
+])
 def test_every_framework_name_the_firmware_uses_is_in_the_audit_table(example, secrets, tmp_path):
     device = replace(example_devices(example)[0], secrets=secrets)
     used = framework_names(write_project(tmp_path, device), device.framework)

@@ -72,6 +72,11 @@ def simulate(
         help=f"Drop every device's WiFi after S seconds, for {DEFAULT_WIFI_DOWN_FOR_S:g} s."),
     restart_broker_after: Optional[float] = typer.Option(None, "--restart-broker-after", min=0, metavar="S",
                                                          help="Restart the broker once, after S seconds."),
+    ota_server: Optional[str] = typer.Option(None, "--ota-server", metavar="HOST:PORT",
+                                             help="Where the devices' update downloads go (default: `gen ota serve` "
+                                                  "on this machine, 127.0.0.1 at ota.port)."),
+    build_only: bool = typer.Option(False, "--build-only", help="Compile (and with ota: pack and sign the host "
+                                    "images into OUT/simulate/<id>/), start nothing."),
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
     """Compile the generated firmware for this machine and run it against the generated broker over TLS.
@@ -84,6 +89,8 @@ def simulate(
         broker=parse_broker_address(broker) if broker else None,
         faults=Faults(drop_wifi_after=drop_wifi_after, restart_broker_after=restart_broker_after),
         out_dir=out,
+        ota_server=parse_broker_address(ota_server) if ota_server else None,
+        build_only=build_only,
     )
     device_ids = select_devices(loaded, options.device_ids, all_devices=all_devices)
     try:
@@ -91,6 +98,8 @@ def simulate(
     except RunInterrupted as interrupted:   # Ctrl-C: devices and broker are stopped; show what happened, exit 130
         console.print(summary_table(interrupted.summaries))
         raise
+    if build_only:
+        return
     console.print(summary_table(result.summaries))
     if not result.ok:
         never = [s.device_id for s in result.summaries if not s.ever_connected]

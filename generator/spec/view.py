@@ -11,7 +11,7 @@ from generator.spec.source import SECRET_MASK
 
 
 def _device_view(device: Device) -> dict[str, Any]:
-    return {
+    view: dict[str, Any] = {
         "id": device.id,
         "target": device.target.name,
         "framework": device.framework,
@@ -32,6 +32,11 @@ def _device_view(device: Device) -> dict[str, Any]:
                       for s in device.subscribe],
         "pki": {"key_type": device.pki.key_type, "validity_days": device.pki.validity_days},
     }
+    if device.ota is not None:
+        view["firmware"] = {"version": device.firmware_version}
+        view["ota"] = {"port": device.ota.port, "topic": device.ota.topic, "firmware_topic": device.ota.firmware_topic,
+                       "confirm_timeout": device.ota.confirm_timeout}
+    return view
 
 
 def _broker_view(broker) -> dict[str, Any]:
