@@ -57,6 +57,13 @@ def issue_leaf(common_name: str, key_type: str = "ec-p256") -> tuple[bytes, byte
     return pem(cert), key_pem
 
 
+def ota_key_digest(device: Device) -> bytes | None:
+    """With `ota:`, the digest of a fixed signing key (only its public half is committed: tests/golden/credentials/)."""
+    from generator.ota.signing import key_digest
+
+    return key_digest((GOLDEN / "credentials" / "ota-signing.pem").read_bytes()) if device.ota is not None else None
+
+
 def credentials_for(device: Device, *, ca_pem: bytes | None = None) -> ClientCredentials:
     cert_pem = key_pem = None
     if device.uses_client_cert:
@@ -82,7 +89,8 @@ def write_firmware_project(project_dir: Path, device: Device, credentials: Clien
     from generator.firmware.render import USER_APP_SOURCE, render_app_starter, render_firmware
     from generator.output.layout import firmware_dir
 
-    project = render_firmware(device, credentials or credentials_for(device), spec_name="device.yaml")
+    project = render_firmware(device, credentials or credentials_for(device), spec_name="device.yaml",
+                              ota_key_digest=ota_key_digest(device))
     root = project_dir / "build" / firmware_dir(device.id)
     for path, content in project.generated.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
+from functools import lru_cache
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +29,16 @@ COMPILERS = {
     ("c++", "rv32"): ["arm-none-eabi-g++"],   # the 32-bit C++ check (ILP32, newlib, libstdc++)
 }
 TARGETS = ("x86-64", "rv32")
+MBEDTLS_HEADERS = Path("/usr/include/mbedtls")   # Debian's libmbedtls-dev (2.28): the mbedTLS API the firmware calls
+
+
+@lru_cache(maxsize=1)
+def mbedtls_only_include() -> str:
+    """A folder holding only mbedtls/ (Debian's headers), for the 32-bit compilers: /usr/include itself is glibc's,
+    which must not mix with newlib. On the device the headers come from the framework's mbedtls component."""
+    folder = Path(tempfile.mkdtemp(prefix="mbedtls-include-"))
+    (folder / "mbedtls").symlink_to(MBEDTLS_HEADERS)
+    return str(folder)
 INSTALL = "./scripts/setup installs gcc-riscv64-unknown-elf, libnewlib-dev, gcc-arm-none-eabi, libstdc++-arm-none-eabi-newlib"
 
 
@@ -50,7 +62,8 @@ def compile_sources(root: Path, framework: str, target: str, *, drop_defines: tu
     outputs = {}
     for source in project.sources:
         language = "c" if source.suffix == ".c" else "c++"
-        result = subprocess.run([*COMPILERS[(language, target)], *firmware_compile_flags(project, language), "-c",
+        extra = ["-isystem", mbedtls_only_include()] if target == "rv32" else []
+        result = subprocess.run([*COMPILERS[(language, target)], *extra, *firmware_compile_flags(project, language), "-c",
                                  str(source), "-o", str(root / f"{source.stem}.o")],
                                 capture_output=True, text=True, timeout=180)
         outputs[source.name] = result.stderr if result.returncode == 0 or result.stderr else "failed"

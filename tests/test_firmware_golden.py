@@ -8,16 +8,17 @@ import os
 
 import pytest
 
-from firmware_fakes import GOLDEN, example_devices, golden_credentials
+from firmware_fakes import GOLDEN, example_devices, golden_credentials, ota_key_digest
 from generator.firmware.render import USER_APP_SOURCE, render_app_starter, render_firmware
 
-CASES = ["arduino-mtls-password", "espidf-mtls-password", "fleet-nvs"]
+CASES = ["arduino-mtls-password", "espidf-mtls-password", "fleet-nvs", "arduino-ota", "espidf-ota"]
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_generated_project_matches_its_golden_files(name):
     device = example_devices(name)[0]
-    project = render_firmware(device, golden_credentials(device), spec_name="device.yaml")
+    project = render_firmware(device, golden_credentials(device), spec_name="device.yaml",
+                              ota_key_digest=ota_key_digest(device))
     # The project's own files, and the starter of the user's app (under project/, as it lies next to the spec).
     starter = {f"project/{USER_APP_SOURCE[device.framework]}": render_app_starter([device])}
     files = {**project.generated, **starter}

@@ -89,8 +89,13 @@ def write_project(root: Path, device) -> Path:
     return write_firmware_project(root, device)
 
 
-@pytest.mark.parametrize("secrets", ["embed", "nvs", "nvs, key made on the device"])
-@pytest.mark.parametrize("example", ["arduino-mtls-password", "espidf-mtls-password"])
+@pytest.mark.parametrize("example, secrets", [
+    ("arduino-mtls-password", "embed"), ("arduino-mtls-password", "nvs"),
+    ("arduino-mtls-password", "nvs, key made on the device"),
+    ("espidf-mtls-password", "embed"), ("espidf-mtls-password", "nvs"),
+    ("espidf-mtls-password", "nvs, key made on the device"),
+    ("arduino-ota", "embed"), ("espidf-ota", "embed"),      # the update handler and what it calls
+])
 def test_every_framework_name_the_firmware_uses_is_in_the_audit_table(example, secrets, tmp_path):
     device = replace(example_devices(example)[0], secrets=secrets.split(",")[0])
     if "device" in secrets:

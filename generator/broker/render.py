@@ -39,7 +39,7 @@ from generator.firmware.limits import NVS_PASSWORD_CAPACITY, mqtt_buffer_size
 from generator.pki.ca import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
 from generator.pki.credentials import BrokerCredentials
 from generator.provision.protocol import CHANNELS, REQUEST_FILTERS, bootstrap_username, request_topic, response_topic
-from generator.spec.model import BACKEND_IDENTITY, PROVISIONER_IDENTITY, SERVER_IDENTITIES, Device, Spec
+from generator.spec.model import BACKEND_IDENTITY, DOCTOR_IDENTITY, OTA_IDENTITY, PROVISIONER_IDENTITY, SERVER_IDENTITIES, Device, Spec
 
 INSTALL_DIR = PurePosixPath("/etc/mosquitto/gen")
 TLS_MIN_VERSION = "tlsv1.2"
@@ -284,13 +284,16 @@ def _check_safe_topic(topic: str) -> str:
 
 def device_acl_section(device: Device) -> AclSection:
     """A device publishes only to its own publish topics and status topic, and reads only its own subscribe
-    filters and its status topic."""
+    filters and its status topic. With `ota:` it reads its OTA topic (never writes it: it cannot announce an image
+    to itself) and writes its firmware report."""
     rules = [AclRule("write", publish.topic) for publish in device.publish]
     rules.append(AclRule("readwrite", device.status.topic))
     rules += [AclRule("read", subscribe.filter) for subscribe in device.subscribe]
     if device.makes_own_key:   # its rotations: requests out, answers (and rotate commands) in
         rules += [AclRule("write", request_topic(device.id, "operational")),
                   AclRule("read", response_topic(device.id, "operational"))]
+    if device.ota is not None:
+        rules += [AclRule("read", device.ota.topic), AclRule("write", device.ota.firmware_topic)]
     return AclSection(check_safe_username(device.username), tuple(_unique(rules)))
 
 
@@ -311,7 +314,8 @@ def bootstrap_acl_sections(spec: Spec) -> tuple[AclSection, ...]:
 
 def device_topics(device: Device) -> tuple[str, ...]:
     """Every topic name and filter a device uses."""
-    return (device.status.topic, *(p.topic for p in device.publish), *(s.filter for s in device.subscribe))
+    ota = (device.ota.topic, device.ota.firmware_topic) if device.ota is not None else ()
+    return (device.status.topic, *(p.topic for p in device.publish), *(s.filter for s in device.subscribe), *ota)
 
 
 def common_topic_prefix(topics: Iterable[str]) -> str | None:
@@ -330,14 +334,26 @@ def common_topic_prefix(topics: Iterable[str]) -> str | None:
 
 def server_acl_sections(spec: Spec) -> tuple[AclSection, ...]:
     """The backend (and gen doctor, which proves round trips like a backend) read and write every device topic:
-    `<prefix>/#` when all device topics share a prefix, else each topic and filter explicitly."""
+    `<prefix>/#` when all device topics share a prefix, else each topic and filter explicitly. With `ota:`, only
+    the backend and gen's OTA publisher may write the OTA topics (the doctor is denied them), and the publisher may
+    do nothing else but read what the devices report."""
     topics = [topic for device in spec.devices for topic in device_topics(device)]
     prefix = common_topic_prefix(topics)
     if prefix is not None:
         rules = [AclRule("readwrite", f"{prefix}/#")]
     else:
         rules = [AclRule("readwrite", topic) for topic in topics]
-    return tuple(AclSection(name, tuple(_unique(rules))) for name in SERVER_IDENTITIES)
+    updated = [device for device in spec.devices if device.ota is not None]
+    doctor = [AclRule("deny", device.ota.topic) for device in updated if device.ota is not None] + rules
+    sections = [AclSection(BACKEND_IDENTITY, tuple(_unique(rules))), AclSection(DOCTOR_IDENTITY, tuple(_unique(doctor)))]
+    if updated:
+        publisher = []
+        for device in updated:
+            assert device.ota is not None
+            publisher += [AclRule("write", device.ota.topic), AclRule("read", device.ota.firmware_topic),
+                          AclRule("read", device.status.topic)]
+        sections.append(AclSection(OTA_IDENTITY, tuple(_unique(publisher))))
+    return tuple(sections)
 
 
 def acl_sections(spec: Spec) -> tuple[AclSection, ...]:
@@ -383,7 +399,7 @@ def render_operator_readme(spec: Spec) -> bytes:
         crl_validity_days=CRL_VALIDITY_DAYS,
         crl_refresh_days=int(CRL_VALIDITY_DAYS * CRL_RESIGN_FRACTION),
         backend=BACKEND_IDENTITY,
-        servers=SERVER_IDENTITIES,
+        servers=spec.server_identities,
         external=spec.broker.external,
         cert_from_elsewhere=spec.broker.ca_file is not None,
         own_cert_file=spec.broker.cert_file is not None,

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import verification
 
 from generator.core.errors import UserError
+from generator.core.hostnames import is_ip_address
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def cert_chain_problems(chain: Sequence[x509.Certificate], trusted: Sequence[x50
     dns_names = _dns_names(leaf)
     for name in names:
         try:
-            subject = x509.IPAddress(ipaddress.ip_address(name)) if _is_ip(name) else x509.DNSName(name)
+            subject = x509.IPAddress(ipaddress.ip_address(name)) if is_ip_address(name) else x509.DNSName(name)
             verifier = (verification.PolicyBuilder().store(verification.Store(list(trusted))).time(now)
                         .build_server_verifier(subject))
             verifier.verify(leaf, list(chain[1:]))
@@ -131,10 +132,3 @@ def _dns_names(cert: x509.Certificate) -> set[str]:
 def _wildcard_matches(pattern: str, name: str) -> bool:
     return pattern.startswith("*.") and "." in name and name.lower().split(".", 1)[1] == pattern[2:]
 
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return False

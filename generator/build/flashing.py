@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -169,6 +170,29 @@ def parse_partition_table(data: bytes) -> tuple[Partition, ...]:
             break
         partitions.append(Partition(label.rstrip(b"\0").decode("ascii", "replace"), ptype, subtype, offset, size))
     return tuple(partitions)
+
+
+PARTITION_TABLE_OFFSET = 0x8000
+PARTITION_TABLE_MAX_LEN = 0xC00
+_CSV_TYPES = {"app": 0x00, "data": 0x01}
+_CSV_SUBTYPES = {"factory": 0x00, "test": 0x20, "ota": 0x00, "phy": 0x01, "nvs": 0x02, "coredump": 0x03,
+                 "nvs_keys": 0x04, "efuse": 0x05, "fat": 0x81, "spiffs": 0x82,
+                 **{f"ota_{index}": 0x10 + index for index in range(16)}}
+
+
+def partition_table_from_csv(text: str) -> bytes:
+    """The binary table (what ESP-IDF's gen_esp32part.py writes as partitions.bin) of a partitions CSV whose rows
+    give every offset: the entries, the MD5 entry, 0xFF to PARTITION_TABLE_MAX_LEN."""
+    entries = b""
+    for line in text.splitlines():
+        fields = [field.strip() for field in line.split("#", 1)[0].split(",")]
+        if len(fields) < 5 or not fields[0]:
+            continue
+        name, kind, subtype, offset, size = fields[:5]
+        entries += PARTITION_ENTRY.pack(PARTITION_MAGIC, _CSV_TYPES[kind], _CSV_SUBTYPES[subtype], int(offset, 0),
+                                        int(size, 0), name.encode()[:16], 0)
+    table = entries + b"\xeb\xeb" + b"\xff" * 14 + hashlib.md5(entries).digest()
+    return table + b"\xff" * (PARTITION_TABLE_MAX_LEN - len(table))
 
 
 def nvs_partition(partitions: tuple[Partition, ...]) -> Partition | None:

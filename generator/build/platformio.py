@@ -17,7 +17,7 @@ from generator.build.flashing import bootloader_offset
 from generator.build.plan import Image, pio_metadata_args, pio_run_args
 from generator.build.tools import platformio_environment
 from generator.core.compiler_output import diagnostics
-from generator.core.errors import GenError, ToolError
+from generator.core.errors import GenError, ToolError, UserError
 from generator.firmware.render import missing_app_functions, user_app_path
 from generator.output.manifest import hex_offset, parse_offset
 
@@ -144,9 +144,42 @@ def _timed(timer: BuildTimer, call: Callable[[], Any]) -> Any:
         timer.platformio_calls += 1
 
 
+def stale_sdkconfig(project_dir: Path, env: str) -> UserError | None:
+    """ESP-IDF reads sdkconfig.defaults only when PlatformIO first creates sdkconfig.<env>: an sdkconfig made before
+    a setting changed (ota: switched on, another NTP server) keeps the old value, and the firmware would be built
+    against a configuration gen did not write. The error naming what it contradicts, or None."""
+    defaults, existing = project_dir / "sdkconfig.defaults", project_dir / f"sdkconfig.{env}"
+    if not defaults.is_file() or not existing.is_file():
+        return None
+    have: dict[str, str] = {}
+    for line in existing.read_text(errors="replace").splitlines():
+        unset = re.match(r"^# (CONFIG_\w+) is not set$", line.strip())
+        if unset:
+            have[unset.group(1)] = "n"
+        elif line.startswith("CONFIG_") and "=" in line:
+            name, value = line.strip().split("=", 1)
+            have[name] = value
+    contradicted = []
+    for line in defaults.read_text().splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            name, value = line.strip().split("=", 1)
+            if name in have and have[name] != value:     # an option it does not state is not visible there
+                contradicted.append(f"{name}={value} (it has {have[name]})")
+    if not contradicted:
+        return None
+    shown = ", ".join(contradicted[:4]) + (f" and {len(contradicted) - 4} more" if len(contradicted) > 4 else "")
+    return UserError(f"{display_path(existing)} was made before sdkconfig.defaults changed and contradicts it: "
+                     f"{shown}. PlatformIO reads sdkconfig.defaults only when it creates that file.",
+                     hint=f"delete {display_path(existing)} (gen made neither it nor anything in it you need to keep, "
+                          "unless you ran menuconfig) and build again")
+
+
 def build_image(image: Image, *, pio: str, log_path: Path, timer: BuildTimer,
                 on_progress: Callable[[str], None] | None = None) -> BuiltImage:
     """`pio run`, then `pio project metadata` for the flash layout. Raises ToolError with the reason on failure."""
+    stale = stale_sdkconfig(image.project_dir, image.env)
+    if stale is not None:
+        raise stale
     returncode, log_text = _timed(timer, lambda: _run_logged([pio, *pio_run_args(image)], log_path, on_progress))
     timer.platformio_builds += 1
     if returncode != 0:

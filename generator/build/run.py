@@ -4,6 +4,7 @@ the CLI's."""
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Callable
 
 from generator.build.artifacts import SharedImage, collect_device_artifacts, store_shared_image, update_manifest
 from generator.build.plan import BuildPlan, Image
-from generator.build.platformio import BuildTimer, build_image
+from generator.build.platformio import FIRMWARE_IMAGE, BuildTimer, BuiltImage, build_image
 from generator.build.tools import require_esptool, require_platformio
 from generator.core.errors import UserError
 from generator.output.layout import LOGS_DIR
@@ -40,10 +41,28 @@ def check_jobs(jobs: int) -> None:
         raise UserError(f"--jobs {jobs} is not a positive number", hint="use --jobs 1 or more")
 
 
+# Signs an app image (generator.ota.signing.sign_image with the project's key): unsigned path -> signed path.
+ImageSigner = Callable[[Path, Path], None]
+
+
+def signed_build(built: BuiltImage, sign: ImageSigner) -> BuiltImage:
+    """The build with its firmware.bin signed: firmware.signed.bin next to PlatformIO's, which every artifact (the
+    app image, factory.bin, flash.json) then uses, so the image first flashed by USB is signed too."""
+    files = []
+    for offset, name, path in built.files:
+        if name == FIRMWARE_IMAGE:
+            signed = path.with_name("firmware.signed.bin")
+            sign(path, signed)
+            path = signed
+        files.append((offset, name, path))
+    return dataclasses.replace(built, files=tuple(files))
+
+
 def run_build(plan: BuildPlan, *, jobs: int = 1, on_progress: ImageProgress = _no_progress,
-              timer: BuildTimer | None = None) -> BuildResult:
+              timer: BuildTimer | None = None, sign: ImageSigner | None = None) -> BuildResult:
     """Builds every image of the plan (up to `jobs` PlatformIO runs at once), collects every device's artifacts
-    and records them in the manifest. The first failure stops the build with its error."""
+    and records them in the manifest. `sign`: with `ota:`, every app image is signed before it is stored. The
+    first failure stops the build with its error."""
     check_jobs(jobs)
     pio = require_platformio()
     esptool = require_esptool()
@@ -55,6 +74,9 @@ def run_build(plan: BuildPlan, *, jobs: int = 1, on_progress: ImageProgress = _n
             on_progress(image, "building", False, "")
             built = build_image(image, pio=pio, log_path=out_dir / LOGS_DIR / f"build-{image.name}.log", timer=timer,
                                 on_progress=lambda line: on_progress(image, "building", False, line))
+            if sign is not None:
+                on_progress(image, "signing", False, "")
+                built = signed_build(built, sign)
             on_progress(image, "merging", False, "")
             shared = store_shared_image(built, out_dir, esptool=esptool)
         except BaseException:

@@ -42,5 +42,15 @@ def require_esptool() -> str:
     return esptool
 
 
+def require_espsecure() -> str:
+    espsecure = find_program("espsecure")
+    if espsecure is None:
+        raise ToolError(
+            "espsecure is not installed (no `espsecure` on PATH); it signs and verifies OTA images. It comes with "
+            "esptool: install that into the environment gen runs in (`pip install esptool`), then run again."
+        )
+    return espsecure
+
+
 def platformio_environment() -> dict[str, str]:
     return {**os.environ, "PLATFORMIO_DISABLE_COLOR": "true"}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import subprocess
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.console import Console
@@ -35,9 +36,11 @@ from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_conso
 from generator.core.errors import ToolError, UserError
 from generator.core.files import SECRET_MODE, write_atomic
 from generator.firmware.nvs_image import render_nvs_image
+from generator.ota.signing import sign_image, signing_key
 from generator.output.generate import generate, generate_without_pki, spec_credentials
 from generator.output.layout import ARTIFACTS_DIR
 from generator.output.manifest import read_manifest
+from generator.pki.layout import PkiLayout
 from generator.spec import Device, Spec, load_spec
 from generator.spec.catalogue import load_catalogue
 from generator.spec.source import SECRETS_FILE
@@ -116,8 +119,15 @@ def build(
     else:
         generate(loaded, out_dir, device_ids=device or None)
     plan = plan_build(out_dir, read_manifest(out_dir), load_catalogue(), device_ids=device or None)
+    sign: Callable[[Path, Path], None] | None = None
+    if loaded.ota_port is not None and without_pki:
+        err_console.print("gen: built without the PKI, the images are not signed: a device refuses them over the "
+                          "air (and an ESP-IDF device flashed with one takes no update); sign where the PKI lives")
+    elif loaded.ota_port is not None:
+        sign = functools.partial(sign_image, key=signing_key(PkiLayout(loaded.pki.dir)))
+
     with BuildProgress(plan) as progress:
-        result = run_build(plan, jobs=jobs, on_progress=progress.update)
+        result = run_build(plan, jobs=jobs, on_progress=progress.update, sign=sign)
     console.print(f"built {plural(len(result.images), 'image')} for {plural(len(result.artifacts), 'device')}: "
                   f"{out_dir / ARTIFACTS_DIR}/<id>/ (flash with `gen flash {spec} --device ID`)")
 
@@ -138,6 +148,10 @@ def flash(
     out_dir = Path(out) if out is not None else loaded.default_out_dir
     if method not in ("esptool", "pio"):
         raise UserError(f"--method {method!r} is not esptool or pio")
+    if method == "pio" and chosen_device.ota is not None:
+        raise UserError(f"{device} takes updates over the air: `pio run -t upload` would write PlatformIO's unsigned "
+                        "firmware.bin, and an unsigned image takes no signed update (ESP-IDF trusts the key of the "
+                        "running image)", hint="use --method esptool (the default): it writes the signed image")
     if artifacts is not None:
         built = built_device_in(Path(artifacts), device, chosen_device.target)
     else:

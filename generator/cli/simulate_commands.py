@@ -75,6 +75,11 @@ def simulate(
     days_ahead: float = typer.Option(0.0, "--days-ahead", min=0, max=36500, metavar="N",
                                      help="Run the broker, the devices and the provisioning service N days in the "
                                           "future (libfaketime): certificates due by then renew."),
+    ota_server: Optional[str] = typer.Option(None, "--ota-server", metavar="HOST:PORT",
+                                             help="Where the devices' update downloads go (default: `gen ota serve` "
+                                                  "on this machine, 127.0.0.1 at ota.port)."),
+    build_only: bool = typer.Option(False, "--build-only", help="Compile (and with ota: pack and sign the host "
+                                    "images into OUT/simulate/<id>/), start nothing."),
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
     """Compile the generated firmware for this machine and run it against the generated broker over TLS.
@@ -88,6 +93,8 @@ def simulate(
         faults=Faults(drop_wifi_after=drop_wifi_after, restart_broker_after=restart_broker_after),
         out_dir=out,
         days_ahead=days_ahead,
+        ota_server=parse_broker_address(ota_server) if ota_server else None,
+        build_only=build_only,
     )
     device_ids = select_devices(loaded, options.device_ids, all_devices=all_devices)
     try:
@@ -95,6 +102,8 @@ def simulate(
     except RunInterrupted as interrupted:   # Ctrl-C: devices and broker are stopped; show what happened, exit 130
         console.print(summary_table(interrupted.summaries))
         raise
+    if build_only:
+        return
     console.print(summary_table(result.summaries))
     if not result.ok:
         never = [s.device_id for s in result.summaries if not s.ever_connected]

@@ -71,10 +71,11 @@ def connect_packet(client_id: str, *, username: str | None = None, password: str
     return _packet(CONNECT, 0, body)
 
 
-def publish_packet(topic: str, payload: bytes, *, qos: int = 0, packet_id: int | None = None) -> bytes:
-    """MQTT 3.1.1 PUBLISH without the retain flag; QoS 1 and 2 need a packet id."""
+def publish_packet(topic: str, payload: bytes, *, qos: int = 0, packet_id: int | None = None,
+                   retain: bool = False) -> bytes:
+    """MQTT 3.1.1 PUBLISH; QoS 1 and 2 need a packet id."""
     packet_id_field = struct.pack("!H", packet_id) if qos else b""
-    return _packet(PUBLISH, qos << 1, _string(topic) + packet_id_field + payload)
+    return _packet(PUBLISH, (qos << 1) | (0x01 if retain else 0), _string(topic) + packet_id_field + payload)
 
 
 def subscribe_packet(packet_id: int, filters: list[tuple[str, int]]) -> bytes:
@@ -111,13 +112,14 @@ class MqttSession:
         body = self._wait_for(SUBACK, packet_id)
         return list(body[2:])
 
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1) -> None:
-        """Publishes without the retain flag (a probe leaves nothing behind); QoS 1 waits for the PUBACK."""
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Publishes, by default without the retain flag (a probe leaves nothing behind); QoS 1 waits for the
+        PUBACK."""
         if qos == 0:
-            self._send(publish_packet(topic, payload))
+            self._send(publish_packet(topic, payload, retain=retain))
             return
         packet_id = self._packet_id()
-        self._send(publish_packet(topic, payload, qos=1, packet_id=packet_id))
+        self._send(publish_packet(topic, payload, qos=1, packet_id=packet_id, retain=retain))
         self._wait_for(PUBACK, packet_id)
 
     def ping(self) -> None:

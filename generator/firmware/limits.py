@@ -37,6 +37,13 @@ NVS_TOPIC_CAPACITY = 192               # bytes of one expanded topic or filter, 
 NVS_PASSWORD_CAPACITY = 128            # bytes of the MQTT password
 PEM_CAPACITY = 16384                   # largest PEM read from NVS (a long chain or an RSA-4096 key fits)
 
+# Updates over the air (generator.ota): the announcement a device receives on its OTA topic (JSON: a version of 31
+# characters, a size, a 64-digit sha256, a URL of up to 360 bytes for a 253-byte broker name, the target and the
+# 63-character project) and the report it publishes on its firmware topic (version, slot, state, a short detail).
+OTA_ANNOUNCEMENT_CAPACITY = 768
+FIRMWARE_REPORT_CAPACITY = 256
+OTA_QOS = 1                            # announcements are retained QoS 1: a device that was offline still gets one
+
 # PubSubClient's buffer holds a whole packet: its 5-byte fixed-header reserve, then the rest.
 _MQTT_HEADER = 5
 _CONNECT_VARIABLE_HEADER = 10          # protocol name "MQTT" (6), level (1), flags (1), keepalive (2)
@@ -107,6 +114,10 @@ def mqtt_buffer_size(device: Device, *, password_length: int = MQTT_PASSWORD_LEN
             sizes.append(_MQTT_HEADER + 2 + len(request_topic("x" * identity, channel)) + REQUEST_MAX_BYTES)
             sizes.append(_MQTT_HEADER + 2 + len(response_topic("x" * identity, channel)) + 2 + RESPONSE_MAX_BYTES)
         sizes.append(connect + 2 + identity + len(BOOTSTRAP_USER_SUFFIX) + 2 + MQTT_PASSWORD_LENGTH)
+    if device.ota is not None:
+        sizes += [_MQTT_HEADER + 2 + topic_length(device, device.ota.topic) + 2 + OTA_ANNOUNCEMENT_CAPACITY,
+                  _MQTT_HEADER + 2 + topic_length(device, device.ota.firmware_topic) + FIRMWARE_REPORT_CAPACITY,
+                  _MQTT_HEADER + 2 + 2 + topic_length(device, device.ota.topic) + 1]
     return max(sizes)
 
 
@@ -135,6 +146,8 @@ def device_problems(device: Device) -> list[LimitProblem]:
         topics: list[tuple[tuple, str]] = [(("status", "topic"), device.status.topic)]
         topics += [(("publish", i, "topic"), p.topic) for i, p in enumerate(device.publish)]
         topics += [(("subscribe", i, "filter"), s.filter) for i, s in enumerate(device.subscribe)]
+        if device.ota is not None:
+            topics += [(("ota", "topic"), device.ota.topic), (("ota", "firmware_topic"), device.ota.firmware_topic)]
         for where, topic in topics:
             if len(topic.encode()) > NVS_TOPIC_CAPACITY:
                 problems.append(LimitProblem(

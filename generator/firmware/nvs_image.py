@@ -37,6 +37,8 @@ KEY_CA_PEM = "ca_pem"
 KEY_CERT_PEM = "cert_pem"
 KEY_KEY_PEM = "key_pem"
 KEY_STATUS_TOPIC = "status_topic"
+KEY_OTA_TOPIC = "ota_topic"          # with ota: (generator.ota)
+KEY_FIRMWARE_TOPIC = "fw_topic"
 KEY_BOOTSTRAP_PASSWORD = "boot_pass"    # a device that makes its own key: its first-boot login
 
 # A device that makes its own key keeps its key and certificates in a partition of its own, which the device
@@ -93,6 +95,8 @@ def device_nvs_entries(device: Device, credentials: ClientCredentials) -> tuple[
     entries.append(NvsEntry(KEY_STATUS_TOPIC, device.status.topic))
     entries += [NvsEntry(publish_topic_key(i), p.topic) for i, p in enumerate(device.publish)]
     entries += [NvsEntry(subscribe_filter_key(i), s.filter) for i, s in enumerate(device.subscribe)]
+    if device.ota is not None:
+        entries += [NvsEntry(KEY_OTA_TOPIC, device.ota.topic), NvsEntry(KEY_FIRMWARE_TOPIC, device.ota.firmware_topic)]
     _check_fits(device, entries)
     return tuple(entries)
 

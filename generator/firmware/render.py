@@ -25,7 +25,10 @@ from generator.core.errors import UserError
 from generator.core.paths import TEMPLATES_DIR
 from generator.core.rendering import render_template
 from generator.firmware.limits import (
+    FIRMWARE_REPORT_CAPACITY,
     MAX_CLIENT_ID,
+    OTA_ANNOUNCEMENT_CAPACITY,
+    OTA_QOS,
     NVS_PASSWORD_CAPACITY,
     NVS_TOPIC_CAPACITY,
     PEM_CAPACITY,
@@ -43,8 +46,10 @@ from generator.firmware.nvs_image import (
     KEY_CA_PEM,
     KEY_CERT_PEM,
     KEY_DEVICE_ID,
+    KEY_FIRMWARE_TOPIC,
     KEY_KEY_PEM,
     KEY_MQTT_PASSWORD,
+    KEY_OTA_TOPIC,
     KEY_STATUS_TOPIC,
     KEY_WIFI_PASSWORD,
     KEY_WIFI_SSID,
@@ -56,6 +61,7 @@ from generator.firmware.nvs_image import (
     render_nvs_image,
     subscribe_filter_key,
 )
+from generator.ota.image import CHIP_IDS
 from generator.pki.credentials import ClientCredentials
 from generator.provision.protocol import (
     BOOTSTRAP_USER_SUFFIX,
@@ -91,6 +97,9 @@ WIFI_RETRY_FIRST_MS, WIFI_RETRY_CAP_MS = 1_000, 60_000
 MQTT_RETRY_FIRST_MS, MQTT_RETRY_CAP_MS = 1_000, 120_000
 LOOP_PERIOD_MS = 50
 BOOTSTRAP_PASSWORD_CAPACITY = 64   # bytes of a bootstrap password read from NVS (gen makes 32 characters)
+OTA_NETWORK_TIMEOUT_MS = 10_000
+# The path an announced image is fetched from, after the server's https://<broker.host>:<ota.port>: /<id>/<sha256>.bin
+OTA_PATH_CAPACITY = 1 + MAX_CLIENT_ID + 1 + 64 + len(".bin")
 
 
 @dataclass(frozen=True)
@@ -121,7 +130,37 @@ def _check_constant_names(device: Device) -> None:
         seen[name.upper()] = name
 
 
-def _template_values(device: Device, credentials: ClientCredentials, spec_name: str, app_include: str) -> dict:
+def _ota_values(device: Device, key_digest: bytes | None) -> dict | None:
+    """What the update handler is built with (ota_config.h, config.h, CMakeLists.txt), or None without `ota:`."""
+    if device.ota is None:
+        return None
+    if key_digest is None or len(key_digest) != 32:
+        raise UserError(f"device {device.id} updates over the air, but the project's OTA signing key is not known",
+                        hint="run `gen generate SPEC`, which creates pki/private/ota-signing-key.pem")
+    prefix = f"https://{device.broker.host}:{device.ota.port}/"
+    return {
+        "version": c_string_literal(device.firmware_version),
+        "version_text": device.firmware_version,         # the spec allows [0-9A-Za-z.+_-] only: safe in CMake
+        "target": c_string_literal(device.target.name),
+        "project": c_string_literal(device.ota.project),
+        "url_prefix": c_string_literal(prefix),
+        "url_capacity": len(prefix.encode()) + OTA_PATH_CAPACITY + 1,
+        "port": device.ota.port,
+        "topic": c_string_literal(device.ota.topic),
+        "firmware_topic": c_string_literal(device.ota.firmware_topic),
+        "confirm_timeout_ms": device.ota.confirm_timeout * 1000,
+        "network_timeout_ms": OTA_NETWORK_TIMEOUT_MS,
+        "qos": OTA_QOS,
+        "announcement_capacity": OTA_ANNOUNCEMENT_CAPACITY,
+        "report_capacity": FIRMWARE_REPORT_CAPACITY,
+        "chip_id": f"0x{CHIP_IDS[device.chip]:04x}",
+        "key_digest_rows": [", ".join(f"0x{byte:02x}" for byte in key_digest[i:i + 8]) + ","
+                            for i in range(0, 32, 8)],
+    }
+
+
+def _template_values(device: Device, credentials: ClientCredentials, spec_name: str, app_include: str,
+                     ota_key_digest: bytes | None = None) -> dict:
     nvs = device.secrets == "nvs"
     flavour = device.framework
     _check_constant_names(device)
@@ -171,6 +210,7 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
     configtime_slots = ntp_server_limit("arduino").count
     return {
         "nvs": nvs,
+        "ota": _ota_values(device, ota_key_digest),
         "app_source": USER_APP_SOURCE[flavour],
         "app_include": app_include,
         "header": f"// {generated_line}",
@@ -239,7 +279,9 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
             + ((("NVS_KEY_BOOTSTRAP_PASSWORD", KEY_BOOTSTRAP_PASSWORD),) if own_key else ())
             + ((("NVS_KEY_CERT_PEM", KEY_CERT_PEM), ("NVS_KEY_KEY_PEM", KEY_KEY_PEM))
                if device.uses_client_cert and not own_key else ())
-            + (("NVS_KEY_STATUS_TOPIC", KEY_STATUS_TOPIC),)],
+            + (("NVS_KEY_STATUS_TOPIC", KEY_STATUS_TOPIC),)
+            + ((("NVS_KEY_OTA_TOPIC", KEY_OTA_TOPIC), ("NVS_KEY_FIRMWARE_TOPIC", KEY_FIRMWARE_TOPIC))
+               if device.ota is not None else ())],
     }
 
 
@@ -279,6 +321,11 @@ _GENERATED = {
     "espidf": ("platformio.ini", "partitions.csv", "sdkconfig.defaults", "CMakeLists.txt", "src/CMakeLists.txt",
                "src/main.c", "src/app.c", "src/config.h", "src/app.h", "src/topic_filter.h", "test/test_device.py"),
 }
+# With `ota:`, the update handler (its own sources, so main.* only calls it).
+_GENERATED_FOR_OTA = {
+    "arduino": ("src/ota_update.h", "src/ota_update.cpp", "src/ota_config.h", "src/ota_common.h"),
+    "espidf": ("src/ota_update.h", "src/ota_update.c", "src/ota_config.h", "src/ota_common.h"),
+}
 
 
 # A device that makes its own key also gets these (both flavours, from templates/common/src/).
@@ -286,14 +333,16 @@ PROVISIONING_SOURCES = ("src/device_key.h", "src/device_key.c", "src/provisionin
 
 
 def render_firmware(device: Device, credentials: ClientCredentials, *, spec_name: str = "the device spec",
-                    app_include: str | None = None) -> FirmwareProject:
+                    app_include: str | None = None, ota_key_digest: bytes | None = None) -> FirmwareProject:
     """The device's PlatformIO project. `spec_name` (e.g. "device.yaml") is named in every generated file's
     header; keep it the same for every device of a fleet so their `secrets: nvs` projects stay identical.
     `app_include` is where the user's app source lies, relative to the project's src/ (`app_include_path`);
-    by default, where it lies when OUT is the spec folder's build/."""
+    by default, where it lies when OUT is the spec folder's build/. `ota_key_digest`: with `ota:`, the digest of the
+    project's signing key (generator.ota.signing.key_digest), which the Arduino firmware checks signatures against."""
     flavour = device.framework
-    values = _template_values(device, credentials, spec_name, app_include or DEFAULT_APP_INCLUDE[flavour])
-    paths = list(_GENERATED[flavour])
+    values = _template_values(device, credentials, spec_name, app_include or DEFAULT_APP_INCLUDE[flavour],
+                              ota_key_digest)
+    paths = list(_GENERATED[flavour]) + (list(_GENERATED_FOR_OTA[flavour]) if device.ota is not None else [])
     if device.makes_own_key:
         paths += PROVISIONING_SOURCES
     if device.secrets == "embed":

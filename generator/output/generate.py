@@ -33,6 +33,8 @@ from generator.firmware.render import USER_APP_SOURCE, app_include_path, render_
 from generator.output.layout import (
     ARTIFACTS_DIR,
     BROKER_DIR,
+    OTA_DIR,
+    SIMULATE_DIR,
     DEVICE_CA,
     DEVICE_CERT,
     DEVICE_KEY,
@@ -51,8 +53,10 @@ from generator.output.manifest import (
     spec_manifest,
     write_manifest,
 )
+from generator.ota.signing import ensure_signing_key, key_digest
 from generator.pki.credentials import BrokerCredentials, ClientCredentials, SpecCredentials
 from generator.pki.spec_identities import ensure_spec_identities
+from generator.pki.layout import PkiLayout
 from generator.provision.protocol import bootstrap_username
 from generator.spec import BACKEND_IDENTITY, PROVISIONER_IDENTITY, Device, Spec
 
@@ -133,11 +137,13 @@ class DeviceFiles:
 
 
 def render_device_files(device: Device, credentials: ClientCredentials, *, spec_name: str,
-                        app_include: str | None = None, with_nvs: bool = True) -> DeviceFiles:
+                        app_include: str | None = None, with_nvs: bool = True,
+                        ota_key_digest: bytes | None = None) -> DeviceFiles:
     """All of one device's files under OUT/. `with_nvs=False`: no NVS image (a build without the PKI: it is made
-    where the PKI lives)."""
+    where the PKI lives). `ota_key_digest`: the project's OTA signing key (generator.ota.signing), with `ota:`."""
     fw_base = firmware_dir(device.id)
-    project = render_firmware(device, credentials, spec_name=spec_name, app_include=app_include)
+    project = render_firmware(device, credentials, spec_name=spec_name, app_include=app_include,
+                              ota_key_digest=ota_key_digest)
     files: dict[str, bytes] = {f"{fw_base}/{path}": content for path, content in project.generated.items()}
     modes: dict[str, int] = {}
     if credentials.ca_pem:
@@ -161,8 +167,9 @@ def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] |
     notes = ensure_user_apps(spec, out)
     credentials = spec_credentials(spec)
     broker_files = render_broker(spec, credentials.broker)
+    ota_key = ensure_signing_key(PkiLayout(spec.pki.dir)).digest() if spec.ota_port is not None else None
     return _write_output(spec, out, device_ids, credentials.devices, broker_files.files, broker_files.modes,
-                         with_nvs=True, notes=notes)
+                         with_nvs=True, notes=notes, ota_key_digest=ota_key)
 
 
 def generate_without_pki(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] | None = None,
@@ -171,12 +178,27 @@ def generate_without_pki(spec: Spec, out_dir: Path | None = None, *, device_ids:
     issued or signed; the firmware projects and the manifest only, no broker files and no NVS images."""
     out = Path(out_dir) if out_dir is not None else spec.default_out_dir
     notes = ensure_user_apps(spec, out)
-    return _write_output(spec, out, device_ids, credentials, {}, {}, with_nvs=False, notes=notes)
+    return _write_output(spec, out, device_ids, credentials, {}, {}, with_nvs=False, notes=notes,
+                         ota_key_digest=_public_ota_key_digest(spec))
+
+
+def _public_ota_key_digest(spec: Spec) -> bytes | None:
+    """Without the PKI (CI): the OTA signing key's public half, pki/ota-signing.pem (in git), with `ota:`."""
+    if spec.ota_port is None:
+        return None
+    public = PkiLayout(spec.pki.dir).ota_signing_public
+    try:
+        return key_digest(public.read_bytes())
+    except OSError:
+        raise UserError(f"the spec updates over the air, but {public} (the OTA signing key's public half) is not "
+                        "here: the firmware must know the key its updates are signed with",
+                        hint=f"run `gen generate` where the PKI lives, and commit {public}") from None
 
 
 def _write_output(spec: Spec, out: Path, device_ids: list[str] | None,
                   credentials: Mapping[str, ClientCredentials], broker_files: Mapping[str, bytes],
-                  broker_modes: Mapping[str, int], *, with_nvs: bool, notes: list[str]) -> GeneratedOutput:
+                  broker_modes: Mapping[str, int], *, with_nvs: bool, notes: list[str],
+                  ota_key_digest: bytes | None = None) -> GeneratedOutput:
     selected = [spec.device(device_id) for device_id in device_ids] if device_ids else list(spec.devices)
     previous = previous_manifest(out)
     files: dict[str, bytes] = {f"{BROKER_DIR}/{path}": content for path, content in broker_files.items()}
@@ -184,7 +206,8 @@ def _write_output(spec: Spec, out: Path, device_ids: list[str] | None,
     for device in selected:
         rendered = render_device_files(device, credentials[device.id], spec_name=spec.path.name,
                                        app_include=app_include_path(out / firmware_dir(device.id), spec.directory,
-                                                                    device.framework), with_nvs=with_nvs)
+                                                                    device.framework), with_nvs=with_nvs,
+                                       ota_key_digest=ota_key_digest)
         files.update(rendered.files)
         modes.update(rendered.modes)
 
@@ -260,11 +283,11 @@ def _legacy_app_sources(out: Path, framework: str) -> list[Path]:
 
 
 def _remove_departed_devices(out: Path, spec: Spec) -> list[str]:
-    """A device no longer in the spec leaves nothing behind: its folder (keys, firmware, PlatformIO's build) and
-    its build artifacts (an image with `secrets: embed` holds its key)."""
+    """A device no longer in the spec leaves nothing behind: its folder (keys, firmware, PlatformIO's build), its
+    build artifacts and published OTA images (an image with `secrets: embed` holds its key), its simulated flash."""
     current = {device.id for device in spec.devices}
     removed = []
-    for parent in (out / DEVICES_DIR, out / ARTIFACTS_DIR):
+    for parent in (out / DEVICES_DIR, out / ARTIFACTS_DIR, out / OTA_DIR, out / SIMULATE_DIR):
         if not parent.is_dir():
             continue
         for folder in sorted(parent.iterdir()):

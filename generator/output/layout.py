@@ -8,6 +8,8 @@ Paths are relative to OUT, POSIX-style, as the manifest records them.
     OUT/images/<env>-<key>/          a built image, once for every device that shares it (gen build)
     OUT/artifacts/<id>/              a device's images ready to flash, flash.json (gen build)
     OUT/logs/                        PlatformIO's whole output (gen build)
+    OUT/ota/<id>/<sha256>.bin        an image announced to a device, served by `gen ota serve` (gen ota publish)
+    OUT/simulate/<id>/               a simulated device's flash and the images it boots (gen simulate, with ota:)
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ DEVICES_DIR = "devices"
 IMAGES_DIR = "images"
 ARTIFACTS_DIR = "artifacts"
 LOGS_DIR = "logs"
+OTA_DIR = "ota"
+SIMULATE_DIR = "simulate"
 
 DEVICE_CA = "ca.pem"
 DEVICE_CERT = "client.pem"
@@ -39,3 +43,12 @@ def device_file(device_id: str, name: str) -> str:
 
 def artifacts_dir(device_id: str) -> str:
     return f"{ARTIFACTS_DIR}/{device_id}"
+
+
+def ota_image(device_id: str, sha256: str) -> str:
+    """Where `gen ota publish` puts an image it announces, and `gen ota serve` serves it from."""
+    return f"{OTA_DIR}/{device_id}/{sha256}.bin"
+
+
+def simulated_device_dir(device_id: str) -> str:
+    return f"{SIMULATE_DIR}/{device_id}"

@@ -47,6 +47,10 @@ class PkiLayout:
     def issuing_key_encrypted(self) -> Path: return self.private / "issuing-ca-key.p12"
     @property
     def chain(self) -> Path: return self.root / "chain.pem"   # an imported CA's intermediates, up to the root
+    @property
+    def ota_signing_key(self) -> Path: return self.private / "ota-signing-key.pem"   # signs OTA images (generator.ota)
+    @property
+    def ota_signing_public(self) -> Path: return self.root / "ota-signing.pem"       # its public half, for git and CI
 
     def cert_path(self, role: str, name: str) -> Path:
         if role == "broker":

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 
 from generator.pki.ca import CaPassphrase
 from generator.pki.store import Identity, PkiStore, utcnow
-from generator.spec.model import BACKEND_IDENTITY, DOCTOR_IDENTITY, PROVISIONER_IDENTITY, SERVER_IDENTITIES
+from generator.spec.model import BACKEND_IDENTITY, DOCTOR_IDENTITY, PROVISIONER_IDENTITY
 
 
 @dataclass(frozen=True)
@@ -62,10 +62,10 @@ def ensure_spec_identities(spec: Any, *, clock: Callable[[], dt.datetime] = utcn
                 devices[identity.name] = identity
         devices = {device.id: devices[device.id] for device in spec.devices if device.id in devices}  # spec order
         servers = {name: store.ensure_client(name, key_type=spec.pki.key_type, validity_days=spec.pki.validity_days)
-                   for name in SERVER_IDENTITIES}
+                   for name in spec.server_identities}     # with ota:, gen's OTA publisher too
         passwords = {device.username: store.password(device.username)
                      for device in spec.devices if device.uses_password}
-        passwords.update({name: store.password(name) for name in SERVER_IDENTITIES})
+        passwords.update({name: store.password(name) for name in spec.server_identities})
         provisioner = (store.ensure_client(PROVISIONER_IDENTITY, key_type=spec.pki.key_type,
                                            validity_days=spec.pki.validity_days) if spec.provisions_devices else None)
         bootstrap = {device.id: store.bootstrap_secret(device.id) for device in spec.devices if device.makes_own_key}

@@ -31,7 +31,8 @@ from generator.core.paths import HOST_RUNTIME_DIR
 from generator.firmware.fingerprint import outside_includes
 from generator.firmware.flags import FRAMEWORK_FLAGS, GEN_WARNINGS
 from generator.firmware.render import missing_app_functions
-from generator.spec.catalogue import FRAMEWORKS
+from generator.ota.image import CHIP_IDS
+from generator.spec.catalogue import FRAMEWORKS, load_catalogue
 
 INSTALL_HINT = "apt-get install g++ libmbedtls-dev"
 
@@ -198,6 +199,7 @@ def read_project(root: Path, framework: str) -> FirmwareProject:
     if not sources:
         raise UserError(f"{src_dir}: no C or C++ sources to build", hint="run `gen generate` to render the firmware")
     defines, extra_includes = _parse_build_flags(ini.get("build_flags", ""), root)
+    defines += target_defines(_default_env(root / "platformio.ini"))
     if framework == "espidf":
         defines += sdkconfig_defines(root / "sdkconfig.defaults")
     embedded = tuple(
@@ -213,6 +215,28 @@ def read_project(root: Path, framework: str) -> FirmwareProject:
         include_dirs=tuple(d for d in include_dirs + extra_includes if d.is_dir()),
         defines=tuple(defines), embedded=embedded,
     )
+
+
+def target_defines(env: str | None) -> list[str]:
+    """What the chip of the project's target puts in sdkconfig.h (PlatformIO sets IDF_TARGET from the board):
+    CONFIG_IDF_TARGET, CONFIG_IDF_TARGET_<CHIP>, CONFIG_IDF_FIRMWARE_CHIP_ID. None for an env outside the catalogue."""
+    target = load_catalogue().get(env) if env else None
+    if target is None:
+        return []
+    chip = target.chip
+    return [f'CONFIG_IDF_TARGET="{chip}"', f"CONFIG_IDF_TARGET_{chip.upper()}=1",
+            f"CONFIG_IDF_FIRMWARE_CHIP_ID=0x{CHIP_IDS[chip]:04x}"]
+
+
+def _default_env(path: Path) -> str | None:
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",), strict=False)
+    try:
+        parser.read(path)
+    except configparser.Error:
+        return None
+    default = parser.get("platformio", "default_envs", fallback="").replace(",", " ").split()
+    envs = [section[len("env:"):] for section in parser.sections() if section.startswith("env:")]
+    return default[0] if default else (envs[0] if envs else None)
 
 
 def _read_platformio_ini(path: Path) -> dict[str, str]:

@@ -34,6 +34,7 @@ from generator.core.files import write_tree
 from generator.output.generate import spec_credentials
 from generator.output.layout import BROKER_DIR, MANIFEST_NAME
 from generator.output.manifest import read_manifest
+from generator.simulate.bootloader import boot
 from generator.simulate.host_build import compile_firmware
 from generator.simulate.run import (
     LOCAL_ADDRESS,
@@ -41,6 +42,7 @@ from generator.simulate.run import (
     BrokerAddress,
     DeviceRun,
     default_host_build_cache,
+    flash_devices,
     free_local_port,
     nvs_images,
     parse_broker_address,
@@ -106,7 +108,12 @@ class HostDutProcess:
         from pytest_embedded.log import PexpectProcess  # the test extra (pytest-embedded): only when pytest runs
 
         self._log = open(logfile, "ab")
-        self.process = subprocess.Popen([str(run.binary)], env={**os.environ, **run.env},
+        binary, env = run.binary, run.env
+        if run.flash is not None:        # a device that updates over the air: the image its bootloader picks
+            chosen = boot(run.flash)
+            binary = chosen.executable
+            env |= {"GEN_SIM_FLASH": str(run.flash.path), "GEN_SIM_BOOT_SLOT": chosen.slot}
+        self.process = subprocess.Popen([str(binary)], env={**os.environ, **env},
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         start_new_session=True)
         assert self.process.stdin is not None and self.process.stdout is not None   # both PIPE
@@ -215,8 +222,10 @@ def host_dut_fixtures() -> types.ModuleType:
         from pytest_embedded.dut import Dut
 
         device_id = host_firmware.device_id
-        (run,) = plan_runs(host_spec, [device_id], {device_id: host_binary},
-                           nvs_images(host_firmware.out_dir, read_manifest(host_firmware.out_dir)), host_broker)
+        binaries = {device_id: host_binary}
+        (run,) = plan_runs(host_spec, [device_id], binaries,
+                           nvs_images(host_firmware.out_dir, read_manifest(host_firmware.out_dir)), host_broker,
+                           flashes=flash_devices(host_spec, host_firmware.out_dir, [device_id], binaries))
         logfile = tmp_path / f"{device_id}.log"
         device = HostDutProcess(run, logfile)
         dut = Dut(pexpect_proc=device.pexpect_proc, msg_queue=device, app=App(str(host_firmware.firmware_dir)),

@@ -40,9 +40,12 @@ from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.log import LinkTally, tally_line
 from generator.output.generate import generate
 from generator.firmware.nvs_image import device_nvs_partitions
-from generator.output.layout import BROKER_DIR, firmware_dir
+from generator.ota.signing import signing_key
+from generator.output.layout import BROKER_DIR, firmware_dir, simulated_device_dir
 from generator.output.manifest import Manifest, read_manifest
+from generator.pki.layout import PkiLayout
 from generator.provision.service import BrokerReload, ProvisioningService, ServiceOptions
+from generator.simulate.bootloader import BootError, SimulatedFlash, boot, signed_host_image, write_flash
 from generator.simulate.clock import shifted_clock, shifted_environment
 from generator.simulate.host_build import compile_firmware, find_toolchain
 from generator.spec import Device, Spec
@@ -90,11 +93,14 @@ class Faults:
 
 @dataclass(frozen=True)
 class DeviceRun:
-    """One device process to start: its host binary and the GEN_SIM_* environment it runs with."""
+    """One device process to start: its host binary and the GEN_SIM_* environment it runs with. A device that
+    updates over the air has a flash and boots through the simulated bootloader (generator.simulate.bootloader),
+    which picks the image to run from it, and again after each reboot."""
 
     device_id: str
     binary: Path
     environment: tuple[tuple[str, str], ...]
+    flash: SimulatedFlash | None = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -127,13 +133,18 @@ def connect_to_value(broker_names: Sequence[str], broker_port: int, address: Bro
 
 
 def device_environment(device: Device, *, address: BrokerAddress, nvs_image: Path | None,
-                       faults: Faults = Faults(), flash_dir: Path | None = None) -> tuple[tuple[str, str], ...]:
-    """`flash_dir`: where the device's NVS writes are kept across runs (GEN_SIM_NVS_STATE)."""
+                       faults: Faults = Faults(), flash_dir: Path | None = None,
+                       ota_server: BrokerAddress | None = None) -> tuple[tuple[str, str], ...]:
+    """`flash_dir`: where the device's NVS writes are kept across runs (GEN_SIM_NVS_STATE). `ota_server`: where the
+    device's update downloads go (default: `gen ota serve` on this machine)."""
     names = (device.broker.host, *device.broker.names)
     connect_to = connect_to_value(names, device.broker.port, address)
     if device.makes_own_key and address.provision_port is not None:
         connect_to += "," + connect_to_value(names, device.broker.provision_port,
                                              BrokerAddress(address.host, address.provision_port))
+    if device.ota is not None:
+        server = ota_server or BrokerAddress(LOCAL_ADDRESS, device.ota.port)
+        connect_to += "," + connect_to_value(names, device.ota.port, server)
     env = [("GEN_SIM_CONNECT_TO", connect_to)]
     if nvs_image is not None:
         env.append(("GEN_SIM_NVS", str(nvs_image)))
@@ -154,12 +165,16 @@ def nvs_images(out_dir: Path, manifest: Manifest) -> dict[str, Path | None]:
 
 def plan_runs(spec: Spec, device_ids: Sequence[str], binaries: Mapping[str, Path],
               nvs: Mapping[str, Path | None], address: BrokerAddress, faults: Faults = Faults(),
-              flash_root: Path | None = None) -> tuple[DeviceRun, ...]:
-    """`flash_root`: each device keeps what it writes to flash in flash_root/<id>/ across runs."""
+              flash_root: Path | None = None, flashes: Mapping[str, SimulatedFlash] | None = None,
+              ota_server: BrokerAddress | None = None) -> tuple[DeviceRun, ...]:
+    """`flash_root`: each device keeps what it writes to NVS in flash_root/<id>/ across runs. `flashes`: the app
+    slots of devices that update over the air (flash_devices)."""
     return tuple(
         DeviceRun(device_id, binaries[device_id],
                   device_environment(spec.device(device_id), address=address, nvs_image=nvs.get(device_id),
-                                     faults=faults, flash_dir=Path(flash_root) / device_id if flash_root else None))
+                                     faults=faults, flash_dir=Path(flash_root) / device_id if flash_root else None,
+                                     ota_server=ota_server),
+                  flash=(flashes or {}).get(device_id))
         for device_id in device_ids)
 
 
@@ -169,6 +184,32 @@ def default_flash_root(spec: Spec) -> Path:
     hold a device-born key. Deleting it erases the simulated boards."""
     digest = hashlib.sha256(str(spec.path).encode()).hexdigest()[:16]
     return default_host_build_cache().parent / "sim-flash" / f"{spec.project}-{digest}"
+
+
+def flash_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], binaries: Mapping[str, Path],
+                  on_event: EventSink = lambda _: None) -> dict[str, SimulatedFlash]:
+    """What `gen flash` would leave on each device that updates over the air: its partition table, erased
+    otadata, and its firmware (the host build packed as an app image of its version, signed with the project's
+    key) in the first app slot: OUT/simulate/<id>/flash.bin. Devices without `ota:` have no flash."""
+    key = signing_key(PkiLayout(spec.pki.dir))
+    signed: dict[tuple[Path, str, str], Path] = {}
+    flashes = {}
+    for device_id in device_ids:
+        device = spec.device(device_id)
+        if device.ota is None:
+            continue
+        folder = Path(out_dir) / simulated_device_dir(device_id)
+        which = (binaries[device_id], device.chip, device.firmware_version)
+        if which not in signed:
+            begun = time.monotonic()
+            signed[which] = signed_host_image(binaries[device_id], folder, chip=device.chip,
+                                              version=device.firmware_version, key=key)
+            on_event(f"signed the host image of {device_id} ({device.firmware_version}): "
+                     f"{time.monotonic() - begun:.1f} s")
+        partitions = (Path(out_dir) / firmware_dir(device_id) / "partitions.csv").read_text()
+        write_flash(folder / "flash.bin", partitions_csv=partitions, app_image=signed[which].read_bytes())
+        flashes[device_id] = SimulatedFlash(folder / "flash.bin", device.chip)
+    return flashes
 
 
 def select_devices(spec: Spec, device_ids: Sequence[str] = (), *, all_devices: bool = False) -> tuple[str, ...]:
@@ -220,18 +261,37 @@ class DeviceProcess:
 
     def __init__(self, run: DeviceRun):
         self.run = run
+        self._pending = b""
+        self._said: list[str] = []      # the simulated bootloader's lines, before the next ones read
+        self.eof = False
+        self.tally = LinkTally()
+        self.stopped = False
+        self.stopping = False
+        self._start()
+
+    def _start(self) -> None:
+        """Starts the device's process; with a flash, the image the bootloader chooses from it."""
+        binary, env = self.run.binary, dict(self.run.env)
+        if self.run.flash is not None:
+            try:
+                chosen = boot(self.run.flash)
+            except BootError as error:
+                if not hasattr(self, "process"):
+                    raise                     # the flash written at the start holds no bootable image
+                self._said.append(f"[sim] boot: {error}; the device stays in its bootloader")
+                self.eof = True
+                return
+            binary = chosen.executable
+            env.update(GEN_SIM_FLASH=str(self.run.flash.path), GEN_SIM_BOOT_SLOT=chosen.slot)
+            self._said.append(f"[sim] boot: {chosen.slot}, {chosen.words}")
         self.process = subprocess.Popen(
-            [str(run.binary)], env={**os.environ, **run.env},
+            [str(binary)], env={**os.environ, **env},
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=_die_with_parent,
         )
         assert self.process.stdout is not None   # stdout=PIPE
         self.fd = self.process.stdout.fileno()
         os.set_blocking(self.fd, False)
-        self._pending = b""
-        self.eof = False
-        self.tally = LinkTally()
-        self.stopped = False
 
     @property
     def device_id(self) -> str:
@@ -258,13 +318,29 @@ class DeviceProcess:
         if self.eof and self._pending:
             complete.append(self._pending)
             self._pending = b""
-        lines = [raw.decode("utf-8", errors="replace").rstrip("\r") for raw in complete]
+        lines = self._said + [raw.decode("utf-8", errors="replace").rstrip("\r") for raw in complete]
+        self._said = []
+        if self.eof and self._rebooted():
+            lines += self._said
+            self._said = []
         for line in lines:
             self.tally = tally_line(self.tally, line)
             self.stopped = self.stopped or line.startswith(STOPPED_PREFIX)
         return lines
 
+    def _rebooted(self) -> bool:
+        """After the process ended: a device with a flash that rebooted (exit 3) boots again. True if it did."""
+        if self.run.flash is None or self.stopping or self.process.wait() != REBOOT_EXIT_CODE:
+            return False
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.eof = False
+        self._start()
+        return not self.eof
+
     def signal(self, signum: int) -> None:
+        if signum in (signal.SIGTERM, signal.SIGKILL, signal.SIGINT):
+            self.stopping = True
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signum)
@@ -315,9 +391,12 @@ def _pump(processes: Sequence[DeviceProcess], on_line: LineSink, *, deadline: fl
                 ready: DeviceProcess = key.data
                 for line in ready.read_lines():
                     on_line(ready.device_id, line)
-                if ready.eof:
-                    selector.unregister(ready.fd)
-                    del reading[ready.fd]
+                if ready.eof or ready.fd != key.fd:    # ended, or rebooted into a new process
+                    selector.unregister(key.fd)
+                    del reading[key.fd]
+                if not ready.eof and ready.fd not in reading:
+                    selector.register(ready.fd, selectors.EVENT_READ, ready)
+                    reading[ready.fd] = ready
 
 
 @contextlib.contextmanager
@@ -397,6 +476,8 @@ class SimulateOptions:
     cache_dir: Path | None = None                # host build cache; None: default_host_build_cache()
     days_ahead: float = 0.0                      # run broker, devices and provisioning this far in the future
     flash_root: Path | None = None               # the simulated devices' flash; None: default_flash_root(spec)
+    ota_server: BrokerAddress | None = None      # where update downloads go; None: gen ota serve on 127.0.0.1
+    build_only: bool = False                     # compile (and sign, with ota:) without starting anything
 
 
 @dataclass(frozen=True)
@@ -406,7 +487,7 @@ class SimulationResult:
 
     @property
     def ok(self) -> bool:
-        return every_device_connected(self.summaries)
+        return every_device_connected(self.summaries) or not self.summaries
 
 
 def free_local_port() -> int:
@@ -460,6 +541,11 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
         check_runnable_here(spec, out_dir / BROKER_DIR)
     on_event(f"generated {len(generated.devices)} device(s) and the broker into {out_dir}")
     binaries = compile_devices(spec, out_dir, device_ids, cache_dir=options.cache_dir, on_event=on_event)
+    flashes = flash_devices(spec, out_dir, device_ids, binaries, on_event=on_event)
+    if options.build_only:
+        for device_id, flash in flashes.items():
+            on_event(f"{device_id}: its signed host image is in {flash.boot_dir}/")
+        return SimulationResult(summaries=(), broker=options.broker or BrokerAddress(LOCAL_ADDRESS, 0))
 
     if options.days_ahead:
         on_event(f"the clock of the broker, the devices and the provisioning service is {options.days_ahead:g} "
@@ -472,7 +558,8 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
             actions.append(ScheduledAction(options.faults.restart_broker_after, "restarting the broker",
                                            running.restart))
         runs = plan_runs(spec, device_ids, binaries, nvs_images(out_dir, read_manifest(out_dir)), address,
-                         options.faults, flash_root=options.flash_root or default_flash_root(spec))
+                         options.faults, flash_root=options.flash_root or default_flash_root(spec),
+                         flashes=flashes, ota_server=options.ota_server)
         runs = tuple(dataclasses.replace(run, environment=run.environment + tuple(world_env.items())) for run in runs)
         how_long = f"for {options.duration:g} s" if options.duration is not None else "until Ctrl-C"
         on_event(f"running {len(runs)} device(s) {how_long}")

@@ -13,12 +13,14 @@ from generator.spec.model import (
     BACKEND_IDENTITY,
     DOCTOR_IDENTITY,
     KEY_ORIGINS,
+    OTA_IDENTITY,
     PROVISIONER_IDENTITY,
     SECRETS_MODES,
     SERVER_IDENTITIES,
     Broker,
     Device,
     DevicePki,
+    Ota,
     PkiOptions,
     Publish,
     Spec,
@@ -31,7 +33,7 @@ from generator.spec.schema_check import schema_problems
 from generator.spec.source import SpecSource, problems_to_error, read_spec_source
 
 __all__ = [
-    "AUTH_MODES", "BACKEND_IDENTITY", "DOCTOR_IDENTITY", "KEY_ORIGINS", "PROVISIONER_IDENTITY", "SERVER_IDENTITIES", "KEY_TYPES", "SECRETS_MODES", "Broker", "Device", "DevicePki", "PkiOptions",
+    "AUTH_MODES", "BACKEND_IDENTITY", "DOCTOR_IDENTITY", "KEY_ORIGINS", "OTA_IDENTITY", "PROVISIONER_IDENTITY", "SERVER_IDENTITIES", "KEY_TYPES", "SECRETS_MODES", "Broker", "Device", "DevicePki", "Ota", "PkiOptions",
     "Publish", "Spec", "SpecSource", "Status", "Subscribe", "Wifi", "load_spec", "load_spec_source",
 ]
 

@@ -18,6 +18,9 @@ BACKEND_IDENTITY = "backend"  # the server-side identity that reads and writes e
 # name, so two connections of one identity replace each other: the doctor must not log in as your backend.
 DOCTOR_IDENTITY = "gen.doctor"
 SERVER_IDENTITIES = (BACKEND_IDENTITY, DOCTOR_IDENTITY)
+# With `ota:`, gen ota publish and gen ota status have an identity of their own too (never your backend's): it may
+# write every device's OTA topic and read what the devices report.
+OTA_IDENTITY = "gen.ota"
 # `gen provision serve`'s own identity: it reads the devices' certificate requests and answers them, nothing else.
 PROVISIONER_IDENTITY = "gen.provisioner"
 KEY_ORIGINS = ("host", "device")
@@ -83,6 +86,17 @@ class PkiOptions:
 
 
 @dataclass(frozen=True)
+class Ota:
+    """Updates over the air (the spec's `ota:`), as one device sees them: topics expanded for it."""
+
+    port: int                      # gen ota serve's port; the device fetches https://<broker.host>:<port>/...
+    topic: str                     # announcements to this device (only the backend writes it)
+    firmware_topic: str            # the device's retained report: running version, state of an update
+    confirm_timeout: int           # seconds a new image has to reach the broker before it is rolled back
+    project: str                   # the spec's project: an announcement for another one is refused
+
+
+@dataclass(frozen=True)
 class DevicePki:
     key_type: str
     validity_days: int
@@ -104,6 +118,8 @@ class Device:
     publish: tuple[Publish, ...]
     subscribe: tuple[Subscribe, ...]
     pki: DevicePki
+    firmware_version: str = "0.0.0"     # firmware.version, else the project's git describe
+    ota: Ota | None = None              # None: no updates over the air
 
     @property
     def framework(self) -> str:
@@ -152,6 +168,17 @@ class Spec:
     broker: Broker
     pki: PkiOptions
     devices: tuple[Device, ...]
+
+    @property
+    def server_identities(self) -> tuple[str, ...]:
+        """The server-side identities the PKI issues and the broker knows: the backend, gen doctor, and with `ota:`
+        gen's OTA publisher."""
+        return SERVER_IDENTITIES + ((OTA_IDENTITY,) if self.ota_port is not None else ())
+
+    @property
+    def ota_port(self) -> int | None:
+        """The port `gen ota serve` listens on, or None when the spec has no `ota:`."""
+        return next((device.ota.port for device in self.devices if device.ota is not None), None)
 
     @property
     def directory(self) -> Path:

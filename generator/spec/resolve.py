@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from generator.core.hostnames import is_ip_address
 from generator.core.topics import (
     TopicIndex,
     expand_topic,
@@ -18,6 +19,7 @@ from generator.core.topics import (
     unknown_placeholders,
 )
 from generator.firmware.limits import device_problems
+from generator.ota.version import UNKNOWN_VERSION, project_version, version_problem
 from generator.provision.protocol import reserved_topic_problem
 from generator.spec.catalogue import Target, load_catalogue
 from generator.spec.model import (
@@ -25,6 +27,7 @@ from generator.spec.model import (
     Broker,
     Device,
     DevicePki,
+    Ota,
     PkiOptions,
     Publish,
     Spec,
@@ -68,14 +71,6 @@ def host_problem(name: str) -> str | None:
     return None
 
 
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-        return True
-    except ValueError:
-        return False
-
-
 def _trailing_dot_problem(name: str) -> tuple[str, str] | None:
     if name.endswith("."):
         return ("ends in a dot: the device verifies the name exactly as written, and certificates never carry "
@@ -85,7 +80,7 @@ def _trailing_dot_problem(name: str) -> tuple[str, str] | None:
 
 def dialled_host_problem(host: str) -> tuple[str, str] | None:
     """Why the devices cannot dial `host`, though it is a valid name, and what to do; or None."""
-    if _is_ip(host) and ipaddress.ip_address(host).version == 6:
+    if is_ip_address(host) and ipaddress.ip_address(host).version == 6:
         return ("is an IPv6 address; the devices dial the broker over IPv4 (Arduino-ESP32 2.0.17's WiFiClient "
                 "resolves and connects IPv4 only, and gen simulate routes IPv4)",
                 "use the broker's IPv4 address or a DNS name; IPv6 addresses can go in broker.names")
@@ -127,6 +122,7 @@ class _Resolver:
         self.data: dict[str, Any] = source.data
         self.catalogue = catalogue
         self.problems: list[SpecProblem] = []
+        self.ota_auth_reported = False
 
     def problem(self, path: tuple, message: str, hint: str | None = None) -> None:
         self.problems.append(SpecProblem(path, message, hint))
@@ -205,6 +201,17 @@ class _Resolver:
             ca_passphrase_env=env,
         )
 
+    def firmware_version(self) -> str:
+        raw = self.data.get("firmware") or {}
+        if "version" in raw:
+            problem = version_problem(raw["version"])
+            if problem:
+                self.problem(("firmware", "version"), problem)
+            return raw["version"]
+        if "ota" not in self.data:
+            return UNKNOWN_VERSION           # nothing reports it: no reason to ask git
+        return project_version(self.source.path.parent)
+
     # --- one device -----------------------------------------------------------------------------------------
     def setting(self, entry: dict, base: tuple, key: str) -> tuple[Any, tuple]:
         """A device setting and the spec path it came from: the device's own entry, else the top level."""
@@ -221,7 +228,7 @@ class _Resolver:
                 origin[field] = path + (field,)
         return merged, origin
 
-    def device(self, entry: dict, base: tuple, broker: Broker, pki: PkiOptions) -> Device | None:
+    def device(self, entry: dict, base: tuple, broker: Broker, pki: PkiOptions, version: str) -> Device | None:
         device_id = entry["id"]
         problem = _device_id_problem(device_id)
         if problem:
@@ -306,7 +313,14 @@ class _Resolver:
             subscribe.append(Subscribe(name=item["name"], filter=topic_filter, qos=qos,
                                        max_payload=item.get("max_payload", schema_default("subscribe", "max_payload"))))
 
+        ota = self.ota(device_id, base, auth or schema_default("auth"))
         own_topics = {status.topic: "its status topic"}
+        if ota is not None:
+            for topic, what in ((ota.topic, "its OTA topic"), (ota.firmware_topic, "its firmware report topic")):
+                if topic in own_topics:
+                    self.problem(("ota",), f"{topic!r} is also {own_topics[topic]}; each needs a topic of its own",
+                                 "give ota.topic and ota.firmware_topic their own topics")
+                own_topics.setdefault(topic, what)
         for index, item in enumerate(publish):
             if item.topic in own_topics:
                 self.problem(publish_path + (index, "topic"), f"{item.topic!r} is also {own_topics[item.topic]}; "
@@ -315,7 +329,11 @@ class _Resolver:
             own_topics.setdefault(item.topic, f"the topic of publish entry {item.name!r}")
         for index, item in enumerate(subscribe):
             echoed = next((topic for topic in own_topics if filter_matches(item.filter, topic)), None)
-            if echoed is not None:
+            if ota is not None and echoed == ota.topic:
+                self.problem(subscribe_path + (index, "filter"), f"{item.filter!r} matches {echoed!r}, the OTA "
+                             "topic: update announcements go to the firmware's update handler, not to the app",
+                             "narrow the filter (e.g. devices/{id}/cmd/#), or move ota.topic")
+            elif echoed is not None:
                 self.problem(subscribe_path + (index, "filter"), f"{item.filter!r} matches {echoed!r}, "
                              f"{own_topics[echoed]}: the device would receive every message it sends as a command",
                              "narrow the filter (e.g. devices/{id}/cmd/#), or publish elsewhere")
@@ -360,6 +378,11 @@ class _Resolver:
                 self.problem(where, "a device that makes its own key is provisioned through the broker gen "
                              "configures (its bootstrap listener and ACL); broker.external is run by someone else",
                              "use key_origin: host with an external broker")
+            if ota is not None:
+                self.problem(where, "a device that makes its own key cannot take updates over the air yet: the "
+                             "update download presents the client certificate compiled into the firmware, and "
+                             "this device's certificate comes from provisioning", "use key_origin: host with ota:, "
+                             "or remove ota:")
             if renew_before_days >= validity_days:
                 self.problem(pki_origin.get("renew_before_days", where), f"renew_before_days {renew_before_days} "
                              f"is not less than validity_days {validity_days}: the device would renew at once, "
@@ -378,7 +401,7 @@ class _Resolver:
             id=device_id, target=target, wifi=Wifi(ssid=ssid or "", password=password or ""), broker=broker,
             auth=auth_value, secrets=secrets_mode or schema_default("secrets"),
             keepalive=keepalive if keepalive is not None else schema_default("keepalive"), ntp=ntp, status=status,
-            publish=tuple(publish), subscribe=tuple(subscribe), pki=device_pki,
+            publish=tuple(publish), subscribe=tuple(subscribe), pki=device_pki, firmware_version=version, ota=ota,
         )
         # What the firmware can carry is the firmware's to say (generator.firmware.limits).
         origins = {"publish": publish_path, "subscribe": subscribe_path, "ntp": ntp_path}
@@ -387,10 +410,34 @@ class _Resolver:
                 path = base
             elif limit.where[0] == "status":
                 path = status_origin.get(limit.where[1], base)
+            elif limit.where[0] == "ota":
+                path = limit.where if limit.where[1] in (self.data.get("ota") or {}) else ("ota",)
             else:
                 path = origins[limit.where[0]] + limit.where[1:]
             self.problem(path, limit.message, limit.hint)
         return device
+
+    def ota(self, device_id: str, base: tuple, auth: str) -> Ota | None:
+        """The spec's `ota:` as this device sees it (topics expanded), or None without one."""
+        if "ota" not in self.data:
+            return None
+        raw = self.data["ota"] or {}
+        if auth == "password" and not self.ota_auth_reported:
+            self.ota_auth_reported = True
+            self.problem(base + ("auth",) if "auth" in self._entry_keys(base) else ("ota",),
+                         f"device {device_id} uses auth 'password', but `gen ota serve` gives images only to a "
+                         "device's own client certificate (mutual TLS), so this device could never be updated",
+                         "use auth: mtls (or mtls+password), or remove ota:")
+        topics = {}
+        for key in ("topic", "firmware_topic"):
+            template = raw.get(key, schema_default("ota", key))
+            topics[key] = expand_topic(template, device_id)
+            self._check_topic_template(template, ("ota", key) if key in raw else ("ota",), topics[key],
+                                       is_filter=False)
+        return Ota(port=raw.get("port", schema_default("ota", "port")), topic=topics["topic"],
+                   firmware_topic=topics["firmware_topic"],
+                   confirm_timeout=raw.get("confirm_timeout", schema_default("ota", "confirm_timeout")),
+                   project=self.data["project"])
 
     def _entry_keys(self, base: tuple) -> set:
         node: Any = self.data
@@ -432,9 +479,19 @@ class _Resolver:
                                  "dials the same broker listener, and one Mosquitto listener serves one auth mode",
                                  "use one auth mode per spec (split the fleet into two specs and brokers/ports)")
 
+        announced: dict[str, str] = {}
+        for device, base in devices:
+            if device.ota is None:
+                continue
+            sharer = announced.setdefault(device.ota.topic, device.id)
+            if sharer != device.id:
+                self.problem(("ota", "topic") if "topic" in (self.data.get("ota") or {}) else ("ota",),
+                             f"devices {sharer!r} and {device.id!r} would share the OTA topic {device.ota.topic!r}, so "
+                             "one would be told of the other's updates", "put {id} in ota.topic")
         owners = TopicIndex()
         for device, base in devices:
-            for topic in [device.status.topic] + [p.topic for p in device.publish]:
+            reported = [device.ota.firmware_topic] if device.ota is not None else []
+            for topic in [device.status.topic] + [p.topic for p in device.publish] + reported:
                 other = owners.owner(topic)
                 if other and other != device.id:
                     self.problem(base, f"publishes to {topic!r}, which device {other!r} publishes to as well; the ACL "
@@ -461,6 +518,7 @@ def resolve_spec(source: SpecSource) -> tuple[Spec | None, list[SpecProblem]]:
     data = source.data
     broker = resolver.broker()
     pki = resolver.pki()
+    version = resolver.firmware_version()
     entries: list[tuple[Any, tuple]]
     if "device" in data:
         entries = [(data["device"], ("device",))]
@@ -468,7 +526,7 @@ def resolve_spec(source: SpecSource) -> tuple[Spec | None, list[SpecProblem]]:
         entries = [(entry, ("devices", index)) for index, entry in enumerate(data["devices"])]
     devices: list[tuple[Device, tuple]] = []
     for entry, base in entries:
-        device = resolver.device(entry, base, broker, pki)
+        device = resolver.device(entry, base, broker, pki, version)
         if device is not None:
             devices.append((device, base))
     resolver.fleet_rules(devices)

@@ -11,7 +11,7 @@ from generator.spec.source import SECRET_MASK
 
 
 def _device_view(device: Device) -> dict[str, Any]:
-    return {
+    view: dict[str, Any] = {
         "id": device.id,
         "target": device.target.name,
         "framework": device.framework,
@@ -34,6 +34,11 @@ def _device_view(device: Device) -> dict[str, Any]:
                 "key_origin": device.pki.key_origin,
                 **({"renew_before_days": device.pki.renew_before_days} if device.makes_own_key else {})},
     }
+    if device.ota is not None:
+        view["firmware"] = {"version": device.firmware_version}
+        view["ota"] = {"port": device.ota.port, "topic": device.ota.topic, "firmware_topic": device.ota.firmware_topic,
+                       "confirm_timeout": device.ota.confirm_timeout}
+    return view
 
 
 def _broker_view(broker) -> dict[str, Any]:

@@ -101,6 +101,24 @@ def framework_paths(directory, chip, framework):
     return package, bootloader, boot_app0, build
 
 
+CHIP_IDS = {"esp32": 0x0000, "esp32c3": 0x0005, "esp32s3": 0x0009}
+
+
+def app_image(chip, payload):
+    """A well-formed app image (as esptool's elf2image lays one out) whose segment holds an esp_app_desc_t and the
+    payload: header, segment, checksum on a 16-byte boundary, appended SHA-256."""
+    desc = struct.pack("<II8s32s32s", 0xABCD5432, 0, b"", b"fake", b"firmware") + b"\0" * (256 - 80)
+    data = desc + payload + b"\0" * (-len(payload) % 4)
+    body = bytearray(struct.pack("<BBBBIB3sHBHH4sB", 0xE9, 1, 2, 0x20, 0x3F400020, 0xEE, b"\0\0\0",
+                                 CHIP_IDS[chip], 0, 0, 0xFFFF, b"\0" * 4, 1))
+    body += struct.pack("<II", 0x3F400020, len(data)) + data
+    checksum = 0xEF
+    for byte in data:
+        checksum ^= byte
+    body += b"\0" * (15 - len(body) % 16) + bytes([checksum])
+    return bytes(body + hashlib.sha256(body).digest())
+
+
 def run(argv):
     directory, env, board, chip, framework, platform = project(argv)
     print(f"Processing {env} (platform: {platform}; board: {board}; framework: {framework})")
@@ -140,7 +158,7 @@ def run(argv):
     (package / "package.json").write_text(json.dumps({"name": package.name, "version": FRAMEWORK_PACKAGES[framework][1]}))
     out = build / env
     out.mkdir(parents=True, exist_ok=True)
-    app = b"\xe9\x06\x02\x20" + sources_digest(directory) * 64
+    app = app_image(chip, sources_digest(directory) * 64)
     (out / "firmware.bin").write_bytes(app)
     (out / "firmware.elf").write_bytes(b"\x7fELF" + app)
     (out / "partitions.bin").write_bytes(partition_table(framework, partitions_csv(directory, env)))
@@ -157,6 +175,19 @@ def run(argv):
     return 0
 
 
+def application_offset(directory, env):
+    """Where the first app partition starts (PlatformIO's espidf builder reads it from the partition table)."""
+    csv_path = partitions_csv(directory, env)
+    rows = csv_partitions(csv_path) if csv_path and csv_path.is_file() else []
+    return next((offset for _, kind, _, offset, _ in rows if kind == 0), 0x10000)
+
+
+def otadata_partition(directory, env):
+    csv_path = partitions_csv(directory, env)
+    rows = csv_partitions(csv_path) if csv_path and csv_path.is_file() else []
+    return next(((offset, size) for _, kind, subtype, offset, size in rows if kind == 1 and subtype == 0), None)
+
+
 def metadata(argv):
     directory, env, board, chip, framework, platform = project(argv)
     package, bootloader, boot_app0, build = framework_paths(directory, chip, framework)
@@ -165,11 +196,15 @@ def metadata(argv):
               {"offset": "0x8000", "path": str(out / "partitions.bin")}]
     if boot_app0:
         images.append({"offset": "0xe000", "path": str(boot_app0)})
+    otadata = otadata_partition(directory, env) if framework == "espidf" else None
+    if otadata is not None:   # platform-espressif32's espidf builder: an erased ota_data_initial.bin
+        (out / "ota_data_initial.bin").write_bytes(b"\xff" * otadata[1])
+        images.append({"offset": hex(otadata[0]), "path": str(out / "ota_data_initial.bin")})
     data = {env: {
         "build_type": "release", "env_name": env, "prog_path": str(out / "firmware.elf"),
         "includes": {"build": [str(directory / "include"), str(directory / "src")],
                      "compatlib": [], "toolchain": [str(package / "cores" / "esp32")]},
-        "extra": {"flash_images": images, "application_offset": "0x10000"},
+        "extra": {"flash_images": images, "application_offset": hex(application_offset(directory, env))},
     }}
     print(json.dumps(data))
     return 0

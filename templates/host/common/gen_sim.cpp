@@ -29,6 +29,9 @@ uint32_t gen_sim_tick_hz = 1000;
 size_t gen_sim_sntp_max_servers = 1;
 const char* gen_sim_idf_version = "v5.5.3";
 int gen_sim_core_debug_level = 0;
+uint16_t gen_sim_firmware_chip_id = 0;
+bool gen_sim_app_rollback_enable = false;
+bool gen_sim_signed_on_update = false;
 
 namespace {
 

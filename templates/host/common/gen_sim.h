@@ -24,6 +24,13 @@ extern size_t gen_sim_sntp_max_servers;
 extern const char* gen_sim_idf_version;
 /* Arduino's CORE_DEBUG_LEVEL of the firmware (0: the core logs nothing), for the core's own log lines. */
 extern int gen_sim_core_debug_level;
+/* The app image rules of the firmware's configuration (set by our main()): CONFIG_IDF_FIRMWARE_CHIP_ID,
+ * CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE, CONFIG_SECURE_SIGNED_ON_UPDATE. */
+extern uint16_t gen_sim_firmware_chip_id;
+extern bool gen_sim_app_rollback_enable;
+extern bool gen_sim_signed_on_update;
+/* The simulated chip's revision, major * 100 + minor (what an image's min_chip_rev_full is checked against). */
+#define GEN_SIM_CHIP_REVISION 300
 
 /* The radio link (the access point being reachable). Listeners are told about every change. */
 bool gen_sim_link_up(void);

@@ -4,6 +4,7 @@
 
 #include "freertos/FreeRTOS.h"
 #include "gen_sim.h"
+#include "sdkconfig.h"
 
 extern "C" void app_main(void);
 
@@ -11,6 +12,13 @@ int main() {
     gen_sim_tick_hz = configTICK_RATE_HZ;
     gen_sim_sntp_max_servers = CONFIG_LWIP_SNTP_MAX_SERVERS;
     gen_sim_idf_version = "v5.5.3";
+    gen_sim_firmware_chip_id = CONFIG_IDF_FIRMWARE_CHIP_ID;
+#ifdef CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
+    gen_sim_app_rollback_enable = true;
+#endif
+#ifdef CONFIG_SECURE_SIGNED_ON_UPDATE
+    gen_sim_signed_on_update = true;
+#endif
     gen_sim_start();
     app_main();
     for (;;) pause();

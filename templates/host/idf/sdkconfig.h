@@ -3,11 +3,12 @@
  * which take precedence over these defaults. */
 #pragma once
 
-#ifndef CONFIG_IDF_TARGET
+#ifndef CONFIG_IDF_TARGET                 /* the host build passes the target's, as PlatformIO's board does */
 #define CONFIG_IDF_TARGET "esp32"
-#endif
-#ifndef CONFIG_IDF_TARGET_ESP32
 #define CONFIG_IDF_TARGET_ESP32 1
+#endif
+#ifndef CONFIG_IDF_FIRMWARE_CHIP_ID       /* esp_chip_id_t of the target (components/esp_system Kconfig) */
+#define CONFIG_IDF_FIRMWARE_CHIP_ID 0x0000
 #endif
 #ifndef CONFIG_FREERTOS_HZ
 #ifdef ARDUINO
@@ -37,4 +38,21 @@
 #endif
 #ifndef CONFIG_MBEDTLS_CERTIFICATE_BUNDLE
 /* no bundle: esp_crt_bundle_attach is not provided */
+#endif
+#ifdef ARDUINO
+/* Arduino-ESP32 2.0.17's prebuilt sdkconfig enables rollback (esp32-arduino-lib-builder release/v4.4
+ * configs/defconfig.common:5); IDF 4.4 also writes the old name (components/bootloader/sdkconfig.rename). */
+#ifndef CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
+#define CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE 1
+#endif
+#define CONFIG_APP_ROLLBACK_ENABLE CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
+#else
+#ifndef CONFIG_ESP_HTTP_CLIENT_ENABLE_HTTPS
+#define CONFIG_ESP_HTTP_CLIENT_ENABLE_HTTPS 1  /* components/esp_http_client/Kconfig: default y */
+#endif
+#endif
+/* Derived from the displayed options, as components/bootloader/Kconfig.projbuild:444-461 derives them. */
+#if CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT
+#define CONFIG_SECURE_SIGNED_ON_UPDATE 1
+#define CONFIG_SECURE_SIGNED_APPS 1
 #endif

@@ -1,0 +1,149 @@
+"""`gen ota publish`, `gen ota serve`, `gen ota status`: firmware updates over the air."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, plural
+from generator.core.errors import UserError
+from generator.ota.announce import Address, Announcement, announcement, check_image, publish_announcements, \
+    slot_size, stage_image
+from generator.ota.serve import listening_port, open_server, server_files
+from generator.ota.signing import signing_key
+from generator.ota.status import collect_status
+from generator.output.generate import generate
+from generator.output.layout import firmware_dir
+from generator.output.manifest import read_manifest
+from generator.pki.layout import PkiLayout
+from generator.simulate.run import parse_broker_address
+from generator.spec import Device, Spec, load_spec
+
+LOCAL_ONLY = "127.0.0.1"
+ota_app = typer.Typer(help="Firmware updates over the air: announce an image, serve it, see what devices run.",
+                      no_args_is_help=True)
+BROKER_OPTION = typer.Option(None, "--broker", metavar="HOST:PORT", help="Where the broker is, when not at "
+                             "broker.host:broker.port (its certificate is still checked for broker.host).")
+
+
+def _with_ota(spec: Spec) -> Spec:
+    if spec.ota_port is None:
+        raise UserError(f"{spec.path} has no `ota:`: its devices take no updates over the air",
+                        hint="add `ota: {}` to the spec, then gen generate, gen build, and flash each device once "
+                             "by USB (gen flash)")
+    return spec
+
+
+def _broker(text: str | None) -> Address | None:
+    if text is None:
+        return None
+    address = parse_broker_address(text)
+    return address.host, address.port
+
+
+def _selected(spec: Spec, device_ids: list[str] | None, all_devices: bool) -> list[Device]:
+    if device_ids and all_devices:
+        raise UserError("--device and --all exclude each other", hint="name devices with --device, or use --all")
+    if not device_ids and not all_devices:
+        raise UserError("say which devices: --device ID (repeatable) or --all")
+    return list(spec.devices) if all_devices else [spec.device(device_id) for device_id in dict.fromkeys(device_ids or [])]
+
+
+def _built_image(out_dir: Path, device: Device) -> Path:
+    record = read_manifest(out_dir).device(device.id)
+    if record is None or record.artifacts is None:
+        raise UserError(f"{device.id} has no build of its current firmware",
+                        hint=f"run `gen build SPEC --device {device.id}` (or give an image with --image)")
+    return out_dir / record.artifacts.dir / "firmware.bin"
+
+
+@ota_app.command("publish")
+def publish(
+    spec: Path = SPEC_ARGUMENT,
+    device: Optional[list[str]] = typer.Option(None, "--device", help="Announce to this device (repeatable)."),
+    all_devices: bool = typer.Option(False, "--all", help="Announce to every device of the spec."),
+    image: Optional[Path] = typer.Option(None, "--image", help="This image instead of each device's last `gen build` "
+                                         "(OUT/artifacts/<id>/firmware.bin)."),
+    version: Optional[str] = typer.Option(None, "--version", help="The version the image is (default: the spec's "
+                                          "firmware.version, as `gen build` built it)."),
+    clear: bool = typer.Option(False, "--clear", help="Remove the retained announcement instead."),
+    broker: Optional[str] = BROKER_OPTION,
+    out: Optional[Path] = OUT_OPTION,
+) -> None:
+    """Check each image (an app image for the device's chip, signed with the project's key, fitting its slot), put
+    it where `gen ota serve` serves it, and announce it on the device's OTA topic (retained, QoS 1)."""
+    loaded = _with_ota(load_spec(spec))
+    chosen = _selected(loaded, device, all_devices)
+    out_dir = Path(out) if out is not None else loaded.default_out_dir
+    if clear:
+        publish_announcements(loaded, {d.id: None for d in chosen}, _broker(broker))
+        for each in chosen:
+            assert each.ota is not None
+            console.print(f"cleared the announcement of {each.id} ({each.ota.topic})")
+        return
+    generate(loaded, out_dir)          # the PKI's OTA identity, the broker's ACL, build records of current firmware
+    key = signing_key(PkiLayout(loaded.pki.dir))
+    announcements: dict[str, Announcement | None] = {}
+    for each in chosen:
+        wanted = version or each.firmware_version
+        path = image if image is not None else _built_image(out_dir, each)
+        data = check_image(each, path, wanted, key, slot=slot_size(out_dir / firmware_dir(each.id)))
+        stage_image(out_dir, each, data)
+        announcements[each.id] = announcement(each, data, wanted)
+    publish_announcements(loaded, announcements, _broker(broker))
+    for device_id, announced in announcements.items():
+        assert announced is not None
+        console.print(f"announced {announced.version} to {device_id}: {announced.size:,} bytes, sha256 "
+                      f"{announced.sha256[:16]}..., {announced.url}")
+    console.print(f"the devices fetch it from `gen ota serve {spec}`; `gen ota status {spec}` shows what they run")
+
+
+@ota_app.command("serve")
+def serve(
+    spec: Path = SPEC_ARGUMENT,
+    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, help="Port (default: ota.port of the spec, "
+                                       "which the devices dial)."),
+    bind: str = typer.Option(LOCAL_ONLY, "--bind", help="Address to listen on (default 127.0.0.1: this machine only; "
+                                                         "0.0.0.0 for the devices on your network)."),
+    out: Optional[Path] = OUT_OPTION,
+) -> None:
+    """Serve the published images over HTTPS with the broker's certificate, to devices that present their own client
+    certificate (not revoked): each gets only its own images. Runs in the foreground until Ctrl-C."""
+    loaded = _with_ota(load_spec(spec))
+    out_dir = Path(out) if out is not None else loaded.default_out_dir
+    files = server_files(loaded, out_dir)
+    assert loaded.ota_port is not None        # _with_ota
+    server = open_server(files, bind=bind, port=loaded.ota_port if port is None else port,
+                         log=lambda line: console.print(line))
+    published = sum(1 for _ in files.images.glob("*/*.bin")) if files.images.is_dir() else 0
+    console.print(f"serving {plural(published, 'published image')} from {files.images}/ on https://{bind}:"
+                  f"{listening_port(server)}/ with {files.cert.name}; client certificates required, "
+                  f"{files.crl} honoured (Ctrl-C stops it)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("stopping the update server")
+        raise
+    finally:
+        server.server_close()
+
+
+@ota_app.command("status")
+def status(spec: Path = SPEC_ARGUMENT, broker: Optional[str] = BROKER_OPTION) -> None:
+    """What each device last reported: online or not, the version it runs and from which slot, its last update."""
+    loaded = _with_ota(load_spec(spec))
+    table = Table(title="devices", title_justify="left")
+    for column in ("device", "link", "version", "slot", "update", "detail"):
+        table.add_column(column)
+    for device_status in collect_status(loaded, _broker(broker)):
+        table.add_row(device_status.device_id, device_status.link, device_status.version or "-",
+                      device_status.slot or "-", device_status.state or "-", device_status.detail or "")
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Adds `gen ota publish|serve|status` to the `gen` app."""
+    app.add_typer(ota_app, name="ota")

@@ -1,0 +1,237 @@
+"""The simulated device's flash and bootloader, for devices that update over the air.
+
+The flash is one file (`flash.bin`, 4 MB) laid out as on the chip: the partition table at 0x8000, otadata, the app
+slots. `gen simulate` "flashes it by USB" at the start of a run: the table, erased otadata, and the host build of
+the firmware packed as a real app image (esp_image_header_t, an esp_app_desc_t with the firmware's version, the
+executable as a segment, checksum, SHA-256), signed with the project's key, in the first app slot. The runtime's
+esp_partition/esp_ota_ops/Update read and write that file as the firmware runs (templates/host/README.md).
+
+`boot` is the second-stage bootloader (esp-idf v5.5.3 components/bootloader_support/src/bootloader_utility.c,
+bootloader_utility_get_selected_boot_partition and set_actual_ota_seq, with CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE,
+which both flavours' bootloaders are built with when OTA is on): an image left PENDING_VERIFY becomes ABORTED (it
+reset before it confirmed itself), the valid entry with the highest sequence number wins, a NEW one becomes
+PENDING_VERIFY (its trial), no valid entry boots ota_0. The chosen image is checked (magic, chip id, checksum,
+hash); its executable segment is written out and started with GEN_SIM_FLASH and GEN_SIM_BOOT_SLOT. A reboot (the
+runtime's exit code 3) comes back here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator.build.flashing import (
+    PARTITION_TABLE_MAX_LEN,
+    PARTITION_TABLE_OFFSET,
+    Partition,
+    parse_partition_table,
+    partition_table_from_csv,
+)
+from generator.core.errors import ToolError
+from generator.ota.image import CHIP_IDS, DROM_START, IROM_START, ImageError, app_description, pack_app_image, \
+    read_image
+from generator.ota.signing import SigningKey, sign_image
+
+FLASH_SIZE = 4 * 1024 * 1024               # board_upload.flash_size of the catalogue
+SECTOR = 0x1000
+OTADATA_ENTRY = struct.Struct("<I20sII")    # esp_ota_select_entry_t: ota_seq, seq_label, ota_state, crc
+SEQ_ERASED = 0xFFFFFFFF
+STATE_NEW, STATE_PENDING_VERIFY, STATE_VALID, STATE_INVALID, STATE_ABORTED, STATE_UNDEFINED = \
+    0x0, 0x1, 0x2, 0x3, 0x4, 0xFFFFFFFF
+STATE_WORDS = {STATE_NEW: "new", STATE_PENDING_VERIFY: "pending verify: on trial", STATE_VALID: "valid",
+               STATE_INVALID: "invalid", STATE_ABORTED: "aborted", STATE_UNDEFINED: "undefined"}
+TYPE_APP, TYPE_DATA = 0x00, 0x01
+SUBTYPE_FACTORY, SUBTYPE_OTA_0, SUBTYPE_DATA_OTA = 0x00, 0x10, 0x00
+HOST_EXECUTABLE_SEGMENT = 1                # segment 0 is the esp_app_desc_t
+# The host build of a `secrets: embed` firmware holds the device's key: the flash, images and executables are
+# private, as the artifacts of such a build are.
+PRIVATE_DIR, PRIVATE_FILE, PRIVATE_EXECUTABLE = 0o700, 0o600, 0o700
+
+
+def _write_private(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:
+    path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
+    os.chmod(path.parent, PRIVATE_DIR)
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+
+
+@dataclass(frozen=True)
+class SimulatedFlash:
+    """A device's flash file and the chip it belongs to (its images must say that chip)."""
+
+    path: Path
+    chip: str
+
+    @property
+    def boot_dir(self) -> Path:
+        return self.path.parent
+
+
+@dataclass(frozen=True)
+class Boot:
+    slot: str                    # the partition label the image runs from (GEN_SIM_BOOT_SLOT)
+    executable: Path
+    words: str                   # what the bootloader says about it, for the "[sim] boot:" line
+
+
+class BootError(ToolError):
+    """No app slot holds a bootable image (the chip would stop in its bootloader)."""
+
+
+def pack_host_image(executable: Path, *, chip: str, version: str, project_name: str = "firmware") -> bytes:
+    """The host build of the firmware as an app image for `chip`: esp_app_desc_t in segment 0, the executable in
+    segment 1. Unsigned."""
+    program = executable.read_bytes()
+    description = app_description(version=version, project_name=project_name, idf_ver="host",
+                                  elf_sha256=hashlib.sha256(program).digest())
+    return pack_app_image(chip, [(DROM_START[chip], description), (IROM_START[chip], program)])
+
+
+def signed_host_image(executable: Path, work: Path, *, chip: str, version: str, key: SigningKey) -> Path:
+    """pack_host_image, signed with the project's key: work/<version>.bin."""
+    unsigned = work / f"{version}.unsigned.bin"
+    _write_private(unsigned, pack_host_image(executable, chip=chip, version=version))
+    signed = work / f"{version}.bin"
+    sign_image(unsigned, signed, key)
+    os.chmod(signed, PRIVATE_FILE)
+    unsigned.unlink()
+    return signed
+
+
+def write_flash(path: Path, *, partitions_csv: str, app_image: bytes) -> tuple[Partition, ...]:
+    """A flash as `gen flash` leaves a board: the partition table at 0x8000, otadata erased, the image in the first
+    app slot, 0xFF everywhere else."""
+    table = partition_table_from_csv(partitions_csv)
+    partitions = parse_partition_table(table)
+    first_app = next((p for p in partitions if p.type == TYPE_APP), None)
+    if first_app is None or len(app_image) > first_app.size:
+        raise ToolError(f"{path}: the partition table has no app slot that holds a {len(app_image)}-byte image")
+    flash = bytearray(b"\xff" * FLASH_SIZE)
+    flash[PARTITION_TABLE_OFFSET:PARTITION_TABLE_OFFSET + PARTITION_TABLE_MAX_LEN] = table
+    flash[first_app.offset:first_app.offset + len(app_image)] = app_image
+    _write_private(path, bytes(flash))
+    return partitions
+
+
+# ---------------------------------------------------------------------------------------------- otadata
+
+
+@dataclass
+class OtaEntry:
+    seq: int
+    label: bytes
+    state: int
+    crc: int
+
+    @property
+    def crc_ok(self) -> bool:
+        return self.crc == otadata_crc(self.seq)
+
+    @property
+    def invalid(self) -> bool:      # bootloader_common_ota_select_invalid
+        return self.seq == SEQ_ERASED or self.state in (STATE_INVALID, STATE_ABORTED)
+
+    @property
+    def valid(self) -> bool:        # bootloader_common_ota_select_valid
+        return not self.invalid and self.crc_ok
+
+    def pack(self) -> bytes:
+        return OTADATA_ENTRY.pack(self.seq, self.label, self.state, self.crc)
+
+
+def otadata_crc(seq: int) -> int:
+    """bootloader_common_ota_select_crc: CRC32 of ota_seq, as components/app_update/otatool.py computes it."""
+    return zlib.crc32(struct.pack("<I", seq), 0xFFFFFFFF)
+
+
+def _read_entries(flash: bytearray, otadata: Partition) -> list[OtaEntry]:
+    return [OtaEntry(*OTADATA_ENTRY.unpack_from(flash, otadata.offset + index * SECTOR)) for index in (0, 1)]
+
+
+def _write_entry(flash: bytearray, otadata: Partition, index: int, entry: OtaEntry) -> None:
+    start = otadata.offset + index * SECTOR
+    flash[start:start + SECTOR] = b"\xff" * SECTOR
+    flash[start:start + OTADATA_ENTRY.size] = entry.pack()
+
+
+def _active(entries: list[OtaEntry]) -> int:
+    """bootloader_common_get_active_otadata: the valid entry with the higher sequence number, or -1."""
+    valid = [index for index, entry in enumerate(entries) if entry.valid]
+    if len(valid) == 2:
+        return 0 if entries[0].seq >= entries[1].seq else 1
+    return valid[0] if valid else -1
+
+
+# ---------------------------------------------------------------------------------------------- boot
+
+
+def _image_problem(flash: bytearray, partition: Partition, chip: str) -> str | None:
+    try:
+        image = read_image(bytes(flash[partition.offset:partition.offset + partition.size]))
+    except ImageError as error:
+        return str(error)
+    if image.chip_id != CHIP_IDS[chip]:
+        return f"the image is for {image.chip}, this device is {chip}"
+    return None
+
+
+def boot(flash_file: SimulatedFlash) -> Boot:
+    """Chooses the image to start as the bootloader does, updates otadata as it does, and writes the chosen image's
+    executable next to the flash file. Raises BootError when no slot holds a bootable image."""
+    flash = bytearray(flash_file.path.read_bytes())
+    partitions = parse_partition_table(bytes(flash[PARTITION_TABLE_OFFSET:PARTITION_TABLE_OFFSET + PARTITION_TABLE_MAX_LEN]))
+    slots = [p for p in partitions if p.type == TYPE_APP and SUBTYPE_OTA_0 <= p.subtype < SUBTYPE_OTA_0 + 16]
+    slots.sort(key=lambda p: p.subtype)
+    factory = next((p for p in partitions if p.type == TYPE_APP and p.subtype == SUBTYPE_FACTORY), None)
+    otadata = next((p for p in partitions if p.type == TYPE_DATA and p.subtype == SUBTYPE_DATA_OTA), None)
+    chosen: Partition | None = factory or (slots[0] if slots else None)
+    words = "factory app" if factory is not None else "no otadata"
+    initial = False
+    if otadata is not None and slots:
+        entries = _read_entries(flash, otadata)
+        for index, entry in enumerate(entries):
+            if entry.state == STATE_PENDING_VERIFY:    # it reset before confirming itself: never again
+                entry.state = STATE_ABORTED
+                _write_entry(flash, otadata, index, entry)
+        active = -1 if all(entry.invalid for entry in entries) else _active(entries)
+        if active != -1:
+            entry = entries[active]
+            chosen = slots[(entry.seq - 1) % len(slots)]
+            if entry.state == STATE_NEW:
+                entry.state = STATE_PENDING_VERIFY
+                _write_entry(flash, otadata, active, entry)
+            words = STATE_WORDS.get(entry.state, f"state {entry.state:#x}")
+        elif factory is None:
+            initial = all(e.seq == SEQ_ERASED or not e.crc_ok for e in entries)
+            chosen = slots[0]
+            words = "otadata empty: the first slot" if initial else "no valid otadata entry: the first slot"
+    # bootloader_utility_load_boot_image: the chosen partition, else any other that holds a good image.
+    candidates = [p for p in [chosen, *slots, factory] if p is not None]
+    problems = []
+    for partition in dict.fromkeys(candidates):
+        problem = _image_problem(flash, partition, flash_file.chip)
+        if problem is None:
+            break
+        problems.append(f"{partition.label}: {problem}")
+    else:
+        raise BootError("no app slot holds a bootable image: " + "; ".join(problems))
+    if partition != chosen:
+        words = f"{chosen.label if chosen else 'nothing'} is not bootable ({problems[0]}); falling back"
+    if initial and otadata is not None and partition in slots:   # set_actual_ota_seq: the first boot after a USB flash
+        index = slots.index(partition)
+        _write_entry(flash, otadata, 0, OtaEntry(index + 1, b"\xff" * 20, STATE_VALID, otadata_crc(index + 1)))
+    flash_file.path.write_bytes(flash)
+    image = read_image(bytes(flash[partition.offset:partition.offset + partition.size]))
+    executable = flash_file.boot_dir / f"{partition.label}.run"
+    _write_private(executable, image.segments[HOST_EXECUTABLE_SEGMENT][1], PRIVATE_EXECUTABLE)
+    return Boot(slot=partition.label, executable=executable, words=f"{image.version} ({words})")
