@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -20,8 +21,10 @@ from generator.broker.render import BOOTSTRAP_PASSWORD_FILE, CERT_FILE, KEY_FILE
 from generator.pki import profiles as pki
 from generator.pki.spec_identities import open_spec_pki
 from generator.provision.protocol import Response, render_response, response_topic
+from generator.simulate.run import SimulateOptions, simulate
 from generator.spec import PROVISIONER_IDENTITY, load_spec
 from provision_support import CONNECTED_AS_ITSELF, LIFECYCLE_WAIT_S, STEP, ProvisionWorld
+from simulate_support import EXAMPLES_DIR
 
 pytestmark = pytest.mark.slow
 FLAVOURS = ["arduino-mtls", "espidf-mtls"]
@@ -158,7 +161,8 @@ def test_a_rotation_by_expiry_happens_with_a_synchronised_clock_inside_the_renew
     with world.broker() as broker:
         world.start_service()
         with world.device() as device:
-            device.wait_for(r"\[cred\] certificate [0-9A-F]+ is due for renewal", timeout=LIFECYCLE_WAIT_S)
+            due = device.wait_for(r"\[cred\] certificate [0-9A-F]+ is due for renewal \(renews from "
+                                  r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\)", timeout=LIFECYCLE_WAIT_S)
             device.wait_for(STEP.format(2))
             device.wait_for(REQUEST_SENT)
             device.pause()
@@ -173,6 +177,10 @@ def test_a_rotation_by_expiry_happens_with_a_synchronised_clock_inside_the_renew
     second = world.assert_one_identity()
     assert second.serial != first.serial
     assert any(re.search(STEP.format(3), line) for line in device.lines)
+    # The log says when, as a date: renew_before_days (1) before the old expiry, less a jitter of up to a tenth.
+    renews_from = dt.datetime.strptime(due[1], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    slack = dt.timedelta(seconds=2)
+    assert first.not_after - dt.timedelta(days=1.1) - slack <= renews_from <= first.not_after - dt.timedelta(days=1) + slack
 
 
 def test_a_rotate_command_right_behind_another_answer_is_not_lost(world):
@@ -286,3 +294,24 @@ def test_kill_9_at_every_step_of_a_rotation_leaves_a_device_that_connects_with_o
         final_line = device.wait_for(r"\[cred\] identity: slot \d, certificate ([0-9A-F]+)")
         device.wait_for(CONNECTED_AS_ITSELF, timeout=LIFECYCLE_WAIT_S)
     assert f"{world.assert_one_identity().serial:X}" == final_line.group(1)
+
+
+@pytest.mark.parametrize("example", ["arduino-device-key", "espidf-device-key"])
+def test_the_example_provisions_itself_in_its_first_simulation_and_keeps_its_identity_in_the_next(example, tmp_path):
+    """The README's path: `gen simulate` of the example as it is, the service beside the broker, nothing else."""
+    project = tmp_path / example
+    shutil.copytree(EXAMPLES_DIR / example, project)
+    spec = load_spec(project / "device.yaml")
+    options = SimulateOptions(duration=8, out_dir=project / "build", flash_root=tmp_path / "flash")
+    first: list[str] = []
+    result = simulate(spec, options, on_line=lambda _device, line: first.append(line))
+    assert result.ok, "\n".join(first)
+    assert any(re.search(r"\[cred\] no identity yet: first boot", line) for line in first)
+    (serial,) = {match[1] for match in map(re.compile(STEP.format(5) + r" certificate ([0-9A-F]+)").search, first)
+                 if match}
+    (confirmed,) = [entry for entry in open_spec_pki(spec).entries() if entry.id == spec.devices[0].id]
+    assert (confirmed.status, confirmed.serial) == ("valid", int(serial, 16)) and confirmed.confirmed_at is not None
+    again: list[str] = []
+    assert simulate(spec, options, on_line=lambda _device, line: again.append(line)).ok
+    assert any(f"identity: slot 0, certificate {serial}" in line for line in again), "\n".join(again)
+    assert not any("first boot" in line for line in again), "\n".join(again)
