@@ -40,9 +40,10 @@ from generator.simulate.run import (
 from generator.spec import Spec, load_spec
 
 EXAMPLES_DIR = PROJECT_ROOT / "projects" / "examples"
-# The link tests run every example but the OTA ones, whose link tests/test_ota_update.py runs with their updates.
+# The link tests run every example but the OTA ones, whose link tests/test_ota_update.py runs with their updates,
+# and the ones whose key is born on the device, which tests/test_provision_lifecycle.py runs with their provisioning.
 EXAMPLES = tuple(sorted(path.name for path in EXAMPLES_DIR.iterdir()
-                        if (path / "device.yaml").is_file() and not path.name.endswith("-ota")))
+                        if (path / "device.yaml").is_file() and not path.name.endswith(("-ota", "-device-key"))))
 WAIT_S = 15.0          # an upper bound for something that happens at once on loopback; never a timed assertion
 CONNECTED = r"\[mqtt\] connected to "
 
@@ -147,6 +148,13 @@ class SimDevice:
     def output(self) -> str:
         self.drain()
         return "\n".join(self.lines[-60:])
+
+    def pause(self) -> None:
+        """SIGSTOP: the device freezes where it is (a debugger's halt); what reaches its sockets waits."""
+        self.process.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.process.signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL: the process vanishes without a word (a device losing power)."""

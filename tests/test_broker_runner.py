@@ -225,8 +225,8 @@ def test_the_readme_install_works_under_debians_own_main_config(broker_project, 
         os.chown(target, 0, group)
         os.chmod(target, 0o640 if source.name in ("broker.key", "passwd") else 0o644)
     port = free_port()
-    conf, _, _ = private_conf((install_dir / "mosquitto.conf").read_text(), private_dir=install_dir,
-                              ports=ListenerPorts(port, None, "127.0.0.1"), run_as=None)
+    conf, _ = private_conf((install_dir / "mosquitto.conf").read_text(), private_dir=install_dir,
+                           ports=ListenerPorts(port, None, "127.0.0.1"), run_as=None)
     (conf_d / "gen-broker-test.conf").write_text(conf)
     main_conf = open(DEBIAN_MAIN_CONF).read()
     for option, value in (("pid_file", var / "mosquitto.pid"), ("persistence_location", f"{var}/"),

@@ -27,8 +27,15 @@ def _in_device_headers(cursor) -> bool:
     return source is not None and any(Path(source.name).resolve().is_relative_to(d) for d in DEVICE_HEADERS)
 
 
-def framework_names(root: Path, framework: str) -> dict[str, str]:
-    """{name: source file} for every name of the runtime's device headers that a project source spells out."""
+def _in_mbedtls_headers(cursor) -> bool:
+    """Declared by mbedTLS (the real library's headers, which both frameworks and the host runtime ship)."""
+    source = cursor.location.file
+    return source is not None and Path(source.name).parent.name == "mbedtls"
+
+
+def framework_names(root: Path, framework: str, declared_in=_in_device_headers) -> dict[str, str]:
+    """{name: source file} for every name of the runtime's device headers (or of the headers `declared_in`
+    accepts) that a project source spells out."""
     project = read_project(root, framework)
     gcc_include = subprocess.run(["gcc", "-print-file-name=include"], capture_output=True, text=True,
                                  check=True).stdout.strip()
@@ -47,28 +54,35 @@ def framework_names(root: Path, framework: str) -> dict[str, str]:
         def visit(cursor) -> None:
             for child in cursor.get_children():
                 referenced = child.referenced
-                if referenced is not None and _in_device_headers(referenced):
+                if referenced is not None and declared_in(referenced):
                     declared.add(referenced.spelling)
                 visit(child)
 
         for top in unit.cursor.get_children():
             if top.kind == clang.CursorKind.MACRO_DEFINITION:
-                if _in_device_headers(top):
+                if declared_in(top):
                     declared.add(top.spelling)
             elif top.location.file is not None and Path(top.location.file.name) == source:
                 referenced = top.referenced
-                if referenced is not None and _in_device_headers(referenced):
+                if referenced is not None and declared_in(referenced):
                     declared.add(referenced.spelling)
                 visit(top)
         names.update(dict.fromkeys(spelled & declared, source.name))
     return names
 
 
-def audited_names() -> set[str]:
+def audit_rows() -> list[list[str]]:
     text = README.read_text()
     table = text[text.index("## Audit"):text.index("## Behaviour kept from the device")]
-    first_cells = [line.split("|")[1] for line in table.splitlines() if line.startswith("| ") and "---" not in line]
-    return {name for cell in first_cells for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", cell)}
+    return [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+
+
+def audited_names() -> set[str]:
+    return {name for row in audit_rows() for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", row[0])}
+
+
+def own_key(device):
+    return replace(device, pki=replace(device.pki, key_origin="device"), secrets="nvs")
 
 
 def write_project(root: Path, device) -> Path:
@@ -77,11 +91,15 @@ def write_project(root: Path, device) -> Path:
 
 @pytest.mark.parametrize("example, secrets", [
     ("arduino-mtls-password", "embed"), ("arduino-mtls-password", "nvs"),
+    ("arduino-mtls-password", "nvs, key made on the device"),
     ("espidf-mtls-password", "embed"), ("espidf-mtls-password", "nvs"),
+    ("espidf-mtls-password", "nvs, key made on the device"),
     ("arduino-ota", "embed"), ("espidf-ota", "embed"),      # the update handler and what it calls
 ])
 def test_every_framework_name_the_firmware_uses_is_in_the_audit_table(example, secrets, tmp_path):
-    device = replace(example_devices(example)[0], secrets=secrets)
+    device = replace(example_devices(example)[0], secrets=secrets.split(",")[0])
+    if "device" in secrets:
+        device = own_key(device)
     used = framework_names(write_project(tmp_path, device), device.framework)
     assert len(used) > 40, used   # the extraction sees the firmware's calls, not just a few names
     missing = {name: where for name, where in used.items() if name not in audited_names()}
@@ -92,3 +110,18 @@ def test_the_extraction_sees_names_used_only_inside_macro_arguments(tmp_path):
     device = example_devices("espidf-mtls")[0]
     used = framework_names(write_project(tmp_path, device), "espidf")
     assert {"esp_wifi_init", "esp_err_to_name", "IP2STR", "WIFI_MODE_STA", "ssid"} <= used.keys()
+
+
+@pytest.mark.parametrize("example", ["arduino-mtls", "espidf-mtls"])
+def test_every_mbedtls_name_of_a_device_that_makes_its_key_is_in_the_audit_table_at_both_versions(example,
+                                                                                                 tmp_path):
+    """device_key.c calls mbedTLS directly: each name it uses has a row with its line in mbedTLS 3.6.5 (ESP-IDF
+    5.5.3) and 2.28.7 (ESP-IDF 4.4.7 under Arduino-ESP32 2.0.17), whose APIs differ (pk_parse_key's RNG)."""
+    device = own_key(example_devices(example)[0])
+    used = framework_names(write_project(tmp_path, device), device.framework, declared_in=_in_mbedtls_headers)
+    assert {"mbedtls_pk_parse_key", "mbedtls_x509write_csr_pem", "mbedtls_ctr_drbg_seed"} <= used.keys(), used
+    rows = {name: row for row in audit_rows() for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", row[0])}
+    missing = sorted(name for name in used if name not in rows)
+    assert not missing, f"add these mbedTLS names to the audit table of {README}: {missing}"
+    for name in used:
+        assert "v3.6.5" in rows[name][1] and "v2.28.7" in rows[name][1], (name, rows[name][1])

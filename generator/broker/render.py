@@ -4,9 +4,11 @@ Pure functions, no I/O: `render_broker(spec, credentials)` returns every file of
 `generator.broker.runner` runs the real broker from these files.
 
 Decisions (tested against Mosquitto 2.0.11, see ../shared/reference/mosquitto.md):
-- `per_listener_settings false`, `allow_anonymous false`, `password_file` and `acl_file` global; each `listener`
-  block holds TLS options only. A listener serves TLS only when both certfile and keyfile are set (otherwise it
-  silently serves plaintext), so both are always written together.
+- `per_listener_settings true`: every `listener` block names its own `allow_anonymous false`, `password_file` and
+  `acl_file` (a listener without an acl_file would allow every topic). The device listener (and the plaintext one)
+  share one password file and ACL; the bootstrap listener (only when a device makes its own key) has its own,
+  which admit nothing but first-boot certificate requests. A listener serves TLS only when both certfile and
+  keyfile are set (otherwise it silently serves plaintext), so both are always written together.
 - mtls: `require_certificate true` + `use_identity_as_username true` (the cert CN, i.e. the device id, is the
   username; a password sent in CONNECT is ignored). password: `password_file`, no client cert.
   mtls+password: `require_certificate true` (the cert proves it is one of ours) plus `password_file` (the
@@ -36,7 +38,8 @@ from generator.core.rendering import render_template
 from generator.firmware.limits import NVS_PASSWORD_CAPACITY, mqtt_buffer_size
 from generator.pki.ca import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
 from generator.pki.credentials import BrokerCredentials
-from generator.spec.model import BACKEND_IDENTITY, DOCTOR_IDENTITY, OTA_IDENTITY, SERVER_IDENTITIES, Device, Spec
+from generator.provision.protocol import CHANNELS, REQUEST_FILTERS, bootstrap_username, request_topic, response_topic
+from generator.spec.model import BACKEND_IDENTITY, DOCTOR_IDENTITY, OTA_IDENTITY, PROVISIONER_IDENTITY, SERVER_IDENTITIES, Device, Spec
 
 INSTALL_DIR = PurePosixPath("/etc/mosquitto/gen")
 TLS_MIN_VERSION = "tlsv1.2"
@@ -62,8 +65,11 @@ KEY_FILE = "broker.key"
 CRL_FILE = "crl.pem"
 PASSWORD_FILE = "passwd"
 ACL_FILE = "acl"
+BOOTSTRAP_PASSWORD_FILE = "bootstrap.passwd"   # devices that make their own key and have no certificate yet
+BOOTSTRAP_ACL_FILE = "bootstrap.acl"
 README_FILE = "README.md"
-SECRET_FILES = (KEY_FILE, PASSWORD_FILE)
+SECRET_FILES = (KEY_FILE, PASSWORD_FILE, BOOTSTRAP_PASSWORD_FILE)
+BOOTSTRAP_SPARE_CONNECTIONS = 10   # beyond one per device waiting: a device that reconnects before its old one died
 # Config options whose value is one of the files above: what the runner rewrites for its private copy.
 PATH_OPTIONS = ("cafile", "certfile", "keyfile", "crlfile", "password_file", "acl_file")
 
@@ -110,6 +116,10 @@ def render_broker(spec: Spec, credentials: BrokerCredentials) -> BrokerFiles:
         files[CRL_FILE] = credentials.crl_pem
     if uses_password_file(spec) and not spec.broker.external:
         files[PASSWORD_FILE] = render_password_file(credentials.passwords, salt_key=credentials.salt_key)
+    if spec.provisions_devices and not spec.broker.external:
+        files[BOOTSTRAP_PASSWORD_FILE] = render_password_file(credentials.bootstrap_passwords,
+                                                              salt_key=credentials.salt_key)
+        files[BOOTSTRAP_ACL_FILE] = render_bootstrap_acl(spec)
     modes = {name: (_SECRET_MODE if name in SECRET_FILES else _PUBLIC_MODE) for name in files}
     return BrokerFiles(files=files, modes=modes)
 
@@ -200,8 +210,16 @@ def render_mosquitto_conf(spec: Spec) -> bytes:
         keyfile=path(KEY_FILE),
         cafile=path(CA_FILE) if verifies_client_certs(spec) else None,
         crlfile=path(CRL_FILE) if verifies_client_certs(spec) else None,
+        bootstrap={"port": spec.broker.provision_port, "password_file": path(BOOTSTRAP_PASSWORD_FILE),
+                   "acl_file": path(BOOTSTRAP_ACL_FILE), "max_connections": bootstrap_max_connections(spec)}
+        if spec.provisions_devices else None,
     )
     return text.encode()
+
+
+def bootstrap_max_connections(spec: Spec) -> int:
+    """The bootstrap listener's cap: one connection per device that makes its own key, and a few spares."""
+    return sum(1 for device in spec.devices if device.makes_own_key) + BOOTSTRAP_SPARE_CONNECTIONS
 
 
 # ---------------------------------------------------------------------------------------------- password file
@@ -271,9 +289,27 @@ def device_acl_section(device: Device) -> AclSection:
     rules = [AclRule("write", publish.topic) for publish in device.publish]
     rules.append(AclRule("readwrite", device.status.topic))
     rules += [AclRule("read", subscribe.filter) for subscribe in device.subscribe]
+    if device.makes_own_key:   # its rotations: requests out, answers (and rotate commands) in
+        rules += [AclRule("write", request_topic(device.id, "operational")),
+                  AclRule("read", response_topic(device.id, "operational"))]
     if device.ota is not None:
         rules += [AclRule("read", device.ota.topic), AclRule("write", device.ota.firmware_topic)]
     return AclSection(check_safe_username(device.username), tuple(_unique(rules)))
+
+
+def provisioner_acl_section() -> AclSection:
+    """`gen provision serve` reads every certificate request and answers it; it sees no device topic."""
+    rules = [AclRule("read", topic_filter) for topic_filter in REQUEST_FILTERS]
+    rules += [AclRule("write", response_topic("+", channel)) for channel in CHANNELS]
+    return AclSection(PROVISIONER_IDENTITY, tuple(rules))
+
+
+def bootstrap_acl_sections(spec: Spec) -> tuple[AclSection, ...]:
+    """On the bootstrap listener a device may send its first certificate request and read the answer: nothing else."""
+    return tuple(AclSection(check_safe_username(bootstrap_username(device.id)),
+                            (AclRule("write", request_topic(device.id, "bootstrap")),
+                             AclRule("read", response_topic(device.id, "bootstrap"))))
+                 for device in spec.devices if device.makes_own_key)
 
 
 def device_topics(device: Device) -> tuple[str, ...]:
@@ -321,17 +357,25 @@ def server_acl_sections(spec: Spec) -> tuple[AclSection, ...]:
 
 
 def acl_sections(spec: Spec) -> tuple[AclSection, ...]:
-    return (*(device_acl_section(device) for device in spec.devices), *server_acl_sections(spec))
+    provisioner = (provisioner_acl_section(),) if spec.provisions_devices else ()
+    return (*(device_acl_section(device) for device in spec.devices), *server_acl_sections(spec), *provisioner)
 
 
 def render_acl(spec: Spec) -> bytes:
-    sections = acl_sections(spec)
+    return _render_acl_file(spec, acl_sections(spec), "the device listener")
+
+
+def render_bootstrap_acl(spec: Spec) -> bytes:
+    return _render_acl_file(spec, bootstrap_acl_sections(spec), "the bootstrap listener")
+
+
+def _render_acl_file(spec: Spec, sections: tuple[AclSection, ...], listener: str) -> bytes:
     usernames = [section.username for section in sections]
     assert len(set(usernames)) == len(usernames), f"duplicate ACL user in {usernames}"
     for section in sections:
         for rule in section.rules:
             _check_safe_topic(rule.topic)
-    return render_template("broker/acl.j2", project=spec.project, sections=sections).encode()
+    return render_template("broker/acl.j2", project=spec.project, sections=sections, listener=listener).encode()
 
 
 def _unique(rules: Iterable[AclRule]) -> list[AclRule]:

@@ -26,7 +26,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 from generator.broker import render as broker_files
 from generator.core.errors import ToolError, UserError
@@ -39,6 +39,7 @@ RUNNING_LINE = re.compile(r"mosquitto version (\S+) running")
 _SEARCH_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin", "/opt/homebrew/sbin", "/usr/local/opt/mosquitto/sbin")
 _LOG_NAME = "mosquitto.log"
 _CONF_NAME = "mosquitto.conf"
+_PID_NAME = "mosquitto.pid"
 
 
 def find_mosquitto() -> Path:
@@ -61,11 +62,20 @@ class ListenerPorts:
     tls: int | None = None          # override for the TLS listener's port (None: as configured)
     plaintext: int | None = None    # override for the plaintext listener's port, if there is one
     bind_address: str | None = None # e.g. "127.0.0.1"; None: all interfaces, as configured
+    provision: int | None = None    # override for the bootstrap listener's port, if there is one
 
 
-def private_conf(conf_text: str, *, private_dir: Path, ports: ListenerPorts, run_as: str | None) -> tuple[str, int, int | None]:
+@dataclass(frozen=True)
+class ConfiguredPorts:
+    tls: int
+    plaintext: int | None
+    provision: int | None
+
+
+def private_conf(conf_text: str, *, private_dir: Path, ports: ListenerPorts, run_as: str | None
+                 ) -> tuple[str, ConfiguredPorts]:
     """The config for the private copy: paths under broker.INSTALL_DIR moved to `private_dir`, listener ports and
-    bind address overridden, `user` set. Returns (text, TLS port, plaintext port or None)."""
+    bind address overridden, `user` set. Returns the text and the ports it listens on."""
     install_prefix = f"{broker_files.INSTALL_DIR}/"
     blocks: list[list[str]] = [[]]
     for line in conf_text.splitlines():
@@ -77,11 +87,16 @@ def private_conf(conf_text: str, *, private_dir: Path, ports: ListenerPorts, run
         blocks[-1].append(line)
     tls_port: int | None = None
     plaintext_port: int | None = None
+    provision_port: int | None = None
+    bootstrap_passwords = f" {private_dir / broker_files.BOOTSTRAP_PASSWORD_FILE}"
     for block in blocks[1:]:
         words = block[0].split(" ")
         is_tls = any(line.startswith("certfile ") for line in block) and any(line.startswith("keyfile ") for line in block)
         port = int(words[1])
-        if is_tls:
+        if is_tls and any(line.startswith("password_file") and line.endswith(bootstrap_passwords) for line in block):
+            port = ports.provision or port
+            provision_port = port
+        elif is_tls:
             port = ports.tls or port
             tls_port = tls_port or port
         else:
@@ -95,7 +110,7 @@ def private_conf(conf_text: str, *, private_dir: Path, ports: ListenerPorts, run
     lines = [line for block in blocks for line in block]
     if run_as:
         lines += ["", f"user {run_as}"]
-    return "\n".join(lines) + "\n", tls_port, plaintext_port
+    return "\n".join(lines) + "\n", ConfiguredPorts(tls_port, plaintext_port, provision_port)
 
 
 def _run_as_user() -> tuple[str | None, int | None]:
@@ -110,7 +125,7 @@ def _run_as_user() -> tuple[str | None, int | None]:
     return BROKER_USER, entry.pw_gid
 
 
-def copy_broker_files(broker_dir: Path, private_dir: Path, *, ports: ListenerPorts) -> tuple[int, int | None]:
+def copy_broker_files(broker_dir: Path, private_dir: Path, *, ports: ListenerPorts) -> ConfiguredPorts:
     """Copies OUT/broker/ into `private_dir` with owner and modes the broker accepts; returns the ports."""
     broker_dir = Path(broker_dir)
     conf_path = broker_dir / broker_files.CONF_FILE
@@ -124,10 +139,9 @@ def copy_broker_files(broker_dir: Path, private_dir: Path, *, ports: ListenerPor
         target = private_dir / source.name
         _write(target, source.read_bytes(),
                secret_mode if source.name in broker_files.SECRET_FILES else public_mode, group)
-    text, tls_port, plaintext_port = private_conf(conf_path.read_text(), private_dir=private_dir, ports=ports,
-                                                  run_as=run_as)
+    text, configured = private_conf(conf_path.read_text(), private_dir=private_dir, ports=ports, run_as=run_as)
     _write(private_dir / _CONF_NAME, text.encode(), public_mode, group)
-    return tls_port, plaintext_port
+    return configured
 
 
 def _write(path: Path, content: bytes, mode: int, group: int | None) -> None:
@@ -158,6 +172,14 @@ class RunningBroker:
     version: str = ""
     private_dir: Path = field(default=Path("."), repr=False)
     _ports: ListenerPorts = field(default_factory=ListenerPorts, repr=False)
+    provision_port: int | None = None   # the bootstrap listener, when the config has one
+    _env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def pid_file(self) -> Path:
+        """The broker's pid, kept current across restarts (as an init system would): what
+        `gen provision serve --broker-pid-file` signals to reload it."""
+        return self.private_dir / _PID_NAME
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -177,7 +199,8 @@ class RunningBroker:
     def install(self, broker_dir: Path) -> None:
         """Copies (new) files from OUT/broker/ into the private copy; takes effect on reload() or restart()."""
         copy_broker_files(Path(broker_dir), self.private_dir,
-                          ports=ListenerPorts(self.port, self.plaintext_port, self._ports.bind_address))
+                          ports=ListenerPorts(self.port, self.plaintext_port, self._ports.bind_address,
+                                              self.provision_port))
 
     def reload(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
         """SIGHUP: the broker re-reads the password file, ACL, certificates and CRL (not the listeners). Returns
@@ -195,7 +218,8 @@ class RunningBroker:
     def restart(self) -> None:
         """Stops the broker and starts it again on the same ports from the private copy."""
         _stop(self.process)
-        self.process, self.version = _start(self.private_dir, self.log_path)
+        self.process, self.version = _start(self.private_dir, self.log_path, env=self._env)
+        _write_pid(self.pid_file, self.process.pid)
 
     def stop(self) -> None:
         _stop(self.process)
@@ -203,9 +227,11 @@ class RunningBroker:
 
 @contextlib.contextmanager
 def running_broker(broker_dir: Path, port: int | None = None, *, plaintext_port: int | None = None,
-                   bind_address: str | None = None) -> Iterator[RunningBroker]:
+                   bind_address: str | None = None, provision_port: int | None = None,
+                   env: Mapping[str, str] | None = None) -> Iterator[RunningBroker]:
     """Runs mosquitto from a private copy of `broker_dir` (OUT/broker/) until the block ends. `port` overrides
-    the TLS listener's port (None: the configured one). Raises ToolError with the broker's own error lines when
+    the TLS listener's port (None: the configured one), `provision_port` the bootstrap listener's; `env` is added
+    to the broker's environment (e.g. a shifted clock). Raises ToolError with the broker's own error lines when
     it does not start."""
     binary = find_mosquitto()  # fail before creating anything
     private_dir = Path(tempfile.mkdtemp(prefix="gen-broker-"))
@@ -214,13 +240,15 @@ def running_broker(broker_dir: Path, port: int | None = None, *, plaintext_port:
         if group is not None:
             os.chown(private_dir, 0, group)
             os.chmod(private_dir, 0o750)
-        ports = ListenerPorts(port, plaintext_port, bind_address)
-        tls_port, actual_plaintext_port = copy_broker_files(Path(broker_dir), private_dir, ports=ports)
+        ports = ListenerPorts(port, plaintext_port, bind_address, provision_port)
+        configured = copy_broker_files(Path(broker_dir), private_dir, ports=ports)
         log_path = private_dir / _LOG_NAME
-        process, version = _start(private_dir, log_path, binary=binary)
-        broker = RunningBroker(host=bind_address or "127.0.0.1", port=tls_port, process=process,
-                               log_path=log_path, plaintext_port=actual_plaintext_port, version=version,
-                               private_dir=private_dir, _ports=ports)
+        process, version = _start(private_dir, log_path, binary=binary, env=env)
+        broker = RunningBroker(host=bind_address or "127.0.0.1", port=configured.tls, process=process,
+                               log_path=log_path, plaintext_port=configured.plaintext, version=version,
+                               private_dir=private_dir, _ports=ports, provision_port=configured.provision,
+                               _env=dict(env or {}))
+        _write_pid(broker.pid_file, process.pid)
         try:
             yield broker
         finally:
@@ -235,7 +263,14 @@ def _raise_open_files_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _start(private_dir: Path, log_path: Path, *, binary: Path | None = None) -> tuple[subprocess.Popen, str]:
+def _write_pid(path: Path, pid: int) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(f"{pid}\n")
+    os.replace(temp, path)
+
+
+def _start(private_dir: Path, log_path: Path, *, binary: Path | None = None,
+           env: Mapping[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     binary = binary or find_mosquitto()
     offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
@@ -243,6 +278,7 @@ def _start(private_dir: Path, log_path: Path, *, binary: Path | None = None) -> 
             [str(binary), "-c", str(private_dir / _CONF_NAME)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=private_dir,
             preexec_fn=_raise_open_files_limit, start_new_session=True,
+            env={**os.environ, **env} if env else None,
         )
     try:
         return process, _wait_until_running(process, log_path, offset)

@@ -20,6 +20,7 @@ from generator.cli import (
     generate_commands,
     ota_commands,
     pki_commands,
+    provision_commands,
     simulate_commands,
     spec_commands,
 )
@@ -58,8 +59,8 @@ def _options(version: Optional[bool] = typer.Option(None, "--version", is_eager=
 
 
 # One module per concept; each exposes register(app). The order is the order of `gen --help`.
-for _commands in (spec_commands, generate_commands, pki_commands, broker_commands, build_commands,
-                  simulate_commands, ota_commands, doctor_commands):
+for _commands in (spec_commands, generate_commands, pki_commands, broker_commands, provision_commands,
+                  build_commands, simulate_commands, ota_commands, doctor_commands):
     _commands.register(app)
 
 

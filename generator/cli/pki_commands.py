@@ -242,6 +242,21 @@ def renew(spec: Path = SPEC_ARGUMENT,
     console.print(f"next: gen generate {spec}" + (", then reflash the device" if renewed.role == "device" else ""))
 
 
+@pki_app.command("rotate")
+def rotate(spec: Path = SPEC_ARGUMENT,
+           device: str = typer.Option(..., "--device", metavar="ID",
+                                      help="A device that makes its own key (pki.key_origin: device).")) -> None:
+    """Rotate a device's certificate in the field, without a cable: `gen provision serve` tells the device, which
+    makes a fresh key and sends a CSR; its old certificate is revoked once the new one connects."""
+    loaded = _spec(spec)
+    if not loaded.device(device).makes_own_key:
+        raise UserError(f"device {device!r} does not make its own key (key_origin: host), so it cannot rotate in "
+                        "the field", hint=f"gen pki renew {spec} {device} --new-key, then reflash it")
+    _store(loaded, create=False).request_rotation(device)
+    console.print(f"rotation of {device} requested; `gen provision serve {spec}` tells the device (retained, so it "
+                  "hears it when it next connects) and revokes the old certificate once the new one connects")
+
+
 def inspect(
     file: Path = typer.Argument(..., help="A PEM or DER certificate, key, CSR or CRL."),
     ca: Optional[Path] = typer.Option(None, "--ca", help="A spec (its PKI's CAs) or a CA PEM: check the chain."),

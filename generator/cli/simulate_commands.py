@@ -72,6 +72,9 @@ def simulate(
         help=f"Drop every device's WiFi after S seconds, for {DEFAULT_WIFI_DOWN_FOR_S:g} s."),
     restart_broker_after: Optional[float] = typer.Option(None, "--restart-broker-after", min=0, metavar="S",
                                                          help="Restart the broker once, after S seconds."),
+    days_ahead: float = typer.Option(0.0, "--days-ahead", min=0, max=36500, metavar="N",
+                                     help="Run the broker, the devices and the provisioning service N days in the "
+                                          "future (libfaketime): certificates due by then renew."),
     ota_server: Optional[str] = typer.Option(None, "--ota-server", metavar="HOST:PORT",
                                              help="Where the devices' update downloads go (default: `gen ota serve` "
                                                   "on this machine, 127.0.0.1 at ota.port)."),
@@ -89,6 +92,7 @@ def simulate(
         broker=parse_broker_address(broker) if broker else None,
         faults=Faults(drop_wifi_after=drop_wifi_after, restart_broker_after=restart_broker_after),
         out_dir=out,
+        days_ahead=days_ahead,
         ota_server=parse_broker_address(ota_server) if ota_server else None,
         build_only=build_only,
     )

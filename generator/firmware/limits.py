@@ -11,6 +11,13 @@ from typing import TYPE_CHECKING
 
 from generator.core.errors import UserError
 from generator.pki.profiles import MQTT_PASSWORD_LENGTH
+from generator.provision.protocol import (
+    BOOTSTRAP_USER_SUFFIX,
+    REQUEST_MAX_BYTES,
+    RESPONSE_MAX_BYTES,
+    request_topic,
+    response_topic,
+)
 
 if TYPE_CHECKING:  # the spec's resolver imports this module: the model is only named here, not used
     from generator.spec.model import Device
@@ -102,6 +109,11 @@ def mqtt_buffer_size(device: Device, *, password_length: int = MQTT_PASSWORD_LEN
     sizes += [_MQTT_HEADER + 2 + received_topic_capacity(device, s.filter) + 2 + s.max_payload
               for s in device.subscribe]
     sizes += [_MQTT_HEADER + 2 + 2 + topic_length(device, s.filter) + 1 for s in device.subscribe]
+    if device.makes_own_key:   # certificate requests out, answers in (QoS 1: a packet id), the bootstrap login
+        for channel in ("bootstrap", "operational"):
+            sizes.append(_MQTT_HEADER + 2 + len(request_topic("x" * identity, channel)) + REQUEST_MAX_BYTES)
+            sizes.append(_MQTT_HEADER + 2 + len(response_topic("x" * identity, channel)) + 2 + RESPONSE_MAX_BYTES)
+        sizes.append(connect + 2 + identity + len(BOOTSTRAP_USER_SUFFIX) + 2 + MQTT_PASSWORD_LENGTH)
     if device.ota is not None:
         sizes += [_MQTT_HEADER + 2 + topic_length(device, device.ota.topic) + 2 + OTA_ANNOUNCEMENT_CAPACITY,
                   _MQTT_HEADER + 2 + topic_length(device, device.ota.firmware_topic) + FIRMWARE_REPORT_CAPACITY,

@@ -39,6 +39,20 @@ KEY_KEY_PEM = "key_pem"
 KEY_STATUS_TOPIC = "status_topic"
 KEY_OTA_TOPIC = "ota_topic"          # with ota: (generator.ota)
 KEY_FIRMWARE_TOPIC = "fw_topic"
+KEY_BOOTSTRAP_PASSWORD = "boot_pass"    # a device that makes its own key: its first-boot login
+
+# A device that makes its own key keeps its key and certificates in a partition of its own, which the device
+# writes and nothing gen flashes touches: a new nvs.bin (settings) never erases an identity. It lies at the end
+# of the flash, after every region `gen build` merges (a merged image's 0xFF padding cannot reach it).
+CREDENTIALS_PARTITION = "gen_cred"
+CREDENTIALS_NAMESPACE = "gen_cred"
+CREDENTIALS_PARTITION_SIZE = 0x6000
+CREDENTIALS_PARTITION_OFFSET = {"arduino": 0x3EA000, "espidf": 0x3FA000}   # Arduino: the end of spiffs
+
+
+def device_nvs_partitions(device: Device) -> tuple[str, ...]:
+    """The NVS partitions of the device's partition table besides `nvs` (partitions.csv)."""
+    return (CREDENTIALS_PARTITION,) if device.makes_own_key else ()
 
 
 def publish_topic_key(index: int) -> str:
@@ -71,7 +85,10 @@ def device_nvs_entries(device: Device, credentials: ClientCredentials) -> tuple[
         entries.append(NvsEntry(KEY_MQTT_PASSWORD, _required(credentials.password, "an MQTT password", device),
                                 secret=True))
     entries.append(NvsEntry(KEY_CA_PEM, _pem_blob(credentials.ca_pem)))
-    if device.uses_client_cert:
+    if device.makes_own_key:
+        entries.append(NvsEntry(KEY_BOOTSTRAP_PASSWORD, _required(credentials.bootstrap_password,
+                                                                   "a bootstrap password", device), secret=True))
+    elif device.uses_client_cert:
         entries.append(NvsEntry(KEY_CERT_PEM, _pem_blob(_required(credentials.cert_pem, "a client cert", device))))
         entries.append(NvsEntry(KEY_KEY_PEM, _pem_blob(_required(credentials.key_pem, "a client key", device)),
                                 secret=True))

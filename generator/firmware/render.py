@@ -38,6 +38,11 @@ from generator.firmware.limits import (
     require_carriable,
 )
 from generator.firmware.nvs_image import (
+    CREDENTIALS_NAMESPACE,
+    CREDENTIALS_PARTITION,
+    CREDENTIALS_PARTITION_OFFSET,
+    CREDENTIALS_PARTITION_SIZE,
+    KEY_BOOTSTRAP_PASSWORD,
     KEY_CA_PEM,
     KEY_CERT_PEM,
     KEY_DEVICE_ID,
@@ -58,6 +63,14 @@ from generator.firmware.nvs_image import (
 )
 from generator.ota.image import CHIP_IDS
 from generator.pki.credentials import ClientCredentials
+from generator.provision.protocol import (
+    BOOTSTRAP_USER_SUFFIX,
+    REQUEST_ID_HEX_DIGITS,
+    REQUEST_MAX_BYTES,
+    RESPONSE_MAX_BYTES,
+    request_topic,
+    response_topic,
+)
 from generator.spec.model import Device
 
 # render_nvs_image and the partition constants are the firmware's other half; importable from here as well.
@@ -83,6 +96,7 @@ WIFI_ASSOCIATE_TIMEOUT_MS = 15_000
 WIFI_RETRY_FIRST_MS, WIFI_RETRY_CAP_MS = 1_000, 60_000
 MQTT_RETRY_FIRST_MS, MQTT_RETRY_CAP_MS = 1_000, 120_000
 LOOP_PERIOD_MS = 50
+BOOTSTRAP_PASSWORD_CAPACITY = 64   # bytes of a bootstrap password read from NVS (gen makes 32 characters)
 OTA_NETWORK_TIMEOUT_MS = 10_000
 # The path an announced image is fetched from, after the server's https://<broker.host>:<ota.port>: /<id>/<sha256>.bin
 OTA_PATH_CAPACITY = 1 + MAX_CLIENT_ID + 1 + 64 + len(".bin")
@@ -150,7 +164,11 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
     nvs = device.secrets == "nvs"
     flavour = device.framework
     _check_constant_names(device)
-    if not nvs and device.uses_client_cert and (credentials.cert_pem is None or credentials.key_pem is None):
+    own_key = device.makes_own_key
+    if own_key and not nvs and credentials.bootstrap_password is None:
+        raise UserError(f"device {device.id} makes its own key but has no bootstrap password",
+                        hint="run `gen generate` so the PKI creates one")
+    if not nvs and not own_key and device.uses_client_cert and (credentials.cert_pem is None or credentials.key_pem is None):
         raise UserError(f"device {device.id} uses auth {device.auth!r} but has no client certificate and key",
                         hint="run `gen generate` so the PKI issues them")
     if not nvs and device.uses_password and credentials.password is None:
@@ -204,6 +222,11 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
         "chip": device.chip,
         "options": [(key, _ini_value(value)) for key, value in device.target.options],
         "uses_client_cert": device.uses_client_cert,
+        "own_key": own_key,
+        "bootstrap_password": c_string_literal(credentials.bootstrap_password or ""),
+        "bootstrap_password_capacity": BOOTSTRAP_PASSWORD_CAPACITY,
+        "provision_port": device.broker.provision_port,
+        "provision": _provision_values(device) if own_key else None,
         "uses_password": device.uses_password,
         "device_id": c_string_literal(device.id),
         "wifi_ssid": c_string_literal(device.wifi.ssid),
@@ -253,10 +276,34 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
             ("NVS_KEY_WIFI_PASSWORD", KEY_WIFI_PASSWORD))
             + ((("NVS_KEY_MQTT_PASSWORD", KEY_MQTT_PASSWORD),) if device.uses_password else ())
             + (("NVS_KEY_CA_PEM", KEY_CA_PEM),)
-            + ((("NVS_KEY_CERT_PEM", KEY_CERT_PEM), ("NVS_KEY_KEY_PEM", KEY_KEY_PEM)) if device.uses_client_cert else ())
+            + ((("NVS_KEY_BOOTSTRAP_PASSWORD", KEY_BOOTSTRAP_PASSWORD),) if own_key else ())
+            + ((("NVS_KEY_CERT_PEM", KEY_CERT_PEM), ("NVS_KEY_KEY_PEM", KEY_KEY_PEM))
+               if device.uses_client_cert and not own_key else ())
             + (("NVS_KEY_STATUS_TOPIC", KEY_STATUS_TOPIC),)
             + ((("NVS_KEY_OTA_TOPIC", KEY_OTA_TOPIC), ("NVS_KEY_FIRMWARE_TOPIC", KEY_FIRMWARE_TOPIC))
                if device.ota is not None else ())],
+    }
+
+
+def _provision_values(device: Device) -> dict:
+    """What the provisioning sources (templates/common/src/provisioning.*) need: the protocol's topics and limits
+    (generator.provision.protocol) and the credentials partition (generator.firmware.nvs_image)."""
+    topics = {f"{name}_format": c_string_literal(topic("%s", channel))
+              for name, topic, channel in (("bootstrap_request", request_topic, "bootstrap"),
+                                           ("bootstrap_response", response_topic, "bootstrap"),
+                                           ("request", request_topic, "operational"),
+                                           ("response", response_topic, "operational"))}
+    return {
+        "partition": c_string_literal(CREDENTIALS_PARTITION),
+        "namespace": c_string_literal(CREDENTIALS_NAMESPACE),
+        "partition_offset": f"{CREDENTIALS_PARTITION_OFFSET[device.framework]:#x}",
+        "partition_size": f"{CREDENTIALS_PARTITION_SIZE:#x}",
+        "request_max": REQUEST_MAX_BYTES,
+        "response_max": RESPONSE_MAX_BYTES,
+        "request_id_digits": REQUEST_ID_HEX_DIGITS,
+        "topic_capacity": len(response_topic("x" * MAX_CLIENT_ID, "bootstrap")) + 1,
+        "bootstrap_suffix": BOOTSTRAP_USER_SUFFIX,
+        **topics,
     }
 
 
@@ -281,6 +328,10 @@ _GENERATED_FOR_OTA = {
 }
 
 
+# A device that makes its own key also gets these (both flavours, from templates/common/src/).
+PROVISIONING_SOURCES = ("src/device_key.h", "src/device_key.c", "src/provisioning.h", "src/provisioning.c")
+
+
 def render_firmware(device: Device, credentials: ClientCredentials, *, spec_name: str = "the device spec",
                     app_include: str | None = None, ota_key_digest: bytes | None = None) -> FirmwareProject:
     """The device's PlatformIO project. `spec_name` (e.g. "device.yaml") is named in every generated file's
@@ -292,6 +343,8 @@ def render_firmware(device: Device, credentials: ClientCredentials, *, spec_name
     values = _template_values(device, credentials, spec_name, app_include or DEFAULT_APP_INCLUDE[flavour],
                               ota_key_digest)
     paths = list(_GENERATED[flavour]) + (list(_GENERATED_FOR_OTA[flavour]) if device.ota is not None else [])
+    if device.makes_own_key:
+        paths += PROVISIONING_SOURCES
     if device.secrets == "embed":
         paths.append("src/credentials.h")
     generated = {path: _render(flavour, path, values) for path in paths}

@@ -57,7 +57,8 @@ from generator.ota.signing import ensure_signing_key, key_digest
 from generator.pki.credentials import BrokerCredentials, ClientCredentials, SpecCredentials
 from generator.pki.spec_identities import ensure_spec_identities
 from generator.pki.layout import PkiLayout
-from generator.spec import BACKEND_IDENTITY, Device, Spec
+from generator.provision.protocol import bootstrap_username
+from generator.spec import BACKEND_IDENTITY, PROVISIONER_IDENTITY, Device, Spec
 
 
 def spec_credentials(spec: Spec) -> SpecCredentials:
@@ -81,6 +82,8 @@ def spec_credentials(spec: Spec) -> SpecCredentials:
         crl_pem=identities.crl_pem,
         passwords=tuple(sorted(identities.passwords.items())),
         salt_key=broker_key or identities.backend.key_pem,   # the backend's key when the broker's is not ours
+        bootstrap_passwords=tuple(sorted((bootstrap_username(device_id), identities.bootstrap[device_id])
+                                         for device_id in identities.bootstrap_open)),
     )
     devices = {}
     for device in spec.devices:
@@ -93,6 +96,7 @@ def spec_credentials(spec: Spec) -> SpecCredentials:
             password=identities.passwords.get(device.id) if device.uses_password else None,
             cert_serial=identity.serial if identity else None,
             cert_not_after=identity.not_after if identity else None,
+            bootstrap_password=identities.bootstrap.get(device.id),
         )
     backend = ClientCredentials(
         name=BACKEND_IDENTITY,
@@ -103,7 +107,14 @@ def spec_credentials(spec: Spec) -> SpecCredentials:
         cert_serial=identities.backend.serial,
         cert_not_after=identities.backend.not_after,
     )
-    return SpecCredentials(broker=broker, devices=devices, backend=backend)
+    provisioner = None
+    if identities.provisioner is not None:
+        provisioner = ClientCredentials(name=PROVISIONER_IDENTITY, ca_pem=device_trust,
+                                        cert_pem=identities.provisioner.cert_pem,
+                                        key_pem=identities.provisioner.key_pem, password=None,
+                                        cert_serial=identities.provisioner.serial,
+                                        cert_not_after=identities.provisioner.not_after)
+    return SpecCredentials(broker=broker, devices=devices, backend=backend, provisioner=provisioner)
 
 
 @dataclass(frozen=True)

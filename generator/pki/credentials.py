@@ -20,6 +20,7 @@ class ClientCredentials:
     password: str | None           # MQTT password when the auth mode uses one
     cert_serial: int | None = None
     cert_not_after: datetime | None = None
+    bootstrap_password: str | None = None  # a device that makes its own key: its first-boot login (<id>@bootstrap)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class BrokerCredentials:
     crl_pem: bytes                 # Mosquitto `crlfile`: current CRL of the issuing CA
     passwords: tuple[tuple[str, str], ...]  # (username, password) pairs for the password file, sorted by username
     salt_key: bytes = b""          # a secret of the installation the password salts derive from (broker.password_salt)
+    bootstrap_passwords: tuple[tuple[str, str], ...] = ()  # (<id>@bootstrap, password) of devices still waiting for
+                                                          # their first identity: the bootstrap listener's password file
 
 
 @dataclass(frozen=True)
@@ -37,3 +40,4 @@ class SpecCredentials:
     broker: BrokerCredentials
     devices: dict[str, ClientCredentials]   # by device id
     backend: ClientCredentials
+    provisioner: ClientCredentials | None = None   # `gen provision serve` (when a device makes its own key)

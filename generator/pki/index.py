@@ -27,7 +27,7 @@ class IndexEntry:
     role: str                   # one of ROLES
     id: str                     # "root-ca", "issuing-ca", "broker", device id or client name
     not_after: dt.datetime
-    status: str                 # "valid" | "revoked" | "superseded"
+    status: str                 # "valid" | "revoked" | "superseded" | "pending" (from a CSR, not yet confirmed)
     key_type: str
     revoked_at: dt.datetime | None = None
     reason: str | None = None
@@ -35,6 +35,13 @@ class IndexEntry:
     key_sha256: str | None = None   # SHA-256 of the certified public key (SubjectPublicKeyInfo, DER); older
                                     # entries may lack it
     issued_at: dt.datetime | None = None  # the cert's notBefore
+    # Issued from a device's CSR (generator.provision): the request it answered, the channel it came on
+    # ("bootstrap" | "operational"), when the device should renew, and when it confirmed the cert connects.
+    # Status "pending" until then: the device has not switched to it yet.
+    request: str | None = None
+    via: str | None = None
+    renew_at: dt.datetime | None = None
+    confirmed_at: dt.datetime | None = None
 
     def days_left(self, now: dt.datetime) -> int:
         return (self.not_after - now).days
@@ -56,6 +63,12 @@ class IndexEntry:
             data["key_sha256"] = self.key_sha256
         if self.issued_at is not None:
             data["issued_at"] = iso(self.issued_at)
+        for key in ("request", "via"):
+            if getattr(self, key):
+                data[key] = getattr(self, key)
+        for key in ("renew_at", "confirmed_at"):
+            if getattr(self, key) is not None:
+                data[key] = iso(getattr(self, key))
         return data
 
     @classmethod
@@ -66,6 +79,9 @@ class IndexEntry:
             revoked_at=parse_iso(data["revoked_at"]) if data.get("revoked_at") else None,
             reason=data.get("reason"), names=tuple(data.get("names", ())), key_sha256=data.get("key_sha256"),
             issued_at=parse_iso(data["issued_at"]) if data.get("issued_at") else None,
+            request=data.get("request"), via=data.get("via"),
+            renew_at=parse_iso(data["renew_at"]) if data.get("renew_at") else None,
+            confirmed_at=parse_iso(data["confirmed_at"]) if data.get("confirmed_at") else None,
         )
 
 
@@ -145,3 +161,39 @@ def index_digest(layout: PkiLayout) -> bytes | None:
         return hashlib.sha256(layout.index.read_bytes()).digest()
     except FileNotFoundError:
         return None
+
+
+@dataclass(frozen=True)
+class DeviceStanding:
+    """What the index says about a device that makes its own key (generator.provision reads it to decide)."""
+
+    device_id: str
+    live: IndexEntry | None          # the cert the device uses: its latest confirmed, unrevoked, unexpired one
+    pending: IndexEntry | None       # issued from its CSR, not confirmed yet (unrevoked, unexpired)
+    ever_confirmed: bool             # it once had an identity: bootstrap stays closed unless explicitly reopened
+    rotation_requested: dt.datetime | None   # `gen pki rotate SPEC --device ID`, until the new cert is confirmed
+    bootstrap_reopened: bool         # `gen provision allow SPEC --device ID`
+
+    @property
+    def bootstrap_open(self) -> bool:
+        """Whether the device may log in with its bootstrap password (it has had no identity yet, or the operator
+        reopened it after the old one was revoked)."""
+        return self.live is None and (not self.ever_confirmed or self.bootstrap_reopened)
+
+
+def device_standing(state: IndexState, device_id: str, now: dt.datetime) -> DeviceStanding:
+    live = pending = None
+    ever = False
+    for entry in state.entries:
+        if entry.role != "device" or entry.id != device_id:
+            continue
+        if entry.confirmed_at is not None:
+            ever = True
+        if entry.status == "valid" and not entry.expired(now):
+            live = entry                # the latest confirmed wins (entries are in issue order)
+        elif entry.status == "pending" and not entry.expired(now):
+            pending = entry
+    rotations = state.header.get("rotations", {})
+    requested = parse_iso(rotations[device_id]) if device_id in rotations else None
+    return DeviceStanding(device_id, live, pending, ever, requested,
+                          device_id in state.header.get("bootstrap_reopened", []))

@@ -73,6 +73,10 @@ class PkiLayout:
     def password_path(self, username: str) -> Path:
         return self.private / "passwords" / f"{username}.txt"
 
+    def bootstrap_secret_path(self, device_id: str) -> Path:
+        """The first-boot password of a device that makes its own key (it also lies in the device's settings)."""
+        return self.private / "bootstrap" / f"{device_id}.txt"
+
     def rel(self, path: Path) -> str:
         """How messages name a file: relative to the PKI dir's parent (usually the spec dir)."""
         try:

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 
 from generator.pki.ca import CaPassphrase
 from generator.pki.store import Identity, PkiStore, utcnow
-from generator.spec.model import BACKEND_IDENTITY, DOCTOR_IDENTITY
+from generator.spec.model import BACKEND_IDENTITY, DOCTOR_IDENTITY, PROVISIONER_IDENTITY
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,14 @@ class SpecIdentities:
                                         # broker.external)
     backend: Identity                   # client cert for the backend (it also gets a password)
     doctor: Identity                    # gen doctor's own client cert (and password): never the backend's
-    devices: Mapping[str, Identity]     # device id -> identity, for devices whose auth includes "mtls"
+    devices: Mapping[str, Identity]     # device id -> identity, for devices whose auth includes "mtls" and whose
+                                        # key gen makes (a device that makes its own has none here)
     passwords: Mapping[str, str] = field(repr=False)  # username -> password: devices whose auth includes
                                                       # "password", the backend and the doctor
+    provisioner: Identity | None = None  # `gen provision serve`'s client cert, when a device makes its own key
+    bootstrap: Mapping[str, str] = field(default_factory=dict, repr=False)  # device id -> first-boot password, for
+                                                      # every device that makes its own key
+    bootstrap_open: tuple[str, ...] = ()  # ids whose bootstrap login the broker accepts (no identity yet)
 
 
 def open_spec_pki(spec: Any, *, create: bool = True, clock: Callable[[], dt.datetime] = utcnow) -> PkiStore:
@@ -50,7 +55,7 @@ def ensure_spec_identities(spec: Any, *, clock: Callable[[], dt.datetime] = utcn
         devices: dict[str, Identity] = {}
         by_profile: dict[tuple[str, int], list[str]] = {}
         for device in spec.devices:
-            if device.uses_client_cert:
+            if device.uses_client_cert and not device.makes_own_key:
                 by_profile.setdefault((device.pki.key_type, device.pki.validity_days), []).append(device.id)
         for (key_type, validity_days), ids in by_profile.items():
             for identity in store.ensure_devices(ids, key_type=key_type, validity_days=validity_days):
@@ -61,7 +66,13 @@ def ensure_spec_identities(spec: Any, *, clock: Callable[[], dt.datetime] = utcn
         passwords = {device.username: store.password(device.username)
                      for device in spec.devices if device.uses_password}
         passwords.update({name: store.password(name) for name in spec.server_identities})
+        provisioner = (store.ensure_client(PROVISIONER_IDENTITY, key_type=spec.pki.key_type,
+                                           validity_days=spec.pki.validity_days) if spec.provisions_devices else None)
+        bootstrap = {device.id: store.bootstrap_secret(device.id) for device in spec.devices if device.makes_own_key}
         crl = store.crl_pem()
+    waiting = tuple(device_id for device_id in bootstrap if store.standing(device_id).bootstrap_open)
     return SpecIdentities(ca_pem=store.device_trust_pem(), broker_cafile_pem=store.broker_cafile_pem(),
                           crl_pem=crl, broker=broker, backend=servers[BACKEND_IDENTITY],
-                          doctor=servers[DOCTOR_IDENTITY], devices=devices, passwords=passwords)
+                          doctor=servers[DOCTOR_IDENTITY], devices=devices, passwords=passwords,
+                          provisioner=provisioner, bootstrap=bootstrap, bootstrap_open=waiting)
+

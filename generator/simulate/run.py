@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import dataclasses
+import datetime as dt
 import os
 import selectors
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,15 +35,18 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from generator.broker.render import check_runnable_here
 from generator.broker.runner import RunningBroker, find_mosquitto, running_broker
-from generator.core.errors import UserError
+from generator.core.errors import GenError, UserError
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.log import LinkTally, tally_line
 from generator.output.generate import generate
+from generator.firmware.nvs_image import device_nvs_partitions
 from generator.ota.signing import signing_key
 from generator.output.layout import BROKER_DIR, firmware_dir, simulated_device_dir
-from generator.pki.layout import PkiLayout
 from generator.output.manifest import Manifest, read_manifest
+from generator.pki.layout import PkiLayout
+from generator.provision.service import BrokerReload, ProvisioningService, ServiceOptions
 from generator.simulate.bootloader import BootError, SimulatedFlash, boot, signed_host_image, write_flash
+from generator.simulate.clock import shifted_clock, shifted_environment
 from generator.simulate.host_build import compile_firmware, find_toolchain
 from generator.spec import Device, Spec
 
@@ -63,6 +69,7 @@ class BrokerAddress:
 
     host: str
     port: int
+    provision_port: int | None = None   # the bootstrap listener (devices that make their own key)
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
@@ -126,17 +133,25 @@ def connect_to_value(broker_names: Sequence[str], broker_port: int, address: Bro
 
 
 def device_environment(device: Device, *, address: BrokerAddress, nvs_image: Path | None,
-                       faults: Faults = Faults(), ota_server: BrokerAddress | None = None
-                       ) -> tuple[tuple[str, str], ...]:
-    """`ota_server`: where the device's update downloads go (default: `gen ota serve` on this machine)."""
+                       faults: Faults = Faults(), flash_dir: Path | None = None,
+                       ota_server: BrokerAddress | None = None) -> tuple[tuple[str, str], ...]:
+    """`flash_dir`: where the device's NVS writes are kept across runs (GEN_SIM_NVS_STATE). `ota_server`: where the
+    device's update downloads go (default: `gen ota serve` on this machine)."""
     names = (device.broker.host, *device.broker.names)
-    mapping = connect_to_value(names, device.broker.port, address)
+    connect_to = connect_to_value(names, device.broker.port, address)
+    if device.makes_own_key and address.provision_port is not None:
+        connect_to += "," + connect_to_value(names, device.broker.provision_port,
+                                             BrokerAddress(address.host, address.provision_port))
     if device.ota is not None:
         server = ota_server or BrokerAddress(LOCAL_ADDRESS, device.ota.port)
-        mapping += "," + connect_to_value(names, device.ota.port, server)
-    env = [("GEN_SIM_CONNECT_TO", mapping)]
+        connect_to += "," + connect_to_value(names, device.ota.port, server)
+    env = [("GEN_SIM_CONNECT_TO", connect_to)]
     if nvs_image is not None:
         env.append(("GEN_SIM_NVS", str(nvs_image)))
+    if device_nvs_partitions(device):
+        env.append(("GEN_SIM_NVS_PARTITIONS", ",".join(device_nvs_partitions(device))))
+    if flash_dir is not None:
+        env.append(("GEN_SIM_NVS_STATE", str(flash_dir)))
     if faults.drop_wifi_after is not None:
         env.append(("GEN_SIM_DROP_WIFI_AFTER", f"{faults.drop_wifi_after:g}"))
         env.append(("GEN_SIM_WIFI_DOWN_FOR", f"{faults.wifi_down_for:g}"))
@@ -150,14 +165,25 @@ def nvs_images(out_dir: Path, manifest: Manifest) -> dict[str, Path | None]:
 
 def plan_runs(spec: Spec, device_ids: Sequence[str], binaries: Mapping[str, Path],
               nvs: Mapping[str, Path | None], address: BrokerAddress, faults: Faults = Faults(),
-              flashes: Mapping[str, SimulatedFlash] | None = None, ota_server: BrokerAddress | None = None
-              ) -> tuple[DeviceRun, ...]:
+              flash_root: Path | None = None, flashes: Mapping[str, SimulatedFlash] | None = None,
+              ota_server: BrokerAddress | None = None) -> tuple[DeviceRun, ...]:
+    """`flash_root`: each device keeps what it writes to NVS in flash_root/<id>/ across runs. `flashes`: the app
+    slots of devices that update over the air (flash_devices)."""
     return tuple(
         DeviceRun(device_id, binaries[device_id],
                   device_environment(spec.device(device_id), address=address, nvs_image=nvs.get(device_id),
-                                     faults=faults, ota_server=ota_server),
+                                     faults=faults, flash_dir=Path(flash_root) / device_id if flash_root else None,
+                                     ota_server=ota_server),
                   flash=(flashes or {}).get(device_id))
         for device_id in device_ids)
+
+
+def default_flash_root(spec: Spec) -> Path:
+    """Where gen simulate keeps its simulated devices' flash between runs (what they wrote to NVS: a key a device
+    made, its certificates), one folder per spec: in the user's cache, never in OUT or the PKI, which must not
+    hold a device-born key. Deleting it erases the simulated boards."""
+    digest = hashlib.sha256(str(spec.path).encode()).hexdigest()[:16]
+    return default_host_build_cache().parent / "sim-flash" / f"{spec.project}-{digest}"
 
 
 def flash_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], binaries: Mapping[str, Path],
@@ -448,6 +474,8 @@ class SimulateOptions:
     faults: Faults = Faults()
     out_dir: Path | None = None
     cache_dir: Path | None = None                # host build cache; None: default_host_build_cache()
+    days_ahead: float = 0.0                      # run broker, devices and provisioning this far in the future
+    flash_root: Path | None = None               # the simulated devices' flash; None: default_flash_root(spec)
     ota_server: BrokerAddress | None = None      # where update downloads go; None: gen ota serve on 127.0.0.1
     build_only: bool = False                     # compile (and sign, with ota:) without starting anything
 
@@ -506,6 +534,8 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
         if spec.broker.external:
             check_runnable_here(spec, Path("."))
     out_dir = Path(options.out_dir) if options.out_dir is not None else spec.default_out_dir
+    ahead = dt.timedelta(days=options.days_ahead)
+    world_env = shifted_environment(ahead) if options.days_ahead else {}   # libfaketime is checked before generating
     generated = generate(spec, out_dir, device_ids=list(device_ids))
     if options.broker is None:
         check_runnable_here(spec, out_dir / BROKER_DIR)
@@ -517,14 +547,20 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
             on_event(f"{device_id}: its signed host image is in {flash.boot_dir}/")
         return SimulationResult(summaries=(), broker=options.broker or BrokerAddress(LOCAL_ADDRESS, 0))
 
-    with _broker_for(out_dir, options.broker) as (address, running):
+    if options.days_ahead:
+        on_event(f"the clock of the broker, the devices and the provisioning service is {options.days_ahead:g} "
+                 f"days ahead: {dt.datetime.now(dt.timezone.utc) + ahead:%Y-%m-%d %H:%M} UTC")
+    with _broker_for(out_dir, options.broker, world_env) as (address, running), \
+            _provisioning_for(spec, running, on_event, shifted_clock(ahead)):
         on_event(f"broker: {address}" + (" (started from " + str(out_dir / BROKER_DIR) + ")" if running else ""))
         actions = []
         if running is not None and options.faults.restart_broker_after is not None:
             actions.append(ScheduledAction(options.faults.restart_broker_after, "restarting the broker",
                                            running.restart))
         runs = plan_runs(spec, device_ids, binaries, nvs_images(out_dir, read_manifest(out_dir)), address,
-                         options.faults, flashes=flashes, ota_server=options.ota_server)
+                         options.faults, flash_root=options.flash_root or default_flash_root(spec),
+                         flashes=flashes, ota_server=options.ota_server)
+        runs = tuple(dataclasses.replace(run, environment=run.environment + tuple(world_env.items())) for run in runs)
         how_long = f"for {options.duration:g} s" if options.duration is not None else "until Ctrl-C"
         on_event(f"running {len(runs)} device(s) {how_long}")
         summaries = run_devices(runs, duration=options.duration, on_line=on_line, actions=actions,
@@ -533,10 +569,45 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
 
 
 @contextlib.contextmanager
-def _broker_for(out_dir: Path, given: BrokerAddress | None) -> Iterator[tuple[BrokerAddress, RunningBroker | None]]:
+def _broker_for(out_dir: Path, given: BrokerAddress | None, env: Mapping[str, str]
+                ) -> Iterator[tuple[BrokerAddress, RunningBroker | None]]:
     """The broker the devices talk to: the one given, or the generated one on a free local port."""
     if given is not None:
         yield given, None
         return
-    with running_broker(Path(out_dir) / BROKER_DIR, port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
-        yield BrokerAddress(broker.host, broker.port), broker
+    with running_broker(Path(out_dir) / BROKER_DIR, port=free_local_port(), bind_address=LOCAL_ADDRESS,
+                        provision_port=free_local_port(), env=env) as broker:
+        yield BrokerAddress(broker.host, broker.port, broker.provision_port), broker
+
+
+@contextlib.contextmanager
+def _provisioning_for(spec: Spec, broker: RunningBroker | None, on_event: EventSink,
+                      clock: Callable[[], dt.datetime]) -> Iterator[None]:
+    """`gen provision serve` beside the broker gen simulate runs, when a device of the spec makes its own key (the
+    devices provision and rotate against it as in the field); with a broker of your own, run it yourself."""
+    if broker is None or not spec.provisions_devices:
+        if spec.provisions_devices:
+            on_event("devices make their own key: run `gen provision serve SPEC` beside your broker")
+        yield
+        return
+    options = ServiceOptions(broker_host=LOCAL_ADDRESS, broker_port=broker.port, broker_dir=broker.private_dir,
+                             reload=BrokerReload(pid_file=broker.pid_file), tls_name=spec.broker.host)
+    service = ProvisioningService(spec, options, on_log=on_event, clock=clock)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            service.run(stop)
+        except GenError as error:       # reported when the run ends; the devices then show they never connected
+            failure.append(error)
+
+    thread = threading.Thread(target=serve, name="gen-provision", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        if failure:
+            on_event(f"the provisioning service stopped: {failure[0]}")

@@ -12,7 +12,9 @@ from generator.spec.model import (
     AUTH_MODES,
     BACKEND_IDENTITY,
     DOCTOR_IDENTITY,
+    KEY_ORIGINS,
     OTA_IDENTITY,
+    PROVISIONER_IDENTITY,
     SECRETS_MODES,
     SERVER_IDENTITIES,
     Broker,
@@ -31,7 +33,7 @@ from generator.spec.schema_check import schema_problems
 from generator.spec.source import SpecSource, problems_to_error, read_spec_source
 
 __all__ = [
-    "AUTH_MODES", "BACKEND_IDENTITY", "DOCTOR_IDENTITY", "OTA_IDENTITY", "SERVER_IDENTITIES", "KEY_TYPES", "SECRETS_MODES", "Broker", "Device", "DevicePki", "Ota", "PkiOptions",
+    "AUTH_MODES", "BACKEND_IDENTITY", "DOCTOR_IDENTITY", "KEY_ORIGINS", "OTA_IDENTITY", "PROVISIONER_IDENTITY", "SERVER_IDENTITIES", "KEY_TYPES", "SECRETS_MODES", "Broker", "Device", "DevicePki", "Ota", "PkiOptions",
     "Publish", "Spec", "SpecSource", "Status", "Subscribe", "Wifi", "load_spec", "load_spec_source",
 ]
 

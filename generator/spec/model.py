@@ -21,6 +21,9 @@ SERVER_IDENTITIES = (BACKEND_IDENTITY, DOCTOR_IDENTITY)
 # With `ota:`, gen ota publish and gen ota status have an identity of their own too (never your backend's): it may
 # write every device's OTA topic and read what the devices report.
 OTA_IDENTITY = "gen.ota"
+# `gen provision serve`'s own identity: it reads the devices' certificate requests and answers them, nothing else.
+PROVISIONER_IDENTITY = "gen.provisioner"
+KEY_ORIGINS = ("host", "device")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Broker:
     cert_file: Path | None = None        # absolute: a broker certificate (+ chain) from elsewhere ...
     key_file: Path | None = None         # ... and its key: gen issues no broker certificate
     external: bool = False               # a broker gen does not run: no broker config, no broker certificate
+    provision_port: int = 8884           # the bootstrap TLS listener (only opened when a device makes its own key)
 
     @property
     def issues_cert(self) -> bool:
@@ -96,6 +100,8 @@ class Ota:
 class DevicePki:
     key_type: str
     validity_days: int
+    key_origin: str = "host"       # "host": gen makes the key; "device": the device does, and sends a CSR
+    renew_before_days: int = 275   # key_origin device: renew this many days before the certificate expires
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,11 @@ class Device:
     def uses_password(self) -> bool:
         return self.auth in ("password", "mtls+password")
 
+    @property
+    def makes_own_key(self) -> bool:
+        """The device makes its key on first boot and gets its certificate by a CSR (generator.provision)."""
+        return self.pki.key_origin == "device"
+
 
 @dataclass(frozen=True)
 class Spec:
@@ -176,6 +187,11 @@ class Spec:
     @property
     def default_out_dir(self) -> Path:
         return self.directory / "build"
+
+    @property
+    def provisions_devices(self) -> bool:
+        """Some device makes its own key: the broker opens the bootstrap listener, `gen provision serve` signs."""
+        return any(device.makes_own_key for device in self.devices)
 
     @property
     def auth_modes(self) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from generator.core.topics import (
 )
 from generator.firmware.limits import device_problems
 from generator.ota.version import UNKNOWN_VERSION, project_version, version_problem
+from generator.provision.protocol import reserved_topic_problem
 from generator.spec.catalogue import Target, load_catalogue
 from generator.spec.model import (
     BACKEND_IDENTITY,
@@ -50,6 +51,7 @@ _C_KEYWORDS = {
 # Device settings a fleet entry may override; the rest (project, broker, pki.dir...) belong to the whole spec.
 OVERRIDABLE = ("target", "wifi", "auth", "secrets", "keepalive", "ntp", "status", "publish", "subscribe", "pki")
 _MERGED_MAPPINGS = ("wifi", "status", "pki")
+DEVICE_PKI_KEYS = ("key_type", "validity_days", "key_origin", "renew_before_days")
 
 
 def host_problem(name: str) -> str | None:
@@ -163,8 +165,13 @@ class _Resolver:
                 if key in raw:
                     self.problem(("broker", key), "configures a broker gen runs, but `external: true` says "
                                  "this one is run by someone else", f"remove `{key}`, or `external: true`")
+        provision_port = raw.get("provision_port", schema_default("broker", "provision_port"))
+        if provision_port in (port, plaintext_port):
+            self.problem(("broker", "provision_port"), f"is the same as the {'TLS' if provision_port == port else 'plaintext'} "
+                         f"port {provision_port}", "choose another port for the bootstrap listener")
         return Broker(host=host, names=tuple(names), port=port, plaintext_port=plaintext_port,
-                      max_connections=raw.get("max_connections"), external=bool(external), **files)
+                      max_connections=raw.get("max_connections"), external=bool(external),
+                      provision_port=provision_port, **files)
 
     def _spec_file(self, path: tuple, name: str) -> Path:
         """A file the spec names, relative to the spec's directory; it must exist."""
@@ -345,18 +352,54 @@ class _Resolver:
                                  "give every publish and subscribe entry its own name")
                 seen_names[item["name"].lower()] = name_path
 
-        pki_raw, _ = self.mapping_setting(entry, base, "pki")
-        device_pki = DevicePki(key_type=pki_raw.get("key_type", pki.key_type),
-                               validity_days=pki_raw.get("validity_days", pki.validity_days))
+        pki_raw, pki_origin = self.mapping_setting(entry, base, "pki")
+        validity_days = pki_raw.get("validity_days", pki.validity_days)
+        key_origin = pki_raw.get("key_origin", schema_default("pki", "key_origin"))
+        renew_before_days = pki_raw.get("renew_before_days", max(1, validity_days // 3))
+        device_pki = DevicePki(key_type=pki_raw.get("key_type", pki.key_type), validity_days=validity_days,
+                               key_origin=key_origin, renew_before_days=renew_before_days)
         if "pki" in entry:
             for key in entry["pki"]:
-                if key not in ("key_type", "validity_days"):
+                if key not in DEVICE_PKI_KEYS:
                     self.problem(base + ("pki", key), f"{key!r} applies to the whole spec, not to one device",
                                  "move it to the top-level pki:")
+        auth_value = auth or schema_default("auth")
+        if key_origin == "device":
+            where = pki_origin.get("key_origin", base)
+            if auth_value != "mtls":
+                self.problem(where, f"a device that makes its own key needs auth: mtls, not {auth_value!r} (its "
+                             "certificate is its whole identity; with a password Mosquitto could not bind the two)",
+                             "set auth: mtls, or key_origin: host")
+            if device_pki.key_type != "ec-p256":
+                self.problem(pki_origin.get("key_type", where), "a device makes an EC P-256 key (the mbedTLS curve "
+                             f"every ESP32 build has); key_type {device_pki.key_type!r} is for keys gen makes",
+                             "use key_type: ec-p256, or key_origin: host")
+            if broker.external:
+                self.problem(where, "a device that makes its own key is provisioned through the broker gen "
+                             "configures (its bootstrap listener and ACL); broker.external is run by someone else",
+                             "use key_origin: host with an external broker")
+            if ota is not None:
+                self.problem(where, "a device that makes its own key cannot take updates over the air yet: the "
+                             "update download presents the client certificate compiled into the firmware, and "
+                             "this device's certificate comes from provisioning", "use key_origin: host with ota:, "
+                             "or remove ota:")
+            if renew_before_days >= validity_days:
+                self.problem(pki_origin.get("renew_before_days", where), f"renew_before_days {renew_before_days} "
+                             f"is not less than validity_days {validity_days}: the device would renew at once, "
+                             "every time", "make it smaller than validity_days (unset: a third of it)")
+
+        if key_origin == "device":
+            for topic, path, is_filter in ([(status.topic, status_topic_path, False)]
+                                           + [(p.topic, publish_path + (i, "topic"), False) for i, p in enumerate(publish)]
+                                           + [(s.filter, subscribe_path + (i, "filter"), True)
+                                              for i, s in enumerate(subscribe)]):
+                reserved = reserved_topic_problem(topic, device_id, is_filter=is_filter)
+                if reserved:
+                    self.problem(path, f"{topic!r} {reserved}", "choose a topic outside gen/")
 
         device = Device(
             id=device_id, target=target, wifi=Wifi(ssid=ssid or "", password=password or ""), broker=broker,
-            auth=auth or schema_default("auth"), secrets=secrets_mode or schema_default("secrets"),
+            auth=auth_value, secrets=secrets_mode or schema_default("secrets"),
             keepalive=keepalive if keepalive is not None else schema_default("keepalive"), ntp=ntp, status=status,
             publish=tuple(publish), subscribe=tuple(subscribe), pki=device_pki, firmware_version=version, ota=ota,
         )

@@ -30,7 +30,9 @@ def _device_view(device: Device) -> dict[str, Any]:
                      "max_payload": p.max_payload} for p in device.publish],
         "subscribe": [{"name": s.name, "filter": s.filter, "qos": s.qos, "max_payload": s.max_payload}
                       for s in device.subscribe],
-        "pki": {"key_type": device.pki.key_type, "validity_days": device.pki.validity_days},
+        "pki": {"key_type": device.pki.key_type, "validity_days": device.pki.validity_days,
+                "key_origin": device.pki.key_origin,
+                **({"renew_before_days": device.pki.renew_before_days} if device.makes_own_key else {})},
     }
     if device.ota is not None:
         view["firmware"] = {"version": device.firmware_version}
@@ -52,10 +54,14 @@ def _broker_view(broker) -> dict[str, Any]:
     return view
 
 
+def _provisioning_view(spec: Spec) -> dict[str, Any]:
+    return {"provision_port": spec.broker.provision_port} if spec.provisions_devices else {}
+
+
 def resolved_view(spec: Spec) -> dict[str, Any]:
     return {
         "project": spec.project,
-        "broker": _broker_view(spec.broker),
+        "broker": {**_broker_view(spec.broker), **_provisioning_view(spec)},
         "pki": {"dir": str(spec.pki.dir), "key_type": spec.pki.key_type, "validity_days": spec.pki.validity_days,
                 "ca_validity_days": spec.pki.ca_validity_days, "ca_passphrase_env": spec.pki.ca_passphrase_env},
         "devices": [_device_view(device) for device in spec.devices],

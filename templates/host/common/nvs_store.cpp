@@ -1,5 +1,7 @@
 #include "nvs_store.h"
 
+#include "nvs_journal.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -172,11 +174,19 @@ Store& Store::instance() {
     return store;
 }
 
-int Store::init(std::string* message) {
-    if (initialized) return 0;
-    contents.clear();
-    const char* path = getenv("GEN_SIM_NVS");
-    if (path && *path && !erased) {
+bool Store::exists(const std::string& label) {
+    if (label == "nvs") return true;
+    const char* listed = getenv("GEN_SIM_NVS_PARTITIONS");
+    std::string all = std::string(",") + (listed ? listed : "") + ",";
+    return all.find("," + label + ",") != std::string::npos;
+}
+
+int Store::init(const std::string& label, std::string* message) {
+    Partition& partition = partitions[label];
+    if (partition.initialized) return 0;
+    partition.contents.clear();
+    const char* path = label == "nvs" ? getenv("GEN_SIM_NVS") : nullptr;
+    if (path && *path && !partition.erased) {
         std::ifstream f(path, std::ios::binary);
         if (!f) {
             *message = std::string("GEN_SIM_NVS: cannot read ") + path;
@@ -184,13 +194,38 @@ int Store::init(std::string* message) {
         }
         std::vector<uint8_t> image((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
         std::string error;
-        if (!parse_image(image.data(), image.size(), &contents, &error)) {
+        if (!parse_image(image.data(), image.size(), &partition.contents, &error)) {
             *message = std::string("GEN_SIM_NVS: ") + path + ": " + error;
             return 0x110d;  // ESP_ERR_NVS_NO_FREE_PAGES: what the device reports for an unreadable partition
         }
     }
-    initialized = true;
+    delete partition.journal;      // (re)opened at every init: it replays everything written so far
+    partition.journal = new Journal();
+    if (!partition.journal->open(label, &partition.contents, message)) {
+        return 0x105;
+    }
+    partition.initialized = true;
     return 0;
+}
+
+void Store::wrote(const std::string& label, const std::string& ns, const std::string& key, const Value* value) {
+    Journal* journal = partitions[label].journal;
+    if (!journal) return;
+    if (value) journal->set(ns, key, *value);
+    else journal->erase(ns, key);
+}
+
+void Store::erased_namespace(const std::string& label, const std::string& ns) {
+    Journal* journal = partitions[label].journal;
+    if (journal) journal->erase_namespace(ns);
+}
+
+void Store::erase(const std::string& label) {
+    Partition& partition = partitions[label];
+    partition.contents.clear();
+    partition.initialized = false;
+    partition.erased = true;
+    if (partition.journal) partition.journal->erase_partition();
 }
 
 }  // namespace nvs

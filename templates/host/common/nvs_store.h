@@ -1,6 +1,7 @@
-// The device's NVS partition: read from the image file named by GEN_SIM_NVS (the format written by
-// esp-idf-nvs-partition-gen, version 2: 4 KiB pages, 32-byte entries, CRC32 checked), then kept in
-// memory. Writes change memory only; the image file is never modified.
+// The device's NVS partitions. "nvs" is read from the image file named by GEN_SIM_NVS (the format written by
+// esp-idf-nvs-partition-gen, version 2: 4 KiB pages, 32-byte entries, CRC32 checked); the others the firmware's
+// partition table lists (GEN_SIM_NVS_PARTITIONS, e.g. "gen_cred") start empty, like freshly erased flash. The
+// image file is never modified; with GEN_SIM_NVS_STATE every write is kept across runs (nvs_journal.h).
 #pragma once
 
 #include <stddef.h>
@@ -32,15 +33,28 @@ using Contents = std::map<std::string, Namespace>;
 // buffer is not an NVS image at all.
 bool parse_image(const uint8_t* data, size_t len, Contents* out, std::string* error);
 
+class Journal;
+
+struct Partition {
+    bool initialized = false;
+    bool erased = false;       // nvs_flash_erase_partition() was called: the image file is no longer read
+    Contents contents;
+    Journal* journal = nullptr;
+};
+
 // The process-wide store behind nvs.h and Preferences.
 struct Store {
     std::mutex mutex;
-    bool initialized = false;
-    bool erased = false;       // nvs_flash_erase() was called: the image file is no longer read
-    Contents contents;
+    std::map<std::string, Partition> partitions;
     static Store& instance();
-    // Loads GEN_SIM_NVS (if set). Returns 0 or an esp_err_t style code, with a message.
-    int init(std::string* message);
+    // Whether the partition table has an NVS partition of this label ("nvs", or one in GEN_SIM_NVS_PARTITIONS).
+    static bool exists(const std::string& label);
+    // Loads the partition (GEN_SIM_NVS for "nvs"; its journal). Returns 0 or an esp_err_t style code, with a message.
+    int init(const std::string& label, std::string* message);
+    // Keeps what the firmware wrote (GEN_SIM_NVS_STATE), after `contents` changed.
+    void wrote(const std::string& label, const std::string& ns, const std::string& key, const Value* value);
+    void erased_namespace(const std::string& label, const std::string& ns);
+    void erase(const std::string& label);
 };
 
 }  // namespace nvs

@@ -1,6 +1,9 @@
-// Host runtime: nvs_flash and nvs over the in-memory store loaded from GEN_SIM_NVS.
+// Host runtime: nvs_flash and nvs over the store of the device's NVS partitions (nvs_store.h): "nvs" loaded from
+// GEN_SIM_NVS, the other NVS partitions of its table (GEN_SIM_NVS_PARTITIONS) empty at first; with
+// GEN_SIM_NVS_STATE every write is kept across runs, at the moment it is made.
 #include <string.h>
 
+#include <iterator>
 #include <map>
 #include <string>
 
@@ -9,12 +12,14 @@
 #include "nvs_flash.h"
 #include "nvs_store.h"
 
+using gen_host::nvs::Contents;
 using gen_host::nvs::Store;
 using gen_host::nvs::Value;
 
 namespace {
 
 struct OpenHandle {
+    std::string partition;
     std::string ns;
     bool writable;
 };
@@ -30,7 +35,7 @@ esp_err_t find(nvs_handle_t h, const char* key, Value** out, bool for_write = fa
     if (for_write && !it->second.writable) return ESP_ERR_NVS_READ_ONLY;
     if (!key || !*key) return ESP_ERR_NVS_INVALID_NAME;
     if (strlen(key) >= NVS_KEY_NAME_MAX_SIZE) return ESP_ERR_NVS_KEY_TOO_LONG;
-    auto& ns = Store::instance().contents[it->second.ns];
+    auto& ns = Store::instance().partitions[it->second.partition].contents[it->second.ns];
     if (for_write) {
         *out = &ns[key];
         return ESP_OK;
@@ -54,6 +59,12 @@ esp_err_t get_int(nvs_handle_t h, const char* key, T* out, uint8_t type) {
     return ESP_OK;
 }
 
+// Every write is on flash when nvs_set_* returns (nvs_commit is a no-op on the device): kept at once.
+void persist(nvs_handle_t h, const char* key, const Value* v) {
+    const OpenHandle& open = handles[h];
+    Store::instance().wrote(open.partition, open.ns, key, v);
+}
+
 template <class T>
 esp_err_t set_int(nvs_handle_t h, const char* key, T value, uint8_t type) {
     Store& store = Store::instance();
@@ -65,6 +76,7 @@ esp_err_t set_int(nvs_handle_t h, const char* key, T value, uint8_t type) {
     v->bytes.clear();
     v->integer = static_cast<uint64_t>(static_cast<int64_t>(value));
     if (type == NVS_TYPE_U64) v->integer = static_cast<uint64_t>(value);
+    persist(h, key, v);
     return ESP_OK;
 }
 
@@ -99,6 +111,7 @@ esp_err_t set_bytes(nvs_handle_t h, const char* key, const void* data, size_t le
     v->type = type;
     const uint8_t* p = static_cast<const uint8_t*>(data);
     v->bytes.assign(p, p + len);
+    persist(h, key, v);
     return ESP_OK;
 }
 
@@ -106,56 +119,59 @@ esp_err_t set_bytes(nvs_handle_t h, const char* key, const void* data, size_t le
 
 extern "C" {
 
-esp_err_t nvs_flash_init(void) {
+esp_err_t nvs_flash_init_partition(const char* label) {
+    const std::string name = label ? label : NVS_DEFAULT_PART_NAME;
+    if (!Store::exists(name)) return ESP_ERR_NOT_FOUND;
     Store& store = Store::instance();
     std::lock_guard<std::mutex> lock(store.mutex);
     std::string message;
-    int rc = store.init(&message);
+    int rc = store.init(name, &message);
     if (!message.empty()) gen_sim_log("%s", message.c_str());
     return rc;
 }
 
-esp_err_t nvs_flash_init_partition(const char* label) {
-    if (label && strcmp(label, NVS_DEFAULT_PART_NAME) != 0) return ESP_ERR_NOT_FOUND;
-    return nvs_flash_init();
-}
+esp_err_t nvs_flash_init(void) { return nvs_flash_init_partition(NVS_DEFAULT_PART_NAME); }
 
 esp_err_t nvs_flash_deinit(void) {
     Store& store = Store::instance();
     std::lock_guard<std::mutex> lock(store.mutex);
-    store.initialized = false;
-    handles.clear();
-    return ESP_OK;
-}
-
-esp_err_t nvs_flash_erase(void) {
-    Store& store = Store::instance();
-    std::lock_guard<std::mutex> lock(store.mutex);
-    store.contents.clear();
-    store.initialized = false;
-    store.erased = true;
-    handles.clear();
+    store.partitions[NVS_DEFAULT_PART_NAME].initialized = false;
+    for (auto it = handles.begin(); it != handles.end();) {
+        it = it->second.partition == NVS_DEFAULT_PART_NAME ? handles.erase(it) : std::next(it);
+    }
     return ESP_OK;
 }
 
 esp_err_t nvs_flash_erase_partition(const char* label) {
-    if (label && strcmp(label, NVS_DEFAULT_PART_NAME) != 0) return ESP_ERR_NOT_FOUND;
-    return nvs_flash_erase();
+    const std::string name = label ? label : NVS_DEFAULT_PART_NAME;
+    if (!Store::exists(name)) return ESP_ERR_NOT_FOUND;
+    Store& store = Store::instance();
+    std::lock_guard<std::mutex> lock(store.mutex);
+    store.erase(name);
+    for (auto it = handles.begin(); it != handles.end();) {
+        it = it->second.partition == name ? handles.erase(it) : std::next(it);
+    }
+    return ESP_OK;
 }
+
+esp_err_t nvs_flash_erase(void) { return nvs_flash_erase_partition(NVS_DEFAULT_PART_NAME); }
 
 esp_err_t nvs_open_from_partition(const char* part, const char* ns, nvs_open_mode_t mode, nvs_handle_t* out) {
     Store& store = Store::instance();
     std::lock_guard<std::mutex> lock(store.mutex);
-    if (part && strcmp(part, NVS_DEFAULT_PART_NAME) != 0) return ESP_ERR_NVS_PART_NOT_FOUND;
-    if (!store.initialized) return ESP_ERR_NVS_NOT_INITIALIZED;
+    const std::string name = part ? part : NVS_DEFAULT_PART_NAME;
+    auto partition = store.partitions.find(name);
+    if (!Store::exists(name)) return ESP_ERR_NVS_PART_NOT_FOUND;
+    if (partition == store.partitions.end() || !partition->second.initialized) return ESP_ERR_NVS_NOT_INITIALIZED;
     if (!out) return ESP_ERR_INVALID_ARG;
     if (!valid_name(ns)) return ESP_ERR_NVS_INVALID_NAME;
-    if (!store.contents.count(ns)) {
+    Contents& contents = partition->second.contents;
+    if (!contents.count(ns)) {
         if (mode == NVS_READONLY) return ESP_ERR_NVS_NOT_FOUND;
-        store.contents[ns];
+        contents[ns];
     }
     nvs_handle_t h = next_handle++;
-    handles[h] = OpenHandle{ns, mode == NVS_READWRITE};
+    handles[h] = OpenHandle{name, ns, mode == NVS_READWRITE};
     *out = h;
     return ESP_OK;
 }
@@ -182,7 +198,9 @@ esp_err_t nvs_erase_key(nvs_handle_t h, const char* key) {
     auto it = handles.find(h);
     if (it == handles.end()) return ESP_ERR_NVS_INVALID_HANDLE;
     if (!it->second.writable) return ESP_ERR_NVS_READ_ONLY;
-    return store.contents[it->second.ns].erase(key) ? ESP_OK : ESP_ERR_NVS_NOT_FOUND;
+    if (!store.partitions[it->second.partition].contents[it->second.ns].erase(key)) return ESP_ERR_NVS_NOT_FOUND;
+    store.wrote(it->second.partition, it->second.ns, key, nullptr);
+    return ESP_OK;
 }
 
 esp_err_t nvs_erase_all(nvs_handle_t h) {
@@ -191,7 +209,8 @@ esp_err_t nvs_erase_all(nvs_handle_t h) {
     auto it = handles.find(h);
     if (it == handles.end()) return ESP_ERR_NVS_INVALID_HANDLE;
     if (!it->second.writable) return ESP_ERR_NVS_READ_ONLY;
-    store.contents[it->second.ns].clear();
+    store.partitions[it->second.partition].contents[it->second.ns].clear();
+    store.erased_namespace(it->second.partition, it->second.ns);
     return ESP_OK;
 }
 

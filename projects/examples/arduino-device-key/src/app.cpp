@@ -1,0 +1,24 @@
+// Your application: what the device sends and how it answers. gen created this file once, next to the spec,
+// and never overwrites it: it is yours to edit and to keep in git. Every device of the spec compiles it; the
+// functions it must define are declared in app.h, which gen regenerates in each device's firmware/src/.
+
+#include <Arduino.h>
+#include <string.h>
+
+#include "app.h"
+
+void app_setup() {
+}
+
+void app_loop() {
+}
+
+int app_build_telemetry(char* payload, size_t capacity) {
+    return snprintf(payload, capacity, "{\"uptime_s\":%lu,\"free_heap\":%u}",
+                    static_cast<unsigned long>(millis() / 1000), static_cast<unsigned>(ESP.getFreeHeap()));
+}
+
+void app_on_command(const char* topic, const uint8_t* payload, size_t length) {
+    Serial.printf("[app] command on %s: %.*s\n", topic, static_cast<int>(length), reinterpret_cast<const char*>(payload));
+    publish_ack(payload, length);  // acknowledge by echoing the payload
+}
