@@ -72,6 +72,8 @@ def test_first_boot_makes_a_key_on_the_device_gets_a_certificate_and_connects_as
     live = world.assert_one_identity()
     assert f"{live.serial:X}" == stored.group(1) and live.via == "bootstrap"
     assert_key_only_on_the_device(world)
+    # The broker reloads (SIGHUP) kept the service's session, and stopping it is not a lost broker.
+    assert not any("lost the broker" in line for line in world.log), world.log
 
 
 def test_once_provisioned_the_bootstrap_login_is_refused_by_the_broker(world):

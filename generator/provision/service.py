@@ -305,6 +305,7 @@ class ProvisioningService:
                     self.tick()
                     next_poll = time.monotonic() + POLL_INTERVAL_S
         finally:
+            self.connected.clear()            # our own disconnect: not a lost broker
             self.client.disconnect()
             self.client.loop_stop()
 
