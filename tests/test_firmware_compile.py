@@ -139,3 +139,33 @@ def test_every_example_builds_and_links_against_the_host_runtime(spec, tmp_path)
     device = example_devices(spec.parent.name)[0]
     binary = compile_firmware(write_project(tmp_path, device), device.framework, default_host_build_cache())
     assert binary.is_file()
+
+
+MBEDTLS_3_6 = Path(__file__).resolve().parents[1] / ".venv" / "mbedtls-3.6" / "include"   # scripts/setup: Debian's 3.6
+ESP_IDF_EXAMPLES = [spec for spec in EXAMPLE_SPECS if example_devices(spec.parent.name)[0].framework == "espidf"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("spec", ESP_IDF_EXAMPLES, ids=lambda p: p.parent.name)
+def test_every_esp_idf_example_compiles_against_mbedtls_3_6_the_version_esp_idf_5_5_ships(spec, target, tmp_path):
+    """ESP-IDF 5.5.3 builds with mbedTLS 3.6 (the system's headers are 2.28, Arduino-ESP32 2.0.17's): the key a
+    device makes, its CSR and the OTA signature check take the 3.x branches (mbedtls_pk_parse_key with its RNG, ...)
+    only here, under the framework's flags, warning-free."""
+    if not (MBEDTLS_3_6 / "mbedtls" / "build_info.h").is_file():
+        pytest.fail(f"no mbedTLS 3.6 headers in {MBEDTLS_3_6}: run ./scripts/setup")
+    _require(target)
+    device = example_devices(spec.parent.name)[0]
+    root = write_project(tmp_path, device)
+    project = read_project(root, "espidf")
+    compiler = COMPILERS[("c", target)]
+    version = subprocess.run([*compiler, "-isystem", str(MBEDTLS_3_6), *firmware_compile_flags(project, "c"), "-E",
+                              "-dM", "-include", "mbedtls/build_info.h", "-x", "c", "/dev/null"],
+                             capture_output=True, text=True, check=True).stdout
+    assert "#define MBEDTLS_VERSION_NUMBER 0x0306" in version      # the 3.6 headers win over the system's 2.28
+    outputs = {}
+    for source in project.sources:
+        result = subprocess.run([*compiler, "-isystem", str(MBEDTLS_3_6), *firmware_compile_flags(project, "c"), "-c",
+                                 str(source), "-o", str(root / f"{source.stem}.o")],
+                                capture_output=True, text=True, timeout=180)
+        outputs[source.name] = result.stderr if result.returncode == 0 or result.stderr else "failed"
+    assert_clean(outputs)
