@@ -21,35 +21,30 @@ def find_program(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path=str(_install_bin_dir()))
 
 
+def _required(name: str, missing: str) -> str:
+    """The program `name` (find_program), or a ToolError saying `missing`: what it is for and how to install it."""
+    program = find_program(name)
+    if program is None:
+        raise ToolError(missing)
+    return program
+
+
 def require_platformio() -> str:
-    pio = find_program("pio")
-    if pio is None:
-        raise ToolError(
-            "PlatformIO is not installed (no `pio` on PATH), so the firmware cannot be built, flashed or monitored. "
-            "Install it into the environment gen runs in (`pip install platformio`), or add the directory that "
-            "holds `pio` to PATH, then run the command again."
-        )
-    return pio
+    return _required("pio", "PlatformIO is not installed (no `pio` on PATH), so the firmware cannot be built, flashed "
+                     "or monitored. Install it into the environment gen runs in (`pip install platformio`), or add the "
+                     "directory that holds `pio` to PATH, then run the command again.")
 
 
 def require_esptool() -> str:
-    esptool = find_program("esptool")
-    if esptool is None:
-        raise ToolError(
-            "esptool is not installed (no `esptool` on PATH); it merges and flashes the images. Install it into the "
-            "environment gen runs in (`pip install esptool`), or add its directory to PATH, then run again."
-        )
-    return esptool
+    return _required("esptool", "esptool is not installed (no `esptool` on PATH); it merges and flashes the images. "
+                     "Install it into the environment gen runs in (`pip install esptool`), or add its directory to "
+                     "PATH, then run again.")
 
 
 def require_espsecure() -> str:
-    espsecure = find_program("espsecure")
-    if espsecure is None:
-        raise ToolError(
-            "espsecure is not installed (no `espsecure` on PATH); it signs and verifies OTA images. It comes with "
-            "esptool: install that into the environment gen runs in (`pip install esptool`), then run again."
-        )
-    return espsecure
+    return _required("espsecure", "espsecure is not installed (no `espsecure` on PATH); it signs and verifies OTA "
+                     "images. It comes with esptool: install that into the environment gen runs in (`pip install "
+                     "esptool`), then run again.")
 
 
 def platformio_environment() -> dict[str, str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Iterator
 
 from generator.broker.trust import broker_trust
 from generator.core.errors import UserError
+from generator.core.files import PRIVATE_DIR_MODE, PUBLIC_MODE, SECRET_MODE, ensure_dir, write_atomic
 from generator.core.mqtt_wire import ConnectionClosed, MqttSession
 from generator.doctor.probes import ClientIdentity, open_tls
 from generator.firmware.limits import OTA_ANNOUNCEMENT_CAPACITY, OTA_QOS
@@ -34,7 +34,6 @@ from generator.pki.spec_identities import open_spec_pki
 from generator.spec.model import OTA_IDENTITY, Device, Spec
 
 CONNECT_TIMEOUT_S = 10.0
-PRIVATE_DIR, PRIVATE_FILE, PUBLIC_FILE = 0o700, 0o600, 0o644
 
 
 @dataclass(frozen=True)
@@ -101,15 +100,8 @@ def stage_image(out_dir: Path, device: Device, data: bytes) -> str:
     """OUT/ota/<id>/<sha256>.bin, what `gen ota serve` serves (private when the image holds the device's key)."""
     sha256 = hashlib.sha256(data).hexdigest()
     path = Path(out_dir) / ota_image(device.id, sha256)
-    path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    os.chmod(path.parent, PRIVATE_DIR)
-    mode = PRIVATE_FILE if device.secrets == "embed" else PUBLIC_FILE
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), mode)
-        handle.write(data)
-    os.replace(temporary, path)
+    ensure_dir(path.parent, PRIVATE_DIR_MODE)
+    write_atomic(path, data, mode=SECRET_MODE if device.secrets == "embed" else PUBLIC_MODE)
     return sha256
 
 

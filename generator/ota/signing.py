@@ -14,6 +14,7 @@ by the SHA-256 of those four key fields (`espsecure digest-sbv2-public-key`).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import struct
@@ -28,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from generator.build.tools import require_espsecure
 from generator.core.errors import ToolError, UserError
+from generator.core.files import PRIVATE_DIR_MODE, PUBLIC_MODE, SECRET_MODE, create_file, ensure_dir
 from generator.ota.image import SECTOR_SIZE, ImageError, read_image
 from generator.pki.layout import PkiLayout
 
@@ -36,7 +38,6 @@ SIGNATURE_BLOCK = struct.Struct("<BBxx32s384sI384sI384sI16x")
 SIGNATURE_MAGIC, SIGNATURE_VERSION_RSA = 0xE7, 0x02
 _CRC_COVERS = SIGNATURE_BLOCK.size - 4 - 16          # the CRC32 covers the block up to itself
 ESPSECURE_TIMEOUT_S = 60
-PRIVATE_DIR_MODE, KEY_MODE, PUBLIC_MODE = 0o700, 0o600, 0o644
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,10 @@ def ensure_signing_key(layout: PkiLayout) -> SigningKey:
                         "not be trusted by the devices, which trust only the key they were flashed with",
                         hint=f"restore {key.private} from your backup (or, to start over with a new key and flash "
                              f"every device by USB again, remove {key.public})")
-    key.private.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-    os.chmod(key.private.parent, PRIVATE_DIR_MODE)
+    ensure_dir(key.private.parent, PRIVATE_DIR_MODE)
     private = rsa.generate_private_key(public_exponent=65537, key_size=KEY_BITS)
     _write_new(key.private, private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()), KEY_MODE)
+                                                  serialization.NoEncryption()), SECRET_MODE)
     _write_new(key.public, private.public_key().public_bytes(serialization.Encoding.PEM,
                                                              serialization.PublicFormat.SubjectPublicKeyInfo),
                PUBLIC_MODE)
@@ -83,12 +83,9 @@ def ensure_signing_key(layout: PkiLayout) -> SigningKey:
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
+    """A key file that did not exist: never one that does (a key is never replaced)."""
+    if not create_file(path, data, mode=mode):
+        raise FileExistsError(errno.EEXIST, "exists already", str(path))
 
 
 def _check_private(path: Path) -> None:

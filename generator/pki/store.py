@@ -393,21 +393,12 @@ class PkiStore:
         """The MQTT password of `username`: generated once (pki.MQTT_PASSWORD_LENGTH URL-safe characters), kept
         0600, reused."""
         pki.check_identity_name(username, "username")
-        path = self.layout.password_path(username)
-        value = self.existing_password(username)
-        if value:
-            return value
-        value = secrets.token_urlsafe(pki.MQTT_PASSWORD_LENGTH * 3 // 4)
-        ensure_dir(path.parent, PRIVATE_DIR_MODE)
-        write_atomic(path, value.encode() + b"\n", mode=SECRET_MODE, durable=True)
-        return value
+        return _kept_secret(self.layout.password_path(username))
 
     def existing_password(self, username: str) -> str | None:
         """The password of `username` if one was generated, without creating one (for `gen pki show`)."""
         pki.check_identity_name(username, "username")
-        existing = read_or_none(self.layout.password_path(username))
-        value = existing.decode("utf-8", "replace").strip() if existing else ""
-        return value or None
+        return _read_secret(self.layout.password_path(username))
 
     # ------------------------------------------------------------------------------------------ device-born keys
 
@@ -415,15 +406,7 @@ class PkiStore:
         """The first-boot password of a device that makes its own key: generated once, kept 0600, reused. The
         broker accepts it (as user <id>@bootstrap, on the bootstrap listener) only while the device has no identity."""
         pki.check_identity_name(device_id, "device id")
-        path = self.layout.bootstrap_secret_path(device_id)
-        existing = read_or_none(path)
-        value = existing.decode("utf-8", "replace").strip() if existing else ""
-        if value:
-            return value
-        value = secrets.token_urlsafe(pki.MQTT_PASSWORD_LENGTH * 3 // 4)
-        ensure_dir(path.parent, PRIVATE_DIR_MODE)
-        write_atomic(path, value.encode() + b"\n", mode=SECRET_MODE, durable=True)
-        return value
+        return _kept_secret(self.layout.bootstrap_secret_path(device_id))
 
     def standing(self, device_id: str) -> DeviceStanding:
         """What the index says about a device that makes its own key: its live cert, a pending one, rotation."""
@@ -900,3 +883,22 @@ def _check_reason(reason: str) -> None:
 
 def _wanted_broker_names(names: tuple[str, ...]) -> tuple[str, tuple[x509.GeneralName, ...]]:
     return (names[0][:64] if names else "", tuple(pki.broker_subject_alt_names(names)))
+
+
+def _read_secret(path: Path) -> str | None:
+    """A generated secret (one line in a 0600 file), or None when there is none yet."""
+    existing = read_or_none(path)
+    value = existing.decode("utf-8", "replace").strip() if existing else ""
+    return value or None
+
+
+def _kept_secret(path: Path) -> str:
+    """The secret in `path`: the one generated before, else a new one (pki.MQTT_PASSWORD_LENGTH URL-safe characters),
+    written 0600 in a 0700 folder and kept."""
+    value = _read_secret(path)
+    if value:
+        return value
+    value = secrets.token_urlsafe(pki.MQTT_PASSWORD_LENGTH * 3 // 4)
+    ensure_dir(path.parent, PRIVATE_DIR_MODE)
+    write_atomic(path, value.encode() + b"\n", mode=SECRET_MODE, durable=True)
+    return value

@@ -32,6 +32,7 @@ from generator.build.flashing import (
     partition_table_from_csv,
 )
 from generator.core.errors import ToolError
+from generator.core.files import PRIVATE_DIR_MODE, SECRET_MODE, ensure_dir, write_atomic
 from generator.ota.image import CHIP_IDS, DROM_START, IROM_START, ImageError, app_description, pack_app_image, \
     read_image
 from generator.ota.signing import SigningKey, sign_image
@@ -49,20 +50,12 @@ SUBTYPE_FACTORY, SUBTYPE_OTA_0, SUBTYPE_DATA_OTA = 0x00, 0x10, 0x00
 HOST_EXECUTABLE_SEGMENT = 1                # segment 0 is the esp_app_desc_t
 # The host build of a `secrets: embed` firmware holds the device's key: the flash, images and executables are
 # private, as the artifacts of such a build are.
-PRIVATE_DIR, PRIVATE_FILE, PRIVATE_EXECUTABLE = 0o700, 0o600, 0o700
+PRIVATE_EXECUTABLE = 0o700
 
 
-def _write_private(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:
-    path.parent.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    os.chmod(path.parent, PRIVATE_DIR)
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
+def _write_private(path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
+    ensure_dir(path.parent, PRIVATE_DIR_MODE)
+    write_atomic(path, data, mode=mode)
 
 
 @dataclass(frozen=True)
@@ -103,7 +96,7 @@ def signed_host_image(executable: Path, work: Path, *, chip: str, version: str, 
     _write_private(unsigned, pack_host_image(executable, chip=chip, version=version))
     signed = work / f"{version}.bin"
     sign_image(unsigned, signed, key)
-    os.chmod(signed, PRIVATE_FILE)
+    os.chmod(signed, SECRET_MODE)
     unsigned.unlink()
     return signed
 
