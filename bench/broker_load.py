@@ -106,7 +106,7 @@ class Client:
 
 def client_contexts(spec_path: Path) -> tuple[list[Client], Client]:
     """Issues (or reuses) every device cert and the backend's; one OpenSSL context per client."""
-    from generator.output.generate import spec_credentials
+    from generator.pki.spec_credentials import spec_credentials
     from generator.spec import load_spec
 
     started = time.perf_counter()

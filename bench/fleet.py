@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fake_tools import calls, install_fake_tools  # noqa: E402
-from generator.build.plan import plan_build  # noqa: E402
-from generator.build.platformio import BuildTimer  # noqa: E402
-from generator.build.run import run_build  # noqa: E402
+from generator.firmware_build.plan import plan_build  # noqa: E402
+from generator.firmware_build.platformio import BuildTimer  # noqa: E402
+from generator.firmware_build.run import run_build  # noqa: E402
 from generator.spec.catalogue import load_catalogue  # noqa: E402
 from generator.output.generate import generate  # noqa: E402
 from generator.output.manifest import read_manifest  # noqa: E402

@@ -23,7 +23,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from generator.cli.broker_commands import write_broker_files  # noqa: E402  (after the path set-up above)
-from generator.output.generate import spec_credentials  # noqa: E402
+from generator.pki.spec_credentials import spec_credentials  # noqa: E402
 from generator.broker.runner import running_broker  # noqa: E402
 from generator.core.mqtt_wire import MqttSession  # noqa: E402
 from generator.spec import load_spec  # noqa: E402

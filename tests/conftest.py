@@ -34,12 +34,12 @@ from mbedtls import tls as mbedtls_tls
 from mbedtls import x509 as mbedtls_x509
 from mbedtls.exceptions import TLSError as MbedTLSError
 
-from generator.pki import profiles as pki
+from generator.pki import profiles
 from generator.broker.render import render_broker
 from generator.pki.credentials import ClientCredentials, SpecCredentials
 from generator.core.errors import ToolError
 from generator.core.files import write_tree
-from generator.output.generate import spec_credentials
+from generator.pki.spec_credentials import spec_credentials
 from generator.broker.runner import RunningBroker, running_broker
 from generator.core.mqtt_wire import connect_packet
 from generator.core.paths import PROJECT_ROOT
@@ -199,30 +199,30 @@ def copy_project(tmp_path) -> Callable[[BrokerProject], BrokerProject]:
 
 
 @lru_cache(maxsize=1)
-def foreign_ca() -> pki.CertificateAuthority:
+def foreign_ca() -> profiles.CertificateAuthority:
     """A CA that is not the project's: same kind of profile, different key."""
     now = dt.datetime.now(dt.timezone.utc)
-    key = pki.generate_key("ec-p256")
-    return pki.CertificateAuthority(pki.build_root_ca(key, project="intruder", validity_days=30, now=now), key)
+    key = profiles.generate_key("ec-p256")
+    return profiles.CertificateAuthority(profiles.build_root_ca(key, project="intruder", validity_days=30, now=now), key)
 
 
-def issuing_ca(project) -> pki.CertificateAuthority:
+def issuing_ca(project) -> profiles.CertificateAuthority:
     """The project's issuing CA, read from its PKI directory."""
     directory = project.spec.pki.dir
     cert = x509.load_pem_x509_certificate((directory / "issuing-ca.pem").read_bytes())
-    key = pki.load_private_key_pem((directory / "private" / "issuing-ca-key.pem").read_bytes(), "issuing CA key")
-    return pki.CertificateAuthority(cert, key)
+    key = profiles.load_private_key_pem((directory / "private" / "issuing-ca-key.pem").read_bytes(), "issuing CA key")
+    return profiles.CertificateAuthority(cert, key)
 
 
-def client_with_cert(base: ClientCredentials, issuer: pki.CertificateAuthority, *, name: str | None = None,
+def client_with_cert(base: ClientCredentials, issuer: profiles.CertificateAuthority, *, name: str | None = None,
                      now: dt.datetime | None = None, validity_days: int = 30) -> ClientCredentials:
     """`base` with a fresh key and a cert issued by `issuer` (CN = name, default base.name)."""
-    key = pki.generate_key("ec-p256")
-    cert = pki.issue_device_cert(key.public_key(), name or base.name, issuer=issuer, validity_days=validity_days,
+    key = profiles.generate_key("ec-p256")
+    cert = profiles.issue_device_cert(key.public_key(), name or base.name, issuer=issuer, validity_days=validity_days,
                                  now=now or dt.datetime.now(dt.timezone.utc), project="test")
     return ClientCredentials(name=name or base.name, ca_pem=base.ca_pem,
                              cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-                             key_pem=pki.private_key_pem(key), password=base.password)
+                             key_pem=profiles.private_key_pem(key), password=base.password)
 
 
 # ---------------------------------------------------------------------------------------------- the broker

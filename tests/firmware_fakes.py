@@ -59,7 +59,7 @@ def issue_leaf(common_name: str, key_type: str = "ec-p256") -> tuple[bytes, byte
 
 def ota_key_digest(device: Device) -> bytes | None:
     """With `ota:`, the digest of a fixed signing key (only its public half is committed: tests/golden/credentials/)."""
-    from generator.ota.signing import key_digest
+    from generator.pki.ota_signing import key_digest
 
     return key_digest((GOLDEN / "credentials" / "ota-signing.pem").read_bytes()) if device.ota is not None else None
 

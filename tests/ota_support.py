@@ -23,9 +23,9 @@ from typing import Iterator
 
 from generator.broker.runner import RunningBroker
 from generator.ota.announce import Announcement, announcement, publish_announcements, stage_image
-from generator.ota.image import CHIP_IDS, HEADER, read_image
+from generator.core.app_image import CHIP_IDS, HEADER, read_image
 from generator.ota.serve import OtaServer, listening_port, open_server, server_files
-from generator.ota.signing import sign_image, signing_key
+from generator.pki.ota_signing import sign_image, signing_key
 from generator.output.generate import generate
 from generator.output.layout import firmware_dir
 from generator.output.manifest import read_manifest

@@ -32,7 +32,7 @@ from generator.output.manifest import read_manifest
 from generator.pki.credentials import ClientCredentials
 from generator.pki.index import IndexEntry
 from generator.pki.spec_identities import open_spec_pki
-from generator.provision.protocol import bootstrap_username
+from generator.spec.provisioning_protocol import bootstrap_username
 from generator.provision.service import BrokerReload, ProvisioningService, ServiceOptions
 from generator.simulate.clock import shifted_clock, shifted_environment
 from generator.simulate.run import BrokerAddress, compile_devices, nvs_images, plan_runs

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Iterator
 
 from generator.pki.credentials import SpecCredentials
-from generator.output.generate import generate, spec_credentials
+from generator.output.generate import generate
+from generator.pki.spec_credentials import spec_credentials
 from generator.output.layout import firmware_dir
 from generator.output.manifest import read_manifest
 from generator.broker.runner import RunningBroker

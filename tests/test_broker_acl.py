@@ -98,12 +98,12 @@ def _cert_with_common_name(project, common_name: str):
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
 
-    from generator.pki import profiles as pki
+    from generator.pki import profiles
 
     issuer = issuing_ca(project)
     base = client_with_cert(project.client("sensor-a"), issuer)
     template = x509.load_pem_x509_certificate(base.cert_pem)
-    key = pki.load_private_key_pem(base.key_pem, "test key")
+    key = profiles.load_private_key_pem(base.key_pem, "test key")
     builder = (x509.CertificateBuilder()
                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
                .issuer_name(template.issuer).public_key(key.public_key())

@@ -69,11 +69,11 @@ def test_started_as_root_the_broker_reads_its_key_as_user_mosquitto_with_the_rea
 def test_a_broker_key_that_does_not_match_its_cert_fails_with_the_brokers_own_error(broker_project, tmp_path):
     import shutil
 
-    from generator.pki import profiles as pki
+    from generator.pki import profiles
 
     broken = tmp_path / "broker"
     shutil.copytree(broker_project("mtls").broker_dir, broken)
-    (broken / "broker.key").write_bytes(pki.private_key_pem(pki.generate_key("ec-p256")))
+    (broken / "broker.key").write_bytes(profiles.private_key_pem(profiles.generate_key("ec-p256")))
     with pytest.raises(ToolError) as failed:
         with running_broker(broken, port=find_free_port(), bind_address="127.0.0.1"):
             pass

@@ -13,7 +13,7 @@ import pytest
 from conftest import (WAIT_S, client_tls_context, client_with_cert, foreign_ca, issuing_ca, mbedtls_connect,
                       mqtt_connack_code, mqtt_connect_over, mqtt_connect_packet, mqtt_session, paho_connack,
                       tls_connect)
-from generator.pki import profiles as pki
+from generator.pki import profiles
 from generator.pki.store import PkiStore
 
 CERT_MODES = ("mtls", "mtls+password")
@@ -48,7 +48,7 @@ def test_a_client_that_trusts_another_ca_refuses_the_broker(auth, broker_project
     project = broker_project(auth)
     broker = start_broker(project.broker_dir)
     context = client_tls_context(project.client("sensor-a"),
-                                 ca_pem=foreign_ca().cert.public_bytes(pki.serialization.Encoding.PEM))
+                                 ca_pem=foreign_ca().cert.public_bytes(profiles.serialization.Encoding.PEM))
     error = handshake_refused(broker, context)
     assert isinstance(error, ssl.SSLCertVerificationError)
     assert "unable to get local issuer certificate" in error.verify_message
@@ -290,7 +290,7 @@ def test_mbedtls_trusting_another_ca_refuses_the_broker(auth, broker_project, st
 
     project = broker_project(auth)
     broker = start_broker(project.broker_dir)
-    foreign_root = foreign_ca().cert.public_bytes(pki.serialization.Encoding.PEM)
+    foreign_root = foreign_ca().cert.public_bytes(profiles.serialization.Encoding.PEM)
     mbedtls_refused(broker, dataclasses.replace(project.client("sensor-a"), ca_pem=foreign_root))
 
 
@@ -312,8 +312,8 @@ def test_a_crl_past_its_next_update_locks_out_every_client_which_is_why_the_read
         broker_project, copy_project, start_broker):
     project = copy_project(broker_project("mtls"))
     long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=40)
-    stale = pki.build_crl([], issuer=issuing_ca(project), crl_number=1, now=long_ago, validity_days=30)
-    (project.broker_dir / "crl.pem").write_bytes(stale.public_bytes(pki.serialization.Encoding.PEM))
+    stale = profiles.build_crl([], issuer=issuing_ca(project), crl_number=1, now=long_ago, validity_days=30)
+    (project.broker_dir / "crl.pem").write_bytes(stale.public_bytes(profiles.serialization.Encoding.PEM))
     broker = start_broker(project.broker_dir)
     error = handshake_refused(broker, client_tls_context(project.client("sensor-a")))
     assert "CRL_HAS_EXPIRED" in str(error).upper() or "CERTIFICATE_EXPIRED" in str(error).upper()

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 
 from conftest import (BROKER_NAME, LOOPBACK, build_broker_project, client_tls_context, mbedtls_connect,
                       mqtt_connect_over, tls_connect, two_device_spec)
-from generator.pki import profiles as pki
+from generator.pki import profiles
 from generator.cli import main
 from generator.doctor.steps import DoctorTarget, run_doctor
 from generator.output.generate import generate
@@ -26,19 +26,19 @@ def pem(cert) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def public_ca() -> tuple[pki.CertificateAuthority, pki.CertificateAuthority]:
+def public_ca() -> tuple[profiles.CertificateAuthority, profiles.CertificateAuthority]:
     """A CA that is not the project's, like a public or corporate one: a root and the intermediate that signs."""
-    root_key, inter_key = pki.generate_key("ec-p256"), pki.generate_key("ec-p256")
-    root = pki.CertificateAuthority(pki.build_root_ca(root_key, project="Public Trust", validity_days=3650,
+    root_key, inter_key = profiles.generate_key("ec-p256"), profiles.generate_key("ec-p256")
+    root = profiles.CertificateAuthority(profiles.build_root_ca(root_key, project="Public Trust", validity_days=3650,
                                                       now=now()), root_key)
-    inter = pki.CertificateAuthority(pki.build_issuing_ca(inter_key, root=root, project="Public Trust R3",
+    inter = profiles.CertificateAuthority(profiles.build_issuing_ca(inter_key, root=root, project="Public Trust R3",
                                                           validity_days=365, now=now()), inter_key)
     return root, inter
 
 
-def broker_cert_from(issuer: pki.CertificateAuthority, names=(BROKER_NAME, LOOPBACK)):
-    key = pki.generate_key("ec-p256")
-    cert = pki.issue_broker_cert(key.public_key(), list(names), issuer=issuer, validity_days=90, now=now(),
+def broker_cert_from(issuer: profiles.CertificateAuthority, names=(BROKER_NAME, LOOPBACK)):
+    key = profiles.generate_key("ec-p256")
+    cert = profiles.issue_broker_cert(key.public_key(), list(names), issuer=issuer, validity_days=90, now=now(),
                                  project="Public Trust")
     return cert, key
 
@@ -52,7 +52,7 @@ def spec_with_broker_files(tmp_path, auth: str, *, cert=None, key=None, chain=()
         lines.append("  ca_file: broker-ca.pem")
     if cert is not None:
         (directory / "broker-cert.pem").write_bytes(pem(cert) + b"".join(pem(c) for c in chain))
-        (directory / "broker-key.pem").write_bytes(pki.private_key_pem(key))
+        (directory / "broker-key.pem").write_bytes(profiles.private_key_pem(key))
         lines += ["  cert_file: broker-cert.pem", "  key_file: broker-key.pem"]
     lines += [line for line in extra.splitlines() if line]
     text = two_device_spec(auth).replace("  port: 8883\n", "  port: 8883\n" + "".join(f"{l}\n" for l in lines))
@@ -103,7 +103,7 @@ def test_doctor_names_the_ca_file_when_the_broker_serves_a_cert_that_does_not_ch
     _, other_inter = public_ca()                                   # the operator installed a cert from another CA
     wrong, wrong_key = broker_cert_from(other_inter)
     (project.broker_dir / "broker.pem").write_bytes(pem(wrong) + pem(other_inter.cert))
-    (project.broker_dir / "broker.key").write_bytes(pki.private_key_pem(wrong_key))
+    (project.broker_dir / "broker.key").write_bytes(profiles.private_key_pem(wrong_key))
     broker = start_broker(project.broker_dir)
     results = run_doctor(project.spec, DoctorTarget.for_device(project.spec, project.spec.device("sensor-a"),
                                                                f"{LOOPBACK}:{broker.port}"))
@@ -122,17 +122,17 @@ def test_a_broker_cert_without_the_dialled_name_is_refused_before_anything_is_wr
 
 def test_a_broker_cert_naming_an_ip_only_as_ipaddress_is_refused_for_mbedtls(tmp_path, capsys):
     root, inter = public_ca()
-    key = pki.generate_key("ec-p256")
+    key = profiles.generate_key("ec-p256")
     from cryptography import x509
     import ipaddress
 
-    builder = pki._leaf_profile(inter, x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, False, now() - dt.timedelta(hours=1),
+    builder = profiles._leaf_profile(inter, x509.oid.ExtendedKeyUsageOID.SERVER_AUTH, False, now() - dt.timedelta(hours=1),
                                 now() + dt.timedelta(days=30))
     cert = (builder.subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, BROKER_NAME)]))
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(BROKER_NAME),
                                                         x509.IPAddress(ipaddress.ip_address(LOOPBACK))]), False)
-            .sign(inter.key, pki.hashes.SHA256()))
+            .sign(inter.key, profiles.hashes.SHA256()))
     spec_path = spec_with_broker_files(tmp_path, "mtls", cert=cert, key=key, chain=[inter.cert], ca=root.cert)
     code, _, err = run_gen(capsys, "generate", spec_path)
     assert code == 2 and "127.0.0.1 is not a dNSName in it (mbedTLS 2.28" in err
@@ -149,7 +149,7 @@ def test_a_ca_file_holding_the_brokers_own_cert_instead_of_its_ca_is_refused(tmp
 def test_a_broker_key_that_is_not_the_certs_is_refused(tmp_path, capsys):
     root, inter = public_ca()
     cert, _ = broker_cert_from(inter)
-    spec_path = spec_with_broker_files(tmp_path, "mtls", cert=cert, key=pki.generate_key("ec-p256"),
+    spec_path = spec_with_broker_files(tmp_path, "mtls", cert=cert, key=profiles.generate_key("ec-p256"),
                                        chain=[inter.cert], ca=root.cert)
     code, _, err = run_gen(capsys, "generate", spec_path)
     assert code == 2 and "broker-key.pem is not the key of the certificate" in err

@@ -11,8 +11,8 @@ import pytest
 
 from fake_tools.fixtures import fake_tools, gen_cli  # noqa: F401  (fixtures)
 from fake_tools.out_layout import NOT_AFTER, example_out
-from generator.build.plan import plan_build
-from generator.build.run import run_build
+from generator.firmware_build.plan import plan_build
+from generator.firmware_build.run import run_build
 from generator.spec.catalogue import load_catalogue
 from generator.output.manifest import read_manifest
 

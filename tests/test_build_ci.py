@@ -15,8 +15,8 @@ import yaml
 
 from fake_tools.fixtures import fake_tools, gen_cli  # noqa: F401  (fixtures)
 from fake_tools.out_layout import copy_example
-from generator.build.ci_credentials import decode_bundle
-from generator.build.ci_workflow import render_github_workflow
+from generator.ci.credentials import decode_bundle
+from generator.ci.workflow import render_github_workflow
 from generator.spec import load_spec
 
 EMBED_SPEC = """\

@@ -12,10 +12,10 @@ import pytest
 
 from fake_tools import install_fake_tools
 from fake_tools.out_layout import EXAMPLES_DIR, lay_out
-from generator.build.plan import plan_build
-from generator.build.run import run_build
+from generator.firmware_build.plan import plan_build
+from generator.firmware_build.run import run_build
 from generator.spec.catalogue import load_catalogue
-from generator.build.flashing import FlashSettings, bootloader_offset, merge_bin_args
+from generator.firmware_build.flashing import FlashSettings, bootloader_offset, merge_bin_args
 from generator.output.manifest import read_manifest
 from generator.spec import load_spec
 
@@ -76,14 +76,14 @@ def test_a_build_with_the_real_esptool_gives_a_factory_image_matching_flash_json
 def test_the_real_esptool_accepts_the_write_flash_arguments_of_flash_json(tmp_path, monkeypatch):
     """Run against a port that is not there: esptool gets as far as opening it, so every argument parsed."""
     from generator.core.errors import ToolError
-    from generator.build.flashing import FlashImage, FlashLayout, SerialPort, esptool_flash_argv, run_flashing_tool
+    from generator.firmware_build.flashing import FlashImage, FlashLayout, SerialPort, esptool_flash_argv, run_flashing_tool
 
     layout = FlashLayout("board-01", "esp32", FlashSettings("dio", "40m", "4MB"),
                          (FlashImage(0x1000, "bootloader.bin"), FlashImage(0x8000, "partitions.bin"),
                           FlashImage(0x9000, "nvs.bin"), FlashImage(0x10000, "firmware.bin")))
     for image in layout.images:
         (tmp_path / image.file).write_bytes(os.urandom(256))
-    monkeypatch.setattr("generator.build.flashing.serial_ports", lambda: [SerialPort("/dev/ttyUSB0", usb=True)])
+    monkeypatch.setattr("generator.firmware_build.flashing.serial_ports", lambda: [SerialPort("/dev/ttyUSB0", usb=True)])
     port = str(tmp_path / "ttyGONE")
     argv = esptool_flash_argv(REAL_ESPTOOL, layout, port=port, baud=460800)
     with pytest.raises(ToolError) as failed:

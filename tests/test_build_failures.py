@@ -11,8 +11,8 @@ import pytest
 
 from fake_tools.fixtures import fake_tools, gen_cli, no_installed_tools  # noqa: F401  (fixtures)
 from fake_tools.out_layout import copy_example, example_out
-from generator.build.plan import plan_build
-from generator.build.run import run_build
+from generator.firmware_build.plan import plan_build
+from generator.firmware_build.run import run_build
 from generator.spec.catalogue import load_catalogue
 from generator.core.errors import ToolError
 from generator.output.manifest import read_manifest
@@ -104,7 +104,7 @@ def test_without_esptool_gen_build_says_it_is_not_installed(tmp_path, fake_tools
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(fake_tools.bin_dir))
-    monkeypatch.setattr("generator.build.tools._install_bin_dir", lambda: empty)
+    monkeypatch.setattr("generator.core.external_tools._install_bin_dir", lambda: empty)
     _spec, out = example_out("fleet-nvs", tmp_path)
     with pytest.raises(ToolError) as failed:
         build(out)

@@ -11,10 +11,10 @@ import pytest
 
 from fake_tools.fixtures import fake_tools, gen_cli  # noqa: F401  (fixtures)
 from fake_tools.out_layout import copy_example, lay_out
-from generator.build.plan import plan_build
-from generator.build.run import run_build
+from generator.firmware_build.plan import plan_build
+from generator.firmware_build.run import run_build
 from generator.spec.catalogue import load_catalogue
-from generator.build.flashing import SerialPort
+from generator.firmware_build.flashing import SerialPort
 from generator.output.manifest import read_manifest
 from generator.spec import load_spec
 
@@ -41,7 +41,7 @@ def serial_port():
 def visible_ports(monkeypatch):
     """What pyserial would list; set `visible_ports[:] = [SerialPort(...), ...]`."""
     ports: list[SerialPort] = []
-    monkeypatch.setattr("generator.build.flashing.serial_ports", lambda: list(ports))
+    monkeypatch.setattr("generator.firmware_build.flashing.serial_ports", lambda: list(ports))
     return ports
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fake_tools.out_layout import example_out, lay_out
-from generator.build.plan import pio_metadata_args, pio_run_args, plan_build
+from generator.firmware_build.plan import pio_metadata_args, pio_run_args, plan_build
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.spec.catalogue import load_catalogue
 from generator.core.errors import UserError

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from generator.core.paths import SCHEMA_PATH
-from generator.firmware.limits import PUBLISH_QOS, SUBSCRIBE_QOS
-from generator.pki.profiles import KEY_TYPES
-from generator.spec.model import AUTH_MODES, SECRETS_MODES
+from generator.spec.device_limits import PUBLISH_QOS, SUBSCRIBE_QOS
+from generator.spec.contract import KEY_TYPES
+from generator.spec.contract import AUTH_MODES, SECRETS_MODES
 
 ROOT = Path(__file__).parent.parent
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from generator.doctor import probes
-from generator.pki import profiles as pki
+from generator.pki import profiles
 from generator.doctor.steps import (CONNACK_MEANINGS, DoctorTarget, check_pki, concrete_topic, judge_client_cert,
                               judge_connack, judge_tcp, load_material, mbedtls_accepts_name, openssl_accepts_name,
                               parse_host_port)
@@ -22,7 +22,7 @@ NOW = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
 
 
 def cert_with(names: list[x509.GeneralName] | None, cn: str = "broker") -> x509.Certificate:
-    key = pki.generate_key("ec-p256")
+    key = profiles.generate_key("ec-p256")
     builder = (x509.CertificateBuilder()
                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
                .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")]))

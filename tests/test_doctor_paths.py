@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from conftest import LOOPBACK, BrokerProject, build_broker_project, find_free_port
-from generator.pki import profiles as pki
+from generator.pki import profiles
 from generator.doctor.steps import (DoctorTarget, StepResult, load_material, run_client_cert_step, run_doctor)
 from generator.pki.store import PkiStore
 
@@ -51,20 +51,20 @@ def broker_files_copy(project: BrokerProject, tmp_path: Path) -> Path:
     return target
 
 
-def issuing_ca(project: BrokerProject) -> pki.CertificateAuthority:
+def issuing_ca(project: BrokerProject) -> profiles.CertificateAuthority:
     store = PkiStore.open(project.spec.pki.dir, project=project.spec.project, create=False)
-    key = pki.load_private_key_pem(store.layout.issuing_key.read_bytes(), "issuing key")
-    return pki.CertificateAuthority(store.issuing_ca_cert, key)
+    key = profiles.load_private_key_pem(store.layout.issuing_key.read_bytes(), "issuing key")
+    return profiles.CertificateAuthority(store.issuing_ca_cert, key)
 
 
 def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def serve_broker_cert(broker_dir: Path, cert: x509.Certificate, key: pki.PrivateKey,
+def serve_broker_cert(broker_dir: Path, cert: x509.Certificate, key: profiles.PrivateKey,
                       *chain: x509.Certificate) -> None:
     (broker_dir / "broker.pem").write_bytes(pem(cert) + b"".join(pem(c) for c in chain))
-    (broker_dir / "broker.key").write_bytes(pki.private_key_pem(key))
+    (broker_dir / "broker.key").write_bytes(profiles.private_key_pem(key))
 
 
 def now() -> dt.datetime:
@@ -162,11 +162,11 @@ def test_a_broker_serving_another_cas_cert_fails_the_tls_step_showing_both_issue
                                                                                    tmp_path):
     project = broker_project("mtls")
     broker_dir = broker_files_copy(project, tmp_path)
-    foreign_key = pki.generate_key("ec-p256")
-    foreign = pki.CertificateAuthority(pki.build_root_ca(foreign_key, project="someone-else", validity_days=30,
+    foreign_key = profiles.generate_key("ec-p256")
+    foreign = profiles.CertificateAuthority(profiles.build_root_ca(foreign_key, project="someone-else", validity_days=30,
                                                          now=now()), foreign_key)
-    server_key = pki.generate_key("ec-p256")
-    server_cert = pki.issue_broker_cert(server_key.public_key(), ["localhost", LOOPBACK], issuer=foreign,
+    server_key = profiles.generate_key("ec-p256")
+    server_cert = profiles.issue_broker_cert(server_key.public_key(), ["localhost", LOOPBACK], issuer=foreign,
                                         validity_days=30, now=now(), project="someone-else")
     serve_broker_cert(broker_dir, server_cert, server_key)
     broker = start_broker(broker_dir)
@@ -180,8 +180,8 @@ def test_a_broker_cert_without_the_dialled_name_fails_the_tls_step_listing_what_
                                                                                         start_broker, tmp_path):
     project = broker_project("mtls")
     broker_dir = broker_files_copy(project, tmp_path)
-    server_key = pki.generate_key("ec-p256")
-    server_cert = pki.issue_broker_cert(server_key.public_key(), ["other.example.com"], issuer=issuing_ca(project),
+    server_key = profiles.generate_key("ec-p256")
+    server_cert = profiles.issue_broker_cert(server_key.public_key(), ["other.example.com"], issuer=issuing_ca(project),
                                         validity_days=30, now=now(), project="broker-test")
     serve_broker_cert(broker_dir, server_cert, server_key, issuing_ca(project).cert)
     broker = start_broker(broker_dir)
@@ -195,7 +195,7 @@ def test_an_ip_only_san_cert_is_named_as_rejected_by_mbedtls_but_accepted_by_ope
                                                                                      tmp_path):
     broker_dir = broker_files_copy(ip_project, tmp_path)
     issuer = issuing_ca(ip_project)
-    server_key = pki.generate_key("ec-p256")
+    server_key = profiles.generate_key("ec-p256")
     start = now() - dt.timedelta(minutes=5)
     server_cert = (
         x509.CertificateBuilder()
@@ -276,8 +276,8 @@ def replace_device_cert(project: BrokerProject, cert: x509.Certificate) -> None:
 
 def expired_device_cert(project: BrokerProject) -> x509.Certificate:
     key_pem = project.client(DEVICE).key_pem
-    key = pki.load_private_key_pem(key_pem, "device key")
-    return pki.issue_device_cert(key.public_key(), DEVICE, issuer=issuing_ca(project), validity_days=1,
+    key = profiles.load_private_key_pem(key_pem, "device key")
+    return profiles.issue_device_cert(key.public_key(), DEVICE, issuer=issuing_ca(project), validity_days=1,
                                  now=now() - dt.timedelta(days=30), project="broker-test")
 
 
@@ -384,8 +384,8 @@ def test_a_broker_serving_an_expired_cert_fails_the_tls_step_as_expired(broker_p
     project = broker_project("password")
     broker_dir = broker_files_copy(project, tmp_path)
     issuer = issuing_ca(project)
-    server_key = pki.generate_key("ec-p256")
-    server_cert = pki.issue_broker_cert(server_key.public_key(), ["localhost", LOOPBACK], issuer=issuer,
+    server_key = profiles.generate_key("ec-p256")
+    server_cert = profiles.issue_broker_cert(server_key.public_key(), ["localhost", LOOPBACK], issuer=issuer,
                                         validity_days=1, now=now() - dt.timedelta(days=10), project="broker-test")
     serve_broker_cert(broker_dir, server_cert, server_key, issuer.cert)
     broker = start_broker(broker_dir)

@@ -15,6 +15,7 @@ import pytest
 
 from firmware_fakes import EXAMPLES
 from generator.output.generate import generate
+from generator.pki.spec_credentials import spec_credentials
 from generator.simulate.host_build import compile_firmware
 from generator.output.layout import firmware_dir
 from generator.broker.runner import running_broker
@@ -114,7 +115,7 @@ def backend_client(spec, broker, folder: Path):
 
     import paho.mqtt.client as mqtt
 
-    from generator.output.generate import spec_credentials
+    from generator.pki.spec_credentials import spec_credentials
 
     backend = spec_credentials(spec).backend
     (folder / "ca.pem").write_bytes(backend.ca_pem)

@@ -9,7 +9,7 @@ import json
 
 from fake_tools.fixtures import fake_tools, gen_cli  # noqa: F401  (fixtures)
 from fake_tools.out_layout import copy_example
-from generator.ota.signing import signature_problem, signing_key
+from generator.pki.ota_signing import signature_problem, signing_key
 from generator.pki.layout import PkiLayout
 from generator.spec import load_spec
 

@@ -18,10 +18,11 @@ import pytest
 from conftest import WAIT_S, client_tls_context, mqtt_session
 from generator.cli import main
 from generator.ota.announce import stage_image
-from generator.ota.image import DROM_START, IROM_START, app_description, pack_app_image
+from generator.core.app_image import DROM_START, IROM_START, app_description, pack_app_image
 from generator.ota.serve import listening_port, open_server, server_files
-from generator.ota.signing import sign_image, signing_key
-from generator.output.generate import generate, spec_credentials
+from generator.pki.ota_signing import sign_image, signing_key
+from generator.output.generate import generate
+from generator.pki.spec_credentials import spec_credentials
 from generator.pki.layout import PkiLayout
 from generator.pki.spec_identities import open_spec_pki
 from generator.spec import OTA_IDENTITY, load_spec

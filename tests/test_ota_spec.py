@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import subprocess
 
-from generator.firmware.limits import OTA_ANNOUNCEMENT_CAPACITY, mqtt_buffer_size
+from generator.spec.device_limits import OTA_ANNOUNCEMENT_CAPACITY, mqtt_buffer_size
 from generator.firmware.nvs_reader import read_nvs_image
 from generator.firmware.nvs_image import render_nvs_image
 from firmware_fakes import credentials_for

@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from generator.pki import profiles as pki
+from generator.pki import profiles
 from generator.cli import main
 from generator.pki.store import PkiStore
 from generator.core.paths import PROJECT_ROOT
@@ -257,10 +257,10 @@ def test_inspect_confirms_a_fresh_crl_and_flags_one_past_its_next_update(issued,
     assert fresh.returncode == 0 and "certificate revocation list" in fresh.stdout
     assert "signed by project CA" in fresh.stdout and "past its next update" not in fresh.stdout
     store = PkiStore.open(issued.parent / "pki", project="cli-pki", create=False)
-    issuer = pki.CertificateAuthority(store.issuing_ca_cert, pki.load_private_key_pem(
+    issuer = profiles.CertificateAuthority(store.issuing_ca_cert, profiles.load_private_key_pem(
         store.layout.issuing_key.read_bytes(), "issuing key"))
     long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=60)
-    stale = pki.build_crl([], issuer=issuer, crl_number=99, now=long_ago, validity_days=30)
+    stale = profiles.build_crl([], issuer=issuer, crl_number=99, now=long_ago, validity_days=30)
     (tmp_path / "stale.pem").write_bytes(stale.public_bytes(serialization.Encoding.PEM))
     flagged = gen("inspect", tmp_path / "stale.pem", "--ca", issued)
     assert "past its next update: Mosquitto rejects EVERY client cert" in flagged.stdout

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 
 from conftest import (build_broker_project, client_tls_context, mbedtls_connect, mqtt_connect_over,
                       tls_connect, two_device_spec)
-from generator.pki import profiles as pki
+from generator.pki import profiles
 from generator.cli import main
 from generator.pki.store import PkiStore
 
@@ -25,12 +25,12 @@ def pem(cert) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def corporate_ca() -> tuple[pki.CertificateAuthority, pki.CertificateAuthority]:
+def corporate_ca() -> tuple[profiles.CertificateAuthority, profiles.CertificateAuthority]:
     """An organisation's root and the intermediate it lets the project issue from."""
-    root_key, issuing_key = pki.generate_key("ec-p256"), pki.generate_key("ec-p256")
-    root = pki.CertificateAuthority(pki.build_root_ca(root_key, project="Example Corp", validity_days=3650,
+    root_key, issuing_key = profiles.generate_key("ec-p256"), profiles.generate_key("ec-p256")
+    root = profiles.CertificateAuthority(profiles.build_root_ca(root_key, project="Example Corp", validity_days=3650,
                                                       now=now()), root_key)
-    issuing = pki.CertificateAuthority(pki.build_issuing_ca(issuing_key, root=root, project="Example Corp IoT",
+    issuing = profiles.CertificateAuthority(profiles.build_issuing_ca(issuing_key, root=root, project="Example Corp IoT",
                                                             validity_days=1000, now=now()), issuing_key)
     return root, issuing
 
@@ -55,7 +55,7 @@ def test_an_imported_ca_issues_a_broker_and_devices_that_the_real_broker_and_bot
     root, issuing = corporate_ca()
     ca = issuing if kind.startswith("intermediate") else root
     (tmp_path / "ca.pem").write_bytes(pem(ca.cert))
-    (tmp_path / "ca.key").write_bytes(pki.private_key_pem(ca.key))
+    (tmp_path / "ca.key").write_bytes(profiles.private_key_pem(ca.key))
     args = ["pki", "import", spec, "--cert", tmp_path / "ca.pem", "--key", tmp_path / "ca.key"]
     if ca is issuing:
         (tmp_path / "chain.pem").write_bytes(pem(root.cert))
@@ -87,11 +87,11 @@ def test_an_imported_ca_issues_a_broker_and_devices_that_the_real_broker_and_bot
 
 def test_importing_a_cert_that_is_not_a_ca_is_refused_and_writes_nothing(spec, tmp_path, capsys):
     root, issuing = corporate_ca()
-    leaf_key = pki.generate_key("ec-p256")
-    leaf = pki.issue_device_cert(leaf_key.public_key(), "not-a-ca", issuer=issuing, validity_days=30, now=now(),
+    leaf_key = profiles.generate_key("ec-p256")
+    leaf = profiles.issue_device_cert(leaf_key.public_key(), "not-a-ca", issuer=issuing, validity_days=30, now=now(),
                                  project="x")
     (tmp_path / "leaf.pem").write_bytes(pem(leaf))
-    (tmp_path / "leaf.key").write_bytes(pki.private_key_pem(leaf_key))
+    (tmp_path / "leaf.key").write_bytes(profiles.private_key_pem(leaf_key))
     code, _, err = run_gen(capsys, "pki", "import", spec, "--cert", tmp_path / "leaf.pem", "--key",
                            tmp_path / "leaf.key")
     assert code == 2 and "is not a CA certificate" in err
@@ -101,7 +101,7 @@ def test_importing_a_cert_that_is_not_a_ca_is_refused_and_writes_nothing(spec, t
 def test_importing_with_a_key_that_is_not_the_cas_is_refused(spec, tmp_path, capsys):
     root, _ = corporate_ca()
     (tmp_path / "ca.pem").write_bytes(pem(root.cert))
-    (tmp_path / "other.key").write_bytes(pki.private_key_pem(pki.generate_key("ec-p256")))
+    (tmp_path / "other.key").write_bytes(profiles.private_key_pem(profiles.generate_key("ec-p256")))
     code, _, err = run_gen(capsys, "pki", "import", spec, "--cert", tmp_path / "ca.pem", "--key", tmp_path / "other.key")
     assert code == 2 and "the key does not belong to it" in err
 
@@ -109,7 +109,7 @@ def test_importing_with_a_key_that_is_not_the_cas_is_refused(spec, tmp_path, cap
 def test_an_intermediate_without_its_chain_is_refused(spec, tmp_path, capsys):
     _, issuing = corporate_ca()
     (tmp_path / "ca.pem").write_bytes(pem(issuing.cert))
-    (tmp_path / "ca.key").write_bytes(pki.private_key_pem(issuing.key))
+    (tmp_path / "ca.key").write_bytes(profiles.private_key_pem(issuing.key))
     code, _, err = run_gen(capsys, "pki", "import", spec, "--cert", tmp_path / "ca.pem", "--key", tmp_path / "ca.key")
     assert code == 2 and "no --chain up to its root" in err
 
@@ -119,7 +119,7 @@ def test_importing_over_an_existing_pki_is_refused_and_keeps_it(spec, tmp_path, 
     existing = (spec.parent / "pki" / "ca.pem").read_bytes()
     root, _ = corporate_ca()
     (tmp_path / "ca.pem").write_bytes(pem(root.cert))
-    (tmp_path / "ca.key").write_bytes(pki.private_key_pem(root.key))
+    (tmp_path / "ca.key").write_bytes(profiles.private_key_pem(root.key))
     code, _, err = run_gen(capsys, "pki", "import", spec, "--cert", tmp_path / "ca.pem", "--key", tmp_path / "ca.key")
     assert code == 2 and "already holds a PKI" in err
     assert (spec.parent / "pki" / "ca.pem").read_bytes() == existing

@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from generator.pki import profiles as pki
+from generator.pki import profiles
 
 from generator.pki import store as pki_store
 from generator.core.errors import UserError
@@ -265,7 +265,7 @@ def test_a_passphrase_given_later_encrypts_both_clear_ca_keys_and_keeps_them(tmp
 
 def test_a_swapped_clear_root_key_is_an_error_on_open(tmp_path):
     build(tmp_path / "pki")
-    (tmp_path / "pki" / "private" / "ca-key.pem").write_bytes(pki.private_key_pem(pki.generate_key("ec-p256")))
+    (tmp_path / "pki" / "private" / "ca-key.pem").write_bytes(profiles.private_key_pem(profiles.generate_key("ec-p256")))
     with pytest.raises(UserError, match="ca-key.pem .root CA key. does not belong to"):
         PkiStore.open(tmp_path / "pki", project="demo")
 
@@ -351,7 +351,7 @@ def test_revoking_a_key_revokes_every_certificate_of_that_key_and_nothing_else(t
     store = build(tmp_path / "pki")
     first = store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365)
     second = store.renew("esp32-0001", new_key=False)                 # same key
-    leaked = pki.load_private_key_pem(first.key_pem, "key")
+    leaked = profiles.load_private_key_pem(first.key_pem, "key")
     third = store.renew("esp32-0001", new_key=True)                   # a new key: not revoked with the old one
     revoked = store.revoke_key(leaked.public_key(), reason="key-compromise")
     assert sorted(e.serial for e in revoked) == sorted([first.serial, second.serial])
@@ -363,7 +363,7 @@ def test_revoking_a_key_revokes_every_certificate_of_that_key_and_nothing_else(t
 def test_a_revoked_key_is_never_certified_again(tmp_path):
     store = build(tmp_path / "pki")
     device = store.ensure_device("esp32-0001", key_type="ec-p256", validity_days=365)
-    store.revoke_key(pki.load_private_key_pem(device.key_pem, "key"))
+    store.revoke_key(profiles.load_private_key_pem(device.key_pem, "key"))
     with pytest.raises(UserError, match="key must not be certified again"):
         store.renew("esp32-0001", new_key=False)
 

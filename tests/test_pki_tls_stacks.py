@@ -22,7 +22,7 @@ from mbedtls import tls as mbedtls_tls
 from mbedtls import x509 as mbedtls_x509
 from mbedtls.exceptions import TLSError
 
-from generator.pki import profiles as pki
+from generator.pki import profiles
 from generator.pki.store import PkiStore
 
 TUTORIAL = Path(__file__).parent / "data" / "tutorial"
@@ -110,8 +110,8 @@ def _pem_blocks(data: bytes) -> list[str]:
 
 def ip_only_broker_cert(store: PkiStore, ip: str) -> tuple[bytes, bytes]:
     """What most PKI tools make for an IP: SAN iPAddress only (the issuing CA and profile otherwise ours)."""
-    key = pki.generate_key("ec-p256")
-    issuer = pki.CertificateAuthority(store.issuing_ca_cert, serialization.load_pem_private_key(
+    key = profiles.generate_key("ec-p256")
+    issuer = profiles.CertificateAuthority(store.issuing_ca_cert, serialization.load_pem_private_key(
         store.layout.issuing_key.read_bytes(), None))
     now = dt.datetime.now(dt.timezone.utc)
     cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, ip)]))
@@ -120,10 +120,10 @@ def ip_only_broker_cert(store: PkiStore, ip: str) -> tuple[bytes, bytes]:
             .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), False)
             .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.SERVER_AUTH]), False)
             .add_extension(issuer.authority_key_id, False)
-            .sign(issuer.key, pki.hashes.SHA256()))
+            .sign(issuer.key, profiles.hashes.SHA256()))
     chain = cert.public_bytes(serialization.Encoding.PEM) + store.issuing_ca_cert.public_bytes(
         serialization.Encoding.PEM)
-    return chain, pki.private_key_pem(key)
+    return chain, profiles.private_key_pem(key)
 
 
 @pytest.fixture

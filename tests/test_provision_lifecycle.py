@@ -18,9 +18,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from generator.broker.render import BOOTSTRAP_PASSWORD_FILE, CERT_FILE, KEY_FILE
-from generator.pki import profiles as pki
+from generator.pki import profiles
 from generator.pki.spec_identities import open_spec_pki
-from generator.provision.protocol import Response, render_response, response_topic
+from generator.spec.provisioning_protocol import Response, render_response, response_topic
 from generator.simulate.run import SimulateOptions, simulate
 from generator.spec import PROVISIONER_IDENTITY, load_spec
 from provision_support import CONNECTED_AS_ITSELF, LIFECYCLE_WAIT_S, STEP, ProvisionWorld
@@ -212,8 +212,8 @@ def test_a_rotation_renews_the_trust_anchors_so_the_device_follows_the_broker_to
     with world.broker() as broker:
         provisioned(world)
         now = dt.datetime.now(dt.timezone.utc)
-        new_key = pki.generate_key("ec-p256")
-        new_root = pki.CertificateAuthority(pki.build_root_ca(new_key, project="greenhouse-next", validity_days=30,
+        new_key = profiles.generate_key("ec-p256")
+        new_root = profiles.CertificateAuthority(profiles.build_root_ca(new_key, project="greenhouse-next", validity_days=30,
                                                               now=now), new_key)
         old_root = open_spec_pki(world.spec, create=False).device_trust_pem()
         bundle = world.spec.path.parent / "trust.pem"
@@ -228,11 +228,11 @@ def test_a_rotation_renews_the_trust_anchors_so_the_device_follows_the_broker_to
             device.wait_for(STEP.format(5), timeout=LIFECYCLE_WAIT_S)
         assert any("trust=renewed" in line for line in world.log)
         # The old CA retires: the broker now serves a certificate from the new one only.
-        server_key = pki.generate_key("ec-p256")
-        server = pki.issue_broker_cert(server_key.public_key(), world.spec.broker.names, issuer=new_root,
+        server_key = profiles.generate_key("ec-p256")
+        server = profiles.issue_broker_cert(server_key.public_key(), world.spec.broker.names, issuer=new_root,
                                        validity_days=30, now=now, project="greenhouse-next")
         (broker.private_dir / CERT_FILE).write_bytes(server.public_bytes(serialization.Encoding.PEM))
-        (broker.private_dir / KEY_FILE).write_bytes(pki.private_key_pem(server_key))
+        (broker.private_dir / KEY_FILE).write_bytes(profiles.private_key_pem(server_key))
         broker.restart()
         with world.device() as device:
             device.wait_for(r"\[cred\] trust anchors from slot \d \(sent by the provisioning service\)")

@@ -19,7 +19,7 @@ from generator.pki.index import DeviceStanding, IndexEntry
 from generator.pki.x509_facts import public_key_sha256
 from generator.provision import policy
 from generator.provision.policy import DeviceFacts, decide_confirm, decide_csr, load_csr, normalised_csr_pem
-from generator.provision.protocol import (
+from generator.spec.provisioning_protocol import (
     REASON_MAX_BYTES,
     REQUEST_MAX_BYTES,
     RESPONSE_MAX_BYTES,

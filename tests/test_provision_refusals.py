@@ -19,7 +19,7 @@ from cryptography.x509.oid import NameOID
 
 from conftest import Received
 from generator.pki.spec_identities import open_spec_pki
-from generator.provision.protocol import (
+from generator.spec.provisioning_protocol import (
     REQUEST_MAX_BYTES,
     Request,
     Response,

@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from conftest import mqtt_session
-from generator.pki import profiles as pki
+from generator.pki import profiles
 from generator.broker.render import CERT_FILE, KEY_FILE
 from generator.firmware.nvs_image import render_nvs_image
 from generator.simulate.run import stop_devices, started_devices
@@ -44,10 +44,10 @@ def nvs_device(request, tmp_path_factory):
     return request.param, simulated_project(name, tmp_path_factory, secrets=secrets), device_id
 
 
-def foreign_ca() -> pki.CertificateAuthority:
-    key = pki.generate_key("ec-p256")
-    cert = pki.build_root_ca(key, project="someone-else", validity_days=30, now=dt.datetime.now(dt.timezone.utc))
-    return pki.CertificateAuthority(cert, key)
+def foreign_ca() -> profiles.CertificateAuthority:
+    key = profiles.generate_key("ec-p256")
+    cert = profiles.build_root_ca(key, project="someone-else", validity_days=30, now=dt.datetime.now(dt.timezone.utc))
+    return profiles.CertificateAuthority(cert, key)
 
 
 def pem(cert) -> bytes:
@@ -85,13 +85,13 @@ def test_a_broker_certificate_without_the_dialled_name_is_rejected_as_on_the_dev
     # mqtt.example.com (sent to 127.0.0.1 by GEN_SIM_CONNECT_TO, but TLS still checks the dialled name).
     flavour, project, device_id = nvs_device
     issuer = foreign_ca()
-    broker_key = pki.generate_key("ec-p256")
-    broker_cert = pki.issue_broker_cert(broker_key.public_key(), ["other.example.com"], issuer=issuer,
+    broker_key = profiles.generate_key("ec-p256")
+    broker_cert = profiles.issue_broker_cert(broker_key.public_key(), ["other.example.com"], issuer=issuer,
                                         validity_days=30, now=dt.datetime.now(dt.timezone.utc), project="x")
     broker_dir = tmp_path / "broker"
     shutil.copytree(project.broker_dir, broker_dir)
     (broker_dir / CERT_FILE).write_bytes(pem(broker_cert))
-    (broker_dir / KEY_FILE).write_bytes(pki.private_key_pem(broker_key))
+    (broker_dir / KEY_FILE).write_bytes(profiles.private_key_pem(broker_key))
     broker = start_broker(broker_dir)
     nvs = doctored_nvs(project, device_id, tmp_path, ca_pem=pem(issuer.cert))
     with SimDevice.start(project.run_for(device_id, broker, GEN_SIM_NVS=str(nvs))) as device:

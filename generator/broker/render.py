@@ -35,11 +35,12 @@ from typing import Iterable
 
 from generator.core.errors import UserError
 from generator.core.rendering import render_template
-from generator.firmware.limits import NVS_PASSWORD_CAPACITY, mqtt_buffer_size
+from generator.spec.device_limits import NVS_PASSWORD_CAPACITY, mqtt_buffer_size
 from generator.pki.ca import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
 from generator.pki.credentials import BrokerCredentials
-from generator.provision.protocol import CHANNELS, REQUEST_FILTERS, bootstrap_username, request_topic, response_topic
-from generator.spec.model import BACKEND_IDENTITY, DOCTOR_IDENTITY, OTA_IDENTITY, PROVISIONER_IDENTITY, SERVER_IDENTITIES, Device, Spec
+from generator.spec.provisioning_protocol import CHANNELS, REQUEST_FILTERS, bootstrap_username, request_topic, response_topic
+from generator.spec.contract import BACKEND_IDENTITY, DOCTOR_IDENTITY, OTA_IDENTITY, PROVISIONER_IDENTITY, SERVER_IDENTITIES
+from generator.spec.model import Device, Spec
 
 INSTALL_DIR = PurePosixPath("/etc/mosquitto/gen")
 TLS_MIN_VERSION = "tlsv1.2"

@@ -14,7 +14,7 @@ from generator.broker.runner import running_broker
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console
 from generator.core.errors import ToolError
 from generator.core.files import write_tree
-from generator.output.generate import spec_credentials
+from generator.pki.spec_credentials import spec_credentials
 from generator.output.layout import BROKER_DIR
 from generator.spec import load_spec
 

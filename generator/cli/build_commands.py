@@ -13,9 +13,9 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
-from generator.build.ci_credentials import ci_device_credentials, decode_bundle
-from generator.build.ci_workflow import write_github_workflow
-from generator.build.flashing import (
+from generator.ci.credentials import ci_device_credentials, decode_bundle
+from generator.ci.workflow import write_github_workflow
+from generator.firmware_build.flashing import (
     FLASH_JSON,
     NVS_IMAGE,
     BuiltDevice,
@@ -29,15 +29,16 @@ from generator.build.flashing import (
     pio_monitor_argv,
     read_flash_layout,
 )
-from generator.build.plan import BuildPlan, Image, plan_build
-from generator.build.run import check_jobs, run_build
-from generator.build.tools import require_esptool, require_platformio
+from generator.firmware_build.plan import BuildPlan, Image, plan_build
+from generator.firmware_build.run import check_jobs, run_build
+from generator.core.external_tools import require_esptool, require_platformio
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_console, plural
 from generator.core.errors import ToolError, UserError
 from generator.core.files import SECRET_MODE, write_atomic
 from generator.firmware.nvs_image import render_nvs_image
-from generator.ota.signing import sign_image, signing_key
-from generator.output.generate import generate, generate_without_pki, spec_credentials
+from generator.pki.ota_signing import sign_image, signing_key
+from generator.output.generate import generate, generate_without_pki
+from generator.pki.spec_credentials import spec_credentials
 from generator.output.layout import ARTIFACTS_DIR
 from generator.output.manifest import read_manifest
 from generator.pki.layout import PkiLayout

@@ -13,7 +13,7 @@ from generator.core.errors import UserError
 from generator.ota.announce import Address, Announcement, announcement, check_image, publish_announcements, \
     slot_size, stage_image
 from generator.ota.serve import listening_port, open_server, server_files
-from generator.ota.signing import signing_key
+from generator.pki.ota_signing import signing_key
 from generator.ota.status import collect_status
 from generator.output.generate import generate
 from generator.output.layout import firmware_dir

@@ -19,7 +19,7 @@ from rich.table import Table
 from generator.cli.terminal import SPEC_ARGUMENT, console, styled
 from generator.core.errors import UserError
 from generator.core.files import write_atomic
-from generator.pki import inspect as certinfo
+from generator.pki import inspection
 from generator.pki.ca import CaPassphrase
 from generator.pki.spec_identities import ensure_spec_identities, open_spec_pki
 from generator.pki.store import EXPIRY_WARNING_DAYS, import_ca
@@ -120,7 +120,7 @@ def show(spec: Path = SPEC_ARGUMENT,
     """One identity's certificate in plain words, its files, and (with --secrets) its password."""
     store = _store(_spec(spec), create=False)
     found = store.identity(identity)
-    report = certinfo.explain(found.cert_pem, str(found.cert_path), trust=[store.root_ca_cert,
+    report = inspection.explain(found.cert_pem, str(found.cert_path), trust=[store.root_ca_cert,
                                                                            store.issuing_ca_cert], now=_now())
     _print_report(report)
     entry = store.entry(identity)
@@ -186,7 +186,7 @@ def revoke(spec: Path = SPEC_ARGUMENT,
         raise UserError("say what to revoke: an identity, or --key FILE", hint=f"e.g. gen pki revoke {spec} sensor-01")
     store = _store(_spec(spec), create=False)
     if key is not None:
-        revoked = store.revoke_key(certinfo.public_key_of(_read_input(key, "--key"), str(key)), reason=reason)
+        revoked = store.revoke_key(inspection.public_key_of(_read_input(key, "--key"), str(key)), reason=reason)
     else:
         revoked = store.revoke(identity, reason=reason)
     for entry in revoked:
@@ -269,12 +269,12 @@ def inspect(
     if to is not None or out is not None:
         if to is None or out is None:
             raise UserError("--to and --out go together", hint="e.g. gen inspect cert.pem --to der --out cert.der")
-        converted, secret = certinfo.convert(data, str(file), to.lower())
+        converted, secret = inspection.convert(data, str(file), to.lower())
         write_atomic(out, converted, mode=0o600 if secret else 0o644)
         console.print(f"wrote {out} ({to.upper()}{', mode 0600: it holds a private key' if secret else ''})")
         return
     trust = _trust_from(ca) if ca is not None else []
-    report = certinfo.explain(data, str(file), trust=trust,
+    report = inspection.explain(data, str(file), trust=trust,
                               key=_read_input(key, "--key") if key is not None else None, now=_now())
     _print_report(report)
     if not trust:
@@ -303,9 +303,9 @@ def _trust_from(ca: Path) -> list:
         pki_dir = Path(_spec(ca).pki.dir)
         trust = []
         for name in ("ca.pem", "issuing-ca.pem"):
-            trust += certinfo.load_trust(_read_input(pki_dir / name, f"the project's {name}"), str(pki_dir / name))
+            trust += inspection.load_trust(_read_input(pki_dir / name, f"the project's {name}"), str(pki_dir / name))
         return trust
-    return certinfo.load_trust(_read_input(ca, "--ca"), str(ca))
+    return inspection.load_trust(_read_input(ca, "--ca"), str(ca))
 
 
 def _short_serial(serial: int) -> str:

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from generator.broker.trust import broker_trust
+from generator.pki.broker_trust import broker_trust
 from generator.core.errors import UserError
 from generator.core.mqtt_wire import ConnectionClosed, Message, MqttSession
 from generator.core.topics import filter_matches
@@ -45,7 +45,8 @@ from generator.doctor import probes
 from generator.pki.credentials import ClientCredentials
 from generator.pki.store import PkiStore
 from generator.pki.x509_facts import chains_to, issued_by, key_matches
-from generator.spec.model import DOCTOR_IDENTITY, Device, Spec
+from generator.spec.contract import DOCTOR_IDENTITY
+from generator.spec.model import Device, Spec
 
 STEPS: tuple[tuple[str, str], ...] = (
     ("pki", "spec and PKI are consistent"),
@@ -221,7 +222,7 @@ def _identity(credentials: ClientCredentials) -> probes.ClientIdentity:
 
 def load_material(spec: Spec, device: Device) -> DoctorMaterial:
     """Reads the spec's PKI without writing to it (PkiStore.open with create=False, no passphrase: no CA key is
-    touched), and the broker trust the spec brings (checked by generator.broker.trust). Raises UserError when
+    touched), and the broker trust the spec brings (checked by generator.pki.broker_trust). Raises UserError when
     there is no usable PKI at all, or the brought trust is unusable."""
     trust = broker_trust(spec)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from esp_idf_nvs_partition_gen import nvs_partition_gen as nvs_gen
 
 from generator.core.errors import UserError
-from generator.firmware.limits import NVS_PASSWORD_CAPACITY, require_carriable
+from generator.spec.device_limits import NVS_PASSWORD_CAPACITY, require_carriable
 from generator.pki.credentials import ClientCredentials
 from generator.spec.model import Device
 

@@ -24,7 +24,7 @@ from generator.core.c_literals import c_comment_text, c_string_literal, c_string
 from generator.core.errors import UserError
 from generator.core.paths import TEMPLATES_DIR
 from generator.core.rendering import render_template
-from generator.firmware.limits import (
+from generator.spec.device_limits import (
     FIRMWARE_REPORT_CAPACITY,
     MAX_CLIENT_ID,
     OTA_ANNOUNCEMENT_CAPACITY,
@@ -61,9 +61,9 @@ from generator.firmware.nvs_image import (
     render_nvs_image,
     subscribe_filter_key,
 )
-from generator.ota.image import CHIP_IDS
+from generator.core.app_image import CHIP_IDS
 from generator.pki.credentials import ClientCredentials
-from generator.provision.protocol import (
+from generator.spec.provisioning_protocol import (
     BOOTSTRAP_USER_SUFFIX,
     REQUEST_ID_HEX_DIGITS,
     REQUEST_MAX_BYTES,
@@ -287,7 +287,7 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
 
 def _provision_values(device: Device) -> dict:
     """What the provisioning sources (templates/common/src/provisioning.*) need: the protocol's topics and limits
-    (generator.provision.protocol) and the credentials partition (generator.firmware.nvs_image)."""
+    (generator.spec.provisioning_protocol) and the credentials partition (generator.firmware.nvs_image)."""
     topics = {f"{name}_format": c_string_literal(topic("%s", channel))
               for name, topic, channel in (("bootstrap_request", request_topic, "bootstrap"),
                                            ("bootstrap_response", response_topic, "bootstrap"),
@@ -338,7 +338,7 @@ def render_firmware(device: Device, credentials: ClientCredentials, *, spec_name
     header; keep it the same for every device of a fleet so their `secrets: nvs` projects stay identical.
     `app_include` is where the user's app source lies, relative to the project's src/ (`app_include_path`);
     by default, where it lies when OUT is the spec folder's build/. `ota_key_digest`: with `ota:`, the digest of the
-    project's signing key (generator.ota.signing.key_digest), which the Arduino firmware checks signatures against."""
+    project's signing key (generator.pki.ota_signing.key_digest), which the Arduino firmware checks signatures against."""
     flavour = device.framework
     values = _template_values(device, credentials, spec_name, app_include or DEFAULT_APP_INCLUDE[flavour],
                               ota_key_digest)

@@ -20,18 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from generator.broker.trust import broker_trust
+from generator.pki.broker_trust import broker_trust
 from generator.core.errors import UserError
 from generator.core.files import PRIVATE_DIR_MODE, PUBLIC_MODE, SECRET_MODE, ensure_dir, write_atomic
 from generator.core.mqtt_wire import ConnectionClosed, MqttSession
 from generator.doctor.probes import ClientIdentity, open_tls
-from generator.firmware.limits import OTA_ANNOUNCEMENT_CAPACITY, OTA_QOS
-from generator.ota.image import CHIP_IDS, ImageError, read_image
-from generator.ota.signing import SigningKey, signature_problem
+from generator.spec.device_limits import OTA_ANNOUNCEMENT_CAPACITY, OTA_QOS
+from generator.core.app_image import CHIP_IDS, ImageError, read_image
+from generator.pki.ota_signing import SigningKey, signature_problem
 from generator.output.layout import ota_image
 from generator.pki.layout import PkiLayout
 from generator.pki.spec_identities import open_spec_pki
-from generator.spec.model import OTA_IDENTITY, Device, Spec
+from generator.spec.contract import OTA_IDENTITY
+from generator.spec.model import Device, Spec
 
 CONNECT_TIMEOUT_S = 10.0
 

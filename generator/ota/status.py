@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from generator.core.mqtt_wire import ConnectionClosed
 from generator.core.errors import UserError
-from generator.firmware.limits import OTA_QOS
+from generator.spec.device_limits import OTA_QOS
 from generator.ota.announce import Address, publisher_session
 from generator.spec.model import Spec
 

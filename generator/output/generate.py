@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Mapping
 
 from generator.broker.render import render_broker
-from generator.broker.trust import broker_trust
 from generator.core.errors import UserError
 from generator.core.files import SECRET_MODE, create_file, remove_generated, write_tree
 from generator.firmware.fingerprint import firmware_fingerprint
@@ -53,68 +52,11 @@ from generator.output.manifest import (
     spec_manifest,
     write_manifest,
 )
-from generator.ota.signing import ensure_signing_key, key_digest
-from generator.pki.credentials import BrokerCredentials, ClientCredentials, SpecCredentials
-from generator.pki.spec_identities import ensure_spec_identities
+from generator.pki.ota_signing import ensure_signing_key, key_digest
+from generator.pki.credentials import ClientCredentials
+from generator.pki.spec_credentials import spec_credentials
 from generator.pki.layout import PkiLayout
-from generator.provision.protocol import bootstrap_username
-from generator.spec import BACKEND_IDENTITY, PROVISIONER_IDENTITY, Device, Spec
-
-
-def spec_credentials(spec: Spec) -> SpecCredentials:
-    """Issues what is missing in the spec's PKI and reuses everything else. A broker certificate from elsewhere
-    (broker.ca_file, cert_file, key_file; generator.broker.trust) replaces the PKI's broker cert and root."""
-    trust = broker_trust(spec)           # checked before anything is issued
-    identities = ensure_spec_identities(spec)
-    device_trust = trust.ca_pem if trust else identities.ca_pem
-    broker_cert: bytes | None
-    broker_key: bytes | None
-    if trust is not None and trust.cert_pem is not None:
-        broker_cert, broker_key = trust.cert_pem, trust.key_pem
-    elif identities.broker is not None:
-        broker_cert, broker_key = identities.broker.cert_pem, identities.broker.key_pem
-    else:
-        broker_cert = broker_key = None
-    broker = BrokerCredentials(
-        cafile_pem=identities.broker_cafile_pem,
-        cert_pem=broker_cert,
-        key_pem=broker_key,
-        crl_pem=identities.crl_pem,
-        passwords=tuple(sorted(identities.passwords.items())),
-        salt_key=broker_key or identities.backend.key_pem,   # the backend's key when the broker's is not ours
-        bootstrap_passwords=tuple(sorted((bootstrap_username(device_id), identities.bootstrap[device_id])
-                                         for device_id in identities.bootstrap_open)),
-    )
-    devices = {}
-    for device in spec.devices:
-        identity = identities.devices.get(device.id) if device.uses_client_cert else None
-        devices[device.id] = ClientCredentials(
-            name=device.id,
-            ca_pem=device_trust,
-            cert_pem=identity.cert_pem if identity else None,
-            key_pem=identity.key_pem if identity else None,
-            password=identities.passwords.get(device.id) if device.uses_password else None,
-            cert_serial=identity.serial if identity else None,
-            cert_not_after=identity.not_after if identity else None,
-            bootstrap_password=identities.bootstrap.get(device.id),
-        )
-    backend = ClientCredentials(
-        name=BACKEND_IDENTITY,
-        ca_pem=device_trust,
-        cert_pem=identities.backend.cert_pem,
-        key_pem=identities.backend.key_pem,
-        password=identities.passwords.get(BACKEND_IDENTITY),
-        cert_serial=identities.backend.serial,
-        cert_not_after=identities.backend.not_after,
-    )
-    provisioner = None
-    if identities.provisioner is not None:
-        provisioner = ClientCredentials(name=PROVISIONER_IDENTITY, ca_pem=device_trust,
-                                        cert_pem=identities.provisioner.cert_pem,
-                                        key_pem=identities.provisioner.key_pem, password=None,
-                                        cert_serial=identities.provisioner.serial,
-                                        cert_not_after=identities.provisioner.not_after)
-    return SpecCredentials(broker=broker, devices=devices, backend=backend, provisioner=provisioner)
+from generator.spec import Device, Spec
 
 
 @dataclass(frozen=True)
@@ -140,7 +82,7 @@ def render_device_files(device: Device, credentials: ClientCredentials, *, spec_
                         app_include: str | None = None, with_nvs: bool = True,
                         ota_key_digest: bytes | None = None) -> DeviceFiles:
     """All of one device's files under OUT/. `with_nvs=False`: no NVS image (a build without the PKI: it is made
-    where the PKI lives). `ota_key_digest`: the project's OTA signing key (generator.ota.signing), with `ota:`."""
+    where the PKI lives). `ota_key_digest`: the project's OTA signing key (generator.pki.ota_signing), with `ota:`."""
     fw_base = firmware_dir(device.id)
     project = render_firmware(device, credentials, spec_name=spec_name, app_include=app_include,
                               ota_key_digest=ota_key_digest)
@@ -174,7 +116,7 @@ def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] |
 
 def generate_without_pki(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] | None = None,
                          credentials: Mapping[str, ClientCredentials]) -> GeneratedOutput:
-    """What CI may make (generator.build.ci_credentials gives `credentials`): the PKI is never opened, so nothing is
+    """What CI may make (generator.ci.credentials gives `credentials`): the PKI is never opened, so nothing is
     issued or signed; the firmware projects and the manifest only, no broker files and no NVS images."""
     out = Path(out_dir) if out_dir is not None else spec.default_out_dir
     notes = ensure_user_apps(spec, out)

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from generator.core.errors import UserError
 from generator.core.files import ensure_dir, write_atomic
-from generator.pki import profiles as pki
+from generator.pki import profiles
 from generator.pki.index import INDEX_VERSION, entry_for, index_bytes
 from generator.pki.layout import (
     PRIVATE_DIR_MODE,
@@ -79,11 +79,11 @@ def create_ca(layout: PkiLayout, *, project: str, key_type: str, validity_days: 
               passphrase: CaPassphrase | None, now: dt.datetime) -> None:
     refuse_leftovers(layout)
     secret = passphrase.get("create the CA (its keys are encrypted with the passphrase)") if passphrase else None
-    root_key = pki.generate_key(key_type)
-    root = pki.CertificateAuthority(pki.build_root_ca(root_key, project=project, validity_days=validity_days,
+    root_key = profiles.generate_key(key_type)
+    root = profiles.CertificateAuthority(profiles.build_root_ca(root_key, project=project, validity_days=validity_days,
                                                       now=now), root_key)
-    issuing_key = pki.generate_key(key_type)
-    issuing = pki.CertificateAuthority(pki.build_issuing_ca(issuing_key, root=root, project=project,
+    issuing_key = profiles.generate_key(key_type)
+    issuing = profiles.CertificateAuthority(profiles.build_issuing_ca(issuing_key, root=root, project=project,
                                                             validity_days=validity_days, now=now), issuing_key)
     ca: dict[str, Any] = {"root_sha256": fingerprint(root.cert), "issuing_sha256": fingerprint(issuing.cert)}
     ensure_dir(layout.private, PRIVATE_DIR_MODE)
@@ -103,10 +103,10 @@ def refuse_leftovers(layout: PkiLayout) -> None:
             "in use", hint="restore ca.pem from a backup. Never re-create the CA: every device trusts it")
 
 
-def write_ca_key(layout: PkiLayout, key: pki.PrivateKey, what: str, passphrase: bytes | None) -> dict[str, str]:
+def write_ca_key(layout: PkiLayout, key: profiles.PrivateKey, what: str, passphrase: bytes | None) -> dict[str, str]:
     """Writes a CA key, encrypted when there is a passphrase; returns what the index records of it."""
     if passphrase is None:
-        write_atomic(layout.root_key_plain if what == "root" else layout.issuing_key, pki.private_key_pem(key),
+        write_atomic(layout.root_key_plain if what == "root" else layout.issuing_key, profiles.private_key_pem(key),
                           mode=SECRET_MODE, durable=True)
         return {}
     path = layout.root_key_encrypted if what == "root" else layout.issuing_key_encrypted
@@ -114,7 +114,7 @@ def write_ca_key(layout: PkiLayout, key: pki.PrivateKey, what: str, passphrase: 
     return {f"{what}_key_p12_sha256": file_sha256(path)}
 
 
-def write_ca_files(layout: PkiLayout, *, project: str, root: x509.Certificate, issuing: pki.CertificateAuthority,
+def write_ca_files(layout: PkiLayout, *, project: str, root: x509.Certificate, issuing: profiles.CertificateAuthority,
                    chain: tuple[x509.Certificate, ...], ca: dict[str, Any], key_types: tuple[str, str],
                    now: dt.datetime) -> None:
     """The public half of a new PKI: issuing CA (+ chain), an empty CRL, the index, and ca.pem last (its presence
@@ -122,7 +122,7 @@ def write_ca_files(layout: PkiLayout, *, project: str, root: x509.Certificate, i
     write_atomic(layout.issuing_cert, pem_of(issuing.cert), mode=PUBLIC_MODE, durable=True)
     if chain:
         write_atomic(layout.chain, b"".join(pem_of(cert) for cert in chain), mode=PUBLIC_MODE, durable=True)
-    crl = pki.build_crl([], issuer=issuing, crl_number=1, now=now, validity_days=CRL_VALIDITY_DAYS)
+    crl = profiles.build_crl([], issuer=issuing, crl_number=1, now=now, validity_days=CRL_VALIDITY_DAYS)
     write_atomic(layout.crl, crl.public_bytes(serialization.Encoding.PEM), mode=PUBLIC_MODE, durable=True)
     entries = [entry_for(root, "root-ca", "root-ca", key_types[0])]
     if issuing.cert != root:
@@ -148,7 +148,7 @@ def parse_import_certs(data: bytes, what: str) -> list[x509.Certificate]:
     return certs
 
 
-def load_import_key(data: bytes, what: str, passphrase: CaPassphrase | None) -> pki.PrivateKey:
+def load_import_key(data: bytes, what: str, passphrase: CaPassphrase | None) -> profiles.PrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:   # encrypted
@@ -166,7 +166,7 @@ def load_import_key(data: bytes, what: str, passphrase: CaPassphrase | None) -> 
     return key
 
 
-def import_problem(cert: x509.Certificate, key: pki.PrivateKey, chain: list[x509.Certificate],
+def import_problem(cert: x509.Certificate, key: profiles.PrivateKey, chain: list[x509.Certificate],
                     now: dt.datetime) -> str | None:
     """Why a certificate cannot be the issuing CA of a PKI, or None."""
     try:
@@ -199,7 +199,7 @@ def import_problem(cert: x509.Certificate, key: pki.PrivateKey, chain: list[x509
     return None
 
 
-def encrypt_ca_key(key: pki.PrivateKey, passphrase: bytes, name: str) -> bytes:
+def encrypt_ca_key(key: profiles.PrivateKey, passphrase: bytes, name: str) -> bytes:
     """PKCS#12 with PBES2 (AES-256-CBC, PBKDF2-SHA256, CA_KEY_KDF_ROUNDS) and an HMAC-SHA256 MAC."""
     encryption = (
         serialization.PrivateFormat.PKCS12.encryption_builder()
@@ -212,7 +212,7 @@ def encrypt_ca_key(key: pki.PrivateKey, passphrase: bytes, name: str) -> bytes:
 
 
 def decrypt_ca_key(layout: PkiLayout, path: Path, cert: x509.Certificate, passphrase: CaPassphrase,
-                    purpose: str) -> pki.PrivateKey:
+                    purpose: str) -> profiles.PrivateKey:
     """An encrypted CA key, checked against its certificate."""
     data = read_required(layout, path, "an encrypted CA key", "restore it from a backup")
     secret = passphrase.get(purpose)
@@ -229,7 +229,7 @@ def decrypt_ca_key(layout: PkiLayout, path: Path, cert: x509.Certificate, passph
     return key  # type: ignore[return-value]
 
 
-def checked_clear_key(layout: PkiLayout, path: Path, cert: x509.Certificate, what: str) -> pki.PrivateKey | None:
+def checked_clear_key(layout: PkiLayout, path: Path, cert: x509.Certificate, what: str) -> profiles.PrivateKey | None:
     """A CA key stored in the clear, checked against its certificate; None when there is no such file."""
     data = read_or_none(path)
     if data is None:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from generator.core.errors import UserError
 from generator.core.files import PRIVATE_DIR_MODE, PUBLIC_DIR_MODE, PUBLIC_MODE, SECRET_MODE
-from generator.pki import profiles as pki
+from generator.pki import profiles
 from generator.pki.x509_facts import parse_cert_or_none
 
 __all__ = ["PkiLayout", "ROLE_DIRS", "PUBLIC_MODE", "SECRET_MODE", "PUBLIC_DIR_MODE", "PRIVATE_DIR_MODE"]
@@ -127,19 +127,19 @@ def load_cert_file(layout: PkiLayout, path: Path, what: str, hint: str) -> x509.
     return cert
 
 
-def load_key_file(layout: PkiLayout, path: Path, what: str, hint: str) -> pki.PrivateKey:
+def load_key_file(layout: PkiLayout, path: Path, what: str, hint: str) -> profiles.PrivateKey:
     data = read_required(layout, path, f"the {what}", hint)
     return parse_key(layout, data, path)
 
 
-def parse_key(layout: PkiLayout, data: bytes, path: Path) -> pki.PrivateKey:
+def parse_key(layout: PkiLayout, data: bytes, path: Path) -> profiles.PrivateKey:
     """A leaf or CA key; the file is named (relative path built) only when something is wrong with it.
     RSA's costly consistency check (~50 ms a key) is skipped: these are keys we generated, and every caller
     compares the key's public half with its cert, which catches a damaged or swapped key."""
     try:
         key = serialization.load_pem_private_key(data, password=None, unsafe_skip_rsa_key_validation=True)
-        if isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)) and pki.key_type_of(key) in pki.KEY_TYPES:
+        if isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)) and profiles.key_type_of(key) in profiles.KEY_TYPES:
             return key
     except Exception:
         pass
-    return pki.load_private_key_pem(data, layout.rel(path))  # raises the UserError that says what is wrong
+    return profiles.load_private_key_pem(data, layout.rel(path))  # raises the UserError that says what is wrong

@@ -10,7 +10,7 @@ from pathlib import Path
 from cryptography import x509
 
 from generator.core.files import write_atomic
-from generator.pki import profiles as pki
+from generator.pki import profiles
 from generator.pki.layout import PUBLIC_MODE, SECRET_MODE, PkiLayout
 from generator.pki.x509_facts import pem_of, public_key_sha256
 
@@ -30,22 +30,22 @@ class IssueJob:
     validity_days: int
     now: dt.datetime             # the issue time (the store's clock)
 
-    def run(self, names: list[str], issuer: pki.CertificateAuthority | None = None,
+    def run(self, names: list[str], issuer: profiles.CertificateAuthority | None = None,
             ) -> list[tuple[str, int, str, dt.datetime, dt.datetime, str, bytes, bytes]]:
         if issuer is None:
-            issuer = pki.CertificateAuthority(x509.load_pem_x509_certificate(self.issuer_cert_pem),
-                                              pki.load_private_key_pem(self.issuer_key_pem, "issuing CA key"))
-        issue = pki.issue_device_cert if self.role == "device" else pki.issue_client_cert
+            issuer = profiles.CertificateAuthority(x509.load_pem_x509_certificate(self.issuer_cert_pem),
+                                              profiles.load_private_key_pem(self.issuer_key_pem, "issuing CA key"))
+        issue = profiles.issue_device_cert if self.role == "device" else profiles.issue_client_cert
         layout, now, results = PkiLayout(Path(self.root)), self.now, []
         for name in names:
-            key = pki.generate_key(self.key_type)
-            key_pem = pki.private_key_pem(key)
+            key = profiles.generate_key(self.key_type)
+            key_pem = profiles.private_key_pem(key)
             cert = issue(key.public_key(), name, issuer=issuer, validity_days=self.validity_days, now=now,
                          project=self.project)
             cert_pem = pem_of(cert)
             write_atomic(layout.key_path(self.role, name), key_pem, mode=SECRET_MODE, fresh=True)
             write_atomic(layout.cert_path(self.role, name), cert_pem, mode=PUBLIC_MODE, fresh=True)
-            results.append((name, cert.serial_number, pki.leaf_subject_text(name, self.project),
+            results.append((name, cert.serial_number, profiles.leaf_subject_text(name, self.project),
                             cert.not_valid_before_utc, cert.not_valid_after_utc, public_key_sha256(key), key_pem,
                             cert_pem))
         return results

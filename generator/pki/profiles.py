@@ -46,10 +46,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from generator.core.errors import UserError
+from generator.spec.contract import DEFAULT_KEY_TYPE, KEY_TYPES, MQTT_PASSWORD_LENGTH
 
-KEY_TYPES = ("ec-p256", "rsa-2048")
-DEFAULT_KEY_TYPE = "ec-p256"
-MQTT_PASSWORD_LENGTH = 32           # characters of a generated MQTT password (URL-safe base64 of 24 random bytes)
 
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 PublicKey = Union[ec.EllipticCurvePublicKey, rsa.RSAPublicKey]

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 
 from generator.pki.ca import CaPassphrase
 from generator.pki.store import Identity, PkiStore, utcnow
-from generator.spec.model import BACKEND_IDENTITY, DOCTOR_IDENTITY, PROVISIONER_IDENTITY
+from generator.spec.contract import BACKEND_IDENTITY, DOCTOR_IDENTITY, PROVISIONER_IDENTITY
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,7 @@ from cryptography.hazmat.primitives import serialization
 from generator.core.errors import UserError
 from generator.core.files import ensure_dir, fsync_dir, write_atomic
 from generator.core.locks import acquire_lock, exclusive_lock, release_lock
-from generator.pki import profiles as pki
+from generator.pki import profiles
 from generator.pki.ca import (
     CRL_RESIGN_FRACTION,
     CRL_VALIDITY_DAYS,
@@ -163,7 +163,7 @@ class PkiStore:
     """A project's PKI directory. Create with `PkiStore.open`; see the module docstring."""
 
     def __init__(self, layout: PkiLayout, *, project: str, key_type: str, issuing_cert: x509.Certificate,
-                 issuing_key: pki.PrivateKey | None, root_cert: x509.Certificate,
+                 issuing_key: profiles.PrivateKey | None, root_cert: x509.Certificate,
                  chain: tuple[x509.Certificate, ...], index: IndexState, passphrase: CaPassphrase | None,
                  clock: Callable[[], dt.datetime]):
         self.layout = layout
@@ -184,7 +184,7 @@ class PkiStore:
     # ------------------------------------------------------------------------------------------ open
 
     @classmethod
-    def open(cls, directory: Path, *, project: str, key_type: str = pki.DEFAULT_KEY_TYPE,
+    def open(cls, directory: Path, *, project: str, key_type: str = profiles.DEFAULT_KEY_TYPE,
              ca_validity_days: int = 3650, passphrase: bytes | CaPassphrase | None = None,
              create: bool = True, clock: Callable[[], dt.datetime] = utcnow) -> "PkiStore":
         """Opens (or creates) the PKI. `passphrase` protects the CA keys: bytes (checked at once) or a
@@ -192,8 +192,8 @@ class PkiStore:
         passphrase, a CA key still stored in the clear is encrypted now; without one, encrypted keys are used
         only if nothing needs signing."""
         layout = PkiLayout(Path(directory).resolve())
-        if key_type not in pki.KEY_TYPES:
-            raise UserError(f"unknown key type {key_type!r}", hint=f"use one of: {', '.join(pki.KEY_TYPES)}")
+        if key_type not in profiles.KEY_TYPES:
+            raise UserError(f"unknown key type {key_type!r}", hint=f"use one of: {', '.join(profiles.KEY_TYPES)}")
         if isinstance(passphrase, bytes):
             passphrase = CaPassphrase(value=passphrase)
         if not layout.ca_cert.exists():
@@ -282,7 +282,7 @@ class PkiStore:
             fsync_dir(clear.parent)
             log.info(f"encrypted the {what} CA key with the passphrase: {self.layout.rel(encrypted)}")
 
-    def _signer(self, purpose: str) -> pki.CertificateAuthority:
+    def _signer(self, purpose: str) -> profiles.CertificateAuthority:
         """The issuing CA with its key, decrypted first if it is encrypted (asking for the passphrase `purpose`)."""
         if self._issuing_key is None:
             if self._passphrase is None:
@@ -291,7 +291,7 @@ class PkiStore:
                                 hint="set pki.ca_passphrase_env in the spec to the variable that holds the passphrase")
             self._issuing_key = decrypt_ca_key(self.layout, self.layout.issuing_key_encrypted, self.issuing_ca_cert,
                                                 self._passphrase, purpose)
-        return pki.CertificateAuthority(self.issuing_ca_cert, self._issuing_key)
+        return profiles.CertificateAuthority(self.issuing_ca_cert, self._issuing_key)
 
     # ------------------------------------------------------------------------------------------ trust
 
@@ -313,13 +313,13 @@ class PkiStore:
     # ------------------------------------------------------------------------------------------ identities
 
     def ensure_broker(self, names: Sequence[str], *, validity_days: int, key_type: str | None = None) -> Identity:
-        """CN = names[0]; SAN per `pki.broker_subject_alt_names`. Re-issued with the same key when the names
+        """CN = names[0]; SAN per `profiles.broker_subject_alt_names`. Re-issued with the same key when the names
         change; otherwise reused byte-identical."""
         names = tuple(names)
         if not names:
             raise UserError("the broker needs at least one name (host name or IP address)",
                             hint="set broker.host in the spec")
-        pki.broker_subject_alt_names(names)  # validates every name before anything is written
+        profiles.broker_subject_alt_names(names)  # validates every name before anything is written
         with self.batch():
             return self._ensure_leaf("broker", "broker", key_type or self.key_type, validity_days, names)
 
@@ -330,9 +330,9 @@ class PkiStore:
         """CN = id, SAN URI urn:dev:<id>, EKU clientAuth. Existing identities are reused; the index is written
         once for the whole batch."""
         for device_id in device_ids:
-            pki.check_identity_name(device_id, "device id")
-        if key_type not in pki.KEY_TYPES:
-            raise UserError(f"unknown key type {key_type!r}", hint=f"use one of: {', '.join(pki.KEY_TYPES)}")
+            profiles.check_identity_name(device_id, "device id")
+        if key_type not in profiles.KEY_TYPES:
+            raise UserError(f"unknown key type {key_type!r}", hint=f"use one of: {', '.join(profiles.KEY_TYPES)}")
         with self.batch():
             new_ids = [i for i in dict.fromkeys(device_ids) if ("device", i) not in self._index.current
                        and not self.layout.key_path("device", i).exists()]
@@ -345,7 +345,7 @@ class PkiStore:
         signer = self._signer(f"issue {len(names)} new {role} certificate{'s' if len(names) != 1 else ''} ({shown})")
         self._make_dirs_for(role)
         job = IssueJob(str(self.layout.root), pem_of(self.issuing_ca_cert),
-                        pki.private_key_pem(signer.key), self.project, role, key_type, validity_days, self.clock())
+                        profiles.private_key_pem(signer.key), self.project, role, key_type, validity_days, self.clock())
         # two workers per CPU: file creation waits on the filesystem journal, and another worker computes meanwhile
         workers = min(2 * (os.cpu_count() or 1), len(names) // NAMES_PER_WORKER_MIN)
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
@@ -367,7 +367,7 @@ class PkiStore:
         return issued
 
     def ensure_client(self, name: str, *, key_type: str, validity_days: int) -> Identity:
-        pki.check_identity_name(name, "client name")
+        profiles.check_identity_name(name, "client name")
         with self.batch():
             return self._ensure_leaf("client", name, key_type, validity_days)
 
@@ -390,14 +390,14 @@ class PkiStore:
         return list(self._index.entries)
 
     def password(self, username: str) -> str:
-        """The MQTT password of `username`: generated once (pki.MQTT_PASSWORD_LENGTH URL-safe characters), kept
+        """The MQTT password of `username`: generated once (profiles.MQTT_PASSWORD_LENGTH URL-safe characters), kept
         0600, reused."""
-        pki.check_identity_name(username, "username")
+        profiles.check_identity_name(username, "username")
         return _kept_secret(self.layout.password_path(username))
 
     def existing_password(self, username: str) -> str | None:
         """The password of `username` if one was generated, without creating one (for `gen pki show`)."""
-        pki.check_identity_name(username, "username")
+        profiles.check_identity_name(username, "username")
         return _read_secret(self.layout.password_path(username))
 
     # ------------------------------------------------------------------------------------------ device-born keys
@@ -405,7 +405,7 @@ class PkiStore:
     def bootstrap_secret(self, device_id: str) -> str:
         """The first-boot password of a device that makes its own key: generated once, kept 0600, reused. The
         broker accepts it (as user <id>@bootstrap, on the bootstrap listener) only while the device has no identity."""
-        pki.check_identity_name(device_id, "device id")
+        profiles.check_identity_name(device_id, "device id")
         return _kept_secret(self.layout.bootstrap_secret_path(device_id))
 
     def standing(self, device_id: str) -> DeviceStanding:
@@ -418,7 +418,7 @@ class PkiStore:
         self._take_up_index()
         return [entry for entry in self._index.entries if entry.key_sha256 == key_sha256]
 
-    def issue_from_public_key(self, device_id: str, public_key: pki.PublicKey, *, validity_days: int,
+    def issue_from_public_key(self, device_id: str, public_key: profiles.PublicKey, *, validity_days: int,
                               request: str, via: str, renew_at: Callable[[dt.datetime], dt.datetime]
                               ) -> tuple[IndexEntry, bytes]:
         """A device cert for a key the device made (its CSR, checked by the caller): written to devices/<id>.pem,
@@ -426,19 +426,19 @@ class PkiStore:
         is revoked first (the device abandoned it). `renew_at(not_after)` says when the device should renew.
         No key file is written: the key never leaves the device. Returns the entry and the chain (leaf + issuing
         CA + intermediates) the device presents."""
-        pki.check_identity_name(device_id, "device id")
+        profiles.check_identity_name(device_id, "device id")
         with self.batch():
             standing = device_standing(self._index, device_id, self.clock())
             if standing.pending is not None:
                 self._revoke_positions([self._position(standing.pending)], "superseded",
                                        f"re-sign the CRL to revoke {device_id}'s abandoned pending certificate")
             issuer = self._signer(f"issue a certificate for device {device_id} from its CSR")
-            cert = pki.issue_device_cert(public_key, device_id, issuer=issuer, validity_days=validity_days,
+            cert = profiles.issue_device_cert(public_key, device_id, issuer=issuer, validity_days=validity_days,
                                          now=self.clock(), project=self.project)
             cert_pem = pem_of(cert)
             self._make_dirs_for("device")
             write_atomic(self.layout.cert_path("device", device_id), cert_pem, mode=PUBLIC_MODE, fresh=True)
-            entry = replace(entry_for(cert, "device", device_id, pki.key_type_of(public_key)), status="pending",
+            entry = replace(entry_for(cert, "device", device_id, profiles.key_type_of(public_key)), status="pending",
                             request=request, via=via, renew_at=renew_at(cert.not_valid_after_utc))
             self._index.entries.append(entry)
             self._index.current[("device", device_id)] = len(self._index.entries) - 1
@@ -548,7 +548,7 @@ class PkiStore:
                                 hint=f"to give it a new certificate: gen pki renew SPEC {name} --new-key")
             return self._revoke_positions(positions, reason, f"re-sign the CRL to revoke {role} {name}")
 
-    def revoke_key(self, key: pki.PrivateKey | pki.PublicKey, reason: str = "unspecified") -> list[IndexEntry]:
+    def revoke_key(self, key: profiles.PrivateKey | profiles.PublicKey, reason: str = "unspecified") -> list[IndexEntry]:
         """Revokes every unexpired certificate of this PKI that certifies `key` (a leaked key, whichever identity
         it was issued to), then re-signs the CRL. Returns the entries revoked."""
         _check_reason(reason)
@@ -610,8 +610,8 @@ class PkiStore:
                                 hint=f"issue a new key: gen pki renew SPEC {name} --new-key")
             key_path = self.layout.key_path(role, name)
             if new_key:
-                key = pki.generate_key(key_type or old.key_type)
-                key_pem = pki.private_key_pem(key)
+                key = profiles.generate_key(key_type or old.key_type)
+                key_pem = profiles.private_key_pem(key)
             else:
                 if key_type and key_type != old.key_type:
                     raise UserError(f"{role} {name!r} has a {old.key_type} key; a {key_type} key needs a new key",
@@ -705,8 +705,8 @@ class PkiStore:
 
     def _ensure_leaf(self, role: str, name: str, key_type: str, validity_days: int,
                      names: tuple[str, ...] = ()) -> Identity:
-        if key_type not in pki.KEY_TYPES:
-            raise UserError(f"unknown key type {key_type!r}", hint=f"use one of: {', '.join(pki.KEY_TYPES)}")
+        if key_type not in profiles.KEY_TYPES:
+            raise UserError(f"unknown key type {key_type!r}", hint=f"use one of: {', '.join(profiles.KEY_TYPES)}")
         layout = self.layout
         cert_path, key_path = layout.cert_path(role, name), layout.key_path(role, name)
         what = "the broker" if role == "broker" else f"{role} {name!r}"
@@ -720,8 +720,8 @@ class PkiStore:
         key_pem = read_required(layout, key_path, f"the key of {what}",
                                  f"issue a new key: gen pki renew SPEC {name} --new-key")
         key = parse_key(layout, key_pem, key_path)
-        if pki.key_type_of(key) != key_type:
-            raise UserError(f"{what} has a {pki.key_type_of(key)} key, but {key_type} is asked for",
+        if profiles.key_type_of(key) != key_type:
+            raise UserError(f"{what} has a {profiles.key_type_of(key)} key, but {key_type} is asked for",
                             hint=f"switch keys explicitly: gen pki renew SPEC {name} --new-key")
         cert_pem = read_or_none(cert_path)
         cert = parse_cert_or_none(cert_pem)
@@ -730,7 +730,7 @@ class PkiStore:
                             "replaced or damaged)", hint=f"restore the key from a backup, or issue a new one: "
                                                          f"gen pki renew SPEC {name} --new-key")
         reissue = (cert is None or cert_pem is None or cert.serial_number != entry.serial
-                   or (role == "broker" and pki.broker_names_of(cert) != _wanted_broker_names(names)))
+                   or (role == "broker" and profiles.broker_names_of(cert) != _wanted_broker_names(names)))
         if reissue:  # a lost/corrupt cert file (public data) or new broker names: same key, new cert
             self._index.entries[position] = replace(entry, status="superseded")
             del self._index.current[(role, name)]
@@ -745,33 +745,33 @@ class PkiStore:
         cert_path, key_path = self.layout.cert_path(role, name), self.layout.key_path(role, name)
         key_pem = read_or_none(key_path)
         if key_pem is None:
-            key = pki.generate_key(key_type)
-            return self._issue(role, name, key, pki.private_key_pem(key), validity_days, names, write_key=True)
+            key = profiles.generate_key(key_type)
+            return self._issue(role, name, key, profiles.private_key_pem(key), validity_days, names, write_key=True)
         key = parse_key(self.layout, key_pem, key_path)
-        if pki.key_type_of(key) != key_type:
-            raise UserError(f"{self.layout.rel(key_path)} holds a {pki.key_type_of(key)} key, not {key_type}",
+        if profiles.key_type_of(key) != key_type:
+            raise UserError(f"{self.layout.rel(key_path)} holds a {profiles.key_type_of(key)} key, not {key_type}",
                             hint="delete that key file if nothing uses it yet, or change key_type in the spec")
         cert_pem = read_or_none(cert_path)
         cert = parse_cert_or_none(cert_pem)
         if (cert is not None and cert_pem is not None and issued_by(cert, self.issuing_ca_cert)
                 and key_matches(key, cert)
-                and (role != "broker" or pki.broker_names_of(cert) == _wanted_broker_names(names))):
+                and (role != "broker" or profiles.broker_names_of(cert) == _wanted_broker_names(names))):
             self._record(cert, role, name, key_type, names)
             return Identity(name, role, cert_pem, key_pem, cert.serial_number, cert.not_valid_after_utc,
                             cert_path, key_path)
         return self._issue(role, name, key, key_pem, validity_days, names, write_key=False)
 
-    def _issue(self, role: str, name: str, key: pki.PrivateKey, key_pem: bytes, validity_days: int,
+    def _issue(self, role: str, name: str, key: profiles.PrivateKey, key_pem: bytes, validity_days: int,
                names: tuple[str, ...], *, write_key: bool) -> Identity:
         cert_path, key_path = self.layout.cert_path(role, name), self.layout.key_path(role, name)
         now = self.clock()
         what = "the broker" if role == "broker" else f"{role} {name}"
         issuer = self._signer(f"issue a certificate for {what}")
         if role == "broker":
-            cert = pki.issue_broker_cert(key.public_key(), names, issuer=issuer, validity_days=validity_days, now=now,
+            cert = profiles.issue_broker_cert(key.public_key(), names, issuer=issuer, validity_days=validity_days, now=now,
                                          project=self.project)
         else:
-            issue = pki.issue_device_cert if role == "device" else pki.issue_client_cert
+            issue = profiles.issue_device_cert if role == "device" else profiles.issue_client_cert
             cert = issue(key.public_key(), name, issuer=issuer, validity_days=validity_days, now=now,
                          project=self.project)
         cert_pem = pem_of(cert)
@@ -781,7 +781,7 @@ class PkiStore:
         if write_key:
             write_atomic(key_path, key_pem, mode=SECRET_MODE, fresh=True)
         write_atomic(cert_path, cert_pem, mode=PUBLIC_MODE, fresh=True)  # a new serial: always new bytes
-        self._record(cert, role, name, pki.key_type_of(key), names)
+        self._record(cert, role, name, profiles.key_type_of(key), names)
         return Identity(name, role, cert_pem, key_pem, cert.serial_number, cert.not_valid_after_utc,
                         cert_path, key_path)
 
@@ -799,8 +799,8 @@ class PkiStore:
         self._index.current[(role, name)] = len(self._index.entries) - 1
         self._dirty = True
 
-    def _revocations(self) -> list[pki.Revocation]:
-        return [pki.Revocation(e.serial, e.revoked_at or self.clock(), pki.REVOCATION_REASONS.get(
+    def _revocations(self) -> list[profiles.Revocation]:
+        return [profiles.Revocation(e.serial, e.revoked_at or self.clock(), profiles.REVOCATION_REASONS.get(
             e.reason or "unspecified", x509.ReasonFlags.unspecified))
             for e in self._index.entries if e.status == "revoked" and e.role in LEAF_ROLES]
 
@@ -826,7 +826,7 @@ class PkiStore:
 
     def _write_crl(self, purpose: str) -> bytes:
         number = int(self._index.header.get("crl_number", 0)) + 1
-        crl = pki.build_crl(self._revocations(), issuer=self._signer(purpose), crl_number=number, now=self.clock(),
+        crl = profiles.build_crl(self._revocations(), issuer=self._signer(purpose), crl_number=number, now=self.clock(),
                             validity_days=CRL_VALIDITY_DAYS)
         data = crl.public_bytes(serialization.Encoding.PEM)
         write_atomic(self.layout.crl, data, mode=PUBLIC_MODE, durable=True)
@@ -868,21 +868,21 @@ def import_ca(directory: Path, *, project: str, cert_pem: bytes, key_pem: bytes,
         ca: dict[str, Any] = {"root_sha256": fingerprint(root), "issuing_sha256": fingerprint(issuing_cert),
                               "imported": True}
         ca.update(write_ca_key(layout, key, "issuing", secret))
-        write_ca_files(layout, project=project, root=root, issuing=pki.CertificateAuthority(issuing_cert, key),
-                       chain=between, ca=ca, key_types=(pki.key_type_of(root.public_key()),  # type: ignore[arg-type]
-                                                        pki.key_type_of(key)), now=clock())
+        write_ca_files(layout, project=project, root=root, issuing=profiles.CertificateAuthority(issuing_cert, key),
+                       chain=between, ca=ca, key_types=(profiles.key_type_of(root.public_key()),  # type: ignore[arg-type]
+                                                        profiles.key_type_of(key)), now=clock())
     log.info(f"imported {issuing_cert.subject.rfc4514_string()} to issue from; devices will trust "
              f"{root.subject.rfc4514_string()}")
     return PkiStore.open(layout.root, project=project, passphrase=passphrase, create=False, clock=clock)
 
 
 def _check_reason(reason: str) -> None:
-    if reason not in pki.REVOCATION_REASONS:
-        raise UserError(f"unknown revocation reason {reason!r}", hint=f"use one of: {', '.join(pki.REVOCATION_REASONS)}")
+    if reason not in profiles.REVOCATION_REASONS:
+        raise UserError(f"unknown revocation reason {reason!r}", hint=f"use one of: {', '.join(profiles.REVOCATION_REASONS)}")
 
 
 def _wanted_broker_names(names: tuple[str, ...]) -> tuple[str, tuple[x509.GeneralName, ...]]:
-    return (names[0][:64] if names else "", tuple(pki.broker_subject_alt_names(names)))
+    return (names[0][:64] if names else "", tuple(profiles.broker_subject_alt_names(names)))
 
 
 def _read_secret(path: Path) -> str | None:
@@ -893,12 +893,12 @@ def _read_secret(path: Path) -> str | None:
 
 
 def _kept_secret(path: Path) -> str:
-    """The secret in `path`: the one generated before, else a new one (pki.MQTT_PASSWORD_LENGTH URL-safe characters),
+    """The secret in `path`: the one generated before, else a new one (profiles.MQTT_PASSWORD_LENGTH URL-safe characters),
     written 0600 in a 0700 folder and kept."""
     value = _read_secret(path)
     if value:
         return value
-    value = secrets.token_urlsafe(pki.MQTT_PASSWORD_LENGTH * 3 // 4)
+    value = secrets.token_urlsafe(profiles.MQTT_PASSWORD_LENGTH * 3 // 4)
     ensure_dir(path.parent, PRIVATE_DIR_MODE)
     write_atomic(path, value.encode() + b"\n", mode=SECRET_MODE, durable=True)
     return value

@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from generator.pki.index import DeviceStanding
 from generator.pki.x509_facts import public_key_sha256
-from generator.provision.protocol import Request
+from generator.spec.provisioning_protocol import Request
 
 RENEW_JITTER_FRACTION = 0.1       # renew-at moves earlier by up to a tenth of the renewal window, so a fleet
 RENEW_JITTER_CAP_S = 86400        # issued together does not renew together; at most a day

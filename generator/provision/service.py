@@ -36,12 +36,12 @@ from cryptography import x509
 
 from generator.broker.render import BOOTSTRAP_PASSWORD_FILE, CRL_FILE, render_password_file
 from generator.core.errors import GenError, ToolError, UserError
-from generator.output.generate import spec_credentials
+from generator.pki.spec_credentials import spec_credentials
 from generator.pki.spec_identities import open_spec_pki
 from generator.pki.store import PkiStore, utcnow
 from generator.pki.x509_facts import public_key_sha256
 from generator.provision import policy
-from generator.provision.protocol import (
+from generator.spec.provisioning_protocol import (
     REQUEST_FILTERS,
     REQUEST_ID_HEX_DIGITS,
     REQUEST_MAX_BYTES,

@@ -24,7 +24,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from generator.build.flashing import (
+from generator.firmware_build.flashing import (
     PARTITION_TABLE_MAX_LEN,
     PARTITION_TABLE_OFFSET,
     Partition,
@@ -33,9 +33,9 @@ from generator.build.flashing import (
 )
 from generator.core.errors import ToolError
 from generator.core.files import PRIVATE_DIR_MODE, SECRET_MODE, ensure_dir, write_atomic
-from generator.ota.image import CHIP_IDS, DROM_START, IROM_START, ImageError, app_description, pack_app_image, \
+from generator.core.app_image import CHIP_IDS, DROM_START, IROM_START, ImageError, app_description, pack_app_image, \
     read_image
-from generator.ota.signing import SigningKey, sign_image
+from generator.pki.ota_signing import SigningKey, sign_image
 
 FLASH_SIZE = 4 * 1024 * 1024               # board_upload.flash_size of the catalogue
 SECTOR = 0x1000

@@ -31,7 +31,7 @@ from generator.core.paths import HOST_RUNTIME_DIR
 from generator.firmware.fingerprint import outside_includes
 from generator.firmware.flags import FRAMEWORK_FLAGS, GEN_WARNINGS
 from generator.firmware.render import missing_app_functions
-from generator.ota.image import CHIP_IDS
+from generator.core.app_image import CHIP_IDS
 from generator.spec.catalogue import FRAMEWORKS, load_catalogue
 
 INSTALL_HINT = "apt-get install g++ libmbedtls-dev"

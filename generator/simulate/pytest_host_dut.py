@@ -31,7 +31,7 @@ import pytest
 from generator.broker.runner import running_broker
 from generator.core.errors import UserError
 from generator.core.files import write_tree
-from generator.output.generate import spec_credentials
+from generator.pki.spec_credentials import spec_credentials
 from generator.output.layout import BROKER_DIR, MANIFEST_NAME
 from generator.output.manifest import read_manifest
 from generator.simulate.bootloader import boot

@@ -40,7 +40,7 @@ from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.log import LinkTally, tally_line
 from generator.output.generate import generate
 from generator.firmware.nvs_image import device_nvs_partitions
-from generator.ota.signing import signing_key
+from generator.pki.ota_signing import signing_key
 from generator.output.layout import BROKER_DIR, firmware_dir, simulated_device_dir
 from generator.output.manifest import Manifest, read_manifest
 from generator.pki.layout import PkiLayout

@@ -7,33 +7,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from generator.pki.profiles import KEY_TYPES  # the PKI's fact; a test holds the schema's enum equal to it
-from generator.spec.model import (
+from generator.spec.contract import (
     AUTH_MODES,
     BACKEND_IDENTITY,
     DOCTOR_IDENTITY,
     KEY_ORIGINS,
+    KEY_TYPES,
     OTA_IDENTITY,
     PROVISIONER_IDENTITY,
     SECRETS_MODES,
     SERVER_IDENTITIES,
-    Broker,
-    Device,
-    DevicePki,
-    Ota,
-    PkiOptions,
-    Publish,
-    Spec,
-    Status,
-    Subscribe,
-    Wifi,
 )
+from generator.spec.model import Broker, Device, DevicePki, Ota, PkiOptions, Publish, Spec, Status, Subscribe, Wifi
 from generator.spec.resolve import resolve_spec
 from generator.spec.schema_check import schema_problems
 from generator.spec.source import SpecSource, problems_to_error, read_spec_source
 
 __all__ = [
-    "AUTH_MODES", "BACKEND_IDENTITY", "DOCTOR_IDENTITY", "KEY_ORIGINS", "OTA_IDENTITY", "PROVISIONER_IDENTITY", "SERVER_IDENTITIES", "KEY_TYPES", "SECRETS_MODES", "Broker", "Device", "DevicePki", "Ota", "PkiOptions",
+    "AUTH_MODES", "BACKEND_IDENTITY", "DOCTOR_IDENTITY", "KEY_ORIGINS", "KEY_TYPES", "OTA_IDENTITY",
+    "PROVISIONER_IDENTITY", "SECRETS_MODES", "SERVER_IDENTITIES", "Broker", "Device", "DevicePki", "Ota", "PkiOptions",
     "Publish", "Spec", "SpecSource", "Status", "Subscribe", "Wifi", "load_spec", "load_spec_source",
 ]
 

@@ -10,20 +10,14 @@ from pathlib import Path
 
 from generator.core.errors import UserError
 from generator.spec.catalogue import Target
+from generator.spec.contract import (
+    AUTH_MODES,
+    BACKEND_IDENTITY,
+    DOCTOR_IDENTITY,
+    OTA_IDENTITY,
+    SERVER_IDENTITIES,
+)
 
-AUTH_MODES = ("mtls", "password", "mtls+password")
-SECRETS_MODES = ("embed", "nvs")
-BACKEND_IDENTITY = "backend"  # the server-side identity that reads and writes every device topic
-# gen doctor's own server-side identity (a '.' no device id can have). The broker binds each client id to its user
-# name, so two connections of one identity replace each other: the doctor must not log in as your backend.
-DOCTOR_IDENTITY = "gen.doctor"
-SERVER_IDENTITIES = (BACKEND_IDENTITY, DOCTOR_IDENTITY)
-# With `ota:`, gen ota publish and gen ota status have an identity of their own too (never your backend's): it may
-# write every device's OTA topic and read what the devices report.
-OTA_IDENTITY = "gen.ota"
-# `gen provision serve`'s own identity: it reads the devices' certificate requests and answers them, nothing else.
-PROVISIONER_IDENTITY = "gen.provisioner"
-KEY_ORIGINS = ("host", "device")
 
 
 @dataclass(frozen=True)

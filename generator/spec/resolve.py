@@ -18,9 +18,9 @@ from generator.core.topics import (
     topic_name_problem,
     unknown_placeholders,
 )
-from generator.firmware.limits import device_problems
-from generator.ota.version import UNKNOWN_VERSION, project_version, version_problem
-from generator.provision.protocol import reserved_topic_problem
+from generator.spec.device_limits import device_problems
+from generator.spec.firmware_version import UNKNOWN_VERSION, project_version, version_problem
+from generator.spec.provisioning_protocol import reserved_topic_problem
 from generator.spec.catalogue import Target, load_catalogue
 from generator.spec.model import (
     BACKEND_IDENTITY,
@@ -403,7 +403,7 @@ class _Resolver:
             keepalive=keepalive if keepalive is not None else schema_default("keepalive"), ntp=ntp, status=status,
             publish=tuple(publish), subscribe=tuple(subscribe), pki=device_pki, firmware_version=version, ota=ota,
         )
-        # What the firmware can carry is the firmware's to say (generator.firmware.limits).
+        # What the firmware can carry is the firmware's to say (generator.spec.device_limits).
         origins = {"publish": publish_path, "subscribe": subscribe_path, "ntp": ntp_path}
         for limit in device_problems(device):
             if not limit.where:

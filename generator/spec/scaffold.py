@@ -12,7 +12,7 @@ from generator.core.errors import UserError
 from generator.core.paths import SCHEMA_PATH
 from generator.core.rendering import render_template
 from generator.spec.catalogue import load_catalogue
-from generator.spec.model import AUTH_MODES
+from generator.spec.contract import AUTH_MODES
 
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 

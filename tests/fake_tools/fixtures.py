@@ -42,7 +42,7 @@ def no_installed_tools(tmp_path, monkeypatch) -> None:
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    monkeypatch.setattr("generator.build.tools._install_bin_dir", lambda: empty)
+    monkeypatch.setattr("generator.core.external_tools._install_bin_dir", lambda: empty)
 
 
 @pytest.fixture

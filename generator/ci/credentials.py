@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from generator.core.errors import UserError
-from generator.output.generate import spec_credentials
+from generator.pki.spec_credentials import spec_credentials
 from generator.pki.credentials import ClientCredentials
 
 BUNDLE_VERSION = 1

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from generator.build.artifacts import SharedImage, collect_device_artifacts, store_shared_image, update_manifest
-from generator.build.plan import BuildPlan, Image
-from generator.build.platformio import FIRMWARE_IMAGE, BuildTimer, BuiltImage, build_image
-from generator.build.tools import require_esptool, require_platformio
+from generator.firmware_build.artifacts import SharedImage, collect_device_artifacts, store_shared_image, update_manifest
+from generator.firmware_build.plan import BuildPlan, Image
+from generator.firmware_build.platformio import FIRMWARE_IMAGE, BuildTimer, BuiltImage, build_image
+from generator.core.external_tools import require_esptool, require_platformio
 from generator.core.errors import UserError
 from generator.output.layout import LOGS_DIR
 from generator.output.manifest import BuildRecord
@@ -41,7 +41,7 @@ def check_jobs(jobs: int) -> None:
         raise UserError(f"--jobs {jobs} is not a positive number", hint="use --jobs 1 or more")
 
 
-# Signs an app image (generator.ota.signing.sign_image with the project's key): unsigned path -> signed path.
+# Signs an app image (generator.pki.ota_signing.sign_image with the project's key): unsigned path -> signed path.
 ImageSigner = Callable[[Path, Path], None]
 
 

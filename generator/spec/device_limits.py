@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from generator.core.errors import UserError
-from generator.pki.profiles import MQTT_PASSWORD_LENGTH
-from generator.provision.protocol import (
+from generator.spec.contract import MQTT_PASSWORD_LENGTH
+from generator.spec.provisioning_protocol import (
     BOOTSTRAP_USER_SUFFIX,
     REQUEST_MAX_BYTES,
     RESPONSE_MAX_BYTES,

@@ -7,7 +7,7 @@ components/bootloader_support/include/esp_app_format.h, components/esp_app_forma
     segments 1..n
     zero padding, a checksum byte (0xEF xor every segment byte) ending on a 16-byte boundary
     SHA-256 of everything before it (when hash_appended)
-    [signed] 0xFF padding to 4 KB, then a 4 KB signature sector (generator.ota.signing)
+    [signed] 0xFF padding to 4 KB, then a 4 KB signature sector (generator.pki.ota_signing)
 
 `read_image` parses an image (what `gen ota publish` checks before announcing one); `pack_app_image` lays one out
 from segments (the simulation packs the host build of the firmware into one, so a simulated device fetches, checks

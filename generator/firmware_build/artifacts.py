@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from generator.build.flashing import (
+from generator.firmware_build.flashing import (
     FACTORY_IMAGE,
     FLASH_JSON,
     NVS_IMAGE,
@@ -26,8 +26,8 @@ from generator.build.flashing import (
     nvs_partition,
     parse_partition_table,
 )
-from generator.build.plan import DeviceToBuild
-from generator.build.platformio import FIRMWARE_IMAGE, PARTITIONS_IMAGE, BuiltImage, display_path, tail
+from generator.firmware_build.plan import DeviceToBuild
+from generator.firmware_build.platformio import FIRMWARE_IMAGE, PARTITIONS_IMAGE, BuiltImage, display_path, tail
 from generator.core.errors import ToolError, UserError
 from generator.core.files import SECRET_MODE, write_atomic
 from generator.output.layout import IMAGES_DIR, artifacts_dir

@@ -2,7 +2,7 @@
 
     path = write_github_workflow(spec, repo_root)     # <repo>/.github/workflows/<project>-firmware.yml
 
-CI never holds a CA key and never opens the PKI (`gen build --without-pki`, generator.build.ci_credentials):
+CI never holds a CA key and never opens the PKI (`gen build --without-pki`, generator.ci.credentials):
 - `secrets: nvs` devices: CI builds app images that hold no secret at all (no secrets.yaml, no credentials); each
   device's nvs.bin is made where the PKI lives (`gen generate`, `gen flash`).
 - `secrets: embed` devices: CI gets secrets.yaml's values and a bundle of exactly those devices' credentials (one
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from generator.build.ci_credentials import check_secret_size, credentials_bundle, embedded_devices, encode_bundle
+from generator.ci.credentials import check_secret_size, credentials_bundle, embedded_devices, encode_bundle
 from generator.core.errors import UserError
 from generator.core.files import write_atomic
 from generator.core.paths import PROJECT_ROOT

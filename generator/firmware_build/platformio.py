@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from generator.build.flashing import bootloader_offset
-from generator.build.plan import Image, pio_metadata_args, pio_run_args
-from generator.build.tools import platformio_environment
+from generator.firmware_build.flashing import bootloader_offset
+from generator.firmware_build.plan import Image, pio_metadata_args, pio_run_args
+from generator.core.external_tools import platformio_environment
 from generator.core.compiler_output import diagnostics
 from generator.core.errors import GenError, ToolError, UserError
 from generator.firmware.render import missing_app_functions, user_app_path

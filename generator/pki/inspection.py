@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from generator.core.errors import UserError
-from generator.pki import profiles as pki
+from generator.pki import profiles
 from generator.pki.x509_facts import issued_by
 
 # a certificate, CSR, CRL, private key, public key, or EncryptedKey
@@ -388,7 +388,7 @@ def _general_name_words(name: x509.GeneralName) -> str:
 
 
 def _key_words(key) -> str:
-    name = pki.key_type_of(key)
+    name = profiles.key_type_of(key)
     if name == "ec-p256":
         return "ECDSA P-256 (fast ESP32 handshakes)"
     if name == "rsa-2048":
