@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from generator.pki import profiles
 
-from generator.pki import store as pki_store
+from generator.pki.ca import CRL_VALIDITY_DAYS
 from generator.core.errors import UserError
 from generator.pki.spec_identities import ensure_spec_identities
 from generator.pki.store import PkiStore
@@ -129,7 +129,7 @@ def test_deleting_the_build_output_loses_nothing_because_nothing_lives_there(tmp
 
 
 def test_many_devices_are_issued_in_parallel_with_their_files_modes_and_one_index(tmp_path, monkeypatch):
-    from generator.pki import store as pki_store_module
+    from generator.pki import issuing as pki_store_module
 
     monkeypatch.setattr(pki_store_module, "NAMES_PER_WORKER_MIN", 20)   # workers from 40 names, not 1,000
     forked = []
@@ -445,13 +445,13 @@ def test_the_crl_is_resigned_only_once_half_its_lifetime_has_passed(tmp_path):
     store = build(tmp_path / "pki")
     first = store.crl_pem()
     now = dt.datetime.now(dt.timezone.utc)
-    store.clock = lambda: now + dt.timedelta(days=pki_store.CRL_VALIDITY_DAYS * 0.4)
+    store.clock = lambda: now + dt.timedelta(days=CRL_VALIDITY_DAYS * 0.4)
     assert store.crl_pem() == first
-    store.clock = lambda: now + dt.timedelta(days=pki_store.CRL_VALIDITY_DAYS * 0.6)
+    store.clock = lambda: now + dt.timedelta(days=CRL_VALIDITY_DAYS * 0.6)
     second = store.crl_pem()
     assert second != first
     crl = x509.load_pem_x509_crl(second)
-    assert crl.next_update_utc > now + dt.timedelta(days=pki_store.CRL_VALIDITY_DAYS)
+    assert crl.next_update_utc > now + dt.timedelta(days=CRL_VALIDITY_DAYS)
 
 
 def test_a_damaged_crl_is_rebuilt_from_the_index(tmp_path):

@@ -39,7 +39,7 @@ from generator.spec.device_limits import NVS_PASSWORD_CAPACITY, mqtt_buffer_size
 from generator.pki.ca import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
 from generator.pki.credentials import BrokerCredentials
 from generator.spec.provisioning_protocol import CHANNELS, REQUEST_FILTERS, bootstrap_username, request_topic, response_topic
-from generator.spec.contract import BACKEND_IDENTITY, DOCTOR_IDENTITY, OTA_IDENTITY, PROVISIONER_IDENTITY, SERVER_IDENTITIES
+from generator.spec.contract import BACKEND_IDENTITY, DOCTOR_IDENTITY, OTA_IDENTITY, PROVISIONER_IDENTITY
 from generator.spec.model import Device, Spec
 
 INSTALL_DIR = PurePosixPath("/etc/mosquitto/gen")

@@ -22,7 +22,8 @@ from generator.core.files import write_atomic
 from generator.pki import inspection
 from generator.pki.ca import CaPassphrase
 from generator.pki.spec_identities import ensure_spec_identities, open_spec_pki
-from generator.pki.store import EXPIRY_WARNING_DAYS, import_ca
+from generator.pki.issuing import EXPIRY_WARNING_DAYS
+from generator.pki.store import import_ca
 from generator.spec import BACKEND_IDENTITY, load_spec
 
 pki_app = typer.Typer(help="The project's private PKI: CA, broker, device and client certs, CRL.",

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from generator.core.errors import UserError
 from generator.core.files import PRIVATE_DIR_MODE, PUBLIC_DIR_MODE, PUBLIC_MODE, SECRET_MODE
 from generator.pki import profiles
+from generator.spec.contract import KEY_TYPES
 from generator.pki.x509_facts import parse_cert_or_none
 
 __all__ = ["PkiLayout", "ROLE_DIRS", "PUBLIC_MODE", "SECRET_MODE", "PUBLIC_DIR_MODE", "PRIVATE_DIR_MODE"]
@@ -138,7 +139,7 @@ def parse_key(layout: PkiLayout, data: bytes, path: Path) -> profiles.PrivateKey
     compares the key's public half with its cert, which catches a damaged or swapped key."""
     try:
         key = serialization.load_pem_private_key(data, password=None, unsafe_skip_rsa_key_validation=True)
-        if isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)) and profiles.key_type_of(key) in profiles.KEY_TYPES:
+        if isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)) and profiles.key_type_of(key) in KEY_TYPES:
             return key
     except Exception:
         pass

@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from generator.core.errors import UserError
-from generator.spec.contract import DEFAULT_KEY_TYPE, KEY_TYPES, MQTT_PASSWORD_LENGTH
+from generator.spec.contract import KEY_TYPES
 
 
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]

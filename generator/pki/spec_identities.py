@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from generator.pki.ca import CaPassphrase
-from generator.pki.store import Identity, PkiStore, utcnow
+from generator.pki.issuing import Identity, utcnow
+from generator.pki.store import PkiStore
 from generator.spec.contract import BACKEND_IDENTITY, DOCTOR_IDENTITY, PROVISIONER_IDENTITY
 
 

@@ -38,7 +38,8 @@ from generator.broker.render import BOOTSTRAP_PASSWORD_FILE, CRL_FILE, render_pa
 from generator.core.errors import GenError, ToolError, UserError
 from generator.pki.spec_credentials import spec_credentials
 from generator.pki.spec_identities import open_spec_pki
-from generator.pki.store import PkiStore, utcnow
+from generator.pki.issuing import utcnow
+from generator.pki.store import PkiStore
 from generator.pki.x509_facts import public_key_sha256
 from generator.provision import policy
 from generator.spec.provisioning_protocol import (

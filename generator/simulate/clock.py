@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from generator.core.errors import ToolError
-from generator.pki.store import utcnow
+from generator.pki.issuing import utcnow
 
 LIBFAKETIME_DIRS = ("/usr/lib/x86_64-linux-gnu/faketime", "/usr/lib/aarch64-linux-gnu/faketime", "/usr/lib/faketime")
 LIBFAKETIME = "libfaketimeMT.so.1"   # the thread-safe build: the broker and the host runtime use threads

@@ -12,8 +12,6 @@ from generator.core.errors import UserError
 from generator.spec.catalogue import Target
 from generator.spec.contract import (
     AUTH_MODES,
-    BACKEND_IDENTITY,
-    DOCTOR_IDENTITY,
     OTA_IDENTITY,
     SERVER_IDENTITIES,
 )

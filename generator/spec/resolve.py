@@ -22,8 +22,8 @@ from generator.spec.device_limits import device_problems
 from generator.spec.firmware_version import UNKNOWN_VERSION, project_version, version_problem
 from generator.spec.provisioning_protocol import reserved_topic_problem
 from generator.spec.catalogue import Target, load_catalogue
+from generator.spec.contract import BACKEND_IDENTITY
 from generator.spec.model import (
-    BACKEND_IDENTITY,
     Broker,
     Device,
     DevicePki,
