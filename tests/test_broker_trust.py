@@ -13,7 +13,8 @@ from conftest import (BROKER_NAME, LOOPBACK, build_broker_project, client_tls_co
                       mqtt_connect_over, tls_connect, two_device_spec)
 from generator.pki import profiles
 from generator.cli import main
-from generator.doctor.steps import DoctorTarget, run_doctor
+from generator.doctor.material import DoctorTarget
+from generator.doctor.steps import run_doctor
 from generator.output.generate import generate
 from generator.spec import load_spec
 

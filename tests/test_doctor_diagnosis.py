@@ -13,9 +13,11 @@ from cryptography.x509.oid import NameOID
 
 from generator.doctor import probes
 from generator.pki import profiles
-from generator.doctor.steps import (CONNACK_MEANINGS, DoctorTarget, check_pki, concrete_topic, judge_client_cert,
-                              judge_connack, judge_tcp, load_material, mbedtls_accepts_name, openssl_accepts_name,
-                              parse_host_port)
+from generator.doctor.material import DoctorTarget, load_material, parse_host_port
+from generator.doctor.mqtt_steps import CONNACK_MEANINGS, concrete_topic, judge_connack
+from generator.doctor.pki_check import check_pki
+from generator.doctor.tls_steps import judge_client_cert, judge_tcp
+from generator.pki.name_matching import mbedtls_accepts_name, openssl_accepts_name
 from generator.core.errors import UserError
 
 NOW = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)

@@ -16,7 +16,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from conftest import LOOPBACK, BrokerProject, build_broker_project, find_free_port
 from generator.pki import profiles
-from generator.doctor.steps import (DoctorTarget, StepResult, load_material, run_client_cert_step, run_doctor)
+from generator.doctor.material import DoctorTarget, load_material
+from generator.doctor.results import StepResult
+from generator.doctor.steps import run_doctor
+from generator.doctor.tls_steps import run_client_cert_step
 from generator.pki.store import PkiStore
 
 AUTH_MODES = ("mtls", "password", "mtls+password")

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from generator.cli.terminal import SPEC_ARGUMENT, console, styled
-from generator.doctor.steps import DoctorTarget, report_json, run_doctor, select_device
+from generator.doctor.material import DoctorTarget
+from generator.doctor.steps import report_json, run_doctor, select_device
 from generator.spec import load_spec
 
 _MARKS = {"ok": ("✓", "green"), "failed": ("✗", "bold red"), "skipped": ("-", "dim")}

@@ -25,6 +25,8 @@ from cryptography.x509 import verification
 
 from generator.core.errors import UserError
 from generator.core.hostnames import is_ip_address
+from generator.pki.name_matching import mbedtls_accepts_name
+from generator.pki.x509_facts import is_ca
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ def broker_trust(spec, *, now: dt.datetime | None = None) -> BrokerTrust | None:
     now = now or dt.datetime.now(dt.timezone.utc)
     ca_certs = _read_certs(broker.ca_file, "broker.ca_file")
     for cert in ca_certs:
-        if not _is_ca(cert):
+        if not is_ca(cert):
             raise UserError(f"{broker.ca_file} holds {cert.subject.rfc4514_string()}, which is not a CA certificate",
                             hint="broker.ca_file must hold the CA that signed the broker's certificate (for a public "
                                  "CA: its root, e.g. ISRG Root X1), not the broker's own certificate")
@@ -81,7 +83,6 @@ def cert_chain_problems(chain: Sequence[x509.Certificate], trusted: Sequence[x50
     (chain, dates, serverAuth, name) via cryptography's verifier, and mbedTLS 2.28's dNSName-only name match."""
     problems: list[str] = []
     leaf = chain[0]
-    dns_names = _dns_names(leaf)
     for name in names:
         try:
             subject = x509.IPAddress(ipaddress.ip_address(name)) if is_ip_address(name) else x509.DNSName(name)
@@ -91,7 +92,7 @@ def cert_chain_problems(chain: Sequence[x509.Certificate], trusted: Sequence[x50
         except verification.VerificationError as error:
             problems.append(f"for {name}: {error}")
             continue
-        if name.lower() not in dns_names and not any(_wildcard_matches(pattern, name) for pattern in dns_names):
+        if not mbedtls_accepts_name(leaf, name):
             problems.append(f"{name} is not a dNSName in it (mbedTLS 2.28, the ESP32's TLS, matches only dNSName "
                             "entries, even for an IP address)")
     return problems
@@ -112,23 +113,3 @@ def _read_certs(path: Path, key: str) -> list[x509.Certificate]:
         raise UserError(f"{path} ({key}) is not a PEM certificate file",
                         hint="convert it: openssl x509 -inform der -in FILE -out FILE.pem") from None
     return certs
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
-
-
-def _dns_names(cert: x509.Certificate) -> set[str]:
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return set()
-    return {name.lower() for name in san.get_values_for_type(x509.DNSName)}
-
-
-def _wildcard_matches(pattern: str, name: str) -> bool:
-    return pattern.startswith("*.") and "." in name and name.lower().split(".", 1)[1] == pattern[2:]
-

@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from generator.core.errors import UserError
 from generator.pki import profiles
+from generator.pki.name_matching import mbedtls_accepts_name
 from generator.pki.x509_facts import issued_by
 
 # a certificate, CSR, CRL, private key, public key, or EncryptedKey
@@ -261,10 +262,9 @@ def _server_name_traps(cert: x509.Certificate, san, usages) -> list[str]:
     if san is None:
         return [f"no subjectAltName: OpenSSL and Python reject it for every host name (the CN "
                 f"{cn[0].value!r} is ignored); only mbedTLS compares the CN" if cn else "no subjectAltName"]
-    dns = {n.value.lower() for n in san if isinstance(n, x509.DNSName)}
     traps = []
     for entry in san:
-        if isinstance(entry, x509.IPAddress) and str(entry.value) not in dns:
+        if isinstance(entry, x509.IPAddress) and not mbedtls_accepts_name(cert, str(entry.value)):
             traps.append(f"IP {entry.value} is only an iPAddress entry: mbedTLS < 3.5 (Arduino-ESP32 2.0.x) "
                          f"rejects this broker when dialled as {entry.value}; add it as a DNS name too")
     return traps
