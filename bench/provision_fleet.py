@@ -32,17 +32,9 @@ from generator.output.generate import generate  # noqa: E402
 from generator.output.manifest import read_manifest  # noqa: E402
 from generator.pki.spec_identities import open_spec_pki  # noqa: E402
 from generator.provision.service import PER_DEVICE_ISSUE_INTERVAL_S  # noqa: E402
-from generator.simulate.run import (  # noqa: E402
-    LOCAL_ADDRESS,
-    BrokerAddress,
-    compile_devices,
-    free_local_port,
-    nvs_images,
-    plan_runs,
-    started_devices,
-    stop_devices,
-    stream_devices,
-)
+from generator.simulate.device_runs import LOCAL_ADDRESS, BrokerAddress, nvs_images, plan_runs  # noqa: E402
+from generator.simulate.processes import started_devices, stop_devices, stream_devices  # noqa: E402
+from generator.simulate.run import compile_devices, free_local_port  # noqa: E402
 from generator.spec import load_spec  # noqa: E402
 
 FLEET_EXAMPLE = PROJECT_ROOT / "projects" / "examples" / "fleet-nvs"

@@ -24,16 +24,9 @@ from generator.output.generate import generate
 from generator.output.manifest import read_manifest
 from generator.broker.runner import running_broker
 from generator.core.paths import PROJECT_ROOT
-from generator.simulate.run import (
-    LOCAL_ADDRESS,
-    BrokerAddress,
-    free_local_port,
-    nvs_images,
-    plan_runs,
-    started_devices,
-    stop_devices,
-    stream_devices,
-)
+from generator.simulate.device_runs import LOCAL_ADDRESS, BrokerAddress, nvs_images, plan_runs
+from generator.simulate.processes import started_devices, stop_devices, stream_devices
+from generator.simulate.run import free_local_port
 from generator.spec import load_spec
 
 FLEET_EXAMPLE = PROJECT_ROOT / "projects" / "examples" / "fleet-nvs"

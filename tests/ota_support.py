@@ -31,7 +31,8 @@ from generator.output.layout import firmware_dir
 from generator.output.manifest import read_manifest
 from generator.pki.layout import PkiLayout
 from generator.simulate.bootloader import SimulatedFlash, pack_host_image, write_flash
-from generator.simulate.run import BrokerAddress, compile_devices, nvs_images, plan_runs
+from generator.simulate.device_runs import BrokerAddress, nvs_images, plan_runs
+from generator.simulate.run import compile_devices
 from generator.spec import Device, Spec, load_spec
 from simulate_support import EXAMPLES_DIR, SimDevice
 

@@ -35,7 +35,8 @@ from generator.pki.spec_identities import open_spec_pki
 from generator.spec.provisioning_protocol import bootstrap_username
 from generator.provision.service import BrokerReload, ProvisioningService, ServiceOptions
 from generator.simulate.clock import shifted_clock, shifted_environment
-from generator.simulate.run import BrokerAddress, compile_devices, nvs_images, plan_runs
+from generator.simulate.device_runs import BrokerAddress, nvs_images, plan_runs
+from generator.simulate.run import compile_devices
 from generator.spec import PROVISIONER_IDENTITY, Spec, load_spec
 from simulate_support import SimDevice
 

@@ -27,17 +27,9 @@ from generator.output.manifest import read_manifest
 from generator.broker.runner import RunningBroker
 from generator.core.paths import PROJECT_ROOT
 from generator.firmware.fingerprint import firmware_fingerprint
-from generator.simulate.run import (
-    BrokerAddress,
-    DeviceProcess,
-    DeviceRun,
-    DeviceSummary,
-    compile_devices,
-    flash_devices,
-    nvs_images,
-    plan_runs,
-    stop_devices,
-)
+from generator.simulate.device_runs import BrokerAddress, DeviceRun, DeviceSummary, flash_devices, nvs_images, plan_runs
+from generator.simulate.processes import DeviceProcess, stop_devices
+from generator.simulate.run import compile_devices
 from generator.spec import Spec, load_spec
 
 EXAMPLES_DIR = PROJECT_ROOT / "projects" / "examples"

@@ -134,7 +134,7 @@ def test_the_32_bit_check_has_the_esp_toolchains_integer_types_and_format_checki
 @pytest.mark.parametrize("spec", EXAMPLE_SPECS, ids=lambda p: p.parent.name)
 def test_every_example_builds_and_links_against_the_host_runtime(spec, tmp_path):
     from generator.simulate.host_build import compile_firmware
-    from generator.simulate.run import default_host_build_cache
+    from generator.simulate.device_runs import default_host_build_cache
 
     device = example_devices(spec.parent.name)[0]
     binary = compile_firmware(write_project(tmp_path, device), device.framework, default_host_build_cache())

@@ -19,7 +19,8 @@ from generator.pki.spec_credentials import spec_credentials
 from generator.simulate.host_build import compile_firmware
 from generator.output.layout import firmware_dir
 from generator.broker.runner import running_broker
-from generator.simulate.run import LOCAL_ADDRESS, free_local_port
+from generator.simulate.device_runs import LOCAL_ADDRESS
+from generator.simulate.run import free_local_port
 from generator.spec import load_spec
 
 pytestmark = [pytest.mark.slow,
@@ -29,7 +30,7 @@ pytestmark = [pytest.mark.slow,
 
 @pytest.fixture(scope="module")
 def build_cache() -> Path:
-    from generator.simulate.run import default_host_build_cache
+    from generator.simulate.device_runs import default_host_build_cache
 
     return default_host_build_cache()
 

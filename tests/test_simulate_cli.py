@@ -9,7 +9,8 @@ import subprocess
 import sys
 
 from conftest import find_free_port
-from generator.simulate.run import BrokerAddress, Faults, SimulateOptions, simulate
+from generator.simulate.device_runs import BrokerAddress, Faults
+from generator.simulate.run import SimulateOptions, simulate
 from simulate_support import simulated_project
 
 FLEET = "fleet-nvs"

@@ -11,19 +11,8 @@ import pytest
 
 from generator.core.errors import UserError
 from generator.firmware.log import tally_lines
-from generator.simulate.run import (
-    BrokerAddress,
-    DeviceRun,
-    Faults,
-    connect_to_value,
-    device_environment,
-    every_device_connected,
-    parse_broker_address,
-    nvs_images,
-    plan_runs,
-    run_devices,
-    select_devices,
-)
+from generator.simulate.device_runs import BrokerAddress, DeviceRun, Faults, connect_to_value, device_environment, every_device_connected, parse_broker_address, nvs_images, plan_runs, select_devices
+from generator.simulate.processes import run_devices
 from generator.spec import load_spec
 from generator.output.manifest import read_manifest
 from generator.core.paths import PROJECT_ROOT

@@ -19,7 +19,7 @@ from conftest import mqtt_session
 from generator.pki import profiles
 from generator.broker.render import CERT_FILE, KEY_FILE
 from generator.firmware.nvs_image import render_nvs_image
-from generator.simulate.run import stop_devices, started_devices
+from generator.simulate.processes import stop_devices, started_devices
 from simulate_support import SimDevice, send_command, simulated_project
 
 FLEET = "fleet-nvs"

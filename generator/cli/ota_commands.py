@@ -19,7 +19,7 @@ from generator.output.generate import generate
 from generator.output.layout import firmware_dir
 from generator.output.manifest import read_manifest
 from generator.pki.layout import PkiLayout
-from generator.simulate.run import parse_broker_address
+from generator.simulate.device_runs import parse_broker_address
 from generator.spec import Device, Spec, load_spec
 
 LOCAL_ONLY = "127.0.0.1"

@@ -10,14 +10,9 @@ from rich.table import Table
 from rich.text import Text
 
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console
-from generator.simulate.run import (
-    DEFAULT_WIFI_DOWN_FOR_S,
-    Faults,
-    RunInterrupted,
-    SimulateOptions,
-    parse_broker_address,
-    select_devices,
-)
+from generator.simulate.device_runs import DEFAULT_WIFI_DOWN_FOR_S, Faults, parse_broker_address, select_devices
+from generator.simulate.processes import RunInterrupted
+from generator.simulate.run import SimulateOptions
 from generator.simulate.run import simulate as run_simulation
 from generator.spec import load_spec
 

@@ -36,18 +36,10 @@ from generator.output.layout import BROKER_DIR, MANIFEST_NAME
 from generator.output.manifest import read_manifest
 from generator.simulate.bootloader import boot
 from generator.simulate.host_build import compile_firmware
-from generator.simulate.run import (
-    LOCAL_ADDRESS,
-    STOP_GRACE_S,
-    BrokerAddress,
-    DeviceRun,
-    default_host_build_cache,
-    flash_devices,
-    free_local_port,
-    nvs_images,
-    parse_broker_address,
-    plan_runs,
-)
+from generator.simulate.device_runs import LOCAL_ADDRESS, BrokerAddress, DeviceRun, flash_devices, nvs_images, parse_broker_address, plan_runs
+from generator.simulate.processes import STOP_GRACE_S
+from generator.simulate.device_runs import default_host_build_cache
+from generator.simulate.run import free_local_port
 from generator.spec import load_spec
 
 
