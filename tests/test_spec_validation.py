@@ -124,12 +124,12 @@ def test_a_fleet_of_two_thousand_devices_is_checked_without_comparing_every_pair
     """Fleet isolation looks filters up in a topic index: the work grows with the fleet, not with its square
     (4,000,000 filter/topic pairs here), and the one device that reads another's topic is still found."""
     from generator.core import topics
-    from generator.spec import resolve
+    from generator.spec import device_rules, resolve
     from generator.spec.source import read_spec_source
 
     compared, yielded = [], []
-    real_matches, real_matching = resolve.filter_matches, topics.TopicIndex.matching
-    monkeypatch.setattr(resolve, "filter_matches", lambda f, t: compared.append(1) or real_matches(f, t))
+    real_matches, real_matching = device_rules.filter_matches, topics.TopicIndex.matching
+    monkeypatch.setattr(device_rules, "filter_matches", lambda f, t: compared.append(1) or real_matches(f, t))
     monkeypatch.setattr(topics.TopicIndex, "matching",
                         lambda self, f: (yielded.append(1) or found for found in real_matching(self, f)))
     ids = "\n".join(f"  - id: dev-{i:04d}" for i in range(2000))

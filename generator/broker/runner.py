@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from generator.broker import render as broker_files
+from generator.broker.render import BOOTSTRAP_PASSWORD_FILE, CONF_FILE, INSTALL_DIR, PATH_OPTIONS, README_FILE, SECRET_FILES
 from generator.core.errors import ToolError, UserError
+from generator.core.files import write_atomic
 
 BROKER_USER = "mosquitto"
 STARTUP_TIMEOUT_S = 15.0
@@ -76,11 +77,11 @@ def private_conf(conf_text: str, *, private_dir: Path, ports: ListenerPorts, run
                  ) -> tuple[str, ConfiguredPorts]:
     """The config for the private copy: paths under broker.INSTALL_DIR moved to `private_dir`, listener ports and
     bind address overridden, `user` set. Returns the text and the ports it listens on."""
-    install_prefix = f"{broker_files.INSTALL_DIR}/"
+    install_prefix = f"{INSTALL_DIR}/"
     blocks: list[list[str]] = [[]]
     for line in conf_text.splitlines():
         words = line.split(" ")
-        if words[0] in broker_files.PATH_OPTIONS and len(words) == 2 and words[1].startswith(install_prefix):
+        if words[0] in PATH_OPTIONS and len(words) == 2 and words[1].startswith(install_prefix):
             line = f"{words[0]} {private_dir / words[1][len(install_prefix):]}"
         if words[0] == "listener":
             blocks.append([])
@@ -88,7 +89,7 @@ def private_conf(conf_text: str, *, private_dir: Path, ports: ListenerPorts, run
     tls_port: int | None = None
     plaintext_port: int | None = None
     provision_port: int | None = None
-    bootstrap_passwords = f" {private_dir / broker_files.BOOTSTRAP_PASSWORD_FILE}"
+    bootstrap_passwords = f" {private_dir / BOOTSTRAP_PASSWORD_FILE}"
     for block in blocks[1:]:
         words = block[0].split(" ")
         is_tls = any(line.startswith("certfile ") for line in block) and any(line.startswith("keyfile ") for line in block)
@@ -128,33 +129,21 @@ def _run_as_user() -> tuple[str | None, int | None]:
 def copy_broker_files(broker_dir: Path, private_dir: Path, *, ports: ListenerPorts) -> ConfiguredPorts:
     """Copies OUT/broker/ into `private_dir` with owner and modes the broker accepts; returns the ports."""
     broker_dir = Path(broker_dir)
-    conf_path = broker_dir / broker_files.CONF_FILE
+    conf_path = broker_dir / CONF_FILE
     if not conf_path.is_file():
         raise UserError(f"{conf_path} does not exist", hint="generate it first: gen generate SPEC")
     run_as, group = _run_as_user()
     secret_mode, public_mode = (0o640, 0o644) if group is not None else (0o600, 0o644)
+    owner = (0, group) if group is not None else None
     for source in sorted(broker_dir.iterdir()):
-        if not source.is_file() or source.name in (broker_files.CONF_FILE, broker_files.README_FILE):
+        if not source.is_file() or source.name in (CONF_FILE, README_FILE):
             continue
         target = private_dir / source.name
-        _write(target, source.read_bytes(),
-               secret_mode if source.name in broker_files.SECRET_FILES else public_mode, group)
+        write_atomic(target, source.read_bytes(), fresh=True, owner=owner,
+                     mode=secret_mode if source.name in SECRET_FILES else public_mode)
     text, configured = private_conf(conf_path.read_text(), private_dir=private_dir, ports=ports, run_as=run_as)
-    _write(private_dir / _CONF_NAME, text.encode(), public_mode, group)
+    write_atomic(private_dir / _CONF_NAME, text.encode(), mode=public_mode, fresh=True, owner=owner)
     return configured
-
-
-def _write(path: Path, content: bytes, mode: int, group: int | None) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, content)
-        if group is not None:
-            os.fchown(fd, 0, group)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
 
 
 # ---------------------------------------------------------------------------------------------- the process
@@ -219,7 +208,7 @@ class RunningBroker:
         """Stops the broker and starts it again on the same ports from the private copy."""
         _stop(self.process)
         self.process, self.version = _start(self.private_dir, self.log_path, env=self._env)
-        _write_pid(self.pid_file, self.process.pid)
+        write_atomic(self.pid_file, f"{self.process.pid}\n".encode())
 
     def stop(self) -> None:
         _stop(self.process)
@@ -248,7 +237,7 @@ def running_broker(broker_dir: Path, port: int | None = None, *, plaintext_port:
                                log_path=log_path, plaintext_port=configured.plaintext, version=version,
                                private_dir=private_dir, _ports=ports, provision_port=configured.provision,
                                _env=dict(env or {}))
-        _write_pid(broker.pid_file, process.pid)
+        write_atomic(broker.pid_file, f"{process.pid}\n".encode())
         try:
             yield broker
         finally:
@@ -261,12 +250,6 @@ def _raise_open_files_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def _write_pid(path: Path, pid: int) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(f"{pid}\n")
-    os.replace(temp, path)
 
 
 def _start(private_dir: Path, log_path: Path, *, binary: Path | None = None,

@@ -13,13 +13,8 @@ from generator.broker.render import INSTALL_DIR
 from generator.cli.terminal import SPEC_ARGUMENT, console, err_console
 from generator.core.errors import UserError
 from generator.pki.spec_identities import open_spec_pki
-from generator.provision.service import (
-    DEFAULT_BURST,
-    DEFAULT_RATE,
-    BrokerReload,
-    ProvisioningService,
-    ServiceOptions,
-)
+from generator.provision.broker_upkeep import BrokerReload
+from generator.provision.service import DEFAULT_BURST, DEFAULT_RATE, ProvisioningService, ServiceOptions
 from generator.spec import load_spec
 
 provision_app = typer.Typer(help="Devices that make their own key: sign their certificate requests over MQTT, and "

@@ -8,6 +8,7 @@ a secret file is private), everything else 0644 in 0755 folders.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -57,10 +58,11 @@ def fsync_dir(path: Path) -> None:
 
 
 def write_atomic(path: Path, content: bytes, *, mode: int = PUBLIC_MODE, durable: bool = False,
-                 fresh: bool = False) -> bool:
+                 fresh: bool = False, owner: tuple[int, int] | None = None) -> bool:
     """Writes one file atomically (a temp file beside it, then a rename) with exactly `mode`; missing folders are
     made (0700 for a secret file, else 0755). Returns False, and only corrects the mode, when the file already
-    holds `content`; `fresh=True` skips that comparison (a new key). `durable=True` fsyncs the data."""
+    holds `content`; `fresh=True` skips that comparison (a new key). `durable=True` fsyncs the data. `owner`:
+    (uid, gid) the file gets before it appears (a file another user reads, e.g. the broker after it drops root)."""
     path = Path(path)
     if not fresh:
         try:
@@ -83,6 +85,8 @@ def write_atomic(path: Path, content: bytes, *, mode: int = PUBLIC_MODE, durable
         fd = os.open(temp, flags, mode)
     try:
         try:
+            if owner is not None:
+                os.fchown(fd, *owner)
             os.fchmod(fd, mode)  # independent of the umask
             view = memoryview(content)
             while view:
@@ -187,3 +191,17 @@ def remove_generated(root: Path, relative_paths: Iterable[str]) -> list[str]:
         except OSError:  # not empty: something else (PlatformIO's .pio, another device's files) lives there
             pass
     return removed
+
+
+def link_or_copy(source: Path, destination: Path, mode: int) -> None:
+    """destination becomes the same file as source (a hard link, or a copy across file systems), atomically."""
+    if destination.exists() and os.path.samefile(source, destination):
+        return
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_name(f".{destination.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    try:
+        os.link(source, temporary)
+    except OSError:
+        shutil.copyfile(source, temporary)
+    os.chmod(temporary, mode)
+    os.replace(temporary, destination)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from generator.firmware_build.flashing import (
 from generator.firmware_build.plan import DeviceToBuild
 from generator.firmware_build.platformio import FIRMWARE_IMAGE, PARTITIONS_IMAGE, BuiltImage, display_path, tail
 from generator.core.errors import ToolError, UserError
-from generator.core.files import SECRET_MODE, write_atomic
+from generator.core.files import SECRET_MODE, link_or_copy, write_atomic
 from generator.output.layout import IMAGES_DIR, artifacts_dir
 from generator.output.manifest import ArtifactFile, BuildRecord, hex_offset, read_manifest, write_manifest
 
@@ -51,20 +50,6 @@ def merge_factory_image(built: BuiltImage, output: Path, *, esptool: str, log_pa
 def _digest(path: Path) -> tuple[str, int]:
     data = path.read_bytes()
     return hashlib.sha256(data).hexdigest(), len(data)
-
-
-def _link_or_copy(source: Path, destination: Path, mode: int) -> None:
-    """destination becomes the same file as source (a hard link, or a copy across file systems), atomically."""
-    if destination.exists() and os.path.samefile(source, destination):
-        return
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(f".{destination.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    try:
-        os.link(source, temporary)
-    except OSError:
-        shutil.copyfile(source, temporary)
-    os.chmod(temporary, mode)
-    os.replace(temporary, destination)
 
 
 @dataclass(frozen=True)
@@ -115,7 +100,7 @@ def collect_device_artifacts(device: DeviceToBuild, shared: SharedImage, out_dir
     mode = SECRET_MODE if device.embeds_secrets else 0o644
     files = list(shared.files)
     for artifact in (*shared.files, shared.factory):
-        _link_or_copy(shared.directory / artifact.file, directory / artifact.file, mode)
+        link_or_copy(shared.directory / artifact.file, directory / artifact.file, mode)
     nvs_offset = None
     if device.nvs is None and not device.embeds_secrets:   # built without the PKI: nvs.bin is made at flash time
         partition = nvs_partition(parse_partition_table(shared.partitions))

@@ -14,17 +14,11 @@ needs broker persistence. No secret is ever logged; the CSR is not logged either
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
-import ipaddress
-import os
 import queue
 import secrets
-import shlex
-import signal
 import ssl
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,7 +35,9 @@ from generator.pki.spec_identities import open_spec_pki
 from generator.pki.issuing import utcnow
 from generator.pki.store import PkiStore
 from generator.pki.x509_facts import public_key_sha256
+from generator.pki.name_matching import openssl_accepts_name
 from generator.provision import policy
+from generator.provision.broker_upkeep import BrokerReload, replace_broker_file
 from generator.spec.provisioning_protocol import (
     REQUEST_FILTERS,
     REQUEST_ID_HEX_DIGITS,
@@ -72,34 +68,6 @@ LogSink = Callable[[str], None]
 
 
 # ---------------------------------------------------------------------------------------------- options
-
-
-@dataclass(frozen=True)
-class BrokerReload:
-    """How the service makes the broker read a new CRL and bootstrap password file: SIGHUP to the pid in a pid
-    file, or a command (e.g. `systemctl reload mosquitto`)."""
-
-    pid_file: Path | None = None
-    command: str | None = None
-
-    def describe(self) -> str:
-        return f"SIGHUP to the pid in {self.pid_file}" if self.pid_file else f"`{self.command}`"
-
-    def run(self) -> str:
-        if self.pid_file is not None:
-            try:
-                pid = int(self.pid_file.read_text().split()[0])
-                os.kill(pid, signal.SIGHUP)
-            except (OSError, ValueError, IndexError) as error:
-                raise ToolError(f"cannot reload mosquitto through {self.pid_file}: {error}",
-                                hint="is the broker running? give --broker-pid-file or --reload-command") from None
-            return f"SIGHUP pid {pid}"
-        assert self.command is not None
-        result = subprocess.run(shlex.split(self.command), capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise ToolError(f"`{self.command}` failed (exit {result.returncode}): {result.stderr.strip()[:200]}",
-                            hint="check that it reloads mosquitto, e.g. systemctl reload mosquitto")
-        return f"ran `{self.command}`"
 
 
 @dataclass(frozen=True)
@@ -141,44 +109,15 @@ class Incoming:
     size: int                         # the payload's size as received (a too large one is not kept)
 
 
-def replace_broker_file(path: Path, content: bytes) -> bool:
-    """Writes a file the broker reads, atomically and with the owner and mode of the one it replaces (the broker
-    drops to user mosquitto before it reads it). Returns whether the content changed."""
-    try:
-        existing = path.stat()
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist: it is not the directory the broker reads its files from",
-                        hint="give --broker-dir, where mosquitto.conf's crlfile and password files are") from None
-    if path.read_bytes() == content:
-        return False
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, content)
-        with contextlib.suppress(PermissionError):
-            os.fchown(fd, existing.st_uid, existing.st_gid)
-        os.fchmod(fd, existing.st_mode & 0o777)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    return True
-
-
 def certificate_names(sock, name: str) -> bool:
-    """Whether the TLS peer's certificate carries `name` (a DNS name or an IP address) in its SAN."""
+    """Whether the TLS peer's certificate answers to `name` (a DNS name or an IP address), by OpenSSL's rules."""
     der = sock.getpeercert(binary_form=True) if sock is not None else None
     if not der:
         return False
     try:
-        san = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except (ValueError, x509.ExtensionNotFound):
-        return False
-    try:
-        address = ipaddress.ip_address(name)
-        return address in san.value.get_values_for_type(x509.IPAddress)
+        return openssl_accepts_name(x509.load_der_x509_certificate(der), name)
     except ValueError:
-        return name.lower() in (value.lower() for value in san.value.get_values_for_type(x509.DNSName))
+        return False
 
 
 def decision_line(device_id: str, channel: str, request_id: str, decision: str, **details: str) -> str:

@@ -34,7 +34,8 @@ from generator.firmware.fingerprint import firmware_fingerprint
 from generator.output.generate import generate
 from generator.output.layout import BROKER_DIR, firmware_dir
 from generator.output.manifest import read_manifest
-from generator.provision.service import BrokerReload, ProvisioningService, ServiceOptions
+from generator.provision.broker_upkeep import BrokerReload
+from generator.provision.service import ProvisioningService, ServiceOptions
 from generator.simulate.clock import shifted_clock, shifted_environment
 from generator.simulate.host_build import compile_firmware, find_toolchain
 from generator.spec import Spec

@@ -3,133 +3,22 @@ the rules JSON Schema cannot say (ids, topics, QoS per framework, fleet isolatio
 
 from __future__ import annotations
 
-import ipaddress
-import keyword
 import re
 from pathlib import Path
 from typing import Any
 
-from generator.core.hostnames import is_ip_address
-from generator.core.topics import (
-    TopicIndex,
-    expand_topic,
-    filter_matches,
-    topic_filter_problem,
-    topic_name_problem,
-    unknown_placeholders,
-)
-from generator.spec.device_limits import device_problems
+from generator.core.topics import TopicIndex
+from generator.spec.catalogue import load_catalogue
+from generator.spec.device_rules import DeviceRules
 from generator.spec.firmware_version import UNKNOWN_VERSION, project_version, version_problem
-from generator.spec.provisioning_protocol import reserved_topic_problem
-from generator.spec.catalogue import Target, load_catalogue
-from generator.spec.contract import BACKEND_IDENTITY
-from generator.spec.model import (
-    Broker,
-    Device,
-    DevicePki,
-    Ota,
-    PkiOptions,
-    Publish,
-    Spec,
-    Status,
-    Subscribe,
-    Wifi,
-)
+from generator.spec.model import Broker, Device, PkiOptions, Spec
+from generator.spec.names import dialled_host_problem, host_problem, normal_host, trailing_dot_problem
 from generator.spec.schema_check import schema_default
 from generator.spec.source import SpecProblem, SpecSource
 
-DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,22}$")
-C_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-_C_KEYWORDS = {
-    "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum", "extern",
-    "float", "for", "goto", "if", "inline", "int", "long", "register", "restrict", "return", "short", "signed",
-    "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void", "volatile", "while", "bool",
-    "class", "delete", "new", "namespace", "template", "this", "throw", "try", "catch", "private", "public",
-    "protected", "virtual", "operator", "friend", "true", "false", "nullptr", "setup", "loop", "main", "app_main",
-}
-# Device settings a fleet entry may override; the rest (project, broker, pki.dir...) belong to the whole spec.
-OVERRIDABLE = ("target", "wifi", "auth", "secrets", "keepalive", "ntp", "status", "publish", "subscribe", "pki")
-_MERGED_MAPPINGS = ("wifi", "status", "pki")
-DEVICE_PKI_KEYS = ("key_type", "validity_days", "key_origin", "renew_before_days")
 
-
-def host_problem(name: str) -> str | None:
-    """Why `name` cannot be a broker or NTP host name (a DNS name or an IP address), or None."""
-    try:
-        ipaddress.ip_address(name)
-        return None
-    except ValueError:
-        pass
-    if len(name) > 253:
-        return "is longer than 253 characters"
-    labels = name.rstrip(".").split(".")
-    if not all(_HOST_LABEL.match(label) for label in labels):
-        return "is neither an IP address nor a DNS name (letters, digits, '-' and '.' only)"
-    if labels[-1].isdigit():
-        return "looks like an IP address but is not a valid one"
-    return None
-
-
-def _trailing_dot_problem(name: str) -> tuple[str, str] | None:
-    if name.endswith("."):
-        return ("ends in a dot: the device verifies the name exactly as written, and certificates never carry "
-                "the dot, so the TLS name check would fail", f"write {name.rstrip('.')!r}")
-    return None
-
-
-def dialled_host_problem(host: str) -> tuple[str, str] | None:
-    """Why the devices cannot dial `host`, though it is a valid name, and what to do; or None."""
-    if is_ip_address(host) and ipaddress.ip_address(host).version == 6:
-        return ("is an IPv6 address; the devices dial the broker over IPv4 (Arduino-ESP32 2.0.17's WiFiClient "
-                "resolves and connects IPv4 only, and gen simulate routes IPv4)",
-                "use the broker's IPv4 address or a DNS name; IPv6 addresses can go in broker.names")
-    return _trailing_dot_problem(host)
-
-
-def _device_id_problem(device_id: str) -> str | None:
-    if not isinstance(device_id, str):
-        return "must be a string"
-    if DEVICE_ID_PATTERN.match(device_id):
-        if device_id.lower() == BACKEND_IDENTITY:
-            return f"{device_id!r} is reserved for the server-side identity that reads every device topic"
-        return None
-    if not device_id:
-        return "is empty"
-    if len(device_id) > 23:
-        return (f"{device_id!r} is {len(device_id)} characters; MQTT 3.1.1 brokers must accept client ids of "
-                "only up to 23 characters")
-    bad = sorted({ch for ch in device_id if not (ch.isascii() and (ch.isalnum() or ch in "-_"))})
-    if bad:
-        shown = ", ".join(repr(ch) for ch in bad)
-        return (f"{device_id!r} contains {shown}; the id is the MQTT client id, the certificate CN, the broker "
-                "username, a file name and a C identifier suffix, so only letters, digits, '-' and '_' are safe"
-                + (" ('+' and '#' are MQTT wildcards that Mosquitto's ACL refuses)" if set(bad) & {"+", "#"} else ""))
-    return f"{device_id!r} must start with a letter or digit"
-
-
-def _c_name_problem(name: Any) -> str | None:
-    if not isinstance(name, str) or not C_NAME_PATTERN.match(name):
-        return "must be a C identifier (letters, digits and '_', not starting with a digit, at most 32 characters)"
-    if name in _C_KEYWORDS or keyword.iskeyword(name):
-        return f"{name!r} is a reserved word in C/C++ or the firmware; choose another name"
-    return None
-
-
-class _Resolver:
-    def __init__(self, source: SpecSource, catalogue: dict[str, Target]):
-        self.source = source
-        self.data: dict[str, Any] = source.data
-        self.catalogue = catalogue
-        self.problems: list[SpecProblem] = []
-        self.ota_auth_reported = False
-
-    def problem(self, path: tuple, message: str, hint: str | None = None) -> None:
-        self.problems.append(SpecProblem(path, message, hint))
-
-    def _no_nul(self, path: tuple, value: Any) -> None:
-        if isinstance(value, str) and "\0" in value:
-            self.problem(path, "contains a NUL character, which cannot pass through C strings", "remove it")
+class _Resolver(DeviceRules):
+    """The whole spec: its broker, PKI and firmware version, every device (DeviceRules), the rules across devices."""
 
     # --- whole-spec parts -----------------------------------------------------------------------------------
     def broker(self) -> Broker:
@@ -145,9 +34,9 @@ class _Resolver:
             problem = host_problem(name)
             if problem:
                 self.problem(("broker", "names", index), f"{name!r} {problem}")
-            elif (dotted := _trailing_dot_problem(name)) is not None:
+            elif (dotted := trailing_dot_problem(name)) is not None:
                 self.problem(("broker", "names", index), f"{name!r} {dotted[0]}", dotted[1])
-            elif _normal_host(name) not in {_normal_host(n) for n in names}:
+            elif normal_host(name) not in {normal_host(n) for n in names}:
                 names.append(name)
         port = raw.get("port", schema_default("broker", "port"))
         plaintext_port = raw.get("plaintext_port")
@@ -213,248 +102,6 @@ class _Resolver:
         return project_version(self.source.path.parent)
 
     # --- one device -----------------------------------------------------------------------------------------
-    def setting(self, entry: dict, base: tuple, key: str) -> tuple[Any, tuple]:
-        """A device setting and the spec path it came from: the device's own entry, else the top level."""
-        if key in entry:
-            return entry[key], base + (key,)
-        return self.data.get(key), (key,)
-
-    def mapping_setting(self, entry: dict, base: tuple, key: str) -> tuple[dict, dict[str, tuple]]:
-        merged: dict[str, Any] = {}
-        origin: dict[str, tuple] = {}
-        for value, path in ((self.data.get(key) or {}, (key,)), (entry.get(key) or {}, base + (key,))):
-            for field, field_value in value.items():
-                merged[field] = field_value
-                origin[field] = path + (field,)
-        return merged, origin
-
-    def device(self, entry: dict, base: tuple, broker: Broker, pki: PkiOptions, version: str) -> Device | None:
-        device_id = entry["id"]
-        problem = _device_id_problem(device_id)
-        if problem:
-            self.problem(base + ("id",), problem)
-            return None
-
-        target_name, target_path = self.setting(entry, base, "target")
-        target_name = target_name or schema_default("target")
-        target = self.catalogue.get(target_name)
-        if target is None:
-            self.problem(target_path if target_path != ("target",) or "target" in self.data else base + ("id",),
-                         f"target {target_name!r} is not in the catalogue",
-                         f"use one of: {', '.join(self.catalogue)}")
-            return None
-
-        wifi, wifi_origin = self.mapping_setting(entry, base, "wifi")
-        ssid, password = wifi.get("ssid"), wifi.get("password", "")
-        if ssid is None:
-            self.problem(base, "has no wifi.ssid (set `wifi: {ssid: ...}` at the top level or for this device)")
-        else:
-            self._no_nul(wifi_origin["ssid"], ssid)
-            if len(ssid.encode("utf-8")) > 32:
-                self.problem(wifi_origin["ssid"], f"is {len(ssid.encode())} bytes; a WiFi SSID has at most 32")
-        if password:
-            self._no_nul(wifi_origin["password"], password)
-            if not (8 <= len(password) <= 63 or re.fullmatch(r"[0-9A-Fa-f]{64}", password)):
-                self.problem(wifi_origin["password"],
-                             f"is {len(password)} characters; a WPA2 passphrase has 8 to 63 (or 64 hex digits)",
-                             "use the network's real passphrase, or an empty string for an open network")
-            elif not password.isascii():
-                self.problem(wifi_origin["password"], "contains non-ASCII characters; WPA2 passphrases are ASCII")
-            elif not password.isprintable():
-                self.problem(wifi_origin["password"], "contains control characters; a WPA2 passphrase is printable "
-                             "ASCII (IEEE 802.11i: characters 32 to 126)", "check the value in secrets.yaml")
-
-        auth, _ = self.setting(entry, base, "auth")
-        secrets_mode, _ = self.setting(entry, base, "secrets")
-        keepalive, _ = self.setting(entry, base, "keepalive")
-        ntp, ntp_path = self.setting(entry, base, "ntp")
-        ntp = tuple(ntp) if ntp is not None else tuple(schema_default("ntp"))
-        for index, server in enumerate(ntp):
-            problem = host_problem(server)
-            if problem:
-                self.problem(ntp_path + (index,), f"{server!r} {problem}")
-
-        status_raw, status_origin = self.mapping_setting(entry, base, "status")
-        status = Status(
-            topic=expand_topic(status_raw.get("topic", schema_default("status", "topic")), device_id),
-            online=status_raw.get("online", schema_default("status", "online")),
-            offline=status_raw.get("offline", schema_default("status", "offline")),
-        )
-        status_topic_path = status_origin.get("topic", base)
-        self._check_topic_template(status_raw.get("topic", schema_default("status", "topic")), status_topic_path,
-                                   status.topic, is_filter=False)
-        for field in ("online", "offline"):
-            if field in status_origin:
-                self._no_nul(status_origin[field], status_raw[field])
-        if status.online == status.offline:
-            self.problem(status_origin.get("offline", status_origin.get("online", base)),
-                         f"online and offline are both {status.online!r}: nothing could tell a device that is up from "
-                         "one whose last will fired", "give status.online and status.offline different payloads")
-
-        publish_raw, publish_path = self.setting(entry, base, "publish")
-        publish = []
-        for index, item in enumerate(publish_raw or []):
-            path = publish_path + (index,)
-            topic = expand_topic(item["topic"], device_id)
-            self._check_topic_template(item["topic"], path + ("topic",), topic, is_filter=False)
-            qos = item.get("qos", schema_default("publish", "qos"))
-            publish.append(Publish(
-                name=item["name"], topic=topic, qos=qos, retain=item.get("retain", schema_default("publish", "retain")),
-                interval=item.get("interval", schema_default("publish", "interval")),
-                max_payload=item.get("max_payload", schema_default("publish", "max_payload"))))
-
-        subscribe_raw, subscribe_path = self.setting(entry, base, "subscribe")
-        subscribe = []
-        for index, item in enumerate(subscribe_raw or []):
-            path = subscribe_path + (index,)
-            topic_filter = expand_topic(item["filter"], device_id)
-            self._check_topic_template(item["filter"], path + ("filter",), topic_filter, is_filter=True)
-            qos = item.get("qos", schema_default("subscribe", "qos"))
-            subscribe.append(Subscribe(name=item["name"], filter=topic_filter, qos=qos,
-                                       max_payload=item.get("max_payload", schema_default("subscribe", "max_payload"))))
-
-        ota = self.ota(device_id, base, auth or schema_default("auth"))
-        own_topics = {status.topic: "its status topic"}
-        if ota is not None:
-            for topic, what in ((ota.topic, "its OTA topic"), (ota.firmware_topic, "its firmware report topic")):
-                if topic in own_topics:
-                    self.problem(("ota",), f"{topic!r} is also {own_topics[topic]}; each needs a topic of its own",
-                                 "give ota.topic and ota.firmware_topic their own topics")
-                own_topics.setdefault(topic, what)
-        for index, item in enumerate(publish):
-            if item.topic in own_topics:
-                self.problem(publish_path + (index, "topic"), f"{item.topic!r} is also {own_topics[item.topic]}; "
-                             "each message type needs a topic of its own (the status topic carries the retained "
-                             "birth and will)", "give this publish entry another topic")
-            own_topics.setdefault(item.topic, f"the topic of publish entry {item.name!r}")
-        for index, item in enumerate(subscribe):
-            echoed = next((topic for topic in own_topics if filter_matches(item.filter, topic)), None)
-            if ota is not None and echoed == ota.topic:
-                self.problem(subscribe_path + (index, "filter"), f"{item.filter!r} matches {echoed!r}, the OTA "
-                             "topic: update announcements go to the firmware's update handler, not to the app",
-                             "narrow the filter (e.g. devices/{id}/cmd/#), or move ota.topic")
-            elif echoed is not None:
-                self.problem(subscribe_path + (index, "filter"), f"{item.filter!r} matches {echoed!r}, "
-                             f"{own_topics[echoed]}: the device would receive every message it sends as a command",
-                             "narrow the filter (e.g. devices/{id}/cmd/#), or publish elsewhere")
-
-        seen_names: dict[str, tuple] = {}
-        for kind, items, path_base in (("publish", publish_raw or [], publish_path),
-                                       ("subscribe", subscribe_raw or [], subscribe_path)):
-            for index, item in enumerate(items):
-                name_path = path_base + (index, "name")
-                problem = _c_name_problem(item["name"])
-                if problem:
-                    self.problem(name_path, problem)
-                elif item["name"].lower() in seen_names:
-                    self.problem(name_path, f"name {item['name']!r} is used twice in this device's topics (names "
-                                 "are compared ignoring case: they become C function and macro names)",
-                                 "give every publish and subscribe entry its own name")
-                seen_names[item["name"].lower()] = name_path
-
-        pki_raw, pki_origin = self.mapping_setting(entry, base, "pki")
-        validity_days = pki_raw.get("validity_days", pki.validity_days)
-        key_origin = pki_raw.get("key_origin", schema_default("pki", "key_origin"))
-        renew_before_days = pki_raw.get("renew_before_days", max(1, validity_days // 3))
-        device_pki = DevicePki(key_type=pki_raw.get("key_type", pki.key_type), validity_days=validity_days,
-                               key_origin=key_origin, renew_before_days=renew_before_days)
-        if "pki" in entry:
-            for key in entry["pki"]:
-                if key not in DEVICE_PKI_KEYS:
-                    self.problem(base + ("pki", key), f"{key!r} applies to the whole spec, not to one device",
-                                 "move it to the top-level pki:")
-        auth_value = auth or schema_default("auth")
-        if key_origin == "device":
-            where = pki_origin.get("key_origin", base)
-            if auth_value != "mtls":
-                self.problem(where, f"a device that makes its own key needs auth: mtls, not {auth_value!r} (its "
-                             "certificate is its whole identity; with a password Mosquitto could not bind the two)",
-                             "set auth: mtls, or key_origin: host")
-            if device_pki.key_type != "ec-p256":
-                self.problem(pki_origin.get("key_type", where), "a device makes an EC P-256 key (the mbedTLS curve "
-                             f"every ESP32 build has); key_type {device_pki.key_type!r} is for keys gen makes",
-                             "use key_type: ec-p256, or key_origin: host")
-            if broker.external:
-                self.problem(where, "a device that makes its own key is provisioned through the broker gen "
-                             "configures (its bootstrap listener and ACL); broker.external is run by someone else",
-                             "use key_origin: host with an external broker")
-            if ota is not None:
-                self.problem(where, "a device that makes its own key cannot take updates over the air yet: the "
-                             "update download presents the client certificate compiled into the firmware, and "
-                             "this device's certificate comes from provisioning", "use key_origin: host with ota:, "
-                             "or remove ota:")
-            if renew_before_days >= validity_days:
-                self.problem(pki_origin.get("renew_before_days", where), f"renew_before_days {renew_before_days} "
-                             f"is not less than validity_days {validity_days}: the device would renew at once, "
-                             "every time", "make it smaller than validity_days (unset: a third of it)")
-
-        if key_origin == "device":
-            for topic, path, is_filter in ([(status.topic, status_topic_path, False)]
-                                           + [(p.topic, publish_path + (i, "topic"), False) for i, p in enumerate(publish)]
-                                           + [(s.filter, subscribe_path + (i, "filter"), True)
-                                              for i, s in enumerate(subscribe)]):
-                reserved = reserved_topic_problem(topic, device_id, is_filter=is_filter)
-                if reserved:
-                    self.problem(path, f"{topic!r} {reserved}", "choose a topic outside gen/")
-
-        device = Device(
-            id=device_id, target=target, wifi=Wifi(ssid=ssid or "", password=password or ""), broker=broker,
-            auth=auth_value, secrets=secrets_mode or schema_default("secrets"),
-            keepalive=keepalive if keepalive is not None else schema_default("keepalive"), ntp=ntp, status=status,
-            publish=tuple(publish), subscribe=tuple(subscribe), pki=device_pki, firmware_version=version, ota=ota,
-        )
-        # What the firmware can carry is the firmware's to say (generator.spec.device_limits).
-        origins = {"publish": publish_path, "subscribe": subscribe_path, "ntp": ntp_path}
-        for limit in device_problems(device):
-            if not limit.where:
-                path = base
-            elif limit.where[0] == "status":
-                path = status_origin.get(limit.where[1], base)
-            elif limit.where[0] == "ota":
-                path = limit.where if limit.where[1] in (self.data.get("ota") or {}) else ("ota",)
-            else:
-                path = origins[limit.where[0]] + limit.where[1:]
-            self.problem(path, limit.message, limit.hint)
-        return device
-
-    def ota(self, device_id: str, base: tuple, auth: str) -> Ota | None:
-        """The spec's `ota:` as this device sees it (topics expanded), or None without one."""
-        if "ota" not in self.data:
-            return None
-        raw = self.data["ota"] or {}
-        if auth == "password" and not self.ota_auth_reported:
-            self.ota_auth_reported = True
-            self.problem(base + ("auth",) if "auth" in self._entry_keys(base) else ("ota",),
-                         f"device {device_id} uses auth 'password', but `gen ota serve` gives images only to a "
-                         "device's own client certificate (mutual TLS), so this device could never be updated",
-                         "use auth: mtls (or mtls+password), or remove ota:")
-        topics = {}
-        for key in ("topic", "firmware_topic"):
-            template = raw.get(key, schema_default("ota", key))
-            topics[key] = expand_topic(template, device_id)
-            self._check_topic_template(template, ("ota", key) if key in raw else ("ota",), topics[key],
-                                       is_filter=False)
-        return Ota(port=raw.get("port", schema_default("ota", "port")), topic=topics["topic"],
-                   firmware_topic=topics["firmware_topic"],
-                   confirm_timeout=raw.get("confirm_timeout", schema_default("ota", "confirm_timeout")),
-                   project=self.data["project"])
-
-    def _entry_keys(self, base: tuple) -> set:
-        node: Any = self.data
-        for part in base:
-            node = node[part]
-        return set(node) if isinstance(node, dict) else set()
-
-    def _check_topic_template(self, template: str, path: tuple, expanded: str, *, is_filter: bool) -> None:
-        unknown = unknown_placeholders(template)
-        if unknown:
-            self.problem(path, f"uses {', '.join(unknown)}; the only placeholder is {{id}}")
-            return
-        problem = topic_filter_problem(expanded) if is_filter else topic_name_problem(expanded)
-        if problem:
-            what = "topic filter" if is_filter else "topic"
-            self.problem(path, f"{what} {expanded!r} {problem}")
-
     # --- across devices -------------------------------------------------------------------------------------
     def fleet_rules(self, devices: list[tuple[Device, tuple]]) -> None:
         by_lower: dict[str, tuple] = {}
@@ -504,13 +151,6 @@ class _Resolver:
                         self.problem(base, f"subscribes to {sub.filter!r}, which would read {owner!r}'s topic {topic!r}",
                                      "narrow the filter with {id}; each device may read only its own topics")
                         break
-
-
-def _normal_host(name: str) -> str:
-    try:
-        return str(ipaddress.ip_address(name))
-    except ValueError:
-        return name.lower().rstrip(".")
 
 
 def resolve_spec(source: SpecSource) -> tuple[Spec | None, list[SpecProblem]]:
