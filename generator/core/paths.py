@@ -1,11 +1,25 @@
-"""Where the files shipped with the tool live (templates, schema, the target catalogue)."""
+"""Where the files shipped with the tool live: the templates, the spec's JSON Schema and the target catalogue
+(platformio.ini). In a checkout they are the top-level folders (the product card fixes the top level); an installed
+wheel carries them as package data in generator/shipped/ (setup.py's build step copies them there), found through
+importlib.resources, so an installed `gen` works in any folder."""
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]   # generator/core/paths.py -> the checkout
-TEMPLATES_DIR = PROJECT_ROOT / "templates"
-SCHEMA_PATH = PROJECT_ROOT / "schema" / "device.schema.json"
-CATALOGUE_PATH = PROJECT_ROOT / "platformio.ini"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]    # generator/
+PROJECT_ROOT = PACKAGE_DIR.parent                    # the checkout, when gen runs from one
+SHIPPED = ("templates", "schema", "platformio.ini")  # what the wheel carries, under generator/shipped/
+
+
+def _shipped_root() -> Path:
+    packaged = files("generator").joinpath("shipped")
+    return Path(str(packaged)) if packaged.is_dir() else PROJECT_ROOT
+
+
+SHIPPED_ROOT = _shipped_root()
+TEMPLATES_DIR = SHIPPED_ROOT / "templates"
+SCHEMA_PATH = SHIPPED_ROOT / "schema" / "device.schema.json"
+CATALOGUE_PATH = SHIPPED_ROOT / "platformio.ini"
 HOST_RUNTIME_DIR = TEMPLATES_DIR / "host"

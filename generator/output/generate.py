@@ -106,12 +106,13 @@ def render_device_files(device: Device, credentials: ClientCredentials, *, spec_
 def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] | None = None) -> GeneratedOutput:
     """Everything: the PKI issues what is missing; broker files, firmware projects, NVS images, manifest."""
     out = Path(out_dir) if out_dir is not None else spec.default_out_dir
-    notes = ensure_user_apps(spec, out)
+    apps = plan_user_apps(spec, out)
     credentials = spec_credentials(spec)
     broker_files = render_broker(spec, credentials.broker)
     ota_key = ensure_signing_key(PkiLayout(spec.pki.dir)).digest() if spec.ota_port is not None else None
-    return _write_output(spec, out, device_ids, credentials.devices, broker_files.files, broker_files.modes,
-                         with_nvs=True, notes=notes, ota_key_digest=ota_key)
+    rendered = render_output(spec, out, device_ids, credentials.devices, broker_files.files, broker_files.modes,
+                             with_nvs=True, ota_key_digest=ota_key)
+    return write_output(spec, out, rendered, apps)
 
 
 def generate_without_pki(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] | None = None,
@@ -119,9 +120,10 @@ def generate_without_pki(spec: Spec, out_dir: Path | None = None, *, device_ids:
     """What CI may make (generator.ci.credentials gives `credentials`): the PKI is never opened, so nothing is
     issued or signed; the firmware projects and the manifest only, no broker files and no NVS images."""
     out = Path(out_dir) if out_dir is not None else spec.default_out_dir
-    notes = ensure_user_apps(spec, out)
-    return _write_output(spec, out, device_ids, credentials, {}, {}, with_nvs=False, notes=notes,
-                         ota_key_digest=_public_ota_key_digest(spec))
+    apps = plan_user_apps(spec, out)
+    rendered = render_output(spec, out, device_ids, credentials, {}, {}, with_nvs=False,
+                             ota_key_digest=_public_ota_key_digest(spec))
+    return write_output(spec, out, rendered, apps)
 
 
 def _public_ota_key_digest(spec: Spec) -> bytes | None:
@@ -137,12 +139,23 @@ def _public_ota_key_digest(spec: Spec) -> bytes | None:
                         hint=f"run `gen generate` where the PKI lives, and commit {public}") from None
 
 
-def _write_output(spec: Spec, out: Path, device_ids: list[str] | None,
+@dataclass(frozen=True)
+class RenderedOutput:
+    """Everything one run writes under OUT, rendered in memory (nothing is written until all of it is)."""
+
+    selected: tuple[Device, ...]                  # the devices generated this run
+    files: dict[str, bytes]                       # relative to OUT
+    modes: dict[str, int]
+    credentials: Mapping[str, ClientCredentials]  # device id -> what the manifest records of its identity
+    with_nvs: bool
+
+
+def render_output(spec: Spec, out: Path, device_ids: list[str] | None,
                   credentials: Mapping[str, ClientCredentials], broker_files: Mapping[str, bytes],
-                  broker_modes: Mapping[str, int], *, with_nvs: bool, notes: list[str],
-                  ota_key_digest: bytes | None = None) -> GeneratedOutput:
-    selected = [spec.device(device_id) for device_id in device_ids] if device_ids else list(spec.devices)
-    previous = previous_manifest(out)
+                  broker_modes: Mapping[str, int], *, with_nvs: bool,
+                  ota_key_digest: bytes | None = None) -> RenderedOutput:
+    """Every file of OUT for the selected devices (all by default) and the broker: pure, nothing is written."""
+    selected = tuple(spec.device(device_id) for device_id in device_ids) if device_ids else spec.devices
     files: dict[str, bytes] = {f"{BROKER_DIR}/{path}": content for path, content in broker_files.items()}
     modes: dict[str, int] = {f"{BROKER_DIR}/{path}": mode for path, mode in broker_modes.items()}
     for device in selected:
@@ -152,38 +165,68 @@ def _write_output(spec: Spec, out: Path, device_ids: list[str] | None,
                                        ota_key_digest=ota_key_digest)
         files.update(rendered.files)
         modes.update(rendered.modes)
+    return RenderedOutput(selected, files, modes, credentials, with_nvs)
 
+
+def write_output(spec: Spec, out: Path, rendered: RenderedOutput, apps: "UserApps") -> GeneratedOutput:
+    """Writes what was rendered, once: the user's app sources that are missing, OUT's files (atomically, only
+    those that changed), the removal of what earlier runs made and this one no longer does, then the manifest."""
+    previous = previous_manifest(out)
+    notes = apps.write()
     # What earlier runs made: devices not generated this time keep theirs, everything else no longer made goes.
     earlier_files = set(previous.generated_files) if previous else set()
-    not_selected = {device_dir(d.id) + "/" for d in spec.devices if d not in selected}
-    kept = {path for path in earlier_files if any(path.startswith(prefix) for prefix in not_selected)}
-    changed = write_tree(out, files, modes=modes)
-    stale = sorted(earlier_files - set(files) - kept - {MANIFEST_NAME})
+    selected_ids = {device.id for device in rendered.selected}
+    not_selected = {device_dir(d.id) for d in spec.devices if d.id not in selected_ids}
+    kept = {path for path in earlier_files if "/".join(path.split("/", 2)[:2]) in not_selected}
+    changed = write_tree(out, rendered.files, modes=rendered.modes)
+    stale = sorted(earlier_files - set(rendered.files) - kept - {MANIFEST_NAME})
     removed = remove_generated(out, stale)
     removed += _remove_departed_devices(out, spec)
 
     records = []
     for device in spec.devices:
-        device_credentials = credentials[device.id]
+        device_credentials = rendered.credentials[device.id]
         not_after = device_credentials.cert_not_after.isoformat() if device_credentials.cert_not_after else None
         record = device_record(device, cert_serial=device_credentials.cert_serial, cert_not_after=not_after,
-                               has_nvs=device.secrets == "nvs" and with_nvs)
+                               has_nvs=device.secrets == "nvs" and rendered.with_nvs)
         earlier = previous.device(device.id) if previous else None
         build = _still_valid_build(out, record, earlier.artifacts if earlier else None)
         records.append(dataclasses.replace(record, artifacts=build))
-    write_manifest(out, spec_manifest(spec, tuple(records), generated_files=tuple(sorted(set(files) | kept))))
-    return GeneratedOutput(out_dir=out, changed=tuple(changed), devices=tuple(d.id for d in selected),
+    generated_files = tuple(sorted(set(rendered.files) | kept))
+    write_manifest(out, spec_manifest(spec, tuple(records), generated_files=generated_files))
+    return GeneratedOutput(out_dir=out, changed=tuple(changed), devices=tuple(d.id for d in rendered.selected),
                            removed=tuple(removed), notes=tuple(notes))
 
 
 # ---------------------------------------------------------------------------------------------- the user's code
 
 
-def ensure_user_apps(spec: Spec, out: Path) -> list[str]:
+@dataclass(frozen=True)
+class UserApps:
+    """What a run does to the user's app sources next to the spec, decided before anything is written: starters to
+    create (never over an existing file) and sources an earlier gen kept under OUT to move there."""
+
+    create: tuple[tuple[Path, bytes, str], ...] = ()           # (target, content, note)
+    move: tuple[tuple[Path, bytes, tuple[Path, ...], str], ...] = ()  # (target, content, legacy copies, note)
+
+    def write(self) -> list[str]:
+        notes = []
+        for target, content, legacy, note in self.move:
+            create_file(target, content)
+            for path in legacy:
+                path.unlink()
+            notes.append(note)
+        for target, content, note in self.create:
+            create_file(target, content)
+            notes.append(note)
+        return notes
+
+
+def plan_user_apps(spec: Spec, out: Path) -> UserApps:
     """Each framework the spec uses has its app source next to the spec: an existing one is never touched; one
     that an earlier version of gen kept under OUT (devices/<id>/firmware/src/app.*) is moved there once; else a
-    starter is written. Returns what was done, in words."""
-    notes = []
+    starter is written. Reads only; UserApps.write does it."""
+    create, move = [], []
     for framework in sorted({device.framework for device in spec.devices}):
         target = spec.directory / USER_APP_SOURCE[framework]
         if target.exists():
@@ -197,17 +240,14 @@ def ensure_user_apps(spec: Spec, out: Path) -> list[str]:
                     f"your app code now lives in {target} (one file for every device, in git), but the copies an "
                     f"earlier gen kept under {out} differ:\n  {shown}",
                     hint=f"merge them into {target} yourself, then run gen generate again (nothing was changed)")
-            create_file(target, contents.pop())
-            for path in legacy:
-                path.unlink()
-            notes.append(f"moved your app code {legacy[0]} to {target} (keep it in git; build/ is disposable)"
-                         + (f", and removed {len(legacy) - 1} identical copies" if len(legacy) > 1 else ""))
+            note = (f"moved your app code {legacy[0]} to {target} (keep it in git; build/ is disposable)"
+                    + (f", and removed {len(legacy) - 1} identical copies" if len(legacy) > 1 else ""))
+            move.append((target, contents.pop(), tuple(legacy), note))
             continue
         devices = [device for device in spec.devices if device.framework == framework]
-        create_file(target, render_app_starter(devices))
-        notes.append(f"created {target}: your app code, for every {framework} device of the spec (edit it, keep it "
-                     "in git)")
-    return notes
+        create.append((target, render_app_starter(devices), f"created {target}: your app code, for every "
+                       f"{framework} device of the spec (edit it, keep it in git)"))
+    return UserApps(tuple(create), tuple(move))
 
 
 def _legacy_app_sources(out: Path, framework: str) -> list[Path]:
