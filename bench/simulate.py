@@ -84,7 +84,8 @@ def main() -> None:
         print(f"host build ({first.framework}, one device): cold {cold:.1f} s (target < 20 s), "
               f"warm {warm:.2f} s (target < 2 s); an edited firmware, runtime library cached: {firmware_only:.1f} s")
 
-        with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
+        with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS,
+                        provision_port=free_local_port()) as broker:
             address = BrokerAddress(broker.host, broker.port)
             ids = [device.id for device in spec.devices]
             runs = plan_runs(spec, ids, dict.fromkeys(ids, binary), nvs_images(out, read_manifest(out)), address)

@@ -17,6 +17,7 @@ import datetime as dt
 import queue
 import shutil
 import socket
+import subprocess
 import ssl
 import threading
 import time
@@ -49,6 +50,35 @@ EXAMPLES_DIR = PROJECT_ROOT / "projects" / "examples"
 LOOPBACK = "127.0.0.1"
 BROKER_NAME = "localhost"        # a name on every test broker certificate (with 127.0.0.1)
 WAIT_S = 10.0                    # upper bound for a reply that should come at once; never a timed assertion
+
+
+# ---------------------------------------------------------------------------------------------- tiers
+# tests/unit/: the fast tier (no subprocess, no network, no compiler); tests/integration/: real brokers, TLS stacks,
+# compilers and tools called from Python; tests/e2e/: gen as a user runs it (the CLI in a process, simulations, the
+# installed wheel). `.venv/bin/python -m pytest tests/unit` runs the fast tier alone.
+
+UNIT_DIR = Path(__file__).parent / "unit"
+
+
+class NotAUnitTest(AssertionError):
+    """A test in tests/unit/ started a process or touched the network: it belongs in integration/ or e2e/."""
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process_and_open_no_socket(request, monkeypatch) -> Iterator[None]:
+    if UNIT_DIR not in Path(str(request.node.path)).parents:
+        yield
+        return
+
+    def refuse(what: str) -> Callable[..., None]:
+        def refused(*args, **kwargs) -> None:
+            raise NotAUnitTest(f"{what} in a unit test: move {request.node.nodeid} to tests/integration or tests/e2e")
+        return refused
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("a subprocess"))
+    for method in ("connect", "connect_ex", "bind"):
+        monkeypatch.setattr(socket.socket, method, refuse(f"socket.{method}"))
+    yield
 
 
 # ---------------------------------------------------------------------------------------------- ports
@@ -237,7 +267,10 @@ def start_broker() -> Iterator[Callable[..., RunningBroker]]:
         def start(broker_dir: Path, **options) -> RunningBroker:
             options.setdefault("bind_address", LOOPBACK)
             for attempt in range(3):
-                chosen = {"port": find_free_port()} if "port" not in options else {}
+                # Every listener on a free port (the TLS one, the bootstrap and the plaintext one when the config
+                # has them): a configured port would collide with another test's broker.
+                chosen = {name: find_free_port() for name in ("port", "provision_port", "plaintext_port")
+                          if name not in options}
                 try:
                     return stack.enter_context(running_broker(Path(broker_dir), **options, **chosen))
                 except ToolError as error:

@@ -33,8 +33,8 @@ from generator.simulate.run import compile_devices
 from generator.spec import Spec, load_spec
 
 EXAMPLES_DIR = PROJECT_ROOT / "projects" / "examples"
-# The link tests run every example but the OTA ones, whose link tests/test_ota_update.py runs with their updates,
-# and the ones whose key is born on the device, which tests/test_provision_lifecycle.py runs with their provisioning.
+# The link tests run every example but the OTA ones, whose link tests/e2e/test_ota_update.py runs with their updates,
+# and the ones whose key is born on the device, which tests/e2e/test_provision_lifecycle.py runs with their provisioning.
 EXAMPLES = tuple(sorted(path.name for path in EXAMPLES_DIR.iterdir()
                         if (path / "device.yaml").is_file() and not path.name.endswith(("-ota", "-device-key"))))
 WAIT_S = 15.0          # an upper bound for something that happens at once on loopback; never a timed assertion

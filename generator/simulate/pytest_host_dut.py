@@ -192,8 +192,9 @@ def host_dut_fixtures() -> types.ModuleType:
         if key not in shared:
 
             running = stack.enter_context(
-                running_broker(host_firmware.broker_dir, port=free_local_port(), bind_address=LOCAL_ADDRESS))
-            shared[key] = BrokerAddress(running.host, running.port)
+                running_broker(host_firmware.broker_dir, port=free_local_port(), bind_address=LOCAL_ADDRESS,
+                               provision_port=free_local_port()))
+            shared[key] = BrokerAddress(running.host, running.port, running.provision_port)
         return shared[key]
 
     @pytest.fixture

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -111,7 +110,7 @@ def test_deleting_the_build_output_loses_nothing_because_nothing_lives_there(tmp
     untouched and every copy comes back byte for byte, the same key, not a new one."""
     from generator.output.generate import generate
 
-    example = Path(__file__).parent.parent / "projects" / "examples" / "fleet-nvs"
+    example = Path(__file__).parent.parent.parent / "projects" / "examples" / "fleet-nvs"
     shutil.copytree(example, tmp_path / "spec", ignore=shutil.ignore_patterns("pki", "build"))
     spec = load_spec(tmp_path / "spec" / "device.yaml")
     generate(spec)
@@ -122,7 +121,7 @@ def test_deleting_the_build_output_loses_nothing_because_nothing_lives_there(tmp
 
     pki_before, out_before = snapshot(tmp_path / "spec" / "pki"), secrets_in(out)
     assert any(path.endswith("nvs.bin") for path in out_before)   # the keys and passwords in build/
-    subprocess.run(["rm", "-rf", str(out)], check=True)
+    shutil.rmtree(out)
     generate(load_spec(tmp_path / "spec" / "device.yaml"))
     assert snapshot(tmp_path / "spec" / "pki") == pki_before
     assert secrets_in(out) == out_before

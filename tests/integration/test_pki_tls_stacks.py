@@ -25,7 +25,7 @@ from mbedtls.exceptions import TLSError
 from generator.pki import profiles
 from generator.pki.store import PkiStore
 
-TUTORIAL = Path(__file__).parent / "data" / "tutorial"
+TUTORIAL = Path(__file__).parent.parent / "data" / "tutorial"
 X509_CERT_VERIFY_FAILED = 0x2700  # MBEDTLS_ERR_X509_CERT_VERIFY_FAILED
 BROKER_NAMES = ["mqtt.example.com", "192.168.1.10", "2001:db8::10", "localhost"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from generator.spec.reference import readme_with_reference
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 

@@ -66,7 +66,7 @@ for path in sorted(project.generated):
 def test_regenerating_a_project_is_byte_identical_in_another_process(spec):
     """Another run of gen (another hash seed, so other set and dict orders) writes the same bytes: nothing the
     files hold depends on the process that rendered them."""
-    runs = [subprocess.run([sys.executable, "-c", RENDER_IN_A_FRESH_PROCESS, str(Path(__file__).parent),
+    runs = [subprocess.run([sys.executable, "-c", RENDER_IN_A_FRESH_PROCESS, str(Path(__file__).parent.parent),
                             spec.parent.name], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]
     device = example_devices(spec.parent.name)[0]

@@ -97,7 +97,8 @@ def test_a_broker_name_the_certificate_does_not_carry_is_logged_in_words(name, t
     config = project / "src" / "config.h"
     config.write_text(config.read_text().replace('"mqtt.example.com"', '"wrong.example.com"'))
     binary = compile_firmware(project, device.framework, build_cache)
-    with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
+    with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS,
+                        provision_port=free_local_port()) as broker:
         process = start_device(binary, "wrong.example.com", device.broker.port, broker.host, broker.port)
         try:
             lines = read_until(process, "[mqtt] connect failed")
@@ -142,7 +143,8 @@ def test_the_device_announces_itself_retained_and_echoes_a_command_on_its_ack_to
     binary = compile_firmware(out / firmware_dir(device.id), device.framework, build_cache)
     ack_topic = next(p.topic for p in device.publish if p.name == "ack")
     command_topic = device.subscribe[0].filter.replace("#", "reboot")
-    with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
+    with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS,
+                        provision_port=free_local_port()) as broker:
         process = start_device(binary, device.broker.host, device.broker.port, broker.host, broker.port)
         try:
             read_until(process, "[mqtt] subscribed to")
@@ -173,7 +175,8 @@ def test_the_broker_publishes_the_retained_offline_will_when_the_device_dies(nam
     spec, out = generated_example(name, tmp_path, keepalive=5)
     device = spec.devices[0]
     binary = compile_firmware(out / firmware_dir(device.id), device.framework, build_cache)
-    with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
+    with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS,
+                        provision_port=free_local_port()) as broker:
         process = start_device(binary, device.broker.host, device.broker.port, broker.host, broker.port)
         try:
             read_until(process, "[mqtt] subscribed to")
@@ -248,7 +251,8 @@ def test_a_wrong_mqtt_password_is_logged_with_the_brokers_connack_in_words(name,
     start = text.index("MQTT_PASSWORD[] = ") + len("MQTT_PASSWORD[] = ")
     credentials.write_text(text[:start] + '"not-the-password"' + text[text.index(";", start):])
     binary = compile_firmware(project, device.framework, build_cache)
-    with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS) as broker:
+    with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS,
+                        provision_port=free_local_port()) as broker:
         process = start_device(binary, device.broker.host, device.broker.port, broker.host, broker.port)
         try:
             failure = read_until(process, "[mqtt] connect failed")[-1]

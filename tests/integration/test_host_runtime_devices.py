@@ -23,7 +23,7 @@ from host_runtime_support import Device, Pki, make_pki, nvs_image, start_broker,
 
 pytestmark = pytest.mark.slow
 
-PROBES = Path(__file__).parent / "host_firmware"
+PROBES = Path(__file__).parent.parent / "host_firmware"
 DEVICE = "device-001"
 SUB_TOPIC = f"devices/{DEVICE}/cmd"
 PUB_TOPIC = f"devices/{DEVICE}/telemetry"

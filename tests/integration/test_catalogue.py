@@ -10,7 +10,7 @@ from pathlib import Path
 
 from generator.spec.catalogue import load_catalogue
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 REQUIRED = {("esp32", "arduino"), ("esp32", "espidf"), ("esp32c3", "arduino"), ("esp32s3", "espidf")}
 
 

@@ -4,13 +4,11 @@ mosquitto_passwd), the ACL and the file modes. Pure rendering; the real broker i
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import subprocess
 
 import pytest
 
 from generator.broker.render import (INSTALL_DIR, PASSWORD_ITERATIONS, acl_sections, common_topic_prefix,
-                              hash_password_pbkdf2_sha512, password_matches, render_broker, render_mosquitto_conf,
+                              password_matches, render_broker, render_mosquitto_conf,
                               render_password_file)
 
 
@@ -86,21 +84,6 @@ def test_every_listener_binds_the_client_id_to_the_user_and_caps_its_connections
 
 
 # ---------------------------------------------------------------------------------------------- password file
-
-
-def test_our_pbkdf2_sha512_hash_equals_mosquitto_passwds_for_the_same_salt(tmp_path):
-    if not shutil.which("mosquitto_passwd"):
-        pytest.skip("mosquitto_passwd is not installed")
-    passwd = tmp_path / "passwd"
-    subprocess.run(["mosquitto_passwd", "-H", "sha512-pbkdf2", "-c", "-b", passwd, "sensor-a", "s3cret pass"],
-                   check=True, capture_output=True)
-    username, theirs = passwd.read_text().strip().split(":", 1)
-    _, kind, iterations, salt_b64, _ = theirs.split("$")
-    import base64
-
-    ours = hash_password_pbkdf2_sha512("s3cret pass", salt=base64.b64decode(salt_b64), iterations=int(iterations))
-    assert (username, kind, ours) == ("sensor-a", "7", theirs)
-    assert password_matches("s3cret pass", theirs) and not password_matches("s3cret pas", theirs)
 
 
 def test_the_password_file_has_one_7_line_per_user_and_no_plaintext(broker_project):

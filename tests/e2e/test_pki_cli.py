@@ -19,7 +19,7 @@ from generator.cli import main
 from generator.pki.store import PkiStore
 from generator.core.paths import PROJECT_ROOT
 
-TUTORIAL = Path(__file__).parent / "data" / "tutorial"
+TUTORIAL = Path(__file__).parent.parent / "data" / "tutorial"
 
 SPEC = """\
 project: cli-pki

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from generator.spec.source import MAX_FILE_BYTES, MAX_NODES
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parent.parent.parent
 EXAMPLE = ROOT / "projects/examples/arduino-mtls"
 HANG_GUARD_S = 60  # far above the fraction of a second these take (bench/hostile_yaml.py prints the figures)
 

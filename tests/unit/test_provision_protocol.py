@@ -1,5 +1,5 @@
 """The provisioning protocol and the service's decisions, without a network: what a request must look like to be
-read at all, and which requests get a certificate. The same rules run in tests/test_provision_refusals.py against
+read at all, and which requests get a certificate. The same rules run in tests/integration/test_provision_refusals.py against
 the real broker and service; here each edge case is one fast test."""
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from generator.spec.provisioning_protocol import (
     render_response,
     request_topic,
     reserved_topic_problem,
-    response_topic,
 )
 from generator.provision.service import TokenBucket
 
