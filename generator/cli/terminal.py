@@ -4,20 +4,43 @@ and tools are printed as they are (a topic `dev/[b]x` stays `dev/[b]x`), and sty
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
-from rich.console import Console
-from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
 
 # Pipes and logs get 160 columns (rich would assume 80 and cut serials, dates and histories short).
 _WIDTH = None if sys.stdout.isatty() else 160
 
-console = Console(highlight=False, soft_wrap=True, markup=False, emoji=False, width=_WIDTH)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False, emoji=False)
+
+class _ConsoleOnFirstUse:
+    """A rich Console made when something is first printed: `gen --help` never imports rich."""
+
+    def __init__(self, **options: Any):
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._options)
+        return getattr(self._console, name)
+
+
+console = cast("Console", _ConsoleOnFirstUse(highlight=False, soft_wrap=True, markup=False, emoji=False,
+                                             width=_WIDTH))
+err_console = cast("Console", _ConsoleOnFirstUse(stderr=True, highlight=False, soft_wrap=True, markup=False,
+                                                 emoji=False))
 
 
 def styled(*parts: str | tuple[str, str]) -> Text:
     """Plain strings and (text, style) pairs as one line; no part is read as markup."""
+    from rich.text import Text
+
     return Text.assemble(*parts)
 
 

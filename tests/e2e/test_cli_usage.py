@@ -59,13 +59,15 @@ def test_gen_version_prints_the_installed_version():
 
 
 def test_every_command_has_help(project):
-    from generator.cli import app
     from typer.main import get_command
 
+    from generator.cli.app import app
+
     root = get_command(app)
-    commands = [[name] for name in root.commands]
-    for name, group in root.commands.items():
-        commands += [[name, sub] for sub in getattr(group, "commands", {})]
+    context = root.make_context("gen", ["--help"], resilient_parsing=True)
+    commands = [[name] for name in root.list_commands(context)]
+    for name in root.list_commands(context):
+        commands += [[name, sub] for sub in getattr(root.get_command(context, name), "commands", {})]
     for command in commands:
         result = gen(*command, "--help")
         assert result.returncode == 0, (command, result.stderr)
