@@ -10,28 +10,30 @@ extend an escape; hex escapes would swallow following hex digits).
 
 from __future__ import annotations
 
+import re
+
 # Printable ASCII that stands for itself inside "...": all but '"' and '\\' (escaped) and '?' (trigraphs).
 _PLAIN = {c for c in range(0x20, 0x7F)} - {ord('"'), ord("\\"), ord("?")}
 _NAMED = {ord('"'): '\\"', ord("\\"): "\\\\", ord("?"): "\\?", ord("\n"): "\\n", ord("\t"): "\\t", ord("\r"): "\\r"}
+# Each byte (as the latin-1 character of the same number) -> its text inside a literal; str.translate applies it.
+_BYTE_TEXT = [_NAMED.get(byte) or (chr(byte) if byte in _PLAIN else f"\\{byte:03o}") for byte in range(256)]
+# The second character of "*/" or "/*" (looked up in the value, so "*/*" escapes both the '/' and the last '*').
+_COMMENT_MARK = re.compile(r"(?<=\*)/|(?<=/)\*")
 
 # Longest piece of one literal per source line when a value is split (PEM text is split at its own newlines).
 _MAX_PIECE = 76
 
 
 def _escape_bytes(data: bytes) -> str:
-    out: list[str] = []
-    previous = -1
-    for byte in data:
-        if byte in _NAMED:
-            out.append(_NAMED[byte])
-        elif byte == ord("/") and previous == ord("*") or byte == ord("*") and previous == ord("/"):
-            out.append(f"\\{byte:03o}")
-        elif byte in _PLAIN:
-            out.append(chr(byte))
-        else:
-            out.append(f"\\{byte:03o}")
-        previous = byte
-    return "".join(out)
+    text = data.decode("latin-1")          # one character per byte, the same number
+    if "*/" not in text and "/*" not in text:
+        return text.translate(_BYTE_TEXT)
+    parts, start = [], 0
+    for mark in _COMMENT_MARK.finditer(text):
+        parts += [text[start:mark.start()].translate(_BYTE_TEXT), f"\\{ord(mark.group()):03o}"]
+        start = mark.end()
+    parts.append(text[start:].translate(_BYTE_TEXT))
+    return "".join(parts)
 
 
 def c_string_literal(value: str | bytes) -> str:

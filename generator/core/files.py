@@ -127,46 +127,71 @@ def directory_modes(files: Mapping[str, bytes], modes: Mapping[str, int]) -> dic
     """The mode of every folder of a tree of relative paths: 0700 where a secret file lies directly in it."""
     result: dict[str, int] = {}
     for relative in files:
-        parent = Path(relative).parent
         private = modes.get(relative, PUBLIC_MODE) == SECRET_MODE
-        while parent != Path("."):
-            key = parent.as_posix()
-            if private or key not in result:
-                result[key] = PRIVATE_DIR_MODE if private else result.get(key, PUBLIC_DIR_MODE)
+        folder = relative.rpartition("/")[0]
+        while folder:
+            if private:
+                result[folder] = PRIVATE_DIR_MODE
+            elif folder in result:      # and so are all its parents
+                break
+            else:
+                result[folder] = PUBLIC_DIR_MODE
             private = False
-            parent = parent.parent
+            folder = folder.rpartition("/")[0]
     return result
+
+
+def _holds(path: str, content: bytes, mode: int) -> bool:
+    """Whether the file at `path` holds exactly `content` (its mode is corrected to `mode` when it does)."""
+    try:
+        with open(path, "rb") as existing:
+            status = os.fstat(existing.fileno())
+            if status.st_size != len(content) or existing.read() != content:
+                return False
+            if (status.st_mode & 0o777) != mode:
+                os.fchmod(existing.fileno(), mode)
+            return True
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return False
 
 
 def write_tree(root: Path, files: Mapping[str, bytes], *, modes: Mapping[str, int] | None = None) -> list[str]:
     """Writes {relative path: content} under root. Every new content is first written to a staging directory
     inside root (root's parent may belong to someone else), so a failure part-way leaves root's files as they
-    were. Folders get their modes (directory_modes). Returns the paths that changed."""
+    were. Folders get their modes (directory_modes); each is made or corrected once, and a file whose content is
+    already there is only read. Returns the paths that changed."""
     root = Path(root)
     modes = modes or {}
-    make_dirs(root)
-    os.chmod(root, PUBLIC_DIR_MODE)
-    folders = directory_modes(files, modes)
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=".staging."))
-    try:
-        pending: list[str] = []
-        for relative, content in sorted(files.items()):
-            target = root / relative
-            mode = modes.get(relative, PUBLIC_MODE)
-            if target.is_file() and target.read_bytes() == content:
-                if (target.stat().st_mode & 0o777) != mode:
-                    os.chmod(target, mode)
-                continue
-            staged = staging / relative
-            staged.parent.mkdir(parents=True, exist_ok=True)
-            staged.write_bytes(content)
-            os.chmod(staged, mode)
-            pending.append(relative)
-        for folder, mode in sorted(folders.items()):
+    ensure_dir(root, PUBLIC_DIR_MODE)
+    base = str(root)
+    pending = sorted(relative for relative, content in files.items()
+                     if not _holds(f"{base}/{relative}", content, modes.get(relative, PUBLIC_MODE)))
+    for folder, mode in sorted(directory_modes(files, modes).items()):
+        try:
+            if (os.stat(f"{base}/{folder}").st_mode & 0o777) != mode:
+                os.chmod(f"{base}/{folder}", mode)
+        except FileNotFoundError:
             make_dirs(root / folder, mode)
-            os.chmod(root / folder, mode)
+    if not pending:
+        return []
+    staging = tempfile.mkdtemp(dir=root, prefix=".staging.")
+    try:
+        made: set[str] = set()
         for relative in pending:
-            os.replace(staging / relative, root / relative)
+            folder = relative.rpartition("/")[0]
+            if folder and folder not in made:
+                os.makedirs(f"{staging}/{folder}", exist_ok=True)
+                made.add(folder)
+            fd = os.open(f"{staging}/{relative}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.fchmod(fd, modes.get(relative, PUBLIC_MODE))
+                view = memoryview(files[relative])
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        for relative in pending:
+            os.replace(f"{staging}/{relative}", f"{base}/{relative}")
         return pending
     finally:
         shutil.rmtree(staging, ignore_errors=True)

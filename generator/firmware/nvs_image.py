@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from esp_idf_nvs_partition_gen import nvs_partition_gen as nvs_gen
 
 from generator.core.errors import UserError
 from generator.spec.device_limits import NVS_PASSWORD_CAPACITY, require_carriable
@@ -108,17 +107,19 @@ def render_nvs_image(device: Device, credentials: ClientCredentials) -> bytes:
     entries = device_nvs_entries(device, credentials)
     size = nvs_partition_size(device.framework)
     out = io.BytesIO()
+    from esp_idf_nvs_partition_gen import nvs_partition_gen   # imported when an image is made
+
     # The tool reserves one page for NVS garbage collection; it is given the rest.
-    nvs = nvs_gen.nvs_open(out, size - NVS_PAGE_SIZE, nvs_gen.Page.VERSION2)
+    nvs = nvs_partition_gen.nvs_open(out, size - NVS_PAGE_SIZE, nvs_partition_gen.Page.VERSION2)
     try:
-        nvs_gen.write_entry(nvs, NVS_NAMESPACE, "namespace", "", "")
+        nvs_partition_gen.write_entry(nvs, NVS_NAMESPACE, "namespace", "", "")
         for entry in entries:
             if isinstance(entry.value, bytes):
-                nvs_gen.write_entry(nvs, entry.key, "data", "binary", entry.value)
+                nvs_partition_gen.write_entry(nvs, entry.key, "data", "binary", entry.value)
             else:
-                nvs_gen.write_entry(nvs, entry.key, "data", "string", entry.value)
-        nvs_gen.nvs_close(nvs)
-    except nvs_gen.InsufficientSizeError:
+                nvs_partition_gen.write_entry(nvs, entry.key, "data", "string", entry.value)
+        nvs_partition_gen.nvs_close(nvs)
+    except nvs_partition_gen.InsufficientSizeError:
         raise UserError(
             f"device {device.id}: its credentials and topics do not fit the {size:#x}-byte NVS partition",
             hint="use ec-p256 keys (much shorter than RSA), a shorter CA chain, or fewer/shorter topics") from None

@@ -44,6 +44,7 @@ from generator.output.layout import (
     device_file,
     firmware_dir,
 )
+from generator.output.render_cache import RenderCache, inputs_digest
 from generator.output.manifest import (
     BuildRecord,
     DeviceRecord,
@@ -148,24 +149,37 @@ class RenderedOutput:
     modes: dict[str, int]
     credentials: Mapping[str, ClientCredentials]  # device id -> what the manifest records of its identity
     with_nvs: bool
+    cache: RenderCache
+    rendered: dict[str, tuple[str, tuple[str, ...]]]  # device id -> (inputs digest, its files): rendered this run
+    current: tuple[str, ...] = ()                 # files of devices whose inputs did not change: on disk as rendered
 
 
 def render_output(spec: Spec, out: Path, device_ids: list[str] | None,
                   credentials: Mapping[str, ClientCredentials], broker_files: Mapping[str, bytes],
                   broker_modes: Mapping[str, int], *, with_nvs: bool,
                   ota_key_digest: bytes | None = None) -> RenderedOutput:
-    """Every file of OUT for the selected devices (all by default) and the broker: pure, nothing is written."""
+    """Every file of OUT for the selected devices (all by default) and the broker; nothing is written. A device
+    whose render inputs did not change since the last run, and whose files are as gen left them, is not rendered
+    again (generator.output.render_cache)."""
     selected = tuple(spec.device(device_id) for device_id in device_ids) if device_ids else spec.devices
     files: dict[str, bytes] = {f"{BROKER_DIR}/{path}": content for path, content in broker_files.items()}
     modes: dict[str, int] = {f"{BROKER_DIR}/{path}": mode for path, mode in broker_modes.items()}
+    cache = RenderCache.read(out)
+    rendered: dict[str, tuple[str, tuple[str, ...]]] = {}
+    current: list[str] = []
     for device in selected:
-        rendered = render_device_files(device, credentials[device.id], spec_name=spec.path.name,
-                                       app_include=app_include_path(out / firmware_dir(device.id), spec.directory,
-                                                                    device.framework), with_nvs=with_nvs,
-                                       ota_key_digest=ota_key_digest)
-        files.update(rendered.files)
-        modes.update(rendered.modes)
-    return RenderedOutput(selected, files, modes, credentials, with_nvs)
+        app_include = app_include_path(out / firmware_dir(device.id), spec.directory, device.framework)
+        inputs = inputs_digest(device, credentials[device.id], spec.path.name, app_include, with_nvs, ota_key_digest)
+        unchanged = cache.current_files(device.id, inputs)
+        if unchanged is not None:
+            current += unchanged
+            continue
+        device_files = render_device_files(device, credentials[device.id], spec_name=spec.path.name,
+                                           app_include=app_include, with_nvs=with_nvs, ota_key_digest=ota_key_digest)
+        files.update(device_files.files)
+        modes.update(device_files.modes)
+        rendered[device.id] = (inputs, tuple(device_files.files))
+    return RenderedOutput(selected, files, modes, credentials, with_nvs, cache, rendered, tuple(current))
 
 
 def write_output(spec: Spec, out: Path, rendered: RenderedOutput, apps: "UserApps") -> GeneratedOutput:
@@ -178,8 +192,12 @@ def write_output(spec: Spec, out: Path, rendered: RenderedOutput, apps: "UserApp
     selected_ids = {device.id for device in rendered.selected}
     not_selected = {device_dir(d.id) for d in spec.devices if d.id not in selected_ids}
     kept = {path for path in earlier_files if "/".join(path.split("/", 2)[:2]) in not_selected}
+    made = set(rendered.files) | set(rendered.current)
     changed = write_tree(out, rendered.files, modes=rendered.modes)
-    stale = sorted(earlier_files - set(rendered.files) - kept - {MANIFEST_NAME})
+    for device_id, (inputs, paths) in rendered.rendered.items():
+        rendered.cache.record(device_id, inputs, paths)
+    rendered.cache.write({device.id for device in spec.devices})
+    stale = sorted(earlier_files - made - kept - {MANIFEST_NAME})
     removed = remove_generated(out, stale)
     removed += _remove_departed_devices(out, spec)
 
@@ -192,8 +210,9 @@ def write_output(spec: Spec, out: Path, rendered: RenderedOutput, apps: "UserApp
         earlier = previous.device(device.id) if previous else None
         build = _still_valid_build(out, record, earlier.artifacts if earlier else None)
         records.append(dataclasses.replace(record, artifacts=build))
-    generated_files = tuple(sorted(set(rendered.files) | kept))
-    write_manifest(out, spec_manifest(spec, tuple(records), generated_files=generated_files))
+    manifest = spec_manifest(spec, tuple(records), generated_files=tuple(sorted(made | kept)))
+    if manifest != previous:          # the same manifest is not written (nor serialised) again
+        write_manifest(out, manifest)
     return GeneratedOutput(out_dir=out, changed=tuple(changed), devices=tuple(d.id for d in rendered.selected),
                            removed=tuple(removed), notes=tuple(notes))
 

@@ -1,0 +1,81 @@
+"""`gen generate` of a large fleet: cold (a new PKI and an empty OUT), again with nothing changed, and the same fleet
+ten times larger. Each run is `gen generate` in its own process; the figures are CPU seconds (user + system, the
+process and its workers), printed with their same-run ratios.
+
+    .venv/bin/python bench/generate.py [--devices 1000] [--secrets nvs|embed] [--scale 10]
+
+Targets (issue 22): regenerating with nothing changed costs under 25% of the cold run; 10x the devices costs no
+more than ~10x the time (nothing quadratic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GEN = [sys.executable, "-m", "generator"]
+
+
+def fleet_spec(count: int, secrets: str) -> str:
+    devices = "\n".join(f"  - id: node-{n:05d}" for n in range(count))
+    return f"""project: bigfleet
+target: esp32-arduino
+wifi: {{ssid: bench-wifi, password: bench-passphrase}}
+broker: {{host: mqtt.example.com}}
+auth: mtls
+secrets: {secrets}
+publish:
+  - {{name: telemetry, topic: "fleet/{{id}}/telemetry", interval: 5}}
+subscribe:
+  - {{name: command, filter: "fleet/{{id}}/cmd"}}
+status: {{topic: "fleet/{{id}}/status"}}
+devices:
+{devices}
+"""
+
+
+def cpu_of(command: list[str]) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of one process and its children."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed: {process.stderr.read().decode()[-2000:]}")   # type: ignore
+    return usage.ru_utime + usage.ru_stime, time.perf_counter() - started
+
+
+def project(root: Path, count: int, secrets: str) -> Path:
+    root.mkdir(parents=True)
+    spec = root / "device.yaml"
+    spec.write_text(fleet_spec(count, secrets))
+    return spec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--secrets", choices=("nvs", "embed"), default="nvs")
+    parser.add_argument("--scale", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="gen-bench-") as work:
+        small = project(Path(work) / "small", args.devices, args.secrets)
+        cold, cold_wall = cpu_of(GEN + ["generate", str(small)])
+        warm, warm_wall = cpu_of(GEN + ["generate", str(small)])
+        print(f"{args.devices} devices (secrets: {args.secrets}): cold {cold:.2f} s CPU ({cold_wall:.2f} s wall), "
+              f"again with nothing changed {warm:.2f} s CPU ({warm_wall:.2f} s wall)")
+        print(f"  regenerate / cold = {warm / cold:.2f}   (target < 0.25)")
+        if args.scale > 1:
+            large = project(Path(work) / "large", args.devices * args.scale, args.secrets)
+            big, big_wall = cpu_of(GEN + ["generate", str(large)])
+            print(f"{args.devices * args.scale} devices: cold {big:.2f} s CPU ({big_wall:.2f} s wall)")
+            print(f"  {args.scale}x devices / 1x = {big / cold:.2f}   (target <= ~{args.scale})")
+
+
+if __name__ == "__main__":
+    main()
