@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -30,7 +31,8 @@ def check(spec: Path = SPEC_ARGUMENT) -> None:
     """Validate a spec and print it resolved: defaults filled, {id} expanded, secrets masked."""
     resolved, source = load_spec_source(spec)
     console.print(f"# {spec}: valid ({len(resolved.devices)} device{'s' if len(resolved.devices) != 1 else ''})")
-    console.print(render_resolved_spec(resolved, source.secret_values), end="")
+    # YAML's own text, written as it is (rich would print the same bytes, after re-wrapping every line of it).
+    sys.stdout.write(render_resolved_spec(resolved, source.secret_values))
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,17 @@ def test_gen_new_scaffolds_a_valid_project_and_refuses_to_overwrite_it(tmp_path,
         assert done.value.code == 2
         assert (project / "device.yaml").read_bytes() == before
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("ssid", ["plain-wifi", "Café ☕ 📶", "tab\there"])
+def test_the_resolved_spec_prints_the_same_with_libyamls_emitter_or_pyyamls(tmp_path, ssid):
+    import yaml
+
+    from generator.spec.view import mask_secrets, render_resolved_spec, resolved_view
+
+    (tmp_path / "device.yaml").write_text(
+        f"project: view\nwifi: {{ssid: {json.dumps(ssid, ensure_ascii=False)}, password: abcdefgh}}\nbroker: {{host: mqtt.example.com}}\n"
+        "devices:\n" + "".join(f"  - id: d{n}\n" for n in range(30)))
+    spec = load_spec(tmp_path / "device.yaml")
+    pure = yaml.safe_dump(mask_secrets(resolved_view(spec), set()), sort_keys=False, allow_unicode=True, width=120)
+    assert render_resolved_spec(spec, set()) == pure
