@@ -57,13 +57,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, content: bytes, *, mode: int = PUBLIC_MODE, durable: bool = False,
+def write_atomic(path: str | Path, content: bytes, *, mode: int = PUBLIC_MODE, durable: bool = False,
                  fresh: bool = False, owner: tuple[int, int] | None = None) -> bool:
     """Writes one file atomically (a temp file beside it, then a rename) with exactly `mode`; missing folders are
     made (0700 for a secret file, else 0755). Returns False, and only corrects the mode, when the file already
     holds `content`; `fresh=True` skips that comparison (a new key). `durable=True` fsyncs the data. `owner`:
     (uid, gid) the file gets before it appears (a file another user reads, e.g. the broker after it drops root)."""
-    path = Path(path)
+    path = os.fspath(path)
     if not fresh:
         try:
             with open(path, "rb") as existing:
@@ -73,15 +73,18 @@ def write_atomic(path: Path, content: bytes, *, mode: int = PUBLIC_MODE, durable
                     return False
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             pass
-    make_dirs(path.parent, PRIVATE_DIR_MODE if mode == SECRET_MODE else PUBLIC_DIR_MODE)
+    parent = os.path.dirname(path) or "."
     # One temp name per folder, process and thread: creating a reused name is far faster than a new unique one
     # (10,000 keys), and no other writer can hold it.
-    temp = f"{path.parent}/.tmp-{os.getpid()}-{threading.get_ident()}"
+    temp = f"{parent}/.tmp-{os.getpid()}-{threading.get_ident()}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(temp, flags, mode)
     except FileExistsError:     # left behind by a crash
         os.unlink(temp)
+        fd = os.open(temp, flags, mode)
+    except FileNotFoundError:   # the folder is missing: made first (checked only when it is)
+        make_dirs(Path(parent), PRIVATE_DIR_MODE if mode == SECRET_MODE else PUBLIC_DIR_MODE)
         fd = os.open(temp, flags, mode)
     try:
         try:

@@ -48,7 +48,8 @@ from generator.pki.layout import (
     read_required,
     secure_dirs,
 )
-from generator.pki.pool import NAMES_PER_WORKER_MIN, IssueJob
+from generator.pki import pool
+from generator.pki.pool import IssueJob
 from generator.pki.kept_secrets import kept_secret, read_secret
 from generator.spec.contract import DEFAULT_KEY_TYPE, KEY_TYPES
 from generator.pki.x509_facts import (
@@ -268,12 +269,12 @@ class IssuingStore:
         job = IssueJob(str(self.layout.root), pem_of(self.issuing_ca_cert),
                         profiles.private_key_pem(signer.key), self.project, role, key_type, validity_days, self.clock())
         # two workers per CPU: file creation waits on the filesystem journal, and another worker computes meanwhile
-        workers = min(2 * (os.cpu_count() or 1), len(names) // NAMES_PER_WORKER_MIN)
+        workers = min(2 * (os.cpu_count() or 1), len(names) // pool.names_per_worker(key_type))
         if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
             chunk = -(-len(names) // (workers * 4))
             chunks = [names[i:i + chunk] for i in range(0, len(names), chunk)]
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                results = [r for part in pool.map(job.run, chunks) for r in part]
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as processes:
+                results = [r for part in processes.map(job.run, chunks) for r in part]
         else:
             results = job.run(names, issuer=signer)
         issued: dict[str, Identity] = {}

@@ -60,7 +60,11 @@ class PkiLayout:
             return self.ca_cert
         if role == "issuing-ca":
             return self.issuing_cert
-        return Path(f"{self.root}/{ROLE_DIRS[role]}/{name}.pem")
+        return Path(self.leaf_files(role, name)[1])
+
+    def leaf_files(self, role: str, name: str) -> tuple[str, str]:
+        """(key, cert) of a device or client, as strings: what a batch of thousands writes."""
+        return f"{self.root}/private/{ROLE_DIRS[role]}/{name}-key.pem", f"{self.root}/{ROLE_DIRS[role]}/{name}.pem"
 
     def key_path(self, role: str, name: str) -> Path:
         if role == "broker":
@@ -69,7 +73,7 @@ class PkiLayout:
             return self.root_key_encrypted if self.root_key_encrypted.exists() else self.root_key_plain
         if role == "issuing-ca":
             return self.issuing_key
-        return Path(f"{self.root}/private/{ROLE_DIRS[role]}/{name}-key.pem")
+        return Path(self.leaf_files(role, name)[0])
 
     def password_path(self, username: str) -> Path:
         return self.private / "passwords" / f"{username}.txt"

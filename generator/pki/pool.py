@@ -14,7 +14,13 @@ from generator.pki import profiles
 from generator.pki.layout import PUBLIC_MODE, SECRET_MODE, PkiLayout
 from generator.pki.x509_facts import pem_of, public_key_sha256
 
-NAMES_PER_WORKER_MIN = 500  # below this, forking costs more than it saves
+NAMES_PER_WORKER_MIN = 500      # EC keys: below this, forking costs more than it saves
+RSA_NAMES_PER_WORKER_MIN = 2    # an RSA-2048 key takes tens of ms to make: two already pay for a worker
+
+
+def names_per_worker(key_type: str) -> int:
+    """The fewest names worth a worker process of their own, for keys of this type."""
+    return RSA_NAMES_PER_WORKER_MIN if key_type.startswith("rsa") else NAMES_PER_WORKER_MIN
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,9 @@ class IssueJob:
             cert = issue(key.public_key(), name, issuer=issuer, validity_days=self.validity_days, now=now,
                          project=self.project)
             cert_pem = pem_of(cert)
-            write_atomic(layout.key_path(self.role, name), key_pem, mode=SECRET_MODE, fresh=True)
-            write_atomic(layout.cert_path(self.role, name), cert_pem, mode=PUBLIC_MODE, fresh=True)
+            key_file, cert_file = layout.leaf_files(self.role, name)
+            write_atomic(key_file, key_pem, mode=SECRET_MODE, fresh=True)
+            write_atomic(cert_file, cert_pem, mode=PUBLIC_MODE, fresh=True)
             results.append((name, cert.serial_number, profiles.leaf_subject_text(name, self.project),
                             cert.not_valid_before_utc, cert.not_valid_after_utc, public_key_sha256(key), key_pem,
                             cert_pem))

@@ -129,8 +129,9 @@ def test_deleting_the_build_output_loses_nothing_because_nothing_lives_there(tmp
 
 def test_many_devices_are_issued_in_parallel_with_their_files_modes_and_one_index(tmp_path, monkeypatch):
     from generator.pki import issuing as pki_store_module
+    from generator.pki import pool
 
-    monkeypatch.setattr(pki_store_module, "NAMES_PER_WORKER_MIN", 20)   # workers from 40 names, not 1,000
+    monkeypatch.setattr(pool, "NAMES_PER_WORKER_MIN", 20)   # workers from 40 names, not 1,000
     forked = []
     real_pool = pki_store_module.ProcessPoolExecutor
     monkeypatch.setattr(pki_store_module, "ProcessPoolExecutor",
@@ -145,6 +146,20 @@ def test_many_devices_are_issued_in_parallel_with_their_files_modes_and_one_inde
     reopened = PkiStore.open(tmp_path / "pki", project="fleet")
     assert reopened.ensure_devices(ids, key_type="ec-p256", validity_days=365) == identities
     assert len([e for e in reopened.entries() if e.role == "device"]) == 100
+
+
+def test_a_small_batch_of_rsa_keys_is_made_by_worker_processes_on_every_core(tmp_path, monkeypatch):
+    from generator.pki import issuing
+
+    forked = []
+    real_pool = issuing.ProcessPoolExecutor
+    monkeypatch.setattr(issuing, "ProcessPoolExecutor",
+                        lambda workers, **kwargs: forked.append(workers) or real_pool(workers, **kwargs))
+    monkeypatch.setattr(issuing.os, "cpu_count", lambda: 2)
+    store = PkiStore.open(tmp_path / "pki", project="fleet", key_type="rsa-2048")
+    identities = store.ensure_devices([f"rsa-{i}" for i in range(6)], key_type="rsa-2048", validity_days=365)
+    assert forked and forked[0] >= 2, "six RSA keys were made in one process"
+    assert len({i.serial for i in identities}) == 6
 
 
 def test_files_left_by_a_run_interrupted_before_its_index_write_are_adopted(tmp_path):
