@@ -223,7 +223,7 @@ def boot(flash_file: SimulatedFlash) -> Boot:
     if initial and otadata is not None and partition in slots:   # set_actual_ota_seq: the first boot after a USB flash
         index = slots.index(partition)
         _write_entry(flash, otadata, 0, OtaEntry(index + 1, b"\xff" * 20, STATE_VALID, otadata_crc(index + 1)))
-    flash_file.path.write_bytes(flash)
+    _write_private(flash_file.path, bytes(flash))
     image = read_image(bytes(flash[partition.offset:partition.offset + partition.size]))
     executable = flash_file.boot_dir / f"{partition.label}.run"
     _write_private(executable, image.segments[HOST_EXECUTABLE_SEGMENT][1], PRIVATE_EXECUTABLE)

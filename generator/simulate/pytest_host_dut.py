@@ -24,23 +24,17 @@ import subprocess
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from generator.broker.runner import running_broker
 from generator.core.errors import UserError
 from generator.core.files import write_tree
 from generator.pki.spec_credentials import spec_credentials
 from generator.output.layout import BROKER_DIR, MANIFEST_NAME
 from generator.output.manifest import read_manifest
 from generator.simulate.bootloader import boot
-from generator.simulate.host_build import compile_firmware
-from generator.simulate.device_runs import LOCAL_ADDRESS, BrokerAddress, DeviceRun, flash_devices, nvs_images, parse_broker_address, plan_runs
+from generator.simulate.device_runs import BrokerAddress, DeviceRun
 from generator.simulate.processes import STOP_GRACE_S
-from generator.simulate.device_runs import default_host_build_cache
-from generator.simulate.run import free_local_port
-from generator.spec import load_spec
 
 
 @dataclass(frozen=True)
@@ -133,106 +127,16 @@ class HostDutProcess:
         self._log.close()
 
 
-def _option(config: pytest.Config, name: str) -> str | None:
+def plugin_option(config: pytest.Config, name: str) -> str | None:
     return config.getoption(name, default=None)
 
 
 def host_dut_fixtures() -> types.ModuleType:
-    """The fixtures, as a plugin object registered in pytest_configure: after pytest-embedded's, so this `dut` is
-    the one tests get."""
+    """The fixtures (generator.simulate.host_dut_fixtures), as a plugin registered in pytest_configure: after
+    pytest-embedded's, so this `dut` is the one tests get."""
+    from generator.simulate import host_dut_fixtures as fixtures
 
-    @pytest.fixture(scope="session")
-    def host_build_cache(pytestconfig) -> Path:
-
-        given = _option(pytestconfig, "host_build_cache")
-        return Path(given) if given else default_host_build_cache()
-
-    @pytest.fixture
-    def host_firmware(request) -> HostFirmware:
-        given = _option(request.config, "host_firmware")
-        test_dir = Path(str(request.path)).parent
-        default = test_dir.parent if test_dir.name == "test" else test_dir
-        return find_host_firmware(Path(given) if given else default)
-
-    @pytest.fixture(scope="session")
-    def _host_session() -> Iterator[tuple[contextlib.ExitStack, dict]]:
-        """What one session shares: specs, binaries and brokers by path, and the stack that stops the brokers."""
-        with contextlib.ExitStack() as stack:
-            yield stack, {}
-
-    @pytest.fixture
-    def host_spec(host_firmware, _host_session):
-
-        _, shared = _host_session
-        key = ("spec", host_firmware.spec_path)
-        if key not in shared:
-            shared[key] = load_spec(host_firmware.spec_path)
-        return shared[key]
-
-    @pytest.fixture
-    def host_binary(request, host_firmware, host_build_cache, _host_session) -> Path:
-        given = _option(request.config, "host_binary")
-        if given:
-            return Path(given)
-        _, shared = _host_session
-        key = ("binary", host_firmware.firmware_dir)
-        if key not in shared:
-
-            shared[key] = compile_firmware(host_firmware.firmware_dir, host_firmware.framework, host_build_cache)
-        return shared[key]
-
-    @pytest.fixture
-    def host_broker(request, host_firmware, _host_session) -> BrokerAddress:
-        """Where the device's connections go: --host-broker, or the generated broker, started once a session."""
-        given = _option(request.config, "host_broker")
-        if given:
-            return parse_broker_address(given)
-        stack, shared = _host_session
-        key = ("broker", host_firmware.broker_dir)
-        if key not in shared:
-
-            running = stack.enter_context(
-                running_broker(host_firmware.broker_dir, port=free_local_port(), bind_address=LOCAL_ADDRESS,
-                               provision_port=free_local_port()))
-            shared[key] = BrokerAddress(running.host, running.port, running.provision_port)
-        return shared[key]
-
-    @pytest.fixture
-    def host_backend_environment(host_spec, host_broker, tmp_path, monkeypatch) -> dict:
-        """The GEN_BROKER_* / GEN_CA / GEN_CLIENT_* / GEN_USERNAME variables test_device.py publishes its command
-        with: the backend identity of the device's spec, at the broker the device talks to. Variables the user
-        already set are kept."""
-        if os.environ.get("GEN_BROKER_HOST"):
-            return {}
-        env = backend_environment(host_spec, host_broker, tmp_path / "backend")
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        return env
-
-    @pytest.fixture
-    def dut(request, host_firmware, host_spec, host_binary, host_broker, host_backend_environment, tmp_path):
-        from pytest_embedded.app import App  # the test extra, as above
-        from pytest_embedded.dut import Dut
-
-        device_id = host_firmware.device_id
-        binaries = {device_id: host_binary}
-        (run,) = plan_runs(host_spec, [device_id], binaries,
-                           nvs_images(host_firmware.out_dir, read_manifest(host_firmware.out_dir)), host_broker,
-                           flashes=flash_devices(host_spec, host_firmware.out_dir, [device_id], binaries))
-        logfile = tmp_path / f"{device_id}.log"
-        device = HostDutProcess(run, logfile)
-        dut = Dut(pexpect_proc=device.pexpect_proc, msg_queue=device, app=App(str(host_firmware.firmware_dir)),
-                  pexpect_logfile=str(logfile), test_case_name=request.node.name)
-        try:
-            yield dut
-        finally:
-            device.close()
-            dut.close()
-
-    plugin = types.ModuleType(f"{__name__}.fixtures")
-    for name, value in locals().copy().items():
-        setattr(plugin, name, value)
-    return plugin
+    return fixtures
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
