@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 
 from generator.core.errors import UserError
-from generator.spec.device_limits import NVS_PASSWORD_CAPACITY, require_carriable
+from generator.spec.device_limits import NVS_PASSWORD_CAPACITY
 from generator.pki.credentials import ClientCredentials
 from generator.spec.model import Device
 
@@ -149,7 +149,6 @@ def _check_fits(device: Device, entries: list[NvsEntry]) -> None:
         if isinstance(entry.value, str) and len(entry.value.encode()) + 1 > NVS_STRING_MAX:
             raise UserError(f"device {device.id}: {entry.key} is {len(entry.value.encode())} bytes; an NVS string "
                             f"holds at most {NVS_STRING_MAX - 1}")
-    require_carriable(device)
     for entry in entries:
         if entry.key == KEY_MQTT_PASSWORD and len(str(entry.value).encode()) > NVS_PASSWORD_CAPACITY:
             raise UserError(f"device {device.id}: the MQTT password is longer than {NVS_PASSWORD_CAPACITY} bytes")

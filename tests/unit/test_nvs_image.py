@@ -83,12 +83,16 @@ def test_credentials_too_big_for_the_partition_are_a_user_error_not_a_traceback(
         render_nvs_image(device, replace(credentials_for(device), ca_pem=huge))
 
 
-def test_a_topic_longer_than_the_shared_firmware_holds_is_a_user_error():
-    device = fleet_device()
-    long_topic = "fleet/" + "x" * 250
-    device = replace(device, publish=(replace(device.publish[0], topic=long_topic),) + device.publish[1:])
+def test_a_topic_longer_than_the_shared_firmware_holds_is_a_user_error_of_the_spec(tmp_path):
+    """The spec is validated once, when it is read (gen check, gen generate): such a device never reaches the
+    renderers."""
+    from generator.spec import load_spec
+
+    (tmp_path / "device.yaml").write_text(
+        "project: fleet\nwifi: {ssid: w, password: abcdefgh}\nbroker: {host: mqtt.example.com}\nsecrets: nvs\n"
+        f"publish: [{{name: t, topic: 'fleet/{'x' * 250}'}}]\ndevice: {{id: d1}}\n")
     with pytest.raises(UserError, match="shared firmware"):
-        render_nvs_image(device, credentials_for(device))
+        load_spec(tmp_path / "device.yaml")
 
 
 def test_the_reader_refuses_an_image_whose_entry_crc_is_wrong():
