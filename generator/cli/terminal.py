@@ -23,12 +23,22 @@ class _ConsoleOnFirstUse:
         self._options = options
         self._console: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
+    def made(self) -> Console:
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(**self._options)
-        return getattr(self._console, name)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.made(), name)
+
+    # What rich itself asks of a console it is handed (Live, Progress): `with console:` buffers the output.
+    def __enter__(self) -> Console:
+        return self.made().__enter__()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.made().__exit__(*exc_info)
 
 
 console = cast("Console", _ConsoleOnFirstUse(highlight=False, soft_wrap=True, markup=False, emoji=False,
