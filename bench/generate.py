@@ -2,7 +2,9 @@
 ten times larger. Each run is `gen generate` in its own process; the figures are CPU seconds (user + system, the
 process and its workers), printed with their same-run ratios.
 
-    .venv/bin/python bench/generate.py [--devices 1000] [--secrets nvs|embed] [--scale 10]
+    .venv/bin/python bench/generate.py [--devices 1000] [--secrets nvs|embed] [--scale 10] [--code DIR]
+
+--code DIR runs the gen in DIR (another checkout, e.g. `git archive <commit>` unpacked) for a before/after.
 
 Targets (issue 22): regenerating with nothing changed costs under 25% of the cold run; 10x the devices costs no
 more than ~10x the time (nothing quadratic).
@@ -20,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GEN = [sys.executable, "-m", "generator"]
+ENV = dict(os.environ)
 
 
 def fleet_spec(count: int, secrets: str) -> str:
@@ -43,7 +46,8 @@ devices:
 def cpu_of(command: list[str]) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of one process and its children."""
     started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV,
+                               cwd=tempfile.gettempdir())   # not this checkout: --code decides
     _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(command)} failed: {process.stderr.read().decode()[-2000:]}")   # type: ignore
@@ -62,7 +66,10 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--secrets", choices=("nvs", "embed"), default="nvs")
     parser.add_argument("--scale", type=int, default=10)
+    parser.add_argument("--code", type=Path, help="the checkout whose generator/ to run (default: this one)")
     args = parser.parse_args()
+    if args.code:
+        ENV["PYTHONPATH"] = str(args.code.resolve())
     with tempfile.TemporaryDirectory(prefix="gen-bench-") as work:
         small = project(Path(work) / "small", args.devices, args.secrets)
         cold, cold_wall = cpu_of(GEN + ["generate", str(small)])
