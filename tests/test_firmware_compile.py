@@ -111,7 +111,7 @@ def test_without_the_sdkconfig_setting_two_ntp_servers_fail_as_on_esp_idf(tmp_pa
     assert len(device.ntp) == 2
     outputs = compile_sources(write_project(tmp_path, device), "espidf", "x86-64",
                               drop_defines=("CONFIG_LWIP_SNTP_MAX_SERVERS",))
-    assert "excess elements in array initializer" in outputs["main.c"]
+    assert "excess elements in array initializer" in outputs["gen_link.c"]
 
 
 @pytest.mark.parametrize("language", ["c", "c++"])

@@ -77,14 +77,15 @@ def test_a_new_project_gets_a_starter_app_once_and_it_is_never_overwritten(tmp_p
 def test_switching_the_framework_leaves_no_file_of_the_old_one_and_simulates_cleanly(tmp_path):
     spec_path = copy_example("arduino-mtls", tmp_path)
     assert gen("generate", spec_path).returncode == 0
-    sources = spec_path.parent / "build" / firmware_dir("greenhouse-01") / "src"
-    assert (sources / "main.cpp").is_file()
+    firmware = spec_path.parent / "build" / firmware_dir("greenhouse-01")
+    assert (firmware / "lib" / "gen_link" / "src" / "gen_link.cpp").is_file()
     edit_spec(spec_path, "target: esp32-arduino", "target: esp32-espidf")
     result = gen("simulate", spec_path, "--duration", "8")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert sorted(p.name for p in sources.iterdir()) == ["CMakeLists.txt", "app.c", "app.h", "config.h",
-                                                         "credentials.h", "main.c", "topic_filter.h"]
-    assert not (sources.parent / "partitions.csv").read_text().count("arduino")
+    assert sorted(p.name for p in firmware.iterdir()) == ["CMakeLists.txt", "components", "partitions.csv",
+                                                          "platformio.ini", "sdkconfig.defaults", "src", "test"]
+    assert sorted(p.name for p in (firmware / "src").iterdir()) == ["CMakeLists.txt", "app.c"]
+    assert not (firmware / "partitions.csv").read_text().count("arduino")
     assert (spec_path.parent / "src" / "app.c").is_file() and (spec_path.parent / "src" / "app.cpp").is_file()
     assert "[mqtt] connected" in result.stdout
 
@@ -133,7 +134,7 @@ def test_generating_one_device_keeps_the_other_devices_files(tmp_path):
     out = spec_path.parent / "build"
     generate(load_spec(spec_path), device_ids=["sensor-05"])
     assert (out / "devices" / "sensor-01" / "nvs.bin").is_file()
-    assert (out / firmware_dir("sensor-01") / "src" / "main.cpp").is_file()
+    assert (out / firmware_dir("sensor-01") / "lib" / "gen_link" / "src" / "gen_link.cpp").is_file()
     assert "devices/sensor-01/nvs.bin" in read_manifest(out).generated_files
 
 
@@ -221,7 +222,7 @@ def test_folders_have_explicit_modes_whatever_the_umask(tmp_path):
 
     assert mode(out) == 0o755 and mode(out / "devices") == 0o755
     assert mode(out / "devices" / "greenhouse-01") == 0o700            # client.key lies in it
-    assert mode(out / firmware_dir("greenhouse-01") / "src") == 0o700  # credentials.h (secrets: embed)
+    assert mode(out / firmware_dir("greenhouse-01") / "include") == 0o700  # gen_credentials.h (secrets: embed)
     assert mode(out / "broker") == 0o700                               # broker.key
     assert mode(out / firmware_dir("greenhouse-01")) == 0o755
     for path in out.rglob("*"):

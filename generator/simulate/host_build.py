@@ -191,11 +191,16 @@ def read_project(root: Path, framework: str) -> FirmwareProject:
     sources = [p for p in sorted(src_dir.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
     include_dirs = [include_dir, src_dir]
     lib_dir = root / "lib"
-    if lib_dir.is_dir():
+    if lib_dir.is_dir():   # PlatformIO's private libraries: lib/<name>/src/ (library.json) or lib/<name>/
         for lib in sorted(p for p in lib_dir.iterdir() if p.is_dir()):
             lib_src = lib / "src" if (lib / "src").is_dir() else lib
             include_dirs.append(lib_src)
             sources += [p for p in sorted(lib_src.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
+    components_dir = root / "components"
+    if components_dir.is_dir():   # ESP-IDF components: public headers in include/, sources and private headers beside
+        for component in sorted(p for p in components_dir.iterdir() if (p / "CMakeLists.txt").is_file()):
+            include_dirs += [component / "include", component]
+            sources += [p for p in sorted(component.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
     if not sources:
         raise UserError(f"{src_dir}: no C or C++ sources to build", hint="run `gen generate` to render the firmware")
     defines, extra_includes = _parse_build_flags(ini.get("build_flags", ""), root)
