@@ -120,11 +120,14 @@ def test_embed_mode_marks_the_credentials_header_secret():
     assert project.env_name == "esp32-arduino"
 
 
-def test_the_generated_app_file_includes_the_users_code_from_the_project_folder():
-    for name, app in (("arduino-mtls", "src/app.cpp"), ("espidf-mtls", "src/app.c")):
-        device = example_devices(name)[0]
-        shim = render_firmware(device, credentials_for(device), app_include=f"../../../../../{app}").generated[app]
-        assert f'#include "../../../../../{app}"' in shim.decode()
+def test_the_project_compiles_the_users_src_folder_next_to_the_spec_in_place():
+    arduino = example_devices("arduino-mtls")[0]
+    ini = render_firmware(arduino, credentials_for(arduino)).generated["platformio.ini"].decode()
+    assert "src_dir = ../../../../src\n" in ini and "build_src_filter = +<*> -<app.c>\n" in ini
+    espidf = example_devices("espidf-mtls")[0]
+    main = render_firmware(espidf, credentials_for(espidf)).generated["main/CMakeLists.txt"].decode()
+    assert 'set(GEN_APP_DIR "${CMAKE_CURRENT_LIST_DIR}/../../../../../src")' in main
+    assert 'list(REMOVE_ITEM app_sources "${GEN_APP_DIR}/app.cpp")' in main
 
 
 def test_the_pubsubclient_buffer_holds_the_longest_packet_of_the_spec():

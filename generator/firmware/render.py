@@ -1,9 +1,10 @@
 """Firmware: the PlatformIO project of one device, Arduino (PubSubClient + WiFiClientSecure) or ESP-IDF (esp-mqtt).
 
 `render_firmware(device, credentials)` is a pure function from the spec's device and its credentials to files.
-The user's application code is not among them: it lives next to the spec (`USER_APP_SOURCE`, one file per
-framework, shared by every device, in git); the generated `src/app.cpp` / `src/app.c` includes it, so it is built
-in place. `render_app_starter` renders its first version, which `gen generate` writes once.
+The user's application code is not among them: it is the src/ folder next to the spec (every .c/.cpp/.h in it,
+shared by every device, in git), with the user's own libraries in lib/ and components/ beside it; the project
+compiles them in place (generator.firmware.app_layout). `render_app_starter` renders the first file of src/
+(`USER_APP_SOURCE`, one per framework), which `gen generate` writes once.
 
 gen's device runtime, gen_link (WiFi, clock, TLS, MQTT, backoff, provisioning, device key, OTA), is plain C/C++ in
 `gen_link/` of the tool (`LINK_LIBRARY_DIR`), copied unchanged into each project: a PlatformIO library
@@ -30,6 +31,7 @@ from generator.core.c_literals import c_comment_text, c_string_literal, c_string
 from generator.core.errors import UserError
 from generator.core.paths import LINK_LIBRARY_DIR, TEMPLATES_DIR
 from generator.core.rendering import render_template
+from generator.firmware.app_layout import APP_LIBRARIES_DIR, IDF_MAIN_COMPONENT, OTHER_STARTER, external_dirs
 from generator.firmware.limits import (
     FIRMWARE_REPORT_CAPACITY,
     MAX_CLIENT_ID,
@@ -81,14 +83,14 @@ from generator.spec.model import Device
 
 # render_nvs_image and the partition constants are the firmware's other half; importable from here as well.
 __all__ = [
-    "FirmwareProject", "render_firmware", "render_nvs_image", "render_app_starter", "app_include_path",
+    "FirmwareProject", "render_firmware", "render_nvs_image", "render_app_starter", "AppLayout",
     "NVS_PARTITION_OFFSET", "NVS_PARTITION_SIZES", "nvs_partition_size", "USER_APP_SOURCE",
 ]
 
-# The user's application source, relative to the spec's folder: created once by `gen generate`, never overwritten.
+# The first file of the user's app, relative to the spec's folder: created once by `gen generate`, never overwritten.
 USER_APP_SOURCE = {"arduino": "src/app.cpp", "espidf": "src/app.c"}
-# Where the firmware sources sit by default (OUT = <spec folder>/build): OUT/devices/<id>/firmware/src/.
-DEFAULT_APP_INCLUDE = {framework: f"../../../../../{source}" for framework, source in USER_APP_SOURCE.items()}
+# The spec's folder seen from a firmware project where OUT is <spec folder>/build: OUT/devices/<id>/firmware/.
+DEFAULT_APP_ROOT = "../../../.."
 # Where the rendered headers go: the project's include/ (PlatformIO adds it to every library's include path) or the
 # gen_config component (ESP-IDF: gen_link and the main component require it).
 CONFIG_DIR = {"arduino": "include", "espidf": "components/gen_config/include"}
@@ -136,14 +138,13 @@ class FirmwareProject:
     secret_files: frozenset[str] = field(default_factory=frozenset)  # paths in `generated` to write 0600
 
 
-def app_include_path(firmware_dir: Path, spec_dir: Path, framework: str) -> str:
-    """The user's app source as the generated src/app.* includes it: relative to firmware_dir/src/."""
-    target = Path(spec_dir).absolute() / USER_APP_SOURCE[framework]
-    include = Path(os.path.relpath(target, Path(firmware_dir).absolute() / "src")).as_posix()
-    if any(ch in include for ch in '"\\\'\n') or "//" in include or "/*" in include:
-        raise UserError(f"the path from {firmware_dir} to {target} cannot be written in a C #include",
-                        hint="use folders whose names have no quotes, backslashes or newlines")
-    return include
+@dataclass(frozen=True)
+class AppLayout:
+    """Where the user's code lies, as the project's build files name it (generator.firmware.app_layout): the
+    spec's folder relative to the firmware project, and the folders found in its lib/ and components/."""
+    root: str = DEFAULT_APP_ROOT
+    libraries: tuple[str, ...] = ()
+    components: tuple[str, ...] = ()
 
 
 def _check_constant_names(device: Device) -> None:
@@ -233,8 +234,9 @@ class FirmwareFacts:
     flavour: str
     nvs: bool
     ota: OtaFacts | None
-    app_source: str
-    app_include: str
+    app_root: str                      # the spec's folder, relative to the project (POSIX)
+    app_components: bool               # the spec's folder has components/ (ESP-IDF: EXTRA_COMPONENT_DIRS)
+    other_starter: str                 # the other framework's starter, which this build leaves out
     header: str
     ini_header: str
     hash_header: str
@@ -324,7 +326,7 @@ def _ota_facts(device: Device, key_digest: bytes | None) -> OtaFacts | None:
     )
 
 
-def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: str, app_include: str,
+def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: str, app: AppLayout,
                    ota_key_digest: bytes | None = None) -> FirmwareFacts:
     """The facts of one device's firmware project; refuses a device whose credentials are incomplete."""
     nvs = device.secrets == "nvs"
@@ -368,8 +370,9 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
         flavour=flavour,
         nvs=nvs,
         ota=_ota_facts(device, ota_key_digest),
-        app_source=USER_APP_SOURCE[flavour],
-        app_include=app_include,
+        app_root=app.root,
+        app_components=bool(app.components),
+        other_starter=OTHER_STARTER[flavour],
         header=f"// {generated_line}",
         ini_header=f"; {generated_line}",
         hash_header=f"# {generated_line}",   # CMake, Python, partition CSV, sdkconfig
@@ -377,7 +380,7 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
         env_name=device.target.name,
         project_name="firmware",
         chip=device.chip,
-        options=tuple((key, _ini_value(value)) for key, value in device.target.options),
+        options=_env_options(device, app),
         uses_client_cert=device.uses_client_cert,
         own_key=own_key,
         bootstrap_password=c_string_literal(credentials.bootstrap_password or ""),
@@ -461,6 +464,17 @@ def _provision_facts(device: Device) -> ProvisionFacts:
     )
 
 
+def _env_options(device: Device, app: AppLayout) -> tuple[tuple[str, str], ...]:
+    """The project's [env:...] options: the catalogue's, with the user's own libraries added to lib_deps and,
+    for Arduino, the ESP-IDF starter left out of the sources."""
+    options = dict(device.target.options)
+    if device.framework == "arduino":
+        local = [f"{name}=symlink://{app.root}/{APP_LIBRARIES_DIR}/{name}" for name in app.libraries]
+        options["lib_deps"] = "\n".join([*options.get("lib_deps", "").split("\n"), *local]).strip("\n")
+        options["build_src_filter"] = f"+<*> -<{OTHER_STARTER['arduino']}>"
+    return tuple((key, _ini_value(value)) for key, value in options.items() if value)
+
+
 def _ini_value(text: str) -> str:
     """A catalogue option as platformio.ini text: extra lines of a multi-line value are indented."""
     lines = text.split("\n")
@@ -473,10 +487,10 @@ def _ini_value(text: str) -> str:
 _RENDERED = {
     "arduino": (("platformio.ini", "platformio.ini"), ("partitions.csv", "partitions.csv"),
                 ("include/gen_config.h", "include/gen_config.h"), ("include/app.h", "include/app.h"),
-                ("src/app.cpp", "src/app.cpp"), ("test/test_device.py", "test/test_device.py")),
+                ("test/test_device.py", "test/test_device.py")),
     "espidf": (("platformio.ini", "platformio.ini"), ("partitions.csv", "partitions.csv"),
                ("sdkconfig.defaults", "sdkconfig.defaults"), ("CMakeLists.txt", "CMakeLists.txt"),
-               ("src/CMakeLists.txt", "src/CMakeLists.txt"), ("src/app.c", "src/app.c"),
+               ("main/CMakeLists.txt", f"{IDF_MAIN_COMPONENT}/CMakeLists.txt"),
                ("include/gen_config.h", "components/gen_config/include/gen_config.h"),
                ("include/app.h", "components/gen_config/include/app.h"),
                ("test/test_device.py", "test/test_device.py")),
@@ -489,15 +503,14 @@ def credentials_header(framework: str) -> str:
 
 
 def render_firmware(device: Device, credentials: ClientCredentials, *, spec_name: str = "the device spec",
-                    app_include: str | None = None, ota_key_digest: bytes | None = None) -> FirmwareProject:
+                    app: AppLayout = AppLayout(), ota_key_digest: bytes | None = None) -> FirmwareProject:
     """The device's PlatformIO project. `spec_name` (e.g. "device.yaml") is named in every generated file's
     header; keep it the same for every device of a fleet so their `secrets: nvs` projects stay identical.
-    `app_include` is where the user's app source lies, relative to the project's src/ (`app_include_path`);
-    by default, where it lies when OUT is the spec folder's build/. `ota_key_digest`: with `ota:`, the digest of the
-    project's signing key (generator.ota.signing.key_digest), which the Arduino firmware checks signatures against."""
+    `app` says where the user's code lies (by default, where it lies when OUT is the spec folder's build/).
+    `ota_key_digest`: with `ota:`, the digest of the project's signing key (generator.ota.signing.key_digest),
+    which the Arduino firmware checks signatures against."""
     flavour = device.framework
-    facts = firmware_facts(device, credentials, spec_name, app_include or DEFAULT_APP_INCLUDE[flavour],
-                           ota_key_digest)
+    facts = firmware_facts(device, credentials, spec_name, app, ota_key_digest)
     rendered = list(_RENDERED[flavour])
     config = CONFIG_DIR[flavour]
     if device.ota is not None:
@@ -541,13 +554,8 @@ _UNDEFINED_APP_FUNCTION = re.compile(r"undefined reference to [`'‘\"](?P<name>
 
 
 def user_app_path(firmware_dir: Path, framework: str) -> Path | None:
-    """The user's app source a generated project compiles: what its src/app.* includes."""
-    shim = Path(firmware_dir) / USER_APP_SOURCE[framework]
-    try:
-        match = re.search(r'^#include "([^"]+)"', shim.read_text(encoding="utf-8"), re.MULTILINE)
-    except OSError:
-        return None
-    return (shim.parent / match.group(1)).resolve() if match else None
+    """The folder of the user's app code a generated project compiles (its src/, next to the spec)."""
+    return external_dirs(Path(firmware_dir)).app
 
 
 def missing_app_functions(linker_output: str, firmware_dir: Path, framework: str) -> UserError | None:
@@ -565,7 +573,8 @@ def missing_app_functions(linker_output: str, firmware_dir: Path, framework: str
     for name in names:
         line = next((text.strip() for text in header if re.search(rf"\b{name}\(", text)), f"{name}(...);")
         declarations.append("  " + line)
-    app = user_app_path(firmware_dir, framework) or USER_APP_SOURCE[framework]
+    folder = user_app_path(firmware_dir, framework)
+    app = f"{folder}/" if folder is not None else "your app's src/"
     count = "function" if len(names) == 1 else "functions"
     return UserError(f"your app code ({app}) lacks {len(names)} {count} the spec now needs, declared in "
                      f"{app_header}:\n" + "\n".join(declarations),

@@ -3,7 +3,7 @@
     <spec folder>/src/app.cpp, src/app.c  the user's application code, one per framework the spec uses: created
                                       once from a starter, never overwritten, in git (USER_APP_SOURCE)
     OUT/broker/                       mosquitto.conf, certs, CRL, passwd, acl, operator README
-    OUT/devices/<id>/firmware/        the device's PlatformIO project (its src/app.* includes the user's code)
+    OUT/devices/<id>/firmware/        the device's PlatformIO project (it compiles the user's src/, lib/, components/)
     OUT/devices/<id>/ca.pem, client.pem, client.key (0600)
     OUT/devices/<id>/nvs.bin          the NVS partition image (secrets: nvs), 0600
     OUT/manifest.json                 what was generated (every file of it listed), where, for whom
@@ -29,7 +29,8 @@ from generator.core.errors import UserError
 from generator.core.files import SECRET_MODE, create_file, remove_generated, write_tree
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.nvs_image import render_nvs_image
-from generator.firmware.render import USER_APP_SOURCE, app_include_path, render_app_starter, render_firmware
+from generator.firmware.app_layout import APP_COMPONENTS_DIR, APP_LIBRARIES_DIR, app_folders, app_root_path
+from generator.firmware.render import USER_APP_SOURCE, AppLayout, render_app_starter, render_firmware
 from generator.output.layout import (
     ARTIFACTS_DIR,
     BROKER_DIR,
@@ -137,12 +138,12 @@ class DeviceFiles:
 
 
 def render_device_files(device: Device, credentials: ClientCredentials, *, spec_name: str,
-                        app_include: str | None = None, with_nvs: bool = True,
+                        app: AppLayout = AppLayout(), with_nvs: bool = True,
                         ota_key_digest: bytes | None = None) -> DeviceFiles:
     """All of one device's files under OUT/. `with_nvs=False`: no NVS image (a build without the PKI: it is made
     where the PKI lives). `ota_key_digest`: the project's OTA signing key (generator.ota.signing), with `ota:`."""
     fw_base = firmware_dir(device.id)
-    project = render_firmware(device, credentials, spec_name=spec_name, app_include=app_include,
+    project = render_firmware(device, credentials, spec_name=spec_name, app=app,
                               ota_key_digest=ota_key_digest)
     files: dict[str, bytes] = {f"{fw_base}/{path}": content for path, content in project.generated.items()}
     modes: dict[str, int] = {}
@@ -205,8 +206,8 @@ def _write_output(spec: Spec, out: Path, device_ids: list[str] | None,
     modes: dict[str, int] = {f"{BROKER_DIR}/{path}": mode for path, mode in broker_modes.items()}
     for device in selected:
         rendered = render_device_files(device, credentials[device.id], spec_name=spec.path.name,
-                                       app_include=app_include_path(out / firmware_dir(device.id), spec.directory,
-                                                                    device.framework), with_nvs=with_nvs,
+                                       app=app_layout(out / firmware_dir(device.id), spec.directory),
+                                       with_nvs=with_nvs,
                                        ota_key_digest=ota_key_digest)
         files.update(rendered.files)
         modes.update(rendered.modes)
@@ -235,6 +236,13 @@ def _write_output(spec: Spec, out: Path, device_ids: list[str] | None,
 
 
 # ---------------------------------------------------------------------------------------------- the user's code
+
+
+def app_layout(firmware_dir: Path, spec_dir: Path) -> AppLayout:
+    """Where a firmware project at firmware_dir finds the user's code next to the spec (its src/, lib/ and
+    components/ as they are now)."""
+    return AppLayout(root=app_root_path(firmware_dir, spec_dir), libraries=app_folders(spec_dir, APP_LIBRARIES_DIR),
+                     components=app_folders(spec_dir, APP_COMPONENTS_DIR))
 
 
 def ensure_user_apps(spec: Spec, out: Path) -> list[str]:

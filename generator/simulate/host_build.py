@@ -28,6 +28,7 @@ from generator.core.compiler_output import diagnostics
 from generator.core.errors import ToolError, UserError
 from generator.core.locks import exclusive_lock
 from generator.core.paths import HOST_RUNTIME_DIR
+from generator.firmware.app_layout import external_dirs
 from generator.firmware.fingerprint import outside_includes
 from generator.firmware.flags import FRAMEWORK_FLAGS, GEN_WARNINGS
 from generator.firmware.render import missing_app_functions
@@ -186,18 +187,26 @@ def read_project(root: Path, framework: str) -> FirmwareProject:
     if not root.is_dir():
         raise UserError(f"{root}: no such firmware directory", hint="run `gen generate` first")
     ini = _read_platformio_ini(root / "platformio.ini")
-    src_dir = root / ini.get("src_dir", "src")
+    src_dir = (root / ini.get("src_dir", "src")).resolve()
     include_dir = root / ini.get("include_dir", "include")
-    sources = [p for p in sorted(src_dir.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
-    include_dirs = [include_dir, src_dir]
+    outside = external_dirs(root)
+    app_dirs = [src_dir] + ([outside.app] if outside.app is not None and outside.app != src_dir else [])
+    sources = [p for d in app_dirs for p in sorted(d.rglob("*"))
+               if p.suffix in SOURCE_SUFFIXES and p.name not in outside.excluded]
+    include_dirs = [include_dir, *app_dirs]
     lib_dir = root / "lib"
     if lib_dir.is_dir():   # PlatformIO's private libraries: lib/<name>/src/ (library.json) or lib/<name>/
         for lib in sorted(p for p in lib_dir.iterdir() if p.is_dir()):
             lib_src = lib / "src" if (lib / "src").is_dir() else lib
             include_dirs.append(lib_src)
             sources += [p for p in sorted(lib_src.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
-    components_dir = root / "components"
-    if components_dir.is_dir():   # ESP-IDF components: public headers in include/, sources and private headers beside
+    for lib in outside.libraries:   # lib_deps = NAME=symlink://... : the user's own libraries
+        lib_src = lib / "src" if (lib / "src").is_dir() else lib
+        include_dirs.append(lib_src)
+        sources += [p for p in sorted(lib_src.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
+    for components_dir in (root / "components", *outside.component_dirs):
+        if not components_dir.is_dir():   # ESP-IDF components: public headers in include/, the rest beside
+            continue
         for component in sorted(p for p in components_dir.iterdir() if (p / "CMakeLists.txt").is_file()):
             include_dirs += [component / "include", component]
             sources += [p for p in sorted(component.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
@@ -327,7 +336,7 @@ def _hash_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path
     files.update(path for path, _ in project.embedded)
     for path in sorted(files):
         if path.is_file():
-            digest.update(str(path.relative_to(project.root)).encode() + b"\0" + path.read_bytes())
+            digest.update(os.path.relpath(path, project.root).encode() + b"\0" + path.read_bytes())
     # What the sources include from outside the project (the user's app source), by its path relative to it.
     for path in outside_includes(project.sources, project.root):
         digest.update(os.path.relpath(path, project.root).encode() + b"\0" + path.read_bytes())
