@@ -1,12 +1,18 @@
 """A multi-file app with a library of its own builds and links in both flavours (the host build: the framework's
-own flags, gen's -Wall -Wextra, any warning fails), the other framework's starter (an #error) left out."""
+own flags, gen's -Wall -Wextra, any warning fails), the other framework's starter (an #error) left out; a registry
+library the host build cannot have is named in one error with the way to keep it out of the host build."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
+from firmware_fakes import example_devices, write_firmware_project
+from generator.core.errors import UserError
 from generator.simulate.host_build import compile_firmware
-from test_firmware_app_directory import multi_file_project
+from generator.spec.model import Library
+from test_firmware_app_directory import EXAMPLE, multi_file_project
 
 
 @pytest.mark.slow
@@ -15,3 +21,23 @@ def test_a_multi_file_app_with_its_own_library_builds_and_links(framework, tmp_p
     firmware = multi_file_project(tmp_path, framework)
     binary = compile_firmware(firmware, framework, tmp_path / "cache")
     assert binary.is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework, library, header", [
+    ("arduino", "adafruit/Adafruit BME280 Library@^2.2.4", "Adafruit_BME280.h"),
+    ("espidf", "espressif/bme280@^0.1.0", "bme280.h"),
+])
+def test_a_registry_library_the_host_build_cannot_have_is_named_with_the_way_to_keep_it_out(
+        framework, library, header, tmp_path):
+    project = tmp_path / "greenhouse"
+    source = project / "src" / ("climate.cpp" if framework == "arduino" else "climate.c")
+    source.parent.mkdir(parents=True)
+    source.write_text(f"#include <{header}>\n")
+    device = replace(example_devices(EXAMPLE[framework])[0], libraries=(Library(library),))
+    firmware = write_firmware_project(project, device)
+    with pytest.raises(UserError) as failed:
+        compile_firmware(firmware, framework, tmp_path / "cache")
+    message = str(failed.value)
+    assert f"<{header}> ({source}:1)" in message and library in message
+    assert "#ifndef GEN_HOST_BUILD" in failed.value.hint and "error:" not in message

@@ -45,8 +45,9 @@ def test_platformio_parses_every_generated_project(spec, tmp_path):
         assert env["framework"] == [device.framework]
         assert env["board_build.partitions"] == "partitions.csv"
         assert env["platform"] == device.target.platform
-        if device.framework == "arduino":
-            assert env["lib_deps"] == ["knolleary/PubSubClient@2.8"]
+        if device.framework == "arduino":   # the catalogue's, then the spec's registry libraries
+            assert env["lib_deps"] == ["knolleary/PubSubClient@2.8"] + [
+                library.entry for library in device.libraries if library.path is None]
 
 
 RENDER_IN_A_FRESH_PROCESS = """

@@ -18,7 +18,7 @@ import pytest
 
 from generator.core.errors import UserError
 from generator.firmware.render import USER_APP_SOURCE
-from generator.firmware.app_layout import external_dirs
+from generator.firmware.app_layout import user_code
 from generator.output.generate import generate
 from generator.simulate.host_build import compile_firmware
 from generator.output.layout import firmware_dir
@@ -57,7 +57,7 @@ def test_the_users_app_code_survives_deleting_build_and_regenerating(tmp_path):
     assert result.returncode == 0, result.stderr
     assert app.read_bytes() == edited
     firmware = spec_path.parent / "build" / firmware_dir("greenhouse-01")
-    assert external_dirs(firmware).app == app.parent.resolve()   # compiled in place, not copied
+    assert user_code(firmware).app == app.parent.resolve()   # compiled in place, not copied
 
 
 def test_a_new_project_gets_a_starter_app_once_and_it_is_never_overwritten(tmp_path):

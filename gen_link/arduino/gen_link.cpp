@@ -26,6 +26,9 @@
 #if GEN_LINK_OWN_KEY
 #include "provisioning.h"
 #endif
+#if GEN_LINK_VAR_COUNT > 0
+#include "gen_vars.h"
+#endif
 #include "topic_filter.h"
 
 // The hooks your application defines (app.h declares them for it): one builder per scheduled publish entry and
@@ -84,6 +87,21 @@ struct Settings {
 
 #if GEN_LINK_SECRETS_NVS
 Settings settings;
+#if GEN_LINK_VAR_COUNT > 0
+gen_vars_t vars;   // the spec's vars:, this device's values, read from NVS as text
+
+const char* var_string(const char* text) {
+    return text;
+}
+
+int32_t var_int(const char* text) {
+    return static_cast<int32_t>(strtol(text, nullptr, 10));   // written by gen as a decimal int32
+}
+
+bool var_bool(const char* text) {
+    return strcmp(text, "1") == 0;                            // written by gen as 1 or 0
+}
+#endif
 
 // Reads the device's identity, credentials and topics from its NVS partition (namespace NVS_NAMESPACE),
 // written by `gen generate` as nvs.bin. The strings are copied once and never freed.
@@ -160,6 +178,9 @@ bool load_settings() {
     settings.ota_topic = read_nvs_string(nvs, NVS_KEY_OTA_TOPIC, TOPIC_CAPACITY, &ok);
     settings.firmware_topic = read_nvs_string(nvs, NVS_KEY_FIRMWARE_TOPIC, TOPIC_CAPACITY, &ok);
 #endif
+    // Each var's source in gen_config.h is its NVS key (secrets: nvs); the value is text.
+#define GEN_LINK_READ_VAR(name, type, source) vars.name = var_##type(read_nvs_string(nvs, source, VAR_CAPACITY, &ok));
+    GEN_LINK_VARS(GEN_LINK_READ_VAR)
     nvs.end();
     return ok;
 }
@@ -193,6 +214,12 @@ const Settings settings = {
     FIRMWARE_TOPIC,
 #endif
 };
+
+#if GEN_LINK_VAR_COUNT > 0
+// Each var's source in gen_config.h is its value (secrets: embed).
+#define GEN_LINK_VAR_VALUE(name, type, source) source,
+const gen_vars_t vars = {GEN_LINK_VARS(GEN_LINK_VAR_VALUE)};
+#endif
 
 bool load_settings() {
     return true;  // compiled in (secrets: embed)
@@ -716,6 +743,12 @@ extern "C" bool gen_link_publish(const char* name, const void* payload, size_t l
 const char* device_id() {
     return settings.device_id;
 }
+
+#if GEN_LINK_VAR_COUNT > 0
+extern "C" const gen_vars_t* gen_vars(void) {
+    return &vars;
+}
+#endif
 
 bool mqtt_is_connected() {
     return mqtt_online();

@@ -41,6 +41,9 @@
 #if GEN_LINK_OWN_KEY
 #include "provisioning.h"
 #endif
+#if GEN_LINK_VAR_COUNT > 0
+#include "gen_vars.h"
+#endif
 #include "topic_filter.h"
 
 static const char *TAG = "link";
@@ -133,6 +136,25 @@ static const char *read_nvs_value(nvs_handle_t nvs, const char *key, bool blob, 
     return value;
 }
 
+#if GEN_LINK_VAR_COUNT > 0
+static gen_vars_t vars;   // the spec's vars:, this device's values, read from NVS as text
+
+static const char *var_string(const char *text)
+{
+    return text;
+}
+
+static int32_t var_int(const char *text)
+{
+    return (int32_t)strtol(text, NULL, 10);   // written by gen as a decimal int32
+}
+
+static bool var_bool(const char *text)
+{
+    return strcmp(text, "1") == 0;            // written by gen as 1 or 0
+}
+#endif
+
 static bool load_settings(void)
 {
     nvs_handle_t nvs;
@@ -169,6 +191,10 @@ static bool load_settings(void)
     settings.ota_topic = read_nvs_value(nvs, NVS_KEY_OTA_TOPIC, false, TOPIC_CAPACITY, &ok);
     settings.firmware_topic = read_nvs_value(nvs, NVS_KEY_FIRMWARE_TOPIC, false, TOPIC_CAPACITY, &ok);
 #endif
+    // Each var's source in gen_config.h is its NVS key (secrets: nvs); the value is text.
+#define GEN_LINK_READ_VAR(name, type, source) \
+    vars.name = var_##type(read_nvs_value(nvs, source, false, VAR_CAPACITY, &ok));
+    GEN_LINK_VARS(GEN_LINK_READ_VAR)
     nvs_close(nvs);
     return ok;
 }
@@ -202,6 +228,12 @@ static const settings_t settings = {
     .firmware_topic = FIRMWARE_TOPIC,
 #endif
 };
+
+#if GEN_LINK_VAR_COUNT > 0
+// Each var's source in gen_config.h is its value (secrets: embed).
+#define GEN_LINK_VAR_VALUE(name, type, source) .name = source,
+static const gen_vars_t vars = {GEN_LINK_VARS(GEN_LINK_VAR_VALUE)};
+#endif
 
 static bool load_settings(void)
 {
@@ -1008,6 +1040,13 @@ const char *device_id(void)
 {
     return settings.device_id;
 }
+
+#if GEN_LINK_VAR_COUNT > 0
+const gen_vars_t *gen_vars(void)
+{
+    return &vars;
+}
+#endif
 
 bool mqtt_is_connected(void)
 {

@@ -10,8 +10,12 @@ A generated firmware project (under OUT) points at them by relative paths, the w
   `app.cpp`, the Arduino starter); the project's CMakeLists.txt adds `<app root>/components` to
   EXTRA_COMPONENT_DIRS.
 
-`app_root_path` makes the relative path (refusing one a build file cannot carry); `external_dirs` reads a project's
-files back to the folders it compiles from outside itself (the host build and the fingerprint of an image use it).
+The spec's `libraries:` reach the same files: Arduino lib_deps entries (a folder of the user's as NAME=symlink://),
+ESP-IDF main/idf_component.yml dependencies (a folder as `path:`); `build_flags:` reach platformio.ini's build_flags
+(Arduino) or the project's COMPILE_OPTIONS (ESP-IDF).
+
+`app_root_path` makes the relative path (refusing one a build file cannot carry); `user_code` reads a project's
+files back to what it compiles besides gen's own (the host build and the fingerprint of an image use it).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from generator.core.errors import UserError
 
@@ -37,18 +43,27 @@ _IDF_APP_DIR = re.compile(r'^set\(GEN_APP_DIR "\$\{CMAKE_CURRENT_LIST_DIR\}/([^"
 _IDF_COMPONENT_DIRS = re.compile(r'^\s*list\(APPEND EXTRA_COMPONENT_DIRS "\$\{CMAKE_CURRENT_LIST_DIR\}/([^"]+)"\)',
                                  re.MULTILINE)
 _LOCAL_LIB_DEP = re.compile(r"^(?:[^=\s]+=)?(?:symlink|file)://(.+)$")
+_IDF_COMPILE_OPTION = re.compile(r'^idf_build_set_property\(COMPILE_OPTIONS "([^"]+)" APPEND\)', re.MULTILINE)
+
+
+# Registry libraries the host runtime implements itself (templates/host/): the catalogue's own lib_deps.
+HOST_RUNTIME_LIBRARIES = ("knolleary/PubSubClient",)
+IDF_COMPONENT_MANIFEST = f"{IDF_MAIN_COMPONENT}/idf_component.yml"
 
 
 @dataclass(frozen=True)
-class ExternalDirs:
-    """The folders outside a firmware project that its build compiles."""
+class UserCode:
+    """What a firmware project compiles besides gen's own files, read back from its build files."""
     app: Path | None                     # the user's src/
     libraries: tuple[Path, ...]          # PlatformIO libraries (lib_deps symlink:// or file://)
     component_dirs: tuple[Path, ...]     # ESP-IDF: folders of components (EXTRA_COMPONENT_DIRS)
+    components: tuple[Path, ...]         # ESP-IDF: single components (idf_component.yml `path:` dependencies)
+    registry: tuple[str, ...]            # registry libraries the build downloads (not the host runtime's own)
+    compile_options: tuple[str, ...]     # ESP-IDF: COMPILE_OPTIONS the project adds (Arduino: build_flags)
     excluded: tuple[str, ...]            # file names under `app` the build leaves out
 
-    def all(self) -> tuple[Path, ...]:
-        return tuple(d for d in (self.app, *self.libraries, *self.component_dirs) if d is not None)
+    def folders(self) -> tuple[Path, ...]:
+        return tuple(d for d in (self.app, *self.libraries, *self.component_dirs, *self.components) if d is not None)
 
 
 def app_root_path(firmware_dir: Path, spec_dir: Path) -> str:
@@ -74,12 +89,15 @@ def app_folders(spec_dir: Path, parent: str) -> tuple[str, ...]:
     return names
 
 
-def external_dirs(firmware_dir: Path) -> ExternalDirs:
-    """Reads a generated project's build files back to the folders outside it that it compiles."""
+def user_code(firmware_dir: Path) -> UserCode:
+    """Reads a generated project's build files back to what it compiles besides gen's own files."""
     root = Path(firmware_dir)
     app: Path | None = None
     libraries: list[Path] = []
     component_dirs: list[Path] = []
+    components: list[Path] = []
+    registry: list[str] = []
+    options: list[str] = []
     excluded: list[str] = []
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",), strict=False)
     try:
@@ -93,9 +111,12 @@ def external_dirs(firmware_dir: Path) -> ExternalDirs:
         if not section.startswith("env:"):
             continue
         for line in parser.get(section, "lib_deps", fallback="").splitlines():
-            match = _LOCAL_LIB_DEP.match(line.strip())
+            entry = line.strip()
+            match = _LOCAL_LIB_DEP.match(entry)
             if match:
                 libraries.append((root / match.group(1)).resolve())
+            elif entry and not entry.startswith(HOST_RUNTIME_LIBRARIES):
+                registry.append(entry)
         for token in parser.get(section, "build_src_filter", fallback="").split():
             if token.startswith("-<") and token.endswith(">"):
                 excluded.append(token[2:-1])
@@ -108,7 +129,17 @@ def external_dirs(firmware_dir: Path) -> ExternalDirs:
         excluded += re.findall(r'list\(REMOVE_ITEM app_sources "\$\{GEN_APP_DIR\}/([^"]+)"\)', text)
     project_cmake = root / "CMakeLists.txt"
     if project_cmake.is_file():
-        component_dirs += [(root / d).resolve()
-                           for d in _IDF_COMPONENT_DIRS.findall(project_cmake.read_text(encoding="utf-8"))]
-    return ExternalDirs(app=app, libraries=tuple(libraries), component_dirs=tuple(component_dirs),
-                        excluded=tuple(excluded))
+        text = project_cmake.read_text(encoding="utf-8")
+        component_dirs += [(root / d).resolve() for d in _IDF_COMPONENT_DIRS.findall(text)]
+        options += _IDF_COMPILE_OPTION.findall(text)
+    manifest = root / IDF_COMPONENT_MANIFEST
+    if manifest.is_file():
+        dependencies = (yaml.safe_load(manifest.read_text(encoding="utf-8")) or {}).get("dependencies") or {}
+        for name, requirement in dependencies.items():
+            if isinstance(requirement, dict) and "path" in requirement:
+                components.append((manifest.parent / requirement["path"]).resolve())
+            elif name != "idf":
+                registry.append(f"{name}@{requirement}" if isinstance(requirement, str) else str(name))
+    return UserCode(app=app, libraries=tuple(libraries), component_dirs=tuple(component_dirs),
+                    components=tuple(components), registry=tuple(registry), compile_options=tuple(options),
+                    excluded=tuple(excluded))

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Iterable
 
-from generator.firmware.app_layout import external_dirs
+from generator.firmware.app_layout import user_code
 
 # What PlatformIO and editors write into a project: never part of what the image is made of.
 PLATFORMIO_OUTPUTS = re.compile(r"^(\.pio|\.vscode|\.cache)(/|$)|^sdkconfig\.(?!defaults)[^/]+$|(^|/)\.DS_Store$")
@@ -66,7 +66,7 @@ def firmware_fingerprint(firmware_dir: Path) -> str:
     for relative in files:
         digest.update(relative.encode() + b"\0" + hashlib.sha256((root / relative).read_bytes()).digest())
     sources = [root / relative for relative in files if relative.endswith(SOURCE_SUFFIXES)]
-    for folder in external_dirs(root).all():
+    for folder in user_code(root).folders():
         for relative in project_files(folder) if folder.is_dir() else []:
             path = folder / relative
             name = os.path.relpath(path, root)

@@ -21,7 +21,9 @@ match get byte-identical projects and one app image.
 
 from __future__ import annotations
 
+import json
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,7 @@ from generator.core.c_literals import c_comment_text, c_string_literal, c_string
 from generator.core.errors import UserError
 from generator.core.paths import LINK_LIBRARY_DIR, TEMPLATES_DIR
 from generator.core.rendering import render_template
-from generator.firmware.app_layout import APP_LIBRARIES_DIR, IDF_MAIN_COMPONENT, OTHER_STARTER, external_dirs
+from generator.firmware.app_layout import APP_LIBRARIES_DIR, IDF_MAIN_COMPONENT, OTHER_STARTER, user_code
 from generator.firmware.limits import (
     FIRMWARE_REPORT_CAPACITY,
     MAX_CLIENT_ID,
@@ -68,6 +70,8 @@ from generator.firmware.nvs_image import (
     publish_topic_key,
     render_nvs_image,
     subscribe_filter_key,
+    var_key,
+    var_text,
 )
 from generator.ota.image import CHIP_IDS
 from generator.pki.credentials import ClientCredentials
@@ -79,7 +83,7 @@ from generator.provision.protocol import (
     request_topic,
     response_topic,
 )
-from generator.spec.model import Device
+from generator.spec.model import VAR_STRING_MAX, Device
 
 # render_nvs_image and the partition constants are the firmware's other half; importable from here as well.
 __all__ = [
@@ -222,6 +226,16 @@ class ProvisionFacts:
 
 
 @dataclass(frozen=True)
+class VarFacts:
+    """One of the spec's vars:, as gen_vars.h declares it and gen_link fills it."""
+    name: str
+    type: str                  # string, int or bool: gen_link's var_<type>() reads it from NVS text
+    c_type: str
+    source: str                # C: the value (secrets: embed) or its NVS key (secrets: nvs)
+    shown: str                 # the spec's value, for a comment (escaped for one)
+
+
+@dataclass(frozen=True)
 class NvsKeyFacts:
     constant: str
     literal: str
@@ -295,6 +309,10 @@ class FirmwareFacts:
     mqtt_password_capacity: int
     pem_capacity: int
     nvs_keys: tuple[NvsKeyFacts, ...]
+    vars: tuple[VarFacts, ...]
+    var_capacity: int
+    idf_dependencies: tuple[tuple[str, str], ...]   # main/idf_component.yml: (name, YAML value), both quoted
+    compile_options: tuple[str, ...]                # ESP-IDF: the spec's build_flags, as COMPILE_OPTIONS
 
 
 def _ota_facts(device: Device, key_digest: bytes | None) -> OtaFacts | None:
@@ -430,6 +448,14 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
         topic_capacity=NVS_TOPIC_CAPACITY,
         mqtt_password_capacity=NVS_PASSWORD_CAPACITY,
         pem_capacity=PEM_CAPACITY,
+        vars=tuple(VarFacts(
+            name=var.name, type=var.type, c_type=_VAR_C_TYPES[var.type],
+            source=c_string_literal(var_key(index)) if nvs else _var_literal(var.value),
+            shown=c_comment_text(repr(var.value) if var.type == "string" else var_text(var.value)),
+        ) for index, var in enumerate(device.vars)),
+        var_capacity=VAR_STRING_MAX,
+        idf_dependencies=_idf_dependencies(device, app) if flavour == "espidf" else (),
+        compile_options=device.build_flags if flavour == "espidf" else (),
         nvs_keys=tuple(NvsKeyFacts(constant=constant, literal=c_string_literal(key)) for constant, key in (
             ("NVS_KEY_DEVICE_ID", KEY_DEVICE_ID), ("NVS_KEY_WIFI_SSID", KEY_WIFI_SSID),
             ("NVS_KEY_WIFI_PASSWORD", KEY_WIFI_PASSWORD))
@@ -464,15 +490,42 @@ def _provision_facts(device: Device) -> ProvisionFacts:
     )
 
 
+_VAR_C_TYPES = {"string": "const char *", "int": "int32_t", "bool": "bool"}
+
+
+def _var_literal(value: str | int | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}" if value != -2**31 else "(-2147483647 - 1)"   # INT32_MIN: a literal cannot spell it
+    return c_string_literal(value)
+
+
 def _env_options(device: Device, app: AppLayout) -> tuple[tuple[str, str], ...]:
-    """The project's [env:...] options: the catalogue's, with the user's own libraries added to lib_deps and,
-    for Arduino, the ESP-IDF starter left out of the sources."""
+    """The project's [env:...] options: the catalogue's; for Arduino with the user's libraries added to lib_deps
+    (lib/ next to the spec, then the spec's `libraries:`), the spec's build_flags, and the ESP-IDF starter left out."""
     options = dict(device.target.options)
     if device.framework == "arduino":
         local = [f"{name}=symlink://{app.root}/{APP_LIBRARIES_DIR}/{name}" for name in app.libraries]
-        options["lib_deps"] = "\n".join([*options.get("lib_deps", "").split("\n"), *local]).strip("\n")
+        spec = [f"{library.name}=symlink://{posixpath.normpath(f'{app.root}/{library.entry}')}"
+                if library.path is not None else library.entry for library in device.libraries]
+        options["lib_deps"] = "\n".join([*options.get("lib_deps", "").split("\n"), *local, *spec]).strip("\n")
+        options["build_flags"] = "\n".join([*options.get("build_flags", "").split("\n"), *device.build_flags]).strip("\n")
         options["build_src_filter"] = f"+<*> -<{OTHER_STARTER['arduino']}>"
     return tuple((key, _ini_value(value)) for key, value in options.items() if value)
+
+
+def _idf_dependencies(device: Device, app: AppLayout) -> tuple[tuple[str, str], ...]:
+    """The spec's libraries as ESP-IDF component manager dependencies of the main component: a registry component
+    with its version (any, without one), a folder of the user's by its path from main/."""
+    dependencies = []
+    for library in device.libraries:
+        if library.path is not None:
+            path = posixpath.normpath(f"../{app.root}/{library.entry}")
+            dependencies.append((json.dumps(library.name), "{path: " + json.dumps(path) + "}"))
+        else:
+            dependencies.append((json.dumps(library.registry_name), json.dumps(library.version or "*")))
+    return tuple(dependencies)
 
 
 def _ini_value(text: str) -> str:
@@ -517,6 +570,10 @@ def render_firmware(device: Device, credentials: ClientCredentials, *, spec_name
         rendered.append(("include/gen_ota_config.h", f"{config}/gen_ota_config.h"))
     if device.secrets == "embed":
         rendered.append(("include/gen_credentials.h", credentials_header(flavour)))
+    if device.vars:
+        rendered.append(("include/gen_vars.h", f"{config}/gen_vars.h"))
+    if facts.idf_dependencies:
+        rendered.append(("main/idf_component.yml", f"{IDF_MAIN_COMPONENT}/idf_component.yml"))
     generated = {path: _render(flavour, template, facts) for template, path in rendered}
     generated.update(link_library(flavour))
     secret_files = frozenset({credentials_header(flavour)} & set(generated))
@@ -555,7 +612,7 @@ _UNDEFINED_APP_FUNCTION = re.compile(r"undefined reference to [`'‘\"](?P<name>
 
 def user_app_path(firmware_dir: Path, framework: str) -> Path | None:
     """The folder of the user's app code a generated project compiles (its src/, next to the spec)."""
-    return external_dirs(Path(firmware_dir)).app
+    return user_code(Path(firmware_dir)).app
 
 
 def missing_app_functions(linker_output: str, firmware_dir: Path, framework: str) -> UserError | None:
