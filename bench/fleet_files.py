@@ -43,9 +43,15 @@ def run_generate(checkout: Path, spec: Path) -> float:
 
 
 def tally(out: Path) -> dict[str, tuple[int, int]]:
-    """{kind: (files, bytes)} under OUT: firmware projects, NVS images, everything else."""
-    kinds: dict[str, list[int]] = {"firmware projects": [0, 0], "nvs images": [0, 0], "other": [0, 0]}
+    """{kind: (files, bytes)} under OUT: firmware projects, NVS images, links (a device's firmware/ to its image's
+    project: counted as entries, their bytes are the link text), everything else."""
+    kinds: dict[str, list[int]] = {"firmware projects": [0, 0], "nvs images": [0, 0], "links": [0, 0],
+                                   "other": [0, 0]}
     for path in out.rglob("*"):
+        if path.is_symlink():
+            kinds["links"][0] += 1
+            kinds["links"][1] += len(os.readlink(path))
+            continue
         if not path.is_file():
             continue
         relative = path.relative_to(out).as_posix()
