@@ -41,3 +41,18 @@ def test_a_registry_library_the_host_build_cannot_have_is_named_with_the_way_to_
     message = str(failed.value)
     assert f"<{header}> ({source}:1)" in message and library in message
     assert "#ifndef GEN_HOST_BUILD" in failed.value.hint and "error:" not in message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", ["arduino", "espidf"])
+def test_an_app_that_owns_the_entry_points_drives_the_link_with_gen_link_start_and_loop(framework, tmp_path):
+    project = tmp_path / "greenhouse"
+    firmware = multi_file_project(tmp_path, framework)
+    main = project / "src" / ("main.cpp" if framework == "arduino" else "main.c")
+    main.write_text('#include <Arduino.h>\n#include "gen_link.h"\nvoid setup() { gen_link_start(); }\n'
+                    'void loop() { gen_link_loop(); }\n' if framework == "arduino" else
+                    '#include "gen_link.h"\nvoid app_main(void)\n{\n    gen_link_start();\n    for (;;) {\n'
+                    '        gen_link_loop();\n    }\n}\n')
+    device = replace(example_devices(EXAMPLE[framework])[0], build_flags=("-DGEN_LINK_OWN_MAIN",))
+    firmware = write_firmware_project(project, device)
+    assert compile_firmware(firmware, framework, tmp_path / "cache").is_file()   # one setup()/app_main: gen_link's is out

@@ -16,7 +16,8 @@
 //                                         valid during the call; publishing from here is fine)
 //
 // app.h (rendered into the project) declares exactly the hooks the spec needs, with the spec's limits; the
-// compiler names any you lack. By default gen_link owns the entry points (Arduino setup()/loop(), ESP-IDF
+// compiler names any you lack. With vars: in the spec, gen_vars()->NAME (gen_vars.h, included by app.h) holds this
+// device's values, set before app_setup(). By default gen_link owns the entry points (Arduino setup()/loop(), ESP-IDF
 // app_main()); build with -D GEN_LINK_OWN_MAIN (spec: build_flags) to write them yourself and call
 // gen_link_start() once and gen_link_loop() repeatedly (ESP-IDF: gen_link_start() only; it runs its own task loop).
 #ifndef GEN_LINK_H
