@@ -19,6 +19,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
@@ -54,6 +55,7 @@ FRAMEWORK_DEFINES = {
 MAIN_SOURCE = {"arduino": "common/main_arduino.cpp", "espidf": "common/main_idf.cpp"}
 SOURCE_SUFFIXES = (".c", ".cpp", ".cc", ".cxx")
 FIRMWARE_CACHE_ENTRIES = 64
+FIRMWARE_CACHE_GRACE_S = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -106,10 +108,15 @@ def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path) -> Pat
 
 
 def _prune_firmware_cache(cache_dir: Path) -> None:
-    """Keeps the FIRMWARE_CACHE_ENTRIES most recently used firmware binaries."""
+    """Keeps the FIRMWARE_CACHE_ENTRIES most recently used firmware binaries, and every one used in the last
+    FIRMWARE_CACHE_GRACE_S: a binary just handed to a caller (which runs it next, perhaps in another process) is
+    never removed under it by another build that shares the cache."""
     entries = sorted((p for p in cache_dir.glob("firmware-*") if p.is_dir()), key=lambda p: p.stat().st_mtime,
                      reverse=True)
+    recent = time.time() - FIRMWARE_CACHE_GRACE_S
     for stale in entries[FIRMWARE_CACHE_ENTRIES:]:
+        if stale.stat().st_mtime >= recent:
+            continue
         shutil.rmtree(stale, ignore_errors=True)
         (cache_dir / f"{stale.name}.lock").unlink(missing_ok=True)
 
