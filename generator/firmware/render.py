@@ -1,11 +1,18 @@
 """Firmware: the PlatformIO project of one device, Arduino (PubSubClient + WiFiClientSecure) or ESP-IDF (esp-mqtt).
 
 `render_firmware(device, credentials)` is a pure function from the spec's device and its credentials to files.
-The user's application code is not among them: it lives next to the spec (`USER_APP_SOURCE`, one file per
-framework, shared by every device, in git); the generated `src/app.cpp` / `src/app.c` includes it, so it is built
-in place. `render_app_starter` renders its first version, which `gen generate` writes once.
-Templates (`templates/<flavour>/<path>.j2` renders `<path>`) read like the files they make; every value that
-comes from a user reaches them already escaped by `generator.core.c_literals`. Sizes, names and flags are decided here.
+The user's application code is not among them: it is the src/ folder next to the spec (every .c/.cpp/.h in it,
+shared by every device, in git), with the user's own libraries in lib/ and components/ beside it; the project
+compiles them in place (generator.firmware.app_layout). `render_app_starter` renders the first file of src/
+(`USER_APP_SOURCE`, one per framework), which `gen generate` writes once.
+
+gen's device runtime, gen_link (WiFi, clock, TLS, MQTT, backoff, provisioning, device key, OTA), is plain C/C++ in
+`gen_link/` of the tool (`LINK_LIBRARY_DIR`), copied unchanged into each project: a PlatformIO library
+(lib/gen_link/, library.json) for Arduino, an ESP-IDF component (components/gen_link/) for ESP-IDF. Only facts
+are rendered: `firmware_facts(...)` decides them once, as a typed `FirmwareFacts`, and the templates
+(`templates/<flavour>/<path>.j2` renders `<path>`; gen_config.h, app.h, the credentials header, platformio.ini,
+sdkconfig.defaults, partitions) read them as `facts`. Every value that comes from a user reaches them already
+escaped by `generator.core.c_literals`. Sizes, names and flags are decided here.
 
 With `secrets: nvs` nothing device-specific enters the generated files (the id, topics and secrets are read from
 the device's NVS partition at boot, see `generator.firmware.nvs_image`), so devices of a target whose other settings
@@ -14,7 +21,9 @@ match get byte-identical projects and one app image.
 
 from __future__ import annotations
 
+import json
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +31,9 @@ from typing import Sequence
 
 from generator.core.c_literals import c_comment_text, c_string_literal, c_string_literal_lines
 from generator.core.errors import UserError
-from generator.core.paths import TEMPLATES_DIR
+from generator.core.paths import LINK_LIBRARY_DIR, TEMPLATES_DIR
 from generator.core.rendering import render_template
+from generator.firmware.app_layout import APP_LIBRARIES_DIR, IDF_MAIN_COMPONENT, OTHER_STARTER, user_code
 from generator.firmware.limits import (
     FIRMWARE_REPORT_CAPACITY,
     MAX_CLIENT_ID,
@@ -60,6 +70,8 @@ from generator.firmware.nvs_image import (
     publish_topic_key,
     render_nvs_image,
     subscribe_filter_key,
+    var_key,
+    var_text,
 )
 from generator.ota.image import CHIP_IDS
 from generator.pki.credentials import ClientCredentials
@@ -71,20 +83,41 @@ from generator.provision.protocol import (
     request_topic,
     response_topic,
 )
-from generator.spec.model import Device
+from generator.spec.model import VAR_STRING_MAX, Device
 
 # render_nvs_image and the partition constants are the firmware's other half; importable from here as well.
 __all__ = [
-    "FirmwareProject", "render_firmware", "render_nvs_image", "render_app_starter", "app_include_path",
+    "FirmwareProject", "render_firmware", "render_nvs_image", "render_app_starter", "AppLayout",
     "NVS_PARTITION_OFFSET", "NVS_PARTITION_SIZES", "nvs_partition_size", "USER_APP_SOURCE",
 ]
 
-# The user's application source, relative to the spec's folder: created once by `gen generate`, never overwritten.
+# The first file of the user's app, relative to the spec's folder: created once by `gen generate`, never overwritten.
 USER_APP_SOURCE = {"arduino": "src/app.cpp", "espidf": "src/app.c"}
-# Where the firmware sources sit by default (OUT = <spec folder>/build): OUT/devices/<id>/firmware/src/.
-DEFAULT_APP_INCLUDE = {framework: f"../../../../../{source}" for framework, source in USER_APP_SOURCE.items()}
-# Files holding secrets (embed mode): the writer gives them mode 0600.
-SECRET_FILES = ("src/credentials.h",)
+# The spec's folder seen from a firmware project where OUT is <spec folder>/build: OUT/devices/<id>/firmware/.
+DEFAULT_APP_ROOT = "../../../.."
+# Where the rendered headers go: the project's include/ (PlatformIO adds it to every library's include path) or the
+# gen_config component (ESP-IDF: gen_link and the main component require it).
+CONFIG_DIR = {"arduino": "include", "espidf": "components/gen_config/include"}
+# The runtime library in the project, and where its sources lie in the tool (`LINK_LIBRARY_DIR`): (tool, project).
+_LINK_FILES = {
+    "arduino": (("arduino/library.json", "lib/gen_link/library.json"),
+                ("common/gen_link.h", "lib/gen_link/src/gen_link.h"),
+                ("arduino/gen_link.cpp", "lib/gen_link/src/gen_link.cpp"),
+                ("arduino/ota_update.h", "lib/gen_link/src/ota_update.h"),
+                ("arduino/ota_update.cpp", "lib/gen_link/src/ota_update.cpp"),
+                *((f"common/{name}", f"lib/gen_link/src/{name}") for name in (
+                    "ota_common.h", "topic_filter.h", "device_key.h", "device_key.c", "provisioning.h",
+                    "provisioning.c"))),
+    "espidf": (("espidf/CMakeLists.txt", "components/gen_link/CMakeLists.txt"),
+               ("common/gen_link.h", "components/gen_link/include/gen_link.h"),
+               ("espidf/gen_link.c", "components/gen_link/gen_link.c"),
+               ("espidf/ota_update.h", "components/gen_link/ota_update.h"),
+               ("espidf/ota_update.c", "components/gen_link/ota_update.c"),
+               *((f"common/{name}", f"components/gen_link/{name}") for name in (
+                   "ota_common.h", "topic_filter.h", "device_key.h", "device_key.c", "provisioning.h",
+                   "provisioning.c")),
+               ("espidf/gen_config/CMakeLists.txt", "components/gen_config/CMakeLists.txt")),
+}
 
 
 # Timing, in one place for both flavours.
@@ -109,14 +142,13 @@ class FirmwareProject:
     secret_files: frozenset[str] = field(default_factory=frozenset)  # paths in `generated` to write 0600
 
 
-def app_include_path(firmware_dir: Path, spec_dir: Path, framework: str) -> str:
-    """The user's app source as the generated src/app.* includes it: relative to firmware_dir/src/."""
-    target = Path(spec_dir).absolute() / USER_APP_SOURCE[framework]
-    include = Path(os.path.relpath(target, Path(firmware_dir).absolute() / "src")).as_posix()
-    if any(ch in include for ch in '"\\\'\n') or "//" in include or "/*" in include:
-        raise UserError(f"the path from {firmware_dir} to {target} cannot be written in a C #include",
-                        hint="use folders whose names have no quotes, backslashes or newlines")
-    return include
+@dataclass(frozen=True)
+class AppLayout:
+    """Where the user's code lies, as the project's build files name it (generator.firmware.app_layout): the
+    spec's folder relative to the firmware project, and the folders found in its lib/ and components/."""
+    root: str = DEFAULT_APP_ROOT
+    libraries: tuple[str, ...] = ()
+    components: tuple[str, ...] = ()
 
 
 def _check_constant_names(device: Device) -> None:
@@ -130,37 +162,191 @@ def _check_constant_names(device: Device) -> None:
         seen[name.upper()] = name
 
 
-def _ota_values(device: Device, key_digest: bytes | None) -> dict | None:
-    """What the update handler is built with (ota_config.h, config.h, CMakeLists.txt), or None without `ota:`."""
+@dataclass(frozen=True)
+class PublishFacts:
+    """One publish entry as gen_link and app.h are built with it."""
+    name: str
+    source: str                # C literal: the topic (secrets: embed) or its NVS key (secrets: nvs)
+    qos: int
+    retain: bool
+    interval_s: int
+    interval_ms: int
+    max_payload: int
+    max_payload_constant: str  # app.h's name for max_payload
+
+
+@dataclass(frozen=True)
+class SubscribeFacts:
+    """One subscribe entry as gen_link and app.h are built with it."""
+    name: str
+    source: str                # C literal: the filter (secrets: embed) or its NVS key (secrets: nvs)
+    qos: int
+    max_payload: int
+    max_payload_constant: str
+
+
+@dataclass(frozen=True)
+class OtaFacts:
+    """What the update handler is built with (gen_ota_config.h, CMakeLists.txt's PROJECT_VER)."""
+    version: str               # C literal
+    version_text: str          # the spec allows [0-9A-Za-z.+_-] only: safe in CMake
+    target: str
+    project: str
+    url_prefix: str
+    url_capacity: int
+    port: int
+    topic: str
+    firmware_topic: str
+    confirm_timeout_ms: int
+    network_timeout_ms: int
+    qos: int
+    announcement_capacity: int
+    report_capacity: int
+    chip_id: str
+    key_digest_rows: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ProvisionFacts:
+    """What gen_link's provisioning.c needs: the protocol's topics and limits (generator.provision.protocol) and
+    the credentials partition (generator.firmware.nvs_image)."""
+    partition: str
+    namespace: str
+    partition_offset: str
+    partition_size: str
+    request_max: int
+    response_max: int
+    request_id_digits: int
+    topic_capacity: int
+    bootstrap_suffix: str
+    bootstrap_request_format: str
+    bootstrap_response_format: str
+    request_format: str
+    response_format: str
+
+
+@dataclass(frozen=True)
+class VarFacts:
+    """One of the spec's vars:, as gen_vars.h declares it and gen_link fills it."""
+    name: str
+    type: str                  # string, int or bool: gen_link's var_<type>() reads it from NVS text
+    c_type: str
+    source: str                # C: the value (secrets: embed) or its NVS key (secrets: nvs)
+    shown: str                 # the spec's value, for a comment (escaped for one)
+
+
+@dataclass(frozen=True)
+class NvsKeyFacts:
+    constant: str
+    literal: str
+
+
+@dataclass(frozen=True)
+class FirmwareFacts:
+    """Every fact a device's rendered files hold, decided once from the spec, its credentials and gen's limits.
+    C values are literals already (generator.core.c_literals); the templates only place them."""
+    flavour: str
+    nvs: bool
+    ota: OtaFacts | None
+    app_root: str                      # the spec's folder, relative to the project (POSIX)
+    app_components: bool               # the spec's folder has components/ (ESP-IDF: EXTRA_COMPONENT_DIRS)
+    other_starter: str                 # the other framework's starter, which this build leaves out
+    header: str
+    ini_header: str
+    hash_header: str
+    flavour_summary: str
+    env_name: str
+    project_name: str
+    chip: str
+    options: tuple[tuple[str, str], ...]
+    uses_client_cert: bool
+    own_key: bool
+    bootstrap_password: str
+    bootstrap_password_capacity: int
+    provision_port: int
+    provision: ProvisionFacts | None
+    uses_password: bool
+    device_id: str
+    wifi_ssid: str
+    wifi_password: str
+    mqtt_password: str
+    ca_pem: str
+    cert_pem: str
+    key_pem: str
+    broker_host: str
+    broker_port: int
+    keepalive: int
+    socket_timeout_s: int
+    handshake_timeout_s: int
+    network_timeout_ms: int
+    buffer_size: int
+    inbound_topic_capacity: int
+    inbound_payload_capacity: int
+    outbound_payload_capacity: int
+    status_topic: str
+    status_online: str
+    status_offline: str
+    publishes: tuple[PublishFacts, ...]
+    subscribes: tuple[SubscribeFacts, ...]
+    scheduled: tuple[PublishFacts, ...]
+    command: SubscribeFacts | None
+    ntp_servers: tuple[str, ...]
+    configtime_slots: int
+    ntp: tuple[tuple[str, str], ...]
+    ntp_constants: tuple[str, ...]
+    time_sync_wait_ms: int
+    wifi_associate_timeout_ms: int
+    wifi_retry_first_ms: int
+    wifi_retry_cap_ms: int
+    mqtt_retry_first_ms: int
+    mqtt_retry_cap_ms: int
+    loop_period_ms: int
+    nvs_namespace: str
+    nvs_offset: str
+    nvs_size: str
+    device_id_capacity: int
+    topic_capacity: int
+    mqtt_password_capacity: int
+    pem_capacity: int
+    nvs_keys: tuple[NvsKeyFacts, ...]
+    vars: tuple[VarFacts, ...]
+    var_capacity: int
+    idf_dependencies: tuple[tuple[str, str], ...]   # main/idf_component.yml: (name, YAML value), both quoted
+    compile_options: tuple[str, ...]                # ESP-IDF: the spec's build_flags, as COMPILE_OPTIONS
+
+
+def _ota_facts(device: Device, key_digest: bytes | None) -> OtaFacts | None:
+    """What the update handler is built with, or None without `ota:`."""
     if device.ota is None:
         return None
     if key_digest is None or len(key_digest) != 32:
         raise UserError(f"device {device.id} updates over the air, but the project's OTA signing key is not known",
                         hint="run `gen generate SPEC`, which creates pki/private/ota-signing-key.pem")
     prefix = f"https://{device.broker.host}:{device.ota.port}/"
-    return {
-        "version": c_string_literal(device.firmware_version),
-        "version_text": device.firmware_version,         # the spec allows [0-9A-Za-z.+_-] only: safe in CMake
-        "target": c_string_literal(device.target.name),
-        "project": c_string_literal(device.ota.project),
-        "url_prefix": c_string_literal(prefix),
-        "url_capacity": len(prefix.encode()) + OTA_PATH_CAPACITY + 1,
-        "port": device.ota.port,
-        "topic": c_string_literal(device.ota.topic),
-        "firmware_topic": c_string_literal(device.ota.firmware_topic),
-        "confirm_timeout_ms": device.ota.confirm_timeout * 1000,
-        "network_timeout_ms": OTA_NETWORK_TIMEOUT_MS,
-        "qos": OTA_QOS,
-        "announcement_capacity": OTA_ANNOUNCEMENT_CAPACITY,
-        "report_capacity": FIRMWARE_REPORT_CAPACITY,
-        "chip_id": f"0x{CHIP_IDS[device.chip]:04x}",
-        "key_digest_rows": [", ".join(f"0x{byte:02x}" for byte in key_digest[i:i + 8]) + ","
-                            for i in range(0, 32, 8)],
-    }
+    return OtaFacts(
+        version=c_string_literal(device.firmware_version),
+        version_text=device.firmware_version,
+        target=c_string_literal(device.target.name),
+        project=c_string_literal(device.ota.project),
+        url_prefix=c_string_literal(prefix),
+        url_capacity=len(prefix.encode()) + OTA_PATH_CAPACITY + 1,
+        port=device.ota.port,
+        topic=c_string_literal(device.ota.topic),
+        firmware_topic=c_string_literal(device.ota.firmware_topic),
+        confirm_timeout_ms=device.ota.confirm_timeout * 1000,
+        network_timeout_ms=OTA_NETWORK_TIMEOUT_MS,
+        qos=OTA_QOS,
+        announcement_capacity=OTA_ANNOUNCEMENT_CAPACITY,
+        report_capacity=FIRMWARE_REPORT_CAPACITY,
+        chip_id=f"0x{CHIP_IDS[device.chip]:04x}",
+        key_digest_rows=tuple(", ".join(f"0x{byte:02x}" for byte in key_digest[i:i + 8]) + ","
+                              for i in range(0, 32, 8)),
+    )
 
 
-def _template_values(device: Device, credentials: ClientCredentials, spec_name: str, app_include: str,
-                     ota_key_digest: bytes | None = None) -> dict:
+def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: str, app: AppLayout,
+                   ota_key_digest: bytes | None = None) -> FirmwareFacts:
+    """The facts of one device's firmware project; refuses a device whose credentials are incomplete."""
     nvs = device.secrets == "nvs"
     flavour = device.framework
     _check_constant_names(device)
@@ -175,28 +361,18 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
         raise UserError(f"device {device.id} uses auth {device.auth!r} but has no MQTT password",
                         hint="run `gen generate` so the PKI creates one")
 
-    publishes = []
-    for index, p in enumerate(device.publish):
-        upper = p.name.upper()
-        publishes.append({
-            "name": p.name, "index_name": f"PUBLISH_{upper}", "topic_constant": f"PUBLISH_{upper}_TOPIC",
-            "topic": c_string_literal(p.topic), "qos": p.qos, "retain": p.retain,
-            "retain_literal": "true" if p.retain else "false", "retain_int": int(p.retain),
-            "interval_s": p.interval, "interval_ms": p.interval * 1000, "interval_constant": f"{upper}_INTERVAL_MS",
-            "max_payload": p.max_payload, "max_payload_constant": f"{upper}_MAX_PAYLOAD",
-            "nvs_key": f"NVS_KEY_PUBLISH_{index}", "nvs_key_literal": c_string_literal(publish_topic_key(index)),
-        })
-    subscribes = []
-    for index, s in enumerate(device.subscribe):
-        upper = s.name.upper()
-        subscribes.append({
-            "name": s.name, "index_name": f"SUBSCRIBE_{upper}", "filter_constant": f"SUBSCRIBE_{upper}_FILTER",
-            "filter": c_string_literal(s.filter), "qos": s.qos,
-            "max_payload": s.max_payload, "max_payload_constant": f"{upper}_MAX_PAYLOAD",
-            "nvs_key": f"NVS_KEY_SUBSCRIBE_{index}", "nvs_key_literal": c_string_literal(subscribe_filter_key(index)),
-        })
-    scheduled = [values for values, p in zip(publishes, device.publish) if p.interval > 0]
-    ack = next((p.name for p in device.publish if p.name == "ack"), None)
+    publishes = tuple(PublishFacts(
+        name=p.name,
+        source=c_string_literal(publish_topic_key(index) if nvs else p.topic),
+        qos=p.qos, retain=p.retain, interval_s=p.interval, interval_ms=p.interval * 1000,
+        max_payload=p.max_payload, max_payload_constant=f"{p.name.upper()}_MAX_PAYLOAD",
+    ) for index, p in enumerate(device.publish))
+    subscribes = tuple(SubscribeFacts(
+        name=s.name,
+        source=c_string_literal(subscribe_filter_key(index) if nvs else s.filter),
+        qos=s.qos, max_payload=s.max_payload, max_payload_constant=f"{s.name.upper()}_MAX_PAYLOAD",
+    ) for index, s in enumerate(device.subscribe))
+    scheduled = tuple(p for p in publishes if p.interval_s > 0)
 
     require_carriable(device)
     receive_topics = [received_topic_capacity(device, s.filter) for s in device.subscribe]
@@ -208,70 +384,79 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
     generated_line = f"Generated by gen from {source}. Do not edit: change the spec and run `gen generate` again."
     ntp = list(device.ntp)  # the spec's rules keep it within ntp_server_limit(flavour)
     configtime_slots = ntp_server_limit("arduino").count
-    return {
-        "nvs": nvs,
-        "ota": _ota_values(device, ota_key_digest),
-        "app_source": USER_APP_SOURCE[flavour],
-        "app_include": app_include,
-        "header": f"// {generated_line}",
-        "ini_header": f"; {generated_line}",
-        "hash_header": f"# {generated_line}",   # CMake, Python, partition CSV, sdkconfig
-        "flavour_summary": c_comment_text(f"{flavour}, {library}, {device.auth}, {secrets_word}"),
-        "env_name": device.target.name,
-        "project_name": "firmware",
-        "chip": device.chip,
-        "options": [(key, _ini_value(value)) for key, value in device.target.options],
-        "uses_client_cert": device.uses_client_cert,
-        "own_key": own_key,
-        "bootstrap_password": c_string_literal(credentials.bootstrap_password or ""),
-        "bootstrap_password_capacity": BOOTSTRAP_PASSWORD_CAPACITY,
-        "provision_port": device.broker.provision_port,
-        "provision": _provision_values(device) if own_key else None,
-        "uses_password": device.uses_password,
-        "device_id": c_string_literal(device.id),
-        "wifi_ssid": c_string_literal(device.wifi.ssid),
-        "wifi_password": c_string_literal(device.wifi.password),
-        "mqtt_password": c_string_literal(credentials.password or ""),
-        "ca_pem": c_string_literal_lines(credentials.ca_pem),
-        "cert_pem": c_string_literal_lines(credentials.cert_pem or b""),
-        "key_pem": c_string_literal_lines(credentials.key_pem or b""),
-        "broker_host": c_string_literal(device.broker.host),
-        "broker_port": device.broker.port,
-        "keepalive": device.keepalive,
-        "socket_timeout_s": MQTT_SOCKET_TIMEOUT_S,
-        "handshake_timeout_s": TLS_HANDSHAKE_TIMEOUT_S,
-        "network_timeout_ms": MQTT_NETWORK_TIMEOUT_MS,
-        "buffer_size": buffer_size,
-        "inbound_topic_capacity": max(receive_topics, default=0),
-        "inbound_payload_capacity": max((s.max_payload for s in device.subscribe), default=0),
-        "outbound_payload_capacity": max((p.max_payload for p in device.publish if p.interval > 0), default=0),
-        "status_topic": c_string_literal(device.status.topic),
-        "status_online": c_string_literal(device.status.online),
-        "status_offline": c_string_literal(device.status.offline),
-        "publishes": publishes,
-        "subscribes": subscribes,
-        "scheduled": scheduled,
-        "ack": ack,
-        "command": subscribes[0] if subscribes else None,
-        "ntp_servers": [c_string_literal(server) for server in ntp] + ["nullptr"] * (configtime_slots - len(ntp)),
-        "configtime_slots": configtime_slots,
-        "ntp": [(f"NTP_SERVER_{i + 1}", c_string_literal(server)) for i, server in enumerate(ntp)],
-        "ntp_constants": [f"NTP_SERVER_{i + 1}" for i in range(len(ntp))],
-        "time_sync_wait_ms": TIME_SYNC_WAIT_MS,
-        "wifi_associate_timeout_ms": WIFI_ASSOCIATE_TIMEOUT_MS,
-        "wifi_retry_first_ms": WIFI_RETRY_FIRST_MS,
-        "wifi_retry_cap_ms": WIFI_RETRY_CAP_MS,
-        "mqtt_retry_first_ms": MQTT_RETRY_FIRST_MS,
-        "mqtt_retry_cap_ms": MQTT_RETRY_CAP_MS,
-        "loop_period_ms": LOOP_PERIOD_MS,
-        "nvs_namespace": c_string_literal(NVS_NAMESPACE),
-        "nvs_offset": f"{NVS_PARTITION_OFFSET:#x}",
-        "nvs_size": f"{nvs_partition_size(flavour):#x}",
-        "device_id_capacity": MAX_CLIENT_ID,
-        "topic_capacity": NVS_TOPIC_CAPACITY,
-        "mqtt_password_capacity": NVS_PASSWORD_CAPACITY,
-        "pem_capacity": PEM_CAPACITY,
-        "nvs_keys": [{"constant": constant, "literal": c_string_literal(key)} for constant, key in (
+    return FirmwareFacts(
+        flavour=flavour,
+        nvs=nvs,
+        ota=_ota_facts(device, ota_key_digest),
+        app_root=app.root,
+        app_components=bool(app.components),
+        other_starter=OTHER_STARTER[flavour],
+        header=f"// {generated_line}",
+        ini_header=f"; {generated_line}",
+        hash_header=f"# {generated_line}",   # CMake, Python, partition CSV, sdkconfig
+        flavour_summary=c_comment_text(f"{flavour}, {library}, {device.auth}, {secrets_word}"),
+        env_name=device.target.name,
+        project_name="firmware",
+        chip=device.chip,
+        options=_env_options(device, app),
+        uses_client_cert=device.uses_client_cert,
+        own_key=own_key,
+        bootstrap_password=c_string_literal(credentials.bootstrap_password or ""),
+        bootstrap_password_capacity=BOOTSTRAP_PASSWORD_CAPACITY,
+        provision_port=device.broker.provision_port,
+        provision=_provision_facts(device) if own_key else None,
+        uses_password=device.uses_password,
+        device_id=c_string_literal(device.id),
+        wifi_ssid=c_string_literal(device.wifi.ssid),
+        wifi_password=c_string_literal(device.wifi.password),
+        mqtt_password=c_string_literal(credentials.password or ""),
+        ca_pem=c_string_literal_lines(credentials.ca_pem),
+        cert_pem=c_string_literal_lines(credentials.cert_pem or b""),
+        key_pem=c_string_literal_lines(credentials.key_pem or b""),
+        broker_host=c_string_literal(device.broker.host),
+        broker_port=device.broker.port,
+        keepalive=device.keepalive,
+        socket_timeout_s=MQTT_SOCKET_TIMEOUT_S,
+        handshake_timeout_s=TLS_HANDSHAKE_TIMEOUT_S,
+        network_timeout_ms=MQTT_NETWORK_TIMEOUT_MS,
+        buffer_size=buffer_size,
+        inbound_topic_capacity=max(receive_topics, default=0),
+        inbound_payload_capacity=max((s.max_payload for s in device.subscribe), default=0),
+        outbound_payload_capacity=max((p.max_payload for p in device.publish if p.interval > 0), default=0),
+        status_topic=c_string_literal(device.status.topic),
+        status_online=c_string_literal(device.status.online),
+        status_offline=c_string_literal(device.status.offline),
+        publishes=publishes,
+        subscribes=subscribes,
+        scheduled=scheduled,
+        command=subscribes[0] if subscribes else None,
+        ntp_servers=tuple([c_string_literal(server) for server in ntp] + ["NULL"] * (configtime_slots - len(ntp))),
+        configtime_slots=configtime_slots,
+        ntp=tuple((f"NTP_SERVER_{i + 1}", c_string_literal(server)) for i, server in enumerate(ntp)),
+        ntp_constants=tuple(f"NTP_SERVER_{i + 1}" for i in range(len(ntp))),
+        time_sync_wait_ms=TIME_SYNC_WAIT_MS,
+        wifi_associate_timeout_ms=WIFI_ASSOCIATE_TIMEOUT_MS,
+        wifi_retry_first_ms=WIFI_RETRY_FIRST_MS,
+        wifi_retry_cap_ms=WIFI_RETRY_CAP_MS,
+        mqtt_retry_first_ms=MQTT_RETRY_FIRST_MS,
+        mqtt_retry_cap_ms=MQTT_RETRY_CAP_MS,
+        loop_period_ms=LOOP_PERIOD_MS,
+        nvs_namespace=c_string_literal(NVS_NAMESPACE),
+        nvs_offset=f"{NVS_PARTITION_OFFSET:#x}",
+        nvs_size=f"{nvs_partition_size(flavour):#x}",
+        device_id_capacity=MAX_CLIENT_ID,
+        topic_capacity=NVS_TOPIC_CAPACITY,
+        mqtt_password_capacity=NVS_PASSWORD_CAPACITY,
+        pem_capacity=PEM_CAPACITY,
+        vars=tuple(VarFacts(
+            name=var.name, type=var.type, c_type=_VAR_C_TYPES[var.type],
+            source=c_string_literal(var_key(index)) if nvs else _var_literal(var.value),
+            shown=c_comment_text(repr(var.value) if var.type == "string" else var_text(var.value)),
+        ) for index, var in enumerate(device.vars)),
+        var_capacity=VAR_STRING_MAX,
+        idf_dependencies=_idf_dependencies(device, app) if flavour == "espidf" else (),
+        compile_options=device.build_flags if flavour == "espidf" else (),
+        nvs_keys=tuple(NvsKeyFacts(constant=constant, literal=c_string_literal(key)) for constant, key in (
             ("NVS_KEY_DEVICE_ID", KEY_DEVICE_ID), ("NVS_KEY_WIFI_SSID", KEY_WIFI_SSID),
             ("NVS_KEY_WIFI_PASSWORD", KEY_WIFI_PASSWORD))
             + ((("NVS_KEY_MQTT_PASSWORD", KEY_MQTT_PASSWORD),) if device.uses_password else ())
@@ -281,30 +466,66 @@ def _template_values(device: Device, credentials: ClientCredentials, spec_name: 
                if device.uses_client_cert and not own_key else ())
             + (("NVS_KEY_STATUS_TOPIC", KEY_STATUS_TOPIC),)
             + ((("NVS_KEY_OTA_TOPIC", KEY_OTA_TOPIC), ("NVS_KEY_FIRMWARE_TOPIC", KEY_FIRMWARE_TOPIC))
-               if device.ota is not None else ())],
-    }
+               if device.ota is not None else ())),
+    )
 
 
-def _provision_values(device: Device) -> dict:
-    """What the provisioning sources (templates/common/src/provisioning.*) need: the protocol's topics and limits
-    (generator.provision.protocol) and the credentials partition (generator.firmware.nvs_image)."""
+def _provision_facts(device: Device) -> ProvisionFacts:
     topics = {f"{name}_format": c_string_literal(topic("%s", channel))
               for name, topic, channel in (("bootstrap_request", request_topic, "bootstrap"),
                                            ("bootstrap_response", response_topic, "bootstrap"),
                                            ("request", request_topic, "operational"),
                                            ("response", response_topic, "operational"))}
-    return {
-        "partition": c_string_literal(CREDENTIALS_PARTITION),
-        "namespace": c_string_literal(CREDENTIALS_NAMESPACE),
-        "partition_offset": f"{CREDENTIALS_PARTITION_OFFSET[device.framework]:#x}",
-        "partition_size": f"{CREDENTIALS_PARTITION_SIZE:#x}",
-        "request_max": REQUEST_MAX_BYTES,
-        "response_max": RESPONSE_MAX_BYTES,
-        "request_id_digits": REQUEST_ID_HEX_DIGITS,
-        "topic_capacity": len(response_topic("x" * MAX_CLIENT_ID, "bootstrap")) + 1,
-        "bootstrap_suffix": BOOTSTRAP_USER_SUFFIX,
+    return ProvisionFacts(
+        partition=c_string_literal(CREDENTIALS_PARTITION),
+        namespace=c_string_literal(CREDENTIALS_NAMESPACE),
+        partition_offset=f"{CREDENTIALS_PARTITION_OFFSET[device.framework]:#x}",
+        partition_size=f"{CREDENTIALS_PARTITION_SIZE:#x}",
+        request_max=REQUEST_MAX_BYTES,
+        response_max=RESPONSE_MAX_BYTES,
+        request_id_digits=REQUEST_ID_HEX_DIGITS,
+        topic_capacity=len(response_topic("x" * MAX_CLIENT_ID, "bootstrap")) + 1,
+        bootstrap_suffix=BOOTSTRAP_USER_SUFFIX,
         **topics,
-    }
+    )
+
+
+_VAR_C_TYPES = {"string": "const char *", "int": "int32_t", "bool": "bool"}
+
+
+def _var_literal(value: str | int | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}" if value != -2**31 else "(-2147483647 - 1)"   # INT32_MIN: a literal cannot spell it
+    return c_string_literal(value)
+
+
+def _env_options(device: Device, app: AppLayout) -> tuple[tuple[str, str], ...]:
+    """The project's [env:...] options: the catalogue's; for Arduino with the user's libraries added to lib_deps
+    (lib/ next to the spec, then the spec's `libraries:`), the spec's build_flags, and the ESP-IDF starter left out."""
+    options = dict(device.target.options)
+    if device.framework == "arduino":
+        local = [f"{name}=symlink://{app.root}/{APP_LIBRARIES_DIR}/{name}" for name in app.libraries]
+        spec = [f"{library.name}=symlink://{posixpath.normpath(f'{app.root}/{library.entry}')}"
+                if library.path is not None else library.entry for library in device.libraries]
+        options["lib_deps"] = "\n".join([*options.get("lib_deps", "").split("\n"), *local, *spec]).strip("\n")
+        options["build_flags"] = "\n".join([*options.get("build_flags", "").split("\n"), *device.build_flags]).strip("\n")
+        options["build_src_filter"] = f"+<*> -<{OTHER_STARTER['arduino']}>"
+    return tuple((key, _ini_value(value)) for key, value in options.items() if value)
+
+
+def _idf_dependencies(device: Device, app: AppLayout) -> tuple[tuple[str, str], ...]:
+    """The spec's libraries as ESP-IDF component manager dependencies of the main component: a registry component
+    with its version (any, without one), a folder of the user's by its path from main/."""
+    dependencies = []
+    for library in device.libraries:
+        if library.path is not None:
+            path = posixpath.normpath(f"../{app.root}/{library.entry}")
+            dependencies.append((json.dumps(library.name), "{path: " + json.dumps(path) + "}"))
+        else:
+            dependencies.append((json.dumps(library.registry_name), json.dumps(library.version or "*")))
+    return tuple(dependencies)
 
 
 def _ini_value(text: str) -> str:
@@ -315,41 +536,53 @@ def _ini_value(text: str) -> str:
     return "\n".join([""] + [f"    {line}" for line in lines if line.strip()])
 
 
-_GENERATED = {
-    "arduino": ("platformio.ini", "partitions.csv", "src/main.cpp", "src/app.cpp", "src/config.h", "src/app.h",
-                "src/topic_filter.h", "test/test_device.py"),
-    "espidf": ("platformio.ini", "partitions.csv", "sdkconfig.defaults", "CMakeLists.txt", "src/CMakeLists.txt",
-               "src/main.c", "src/app.c", "src/config.h", "src/app.h", "src/topic_filter.h", "test/test_device.py"),
-}
-# With `ota:`, the update handler (its own sources, so main.* only calls it).
-_GENERATED_FOR_OTA = {
-    "arduino": ("src/ota_update.h", "src/ota_update.cpp", "src/ota_config.h", "src/ota_common.h"),
-    "espidf": ("src/ota_update.h", "src/ota_update.c", "src/ota_config.h", "src/ota_common.h"),
+# The rendered files of each flavour: (template under templates/<flavour>/ or templates/common/, path in the project).
+_RENDERED = {
+    "arduino": (("platformio.ini", "platformio.ini"), ("partitions.csv", "partitions.csv"),
+                ("include/gen_config.h", "include/gen_config.h"), ("include/app.h", "include/app.h"),
+                ("test/test_device.py", "test/test_device.py")),
+    "espidf": (("platformio.ini", "platformio.ini"), ("partitions.csv", "partitions.csv"),
+               ("sdkconfig.defaults", "sdkconfig.defaults"), ("CMakeLists.txt", "CMakeLists.txt"),
+               ("main/CMakeLists.txt", f"{IDF_MAIN_COMPONENT}/CMakeLists.txt"),
+               ("include/gen_config.h", "components/gen_config/include/gen_config.h"),
+               ("include/app.h", "components/gen_config/include/app.h"),
+               ("test/test_device.py", "test/test_device.py")),
 }
 
 
-# A device that makes its own key also gets these (both flavours, from templates/common/src/).
-PROVISIONING_SOURCES = ("src/device_key.h", "src/device_key.c", "src/provisioning.h", "src/provisioning.c")
+def credentials_header(framework: str) -> str:
+    """Where a secrets: embed project keeps its secrets (written 0600)."""
+    return f"{CONFIG_DIR[framework]}/gen_credentials.h"
 
 
 def render_firmware(device: Device, credentials: ClientCredentials, *, spec_name: str = "the device spec",
-                    app_include: str | None = None, ota_key_digest: bytes | None = None) -> FirmwareProject:
+                    app: AppLayout = AppLayout(), ota_key_digest: bytes | None = None) -> FirmwareProject:
     """The device's PlatformIO project. `spec_name` (e.g. "device.yaml") is named in every generated file's
     header; keep it the same for every device of a fleet so their `secrets: nvs` projects stay identical.
-    `app_include` is where the user's app source lies, relative to the project's src/ (`app_include_path`);
-    by default, where it lies when OUT is the spec folder's build/. `ota_key_digest`: with `ota:`, the digest of the
-    project's signing key (generator.ota.signing.key_digest), which the Arduino firmware checks signatures against."""
+    `app` says where the user's code lies (by default, where it lies when OUT is the spec folder's build/).
+    `ota_key_digest`: with `ota:`, the digest of the project's signing key (generator.ota.signing.key_digest),
+    which the Arduino firmware checks signatures against."""
     flavour = device.framework
-    values = _template_values(device, credentials, spec_name, app_include or DEFAULT_APP_INCLUDE[flavour],
-                              ota_key_digest)
-    paths = list(_GENERATED[flavour]) + (list(_GENERATED_FOR_OTA[flavour]) if device.ota is not None else [])
-    if device.makes_own_key:
-        paths += PROVISIONING_SOURCES
+    facts = firmware_facts(device, credentials, spec_name, app, ota_key_digest)
+    rendered = list(_RENDERED[flavour])
+    config = CONFIG_DIR[flavour]
+    if device.ota is not None:
+        rendered.append(("include/gen_ota_config.h", f"{config}/gen_ota_config.h"))
     if device.secrets == "embed":
-        paths.append("src/credentials.h")
-    generated = {path: _render(flavour, path, values) for path in paths}
-    secret_files = frozenset(path for path in SECRET_FILES if path in generated)
+        rendered.append(("include/gen_credentials.h", credentials_header(flavour)))
+    if device.vars:
+        rendered.append(("include/gen_vars.h", f"{config}/gen_vars.h"))
+    if facts.idf_dependencies:
+        rendered.append(("main/idf_component.yml", f"{IDF_MAIN_COMPONENT}/idf_component.yml"))
+    generated = {path: _render(flavour, template, facts) for template, path in rendered}
+    generated.update(link_library(flavour))
+    secret_files = frozenset({credentials_header(flavour)} & set(generated))
     return FirmwareProject(generated=generated, env_name=device.target.name, secret_files=secret_files)
+
+
+def link_library(framework: str) -> dict[str, bytes]:
+    """gen_link's sources as they lie in a project of this framework: the same bytes for every spec."""
+    return {path: (LINK_LIBRARY_DIR / source).read_bytes() for source, path in _LINK_FILES[framework]}
 
 
 def render_app_starter(devices: Sequence[Device]) -> bytes:
@@ -378,13 +611,8 @@ _UNDEFINED_APP_FUNCTION = re.compile(r"undefined reference to [`'‘\"](?P<name>
 
 
 def user_app_path(firmware_dir: Path, framework: str) -> Path | None:
-    """The user's app source a generated project compiles: what its src/app.* includes."""
-    shim = Path(firmware_dir) / USER_APP_SOURCE[framework]
-    try:
-        match = re.search(r'^#include "([^"]+)"', shim.read_text(encoding="utf-8"), re.MULTILINE)
-    except OSError:
-        return None
-    return (shim.parent / match.group(1)).resolve() if match else None
+    """The folder of the user's app code a generated project compiles (its src/, next to the spec)."""
+    return user_code(Path(firmware_dir)).app
 
 
 def missing_app_functions(linker_output: str, firmware_dir: Path, framework: str) -> UserError | None:
@@ -393,24 +621,26 @@ def missing_app_functions(linker_output: str, firmware_dir: Path, framework: str
     names = list(dict.fromkeys(_UNDEFINED_APP_FUNCTION.findall(linker_output)))
     if not names:
         return None
+    app_header = Path(firmware_dir) / CONFIG_DIR[framework] / "app.h"
     try:
-        header = (Path(firmware_dir) / "src" / "app.h").read_text(encoding="utf-8").splitlines()
+        header = app_header.read_text(encoding="utf-8").splitlines()
     except OSError:
         header = []
     declarations = []
     for name in names:
         line = next((text.strip() for text in header if re.search(rf"\b{name}\(", text)), f"{name}(...);")
         declarations.append("  " + line)
-    app = user_app_path(firmware_dir, framework) or USER_APP_SOURCE[framework]
+    folder = user_app_path(firmware_dir, framework)
+    app = f"{folder}/" if folder is not None else "your app's src/"
     count = "function" if len(names) == 1 else "functions"
     return UserError(f"your app code ({app}) lacks {len(names)} {count} the spec now needs, declared in "
-                     f"{Path(firmware_dir) / 'src' / 'app.h'}:\n" + "\n".join(declarations),
+                     f"{app_header}:\n" + "\n".join(declarations),
                      hint=f"define {'it' if len(names) == 1 else 'them'} in {app}; the comment above each "
                           "declaration in app.h says what it must do")
 
 
-def _render(flavour: str, path: str, values: dict) -> bytes:
+def _render(flavour: str, path: str, facts: FirmwareFacts) -> bytes:
     """templates/<flavour>/<path>.j2, or templates/common/<path>.j2 for a file both flavours share."""
     own = f"{flavour}/{path}.j2"
     template = own if (TEMPLATES_DIR / own).is_file() else f"common/{path}.j2"
-    return render_template(template, **values).encode("utf-8")
+    return render_template(template, facts=facts).encode("utf-8")

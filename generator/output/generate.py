@@ -3,7 +3,9 @@
     <spec folder>/src/app.cpp, src/app.c  the user's application code, one per framework the spec uses: created
                                       once from a starter, never overwritten, in git (USER_APP_SOURCE)
     OUT/broker/                       mosquitto.conf, certs, CRL, passwd, acl, operator README
-    OUT/devices/<id>/firmware/        the device's PlatformIO project (its src/app.* includes the user's code)
+    OUT/devices/<id>/firmware/        the device's PlatformIO project (it compiles the user's src/, lib/, components/);
+                                      with secrets: nvs a link to its image's project, OUT/firmware/<image>/project/,
+                                      one per distinct image however many devices share it
     OUT/devices/<id>/ca.pem, client.pem, client.key (0600)
     OUT/devices/<id>/nvs.bin          the NVS partition image (secrets: nvs), 0600
     OUT/manifest.json                 what was generated (every file of it listed), where, for whom
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +30,10 @@ from generator.broker.render import render_broker
 from generator.broker.trust import broker_trust
 from generator.core.errors import UserError
 from generator.core.files import SECRET_MODE, create_file, remove_generated, write_tree
-from generator.firmware.fingerprint import firmware_fingerprint
+from generator.firmware.fingerprint import firmware_fingerprint, project_files
 from generator.firmware.nvs_image import render_nvs_image
-from generator.firmware.render import USER_APP_SOURCE, app_include_path, render_app_starter, render_firmware
+from generator.firmware.app_layout import APP_COMPONENTS_DIR, APP_LIBRARIES_DIR, app_folders, app_root_path
+from generator.firmware.render import USER_APP_SOURCE, AppLayout, render_app_starter, render_firmware
 from generator.output.layout import (
     ARTIFACTS_DIR,
     BROKER_DIR,
@@ -41,9 +45,11 @@ from generator.output.layout import (
     DEVICE_NVS,
     DEVICES_DIR,
     MANIFEST_NAME,
+    SHARED_FIRMWARE_DIR,
     device_dir,
     device_file,
     firmware_dir,
+    shared_firmware_dir,
 )
 from generator.output.manifest import (
     BuildRecord,
@@ -137,24 +143,26 @@ class DeviceFiles:
 
 
 def render_device_files(device: Device, credentials: ClientCredentials, *, spec_name: str,
-                        app_include: str | None = None, with_nvs: bool = True,
+                        app: AppLayout = AppLayout(), with_nvs: bool = True, with_firmware: bool = True,
                         ota_key_digest: bytes | None = None) -> DeviceFiles:
     """All of one device's files under OUT/. `with_nvs=False`: no NVS image (a build without the PKI: it is made
-    where the PKI lives). `ota_key_digest`: the project's OTA signing key (generator.ota.signing), with `ota:`."""
+    where the PKI lives). `with_firmware=False`: no firmware project (a `secrets: nvs` device's is its image's,
+    `shared_firmware`). `ota_key_digest`: the project's OTA signing key (generator.ota.signing), with `ota:`."""
     fw_base = firmware_dir(device.id)
-    project = render_firmware(device, credentials, spec_name=spec_name, app_include=app_include,
-                              ota_key_digest=ota_key_digest)
-    files: dict[str, bytes] = {f"{fw_base}/{path}": content for path, content in project.generated.items()}
+    files: dict[str, bytes] = {}
     modes: dict[str, int] = {}
+    if with_firmware:
+        project = render_firmware(device, credentials, spec_name=spec_name, app=app, ota_key_digest=ota_key_digest)
+        files.update({f"{fw_base}/{path}": content for path, content in project.generated.items()})
+        # Generated sources that embed the key and passwords (`secrets: embed`) are private too.
+        for path in project.secret_files:
+            modes[f"{fw_base}/{path}"] = SECRET_MODE
     if credentials.ca_pem:
         files[device_file(device.id, DEVICE_CA)] = credentials.ca_pem
     if credentials.cert_pem is not None and credentials.key_pem is not None:
         files[device_file(device.id, DEVICE_CERT)] = credentials.cert_pem
         files[device_file(device.id, DEVICE_KEY)] = credentials.key_pem
         modes[device_file(device.id, DEVICE_KEY)] = SECRET_MODE
-    # Generated sources that embed the key and passwords (`secrets: embed`) are private too.
-    for path in project.secret_files:
-        modes[f"{fw_base}/{path}"] = SECRET_MODE
     if device.secrets == "nvs" and with_nvs:
         files[device_file(device.id, DEVICE_NVS)] = render_nvs_image(device, credentials)
         modes[device_file(device.id, DEVICE_NVS)] = SECRET_MODE
@@ -203,22 +211,30 @@ def _write_output(spec: Spec, out: Path, device_ids: list[str] | None,
     previous = previous_manifest(out)
     files: dict[str, bytes] = {f"{BROKER_DIR}/{path}": content for path, content in broker_files.items()}
     modes: dict[str, int] = {f"{BROKER_DIR}/{path}": mode for path, mode in broker_modes.items()}
+    images, shared_files = shared_firmware(spec, out, credentials, ota_key_digest=ota_key_digest)
+    files.update(shared_files)
     for device in selected:
         rendered = render_device_files(device, credentials[device.id], spec_name=spec.path.name,
-                                       app_include=app_include_path(out / firmware_dir(device.id), spec.directory,
-                                                                    device.framework), with_nvs=with_nvs,
+                                       app=app_layout(out / firmware_dir(device.id), spec.directory),
+                                       with_nvs=with_nvs, with_firmware=device.id not in images,
                                        ota_key_digest=ota_key_digest)
         files.update(rendered.files)
         modes.update(rendered.modes)
+        if device.id not in images and (out / firmware_dir(device.id)).is_symlink():
+            (out / firmware_dir(device.id)).unlink()   # it was a secrets: nvs device: its project is its own now
 
     # What earlier runs made: devices not generated this time keep theirs, everything else no longer made goes.
     earlier_files = set(previous.generated_files) if previous else set()
     not_selected = {device_dir(d.id) + "/" for d in spec.devices if d not in selected}
     kept = {path for path in earlier_files if any(path.startswith(prefix) for prefix in not_selected)}
+    links = {device.id: images[device.id] for device in selected if device.id in images}
+    _check_linkable(out, links, earlier_files)
     changed = write_tree(out, files, modes=modes)
     stale = sorted(earlier_files - set(files) - kept - {MANIFEST_NAME})
     removed = remove_generated(out, stale)
     removed += _remove_departed_devices(out, spec)
+    removed += _link_shared_firmware(out, links)
+    removed += _remove_unused_images(out, set(images.values()))
 
     records = []
     for device in spec.devices:
@@ -234,7 +250,95 @@ def _write_output(spec: Spec, out: Path, device_ids: list[str] | None,
                            removed=tuple(removed), notes=tuple(notes))
 
 
+# ---------------------------------------------------------------------------------------------- shared projects
+
+
+def shared_firmware(spec: Spec, out: Path, credentials: Mapping[str, ClientCredentials], *,
+                    ota_key_digest: bytes | None = None) -> tuple[dict[str, str], dict[str, bytes]]:
+    """The `secrets: nvs` devices' firmware, one project per distinct image (a target and everything compiled in):
+    ({device id: image name}, {path under OUT: content}). An image is named after its target, or after its target
+    and its first device when the target has several images. Every device of the spec counts, whichever are
+    generated, so the names do not depend on what a run selects."""
+    groups: dict[bytes, tuple[str, list[str], dict[str, bytes]]] = {}
+    for device in spec.devices:
+        if device.secrets != "nvs" or device.id not in credentials:
+            continue
+        project = render_firmware(device, credentials[device.id], spec_name=spec.path.name,
+                                  app=app_layout(out / firmware_dir(device.id), spec.directory),
+                                  ota_key_digest=ota_key_digest)
+        key = hashlib.sha256(b"".join(path.encode() + b"\0" + hashlib.sha256(content).digest()
+                                      for path, content in sorted(project.generated.items()))).digest()
+        groups.setdefault(key, (device.target.name, [], project.generated))[1].append(device.id)
+    per_target: dict[str, int] = {}
+    for target, _, _ in groups.values():
+        per_target[target] = per_target.get(target, 0) + 1
+    images: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    for target, members, generated in groups.values():
+        image = target if per_target[target] == 1 else f"{target}-{members[0]}"
+        images.update({member: image for member in members})
+        files.update({f"{shared_firmware_dir(image)}/{path}": content for path, content in generated.items()})
+    return images, files
+
+
+def _check_linkable(out: Path, links: Mapping[str, str], earlier_files: set[str]) -> None:
+    """Before anything is written: a device folder's firmware/ that is to become a link holds only what gen wrote
+    there (listed in the manifest) and what PlatformIO makes; anything else is someone's, and stops the run."""
+    for device_id in sorted(links):
+        folder = out / firmware_dir(device_id)
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        foreign = sorted(relative for relative in project_files(folder)
+                         if f"{firmware_dir(device_id)}/{relative}" not in earlier_files)
+        if foreign:
+            raise UserError(f"{folder} holds files gen did not make ({', '.join(foreign[:5])}"
+                            f"{', ...' if len(foreign) > 5 else ''}); with secrets: nvs it becomes a link to "
+                            f"{out / shared_firmware_dir(links[device_id])}, the project of its image",
+                            hint="move those files out of build/ (your code belongs in src/ next to the spec), then "
+                                 "run gen generate again (nothing was changed)")
+
+
+def _link_shared_firmware(out: Path, links: Mapping[str, str]) -> list[str]:
+    """Each `secrets: nvs` device's firmware/ becomes a link to its image's project (relative, so OUT can move).
+    A project an earlier gen wrote there has lost its files to the stale-file sweep by now; what PlatformIO left
+    in it (.pio) goes too. Returns what was removed."""
+    removed = []
+    for device_id, image in sorted(links.items()):
+        link = out / firmware_dir(device_id)
+        target = os.path.relpath(out / shared_firmware_dir(image), link.parent)
+        if link.is_symlink() and os.readlink(link) == target:
+            continue
+        if link.is_dir() and not link.is_symlink():   # only PlatformIO's outputs are left (_check_linkable)
+            shutil.rmtree(link)
+            removed.append(f"{firmware_dir(device_id)}/")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        staged = link.with_name(f".{link.name}.link")
+        staged.unlink(missing_ok=True)
+        os.symlink(target, staged)
+        os.replace(staged, link)
+    return removed
+
+
+def _remove_unused_images(out: Path, images: set[str]) -> list[str]:
+    """A shared project no device builds any more (its files are gone already; PlatformIO's .pio may be left)."""
+    parent = out / SHARED_FIRMWARE_DIR
+    removed = []
+    if parent.is_dir():
+        for folder in sorted(parent.iterdir()):
+            if folder.is_dir() and not folder.is_symlink() and folder.name not in images:
+                shutil.rmtree(folder)
+                removed.append(f"{folder.relative_to(out).as_posix()}/")
+    return removed
+
+
 # ---------------------------------------------------------------------------------------------- the user's code
+
+
+def app_layout(firmware_dir: Path, spec_dir: Path) -> AppLayout:
+    """Where a firmware project at firmware_dir finds the user's code next to the spec (its src/, lib/ and
+    components/ as they are now)."""
+    return AppLayout(root=app_root_path(firmware_dir, spec_dir), libraries=app_folders(spec_dir, APP_LIBRARIES_DIR),
+                     components=app_folders(spec_dir, APP_COMPONENTS_DIR))
 
 
 def ensure_user_apps(spec: Spec, out: Path) -> list[str]:

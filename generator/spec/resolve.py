@@ -27,12 +27,16 @@ from generator.spec.model import (
     Broker,
     Device,
     DevicePki,
+    Library,
     Ota,
     PkiOptions,
     Publish,
     Spec,
     Status,
     Subscribe,
+    VAR_INT_RANGE,
+    VAR_STRING_MAX,
+    Var,
     Wifi,
 )
 from generator.spec.schema_check import schema_default
@@ -52,6 +56,12 @@ _C_KEYWORDS = {
 OVERRIDABLE = ("target", "wifi", "auth", "secrets", "keepalive", "ntp", "status", "publish", "subscribe", "pki")
 _MERGED_MAPPINGS = ("wifi", "status", "pki")
 DEVICE_PKI_KEYS = ("key_type", "validity_days", "key_origin", "renew_before_days")
+# libraries: a registry entry (owner/name, an optional @version) or a folder of the user's (./ or ../). What reaches
+# platformio.ini, idf_component.yml and CMake: no ';' or '#' (INI comments), quotes, backslashes or newlines.
+_REGISTRY_LIBRARY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9 _.+-]*(@[A-Za-z0-9 ^~<>=!*.,_+-]+)?$")
+_LOCAL_LIBRARY = re.compile(r"^\.\.?/[A-Za-z0-9._/+@-]+$")
+# build_flags: one flag each, starting with '-', nothing a build file would read as a separator, quote or comment.
+_BUILD_FLAG = re.compile(r"^-[A-Za-z0-9_=.,:/+@%-]+$")
 
 
 def host_problem(name: str) -> str | None:
@@ -201,6 +211,105 @@ class _Resolver:
             ca_passphrase_env=env,
         )
 
+    def libraries(self) -> tuple[Library, ...]:
+        found = []
+        names: dict[str, int] = {}
+        project_dir = self.source.path.parent.resolve()
+        for index, entry in enumerate(self.data.get("libraries") or []):
+            path = ("libraries", index)
+            if entry.startswith(("./", "../")):
+                if not _LOCAL_LIBRARY.match(entry):
+                    self.problem(path, f"{entry!r}: a library folder's path may hold letters, digits and . _ - + @ / "
+                                 "only (it is written into platformio.ini and CMake)", "rename the folder")
+                    continue
+                folder = (project_dir / entry).resolve()
+                if not folder.is_dir():
+                    self.problem(path, f"{entry!r}: there is no such folder ({folder})",
+                                 "give the library's folder relative to the spec, e.g. ../shared/my_sensor")
+                    continue
+                library = Library(entry=entry, path=folder)
+            elif entry.startswith("/") or "://" in entry:
+                self.problem(path, f"{entry!r}: a library is a registry entry (owner/name@version) or a folder "
+                             "relative to the spec (./ or ../)", "write the folder relative to the spec, e.g. "
+                             "../shared/my_sensor, so the project works wherever it is checked out")
+                continue
+            elif not _REGISTRY_LIBRARY.match(entry):
+                self.problem(path, f"{entry!r} is not a registry library: owner/name with an optional @version "
+                             "(letters, digits, spaces and . _ - + in the name; no ; # quotes or newlines)",
+                             "e.g. adafruit/Adafruit BME280 Library@^2.2.4, or espressif/bme280@^0.1.0")
+                continue
+            else:
+                library = Library(entry=entry)
+            if library.name.lower() in names:
+                self.problem(path, f"{library.name!r} is named twice in libraries:", "list each library once")
+                continue
+            names[library.name.lower()] = index
+            found.append(library)
+        return tuple(found)
+
+    def build_flags(self) -> tuple[str, ...]:
+        flags = []
+        for index, flag in enumerate(self.data.get("build_flags") or []):
+            if not _BUILD_FLAG.match(flag):
+                self.problem(("build_flags", index), f"{flag!r} is not one compiler flag gen can pass on safely: a "
+                             "flag starts with '-' and holds letters, digits and _ = . , : / + @ % - only (no spaces, "
+                             "quotes, backslashes, ';' or '#')",
+                             "one flag per entry; for a string, use vars: (gen_vars()->NAME) instead of -DNAME=\"...\"")
+                continue
+            flags.append(flag)
+        return tuple(flags)
+
+    def fleet_vars(self) -> dict[str, Var]:
+        """The top-level vars:, checked."""
+        found: dict[str, Var] = {}
+        for name, value in (self.data.get("vars") or {}).items():
+            var = self._var(("vars", name), name, value)
+            if var is not None:
+                found[name] = var
+        return found
+
+    def _var(self, path: tuple, name: Any, value: Any) -> Var | None:
+        problem = _c_name_problem(name)
+        if problem:
+            self.problem(path, f"the name {name!r} {problem}" if problem.startswith("must be") else problem,
+                         "rename it: it becomes a C name, gen_vars()->NAME")
+            return None
+        if isinstance(value, bool) or (isinstance(value, int) and VAR_INT_RANGE[0] <= value <= VAR_INT_RANGE[1]):
+            return Var(name=name, value=value)
+        if isinstance(value, int):
+            self.problem(path, f"{value} does not fit a 32-bit integer ({VAR_INT_RANGE[0]} to {VAR_INT_RANGE[1]})",
+                         "use a smaller number, or a string")
+            return None
+        if isinstance(value, str):
+            if "\0" in value:
+                self.problem(path, "contains a NUL character, which cannot pass through C strings", "remove it")
+                return None
+            if len(value.encode("utf-8")) > VAR_STRING_MAX:
+                self.problem(path, f"is {len(value.encode())} bytes; a string var holds at most {VAR_STRING_MAX}")
+                return None
+            return Var(name=name, value=value)
+        self.problem(path, f"{value!r} is not a string, an integer or a boolean")
+        return None
+
+    def device_vars(self, entry: dict, base: tuple, fleet: dict[str, Var]) -> tuple[Var, ...]:
+        """The fleet's vars with this device's own values: each must be declared at the top level, of its type."""
+        values = dict(fleet)
+        for name, value in (entry.get("vars") or {}).items():
+            path = base + ("vars", name)
+            var = self._var(path, name, value)
+            if var is None:
+                continue
+            declared = fleet.get(name)
+            if declared is None:
+                self.problem(path, f"{name!r} is not declared in the top-level vars:; every device's firmware reads "
+                             "the same vars", f"add `{name}: <default>` to the top-level vars:")
+            elif declared.type != var.type:
+                self.problem(path, f"{name!r} is {_a(var.type)} here but {_a(declared.type)} in the top-level vars:",
+                             f"give it {_a(declared.type)} value")
+            else:
+                values[name] = var
+        return tuple(values[name] for name in fleet)
+
     def firmware_version(self) -> str:
         raw = self.data.get("firmware") or {}
         if "version" in raw:
@@ -228,7 +337,8 @@ class _Resolver:
                 origin[field] = path + (field,)
         return merged, origin
 
-    def device(self, entry: dict, base: tuple, broker: Broker, pki: PkiOptions, version: str) -> Device | None:
+    def device(self, entry: dict, base: tuple, broker: Broker, pki: PkiOptions, version: str,
+               build: tuple[tuple[Library, ...], tuple[str, ...], dict[str, Var]] = ((), (), {})) -> Device | None:
         device_id = entry["id"]
         problem = _device_id_problem(device_id)
         if problem:
@@ -402,6 +512,7 @@ class _Resolver:
             auth=auth_value, secrets=secrets_mode or schema_default("secrets"),
             keepalive=keepalive if keepalive is not None else schema_default("keepalive"), ntp=ntp, status=status,
             publish=tuple(publish), subscribe=tuple(subscribe), pki=device_pki, firmware_version=version, ota=ota,
+            libraries=build[0], build_flags=build[1], vars=self.device_vars(entry, base, build[2]),
         )
         # What the firmware can carry is the firmware's to say (generator.firmware.limits).
         origins = {"publish": publish_path, "subscribe": subscribe_path, "ntp": ntp_path}
@@ -506,6 +617,10 @@ class _Resolver:
                         break
 
 
+def _a(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
 def _normal_host(name: str) -> str:
     try:
         return str(ipaddress.ip_address(name))
@@ -519,6 +634,7 @@ def resolve_spec(source: SpecSource) -> tuple[Spec | None, list[SpecProblem]]:
     broker = resolver.broker()
     pki = resolver.pki()
     version = resolver.firmware_version()
+    build = (resolver.libraries(), resolver.build_flags(), resolver.fleet_vars())
     entries: list[tuple[Any, tuple]]
     if "device" in data:
         entries = [(data["device"], ("device",))]
@@ -526,7 +642,7 @@ def resolve_spec(source: SpecSource) -> tuple[Spec | None, list[SpecProblem]]:
         entries = [(entry, ("devices", index)) for index, entry in enumerate(data["devices"])]
     devices: list[tuple[Device, tuple]] = []
     for entry, base in entries:
-        device = resolver.device(entry, base, broker, pki, version)
+        device = resolver.device(entry, base, broker, pki, version, build)
         if device is not None:
             devices.append((device, base))
     resolver.fleet_rules(devices)
