@@ -1,5 +1,5 @@
 """Golden files: one spec per flavour rendered with a fixed credential set, so every change to the rendered
-files shows up in review (gen_link, the runtime library, is plain source in gen_link/, reviewed as such). `UPDATE_GOLDEN=1 pytest tests/test_firmware_golden.py` rewrites them. Each file is stored
+files shows up in review (gen_link, the runtime library, is plain source in templates/gen_link/, reviewed as such). `UPDATE_GOLDEN=1 pytest tests/test_firmware_golden.py` rewrites them. Each file is stored
 as `<path>.golden`, so pytest never collects a golden test/test_device.py."""
 
 from __future__ import annotations

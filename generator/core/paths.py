@@ -9,4 +9,4 @@ TEMPLATES_DIR = PROJECT_ROOT / "templates"
 SCHEMA_PATH = PROJECT_ROOT / "schema" / "device.schema.json"
 CATALOGUE_PATH = PROJECT_ROOT / "platformio.ini"
 HOST_RUNTIME_DIR = TEMPLATES_DIR / "host"
-LINK_LIBRARY_DIR = PROJECT_ROOT / "gen_link"           # gen's device runtime: plain C/C++, copied into projects
+LINK_LIBRARY_DIR = TEMPLATES_DIR / "gen_link"         # gen's device runtime: plain C/C++, copied into projects
