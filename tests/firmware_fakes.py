@@ -84,14 +84,16 @@ def golden_credentials(device: Device) -> ClientCredentials:
 
 def write_firmware_project(project_dir: Path, device: Device, credentials: ClientCredentials | None = None) -> Path:
     """A device's firmware laid out as `gen generate` lays it out in a project folder: the app starter at
-    project_dir/src/app.*, the generated PlatformIO project at project_dir/build/devices/<id>/firmware. Returns the
+    project_dir/src/app.* (unless there is one), the generated PlatformIO project at
+    project_dir/build/devices/<id>/firmware, compiling project_dir's src/, lib/ and components/. Returns the
     firmware folder."""
     from generator.firmware.render import USER_APP_SOURCE, render_app_starter, render_firmware
+    from generator.output.firmware_projects import app_layout
     from generator.output.layout import firmware_dir
 
-    project = render_firmware(device, credentials or credentials_for(device), spec_name="device.yaml",
-                              ota_key_digest=ota_key_digest(device))
     root = project_dir / "build" / firmware_dir(device.id)
+    project = render_firmware(device, credentials or credentials_for(device), spec_name="device.yaml",
+                              app=app_layout(root, project_dir), ota_key_digest=ota_key_digest(device))
     for path, content in project.generated.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(content)

@@ -23,3 +23,4 @@ TEMPLATES_DIR = SHIPPED_ROOT / "templates"
 SCHEMA_PATH = SHIPPED_ROOT / "schema" / "device.schema.json"
 CATALOGUE_PATH = SHIPPED_ROOT / "platformio.ini"
 HOST_RUNTIME_DIR = TEMPLATES_DIR / "host"
+LINK_LIBRARY_DIR = TEMPLATES_DIR / "gen_link"         # gen's device runtime: plain C/C++, copied into projects

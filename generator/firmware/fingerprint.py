@@ -1,6 +1,6 @@
 """What a firmware image is made of, as one digest: the files of its PlatformIO project (PlatformIO's own outputs
-left out) and every file those sources include by a quoted relative path from outside the project (the user's app
-source, which the generated `src/app.cpp` / `src/app.c` includes from the project folder). Equal fingerprints
+left out), the folders outside it that it compiles (the user's src/, libraries and components next to the spec:
+generator.firmware.app_layout), and every file those sources include by a quoted relative path from outside. Equal fingerprints
 mean equal images: `gen build` builds once per fingerprint, `gen simulate` compiles once per fingerprint, and
 `gen generate` keeps a build record while its fingerprint holds.
 """
@@ -12,6 +12,8 @@ import os
 import re
 from pathlib import Path
 from typing import Iterable
+
+from generator.firmware.app_layout import user_code
 
 # What PlatformIO and editors write into a project: never part of what the image is made of.
 PLATFORMIO_OUTPUTS = re.compile(r"^(\.pio|\.vscode|\.cache)(/|$)|^sdkconfig\.(?!defaults)[^/]+$|(^|/)\.DS_Store$")
@@ -64,6 +66,13 @@ def firmware_fingerprint(firmware_dir: Path) -> str:
     for relative in files:
         digest.update(relative.encode() + b"\0" + hashlib.sha256((root / relative).read_bytes()).digest())
     sources = [root / relative for relative in files if relative.endswith(SOURCE_SUFFIXES)]
+    for folder in user_code(root).folders():
+        for relative in project_files(folder) if folder.is_dir() else []:
+            path = folder / relative
+            name = os.path.relpath(path, root)
+            digest.update(b"outside\0" + name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+            if relative.endswith(SOURCE_SUFFIXES):
+                sources.append(path)
     for path in outside_includes(sources, root):
         name = os.path.relpath(path, root)
         digest.update(b"include\0" + name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())

@@ -1,6 +1,6 @@
 """The generated firmware's serial log, read back: what a device did on its MQTT link, from the lines it prints.
 
-Both flavours say the same things in the same words (templates/*/src/main.*.j2); ESP-IDF puts its log prefix,
+Both flavours say the same things in the same words (gen_link/*/gen_link.*); ESP-IDF puts its log prefix,
 `I (1234) link: `, in front. These lines are the contract between the firmware and `gen simulate`'s summary, so
 the summary is what the device observably did, whichever MQTT library it links:
 

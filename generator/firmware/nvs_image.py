@@ -1,7 +1,8 @@
 """The per-device NVS partition of `secrets: nvs`: what it holds (the keys the firmware reads) and the image.
 
 With `secrets: nvs` the app image is the same for every device of a target; everything that tells one device from
-another lives here: its id, WiFi credentials, MQTT password, CA, client cert and key, and its expanded topics.
+another lives here: its id, WiFi credentials, MQTT password, CA, client cert and key, its expanded topics, and its
+values of the spec's `vars:` (as text).
 The image is written with esp-idf-nvs-partition-gen's in-process API (format version 2), so it is exactly what
 `nvs_flash`/`Preferences` read on the device. `generator.firmware.nvs_reader` reads it back for tests.
 """
@@ -62,6 +63,17 @@ def subscribe_filter_key(index: int) -> str:
     return f"sub_{index}"
 
 
+def var_key(index: int) -> str:
+    return f"var_{index}"
+
+
+def var_text(value: str | int | bool) -> str:
+    """A var's value as the firmware reads it from NVS: the text, a decimal integer, or 1/0."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
 def nvs_partition_size(framework: str) -> int:
     return NVS_PARTITION_SIZES[framework]
 
@@ -96,6 +108,7 @@ def device_nvs_entries(device: Device, credentials: ClientCredentials) -> tuple[
     entries += [NvsEntry(subscribe_filter_key(i), s.filter) for i, s in enumerate(device.subscribe)]
     if device.ota is not None:
         entries += [NvsEntry(KEY_OTA_TOPIC, device.ota.topic), NvsEntry(KEY_FIRMWARE_TOPIC, device.ota.firmware_topic)]
+    entries += [NvsEntry(var_key(i), var_text(var.value)) for i, var in enumerate(device.vars)]
     _check_fits(device, entries)
     return tuple(entries)
 

@@ -7,5 +7,6 @@
     serve       `gen ota serve`: HTTPS with the broker's certificate, client certificates required, CRL honoured
     status      `gen ota status`: each device's running version and last update state, from retained messages
 
-The firmware's side (the update handler, rollback) is rendered by generator.firmware from templates/*/src/ota_update.*.
+The firmware's side (the update handler, rollback) is gen_link's ota_update.* (gen_link/), built with the facts
+generator.firmware renders.
 """

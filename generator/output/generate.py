@@ -3,7 +3,9 @@
     <spec folder>/src/app.cpp, src/app.c  the user's application code, one per framework the spec uses: created
                                       once from a starter, never overwritten, in git (USER_APP_SOURCE)
     OUT/broker/                       mosquitto.conf, certs, CRL, passwd, acl, operator README
-    OUT/devices/<id>/firmware/        the device's PlatformIO project (its src/app.* includes the user's code)
+    OUT/devices/<id>/firmware/        the device's PlatformIO project (it compiles the user's src/, lib/, components/);
+                                      with secrets: nvs a link to its image's project, OUT/firmware/<image>/project/,
+                                      one per distinct image however many devices share it
     OUT/devices/<id>/ca.pem, client.pem, client.key (0600)
     OUT/devices/<id>/nvs.bin          the NVS partition image (secrets: nvs), 0600
     OUT/manifest.json                 what was generated (every file of it listed), where, for whom
@@ -28,7 +30,7 @@ from generator.core.errors import UserError
 from generator.core.files import SECRET_MODE, create_file, remove_generated, write_tree
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.nvs_image import render_nvs_image
-from generator.firmware.render import USER_APP_SOURCE, app_include_path, render_app_starter, render_firmware
+from generator.firmware.render import USER_APP_SOURCE, AppLayout, render_app_starter, render_firmware
 from generator.output.layout import (
     ARTIFACTS_DIR,
     BROKER_DIR,
@@ -44,7 +46,9 @@ from generator.output.layout import (
     device_file,
     firmware_dir,
 )
-from generator.output.render_cache import RenderCache, inputs_digest
+from generator.output.firmware_projects import (SharedFirmware, check_linkable, device_inputs, link_shared_firmware,
+                                                remove_unused_images, shared_firmware)
+from generator.output.render_cache import RenderCache
 from generator.output.manifest import (
     BuildRecord,
     DeviceRecord,
@@ -80,24 +84,26 @@ class DeviceFiles:
 
 
 def render_device_files(device: Device, credentials: ClientCredentials, *, spec_name: str,
-                        app_include: str | None = None, with_nvs: bool = True,
+                        app: AppLayout = AppLayout(), with_nvs: bool = True, with_firmware: bool = True,
                         ota_key_digest: bytes | None = None) -> DeviceFiles:
     """All of one device's files under OUT/. `with_nvs=False`: no NVS image (a build without the PKI: it is made
-    where the PKI lives). `ota_key_digest`: the project's OTA signing key (generator.pki.ota_signing), with `ota:`."""
+    where the PKI lives). `with_firmware=False`: no firmware project (a `secrets: nvs` device's is its image's,
+    `shared_firmware`). `ota_key_digest`: the project's OTA signing key (generator.pki.ota_signing), with `ota:`."""
     fw_base = firmware_dir(device.id)
-    project = render_firmware(device, credentials, spec_name=spec_name, app_include=app_include,
-                              ota_key_digest=ota_key_digest)
-    files: dict[str, bytes] = {f"{fw_base}/{path}": content for path, content in project.generated.items()}
+    files: dict[str, bytes] = {}
     modes: dict[str, int] = {}
+    if with_firmware:
+        project = render_firmware(device, credentials, spec_name=spec_name, app=app, ota_key_digest=ota_key_digest)
+        files.update({f"{fw_base}/{path}": content for path, content in project.generated.items()})
+        # Generated sources that embed the key and passwords (`secrets: embed`) are private too.
+        for path in project.secret_files:
+            modes[f"{fw_base}/{path}"] = SECRET_MODE
     if credentials.ca_pem:
         files[device_file(device.id, DEVICE_CA)] = credentials.ca_pem
     if credentials.cert_pem is not None and credentials.key_pem is not None:
         files[device_file(device.id, DEVICE_CERT)] = credentials.cert_pem
         files[device_file(device.id, DEVICE_KEY)] = credentials.key_pem
         modes[device_file(device.id, DEVICE_KEY)] = SECRET_MODE
-    # Generated sources that embed the key and passwords (`secrets: embed`) are private too.
-    for path in project.secret_files:
-        modes[f"{fw_base}/{path}"] = SECRET_MODE
     if device.secrets == "nvs" and with_nvs:
         files[device_file(device.id, DEVICE_NVS)] = render_nvs_image(device, credentials)
         modes[device_file(device.id, DEVICE_NVS)] = SECRET_MODE
@@ -150,56 +156,74 @@ class RenderedOutput:
     credentials: Mapping[str, ClientCredentials]  # device id -> what the manifest records of its identity
     with_nvs: bool
     cache: RenderCache
+    shared: SharedFirmware                        # the secrets: nvs devices' images
     rendered: dict[str, tuple[str, tuple[str, ...]]]  # device id -> (inputs digest, its files): rendered this run
-    current: tuple[str, ...] = ()                 # files of devices whose inputs did not change: on disk as rendered
+    current: tuple[str, ...] = ()                 # files whose inputs did not change, on disk as rendered before
 
 
 def render_output(spec: Spec, out: Path, device_ids: list[str] | None,
                   credentials: Mapping[str, ClientCredentials], broker_files: Mapping[str, bytes],
                   broker_modes: Mapping[str, int], *, with_nvs: bool,
                   ota_key_digest: bytes | None = None) -> RenderedOutput:
-    """Every file of OUT for the selected devices (all by default) and the broker; nothing is written. A device
-    whose render inputs did not change since the last run, and whose files are as gen left them, is not rendered
-    again (generator.output.render_cache)."""
+    """Every file of OUT for the selected devices (all by default), their shared images and the broker; nothing is
+    written. A device whose render inputs did not change since the last run, and whose files are as gen left them,
+    is not rendered again (generator.output.render_cache)."""
     selected = tuple(spec.device(device_id) for device_id in device_ids) if device_ids else spec.devices
     files: dict[str, bytes] = {f"{BROKER_DIR}/{path}": content for path, content in broker_files.items()}
     modes: dict[str, int] = {f"{BROKER_DIR}/{path}": mode for path, mode in broker_modes.items()}
     cache = RenderCache.read(out)
+    apps, inputs = {}, {}
+    for device in spec.devices:
+        if device.id in credentials:
+            apps[device.id], inputs[device.id] = device_inputs(spec, out, device, credentials[device.id],
+                                                               with_nvs=with_nvs, ota_key_digest=ota_key_digest)
+    shared = shared_firmware(spec, out, credentials, inputs, cache, ota_key_digest=ota_key_digest)
+    files.update(shared.files)
     rendered: dict[str, tuple[str, tuple[str, ...]]] = {}
-    current: list[str] = []
+    current: list[str] = list(shared.current)
     for device in selected:
-        app_include = app_include_path(out / firmware_dir(device.id), spec.directory, device.framework)
-        inputs = inputs_digest(device, credentials[device.id], spec.path.name, app_include, with_nvs, ota_key_digest)
-        unchanged = cache.current_files(device.id, inputs)
+        unchanged = cache.current_files(device.id, inputs[device.id])
         if unchanged is not None:
             current += unchanged
             continue
         device_files = render_device_files(device, credentials[device.id], spec_name=spec.path.name,
-                                           app_include=app_include, with_nvs=with_nvs, ota_key_digest=ota_key_digest)
+                                           app=apps[device.id], with_nvs=with_nvs,
+                                           with_firmware=device.id not in shared.images, ota_key_digest=ota_key_digest)
         files.update(device_files.files)
         modes.update(device_files.modes)
-        rendered[device.id] = (inputs, tuple(device_files.files))
-    return RenderedOutput(selected, files, modes, credentials, with_nvs, cache, rendered, tuple(current))
+        rendered[device.id] = (inputs[device.id], tuple(device_files.files))
+    return RenderedOutput(selected, files, modes, credentials, with_nvs, cache, shared, rendered, tuple(current))
 
 
 def write_output(spec: Spec, out: Path, rendered: RenderedOutput, apps: "UserApps") -> GeneratedOutput:
     """Writes what was rendered, once: the user's app sources that are missing, OUT's files (atomically, only
-    those that changed), the removal of what earlier runs made and this one no longer does, then the manifest."""
+    those that changed), the removal of what earlier runs made and this one no longer does, the links of the
+    `secrets: nvs` devices to their images, then the manifest."""
     previous = previous_manifest(out)
-    notes = apps.write()
     # What earlier runs made: devices not generated this time keep theirs, everything else no longer made goes.
     earlier_files = set(previous.generated_files) if previous else set()
     selected_ids = {device.id for device in rendered.selected}
+    images = rendered.shared.images
+    links = {device_id: images[device_id] for device_id in selected_ids if device_id in images}
+    check_linkable(out, links, earlier_files)          # before anything is written
+    notes = apps.write()
+    for device_id in selected_ids - set(images):       # it was a secrets: nvs device: its project is its own now
+        if (out / firmware_dir(device_id)).is_symlink():
+            (out / firmware_dir(device_id)).unlink()
     not_selected = {device_dir(d.id) for d in spec.devices if d.id not in selected_ids}
     kept = {path for path in earlier_files if "/".join(path.split("/", 2)[:2]) in not_selected}
     made = set(rendered.files) | set(rendered.current)
     changed = write_tree(out, rendered.files, modes=rendered.modes)
     for device_id, (inputs, paths) in rendered.rendered.items():
-        rendered.cache.record(device_id, inputs, paths)
-    rendered.cache.write({device.id for device in spec.devices})
+        rendered.cache.record(device_id, inputs, paths, group=rendered.shared.groups.get(device_id))
+    for image, (key, paths) in rendered.shared.rendered.items():
+        rendered.cache.record_image(image, key, paths)
+    rendered.cache.write({device.id for device in spec.devices}, set(images.values()))
     stale = sorted(earlier_files - made - kept - {MANIFEST_NAME})
     removed = remove_generated(out, stale)
     removed += _remove_departed_devices(out, spec)
+    removed += link_shared_firmware(out, links)
+    removed += remove_unused_images(out, set(images.values()))
 
     records = []
     for device in spec.devices:

@@ -4,7 +4,8 @@ Paths are relative to OUT, POSIX-style, as the manifest records them.
     OUT/manifest.json
     OUT/broker/                      what the broker machine needs
     OUT/devices/<id>/                the device's certificates, key, nvs.bin
-    OUT/devices/<id>/firmware/       its PlatformIO project
+    OUT/devices/<id>/firmware/       its PlatformIO project (secrets: nvs: a link to the project of its image)
+    OUT/firmware/<image>/project/    secrets: nvs: one PlatformIO project per distinct app image, shared
     OUT/images/<env>-<key>/          a built image, once for every device that shares it (gen build)
     OUT/artifacts/<id>/              a device's images ready to flash, flash.json (gen build)
     OUT/logs/                        PlatformIO's whole output (gen build)
@@ -18,6 +19,7 @@ MANIFEST_NAME = "manifest.json"
 BROKER_DIR = "broker"
 DEVICES_DIR = "devices"
 IMAGES_DIR = "images"
+SHARED_FIRMWARE_DIR = "firmware"
 ARTIFACTS_DIR = "artifacts"
 LOGS_DIR = "logs"
 OTA_DIR = "ota"
@@ -35,6 +37,12 @@ def device_dir(device_id: str) -> str:
 
 def firmware_dir(device_id: str) -> str:
     return f"{device_dir(device_id)}/firmware"
+
+
+def shared_firmware_dir(image: str) -> str:
+    """A project every `secrets: nvs` device of one image builds from; as deep as firmware_dir, so each relative
+    path in it means the same from either."""
+    return f"{SHARED_FIRMWARE_DIR}/{image}/project"
 
 
 def device_file(device_id: str, name: str) -> str:

@@ -19,15 +19,18 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 from pathlib import Path
 
 from generator.core.compiler_output import diagnostics
 from generator.core.errors import ToolError, UserError
 from generator.core.locks import exclusive_lock
 from generator.core.paths import HOST_RUNTIME_DIR
+from generator.firmware.app_layout import user_code
 from generator.firmware.fingerprint import outside_includes
 from generator.firmware.flags import FRAMEWORK_FLAGS, GEN_WARNINGS
 from generator.firmware.render import missing_app_functions
@@ -52,6 +55,7 @@ FRAMEWORK_DEFINES = {
 MAIN_SOURCE = {"arduino": "common/main_arduino.cpp", "espidf": "common/main_idf.cpp"}
 SOURCE_SUFFIXES = (".c", ".cpp", ".cc", ".cxx")
 FIRMWARE_CACHE_ENTRIES = 64
+FIRMWARE_CACHE_GRACE_S = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,8 @@ class FirmwareProject:
     include_dirs: tuple[Path, ...]
     defines: tuple[str, ...]
     embedded: tuple[tuple[Path, bool], ...]  # (file, is_text): board_build.embed_txtfiles / embed_files
+    options: tuple[str, ...] = ()           # the project's -U and -W flags (build_flags, COMPILE_OPTIONS)
+    registry: tuple[str, ...] = ()          # registry libraries the real build downloads, the host build cannot
 
 
 def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path) -> Path:
@@ -102,10 +108,15 @@ def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path) -> Pat
 
 
 def _prune_firmware_cache(cache_dir: Path) -> None:
-    """Keeps the FIRMWARE_CACHE_ENTRIES most recently used firmware binaries."""
+    """Keeps the FIRMWARE_CACHE_ENTRIES most recently used firmware binaries, and every one used in the last
+    FIRMWARE_CACHE_GRACE_S: a binary just handed to a caller (which runs it next, perhaps in another process) is
+    never removed under it by another build that shares the cache."""
     entries = sorted((p for p in cache_dir.glob("firmware-*") if p.is_dir()), key=lambda p: p.stat().st_mtime,
                      reverse=True)
+    recent = time.time() - FIRMWARE_CACHE_GRACE_S
     for stale in entries[FIRMWARE_CACHE_ENTRIES:]:
+        if stale.stat().st_mtime >= recent:
+            continue
         shutil.rmtree(stale, ignore_errors=True)
         (cache_dir / f"{stale.name}.lock").unlink(missing_ok=True)
 
@@ -186,19 +197,33 @@ def read_project(root: Path, framework: str) -> FirmwareProject:
     if not root.is_dir():
         raise UserError(f"{root}: no such firmware directory", hint="run `gen generate` first")
     ini = _read_platformio_ini(root / "platformio.ini")
-    src_dir = root / ini.get("src_dir", "src")
+    src_dir = (root / ini.get("src_dir", "src")).resolve()
     include_dir = root / ini.get("include_dir", "include")
-    sources = [p for p in sorted(src_dir.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
-    include_dirs = [include_dir, src_dir]
+    outside = user_code(root)
+    app_dirs = [src_dir] + ([outside.app] if outside.app is not None and outside.app != src_dir else [])
+    sources = [p for d in app_dirs for p in sorted(d.rglob("*"))
+               if p.suffix in SOURCE_SUFFIXES and p.name not in outside.excluded]
+    include_dirs = [include_dir, *app_dirs]
     lib_dir = root / "lib"
-    if lib_dir.is_dir():
+    if lib_dir.is_dir():   # PlatformIO's private libraries: lib/<name>/src/ (library.json) or lib/<name>/
         for lib in sorted(p for p in lib_dir.iterdir() if p.is_dir()):
             lib_src = lib / "src" if (lib / "src").is_dir() else lib
             include_dirs.append(lib_src)
             sources += [p for p in sorted(lib_src.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
+    for lib in outside.libraries:   # lib_deps = NAME=symlink://... : the user's own libraries
+        lib_src = lib / "src" if (lib / "src").is_dir() else lib
+        include_dirs.append(lib_src)
+        sources += [p for p in sorted(lib_src.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
+    components = [component for components_dir in (root / "components", *outside.component_dirs)
+                  if components_dir.is_dir()
+                  for component in sorted(p for p in components_dir.iterdir() if (p / "CMakeLists.txt").is_file())]
+    for component in [*components, *outside.components]:   # ESP-IDF: public headers in include/, the rest beside
+        include_dirs += [component / "include", component]
+        sources += [p for p in sorted(component.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
     if not sources:
         raise UserError(f"{src_dir}: no C or C++ sources to build", hint="run `gen generate` to render the firmware")
-    defines, extra_includes = _parse_build_flags(ini.get("build_flags", ""), root)
+    defines, extra_includes, options = _parse_build_flags(" ".join([ini.get("build_flags", ""),
+                                                                    *outside.compile_options]), root)
     defines += target_defines(_default_env(root / "platformio.ini"))
     if framework == "espidf":
         defines += sdkconfig_defines(root / "sdkconfig.defaults")
@@ -213,7 +238,7 @@ def read_project(root: Path, framework: str) -> FirmwareProject:
     return FirmwareProject(
         root=root, framework=framework, sources=tuple(sources),
         include_dirs=tuple(d for d in include_dirs + extra_includes if d.is_dir()),
-        defines=tuple(defines), embedded=embedded,
+        defines=tuple(defines), embedded=embedded, options=tuple(options), registry=outside.registry,
     )
 
 
@@ -273,21 +298,26 @@ def _read_platformio_ini(path: Path) -> dict[str, str]:
     return {k: resolve(v) for k, v in options.items()}
 
 
-def _parse_build_flags(flags: str, root: Path) -> tuple[list[str], list[Path]]:
+def _parse_build_flags(flags: str, root: Path) -> tuple[list[str], list[Path], list[str]]:
+    """-D defines, -I folders, and the -U and -W options the host build passes on; other flags (the chip's, the
+    optimisation) are the real toolchain's."""
     defines: list[str] = []
     includes: list[Path] = []
+    options: list[str] = []
     tokens = shlex.split(flags.replace("\n", " "))
     i = 0
     while i < len(tokens):
         token = tokens[i]
-        if token in ("-D", "-I") and i + 1 < len(tokens):
+        if token in ("-D", "-I", "-U") and i + 1 < len(tokens):
             token, i = token + tokens[i + 1], i + 1
         if token.startswith("-D"):
             defines.append(token[2:])
         elif token.startswith("-I"):
             includes.append((root / token[2:]).resolve())
+        elif token.startswith(("-U", "-W")):
+            options.append(token)
         i += 1
-    return defines, includes
+    return defines, includes, options
 
 
 def sdkconfig_defines(path: Path) -> list[str]:
@@ -322,7 +352,7 @@ def _hash_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path
     files.update(path for path, _ in project.embedded)
     for path in sorted(files):
         if path.is_file():
-            digest.update(str(path.relative_to(project.root)).encode() + b"\0" + path.read_bytes())
+            digest.update(os.path.relpath(path, project.root).encode() + b"\0" + path.read_bytes())
     # What the sources include from outside the project (the user's app source), by its path relative to it.
     for path in outside_includes(project.sources, project.root):
         digest.update(os.path.relpath(path, project.root).encode() + b"\0" + path.read_bytes())
@@ -336,6 +366,7 @@ def firmware_compile_flags(project: FirmwareProject, language: str) -> list[str]
     own flags (generator.firmware.flags), gen's warnings, the project's defines and the runtime's headers."""
     flags = [*FRAMEWORK_FLAGS[project.framework].for_language(language), *GEN_WARNINGS, *FIRMWARE_DEBUG_INFO]
     flags += [f"-D{d}" for d in FRAMEWORK_DEFINES[project.framework] + project.defines]
+    flags += list(project.options)
     flags += [f"-I{d}" for d in project.include_dirs]
     flags += _runtime_include_flags(project.framework)
     flags += ["-include", str(HOST_RUNTIME_DIR / "common" / "gen_host_compat.h")]
@@ -361,7 +392,8 @@ def _build_firmware(project: FirmwareProject, toolchain: Toolchain, library: Pat
         asm.write_text(_embed_assembly(project))
         runtime_jobs.append([toolchain.cc, "-c", str(asm), "-o", str(work / "embedded_files.o")])
         objects.append(work / "embedded_files.o")
-    _run_parallel(jobs + runtime_jobs, what=f"the firmware in {project.root}", no_warnings=len(jobs))
+    _run_parallel(jobs + runtime_jobs, what=f"the firmware in {project.root}", no_warnings=len(jobs),
+                  explain=lambda stderr: registry_library_error(stderr, project))
     link = subprocess.run([toolchain.cxx, *map(str, objects), str(main_obj), str(library), *LINK_LIBRARIES,
                            "-o", str(work / "firmware")], capture_output=True, text=True, check=False)
     if link.returncode != 0:
@@ -397,14 +429,39 @@ def _run(cmd: list[str], *, what: str) -> None:
         raise _compile_error(result.stderr, what)
 
 
-def _run_parallel(jobs: list[list[str]], *, what: str, no_warnings: int = 0) -> None:
-    """Runs the compile jobs; any failure is an error, and so is any warning from the first `no_warnings` jobs."""
+def _run_parallel(jobs: list[list[str]], *, what: str, no_warnings: int = 0,
+                  explain: Callable[[str], UserError | None] = lambda stderr: None) -> None:
+    """Runs the compile jobs; any failure is an error, and so is any warning from the first `no_warnings` jobs.
+    `explain` may turn a failure's compiler output into the error a user can act on."""
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, text=True, check=False), jobs))
-    for index, result in enumerate(results):
-        if result.returncode != 0 or (index < no_warnings and diagnostics(result.stderr, "warning")):
-            raise _compile_error(result.stderr, what)
+    failed = [result.stderr for index, result in enumerate(results)
+              if result.returncode != 0 or (index < no_warnings and diagnostics(result.stderr, "warning"))]
+    if failed:
+        raise explain("\n".join(failed)) or _compile_error(failed[0], what)
+
+
+_MISSING_HEADER = re.compile(r"^(?P<where>[^\s:]+:\d+):\d+: fatal error: (?P<header>[^:\s]+): No such file or directory",
+                             re.MULTILINE)
+
+
+def registry_library_error(stderr: str, project: FirmwareProject) -> UserError | None:
+    """When a source includes a header the host build cannot have because it comes with a registry library of the
+    spec's `libraries:` (the real build downloads it; gen simulate compiles for Linux, offline): the one error that
+    names the libraries, the header and the way to keep that code out of the host build. Else None."""
+    missing = list(dict.fromkeys((m.group("header"), m.group("where")) for m in _MISSING_HEADER.finditer(stderr)))
+    if not missing or not project.registry:
+        return None
+    headers = ", ".join(f"<{header}> ({where})" for header, where in missing)
+    libraries = ", ".join(project.registry)
+    return UserError(
+        f"the host build (gen simulate) cannot compile code that uses {headers}: it comes from the registry library "
+        f"of libraries: ({libraries}), which the real build downloads, and the host build, compiling for Linux "
+        "offline, cannot have",
+        hint="keep that code out of the host build: wrap the #include and the calls in `#ifndef GEN_HOST_BUILD` "
+             "(the host build defines GEN_HOST_BUILD), with a stand-in in the `#else` branch, e.g. a fixed reading "
+             "(README: Libraries, and the tutorial in projects/examples/greenhouse-product)")
 
 
 def _compile_error(stderr: str, what: str) -> ToolError:

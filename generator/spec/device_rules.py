@@ -17,7 +17,8 @@ from generator.core.topics import (
 from generator.spec.catalogue import Target
 from generator.spec.contract import WIFI_SSID_MAX_BYTES, wpa2_password_fits
 from generator.spec.device_limits import device_problems
-from generator.spec.model import Broker, Device, DevicePki, Ota, PkiOptions, Publish, Status, Subscribe, Wifi
+from generator.spec.model import (VAR_INT_RANGE, VAR_STRING_MAX, Broker, Device, DevicePki, Library, Ota, PkiOptions,
+                                  Publish, Status, Subscribe, Var, Wifi)
 from generator.spec.names import c_name_problem, device_id_problem, host_problem
 from generator.spec.provisioning_protocol import reserved_topic_problem
 from generator.spec.schema_check import schema_default
@@ -60,7 +61,8 @@ class DeviceRules:
 
     # --- one device -----------------------------------------------------------------------------------------
 
-    def device(self, entry: dict, base: tuple, broker: Broker, pki: PkiOptions, version: str) -> Device | None:
+    def device(self, entry: dict, base: tuple, broker: Broker, pki: PkiOptions, version: str,
+               build: tuple[tuple[Library, ...], tuple[str, ...], dict[str, Var]] = ((), (), {})) -> Device | None:
         device_id = entry["id"]
         problem = device_id_problem(device_id)
         if problem:
@@ -99,6 +101,7 @@ class DeviceRules:
             auth=auth, secrets=secrets_mode or schema_default("secrets"),
             keepalive=keepalive if keepalive is not None else schema_default("keepalive"), ntp=ntp, status=status,
             publish=tuple(publish), subscribe=tuple(subscribe), pki=device_pki, firmware_version=version, ota=ota,
+            libraries=build[0], build_flags=build[1], vars=self.device_vars(entry, base, build[2]),
         )
         self._firmware_limits(device, base, status_origin,
                               {"publish": publish_path, "subscribe": subscribe_path, "ntp": ntp_path})
@@ -268,6 +271,48 @@ class DeviceRules:
                          "every time", "make it smaller than validity_days (unset: a third of it)")
         return device_pki
 
+    def _var(self, path: tuple, name: Any, value: Any) -> Var | None:
+        problem = c_name_problem(name)
+        if problem:
+            self.problem(path, f"the name {name!r} {problem}" if problem.startswith("must be") else problem,
+                         "rename it: it becomes a C name, gen_vars()->NAME")
+            return None
+        if isinstance(value, bool) or (isinstance(value, int) and VAR_INT_RANGE[0] <= value <= VAR_INT_RANGE[1]):
+            return Var(name=name, value=value)
+        if isinstance(value, int):
+            self.problem(path, f"{value} does not fit a 32-bit integer ({VAR_INT_RANGE[0]} to {VAR_INT_RANGE[1]})",
+                         "use a smaller number, or a string")
+            return None
+        if isinstance(value, str):
+            if "\0" in value:
+                self.problem(path, "contains a NUL character, which cannot pass through C strings", "remove it")
+                return None
+            if len(value.encode("utf-8")) > VAR_STRING_MAX:
+                self.problem(path, f"is {len(value.encode())} bytes; a string var holds at most {VAR_STRING_MAX}")
+                return None
+            return Var(name=name, value=value)
+        self.problem(path, f"{value!r} is not a string, an integer or a boolean")
+        return None
+
+    def device_vars(self, entry: dict, base: tuple, fleet: dict[str, Var]) -> tuple[Var, ...]:
+        """The fleet's vars with this device's own values: each must be declared at the top level, of its type."""
+        values = dict(fleet)
+        for name, value in (entry.get("vars") or {}).items():
+            path = base + ("vars", name)
+            var = self._var(path, name, value)
+            if var is None:
+                continue
+            declared = fleet.get(name)
+            if declared is None:
+                self.problem(path, f"{name!r} is not declared in the top-level vars:; every device's firmware reads "
+                             "the same vars", f"add `{name}: <default>` to the top-level vars:")
+            elif declared.type != var.type:
+                self.problem(path, f"{name!r} is {_a(var.type)} here but {_a(declared.type)} in the top-level vars:",
+                             f"give it {_a(declared.type)} value")
+            else:
+                values[name] = var
+        return tuple(values[name] for name in fleet)
+
     def _firmware_limits(self, device: Device, base: tuple, status_origin: dict[str, tuple],
                          origins: dict[str, tuple]) -> None:
         """What the firmware can carry is the firmware's to say (generator.spec.device_limits)."""
@@ -319,3 +364,7 @@ class DeviceRules:
         if problem:
             what = "topic filter" if is_filter else "topic"
             self.problem(path, f"{what} {expanded!r} {problem}")
+
+
+def _a(word: str) -> str:
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"

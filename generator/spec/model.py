@@ -89,6 +89,48 @@ class Ota:
 
 
 @dataclass(frozen=True)
+class Library:
+    """A library the app uses (the spec's `libraries:`): from the registry, or a folder of the user's."""
+
+    entry: str                     # as written: owner/name@version, or ./path
+    path: Path | None = None       # absolute: a local folder (a PlatformIO library or an ESP-IDF component)
+
+    @property
+    def name(self) -> str:
+        """The local folder's name, or the registry name without its owner and version."""
+        if self.path is not None:
+            return self.path.name
+        return self.entry.split("@", 1)[0].strip().rsplit("/", 1)[-1].strip()
+
+    @property
+    def registry_name(self) -> str:
+        """owner/name of a registry library (no version)."""
+        return self.entry.split("@", 1)[0].strip()
+
+    @property
+    def version(self) -> str | None:
+        return self.entry.split("@", 1)[1].strip() if "@" in self.entry else None
+
+
+VAR_TYPES = {bool: "bool", int: "int", str: "string"}
+VAR_STRING_MAX = 255                 # bytes of a string var (the firmware's buffer for one read from NVS)
+VAR_INT_RANGE = (-2**31, 2**31 - 1)  # an int var is an int32_t
+
+
+@dataclass(frozen=True)
+class Var:
+    """One of the spec's `vars:`, with this device's value."""
+
+    name: str                      # a C identifier
+    value: str | int | bool
+
+    @property
+    def type(self) -> str:
+        """bool, int or string."""
+        return VAR_TYPES[type(self.value)]
+
+
+@dataclass(frozen=True)
 class DevicePki:
     key_type: str
     validity_days: int
@@ -112,6 +154,9 @@ class Device:
     pki: DevicePki
     firmware_version: str = "0.0.0"     # firmware.version, else the project's git describe
     ota: Ota | None = None              # None: no updates over the air
+    libraries: tuple[Library, ...] = ()  # the spec's libraries:
+    build_flags: tuple[str, ...] = ()   # the spec's build_flags:
+    vars: tuple[Var, ...] = ()          # the spec's vars:, with this device's values
 
     @property
     def framework(self) -> str:

@@ -11,10 +11,18 @@ from generator.core.topics import TopicIndex
 from generator.spec.catalogue import load_catalogue
 from generator.spec.device_rules import DeviceRules
 from generator.spec.firmware_version import UNKNOWN_VERSION, project_version, version_problem
-from generator.spec.model import Broker, Device, PkiOptions, Spec
+from generator.spec.model import Broker, Device, Library, PkiOptions, Spec, Var
 from generator.spec.names import dialled_host_problem, host_problem, normal_host, trailing_dot_problem
 from generator.spec.schema_check import schema_default
 from generator.spec.source import SpecProblem, SpecSource
+
+
+# libraries: a registry entry (owner/name, an optional @version) or a folder of the user's (./ or ../). What reaches
+# platformio.ini, idf_component.yml and CMake: no ';' or '#' (INI comments), quotes, backslashes or newlines.
+_REGISTRY_LIBRARY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9 _.+-]*(@[A-Za-z0-9 ^~<>=!*.,_+-]+)?$")
+_LOCAL_LIBRARY = re.compile(r"^\.\.?/[A-Za-z0-9._/+@-]+$")
+# build_flags: one flag each, starting with '-', nothing a build file would read as a separator, quote or comment.
+_BUILD_FLAG = re.compile(r"^-[A-Za-z0-9_=.,:/+@%-]+$")
 
 
 class _Resolver(DeviceRules):
@@ -90,6 +98,63 @@ class _Resolver(DeviceRules):
             ca_passphrase_env=env,
         )
 
+    def libraries(self) -> tuple[Library, ...]:
+        found = []
+        names: dict[str, int] = {}
+        project_dir = self.source.path.parent.resolve()
+        for index, entry in enumerate(self.data.get("libraries") or []):
+            path = ("libraries", index)
+            if entry.startswith(("./", "../")):
+                if not _LOCAL_LIBRARY.match(entry):
+                    self.problem(path, f"{entry!r}: a library folder's path may hold letters, digits and . _ - + @ / "
+                                 "only (it is written into platformio.ini and CMake)", "rename the folder")
+                    continue
+                folder = (project_dir / entry).resolve()
+                if not folder.is_dir():
+                    self.problem(path, f"{entry!r}: there is no such folder ({folder})",
+                                 "give the library's folder relative to the spec, e.g. ../shared/my_sensor")
+                    continue
+                library = Library(entry=entry, path=folder)
+            elif entry.startswith("/") or "://" in entry:
+                self.problem(path, f"{entry!r}: a library is a registry entry (owner/name@version) or a folder "
+                             "relative to the spec (./ or ../)", "write the folder relative to the spec, e.g. "
+                             "../shared/my_sensor, so the project works wherever it is checked out")
+                continue
+            elif not _REGISTRY_LIBRARY.match(entry):
+                self.problem(path, f"{entry!r} is not a registry library: owner/name with an optional @version "
+                             "(letters, digits, spaces and . _ - + in the name; no ; # quotes or newlines)",
+                             "e.g. adafruit/Adafruit BME280 Library@^2.2.4, or espressif/bme280@^0.1.0")
+                continue
+            else:
+                library = Library(entry=entry)
+            if library.name.lower() in names:
+                self.problem(path, f"{library.name!r} is named twice in libraries:", "list each library once")
+                continue
+            names[library.name.lower()] = index
+            found.append(library)
+        return tuple(found)
+
+    def build_flags(self) -> tuple[str, ...]:
+        flags = []
+        for index, flag in enumerate(self.data.get("build_flags") or []):
+            if not _BUILD_FLAG.match(flag):
+                self.problem(("build_flags", index), f"{flag!r} is not one compiler flag gen can pass on safely: a "
+                             "flag starts with '-' and holds letters, digits and _ = . , : / + @ % - only (no spaces, "
+                             "quotes, backslashes, ';' or '#')",
+                             "one flag per entry; for a string, use vars: (gen_vars()->NAME) instead of -DNAME=\"...\"")
+                continue
+            flags.append(flag)
+        return tuple(flags)
+
+    def fleet_vars(self) -> dict[str, Var]:
+        """The top-level vars:, checked."""
+        found: dict[str, Var] = {}
+        for name, value in (self.data.get("vars") or {}).items():
+            var = self._var(("vars", name), name, value)
+            if var is not None:
+                found[name] = var
+        return found
+
     def firmware_version(self) -> str:
         raw = self.data.get("firmware") or {}
         if "version" in raw:
@@ -159,6 +224,8 @@ def resolve_spec(source: SpecSource) -> tuple[Spec | None, list[SpecProblem]]:
     broker = resolver.broker()
     pki = resolver.pki()
     version = resolver.firmware_version()
+    build = (resolver.libraries(), resolver.build_flags(), resolver.fleet_vars())
+    build = (resolver.libraries(), resolver.build_flags(), resolver.fleet_vars())
     entries: list[tuple[Any, tuple]]
     if "device" in data:
         entries = [(data["device"], ("device",))]
@@ -166,7 +233,7 @@ def resolve_spec(source: SpecSource) -> tuple[Spec | None, list[SpecProblem]]:
         entries = [(entry, ("devices", index)) for index, entry in enumerate(data["devices"])]
     devices: list[tuple[Device, tuple]] = []
     for entry, base in entries:
-        device = resolver.device(entry, base, broker, pki, version)
+        device = resolver.device(entry, base, broker, pki, version, build)
         if device is not None:
             devices.append((device, base))
     resolver.fleet_rules(devices)

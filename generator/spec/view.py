@@ -38,6 +38,12 @@ def _device_view(device: Device) -> dict[str, Any]:
         view["firmware"] = {"version": device.firmware_version}
         view["ota"] = {"port": device.ota.port, "topic": device.ota.topic, "firmware_topic": device.ota.firmware_topic,
                        "confirm_timeout": device.ota.confirm_timeout}
+    if device.libraries:
+        view["libraries"] = [library.entry for library in device.libraries]
+    if device.build_flags:
+        view["build_flags"] = list(device.build_flags)
+    if device.vars:
+        view["vars"] = {var.name: var.value for var in device.vars}
     return view
 
 

@@ -226,7 +226,7 @@ def test_a_ci_build_with_the_bundle_embeds_exactly_the_bundled_credentials(tmp_p
     assert code == 0, err
     assert not (ci_spec.parent / "pki").exists()
     local_cert = (spec_path.parent / "pki" / "devices" / "node-000.pem").read_text()
-    header = (ci_spec.parent / "build" / "devices" / "node-000" / "firmware" / "src" / "credentials.h").read_text()
+    header = (ci_spec.parent / "build" / "devices" / "node-000" / "firmware" / "include" / "gen_credentials.h").read_text()
     assert local_cert.splitlines()[1] in header
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from firmware_fakes import EXAMPLES
+from generator.firmware.render import CONFIG_DIR, credentials_header
 from generator.output.generate import generate
 from generator.pki.spec_credentials import spec_credentials
 from generator.simulate.host_build import compile_firmware
@@ -94,7 +95,7 @@ def test_a_broker_name_the_certificate_does_not_carry_is_logged_in_words(name, t
     spec, out = generated_example(name, tmp_path)
     device = spec.devices[0]
     project = out / firmware_dir(device.id)
-    config = project / "src" / "config.h"
+    config = project / CONFIG_DIR[device.framework] / "gen_config.h"
     config.write_text(config.read_text().replace('"mqtt.example.com"', '"wrong.example.com"'))
     binary = compile_firmware(project, device.framework, build_cache)
     with running_broker(out / "broker", port=free_local_port(), bind_address=LOCAL_ADDRESS,
@@ -246,7 +247,7 @@ def test_a_wrong_mqtt_password_is_logged_with_the_brokers_connack_in_words(name,
     spec, out = generated_example(name, tmp_path)
     device = spec.devices[0]
     project = out / firmware_dir(device.id)
-    credentials = project / "src" / "credentials.h"
+    credentials = project / credentials_header(device.framework)
     text = credentials.read_text()
     start = text.index("MQTT_PASSWORD[] = ") + len("MQTT_PASSWORD[] = ")
     credentials.write_text(text[:start] + '"not-the-password"' + text[text.index(";", start):])

@@ -111,7 +111,7 @@ def test_without_the_sdkconfig_setting_two_ntp_servers_fail_as_on_esp_idf(tmp_pa
     assert len(device.ntp) == 2
     outputs = compile_sources(write_project(tmp_path, device), "espidf", "x86-64",
                               drop_defines=("CONFIG_LWIP_SNTP_MAX_SERVERS",))
-    assert "excess elements in array initializer" in outputs["main.c"]
+    assert "excess elements in array initializer" in outputs["gen_link.c"]
 
 
 @pytest.mark.parametrize("language", ["c", "c++"])
@@ -169,3 +169,15 @@ def test_every_esp_idf_example_compiles_against_mbedtls_3_6_the_version_esp_idf_
                                 capture_output=True, text=True, timeout=180)
         outputs[source.name] = result.stderr if result.returncode == 0 or result.stderr else "failed"
     assert_clean(outputs)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("secrets", ["embed", "nvs"])
+@pytest.mark.parametrize("example", ["arduino-mtls", "espidf-mtls"])
+def test_vars_of_every_type_compile_in_both_secrets_modes(example, secrets, target, tmp_path):
+    from generator.spec.model import Var
+
+    device = replace(example_devices(example)[0], secrets=secrets,
+                     vars=(Var("room", 'north "house" ??/'), Var("soil_pin", 34), Var("lowest", -2**31),
+                           Var("report_pressure", True)))
+    assert_clean(compile_sources(write_project(tmp_path, device), device.framework, target))

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from firmware_fakes import credentials_for
 from generator.core.c_literals import c_comment_text, c_string_literal, c_string_literal_lines
 from generator.core.errors import UserError
-from generator.firmware.render import render_firmware
+from generator.firmware.render import CONFIG_DIR, render_firmware
 from generator.firmware.flags import ARDUINO_ESP32, ESP_IDF
 from generator.spec import load_spec
 
@@ -95,6 +95,11 @@ def spec_for(tmp: Path, framework: str, *, device_id: str, ssid: str, password: 
     return path
 
 
+CONFIG_HEADER, CREDENTIALS_HEADER = "gen_config.h", "gen_credentials.h"
+# The spec's one publish and one subscribe entry, as gen_link reads their topics from gen_config.h's X-macro lists.
+TOPIC_FIELDS = ("#define SOURCE_OF(name, source, ...) source",
+                "static const char PUBLISH_TELEMETRY_TOPIC[] = GEN_LINK_PUBLISHES(SOURCE_OF);",
+                "static const char SUBSCRIBE_COMMAND_FILTER[] = GEN_LINK_SUBSCRIBES(SOURCE_OF);")
 FIELDS = ("DEVICE_ID", "WIFI_SSID", "WIFI_PASSWORD", "MQTT_PASSWORD", "STATUS_TOPIC", "STATUS_ONLINE",
           "PUBLISH_TELEMETRY_TOPIC", "SUBSCRIBE_COMMAND_FILTER")
 
@@ -123,9 +128,9 @@ def test_spec_values_are_rejected_with_a_reason_or_reach_the_firmware_byte_exact
             continue
         credentials = credentials_for(device)
         project = render_firmware(device, credentials, spec_name="device.yaml")
-        for name in ("src/config.h", "src/credentials.h"):
+        for name in (CONFIG_HEADER, CREDENTIALS_HEADER):
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_bytes(project.generated[name])
+            (folder / name).write_bytes(project.generated[f"{CONFIG_DIR[framework]}/{name}"])
         expected = [device.id, device.wifi.ssid, device.wifi.password, credentials.password, device.status.topic,
                     device.status.online, device.publish[0].topic, device.subscribe[0].filter]
         accepted.append((index, expected))
@@ -136,7 +141,7 @@ def test_spec_values_are_rejected_with_a_reason_or_reach_the_firmware_byte_exact
     sources = {}
     for index, _ in accepted:
         lines = ["#include <stddef.h>", "#include <stdint.h>", PRINT_HEX,
-                 f'#include "d{index}/src/config.h"', f'#include "d{index}/src/credentials.h"',
+                 f'#include "d{index}/{CONFIG_HEADER}"', f'#include "d{index}/{CREDENTIALS_HEADER}"', *TOPIC_FIELDS,
                  f"void print_device_{index}(void) {{"]
         lines += [f"    print_hex({field}, sizeof {field} - 1);" for field in FIELDS]
         lines.append("}")
@@ -159,12 +164,12 @@ def test_the_issues_hostile_wifi_password_compiles_and_arrives_byte_for_byte(fra
     device = load_spec(spec_path, {}).devices[0]
     credentials = credentials_for(device)
     project = render_firmware(device, credentials, spec_name="device.yaml")
-    for name in ("src/config.h", "src/credentials.h"):
+    for name in (CONFIG_HEADER, CREDENTIALS_HEADER):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(project.generated[name])
+        (folder / name).write_bytes(project.generated[f"{CONFIG_DIR[framework]}/{name}"])
     language = "c++" if framework == "arduino" else "c"
-    program = "\n".join(["#include <stddef.h>", "#include <stdint.h>", PRINT_HEX, '#include "d0/src/config.h"',
-                         '#include "d0/src/credentials.h"', "int main(void) {"]
+    program = "\n".join(["#include <stddef.h>", "#include <stdint.h>", PRINT_HEX, f'#include "d0/{CONFIG_HEADER}"',
+                         f'#include "d0/{CREDENTIALS_HEADER}"', *TOPIC_FIELDS, "int main(void) {"]
                         + [f"    print_hex({field}, sizeof {field} - 1);" for field in FIELDS] + ["    return 0;", "}"])
     printed = compile_and_run(tmp_path, {f"probe.{SUFFIX[language]}": program}, language=language).splitlines()
     expected = [device.id, device.wifi.ssid, password, credentials.password, device.status.topic,

@@ -1,4 +1,4 @@
-"""The firmware's C topic-filter matcher (src/topic_filter.h) agrees with the generator's own MQTT 3.1.1 rules
+"""The firmware's C topic-filter matcher (gen_link's topic_filter.h) agrees with the generator's own MQTT 3.1.1 rules
 (generator.topics.filter_matches) on every filter/topic pair hypothesis finds."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ int main(void) {
 def matcher(tmp_path_factory):
     folder = tmp_path_factory.mktemp("matcher")
     device = example_devices("espidf-mtls")[0]
-    header = render_firmware(device, credentials_for(device)).generated["src/topic_filter.h"]
+    header = render_firmware(device, credentials_for(device)).generated["components/gen_link/topic_filter.h"]
     (folder / "topic_filter.h").write_bytes(header)
     (folder / "probe.c").write_text(PROGRAM)
     subprocess.run(["gcc", "-std=gnu17", "-Wall", "-Wextra", "-Werror", f"-I{folder}", str(folder / "probe.c"),

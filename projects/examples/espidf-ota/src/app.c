@@ -1,6 +1,8 @@
 // Your application: what the device sends and how it answers. gen created this file once, next to the spec,
-// and never overwrites it: it is yours to edit and to keep in git. Every device of the spec compiles it; the
-// functions it must define are declared in app.h, which gen regenerates in each device's firmware/src/.
+// and never overwrites it: it is yours to edit and to keep in git. Every .c/.cpp/.h file of this src/ folder is
+// compiled for every device of the spec (add files as your app grows; your own libraries go in lib/ (Arduino) or
+// components/ (ESP-IDF) next to the spec). The functions gen_link calls are declared in app.h, which gen renders
+// into each device's firmware project; gen_link.h documents the link itself.
 
 #include <stdio.h>
 

@@ -1,0 +1,56 @@
+// gen_link: gen's device runtime, the link between your application and the broker (WiFi station, clock, TLS,
+// MQTT session with last will and birth message, capped backoff with jitter, keys made on the device, updates over
+// the air). Plain C/C++ sources, the same in every project of a gen version; what differs between specs (topics,
+// intervals, features, limits) comes from gen_config.h, which gen renders from the spec. Valid C and C++.
+//
+// Your application is every .c/.cpp/.h file in your project's src/. It implements the hooks below; gen_link calls
+// them from one task (Arduino: loop(); ESP-IDF: the app_main task), never from an interrupt.
+//
+//   void app_setup(void);                 once at boot, before WiFi starts: set up sensors and pins
+//   void app_loop(void);                  on every pass of the loop; return quickly (no delay(), no waiting)
+//   int  app_build_<name>(char *payload, size_t capacity);
+//                                         per publish entry with an interval: write the payload (at most
+//                                         capacity - 1 bytes) and return its length, or -1 to send nothing
+//   void app_on_<name>(const char *topic, const uint8_t *payload, size_t length);
+//                                         per subscribe entry: a message arrived (payload NUL-terminated,
+//                                         valid during the call; publishing from here is fine)
+//
+// app.h (rendered into the project) declares exactly the hooks the spec needs, with the spec's limits; the
+// compiler names any you lack. With vars: in the spec, gen_vars()->NAME (gen_vars.h, included by app.h) holds this
+// device's values, set before app_setup(). By default gen_link owns the entry points (Arduino setup()/loop(), ESP-IDF
+// app_main()); build with -D GEN_LINK_OWN_MAIN (spec: build_flags) to write them yourself and call
+// gen_link_start() once and gen_link_loop() repeatedly (ESP-IDF: gen_link_start() only; it runs its own task loop).
+#ifndef GEN_LINK_H
+#define GEN_LINK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define GEN_LINK_VERSION "0.1.0"   // gen's version: the library is versioned with the generator
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Reads the settings (compiled in, or from the device's NVS partition), calls app_setup() and starts WiFi.
+void gen_link_start(void);
+
+// One pass: WiFi, clock, MQTT (at most one connect attempt), scheduled publishes, updates, app_loop(). Arduino only;
+// on ESP-IDF the link runs in its own task after gen_link_start().
+void gen_link_loop(void);
+
+// This device's id (its MQTT client id and, with certificates, its CN).
+const char *gen_link_device_id(void);
+
+// Whether the MQTT session is up right now, as this device.
+bool gen_link_connected(void);
+
+// Publishes to the topic of the spec's publish entry `name` (its QoS and retain flag). False when there is no such
+// entry, the payload is larger than its max_payload, or the session is down. app.h also offers publish_<name>().
+bool gen_link_publish(const char *name, const void *payload, size_t length);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // GEN_LINK_H
