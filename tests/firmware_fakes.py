@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import lru_cache
+import shutil
 from pathlib import Path
 
 from cryptography import x509
@@ -108,3 +109,14 @@ def write_firmware_project(project_dir: Path, device: Device, credentials: Clien
 def example_devices(name: str) -> tuple[Device, ...]:
     environ = {}
     return load_spec(EXAMPLES / name / "device.yaml", environ).devices
+
+
+# The multi-file app of tests/data/multi_file_app, in a project folder of its own (tests of the app directory).
+APPS = Path(__file__).resolve().parent / "data" / "multi_file_app"
+EXAMPLE = {"arduino": "arduino-mtls", "espidf": "espidf-mtls"}
+
+
+def multi_file_project(tmp_path: Path, framework: str) -> Path:
+    """A project folder holding the multi-file app of tests/data, and its generated firmware project."""
+    shutil.copytree(APPS / framework, tmp_path / "greenhouse")
+    return write_firmware_project(tmp_path / "greenhouse", example_devices(EXAMPLE[framework])[0])

@@ -97,15 +97,18 @@ def shared_firmware(spec: Spec, out: Path, credentials: Mapping[str, ClientCrede
     return shared
 
 
-def check_linkable(out: Path, links: Mapping[str, str], earlier_files: set[str]) -> None:
+def check_linkable(out: Path, links: Mapping[str, str], earlier_files: set[str],
+                   leaving: frozenset[Path] = frozenset()) -> None:
     """Before anything is written: a device folder's firmware/ that is to become a link holds only what gen wrote
-    there (listed in the manifest) and what PlatformIO makes; anything else is someone's, and stops the run."""
+    there (listed in the manifest) and what PlatformIO makes; anything else is someone's, and stops the run.
+    `leaving`: the user's app sources an earlier gen kept there, which this run moves next to the spec."""
     for device_id in sorted(links):
         folder = out / firmware_dir(device_id)
         if folder.is_symlink() or not folder.is_dir():
             continue
         foreign = sorted(relative for relative in project_files(folder)
-                         if f"{firmware_dir(device_id)}/{relative}" not in earlier_files)
+                         if f"{firmware_dir(device_id)}/{relative}" not in earlier_files
+                         and folder / relative not in leaving)
         if foreign:
             raise UserError(f"{folder} holds files gen did not make ({', '.join(foreign[:5])}"
                             f"{', ...' if len(foreign) > 5 else ''}); with secrets: nvs it becomes a link to "

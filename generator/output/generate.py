@@ -205,7 +205,7 @@ def write_output(spec: Spec, out: Path, rendered: RenderedOutput, apps: "UserApp
     selected_ids = {device.id for device in rendered.selected}
     images = rendered.shared.images
     links = {device_id: images[device_id] for device_id in selected_ids if device_id in images}
-    check_linkable(out, links, earlier_files)          # before anything is written
+    check_linkable(out, links, earlier_files, apps.leaving())   # before anything is written
     notes = apps.write()
     for device_id in selected_ids - set(images):       # it was a secrets: nvs device: its project is its own now
         if (out / firmware_dir(device_id)).is_symlink():
@@ -251,6 +251,10 @@ class UserApps:
 
     create: tuple[tuple[Path, bytes, str], ...] = ()           # (target, content, note)
     move: tuple[tuple[Path, bytes, tuple[Path, ...], str], ...] = ()  # (target, content, legacy copies, note)
+
+    def leaving(self) -> frozenset[Path]:
+        """The sources an earlier gen kept under OUT that move next to the spec."""
+        return frozenset(path for _, _, legacy, _ in self.move for path in legacy)
 
     def write(self) -> list[str]:
         notes = []

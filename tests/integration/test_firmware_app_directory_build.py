@@ -8,11 +8,10 @@ from dataclasses import replace
 
 import pytest
 
-from firmware_fakes import example_devices, write_firmware_project
+from firmware_fakes import EXAMPLE, example_devices, multi_file_project, write_firmware_project
 from generator.core.errors import UserError
 from generator.simulate.host_build import compile_firmware
 from generator.spec.model import Library
-from test_firmware_app_directory import EXAMPLE, multi_file_project
 
 
 @pytest.mark.slow

@@ -5,23 +5,13 @@ files, as the host build and the fingerprint of an image read them."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 
 import pytest
 
-from firmware_fakes import example_devices, write_firmware_project
+from firmware_fakes import multi_file_project
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.simulate.host_build import read_project
 
-APPS = Path(__file__).parent.parent / "data" / "multi_file_app"
-EXAMPLE = {"arduino": "arduino-mtls", "espidf": "espidf-mtls"}
-
-
-def multi_file_project(tmp_path: Path, framework: str) -> Path:
-    """A project folder holding the multi-file app of tests/data, and its generated firmware project."""
-    shutil.copytree(APPS / framework, tmp_path / "greenhouse")
-    return write_firmware_project(tmp_path / "greenhouse", example_devices(EXAMPLE[framework])[0])
 
 
 @pytest.mark.parametrize("framework", ["arduino", "espidf"])
