@@ -18,12 +18,16 @@ def unknown_placeholders(template: str) -> list[str]:
     return [p for p in _PLACEHOLDER.findall(template) if p != ID_PLACEHOLDER]
 
 
+# Any character the loop below refuses (controls, C1 controls, white space) matches this.
+_SUSPECT = re.compile(r"[\x00-\x20\x7f-\x9f\s]")
+
+
 def _common_problem(topic: str) -> str | None:
     if not topic:
         return "is empty"
     if len(topic.encode("utf-8")) > MAX_TOPIC_BYTES:
         return f"is longer than {MAX_TOPIC_BYTES} bytes"
-    for ch in topic:
+    for ch in topic if _SUSPECT.search(topic) else ():   # the character loop only where one may be wrong
         if ch == "\0":
             return "contains a NUL character, which MQTT forbids"
         if ord(ch) < 0x20 or ord(ch) == 0x7F or 0x80 <= ord(ch) <= 0x9F:

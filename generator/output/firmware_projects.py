@@ -32,11 +32,20 @@ def app_layout(firmware_dir: Path, spec_dir: Path) -> AppLayout:
                      components=app_folders(spec_dir, APP_COMPONENTS_DIR))
 
 
-def device_inputs(spec: Spec, out: Path, device: Device, credentials: ClientCredentials, *, with_nvs: bool,
-                  ota_key_digest: bytes | None) -> tuple[AppLayout, str]:
-    """Where the device's project finds the user's code, and the digest of everything its files are rendered from."""
-    app = app_layout(out / firmware_dir(device.id), spec.directory)
-    return app, inputs_digest(device, credentials, spec.path.name, app, with_nvs, ota_key_digest)
+def device_inputs(spec: Spec, out: Path, credentials: Mapping[str, ClientCredentials], *, with_nvs: bool,
+                  ota_key_digest: bytes | None) -> tuple[dict[str, AppLayout], dict[str, str]]:
+    """For every device with credentials: where its project finds the user's code, and the digest of everything its
+    files are rendered from. The user's lib/ and components/ are listed once for all of them."""
+    libraries = app_folders(spec.directory, APP_LIBRARIES_DIR)
+    components = app_folders(spec.directory, APP_COMPONENTS_DIR)
+    apps, inputs = {}, {}
+    for device in spec.devices:
+        if device.id in credentials:
+            apps[device.id] = AppLayout(root=app_root_path(out / firmware_dir(device.id), spec.directory),
+                                        libraries=libraries, components=components)
+            inputs[device.id] = inputs_digest(device, credentials[device.id], spec.path.name, apps[device.id],
+                                              with_nvs, ota_key_digest)
+    return apps, inputs
 
 
 @dataclass

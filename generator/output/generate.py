@@ -172,11 +172,7 @@ def render_output(spec: Spec, out: Path, device_ids: list[str] | None,
     files: dict[str, bytes] = {f"{BROKER_DIR}/{path}": content for path, content in broker_files.items()}
     modes: dict[str, int] = {f"{BROKER_DIR}/{path}": mode for path, mode in broker_modes.items()}
     cache = RenderCache.read(out)
-    apps, inputs = {}, {}
-    for device in spec.devices:
-        if device.id in credentials:
-            apps[device.id], inputs[device.id] = device_inputs(spec, out, device, credentials[device.id],
-                                                               with_nvs=with_nvs, ota_key_digest=ota_key_digest)
+    apps, inputs = device_inputs(spec, out, credentials, with_nvs=with_nvs, ota_key_digest=ota_key_digest)
     shared = shared_firmware(spec, out, credentials, inputs, cache, ota_key_digest=ota_key_digest)
     files.update(shared.files)
     rendered: dict[str, tuple[str, tuple[str, ...]]] = {}

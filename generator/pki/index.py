@@ -4,6 +4,7 @@ subject, role, id, dates, status, key type and key digest); no secret."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -89,8 +90,14 @@ def iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_ISO_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z")
+
+
 def parse_iso(text: str) -> dt.datetime:
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    """What `iso` wrote (strictly that form; fromisoformat is many times faster than strptime, for 10,000 entries)."""
+    if not isinstance(text, str) or not _ISO_UTC.match(text):
+        raise ValueError(f"time data {text!r} does not match format '%Y-%m-%dT%H:%M:%SZ'")
+    return dt.datetime.fromisoformat(text[:-1]).replace(tzinfo=dt.timezone.utc)
 
 
 def entry_for(cert: x509.Certificate, role: str, name: str, key_type: str,
