@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from generator.broker.install import BrokerReload
 from generator.broker.render import INSTALL_DIR
 from generator.cli.terminal import SPEC_ARGUMENT, console, err_console
 from generator.core.errors import UserError
@@ -16,7 +17,6 @@ from generator.pki.spec_identities import open_spec_pki
 from generator.provision.service import (
     DEFAULT_BURST,
     DEFAULT_RATE,
-    BrokerReload,
     ProvisioningService,
     ServiceOptions,
 )

@@ -34,6 +34,7 @@ from typing import Callable
 import paho.mqtt.client as paho
 from cryptography import x509
 
+from generator.broker.install import BrokerReload, certificate_names, replace_broker_file
 from generator.broker.render import BOOTSTRAP_PASSWORD_FILE, CRL_FILE, render_password_file
 from generator.core.errors import GenError, ToolError, UserError
 from generator.output.generate import spec_credentials
@@ -74,34 +75,6 @@ LogSink = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class BrokerReload:
-    """How the service makes the broker read a new CRL and bootstrap password file: SIGHUP to the pid in a pid
-    file, or a command (e.g. `systemctl reload mosquitto`)."""
-
-    pid_file: Path | None = None
-    command: str | None = None
-
-    def describe(self) -> str:
-        return f"SIGHUP to the pid in {self.pid_file}" if self.pid_file else f"`{self.command}`"
-
-    def run(self) -> str:
-        if self.pid_file is not None:
-            try:
-                pid = int(self.pid_file.read_text().split()[0])
-                os.kill(pid, signal.SIGHUP)
-            except (OSError, ValueError, IndexError) as error:
-                raise ToolError(f"cannot reload mosquitto through {self.pid_file}: {error}",
-                                hint="is the broker running? give --broker-pid-file or --reload-command") from None
-            return f"SIGHUP pid {pid}"
-        assert self.command is not None
-        result = subprocess.run(shlex.split(self.command), capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise ToolError(f"`{self.command}` failed (exit {result.returncode}): {result.stderr.strip()[:200]}",
-                            hint="check that it reloads mosquitto, e.g. systemctl reload mosquitto")
-        return f"ran `{self.command}`"
-
-
-@dataclass(frozen=True)
 class ServiceOptions:
     broker_host: str                  # the name (or address) dialled; the broker's certificate must carry it
     broker_port: int
@@ -138,46 +111,6 @@ class Incoming:
     topic: str
     payload: bytes
     size: int                         # the payload's size as received (a too large one is not kept)
-
-
-def replace_broker_file(path: Path, content: bytes) -> bool:
-    """Writes a file the broker reads, atomically and with the owner and mode of the one it replaces (the broker
-    drops to user mosquitto before it reads it). Returns whether the content changed."""
-    try:
-        existing = path.stat()
-    except FileNotFoundError:
-        raise UserError(f"{path} does not exist: it is not the directory the broker reads its files from",
-                        hint="give --broker-dir, where mosquitto.conf's crlfile and password files are") from None
-    if path.read_bytes() == content:
-        return False
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, content)
-        with contextlib.suppress(PermissionError):
-            os.fchown(fd, existing.st_uid, existing.st_gid)
-        os.fchmod(fd, existing.st_mode & 0o777)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    return True
-
-
-def certificate_names(sock, name: str) -> bool:
-    """Whether the TLS peer's certificate carries `name` (a DNS name or an IP address) in its SAN."""
-    der = sock.getpeercert(binary_form=True) if sock is not None else None
-    if not der:
-        return False
-    try:
-        san = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except (ValueError, x509.ExtensionNotFound):
-        return False
-    try:
-        address = ipaddress.ip_address(name)
-        return address in san.value.get_values_for_type(x509.IPAddress)
-    except ValueError:
-        return name.lower() in (value.lower() for value in san.value.get_values_for_type(x509.DNSName))
 
 
 def decision_line(device_id: str, channel: str, request_id: str, decision: str, **details: str) -> str:

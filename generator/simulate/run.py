@@ -44,7 +44,8 @@ from generator.ota.signing import signing_key
 from generator.output.layout import BROKER_DIR, firmware_dir, simulated_device_dir
 from generator.output.manifest import Manifest, read_manifest
 from generator.pki.layout import PkiLayout
-from generator.provision.service import BrokerReload, ProvisioningService, ServiceOptions
+from generator.broker.install import BrokerReload
+from generator.provision.service import ProvisioningService, ServiceOptions
 from generator.simulate.bootloader import BootError, SimulatedFlash, boot, signed_host_image, write_flash
 from generator.simulate.clock import shifted_clock, shifted_environment
 from generator.simulate.host_build import compile_firmware, find_toolchain
