@@ -108,7 +108,7 @@ def test_the_password_file_has_one_7_line_per_user_and_no_plaintext(broker_proje
     passwords = project.credentials.broker.passwords
     text = render_broker(project.spec, project.credentials.broker).files["passwd"].decode()
     lines = text.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["backend", "gen.doctor", "sensor-a", "sensor-b"]
+    assert [line.split(":")[0] for line in lines] == ["backend", "gen.admin", "gen.doctor", "sensor-a", "sensor-b"]
     for (username, password), line in zip(sorted(passwords), lines):
         encoded = line.split(":", 1)[1]
         assert encoded.startswith(f"$7${PASSWORD_ITERATIONS}$")
@@ -154,6 +154,7 @@ def test_each_device_may_write_its_topics_and_read_its_filters_and_the_backend_a
                      ("read", "devices/sensor-b/cmd/#")],
         "backend": [("readwrite", "devices/#")],
         "gen.doctor": [("readwrite", "devices/#")],
+        "gen.admin": [("write", "$CONTROL/dynamic-security/v1"), ("read", "$CONTROL/dynamic-security/v1/response")],
     }
 
 
