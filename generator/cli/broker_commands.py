@@ -55,12 +55,12 @@ def up(
         where = f"{'every interface' if bind in ('0.0.0.0', '::') else bind}, port {broker.port} (TLS)"
         if broker.plaintext_port:
             where += f" and port {broker.plaintext_port} (plaintext)"
-        console.print(f"mosquitto {broker.version} running on {where} with {broker_dir}/ (Ctrl-C stops it)")
-        console.print(f"its files: {broker.private_dir}/ (pid file {broker.pid_file}); after gen generate, "
-                      f"`gen broker apply {spec}` installs the new ones into it")
-        BrokerUpRecord.of(broker, bind).write(record_path)
-        record_applied_keys(broker.private_dir, open_spec_pki(loaded, create=False).entries())
         try:
+            BrokerUpRecord.of(broker, bind).write(record_path)      # before it says it runs: apply finds it then
+            record_applied_keys(broker.private_dir, open_spec_pki(loaded, create=False).entries())
+            console.print(f"mosquitto {broker.version} running on {where} with {broker_dir}/ (Ctrl-C stops it)")
+            console.print(f"its files: {broker.private_dir}/ (pid file {broker.pid_file}); after gen generate, "
+                          f"`gen broker apply {spec}` installs the new ones into it")
             with open(broker.log_path, "rb") as log:
                 while True:
                     sys.stderr.write(log.read().decode(errors="replace"))
