@@ -15,12 +15,15 @@ beside the broker's files, `current_keys`). Pure: the caller reads the files.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import secrets
 import ssl
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Mapping
 
 import paho.mqtt.client as paho
@@ -177,10 +180,6 @@ def _next(events: "queue.Queue[str]") -> str:
 
 
 def _load_chain(context: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
-    import os
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory() as directory:      # 0700: the key never sits where others can read it
         cert, key = Path(directory) / "cert.pem", Path(directory) / "key.pem"
         cert.write_bytes(cert_pem)

@@ -1,10 +1,14 @@
 """`gen provision serve SPEC`: the long-running process beside the broker that signs the CSRs of devices that make
 their own key, confirms their switch to the new certificate, and only then revokes the old one.
 
-    paho network thread: on_message size-checks and queues (bounded); on_connect subscribes and asks for a republish
-    worker (run()):      one request at a time -> policy.decide_* -> PKI store -> one log line -> retained answer;
-                         every second: rotation requests from the index (`gen pki rotate`), then at most one broker
-                         refresh (CRL + bootstrap password file written where the broker reads them, then a reload)
+    paho network thread: on_message size-checks and queues (per device, bounded); on_connect subscribes and asks
+                         for a republish
+    worker (run()):      one request at a time, the devices in turn (fairness.FairQueue), each within its own
+                         rate and the service's -> policy.decide_* -> PKI store -> one log line (refusals
+                         throttled) -> retained answer; every second: rotation requests from the index (`gen pki
+                         rotate`), then at most one broker refresh (CRL + bootstrap password file written where
+                         the broker reads them, a reload, then the end of every live session on a certificate it
+                         revoked: generator.broker.sessions)
 
 It connects as `gen.provisioner` (a client cert of the project's PKI) over the device listener, with a persistent
 session, so requests sent while it was away are waiting when it comes back. Its state is the index: after a restart
@@ -14,17 +18,10 @@ needs broker persistence. No secret is ever logged; the CSR is not logged either
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
-import ipaddress
-import os
-import queue
 import secrets
-import shlex
-import signal
 import ssl
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,7 +29,6 @@ from pathlib import Path
 from typing import Callable
 
 import paho.mqtt.client as paho
-from cryptography import x509
 
 from generator.broker.install import BrokerReload, certificate_names, replace_broker_file
 from generator.broker.render import BOOTSTRAP_PASSWORD_FILE, CRL_FILE, render_password_file
