@@ -152,3 +152,16 @@ def test_gen_broker_apply_with_no_broker_running_says_how_to_name_one(broker_pro
     result = gen("broker", "apply", project.spec.path)
     assert result.returncode == 2
     assert "gen broker up" in result.stderr and "--broker-dir" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_password_login_removed_from_the_spec_is_ended_and_refused(broker_project, copy_project, start_broker):
+    project = copy_project(broker_project("password"))
+    broker = start_broker(project.broker_dir)
+    with live_session(broker.port, project.client("sensor-b")) as events:
+        text = project.spec.path.read_text()
+        project.spec.path.write_text(text.replace("  - id: sensor-b\n", ""))
+        applied = gen("broker", "apply", project.spec.path, "--broker-dir", broker.private_dir,
+                      "--broker-pid-file", broker.pid_file, "--broker", f"{LOOPBACK}:{broker.port}")
+        assert applied.returncode == 0, applied.stderr
+        assert "ended the live session of sensor-b (removed)" in applied.stdout   # gen.admin logs in by password
+        assert_ended_and_kept_out(events)
