@@ -154,6 +154,7 @@ class ProvisioningService:
         self.state = _State()
         self.connected = threading.Event()
         self._lock = threading.Lock()
+        self._subscription: int | None = None
         self.client = self._client()
 
     # -------------------------------------------------------------------------- MQTT
@@ -170,6 +171,7 @@ class ProvisioningService:
         client.reconnect_delay_set(1, 30)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
@@ -183,7 +185,13 @@ class ProvisioningService:
             self.on_log(f"provision the broker's certificate does not name {name}: disconnecting")
             client.disconnect()
             return
-        client.subscribe([(topic_filter, 1) for topic_filter in REQUEST_FILTERS])
+        _, self._subscription = client.subscribe([(topic_filter, 1) for topic_filter in REQUEST_FILTERS])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        """Serving starts once the broker has the subscription (SUBACK): a request sent before would be lost, and
+        the open answers are republished only then."""
+        if mid != self._subscription:
+            return
         with self._lock:
             self.state.republish = True
         self.connected.set()
