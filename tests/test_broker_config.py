@@ -202,3 +202,13 @@ def test_the_operator_readme_installs_every_generated_file_with_the_right_mode(a
     assert set(installed) == set(rendered.files) - {"README.md"}
     for name, mode in installed.items():
         assert mode == (0o640 if rendered.modes[name] == 0o600 else 0o644), name
+
+
+def test_the_operator_readme_says_how_to_end_a_revoked_devices_live_session(broker_project):
+    readme = render_broker(broker_project("mtls").spec, broker_project("mtls").credentials.broker).files["README.md"]
+    text = readme.decode()
+    assert ('sudo "$(command -v gen)" broker apply SPEC --broker-dir /etc/mosquitto/gen '
+            "--reload-command 'systemctl reload mosquitto'") in text
+    assert "re-checks no live TLS session" in " ".join(text.split())
+    assert "keeps its TLS session, but the reloaded ACL" not in text     # the old, wrong advice
+    assert "/mosquitto_dynamic_security.so)\" /etc/mosquitto/gen/dynamic-security.so" in text
