@@ -6,6 +6,7 @@ the spec alone, or one named by --broker-dir and its pid file."""
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import signal
 import ssl
@@ -37,9 +38,10 @@ def gen(*args) -> subprocess.CompletedProcess:
 
 
 @contextlib.contextmanager
-def gen_broker_up(spec: Path, port: int) -> Iterator[subprocess.Popen]:
+def gen_broker_up(spec: Path, port: int, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
     process = subprocess.Popen([sys.executable, "-m", "generator", "broker", "up", str(spec), "--port", str(port)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, **(env or {})})
     try:
         first = process.stdout.readline()
         assert f"port {port} (TLS)" in first, first + process.stderr.read()
@@ -145,6 +147,24 @@ def test_gen_broker_apply_installs_into_a_broker_dir_and_reloads_it_through_its_
         assert applied.returncode == 0, applied.stderr
         assert "crl.pem" in applied.stdout and "reloaded the broker (SIGHUP pid" in applied.stdout
         assert_ended_and_kept_out(events)
+
+
+def test_without_the_plugin_gen_broker_apply_ends_a_revoked_session_by_restarting_gen_broker_ups_broker(
+        broker_project, copy_project, free_port):
+    project = copy_project(broker_project("mtls"))
+    stolen = project.client("sensor-a")
+    port = free_port()
+    with gen_broker_up(project.spec.path, port, env={"GEN_MOSQUITTO_DYNSEC_PLUGIN": ""}), \
+            live_session(port, stolen) as events:
+        assert gen("pki", "revoke", project.spec.path, "sensor-a").returncode == 0
+        assert gen("pki", "renew", project.spec.path, "sensor-a", "--new-key").returncode == 0
+        applied = gen("broker", "apply", project.spec.path)
+        assert applied.returncode == 0, applied.stderr
+        assert "restarted the broker, ending every session" in applied.stdout
+        assert_ended_and_kept_out(events)
+        with mqtt_session(type("B", (), {"host": LOOPBACK, "port": port, "log_text": lambda self: ""})(),
+                          project.client("sensor-b")):
+            pass                                          # the broker runs again, for everyone else
 
 
 def test_gen_broker_apply_with_no_broker_running_says_how_to_name_one(broker_project, copy_project):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Callable, Iterable
 
 from generator.broker import render as broker_files
 from generator.broker.install import BrokerReload, replace_broker_file
-from generator.broker.runner import ListenerPorts, RunningBroker, copy_broker_files
+from generator.broker.runner import ListenerPorts, RunningBroker, conf_ends_sessions, copy_broker_files
 from generator.broker.sessions import Ended, current_keys, end_sessions, usernames_to_end
 from generator.core.errors import ToolError, UserError
 from generator.core.files import SECRET_MODE, write_atomic
@@ -31,6 +32,8 @@ from generator.pki.index import IndexEntry
 
 RELOAD_TIMEOUT_S = 10.0
 RELOAD_SETTLE_S = 1.0          # a broker whose log we cannot read: it reloads within milliseconds of SIGHUP
+RESTART_TIMEOUT_S = 30.0
+RESTART_SIGNAL = signal.SIGUSR1   # to `gen broker up`: restart your broker (it has no plugin to end sessions)
 _WATCHED = (broker_files.CRL_FILE, broker_files.ACL_FILE, broker_files.PASSWORD_FILE)
 _RELOADED = "Reloading config."
 # Beside the broker's files (never read by it): each identity's key at the last apply, so the next one knows whose
@@ -56,13 +59,14 @@ class BrokerUpRecord:
     plaintext_port: int | None
     provision_port: int | None
     bind_address: str | None
+    ends_sessions: bool = True    # its config loads the dynamic-security plugin; else: a restart ends them
 
     @classmethod
     def of(cls, broker: RunningBroker, bind_address: str | None) -> "BrokerUpRecord":
         return cls(gen_pid=os.getpid(), pid_file=str(broker.pid_file), private_dir=str(broker.private_dir),
                    log_path=str(broker.log_path), host=broker.host, port=broker.port,
                    plaintext_port=broker.plaintext_port, provision_port=broker.provision_port,
-                   bind_address=bind_address)
+                   bind_address=bind_address, ends_sessions=broker.ends_sessions)
 
     def write(self, path: Path) -> None:
         write_atomic(path, json.dumps(asdict(self), indent=1).encode() + b"\n", mode=SECRET_MODE)
@@ -91,13 +95,35 @@ class ApplyTarget:
     port: int
     log_path: Path | None = None  # the broker's log, when we can read it (gen broker up)
     private_ports: ListenerPorts | None = None   # gen broker up's private copy: its config is rewritten for it
+    restart: Callable[[], str] | None = None     # the fallback when its config loads no dynamic-security plugin
+    ends_sessions: bool | None = None            # None: as its installed mosquitto.conf says
 
     @classmethod
     def broker_up(cls, record: BrokerUpRecord) -> "ApplyTarget":
         return cls(directory=Path(record.private_dir), reload=BrokerReload(pid_file=Path(record.pid_file)),
                    host=record.host, port=record.port, log_path=Path(record.log_path),
                    private_ports=ListenerPorts(record.port, record.plaintext_port, record.bind_address,
-                                               record.provision_port))
+                                               record.provision_port),
+                   restart=lambda: restart_broker_up(record), ends_sessions=record.ends_sessions)
+
+    def can_end_sessions(self) -> bool:
+        if self.ends_sessions is not None:
+            return self.ends_sessions
+        conf = self.directory / broker_files.CONF_FILE
+        return conf_ends_sessions(conf) if conf.is_file() else True
+
+
+def restart_broker_up(record: BrokerUpRecord) -> str:
+    """Asks `gen broker up` to restart its broker; returns once the new one runs (its pid file changed)."""
+    pid_file = Path(record.pid_file)
+    before = _read(pid_file)
+    os.kill(record.gen_pid, RESTART_SIGNAL)
+    deadline = time.monotonic() + RESTART_TIMEOUT_S
+    while _read(pid_file) == before:
+        if time.monotonic() > deadline:
+            raise ToolError(f"gen broker up did not restart its broker within {RESTART_TIMEOUT_S:.0f} s")
+        time.sleep(0.05)
+    return f"gen broker up restarted it (pid {(_read(pid_file) or b'?').decode().strip()})"
 
 
 @dataclass(frozen=True)
@@ -128,11 +154,18 @@ def apply_broker_files(new_dir: Path, target: ApplyTarget, *, entries: Iterable[
     ended = usernames_to_end(before, after, entries, keys_before=keys_before, keep=(admin.name,))
     if changed:
         _reload(target, on_log)
-    if ended:
+    if ended and target.can_end_sessions():
         end_sessions([e.username for e in ended], host=target.host, port=target.port, admin=admin,
                      broker_name=broker_name)
-        for item in ended:
-            on_log(f"ended the live session of {item.username} ({item.why})")
+    elif ended:
+        if target.restart is None:
+            raise ToolError("the broker's config loads no dynamic-security plugin, so only a restart ends the live "
+                            f"sessions of {', '.join(e.username for e in ended)} (the files are installed)",
+                            hint="restart it (sudo systemctl restart mosquitto), or install the plugin as "
+                                 "build/broker/README.md says")
+        on_log(f"restarted the broker, ending every session: {target.restart()} (no dynamic-security plugin here)")
+    for item in ended:
+        on_log(f"ended the live session of {item.username} ({item.why})")
     record_applied_keys(target.directory, entries)
     return Applied(tuple(changed), tuple(ended), broker_files.CONF_FILE in changed)
 

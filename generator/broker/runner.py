@@ -59,8 +59,15 @@ def find_mosquitto() -> Path:
     raise ToolError("the Mosquitto broker (`mosquitto`) is not installed", hint=INSTALL_HINT)
 
 
+PLUGIN_ENV = "GEN_MOSQUITTO_DYNSEC_PLUGIN"    # a plugin file elsewhere; empty: run without it
+
+
 def find_dynsec_plugin() -> Path | None:
-    """The dynamic-security plugin Mosquitto ships (mosquitto_dynamic_security.so), or None."""
+    """The dynamic-security plugin Mosquitto ships (mosquitto_dynamic_security.so), or None. $GEN_MOSQUITTO_DYNSEC_PLUGIN
+    names another file; set empty, the broker runs without it (gen broker apply then ends sessions by a restart)."""
+    if PLUGIN_ENV in os.environ:
+        named = os.environ[PLUGIN_ENV]
+        return Path(named) if named and Path(named).is_file() else None
     for pattern in _PLUGIN_GLOBS:
         for found in sorted(Path("/").glob(pattern.lstrip("/"))):
             if found.is_file():
@@ -188,6 +195,14 @@ def _write(path: Path, content: bytes, mode: int, group: int | None) -> None:
     os.replace(temp, path)
 
 
+def conf_ends_sessions(conf_path: Path) -> bool:
+    """Whether a mosquitto.conf loads a plugin (the dynamic-security one, in what gen writes)."""
+    try:
+        return any(line.startswith(f"{broker_files.PLUGIN_OPTION} ") for line in conf_path.read_text().splitlines())
+    except OSError:
+        return False
+
+
 # ---------------------------------------------------------------------------------------------- the process
 
 
@@ -205,6 +220,11 @@ class RunningBroker:
     _ports: ListenerPorts = field(default_factory=ListenerPorts, repr=False)
     provision_port: int | None = None   # the bootstrap listener, when the config has one
     _env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def ends_sessions(self) -> bool:
+        """Whether its config loads the dynamic-security plugin (gen broker apply's way to end a session)."""
+        return conf_ends_sessions(self.private_dir / _CONF_NAME)
 
     @property
     def pid_file(self) -> Path:

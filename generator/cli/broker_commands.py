@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from generator.broker.apply import ApplyTarget, BrokerUpRecord, apply_broker_files, record_applied_keys
+from generator.broker.apply import RESTART_SIGNAL, ApplyTarget, BrokerUpRecord, apply_broker_files, record_applied_keys
 from generator.broker.install import BrokerReload
 from generator.broker.render import INSTALL_DIR, check_runnable_here, render_broker, render_mosquitto_conf
 from generator.broker.runner import running_broker
@@ -55,14 +57,22 @@ def up(
         where = f"{'every interface' if bind in ('0.0.0.0', '::') else bind}, port {broker.port} (TLS)"
         if broker.plaintext_port:
             where += f" and port {broker.plaintext_port} (plaintext)"
+        restart = threading.Event()        # gen broker apply, when there is no plugin to end sessions with
+        signal.signal(RESTART_SIGNAL, lambda _signum, _frame: restart.set())
         try:
             BrokerUpRecord.of(broker, bind).write(record_path)      # before it says it runs: apply finds it then
             record_applied_keys(broker.private_dir, open_spec_pki(loaded, create=False).entries())
             console.print(f"mosquitto {broker.version} running on {where} with {broker_dir}/ (Ctrl-C stops it)")
             console.print(f"its files: {broker.private_dir}/ (pid file {broker.pid_file}); after gen generate, "
                           f"`gen broker apply {spec}` installs the new ones into it")
+            if not broker.ends_sessions:
+                err_console.print("no dynamic-security plugin here: gen broker apply ends sessions by restarting it")
             with open(broker.log_path, "rb") as log:
                 while True:
+                    if restart.is_set():
+                        restart.clear()
+                        broker.restart()
+                        console.print(f"restarted mosquitto for gen broker apply (pid {broker.process.pid})")
                     sys.stderr.write(log.read().decode(errors="replace"))
                     sys.stderr.flush()
                     if broker.process.poll() is not None:
