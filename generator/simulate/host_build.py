@@ -107,16 +107,22 @@ def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path) -> Pat
 
 
 def _make_private(folder: Path, executable: Path) -> None:
-    if (folder.stat().st_mode & 0o777) != PRIVATE_DIR_MODE:
-        os.chmod(folder, PRIVATE_DIR_MODE)
-    if (executable.stat().st_mode & 0o777) != PRIVATE_EXECUTABLE:
-        os.chmod(executable, PRIVATE_EXECUTABLE)
+    try:
+        if (folder.stat().st_mode & 0o777) != PRIVATE_DIR_MODE:
+            os.chmod(folder, PRIVATE_DIR_MODE)
+        if (executable.stat().st_mode & 0o777) != PRIVATE_EXECUTABLE:
+            os.chmod(executable, PRIVATE_EXECUTABLE)
+    except FileNotFoundError:      # pruned meanwhile by another gen
+        pass
 
 
 def _prune_firmware_cache(cache_dir: Path) -> None:
     """Keeps the FIRMWARE_CACHE_ENTRIES most recently used firmware binaries."""
     entries = sorted((p for p in cache_dir.glob("firmware-*") if p.is_dir()), key=lambda p: p.stat().st_mtime,
                      reverse=True)
+    for kept in entries[:FIRMWARE_CACHE_ENTRIES]:     # builds an older gen left 0755 are closed too
+        if (kept / "firmware").is_file():
+            _make_private(kept, kept / "firmware")
     for stale in entries[FIRMWARE_CACHE_ENTRIES:]:
         shutil.rmtree(stale, ignore_errors=True)
         (cache_dir / f"{stale.name}.lock").unlink(missing_ok=True)
