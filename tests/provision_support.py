@@ -33,7 +33,8 @@ from generator.pki.credentials import ClientCredentials
 from generator.pki.index import IndexEntry
 from generator.pki.spec_identities import open_spec_pki
 from generator.provision.protocol import bootstrap_username
-from generator.provision.service import BrokerReload, ProvisioningService, ServiceOptions
+from generator.broker.install import BrokerReload
+from generator.provision.service import ProvisioningService, ServiceOptions
 from generator.simulate.clock import shifted_clock, shifted_environment
 from generator.simulate.run import BrokerAddress, compile_devices, nvs_images, plan_runs
 from generator.spec import PROVISIONER_IDENTITY, Spec, load_spec

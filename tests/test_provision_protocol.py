@@ -36,7 +36,7 @@ from generator.provision.protocol import (
     reserved_topic_problem,
     response_topic,
 )
-from generator.provision.service import TokenBucket
+from generator.provision.fairness import TokenBucket
 
 NOW = dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc)
 RID = "0123456789abcdef0123456789abcdef"

@@ -515,6 +515,15 @@ class PkiStore:
                 reopened.append(device_id)
                 self._dirty = True
 
+    def allow_reissues(self, device_id: str) -> int:
+        """`gen provision allow SPEC --device ID` for a device that got certificates it never confirmed: the count
+        starts again from now. Returns how many were unconfirmed."""
+        with self.batch():
+            unconfirmed = device_standing(self._index, device_id, self.clock()).unconfirmed_issues
+            self._index.header.setdefault("reissues_allowed_from", {})[device_id] = len(self._index.entries)
+            self._dirty = True
+            return unconfirmed
+
     def _position(self, entry: IndexEntry) -> int:
         return next(p for p, e in enumerate(self._index.entries) if e.serial == entry.serial and e.role == entry.role)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from generator.pki.profiles import KEY_TYPES  # the PKI's fact; a test holds the schema's enum equal to it
 from generator.spec.model import (
+    ADMIN_IDENTITY,
     AUTH_MODES,
     BACKEND_IDENTITY,
     DOCTOR_IDENTITY,
@@ -33,7 +34,7 @@ from generator.spec.schema_check import schema_problems
 from generator.spec.source import SpecSource, problems_to_error, read_spec_source
 
 __all__ = [
-    "AUTH_MODES", "BACKEND_IDENTITY", "DOCTOR_IDENTITY", "KEY_ORIGINS", "OTA_IDENTITY", "PROVISIONER_IDENTITY", "SERVER_IDENTITIES", "KEY_TYPES", "SECRETS_MODES", "Broker", "Device", "DevicePki", "Ota", "PkiOptions",
+    "ADMIN_IDENTITY", "AUTH_MODES", "BACKEND_IDENTITY", "DOCTOR_IDENTITY", "KEY_ORIGINS", "OTA_IDENTITY", "PROVISIONER_IDENTITY", "SERVER_IDENTITIES", "KEY_TYPES", "SECRETS_MODES", "Broker", "Device", "DevicePki", "Ota", "PkiOptions",
     "Publish", "Spec", "SpecSource", "Status", "Subscribe", "Wifi", "load_spec", "load_spec_source",
 ]
 

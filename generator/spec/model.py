@@ -23,6 +23,9 @@ SERVER_IDENTITIES = (BACKEND_IDENTITY, DOCTOR_IDENTITY)
 OTA_IDENTITY = "gen.ota"
 # `gen provision serve`'s own identity: it reads the devices' certificate requests and answers them, nothing else.
 PROVISIONER_IDENTITY = "gen.provisioner"
+# `gen broker apply`'s own identity (a broker gen runs): it may send the dynamic-security plugin's commands that end
+# live sessions (of a revoked, re-keyed or removed identity), nothing else.
+ADMIN_IDENTITY = "gen.admin"
 KEY_ORIGINS = ("host", "device")
 
 
@@ -216,9 +219,10 @@ class Spec:
 
     @property
     def server_identities(self) -> tuple[str, ...]:
-        """The server-side identities the PKI issues and the broker knows: the backend, gen doctor, and with `ota:`
-        gen's OTA publisher."""
-        return SERVER_IDENTITIES + ((OTA_IDENTITY,) if self.ota_port is not None else ())
+        """The server-side identities the PKI issues and the broker knows: the backend, gen doctor, with `ota:`
+        gen's OTA publisher, and for a broker gen runs its session administrator (gen broker apply)."""
+        return (SERVER_IDENTITIES + ((OTA_IDENTITY,) if self.ota_port is not None else ())
+                + (() if self.broker.external else (ADMIN_IDENTITY,)))
 
     @property
     def ota_port(self) -> int | None:
