@@ -33,7 +33,7 @@ from generator.pki.credentials import ClientCredentials
 from generator.pki.index import IndexEntry
 from generator.pki.spec_identities import open_spec_pki
 from generator.spec.provisioning_protocol import bootstrap_username
-from generator.provision.broker_upkeep import BrokerReload
+from generator.broker.install import BrokerReload
 from generator.provision.service import ProvisioningService, ServiceOptions
 from generator.simulate.clock import shifted_clock, shifted_environment
 from generator.simulate.device_runs import BrokerAddress, nvs_images, plan_runs

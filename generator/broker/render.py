@@ -21,6 +21,13 @@ Decisions (tested against Mosquitto 2.0.11, see ../shared/reference/mosquitto.md
   PASSWORD_ITERATIONS iterations (the broker reads the count from each line).
 - ACL: one `user` section per identity, explicit `topic` lines, no `pattern` (nothing is derived from what a
   client sends). Anything that would break an ACL line never reaches it.
+- Ending live sessions: Mosquitto re-checks no live TLS session on SIGHUP (a revoked certificate stays connected),
+  and 2.0.11 has no admin command of its own. The device listener loads the dynamic-security plugin only for its
+  kick: `gen broker apply` (as ADMIN_IDENTITY, the only one the ACL lets write CONTROL_TOPIC) creates a dynsec
+  client of that name and deletes it, and deleteClient disconnects every session of that username (observed with
+  2.0.11: disableClient kicks too, but an identity login never consults the plugin, so it reconnects at once; the
+  CRL is what keeps it out). The plugin holds no client, role or ACL of ours: it defers to acl_file and
+  password_file for every client it does not know (plugins/dynamic-security/acl.c, auth.c at v2.0.11).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from generator.spec.device_limits import NVS_PASSWORD_CAPACITY, mqtt_buffer_size
 from generator.pki.ca import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
 from generator.pki.credentials import BrokerCredentials
 from generator.spec.provisioning_protocol import CHANNELS, REQUEST_FILTERS, bootstrap_username, request_topic, response_topic
-from generator.spec.contract import BACKEND_IDENTITY, DOCTOR_IDENTITY, OTA_IDENTITY, PROVISIONER_IDENTITY
+from generator.spec.contract import ADMIN_IDENTITY, BACKEND_IDENTITY, DOCTOR_IDENTITY, OTA_IDENTITY, PROVISIONER_IDENTITY
 from generator.spec.model import Device, Spec
 
 INSTALL_DIR = PurePosixPath("/etc/mosquitto/gen")
@@ -73,6 +80,15 @@ SECRET_FILES = (KEY_FILE, PASSWORD_FILE, BOOTSTRAP_PASSWORD_FILE)
 BOOTSTRAP_SPARE_CONNECTIONS = 10   # beyond one per device waiting: a device that reconnects before its old one died
 # Config options whose value is one of the files above: what the runner rewrites for its private copy.
 PATH_OPTIONS = ("cafile", "certfile", "keyfile", "crlfile", "password_file", "acl_file")
+# The dynamic-security plugin (only its session kick is used): the config names it under INSTALL_DIR, where the
+# README links the distribution's file (Debian: /usr/lib/<arch>/mosquitto_dynamic_security.so). Its state file
+# must be in a directory the broker's user may write (it saves by rename): Debian's persistence directory.
+DYNSEC_PLUGIN_FILE = "dynamic-security.so"
+DYNSEC_STATE_DIR = PurePosixPath("/var/lib/mosquitto")
+PLUGIN_OPTION = "plugin"
+PLUGIN_STATE_OPTION = "plugin_opt_config_file"
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+CONTROL_RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
 
 _SECRET_MODE = 0o600
 _PUBLIC_MODE = 0o644
@@ -206,6 +222,8 @@ def render_mosquitto_conf(spec: Spec) -> bytes:
         max_connections=max_connections(spec),
         max_keepalive=max_keepalive(spec),
         acl_file=path(ACL_FILE),
+        dynsec_plugin=path(DYNSEC_PLUGIN_FILE),
+        dynsec_state=str(dynsec_state_path(spec)),
         password_file=path(PASSWORD_FILE) if uses_password_file(spec) else None,
         certfile=path(CERT_FILE),
         keyfile=path(KEY_FILE),
@@ -354,7 +372,18 @@ def server_acl_sections(spec: Spec) -> tuple[AclSection, ...]:
             publisher += [AclRule("write", device.ota.topic), AclRule("read", device.ota.firmware_topic),
                           AclRule("read", device.status.topic)]
         sections.append(AclSection(OTA_IDENTITY, tuple(_unique(publisher))))
+    if ADMIN_IDENTITY in spec.server_identities:
+        sections.append(admin_acl_section())
     return tuple(sections)
+
+
+def admin_acl_section() -> AclSection:
+    """`gen broker apply` sends the dynamic-security plugin's commands and reads their answers; nothing else."""
+    return AclSection(ADMIN_IDENTITY, (AclRule("write", CONTROL_TOPIC), AclRule("read", CONTROL_RESPONSE_TOPIC)))
+
+
+def dynsec_state_path(spec: Spec) -> PurePosixPath:
+    return DYNSEC_STATE_DIR / f"gen-{spec.project}-dynsec.json"
 
 
 def acl_sections(spec: Spec) -> tuple[AclSection, ...]:
@@ -400,7 +429,10 @@ def render_operator_readme(spec: Spec) -> bytes:
         crl_validity_days=CRL_VALIDITY_DAYS,
         crl_refresh_days=int(CRL_VALIDITY_DAYS * CRL_RESIGN_FRACTION),
         backend=BACKEND_IDENTITY,
-        servers=spec.server_identities,
+        servers=[name for name in spec.server_identities if name != ADMIN_IDENTITY],
+        admin=ADMIN_IDENTITY,
+        dynsec_plugin_file=DYNSEC_PLUGIN_FILE,
+        dynsec_state=str(dynsec_state_path(spec)) if not spec.broker.external else "",
         external=spec.broker.external,
         cert_from_elsewhere=spec.broker.ca_file is not None,
         own_cert_file=spec.broker.cert_file is not None,

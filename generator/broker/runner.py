@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from generator.broker.render import BOOTSTRAP_PASSWORD_FILE, CONF_FILE, INSTALL_DIR, PATH_OPTIONS, README_FILE, SECRET_FILES
+from generator.broker.render import (BOOTSTRAP_PASSWORD_FILE, CONF_FILE, INSTALL_DIR, PATH_OPTIONS, PLUGIN_OPTION,
+                                      PLUGIN_STATE_OPTION, README_FILE, SECRET_FILES)
 from generator.core.errors import ToolError, UserError
 from generator.core.files import write_atomic
 
@@ -38,6 +39,11 @@ STOP_TIMEOUT_S = 5.0
 INSTALL_HINT = "install it: sudo apt-get install mosquitto mosquitto-clients"
 RUNNING_LINE = re.compile(r"mosquitto version (\S+) running")
 _SEARCH_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin", "/opt/homebrew/sbin", "/usr/local/opt/mosquitto/sbin")
+# Where distributions put the dynamic-security plugin (Debian: per architecture).
+_PLUGIN_GLOBS = ("/usr/lib/*/mosquitto_dynamic_security.so", "/usr/lib/mosquitto_dynamic_security.so",
+                 "/usr/lib64/mosquitto_dynamic_security.so", "/usr/local/lib/mosquitto_dynamic_security.so",
+                 "/opt/homebrew/lib/mosquitto_dynamic_security.so")
+_DYNSEC_DIR = "dynsec"      # in the private copy: writable by the broker's user (the plugin saves by rename)
 _LOG_NAME = "mosquitto.log"
 _CONF_NAME = "mosquitto.conf"
 _PID_NAME = "mosquitto.pid"
@@ -53,6 +59,22 @@ def find_mosquitto() -> Path:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return candidate
     raise ToolError("the Mosquitto broker (`mosquitto`) is not installed", hint=INSTALL_HINT)
+
+
+PLUGIN_ENV = "GEN_MOSQUITTO_DYNSEC_PLUGIN"    # a plugin file elsewhere; empty: run without it
+
+
+def find_dynsec_plugin() -> Path | None:
+    """The dynamic-security plugin Mosquitto ships (mosquitto_dynamic_security.so), or None. $GEN_MOSQUITTO_DYNSEC_PLUGIN
+    names another file; set empty, the broker runs without it (gen broker apply then ends sessions by a restart)."""
+    if PLUGIN_ENV in os.environ:
+        named = os.environ[PLUGIN_ENV]
+        return Path(named) if named and Path(named).is_file() else None
+    for pattern in _PLUGIN_GLOBS:
+        for found in sorted(Path("/").glob(pattern.lstrip("/"))):
+            if found.is_file():
+                return found
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- the private copy
@@ -78,11 +100,20 @@ def private_conf(conf_text: str, *, private_dir: Path, ports: ListenerPorts, run
     """The config for the private copy: paths under broker.INSTALL_DIR moved to `private_dir`, listener ports and
     bind address overridden, `user` set. Returns the text and the ports it listens on."""
     install_prefix = f"{INSTALL_DIR}/"
+    plugin = find_dynsec_plugin()
     blocks: list[list[str]] = [[]]
     for line in conf_text.splitlines():
         words = line.split(" ")
         if words[0] in PATH_OPTIONS and len(words) == 2 and words[1].startswith(install_prefix):
             line = f"{words[0]} {private_dir / words[1][len(install_prefix):]}"
+        elif words[0] == PLUGIN_OPTION and len(words) == 2:
+            if plugin is None:
+                continue                      # no plugin here: gen broker apply ends sessions by a restart
+            line = f"{words[0]} {plugin}"
+        elif words[0] == PLUGIN_STATE_OPTION and len(words) == 2:
+            if plugin is None:
+                continue
+            line = f"{words[0]} {private_dir / _DYNSEC_DIR / 'dynsec.json'}"
         if words[0] == "listener":
             blocks.append([])
         blocks[-1].append(line)
@@ -142,8 +173,24 @@ def copy_broker_files(broker_dir: Path, private_dir: Path, *, ports: ListenerPor
         write_atomic(target, source.read_bytes(), fresh=True, owner=owner,
                      mode=secret_mode if source.name in SECRET_FILES else public_mode)
     text, configured = private_conf(conf_path.read_text(), private_dir=private_dir, ports=ports, run_as=run_as)
+    dynsec_dir = private_dir / _DYNSEC_DIR
+    if not dynsec_dir.is_dir():            # empty: the plugin starts with no client (an empty file is valid)
+        dynsec_dir.mkdir(mode=0o700)
+        (dynsec_dir / "dynsec.json").touch(mode=0o600)
+        if run_as is not None:
+            entry = pwd.getpwnam(run_as)
+            for path in (dynsec_dir, dynsec_dir / "dynsec.json"):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
     write_atomic(private_dir / _CONF_NAME, text.encode(), mode=public_mode, fresh=True, owner=owner)
     return configured
+
+
+def conf_ends_sessions(conf_path: Path) -> bool:
+    """Whether a mosquitto.conf loads a plugin (the dynamic-security one, in what gen writes)."""
+    try:
+        return any(line.startswith(f"{PLUGIN_OPTION} ") for line in conf_path.read_text().splitlines())
+    except OSError:
+        return False
 
 
 # ---------------------------------------------------------------------------------------------- the process
@@ -163,6 +210,11 @@ class RunningBroker:
     _ports: ListenerPorts = field(default_factory=ListenerPorts, repr=False)
     provision_port: int | None = None   # the bootstrap listener, when the config has one
     _env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def ends_sessions(self) -> bool:
+        """Whether its config loads the dynamic-security plugin (gen broker apply's way to end a session)."""
+        return conf_ends_sessions(self.private_dir / _CONF_NAME)
 
     @property
     def pid_file(self) -> Path:

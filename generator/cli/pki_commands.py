@@ -194,7 +194,10 @@ def revoke(spec: Path = SPEC_ARGUMENT,
         console.print(f"revoked {entry.role} {entry.id} serial {entry.serial:X} (valid until "
                       f"{entry.not_after:%Y-%m-%d})")
     console.print(f"{store.layout.crl} re-signed with {len(revoked)} more serial{'s' if len(revoked) != 1 else ''}")
-    console.print(f"next: gen generate {spec}, then restart or reload (SIGHUP) mosquitto so it reads the new CRL")
+    console.print(f"next: gen generate {spec}, then gen broker apply {spec} (the broker gen broker up runs; for an "
+                  f"installed one add --broker-dir /etc/mosquitto/gen --reload-command 'systemctl reload mosquitto'): "
+                  "it installs the new CRL, reloads the broker and ends the revoked identity's live session, which a "
+                  "reload alone leaves connected")
 
 
 @pki_app.command("import")

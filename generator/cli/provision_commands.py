@@ -9,12 +9,18 @@ from typing import Optional
 
 import typer
 
+from generator.broker.install import BrokerReload
 from generator.broker.render import INSTALL_DIR
 from generator.cli.terminal import SPEC_ARGUMENT, console, err_console
 from generator.core.errors import UserError
 from generator.pki.spec_identities import open_spec_pki
-from generator.provision.broker_upkeep import BrokerReload
-from generator.provision.service import DEFAULT_BURST, DEFAULT_RATE, ProvisioningService, ServiceOptions
+from generator.provision.policy import MAX_UNCONFIRMED_ISSUES
+from generator.provision.service import (
+    DEFAULT_BURST,
+    DEFAULT_RATE,
+    ProvisioningService,
+    ServiceOptions,
+)
 from generator.spec import load_spec
 
 provision_app = typer.Typer(help="Devices that make their own key: sign their certificate requests over MQTT, and "
@@ -75,11 +81,21 @@ def allow(spec: Path = SPEC_ARGUMENT,
           device: str = typer.Option(..., "--device", metavar="ID", help="The device whose stored identity was "
                                                                            "erased.")) -> None:
     """Let a device log in with its bootstrap password once more (its credentials partition was erased, so it
-    lost its identity). Its old identity must be revoked first."""
+    lost its identity; its old identity must be revoked first), or let a device that got certificates it never
+    confirmed ask for more."""
     loaded = load_spec(spec)
     if not loaded.device(device).makes_own_key:
         raise UserError(f"device {device!r} does not make its own key (key_origin: host): reflash it instead")
-    open_spec_pki(loaded, create=False).reopen_bootstrap(device)
+    store = open_spec_pki(loaded, create=False)
+    standing = store.standing(device)
+    if standing.unconfirmed_issues >= MAX_UNCONFIRMED_ISSUES:
+        count = store.allow_reissues(device)
+        console.print(f"device {device} got {count} certificates it never confirmed; it may ask for "
+                      f"{MAX_UNCONFIRMED_ISSUES} more (if you did not expect them, revoke it: gen pki revoke {spec} "
+                      f"{device})")
+        if standing.live is not None or standing.pending is not None or not standing.ever_confirmed:
+            return
+    store.reopen_bootstrap(device)
     console.print(f"device {device} may provision again over the bootstrap listener; `gen provision serve` "
                   "opens its login at its next broker refresh (or run gen generate and reload the broker)")
 

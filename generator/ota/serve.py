@@ -7,7 +7,12 @@ certificate (the devices already trust it and dial its name), to devices that pr
 - A device gets only its own images: the certificate's CN must be the <id> of /<id>/<sha256>.bin (else 403).
 - Every request and every refused handshake is logged in one line, with the reason.
 
-The TLS handshake runs on the connection's own thread, so a client that stalls it holds up nobody else.
+The TLS handshake runs on the connection's own thread, so a client that stalls it holds up nobody else. Each
+connection has deadlines: its request (handshake, request line, headers) within REQUEST_HEAD_DEADLINE_S, and the
+whole of it (the image included) within REQUEST_DEADLINE_S; then its socket is shut down, whatever it was doing
+(a client that sends a byte every few seconds, or reads one, no longer holds a thread for ever). At most
+MAX_CONNECTIONS connections are served at once, MAX_CONNECTIONS_PER_DEVICE of them per certificate; beyond that a
+connection is closed at once, and logged (at most a few lines a minute).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import socket
 import socketserver
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -31,6 +37,12 @@ from generator.spec.model import Spec
 
 HANDSHAKE_TIMEOUT_S = 15.0
 IO_TIMEOUT_S = 30.0
+REQUEST_HEAD_DEADLINE_S = 20.0    # TLS handshake + request line + headers
+REQUEST_DEADLINE_S = 600.0        # the whole connection: a 1.875 MB slot at 3.2 KB/s, far below any WiFi
+MAX_CONNECTIONS = 64              # connections served at once (one thread each)
+MAX_CONNECTIONS_PER_DEVICE = 2    # of them, per client certificate
+REFUSAL_LOG_LINES = 5             # "too many connections" lines per REFUSAL_LOG_WINDOW_S; then one count
+REFUSAL_LOG_WINDOW_S = 60.0
 CHUNK = 16 * 1024
 IMAGE_NAME = re.compile(r"^[0-9a-f]{64}\.bin$")
 
@@ -88,6 +100,7 @@ class OtaRequestHandler(http.server.BaseHTTPRequestHandler):
     server: "OtaServer"
 
     def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+        self.server.head_done(self.connection)
         device_id = _common_name(self.connection.getpeercert()) or "?"   # type: ignore[attr-defined]
         parts = self.path.split("?", 1)[0].strip("/").split("/")
         if len(parts) != 2 or not IMAGE_NAME.match(parts[1]):
@@ -129,13 +142,73 @@ class OtaServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], files: ServerFiles, log: LogSink):
+    def __init__(self, address: tuple[str, int], files: ServerFiles, log: LogSink, *,
+                 head_deadline_s: float = REQUEST_HEAD_DEADLINE_S, deadline_s: float = REQUEST_DEADLINE_S,
+                 max_connections: int = MAX_CONNECTIONS, max_per_device: int = MAX_CONNECTIONS_PER_DEVICE):
         self.files = files
         self.log = log
+        self.head_deadline_s, self.deadline_s = head_deadline_s, deadline_s
+        self.max_per_device = max_per_device
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
+        self._per_device: dict[str, int] = {}
+        self._head_timers: dict[int, threading.Timer] = {}
+        self._refusals = (0.0, 0, 0)      # window start, logged, left out
         self._context: ssl.SSLContext | None = None
         self._crl_stamp: tuple[int, int] | None = None
         self._lock = threading.Lock()
         super().__init__(address, OtaRequestHandler)
+
+    # -------------------------------------------------------------------------- limits
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection if a slot is free; otherwise it is closed at once."""
+        if not self._slots.acquire(blocking=False):
+            self._log_refusal(f"refused {client_address[0]}:{client_address[1]}: {self.max_connections} "
+                              "connections at once already")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)   # type: ignore[misc]
+        finally:
+            self._slots.release()
+
+    def _log_refusal(self, line: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            start, logged, left_out = self._refusals
+            if now - start >= REFUSAL_LOG_WINDOW_S:
+                if left_out:
+                    self.log(f"{left_out} more connections refused in the last {REFUSAL_LOG_WINDOW_S:g} s "
+                             "(not logged one by one)")
+                start, logged, left_out = now, 0, 0
+            if logged < REFUSAL_LOG_LINES:
+                self.log(line)
+                logged += 1
+            else:
+                left_out += 1
+            self._refusals = (start, logged, left_out)
+
+    def head_done(self, connection: Any) -> None:
+        """The request's head has arrived: its own deadline no longer applies (the whole one does)."""
+        timer = self._head_timers.pop(id(connection), None)
+        if timer is not None:
+            timer.cancel()
+
+    @staticmethod
+    def _cut(holder: list[socket.socket], flag: list[str], why: str) -> None:
+        flag.append(why)
+        try:   # the descriptor itself (not TLS's own shutdown): a read or write blocked on it returns at once
+            socket.socket.shutdown(holder[0], socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def context(self) -> ssl.SSLContext:
         """The TLS context, made again when the CRL file changed (a revocation takes effect at once)."""
@@ -150,21 +223,64 @@ class OtaServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
             return self._context
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        """The handshake (on this connection's thread), then the request."""
-        request.settimeout(HANDSHAKE_TIMEOUT_S)
+        """The handshake (on this connection's thread), then the request, within their deadlines."""
+        where = f"{client_address[0]}:{client_address[1]}"
+        cut: list[str] = []
+        holder = [request]                       # the TLS socket once wrapped (wrapping detaches `request`)
+        whole = threading.Timer(self.deadline_s, self._cut,
+                                (holder, cut, f"the {self.deadline_s:g} s deadline of a whole request"))
+        head = threading.Timer(self.head_deadline_s, self._cut,
+                               (holder, cut, f"the {self.head_deadline_s:g} s deadline for a request's head"))
+        for timer in (whole, head):
+            timer.daemon = True
+            timer.start()
+        device_id: str | None = None
         try:
-            tls = self.context().wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError) as error:
-            reason = getattr(error, "reason", None) or getattr(error, "verify_message", None) or str(error)
-            self.log(f"refused {client_address[0]}:{client_address[1]}: TLS handshake failed ({reason})")
-            return
-        try:
-            tls.settimeout(IO_TIMEOUT_S)
-            OtaRequestHandler(tls, client_address, self)
-        except OSError as error:
-            self.log(f"connection from {client_address[0]}:{client_address[1]} ended: {error}")
+            request.settimeout(HANDSHAKE_TIMEOUT_S)
+            try:
+                tls = self.context().wrap_socket(request, server_side=True)
+            except (ssl.SSLError, OSError) as error:
+                reason = cut[0] if cut else (getattr(error, "reason", None) or getattr(error, "verify_message", None)
+                                             or str(error))
+                self.log(f"refused {where}: TLS handshake failed ({reason})")
+                return
+            holder[0] = tls
+            if cut:                              # the deadline passed while the wrapping detached `request`
+                tls.close()
+                self.log(f"connection from {where} cut at {cut[0]}")
+                return
+            device_id = _common_name(tls.getpeercert()) or "?"
+            with self._lock:
+                if self._per_device.get(device_id, 0) >= self.max_per_device:
+                    device_id, full = None, True
+                else:
+                    self._per_device[device_id] = self._per_device.get(device_id, 0) + 1
+                    full = False
+            if full:
+                self._log_refusal(f"refused {where}: {self.max_per_device} connections of that certificate at once "
+                                  "already")
+                tls.close()
+                return
+            self._head_timers[id(tls)] = head
+            try:
+                tls.settimeout(IO_TIMEOUT_S)
+                OtaRequestHandler(tls, client_address, self)
+            except OSError as error:
+                if not cut:
+                    self.log(f"connection from {where} ended: {error}")
+            finally:
+                self._head_timers.pop(id(tls), None)
+                tls.close()
+            if cut:
+                self.log(f"connection from {where} ({device_id}) cut at {cut[0]}")
         finally:
-            tls.close()
+            whole.cancel()
+            head.cancel()
+            if device_id is not None:
+                with self._lock:
+                    self._per_device[device_id] -= 1
+                    if not self._per_device[device_id]:
+                        del self._per_device[device_id]
 
     def send_image(self, handler: OtaRequestHandler, image: BinaryIO, size: int) -> int:
         """Streams the image; returns the bytes sent."""
@@ -178,10 +294,11 @@ class OtaServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         self.log(f"connection from {client_address[0]}:{client_address[1]} failed")
 
 
-def open_server(files: ServerFiles, *, bind: str, port: int, log: LogSink) -> OtaServer:
-    """The server, listening (serve_forever() to run it). UserError when the port cannot be had."""
+def open_server(files: ServerFiles, *, bind: str, port: int, log: LogSink, **limits: Any) -> OtaServer:
+    """The server, listening (serve_forever() to run it). UserError when the port cannot be had. `limits`: the
+    deadlines and connection caps of OtaServer, for tests."""
     try:
-        server = OtaServer((bind, port), files, log)
+        server = OtaServer((bind, port), files, log, **limits)
     except OSError as error:
         raise UserError(f"cannot listen on {bind}:{port}: {error.strerror}",
                         hint="choose another port with --port (and ota.port in the spec), or stop what uses it") from None

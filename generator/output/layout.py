@@ -24,6 +24,7 @@ ARTIFACTS_DIR = "artifacts"
 LOGS_DIR = "logs"
 OTA_DIR = "ota"
 SIMULATE_DIR = "simulate"
+BROKER_UP_RECORD = "run/broker-up.json"   # where `gen broker up`'s broker lives, while it runs (gen broker apply)
 
 DEVICE_CA = "ca.pem"
 DEVICE_CERT = "client.pem"

@@ -121,6 +121,15 @@ class DeviceEnrolment(CertificateLifecycle):
             self._index.header.setdefault("rotations", {})[device_id] = iso(self.clock())
             self._dirty = True
 
+    def allow_reissues(self, device_id: str) -> int:
+        """`gen provision allow SPEC --device ID` for a device that got certificates it never confirmed: the count
+        starts again from now. Returns how many were unconfirmed."""
+        with self.batch():
+            unconfirmed = device_standing(self._index, device_id, self.clock()).unconfirmed_issues
+            self._index.header.setdefault("reissues_allowed_from", {})[device_id] = len(self._index.entries)
+            self._dirty = True
+            return unconfirmed
+
     def reopen_bootstrap(self, device_id: str) -> None:
         """`gen provision allow SPEC --device ID`: a device whose stored identity was erased may log in with its
         bootstrap password once more. Only when it has no live identity (revoke the old one first)."""

@@ -180,6 +180,8 @@ class DeviceStanding:
     ever_confirmed: bool             # it once had an identity: bootstrap stays closed unless explicitly reopened
     rotation_requested: dt.datetime | None   # `gen pki rotate SPEC --device ID`, until the new cert is confirmed
     bootstrap_reopened: bool         # `gen provision allow SPEC --device ID`
+    unconfirmed_issues: int = 0      # certificates issued from its CSRs since its last confirmed one (or since an
+                                     # operator's `gen provision allow`) that it never confirmed
 
     @property
     def bootstrap_open(self) -> bool:
@@ -191,9 +193,15 @@ class DeviceStanding:
 def device_standing(state: IndexState, device_id: str, now: dt.datetime) -> DeviceStanding:
     live = pending = None
     ever = False
-    for entry in state.entries:
+    unconfirmed = 0
+    allowed_from = state.header.get("reissues_allowed_from", {}).get(device_id, 0)
+    for position, entry in enumerate(state.entries):
         if entry.role != "device" or entry.id != device_id:
             continue
+        if entry.confirmed_at is not None:
+            unconfirmed = 0
+        elif entry.request is not None and position >= allowed_from:
+            unconfirmed += 1
         if entry.confirmed_at is not None:
             ever = True
         if entry.status == "valid" and not entry.expired(now):
@@ -203,4 +211,4 @@ def device_standing(state: IndexState, device_id: str, now: dt.datetime) -> Devi
     rotations = state.header.get("rotations", {})
     requested = parse_iso(rotations[device_id]) if device_id in rotations else None
     return DeviceStanding(device_id, live, pending, ever, requested,
-                          device_id in state.header.get("bootstrap_reopened", []))
+                          device_id in state.header.get("bootstrap_reopened", []), unconfirmed)

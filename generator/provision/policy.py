@@ -29,6 +29,10 @@ from generator.spec.provisioning_protocol import Request
 RENEW_JITTER_FRACTION = 0.1       # renew-at moves earlier by up to a tenth of the renewal window, so a fleet
 RENEW_JITTER_CAP_S = 86400        # issued together does not renew together; at most a day
 REFUSAL_RETRY_S = 600             # what a refused device is told: do not ask again for ten minutes
+# Certificates a device may get from its CSRs without confirming any: a device that loses power between its
+# request and its switch asks again with a fresh key; a stolen bootstrap secret or key asking for ever does not get
+# a new certificate (a grown CRL, a broker reload) every few seconds. Beyond it an operator decides.
+MAX_UNCONFIRMED_ISSUES = 3
 
 # DER of the ecdsa-with-SHA* AlgorithmIdentifier OIDs (RFC 5758: their parameters MUST be absent).
 _ECDSA_OIDS = (bytes.fromhex("06082a8648ce3d040302"), bytes.fromhex("06082a8648ce3d040303"),
@@ -196,6 +200,10 @@ def decide_csr(request: Request, channel: str, facts: DeviceFacts, csr_pem: byte
         window_opens = live.not_after - dt.timedelta(days=facts.renew_before_days)
         if standing.rotation_requested is None and now < window_opens:
             return Decision("refuse", f"renewal not due before {window_opens:%Y-%m-%dT%H:%MZ}")
+    if standing.unconfirmed_issues >= MAX_UNCONFIRMED_ISSUES:
+        return Decision("refuse", f"{standing.unconfirmed_issues} certificates issued and none confirmed: an operator "
+                                  f"must allow more (gen provision allow SPEC --device {request.device_id})",
+                        key_sha256=digest)
     return Decision("issue", public_key=key, key_sha256=digest)
 
 

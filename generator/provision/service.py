@@ -1,10 +1,14 @@
 """`gen provision serve SPEC`: the long-running process beside the broker that signs the CSRs of devices that make
 their own key, confirms their switch to the new certificate, and only then revokes the old one.
 
-    paho network thread: on_message size-checks and queues (bounded); on_connect subscribes and asks for a republish
-    worker (run()):      one request at a time -> policy.decide_* -> PKI store -> one log line -> retained answer;
-                         every second: rotation requests from the index (`gen pki rotate`), then at most one broker
-                         refresh (CRL + bootstrap password file written where the broker reads them, then a reload)
+    paho network thread: on_message size-checks and queues (per device, bounded); on_connect subscribes and asks
+                         for a republish
+    worker (run()):      one request at a time, the devices in turn (fairness.FairQueue), each within its own
+                         rate and the service's -> policy.decide_* -> PKI store -> one log line (refusals
+                         throttled) -> retained answer; every second: rotation requests from the index (`gen pki
+                         rotate`), then at most one broker refresh (CRL + bootstrap password file written where
+                         the broker reads them, a reload, then the end of every live session on a certificate it
+                         revoked: generator.broker.sessions)
 
 It connects as `gen.provisioner` (a client cert of the project's PKI) over the device listener, with a persistent
 session, so requests sent while it was away are waiting when it comes back. Its state is the index: after a restart
@@ -16,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import queue
 import secrets
 import ssl
 import threading
@@ -26,18 +29,18 @@ from pathlib import Path
 from typing import Callable
 
 import paho.mqtt.client as paho
-from cryptography import x509
 
+from generator.broker.install import BrokerReload, certificate_names, replace_broker_file
 from generator.broker.render import BOOTSTRAP_PASSWORD_FILE, CRL_FILE, render_password_file
+from generator.broker.sessions import end_sessions, usernames_to_end
 from generator.core.errors import GenError, ToolError, UserError
 from generator.pki.spec_credentials import spec_credentials
 from generator.pki.spec_identities import open_spec_pki
 from generator.pki.issuing import utcnow
 from generator.pki.store import PkiStore
 from generator.pki.x509_facts import public_key_sha256
-from generator.pki.name_matching import openssl_accepts_name
 from generator.provision import policy
-from generator.provision.broker_upkeep import BrokerReload, replace_broker_file
+from generator.provision.fairness import DeviceBuckets, FairQueue, LogThrottle, TokenBucket
 from generator.spec.provisioning_protocol import (
     REQUEST_FILTERS,
     REQUEST_ID_HEX_DIGITS,
@@ -53,16 +56,23 @@ from generator.spec.provisioning_protocol import (
     response_topic,
     serial_text,
 )
-from generator.spec import PROVISIONER_IDENTITY, Device, Spec
+from generator.pki.credentials import ClientCredentials
+from generator.spec import ADMIN_IDENTITY, PROVISIONER_IDENTITY, Device, Spec
 
-QUEUE_LIMIT = 1000            # requests waiting for the worker; beyond it they are dropped (and logged)
+PER_DEVICE_QUEUE = 4          # requests of one device waiting for the worker; beyond it its newest are dropped
+MAX_WAITING_DEVICES = 10_000  # devices with requests waiting (each id is a topic the ACL gives one device)
 DEFAULT_RATE = 20.0           # requests per second the service handles, in the long run ...
 DEFAULT_BURST = 40            # ... and at once
+PER_DEVICE_RATE = 1.0         # one device's share: a device needs two requests per certificate (csr, confirm) ...
+PER_DEVICE_BURST = 4          # ... and may retry a few at once
+LOG_LINES_PER_WINDOW = 5      # refused, busy or dropped lines per device and decision per window; then one summary
+LOG_WINDOW_S = 60.0
 PER_DEVICE_ISSUE_INTERVAL_S = 10.0   # one new certificate per device per this many seconds
 BUSY_RETRY_S = 5
 POLL_INTERVAL_S = 1.0         # rotation requests, CRL freshness, broker refresh: at most once per this
 CRL_CHECK_INTERVAL_S = 3600.0
 CONNECT_TIMEOUT_S = 30.0      # the broker must accept the service within this at start (later: reconnects)
+RELOAD_SETTLE_S = 0.5         # after a reload, before ending sessions: the broker has read the new CRL by then
 
 LogSink = Callable[[str], None]
 
@@ -86,38 +96,11 @@ class ServiceOptions:
 # ---------------------------------------------------------------------------------------------- small parts
 
 
-class TokenBucket:
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
-        self.rate, self.burst, self.clock = rate, burst, clock
-        self.tokens = float(burst)
-        self.updated = clock()
-
-    def take(self) -> bool:
-        now = self.clock()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
-
-
 @dataclass(frozen=True)
 class Incoming:
     topic: str
     payload: bytes
     size: int                         # the payload's size as received (a too large one is not kept)
-
-
-def certificate_names(sock, name: str) -> bool:
-    """Whether the TLS peer's certificate answers to `name` (a DNS name or an IP address), by OpenSSL's rules."""
-    der = sock.getpeercert(binary_form=True) if sock is not None else None
-    if not der:
-        return False
-    try:
-        return openssl_accepts_name(x509.load_der_x509_certificate(der), name)
-    except ValueError:
-        return False
 
 
 def decision_line(device_id: str, channel: str, request_id: str, decision: str, **details: str) -> str:
@@ -160,11 +143,19 @@ class ProvisioningService:
         self.trust_pem = {device_id: c.ca_pem for device_id, c in credentials.devices.items()}
         self.store: PkiStore = open_spec_pki(spec, create=False, clock=clock)
         self.provisioner = self.store.identity(f"client/{PROVISIONER_IDENTITY}")
-        self.queue: "queue.Queue[Incoming]" = queue.Queue(QUEUE_LIMIT)
+        admin = self.store.identity(f"client/{ADMIN_IDENTITY}")
+        self.admin = ClientCredentials(name=ADMIN_IDENTITY, ca_pem=self.broker_trust_pem, cert_pem=admin.cert_pem,
+                                       key_pem=admin.key_pem,
+                                       password=self.store.password(ADMIN_IDENTITY)
+                                       if any(d.uses_password for d in spec.devices) else None)
+        self.queue: FairQueue[Incoming] = FairQueue(PER_DEVICE_QUEUE, MAX_WAITING_DEVICES)
         self.bucket = TokenBucket(options.rate, options.burst)
+        self.device_buckets = DeviceBuckets(PER_DEVICE_RATE, PER_DEVICE_BURST)
+        self.throttle = LogThrottle(LOG_LINES_PER_WINDOW, LOG_WINDOW_S)
         self.state = _State()
         self.connected = threading.Event()
         self._lock = threading.Lock()
+        self._subscription: int | None = None
         self.client = self._client()
 
     # -------------------------------------------------------------------------- MQTT
@@ -181,6 +172,7 @@ class ProvisioningService:
         client.reconnect_delay_set(1, 30)
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
@@ -194,7 +186,13 @@ class ProvisioningService:
             self.on_log(f"provision the broker's certificate does not name {name}: disconnecting")
             client.disconnect()
             return
-        client.subscribe([(topic_filter, 1) for topic_filter in REQUEST_FILTERS])
+        _, self._subscription = client.subscribe([(topic_filter, 1) for topic_filter in REQUEST_FILTERS])
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        """Serving starts once the broker has the subscription (SUBACK): a request sent before would be lost, and
+        the open answers are republished only then."""
+        if mid != self._subscription:
+            return
         with self._lock:
             self.state.republish = True
         self.connected.set()
@@ -209,10 +207,12 @@ class ProvisioningService:
     def _on_message(self, client, userdata, message) -> None:
         size = len(message.payload)
         payload = message.payload if size <= REQUEST_MAX_BYTES else b""
-        try:
-            self.queue.put_nowait(Incoming(message.topic, payload, size))
-        except queue.Full:
-            self.on_log(f"provision queue full ({QUEUE_LIMIT} requests waiting): dropped one on {message.topic}")
+        where = parse_request_topic(message.topic)
+        device_id = where[1] if where is not None else message.topic
+        if not self.queue.put(device_id, Incoming(message.topic, payload, size)):
+            self._log_limited((device_id, "dropped"),
+                              f"provision id={one_line(device_id)} decision=dropped reason=\"{PER_DEVICE_QUEUE} "
+                              f"of its requests wait already\"")
 
     def _publish(self, device_id: str, channel: str, response: Response | None) -> None:
         payload = render_response(response) if response is not None else b""   # empty: clears the retained answer
@@ -235,10 +235,7 @@ class ProvisioningService:
                                      "is the one gen generate wrote for this spec")
             next_poll = 0.0
             while not stop.is_set():
-                try:
-                    incoming = self.queue.get(timeout=0.1)
-                except queue.Empty:
-                    incoming = None
+                incoming = self.queue.get(timeout=0.1)
                 if incoming is not None:
                     self.handle(incoming)
                 if time.monotonic() >= next_poll:
@@ -251,6 +248,10 @@ class ProvisioningService:
 
     def tick(self) -> None:
         """What the service does every second besides requests."""
+        for line in self.throttle.summaries(lambda key, count: f"provision id={one_line(str(key[0]))} "  # type: ignore[index]
+                                                               f"decision={key[1]} left out of the log: {count} more "  # type: ignore[index]
+                                                               f"in the last {LOG_WINDOW_S:g} s"):
+            self.on_log(line)
         with self._lock:
             republish, self.state.republish = self.state.republish, False
         if republish and self.connected.is_set():
@@ -284,6 +285,11 @@ class ProvisioningService:
             request = parse_request(incoming.payload, topic_device_id=device_id)
         except ProtocolError as error:
             self._refuse(device_id, channel, "", str(error))
+            return
+        own = self.device_buckets.bucket(device_id)
+        if not own.take():            # over its own share: the other devices' tokens stay theirs
+            self._busy(request, channel, max(BUSY_RETRY_S, int(own.seconds_to_next()) + 1),
+                       f"more than {PER_DEVICE_RATE:g} request(s) per second from this device")
             return
         if not self.bucket.take():
             self._busy(request, channel, BUSY_RETRY_S, "the service is at its rate limit")
@@ -386,8 +392,14 @@ class ProvisioningService:
                                   serial=request.serial,
                                   revoked=",".join(serial_text(e.serial) for e in revoked) or "none"))
 
+    def _log_limited(self, key: tuple[str, str], line: str) -> None:
+        """A refusal's line, unless that device got too many of that decision lately (then counted, summed up)."""
+        if self.throttle.allow(key):
+            self.on_log(line)
+
     def _refuse(self, device_id: str, channel: str, request_id: str, reason: str) -> None:
-        self.on_log(decision_line(device_id, channel, request_id, "refused", reason=reason))
+        self._log_limited((device_id, "refused"), decision_line(device_id, channel, request_id, "refused",
+                                                                reason=reason))
         if request_id:                     # a malformed request names no request id the device could match
             self._publish(device_id, channel, Response("refused", device_id, request_id, reason=reason,
                                                        retry_after=policy.REFUSAL_RETRY_S))
@@ -396,8 +408,8 @@ class ProvisioningService:
                                                        reason=reason, retry_after=policy.REFUSAL_RETRY_S))
 
     def _busy(self, request: Request, channel: str, retry_after: int, why: str) -> None:
-        self.on_log(decision_line(request.device_id, channel, request.request_id, "busy", reason=why,
-                                  retry_after=str(retry_after)))
+        self._log_limited((request.device_id, "busy"), decision_line(request.device_id, channel, request.request_id,
+                                                                     "busy", reason=why, retry_after=str(retry_after)))
         self._publish(request.device_id, channel, Response("busy", request.device_id, request.request_id,
                                                            retry_after=retry_after, reason=why))
 
@@ -457,6 +469,8 @@ class ProvisioningService:
         passwords = tuple(sorted((bootstrap_username(device_id), self.store.bootstrap_secret(device_id))
                                  for device_id in waiting))
         bootstrap = render_password_file(passwords, salt_key=self.salt_key)
+        crl_path = self.options.broker_dir / CRL_FILE
+        old_crl = crl_path.read_bytes() if crl_path.is_file() else None
         changed = [name for name, content in ((CRL_FILE, crl), (BOOTSTRAP_PASSWORD_FILE, bootstrap))
                    if replace_broker_file(self.options.broker_dir / name, content)]
         if not changed:
@@ -464,3 +478,19 @@ class ProvisioningService:
         how = self.options.reload.run()
         self.on_log(f"provision broker: wrote {', '.join(changed)} ({len(waiting)} bootstrap login(s) open); "
                     f"reloaded ({how})")
+        superseded = [ended.username for ended in usernames_to_end({CRL_FILE: old_crl}, {CRL_FILE: crl},
+                                                                    self.store.entries(), keep=(ADMIN_IDENTITY,))]
+        if superseded:      # a reload re-checks no TLS session: a revoked certificate would stay connected
+            threading.Thread(target=self._end_sessions, args=(superseded,), daemon=True).start()
+
+    def _end_sessions(self, usernames: list[str]) -> None:
+        time.sleep(RELOAD_SETTLE_S)
+        try:
+            end_sessions(usernames, host=self.options.broker_host, port=self.options.broker_port, admin=self.admin,
+                         broker_name=self.options.tls_name or self.options.broker_host)
+        except GenError as error:
+            self.on_log(f"provision could not end the live sessions of {', '.join(usernames)}: {error.message} "
+                        f"({error.hint or 'restart the broker'})")
+            return
+        self.on_log(f"provision ended the live sessions of {', '.join(usernames)} (certificates revoked); "
+                    "a device reconnects with its new one")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from generator.core.compiler_output import diagnostics
 from generator.core.errors import ToolError, UserError
+from generator.core.files import PRIVATE_DIR_MODE, ensure_dir
 from generator.core.locks import exclusive_lock
 from generator.core.paths import HOST_RUNTIME_DIR
 from generator.firmware.app_layout import user_code
@@ -56,6 +57,7 @@ MAIN_SOURCE = {"arduino": "common/main_arduino.cpp", "espidf": "common/main_idf.
 SOURCE_SUFFIXES = (".c", ".cpp", ".cc", ".cxx")
 FIRMWARE_CACHE_ENTRIES = 64
 FIRMWARE_CACHE_GRACE_S = 15 * 60
+PRIVATE_EXECUTABLE = 0o700      # a `secrets: embed` build holds the device's private key
 
 
 @dataclass(frozen=True)
@@ -86,12 +88,14 @@ def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path) -> Pat
     toolchain = find_toolchain()
     project = read_project(Path(firmware_dir).resolve(), framework)
     cache_dir = Path(cache_dir).resolve()
+    ensure_dir(cache_dir, PRIVATE_DIR_MODE)   # an older cache made 0755 is closed here
     library = build_runtime_library(toolchain, cache_dir)
     key = _hash_firmware(project, toolchain, library)
     out_dir = cache_dir / f"firmware-{key[:24]}"
     executable = out_dir / "firmware"
     if executable.exists():
         os.utime(out_dir)  # most recently used: kept by _prune_firmware_cache
+        _make_private(out_dir, executable)
         return executable
     with exclusive_lock(cache_dir / f"firmware-{key[:24]}.lock"):
         if executable.exists():
@@ -99,12 +103,23 @@ def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path) -> Pat
         work = Path(tempfile.mkdtemp(prefix="fw-", dir=cache_dir))
         try:
             _build_firmware(project, toolchain, library, work)
-            out_dir.mkdir(parents=True, exist_ok=True)
+            ensure_dir(out_dir, PRIVATE_DIR_MODE)
+            os.chmod(work / "firmware", PRIVATE_EXECUTABLE)
             os.replace(work / "firmware", executable)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     _prune_firmware_cache(cache_dir)
     return executable
+
+
+def _make_private(folder: Path, executable: Path) -> None:
+    try:
+        if (folder.stat().st_mode & 0o777) != PRIVATE_DIR_MODE:
+            os.chmod(folder, PRIVATE_DIR_MODE)
+        if (executable.stat().st_mode & 0o777) != PRIVATE_EXECUTABLE:
+            os.chmod(executable, PRIVATE_EXECUTABLE)
+    except FileNotFoundError:      # pruned meanwhile by another gen
+        pass
 
 
 def _prune_firmware_cache(cache_dir: Path) -> None:
@@ -114,6 +129,9 @@ def _prune_firmware_cache(cache_dir: Path) -> None:
     entries = sorted((p for p in cache_dir.glob("firmware-*") if p.is_dir()), key=lambda p: p.stat().st_mtime,
                      reverse=True)
     recent = time.time() - FIRMWARE_CACHE_GRACE_S
+    for kept in entries[:FIRMWARE_CACHE_ENTRIES]:     # builds an older gen left 0755 are closed too
+        if (kept / "firmware").is_file():
+            _make_private(kept, kept / "firmware")
     for stale in entries[FIRMWARE_CACHE_ENTRIES:]:
         if stale.stat().st_mtime >= recent:
             continue
@@ -170,7 +188,7 @@ def build_runtime_library(toolchain: Toolchain, cache_dir: Path) -> Path:
     library = cache_dir / f"runtime-{key}" / "libgenhost.a"
     if library.exists():
         return library
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(cache_dir, PRIVATE_DIR_MODE)
     with exclusive_lock(cache_dir / f"runtime-{key}.lock"):
         if library.exists():
             return library
@@ -185,7 +203,7 @@ def build_runtime_library(toolchain: Toolchain, cache_dir: Path) -> Path:
             _run_parallel(jobs, what="the host runtime")
             objects = sorted(str(p) for p in work.glob("*.o"))
             _run([shutil.which("ar") or "ar", "rcs", str(work / "libgenhost.a"), *objects], what="the host runtime")
-            library.parent.mkdir(parents=True, exist_ok=True)
+            ensure_dir(library.parent, PRIVATE_DIR_MODE)
             os.replace(work / "libgenhost.a", library)
         finally:
             shutil.rmtree(work, ignore_errors=True)

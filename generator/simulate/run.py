@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import shutil
 import socket
 import threading
 import time
@@ -30,11 +31,14 @@ from typing import Callable, Iterator, Mapping, Sequence
 from generator.broker.render import check_runnable_here
 from generator.broker.runner import RunningBroker, find_mosquitto, running_broker
 from generator.core.errors import GenError, UserError
+from generator.core.files import PRIVATE_DIR_MODE, ensure_dir
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.output.generate import generate
-from generator.output.layout import BROKER_DIR, firmware_dir
+from generator.output.layout import BROKER_DIR, SIMULATE_DIR, firmware_dir
 from generator.output.manifest import read_manifest
-from generator.provision.broker_upkeep import BrokerReload
+from generator.pki.spec_identities import open_spec_pki
+from generator.simulate.private_cache import forget_departed_builds, prepare_flash, purge_flash
+from generator.broker.install import BrokerReload
 from generator.provision.service import ProvisioningService, ServiceOptions
 from generator.simulate.clock import shifted_clock, shifted_environment
 from generator.simulate.host_build import compile_firmware, find_toolchain
@@ -84,6 +88,8 @@ def compile_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], *, cac
     """One host binary per distinct firmware: devices whose generated firmware is identical (a `secrets: nvs`
     fleet of one target) share it. Returns device id -> executable."""
     cache = Path(cache_dir) if cache_dir is not None else default_host_build_cache()
+    if cache_dir is None:
+        ensure_dir(cache.parent, PRIVATE_DIR_MODE)    # ~/.cache/gen: host builds and the simulated flash
     groups: dict[tuple[str, str], list[str]] = {}
     for device_id in device_ids:
         framework = spec.device(device_id).framework
@@ -95,7 +101,39 @@ def compile_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], *, cac
         shared = f", shared by {len(members)} devices" if len(members) > 1 else ""
         on_event(f"host build of {members[0]} ({framework}{shared}): {time.monotonic() - begun:.1f} s")
         binaries.update(dict.fromkeys(members, binary))
+    gone = forget_departed_builds(cache, spec.path, binaries, [device.id for device in spec.devices])
+    if gone:
+        on_event(f"deleted {len(gone)} host build(s) of devices that left the spec or changed their key")
     return binaries
+
+
+def host_key_digests(spec: Spec) -> dict[str, str | None]:
+    """Each device's gen-made key (SHA-256 of its public key), None for one without (a password, its own key)."""
+    store = open_spec_pki(spec, create=False)
+    keys: dict[str, str | None] = {}
+    for device in spec.devices:
+        keys[device.id] = None
+        if device.uses_client_cert and not device.makes_own_key:
+            try:
+                keys[device.id] = store.entry(device.id).key_sha256
+            except (KeyError, UserError):
+                pass
+    return keys
+
+
+def keep_flash_private(spec: Spec, out_dir: Path, flash_root: Path, on_event: EventSink) -> None:
+    """The simulated flash of each device: private; wiped when the device left the spec or its key changed."""
+    keys = host_key_digests(spec)
+    wiped = purge_flash(flash_root, keys, [device.id for device in spec.devices if device.makes_own_key])
+    simulated = Path(out_dir) / SIMULATE_DIR
+    if simulated.is_dir():
+        for folder in simulated.iterdir():
+            if folder.is_dir() and folder.name not in keys:
+                shutil.rmtree(folder, ignore_errors=True)
+                wiped.append(folder.name)
+    prepare_flash(flash_root, keys)
+    if wiped:
+        on_event(f"erased the simulated flash of {', '.join(sorted(set(wiped)))} (left the spec or got a new key)")
 
 
 def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
@@ -118,6 +156,7 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
         check_runnable_here(spec, out_dir / BROKER_DIR)
     on_event(f"generated {len(generated.devices)} device(s) and the broker into {out_dir}")
     binaries = compile_devices(spec, out_dir, device_ids, cache_dir=options.cache_dir, on_event=on_event)
+    keep_flash_private(spec, out_dir, options.flash_root or default_flash_root(spec), on_event)
     flashes = flash_devices(spec, out_dir, device_ids, binaries, on_event=on_event)
     if options.build_only:
         for device_id, flash in flashes.items():

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from generator.spec.contract import (
+    ADMIN_IDENTITY,
     AUTH_MODES,
     BACKEND_IDENTITY,
     DOCTOR_IDENTITY,
@@ -24,7 +25,7 @@ from generator.spec.schema_check import schema_problems
 from generator.spec.source import SpecSource, problems_to_error, read_spec_source
 
 __all__ = [
-    "AUTH_MODES", "BACKEND_IDENTITY", "DOCTOR_IDENTITY", "KEY_ORIGINS", "KEY_TYPES", "OTA_IDENTITY",
+    "ADMIN_IDENTITY", "AUTH_MODES", "BACKEND_IDENTITY", "DOCTOR_IDENTITY", "KEY_ORIGINS", "KEY_TYPES", "OTA_IDENTITY",
     "PROVISIONER_IDENTITY", "SECRETS_MODES", "SERVER_IDENTITIES", "Broker", "Device", "DevicePki", "Ota", "PkiOptions",
     "Publish", "Spec", "SpecSource", "Status", "Subscribe", "Wifi", "load_spec", "load_spec_source",
 ]

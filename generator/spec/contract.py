@@ -23,6 +23,9 @@ SERVER_IDENTITIES = (BACKEND_IDENTITY, DOCTOR_IDENTITY)
 OTA_IDENTITY = "gen.ota"
 # `gen provision serve`'s own identity: it reads the devices' certificate requests and answers them, nothing else.
 PROVISIONER_IDENTITY = "gen.provisioner"
+# `gen broker apply`'s own identity (a broker gen runs): it may send the dynamic-security plugin's commands that end
+# live sessions (of a revoked, re-keyed or removed identity), nothing else.
+ADMIN_IDENTITY = "gen.admin"
 
 # The PKI's key types (the schema's enum is held equal to this by a test).
 KEY_TYPES = ("ec-p256", "rsa-2048")

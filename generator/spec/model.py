@@ -11,6 +11,7 @@ from pathlib import Path
 from generator.core.errors import UserError
 from generator.spec.catalogue import Target
 from generator.spec.contract import (
+    ADMIN_IDENTITY,
     AUTH_MODES,
     OTA_IDENTITY,
     SERVER_IDENTITIES,
@@ -208,9 +209,10 @@ class Spec:
 
     @property
     def server_identities(self) -> tuple[str, ...]:
-        """The server-side identities the PKI issues and the broker knows: the backend, gen doctor, and with `ota:`
-        gen's OTA publisher."""
-        return SERVER_IDENTITIES + ((OTA_IDENTITY,) if self.ota_port is not None else ())
+        """The server-side identities the PKI issues and the broker knows: the backend, gen doctor, with `ota:`
+        gen's OTA publisher, and for a broker gen runs its session administrator (gen broker apply)."""
+        return (SERVER_IDENTITIES + ((OTA_IDENTITY,) if self.ota_port is not None else ())
+                + (() if self.broker.external else (ADMIN_IDENTITY,)))
 
     @property
     def ota_port(self) -> int | None:

@@ -131,6 +131,13 @@ def test_revoking_twice_exits_2_with_a_clear_message(issued, gen):
     assert "already revoked" in again.stderr and "fix:" in again.stderr
 
 
+def test_revoke_names_the_command_that_ends_the_revoked_devices_live_session(issued, gen):
+    revoked = gen("pki", "revoke", issued, "sensor-a")
+    text = " ".join(revoked.stdout.split())
+    assert f"gen broker apply {issued}" in text and "--reload-command 'systemctl reload mosquitto'" in text
+    assert "SIGHUP" not in text                       # a reload alone leaves a live TLS session connected
+
+
 def test_revoke_after_renew_revokes_both_certificates_and_list_shows_the_history(issued, gen):
     from cryptography import x509
 

@@ -207,7 +207,10 @@ def test_the_readme_install_works_under_debians_own_main_config(broker_project, 
     import tempfile
 
     from generator.broker.render import INSTALL_DIR
-    from generator.broker.runner import ListenerPorts, find_mosquitto, private_conf
+    from generator.broker.runner import ListenerPorts, find_dynsec_plugin, find_mosquitto, private_conf
+    from generator.broker.sessions import end_sessions
+    from generator.pki.credentials import ClientCredentials
+    from generator.pki.spec_identities import open_spec_pki
 
     project = broker_project("mtls+password")
     group = grp.getgrnam("mosquitto").gr_gid
@@ -227,6 +230,16 @@ def test_the_readme_install_works_under_debians_own_main_config(broker_project, 
     port = free_port()
     conf, _ = private_conf((install_dir / "mosquitto.conf").read_text(), private_dir=install_dir,
                            ports=ListenerPorts(port, None, "127.0.0.1"), run_as=None)
+    # The README's two steps for the dynamic-security plugin: its file linked into the install directory, and an
+    # empty state file where the broker's user may write (Debian's /var/lib/mosquitto; here `var`).
+    plugin = find_dynsec_plugin()
+    assert plugin is not None, "Debian's mosquitto ships mosquitto_dynamic_security.so"
+    (install_dir / "dynamic-security.so").symlink_to(plugin)
+    state = var / "gen-broker-test-dynsec.json"
+    state.touch(mode=0o600)
+    os.chown(state, pwd.getpwnam("mosquitto").pw_uid, group)
+    conf = re.sub(r"(?m)^plugin .*$", f"plugin {install_dir / 'dynamic-security.so'}", conf)
+    conf = re.sub(r"(?m)^plugin_opt_config_file .*$", f"plugin_opt_config_file {state}", conf)
     (conf_d / "gen-broker-test.conf").write_text(conf)
     main_conf = open(DEBIAN_MAIN_CONF).read()
     for option, value in (("pid_file", var / "mosquitto.pid"), ("persistence_location", f"{var}/"),
@@ -248,6 +261,14 @@ def test_the_readme_install_works_under_debians_own_main_config(broker_project, 
         with socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as raw:
             with context.wrap_socket(raw, server_hostname=BROKER_NAME) as sock:
                 assert mqtt_connect_over(sock, project.client("sensor-a")) == 0
+                # gen broker apply's way to end a session works on the installed broker too
+                store = open_spec_pki(project.spec, create=False)
+                admin = store.identity("client/gen.admin")
+                end_sessions(["sensor-a"], host="127.0.0.1", port=port, broker_name=BROKER_NAME,
+                             admin=ClientCredentials("gen.admin", project.client("sensor-a").ca_pem, admin.cert_pem,
+                                                     admin.key_pem, store.password("gen.admin")))
+                sock.settimeout(WAIT_S)
+                assert sock.recv(1) == b""                  # the broker closed it
     finally:
         process.terminate()
         process.wait(timeout=WAIT_S)

@@ -91,7 +91,7 @@ def test_the_password_file_has_one_7_line_per_user_and_no_plaintext(broker_proje
     passwords = project.credentials.broker.passwords
     text = render_broker(project.spec, project.credentials.broker).files["passwd"].decode()
     lines = text.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["backend", "gen.doctor", "sensor-a", "sensor-b"]
+    assert [line.split(":")[0] for line in lines] == ["backend", "gen.admin", "gen.doctor", "sensor-a", "sensor-b"]
     for (username, password), line in zip(sorted(passwords), lines):
         encoded = line.split(":", 1)[1]
         assert encoded.startswith(f"$7${PASSWORD_ITERATIONS}$")
@@ -137,6 +137,7 @@ def test_each_device_may_write_its_topics_and_read_its_filters_and_the_backend_a
                      ("read", "devices/sensor-b/cmd/#")],
         "backend": [("readwrite", "devices/#")],
         "gen.doctor": [("readwrite", "devices/#")],
+        "gen.admin": [("write", "$CONTROL/dynamic-security/v1"), ("read", "$CONTROL/dynamic-security/v1/response")],
     }
 
 
@@ -184,3 +185,13 @@ def test_the_operator_readme_installs_every_generated_file_with_the_right_mode(a
     assert set(installed) == set(rendered.files) - {"README.md"}
     for name, mode in installed.items():
         assert mode == (0o640 if rendered.modes[name] == 0o600 else 0o644), name
+
+
+def test_the_operator_readme_says_how_to_end_a_revoked_devices_live_session(broker_project):
+    readme = render_broker(broker_project("mtls").spec, broker_project("mtls").credentials.broker).files["README.md"]
+    text = readme.decode()
+    assert ('sudo "$(command -v gen)" broker apply SPEC --broker-dir /etc/mosquitto/gen '
+            "--reload-command 'systemctl reload mosquitto'") in text
+    assert "re-checks no live TLS session" in " ".join(text.split())
+    assert "keeps its TLS session, but the reloaded ACL" not in text     # the old, wrong advice
+    assert "/mosquitto_dynamic_security.so)\" /etc/mosquitto/gen/dynamic-security.so" in text

@@ -511,7 +511,7 @@ def test_the_spec_gets_its_broker_devices_backend_and_passwords_and_a_rerun_chan
     spec = load_spec(tmp_path / "device.yaml")
     identities = ensure_spec_identities(spec)
     assert list(identities.devices) == ["sensor-a", "sensor-b"]
-    assert sorted(identities.passwords) == ["backend", "gen.doctor", "sensor-a", "sensor-b"]
+    assert sorted(identities.passwords) == ["backend", "gen.admin", "gen.doctor", "sensor-a", "sensor-b"]
     assert identities.broker.cert_path == tmp_path / "pki" / "broker.pem"
     assert (tmp_path / "pki" / "private" / "ca-key.p12").exists()
     before = snapshot(tmp_path / "pki")

@@ -35,7 +35,7 @@ from generator.spec.provisioning_protocol import (
     request_topic,
     reserved_topic_problem,
 )
-from generator.provision.service import TokenBucket
+from generator.provision.fairness import TokenBucket
 
 NOW = dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc)
 RID = "0123456789abcdef0123456789abcdef"
