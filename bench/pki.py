@@ -12,6 +12,8 @@ the ratios of the same run. Run it on tmpfs to measure the work rather than the 
 
     BENCH_DIR=/dev/shm .venv/bin/python bench/pki.py [N] [--recipe M] [--key-type ec-p256|rsa-2048]
 
+PYTHONPATH=DIR measures the gen in DIR (another checkout) instead, for a before/after.
+
 Targets (issue 22): EC issuing within 1.5x of the floor with its files (CPU); RSA batches use every core (wall).
 """
 
@@ -27,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.append(str(Path(__file__).resolve().parent.parent))   # after PYTHONPATH: another checkout for a before/after
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
