@@ -317,7 +317,7 @@ def _ini_value(text: str) -> str:
 
 _GENERATED = {
     "arduino": ("platformio.ini", "partitions.csv", "src/main.cpp", "src/app.cpp", "src/config.h", "src/app.h",
-                "src/topic_filter.h", "test/test_device.py"),
+                "src/date_checking_client.h", "src/topic_filter.h", "test/test_device.py"),
     "espidf": ("platformio.ini", "partitions.csv", "sdkconfig.defaults", "CMakeLists.txt", "src/CMakeLists.txt",
                "src/main.c", "src/app.c", "src/config.h", "src/app.h", "src/topic_filter.h", "test/test_device.py"),
 }
