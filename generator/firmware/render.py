@@ -323,8 +323,9 @@ _GENERATED = {
 }
 # With `ota:`, the update handler (its own sources, so main.* only calls it).
 _GENERATED_FOR_OTA = {
-    "arduino": ("src/ota_update.h", "src/ota_update.cpp", "src/ota_config.h", "src/ota_common.h"),
-    "espidf": ("src/ota_update.h", "src/ota_update.c", "src/ota_config.h", "src/ota_common.h"),
+    "arduino": ("src/ota_update.h", "src/ota_update.cpp", "src/ota_config.h", "src/ota_common.h", "src/version_order.h",
+                "src/ota_version_record.h"),
+    "espidf": ("src/ota_update.h", "src/ota_update.c", "src/ota_config.h", "src/ota_common.h", "src/version_order.h"),
 }
 
 
