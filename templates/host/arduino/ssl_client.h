@@ -19,5 +19,6 @@ typedef struct sslclient_context {
     mbedtls_x509_crt ca_cert;
     mbedtls_x509_crt client_cert;
     mbedtls_pk_context client_key;
+    unsigned long socket_timeout;
     unsigned long handshake_timeout;
 } sslclient_context;
