@@ -11,6 +11,7 @@ import dataclasses
 
 import pytest
 
+from generator.ota.image import recorded_version
 from ota_support import OLDER, ota_project
 from simulate_support import CONNECTED
 from test_ota_update import assert_still_running_the_old_image, run  # noqa: F401 (the run fixture)
@@ -50,3 +51,10 @@ def test_an_older_image_announced_as_a_deliberate_downgrade_is_installed_and_kep
         device.wait_for(rf"\[sim\] boot: \w+, {OLDER} \(pending verify: on trial\)")
         device.wait_for(CONNECTED)
         device.wait_for(rf"\[ota\] {OLDER} reached the broker: confirmed, no rollback")
+
+
+def test_gen_ota_publish_reads_the_version_the_firmware_records_in_its_image(ota):
+    # What check_image reads from an Arduino image is the record the firmware itself reads after a download; an
+    # ESP-IDF image carries none (its esp_app_desc_t says the version).
+    expected = {"arduino": OLDER, "espidf": None}[ota.device_spec.framework]
+    assert recorded_version(ota.image(OLDER)) == expected
