@@ -38,9 +38,10 @@ NVS_PASSWORD_CAPACITY = 128            # bytes of the MQTT password
 PEM_CAPACITY = 16384                   # largest PEM read from NVS (a long chain or an RSA-4096 key fits)
 
 # Updates over the air (generator.ota): the announcement a device receives on its OTA topic (JSON: a version of 31
-# characters, a size, a 64-digit sha256, a URL of up to 360 bytes for a 253-byte broker name, the target and the
-# 63-character project) and the report it publishes on its firmware topic (version, slot, state, a short detail).
-OTA_ANNOUNCEMENT_CAPACITY = 768
+# characters, a size, a 64-digit sha256, a URL of up to 360 bytes for a 253-byte broker name, the target, the
+# 63-character project and `"downgrade":true`) and the report it publishes on its firmware topic (version, slot,
+# state, a short detail).
+OTA_ANNOUNCEMENT_CAPACITY = 768 + len(',"downgrade":true')
 FIRMWARE_REPORT_CAPACITY = 256
 OTA_QOS = 1                            # announcements are retained QoS 1: a device that was offline still gets one
 

@@ -105,17 +105,19 @@ _LINK_FILES = {
                 ("arduino/gen_link.cpp", "lib/gen_link/src/gen_link.cpp"),
                 ("arduino/ota_update.h", "lib/gen_link/src/ota_update.h"),
                 ("arduino/ota_update.cpp", "lib/gen_link/src/ota_update.cpp"),
+                ("arduino/ota_version_record.h", "lib/gen_link/src/ota_version_record.h"),
+                ("arduino/date_checking_client.h", "lib/gen_link/src/date_checking_client.h"),
                 *((f"common/{name}", f"lib/gen_link/src/{name}") for name in (
-                    "ota_common.h", "topic_filter.h", "device_key.h", "device_key.c", "provisioning.h",
-                    "provisioning.c"))),
+                    "ota_common.h", "version_order.h", "topic_filter.h", "device_key.h", "device_key.c",
+                    "provisioning.h", "provisioning.c"))),
     "espidf": (("espidf/CMakeLists.txt", "components/gen_link/CMakeLists.txt"),
                ("common/gen_link.h", "components/gen_link/include/gen_link.h"),
                ("espidf/gen_link.c", "components/gen_link/gen_link.c"),
                ("espidf/ota_update.h", "components/gen_link/ota_update.h"),
                ("espidf/ota_update.c", "components/gen_link/ota_update.c"),
                *((f"common/{name}", f"components/gen_link/{name}") for name in (
-                   "ota_common.h", "topic_filter.h", "device_key.h", "device_key.c", "provisioning.h",
-                   "provisioning.c")),
+                   "ota_common.h", "version_order.h", "topic_filter.h", "device_key.h", "device_key.c",
+                   "provisioning.h", "provisioning.c")),
                ("espidf/gen_config/CMakeLists.txt", "components/gen_config/CMakeLists.txt")),
 }
 

@@ -13,6 +13,7 @@
 #include "esp_partition.h"
 #include "gen_ota_config.h"
 #include "mbedtls/md.h"
+#include "version_order.h"
 
 #define OTA_VERSION_CAPACITY 32      // esp_app_desc_t.version, NUL included
 #define OTA_SHA256_HEX 64
@@ -21,7 +22,8 @@
 #define OTA_KEY_CAPACITY 16
 
 // {"version": "1.3.0", "size": 1234944, "sha256": "<64 hex digits>", "url": "https://...", "target": "...",
-//  "project": "..."}: every key once, nothing else.
+//  "project": "..."}: every key once, nothing else; and "downgrade": true when the update is a deliberate downgrade
+// (only `gen ota publish --allow-downgrade` writes it).
 typedef struct {
     char version[OTA_VERSION_CAPACITY];
     uint32_t size;
@@ -29,6 +31,7 @@ typedef struct {
     char url[OTA_URL_CAPACITY];
     char target[OTA_NAME_CAPACITY];
     char project[OTA_NAME_CAPACITY];
+    bool downgrade;
 } ota_announcement_t;
 
 static inline const char *ota_skip_space(const char *p, const char *end)
@@ -90,10 +93,27 @@ static inline const char *ota_read_size(const char **p, const char *end, uint32_
     return NULL;
 }
 
+static inline const char *ota_read_boolean(const char **p, const char *end, bool *out)
+{
+    const char *s = *p;
+    if (end - s >= 4 && memcmp(s, "true", 4) == 0) {
+        *out = true;
+        *p = s + 4;
+        return NULL;
+    }
+    if (end - s >= 5 && memcmp(s, "false", 5) == 0) {
+        *out = false;
+        *p = s + 5;
+        return NULL;
+    }
+    return "downgrade is not true or false";
+}
+
 // NULL when json[0..length) is a complete announcement (then in *out), else why not, in words.
 static inline const char *ota_parse_announcement(const char *json, size_t length, ota_announcement_t *out)
 {
-    static const char *const keys[] = {"version", "size", "sha256", "url", "target", "project"};
+    static const char *const keys[] = {"version", "size", "sha256", "url", "target", "project", "downgrade"};
+    const unsigned required = (1u << 6) - 1;     // all but downgrade
     const char *end = json + length;
     const char *p = ota_skip_space(json, end);
     unsigned seen = 0;
@@ -113,7 +133,7 @@ static inline const char *ota_parse_announcement(const char *json, size_t length
             ++index;
         }
         if (index == sizeof keys / sizeof keys[0]) {
-            return "it has a key that is not version, size, sha256, url, target or project";
+            return "it has a key that is not version, size, sha256, url, target, project or downgrade";
         }
         if (seen & (1u << index)) {
             return "a key appears twice";
@@ -130,7 +150,8 @@ static inline const char *ota_parse_announcement(const char *json, size_t length
         case 2: problem = ota_read_string(&p, end, out->sha256, sizeof out->sha256); break;
         case 3: problem = ota_read_string(&p, end, out->url, sizeof out->url); break;
         case 4: problem = ota_read_string(&p, end, out->target, sizeof out->target); break;
-        default: problem = ota_read_string(&p, end, out->project, sizeof out->project); break;
+        case 5: problem = ota_read_string(&p, end, out->project, sizeof out->project); break;
+        default: problem = ota_read_boolean(&p, end, &out->downgrade); break;
         }
         if (problem != NULL) {
             return problem;
@@ -149,7 +170,7 @@ static inline const char *ota_parse_announcement(const char *json, size_t length
     if (ota_skip_space(p, end) != end) {
         return "there is text after the object";
     }
-    if (seen != (1u << (sizeof keys / sizeof keys[0])) - 1) {
+    if ((seen & required) != required) {
         return "a key is missing (version, size, sha256, url, target and project are all needed)";
     }
     if (strlen(out->sha256) != OTA_SHA256_HEX || strspn(out->sha256, "0123456789abcdef") != OTA_SHA256_HEX) {

@@ -125,6 +125,14 @@ static void install(const ota_announcement_t *update)
         refuse(update, "the image says it is version %.32s", description.version);
         return;
     }
+    // Anti-rollback, on the version in the image (its signature is checked by esp_https_ota_finish).
+    const char *rollback = version_rollback_problem(description.version, FIRMWARE_VERSION, update->downgrade);
+    if (rollback != NULL) {
+        esp_https_ota_abort(handle);
+        refuse(update, "%s %s (a downgrade is announced with gen ota publish --allow-downgrade)", rollback,
+               FIRMWARE_VERSION);
+        return;
+    }
     const int served = esp_https_ota_get_image_size(handle);
     if (served >= 0 && (uint32_t)served != update->size) {
         esp_https_ota_abort(handle);
@@ -202,6 +210,12 @@ static bool wanted(const ota_announcement_t *update)
     }
     if (strncmp(update->url, OTA_URL_PREFIX, sizeof OTA_URL_PREFIX - 1) != 0) {
         ESP_LOGE(TAG, "[ota] ignored: %s is not on the update server %s", update->url, OTA_URL_PREFIX);
+        return false;
+    }
+    const char *rollback = version_rollback_problem(update->version, FIRMWARE_VERSION, update->downgrade);
+    if (rollback != NULL) {      // not fetched at all; the image's own version is checked again before writing it
+        refuse(update, "%s %s (a downgrade is announced with gen ota publish --allow-downgrade)", rollback,
+               FIRMWARE_VERSION);
         return false;
     }
     const esp_partition_t *staging = esp_ota_get_next_update_partition(NULL);
