@@ -1,18 +1,21 @@
 """`gen ota publish` against the real Mosquitto: who may announce (gen's OTA identity only, not the backend), what it
-refuses (a version older than the spec's, unless --allow-downgrade, which alone writes "downgrade": true), and what
+refuses (a version older than the spec's, unless --allow-downgrade, which alone writes "downgrade": a permission
+signed with the project's OTA key for that device and image), and what
 it leaves in OUT/ota (nothing when it cannot announce; the current and previous image of each device, no more)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 
 import pytest
+from cryptography.hazmat.primitives import hashes, serialization
 
 from conftest import mqtt_session
 from generator.cli import main
 from generator.output.generate import spec_credentials
-from generator.ota.signing import sign_image, signing_key
+from generator.ota.signing import DOWNGRADE_PADDING, downgrade_message, sign_image, signing_key
 from generator.pki.layout import PkiLayout
 from test_ota_serve import image, project  # noqa: F401 (the module's project fixture)
 
@@ -86,8 +89,26 @@ def test_allow_downgrade_announces_an_older_version_as_a_deliberate_downgrade(cl
         device.subscribe(topic, qos=1)
         (message,) = device.receive_until(topic)
     announced = json.loads(message.payload)
-    assert (announced["version"], announced["downgrade"]) == ("1.1.0", True)
+    assert announced["version"] == "1.1.0"
     assert staged(clean_staging) == {f"{announced['sha256']}.bin"}
+    # The permission: the OTA key's signature of this device, this image and this version (raises if it is not).
+    public = serialization.load_pem_public_key(signing_key(PkiLayout(clean_staging.pki.dir)).public_pem())
+    public.verify(base64.b64decode(announced["downgrade"]), downgrade_message("sensor-a", announced["sha256"], "1.1.0"),
+                  DOWNGRADE_PADDING, hashes.SHA256())
+
+
+def test_a_downgrade_without_the_private_signing_key_is_refused_with_exit_2_and_nothing_is_staged(clean_staging,
+                                                                                                   tmp_path, capsys):
+    signed = signed_image(clean_staging, tmp_path, "1.1.0")
+    private = signing_key(PkiLayout(clean_staging.pki.dir)).private
+    away = tmp_path / "ota-signing-key.pem"
+    private.rename(away)
+    try:
+        assert publish(clean_staging, signed, "1.1.0", "--allow-downgrade") == 2
+    finally:
+        away.rename(private)
+    assert str(private) in capsys.readouterr().err
+    assert staged(clean_staging) == set()
 
 
 def test_a_newer_version_is_announced_without_the_downgrade_key(clean_staging, tmp_path, start_broker):

@@ -71,8 +71,9 @@ def publish(
                                           "firmware.version, as `gen build` built it)."),
     clear: bool = typer.Option(False, "--clear", help="Remove the retained announcement instead."),
     allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="Announce a version older than the spec's "
-                                         "firmware.version as a deliberate downgrade (devices refuse older images "
-                                         "otherwise)."),
+                                         "firmware.version as a deliberate downgrade: each announcement carries a "
+                                         "permission signed with the OTA signing key for that device and image "
+                                         "(run it where the PKI lives). Devices refuse older images otherwise."),
     broker: Optional[str] = BROKER_OPTION,
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
@@ -100,7 +101,8 @@ def publish(
             raise problem
         path = image if image is not None else _built_image(out_dir, each)
         images[each.id] = check_image(each, path, wanted, key, slot=slot_size(out_dir / firmware_dir(each.id)))
-        announcements[each.id] = announcement(each, images[each.id], wanted, downgrade=allow_downgrade)
+        announcements[each.id] = announcement(each, images[each.id], wanted,
+                                               downgrade_key=key if allow_downgrade else None)
     publish_announcements(loaded, announcements, _broker(broker), stage=images, out_dir=out_dir)
     for device_id, announced in announcements.items():
         assert announced is not None

@@ -7,8 +7,10 @@ topic (retained, QoS 1: a device that is offline gets it when it comes back).
 No signature travels in the announcement: it is inside the image, and the device checks it. Before announcing, the
 image must be one the device will take: an app image for its chip, signed with the project's key, small enough for
 its slot, of the announced version (ESP-IDF: its esp_app_desc_t; Arduino: the version record its firmware carries),
-and not older than the spec's firmware.version unless the user asks for a downgrade (`--allow-downgrade`, which
-alone writes `"downgrade": true`: the device refuses an older image without it). Images are staged only once the
+and not older than the spec's firmware.version unless the user asks for a downgrade (`--allow-downgrade`). A
+downgrade's announcement carries `"downgrade": "<signature>"`, a permission signed with the project's OTA signing key
+for this device, this image and this version (generator.ota.signing.sign_downgrade); the device refuses an older
+image without a permission that verifies, so holding gen's OTA identity is not enough to roll a device back. Images are staged only once the
 broker has taken gen's OTA identity, and each device keeps its current and previous image staged, no more. The
 announcement is published as gen's own OTA identity (OTA_IDENTITY), the only one the ACL lets write OTA topics.
 """
@@ -30,7 +32,7 @@ from generator.core.mqtt_wire import ConnectionClosed, MqttSession
 from generator.doctor.probes import ClientIdentity, open_tls
 from generator.firmware.limits import OTA_ANNOUNCEMENT_CAPACITY, OTA_QOS
 from generator.ota.image import CHIP_IDS, ImageError, read_image, recorded_version
-from generator.ota.signing import SigningKey, signature_problem
+from generator.ota.signing import SigningKey, sign_downgrade, signature_problem
 from generator.ota.version import version_order
 from generator.output.layout import ota_image
 from generator.pki.layout import PkiLayout
@@ -48,13 +50,13 @@ class Announcement:
     url: str
     target: str
     project: str
-    downgrade: bool = False          # a deliberate downgrade (gen ota publish --allow-downgrade)
+    downgrade: str = ""              # a deliberate downgrade's signed permission (base64), or none
 
     def payload(self) -> bytes:
         fields: dict[str, object] = {"version": self.version, "size": self.size, "sha256": self.sha256,
                                      "url": self.url, "target": self.target, "project": self.project}
         if self.downgrade:
-            fields["downgrade"] = True
+            fields["downgrade"] = self.downgrade
         text = json.dumps(fields, separators=(",", ":")).encode()
         assert len(text) <= OTA_ANNOUNCEMENT_CAPACITY, "the firmware's buffer is sized for every announcement"
         return text
@@ -155,11 +157,13 @@ def prune_staged(out_dir: Path, device: Device, current: str) -> list[Path]:
     return removed
 
 
-def announcement(device: Device, data: bytes, version: str, *, downgrade: bool = False) -> Announcement:
+def announcement(device: Device, data: bytes, version: str, *, downgrade_key: SigningKey | None = None) -> Announcement:
+    """The announcement of this image; with `downgrade_key`, a deliberate downgrade whose permission it signs."""
     assert device.ota is not None
     sha256 = hashlib.sha256(data).hexdigest()
+    permission = sign_downgrade(downgrade_key, device.id, sha256, version) if downgrade_key is not None else ""
     return Announcement(version=version, size=len(data), sha256=sha256, url=image_url(device, sha256),
-                        target=device.target.name, project=device.ota.project, downgrade=downgrade)
+                        target=device.target.name, project=device.ota.project, downgrade=permission)
 
 
 # ---------------------------------------------------------------------------------------------- MQTT

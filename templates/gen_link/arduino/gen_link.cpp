@@ -786,7 +786,7 @@ extern "C" void gen_link_start(void) {
     }
 #endif
 #if GEN_LINK_OTA
-    ota_begin({settings.ca_pem, settings.cert_pem, settings.key_pem, settings.ota_topic, settings.firmware_topic}, mqtt);
+    ota_begin({settings.device_id, settings.ca_pem, settings.cert_pem, settings.key_pem, settings.ota_topic, settings.firmware_topic}, mqtt);
 #endif
     app_setup();
     configure_mqtt();

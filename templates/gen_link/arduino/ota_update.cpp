@@ -237,7 +237,8 @@ bool version_acceptable(const esp_partition_t* staging, uint32_t signed_length, 
         refuse(update, "the image says it is version %s", version);
         return false;
     }
-    const char* problem = version_rollback_problem(version, FIRMWARE_VERSION, update.downgrade);
+    // A downgrade permission was verified by wanted() before this update was taken, for this sha256 and version.
+    const char* problem = version_rollback_problem(version, FIRMWARE_VERSION, update.downgrade[0] != '\0');
     if (problem != nullptr) {
         refuse(update, "%s %s (a downgrade is announced with gen ota publish --allow-downgrade)", problem,
                FIRMWARE_VERSION);
@@ -392,7 +393,15 @@ bool wanted(const ota_announcement_t& update) {
         Serial.printf("[ota] ignored: %s is not on the update server %s\n", update.url, OTA_URL_PREFIX);
         return false;
     }
-    const char* rollback = version_rollback_problem(update.version, FIRMWARE_VERSION, update.downgrade);
+    // A downgrade permission counts only once it verifies: one forged, or made for another device or image, is refused.
+    if (update.downgrade[0] != '\0') {
+        const char* forged = ota_downgrade_problem(&update, settings.device_id);
+        if (forged != nullptr) {
+            refuse(update, "its downgrade permission %s", forged);
+            return false;
+        }
+    }
+    const char* rollback = version_rollback_problem(update.version, FIRMWARE_VERSION, update.downgrade[0] != '\0');
     if (rollback != nullptr) {      // not fetched at all; the image's own version is checked again after download
         refuse(update, "%s %s (a downgrade is announced with gen ota publish --allow-downgrade)", rollback,
                FIRMWARE_VERSION);
@@ -443,7 +452,7 @@ bool ota_on_message(const char* topic, const uint8_t* payload, unsigned int leng
                       static_cast<unsigned>(OTA_ANNOUNCEMENT_CAPACITY));
         return true;
     }
-    ota_announcement_t update;
+    static ota_announcement_t update;             // 1.3 KB with a downgrade permission: kept off the loop task's stack
     const char* problem = ota_parse_announcement(reinterpret_cast<const char*>(payload), length, &update);
     if (problem != nullptr) {
         Serial.printf("[ota] ignored an announcement: %s\n", problem);

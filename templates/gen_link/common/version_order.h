@@ -204,7 +204,8 @@ static inline bool version_order(const char *a, const char *b, int *order)
 }
 
 // Why an update of version `offered` must not replace the running `running`, or NULL: an older version, or one
-// that cannot be ordered, passes only when the announcement says it is a deliberate downgrade.
+// that cannot be ordered, passes only as a deliberate downgrade (`downgrade`: the announcement's permission verified,
+// ota_common.h).
 static inline const char *version_rollback_problem(const char *offered, const char *running, bool downgrade)
 {
     int order = 0;

@@ -1103,6 +1103,7 @@ void gen_link_start(void)
 #endif
 #if GEN_LINK_OTA
     const ota_settings_t ota = {
+        .device_id = settings.device_id,
         .ca_pem = settings.ca_pem,
         .cert_pem = settings.cert_pem,
         .key_pem = settings.key_pem,

@@ -11,6 +11,7 @@
 #include "mqtt_client.h"
 
 typedef struct {
+    const char *device_id;           // this device: a downgrade permission must name it
     const char *ca_pem;              // verifies the update server (it serves the broker's certificate)
     const char *cert_pem;            // this device's certificate and key: the server gives it only its own images
     const char *key_pem;
