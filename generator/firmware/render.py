@@ -74,6 +74,7 @@ from generator.firmware.nvs_image import (
     var_text,
 )
 from generator.ota.image import CHIP_IDS
+from generator.ota.signing import key_digest
 from generator.pki.credentials import ClientCredentials
 from generator.provision.protocol import (
     BOOTSTRAP_USER_SUFFIX,
@@ -105,17 +106,19 @@ _LINK_FILES = {
                 ("arduino/gen_link.cpp", "lib/gen_link/src/gen_link.cpp"),
                 ("arduino/ota_update.h", "lib/gen_link/src/ota_update.h"),
                 ("arduino/ota_update.cpp", "lib/gen_link/src/ota_update.cpp"),
+                ("arduino/ota_version_record.h", "lib/gen_link/src/ota_version_record.h"),
+                ("arduino/date_checking_client.h", "lib/gen_link/src/date_checking_client.h"),
                 *((f"common/{name}", f"lib/gen_link/src/{name}") for name in (
-                    "ota_common.h", "topic_filter.h", "device_key.h", "device_key.c", "provisioning.h",
-                    "provisioning.c"))),
+                    "ota_common.h", "version_order.h", "topic_filter.h", "device_key.h", "device_key.c",
+                    "provisioning.h", "provisioning.c"))),
     "espidf": (("espidf/CMakeLists.txt", "components/gen_link/CMakeLists.txt"),
                ("common/gen_link.h", "components/gen_link/include/gen_link.h"),
                ("espidf/gen_link.c", "components/gen_link/gen_link.c"),
                ("espidf/ota_update.h", "components/gen_link/ota_update.h"),
                ("espidf/ota_update.c", "components/gen_link/ota_update.c"),
                *((f"common/{name}", f"components/gen_link/{name}") for name in (
-                   "ota_common.h", "topic_filter.h", "device_key.h", "device_key.c", "provisioning.h",
-                   "provisioning.c")),
+                   "ota_common.h", "version_order.h", "topic_filter.h", "device_key.h", "device_key.c",
+                   "provisioning.h", "provisioning.c")),
                ("espidf/gen_config/CMakeLists.txt", "components/gen_config/CMakeLists.txt")),
 }
 
@@ -204,6 +207,7 @@ class OtaFacts:
     report_capacity: int
     chip_id: str
     key_digest_rows: tuple[str, ...]
+    public_key_pem: str        # C literal: the signing key's public half, which checks downgrade permissions
 
 
 @dataclass(frozen=True)
@@ -315,14 +319,15 @@ class FirmwareFacts:
     compile_options: tuple[str, ...]                # ESP-IDF: the spec's build_flags, as COMPILE_OPTIONS
 
 
-def _ota_facts(device: Device, key_digest: bytes | None) -> OtaFacts | None:
+def _ota_facts(device: Device, public_key: bytes | None) -> OtaFacts | None:
     """What the update handler is built with, or None without `ota:`."""
     if device.ota is None:
         return None
-    if key_digest is None or len(key_digest) != 32:
+    if public_key is None:
         raise UserError(f"device {device.id} updates over the air, but the project's OTA signing key is not known",
                         hint="run `gen generate SPEC`, which creates pki/private/ota-signing-key.pem")
     prefix = f"https://{device.broker.host}:{device.ota.port}/"
+    digest = key_digest(public_key)
     return OtaFacts(
         version=c_string_literal(device.firmware_version),
         version_text=device.firmware_version,
@@ -339,13 +344,14 @@ def _ota_facts(device: Device, key_digest: bytes | None) -> OtaFacts | None:
         announcement_capacity=OTA_ANNOUNCEMENT_CAPACITY,
         report_capacity=FIRMWARE_REPORT_CAPACITY,
         chip_id=f"0x{CHIP_IDS[device.chip]:04x}",
-        key_digest_rows=tuple(", ".join(f"0x{byte:02x}" for byte in key_digest[i:i + 8]) + ","
+        key_digest_rows=tuple(", ".join(f"0x{byte:02x}" for byte in digest[i:i + 8]) + ","
                               for i in range(0, 32, 8)),
+        public_key_pem=c_string_literal_lines(public_key),
     )
 
 
 def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: str, app: AppLayout,
-                   ota_key_digest: bytes | None = None) -> FirmwareFacts:
+                   ota_public_key: bytes | None = None) -> FirmwareFacts:
     """The facts of one device's firmware project; refuses a device whose credentials are incomplete."""
     nvs = device.secrets == "nvs"
     flavour = device.framework
@@ -387,7 +393,7 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
     return FirmwareFacts(
         flavour=flavour,
         nvs=nvs,
-        ota=_ota_facts(device, ota_key_digest),
+        ota=_ota_facts(device, ota_public_key),
         app_root=app.root,
         app_components=bool(app.components),
         other_starter=OTHER_STARTER[flavour],
@@ -556,14 +562,14 @@ def credentials_header(framework: str) -> str:
 
 
 def render_firmware(device: Device, credentials: ClientCredentials, *, spec_name: str = "the device spec",
-                    app: AppLayout = AppLayout(), ota_key_digest: bytes | None = None) -> FirmwareProject:
+                    app: AppLayout = AppLayout(), ota_public_key: bytes | None = None) -> FirmwareProject:
     """The device's PlatformIO project. `spec_name` (e.g. "device.yaml") is named in every generated file's
     header; keep it the same for every device of a fleet so their `secrets: nvs` projects stay identical.
     `app` says where the user's code lies (by default, where it lies when OUT is the spec folder's build/).
-    `ota_key_digest`: with `ota:`, the digest of the project's signing key (generator.ota.signing.key_digest),
-    which the Arduino firmware checks signatures against."""
+    `ota_public_key`: with `ota:`, the public half of the project's signing key (PEM, pki/ota-signing.pem): the
+    firmware checks downgrade permissions with it, and the Arduino firmware image signatures against its digest."""
     flavour = device.framework
-    facts = firmware_facts(device, credentials, spec_name, app, ota_key_digest)
+    facts = firmware_facts(device, credentials, spec_name, app, ota_public_key)
     rendered = list(_RENDERED[flavour])
     config = CONFIG_DIR[flavour]
     if device.ota is not None:

@@ -59,7 +59,7 @@ from generator.output.manifest import (
     spec_manifest,
     write_manifest,
 )
-from generator.ota.signing import ensure_signing_key, key_digest
+from generator.ota.signing import ensure_signing_key
 from generator.pki.credentials import BrokerCredentials, ClientCredentials, SpecCredentials
 from generator.pki.spec_identities import ensure_spec_identities
 from generator.pki.layout import PkiLayout
@@ -144,15 +144,15 @@ class DeviceFiles:
 
 def render_device_files(device: Device, credentials: ClientCredentials, *, spec_name: str,
                         app: AppLayout = AppLayout(), with_nvs: bool = True, with_firmware: bool = True,
-                        ota_key_digest: bytes | None = None) -> DeviceFiles:
+                        ota_public_key: bytes | None = None) -> DeviceFiles:
     """All of one device's files under OUT/. `with_nvs=False`: no NVS image (a build without the PKI: it is made
     where the PKI lives). `with_firmware=False`: no firmware project (a `secrets: nvs` device's is its image's,
-    `shared_firmware`). `ota_key_digest`: the project's OTA signing key (generator.ota.signing), with `ota:`."""
+    `shared_firmware`). `ota_public_key`: the project's OTA signing key's public half (generator.ota.signing), with `ota:`."""
     fw_base = firmware_dir(device.id)
     files: dict[str, bytes] = {}
     modes: dict[str, int] = {}
     if with_firmware:
-        project = render_firmware(device, credentials, spec_name=spec_name, app=app, ota_key_digest=ota_key_digest)
+        project = render_firmware(device, credentials, spec_name=spec_name, app=app, ota_public_key=ota_public_key)
         files.update({f"{fw_base}/{path}": content for path, content in project.generated.items()})
         # Generated sources that embed the key and passwords (`secrets: embed`) are private too.
         for path in project.secret_files:
@@ -175,9 +175,9 @@ def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] |
     notes = ensure_user_apps(spec, out)
     credentials = spec_credentials(spec)
     broker_files = render_broker(spec, credentials.broker)
-    ota_key = ensure_signing_key(PkiLayout(spec.pki.dir)).digest() if spec.ota_port is not None else None
+    ota_key = ensure_signing_key(PkiLayout(spec.pki.dir)).public_pem() if spec.ota_port is not None else None
     return _write_output(spec, out, device_ids, credentials.devices, broker_files.files, broker_files.modes,
-                         with_nvs=True, notes=notes, ota_key_digest=ota_key)
+                         with_nvs=True, notes=notes, ota_public_key=ota_key)
 
 
 def generate_without_pki(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] | None = None,
@@ -187,16 +187,16 @@ def generate_without_pki(spec: Spec, out_dir: Path | None = None, *, device_ids:
     out = Path(out_dir) if out_dir is not None else spec.default_out_dir
     notes = ensure_user_apps(spec, out)
     return _write_output(spec, out, device_ids, credentials, {}, {}, with_nvs=False, notes=notes,
-                         ota_key_digest=_public_ota_key_digest(spec))
+                         ota_public_key=_public_ota_public_key(spec))
 
 
-def _public_ota_key_digest(spec: Spec) -> bytes | None:
+def _public_ota_public_key(spec: Spec) -> bytes | None:
     """Without the PKI (CI): the OTA signing key's public half, pki/ota-signing.pem (in git), with `ota:`."""
     if spec.ota_port is None:
         return None
     public = PkiLayout(spec.pki.dir).ota_signing_public
     try:
-        return key_digest(public.read_bytes())
+        return public.read_bytes()
     except OSError:
         raise UserError(f"the spec updates over the air, but {public} (the OTA signing key's public half) is not "
                         "here: the firmware must know the key its updates are signed with",
@@ -206,18 +206,18 @@ def _public_ota_key_digest(spec: Spec) -> bytes | None:
 def _write_output(spec: Spec, out: Path, device_ids: list[str] | None,
                   credentials: Mapping[str, ClientCredentials], broker_files: Mapping[str, bytes],
                   broker_modes: Mapping[str, int], *, with_nvs: bool, notes: list[str],
-                  ota_key_digest: bytes | None = None) -> GeneratedOutput:
+                  ota_public_key: bytes | None = None) -> GeneratedOutput:
     selected = [spec.device(device_id) for device_id in device_ids] if device_ids else list(spec.devices)
     previous = previous_manifest(out)
     files: dict[str, bytes] = {f"{BROKER_DIR}/{path}": content for path, content in broker_files.items()}
     modes: dict[str, int] = {f"{BROKER_DIR}/{path}": mode for path, mode in broker_modes.items()}
-    images, shared_files = shared_firmware(spec, out, credentials, ota_key_digest=ota_key_digest)
+    images, shared_files = shared_firmware(spec, out, credentials, ota_public_key=ota_public_key)
     files.update(shared_files)
     for device in selected:
         rendered = render_device_files(device, credentials[device.id], spec_name=spec.path.name,
                                        app=app_layout(out / firmware_dir(device.id), spec.directory),
                                        with_nvs=with_nvs, with_firmware=device.id not in images,
-                                       ota_key_digest=ota_key_digest)
+                                       ota_public_key=ota_public_key)
         files.update(rendered.files)
         modes.update(rendered.modes)
         if device.id not in images and (out / firmware_dir(device.id)).is_symlink():
@@ -254,7 +254,7 @@ def _write_output(spec: Spec, out: Path, device_ids: list[str] | None,
 
 
 def shared_firmware(spec: Spec, out: Path, credentials: Mapping[str, ClientCredentials], *,
-                    ota_key_digest: bytes | None = None) -> tuple[dict[str, str], dict[str, bytes]]:
+                    ota_public_key: bytes | None = None) -> tuple[dict[str, str], dict[str, bytes]]:
     """The `secrets: nvs` devices' firmware, one project per distinct image (a target and everything compiled in):
     ({device id: image name}, {path under OUT: content}). An image is named after its target, or after its target
     and its first device when the target has several images. Every device of the spec counts, whichever are
@@ -265,7 +265,7 @@ def shared_firmware(spec: Spec, out: Path, credentials: Mapping[str, ClientCrede
             continue
         project = render_firmware(device, credentials[device.id], spec_name=spec.path.name,
                                   app=app_layout(out / firmware_dir(device.id), spec.directory),
-                                  ota_key_digest=ota_key_digest)
+                                  ota_public_key=ota_public_key)
         key = hashlib.sha256(b"".join(path.encode() + b"\0" + hashlib.sha256(content).digest()
                                       for path, content in sorted(project.generated.items()))).digest()
         groups.setdefault(key, (device.target.name, [], project.generated))[1].append(device.id)
