@@ -58,11 +58,9 @@ def issue_leaf(common_name: str, key_type: str = "ec-p256") -> tuple[bytes, byte
     return pem(cert), key_pem
 
 
-def ota_key_digest(device: Device) -> bytes | None:
-    """With `ota:`, the digest of a fixed signing key (only its public half is committed: tests/golden/credentials/)."""
-    from generator.pki.ota_signing import key_digest
-
-    return key_digest((GOLDEN / "credentials" / "ota-signing.pem").read_bytes()) if device.ota is not None else None
+def ota_public_key(device: Device) -> bytes | None:
+    """With `ota:`, a fixed signing key's public half (only it is committed: tests/golden/credentials/)."""
+    return (GOLDEN / "credentials" / "ota-signing.pem").read_bytes() if device.ota is not None else None
 
 
 def credentials_for(device: Device, *, ca_pem: bytes | None = None) -> ClientCredentials:
@@ -94,7 +92,7 @@ def write_firmware_project(project_dir: Path, device: Device, credentials: Clien
 
     root = project_dir / "build" / firmware_dir(device.id)
     project = render_firmware(device, credentials or credentials_for(device), spec_name="device.yaml",
-                              app=app_layout(root, project_dir), ota_key_digest=ota_key_digest(device))
+                              app=app_layout(root, project_dir), ota_public_key=ota_public_key(device))
     for path, content in project.generated.items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_bytes(content)

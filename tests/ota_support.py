@@ -38,6 +38,7 @@ from simulate_support import EXAMPLES_DIR, SimDevice
 
 CONFIRM_TIMEOUT_S = 10        # what a trial image gets in these tests (ota.confirm_timeout's minimum)
 UPDATE, BROKEN = "1.3.0", "1.3.1"
+OLDER = "1.1.0"                # what a rollback attack would install
 
 
 @dataclass
@@ -164,8 +165,8 @@ _projects: dict[tuple[str, Path], OtaProject] = {}
 
 
 def ota_project(name: str, tmp_path_factory) -> OtaProject:
-    """projects/examples/<name>, its confirm timeout shortened, with 1.2.0, 1.3.0 and a 1.3.1 that dials a wrong
-    broker port, each compiled for the host (once per session: the host build cache keeps them across runs)."""
+    """projects/examples/<name>, its confirm timeout shortened, with 1.2.0, 1.3.0, a 1.3.1 that dials a wrong
+    broker port and an older 1.1.0, each compiled for the host (once per session: the host build cache keeps them across runs)."""
     root = tmp_path_factory.getbasetemp() / "ota"
     key = (name, root)
     if key not in _projects:
@@ -177,7 +178,8 @@ def ota_project(name: str, tmp_path_factory) -> OtaProject:
         variants = {"1.2.0": ("device.yaml", text),
                     UPDATE: ("update.yaml", text.replace("version: 1.2.0", f"version: {UPDATE}")),
                     BROKEN: ("broken.yaml", text.replace("version: 1.2.0", f"version: {BROKEN}")
-                             .replace("port: 8883", "port: 9"))}
+                             .replace("port: 8883", "port: 9")),
+                    OLDER: ("older.yaml", text.replace("version: 1.2.0", f"version: {OLDER}"))}
         binaries = {}
         spec = None
         for version, (file_name, content) in variants.items():

@@ -354,8 +354,9 @@ def common_topic_prefix(topics: Iterable[str]) -> str | None:
 def server_acl_sections(spec: Spec) -> tuple[AclSection, ...]:
     """The backend (and gen doctor, which proves round trips like a backend) read and write every device topic:
     `<prefix>/#` when all device topics share a prefix, else each topic and filter explicitly. With `ota:`, only
-    the backend and gen's OTA publisher may write the OTA topics (the doctor is denied them), and the publisher may
-    do nothing else but read what the devices report."""
+    gen's OTA publisher may write the OTA topics: the backend and the doctor are denied them (Mosquitto checks a
+    user's `deny` patterns before its grants, and has no read-only deny), and the publisher may do nothing else but
+    read what the devices report."""
     topics = [topic for device in spec.devices for topic in device_topics(device)]
     prefix = common_topic_prefix(topics)
     if prefix is not None:
@@ -363,8 +364,8 @@ def server_acl_sections(spec: Spec) -> tuple[AclSection, ...]:
     else:
         rules = [AclRule("readwrite", topic) for topic in topics]
     updated = [device for device in spec.devices if device.ota is not None]
-    doctor = [AclRule("deny", device.ota.topic) for device in updated if device.ota is not None] + rules
-    sections = [AclSection(BACKEND_IDENTITY, tuple(_unique(rules))), AclSection(DOCTOR_IDENTITY, tuple(_unique(doctor)))]
+    closed = [AclRule("deny", device.ota.topic) for device in updated if device.ota is not None] + rules
+    sections = [AclSection(BACKEND_IDENTITY, tuple(_unique(closed))), AclSection(DOCTOR_IDENTITY, tuple(_unique(closed)))]
     if updated:
         publisher = []
         for device in updated:

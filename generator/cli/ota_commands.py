@@ -11,7 +11,7 @@ from rich.table import Table
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, plural
 from generator.core.errors import UserError
 from generator.ota.announce import Address, Announcement, announcement, check_image, publish_announcements, \
-    slot_size, stage_image
+    rollback_problem, slot_size
 from generator.ota.serve import listening_port, open_server, server_files
 from generator.pki.ota_signing import signing_key
 from generator.ota.status import collect_status
@@ -70,11 +70,17 @@ def publish(
     version: Optional[str] = typer.Option(None, "--version", help="The version the image is (default: the spec's "
                                           "firmware.version, as `gen build` built it)."),
     clear: bool = typer.Option(False, "--clear", help="Remove the retained announcement instead."),
+    allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="Announce a version older than the spec's "
+                                         "firmware.version as a deliberate downgrade: each announcement carries a "
+                                         "permission signed with the OTA signing key for that device and image "
+                                         "(run it where the PKI lives). Devices refuse older images otherwise."),
     broker: Optional[str] = BROKER_OPTION,
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
-    """Check each image (an app image for the device's chip, signed with the project's key, fitting its slot), put
-    it where `gen ota serve` serves it, and announce it on the device's OTA topic (retained, QoS 1)."""
+    """Check each image (an app image for the device's chip, signed with the project's key, fitting its slot, not
+    older than the spec's version), put it where `gen ota serve` serves it once the broker has taken gen's OTA
+    identity, and announce it on the device's OTA topic (retained, QoS 1). Each device keeps its current and
+    previous image staged."""
     loaded = _with_ota(load_spec(spec))
     chosen = _selected(loaded, device, all_devices)
     out_dir = Path(out) if out is not None else loaded.default_out_dir
@@ -87,16 +93,21 @@ def publish(
     generate(loaded, out_dir)          # the PKI's OTA identity, the broker's ACL, build records of current firmware
     key = signing_key(PkiLayout(loaded.pki.dir))
     announcements: dict[str, Announcement | None] = {}
+    images: dict[str, bytes] = {}
     for each in chosen:
         wanted = version or each.firmware_version
+        problem = rollback_problem(each, wanted, allow_downgrade=allow_downgrade)
+        if problem is not None:
+            raise problem
         path = image if image is not None else _built_image(out_dir, each)
-        data = check_image(each, path, wanted, key, slot=slot_size(out_dir / firmware_dir(each.id)))
-        stage_image(out_dir, each, data)
-        announcements[each.id] = announcement(each, data, wanted)
-    publish_announcements(loaded, announcements, _broker(broker))
+        images[each.id] = check_image(each, path, wanted, key, slot=slot_size(out_dir / firmware_dir(each.id)))
+        announcements[each.id] = announcement(each, images[each.id], wanted,
+                                               downgrade_key=key if allow_downgrade else None)
+    publish_announcements(loaded, announcements, _broker(broker), stage=images, out_dir=out_dir)
     for device_id, announced in announcements.items():
         assert announced is not None
-        console.print(f"announced {announced.version} to {device_id}: {announced.size:,} bytes, sha256 "
+        console.print(f"announced {announced.version}{' (a deliberate downgrade)' if announced.downgrade else ''} to "
+                      f"{device_id}: {announced.size:,} bytes, sha256 "
                       f"{announced.sha256[:16]}..., {announced.url}")
     console.print(f"the devices fetch it from `gen ota serve {spec}`; `gen ota status {spec}` shows what they run")
 

@@ -142,3 +142,26 @@ def pack_app_image(chip: str, segments: list[tuple[int, bytes]], *, min_chip_rev
     body.append(checksum)
     body += hashlib.sha256(body).digest()
     return bytes(body)
+
+
+# The firmware version an Arduino image carries (its esp_app_desc_t is the core's, precompiled): a record the
+# generated firmware keeps in .rodata (templates/gen_link/arduino/ota_version_record.h): "gen.ver\0", the version in 32
+# bytes (NUL-terminated), "rev.neg\0". The device reads the same record before it switches to an update.
+VERSION_RECORD_BEGIN, VERSION_RECORD_END = b"gen.ver\0", b"rev.neg\0"
+VERSION_RECORD_TEXT = 32
+_VERSION_CHARACTERS = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz.+_-")
+
+
+def recorded_version(data: bytes) -> str | None:
+    """The version in the image's one gen version record, or None when it has none or more than one."""
+    found: list[str] = []
+    start = data.find(VERSION_RECORD_BEGIN)
+    while start >= 0 and len(found) < 2:
+        text = data[start + len(VERSION_RECORD_BEGIN):start + len(VERSION_RECORD_BEGIN) + VERSION_RECORD_TEXT]
+        end = start + len(VERSION_RECORD_BEGIN) + VERSION_RECORD_TEXT
+        version = text.split(b"\0", 1)[0]
+        if (data[end:end + len(VERSION_RECORD_END)] == VERSION_RECORD_END and 0 < len(version) < VERSION_RECORD_TEXT
+                and set(version) <= _VERSION_CHARACTERS):
+            found.append(version.decode())
+        start = data.find(VERSION_RECORD_BEGIN, start + 1)
+    return found[0] if len(found) == 1 else None

@@ -47,6 +47,7 @@ from generator.firmware.nvs_image import (
     var_text,
 )
 from generator.core.app_image import CHIP_IDS
+from generator.pki.ota_signing import key_digest
 from generator.pki.credentials import ClientCredentials
 from generator.spec.provisioning_protocol import (
     BOOTSTRAP_USER_SUFFIX,
@@ -148,6 +149,7 @@ class OtaFacts:
     report_capacity: int
     chip_id: str
     key_digest_rows: tuple[str, ...]
+    public_key_pem: str        # C literal: the signing key's public half, which checks downgrade permissions
 
 
 @dataclass(frozen=True)
@@ -259,14 +261,15 @@ class FirmwareFacts:
     compile_options: tuple[str, ...]                # ESP-IDF: the spec's build_flags, as COMPILE_OPTIONS
 
 
-def _ota_facts(device: Device, key_digest: bytes | None) -> OtaFacts | None:
+def _ota_facts(device: Device, public_key: bytes | None) -> OtaFacts | None:
     """What the update handler is built with, or None without `ota:`."""
     if device.ota is None:
         return None
-    if key_digest is None or len(key_digest) != 32:
+    if public_key is None:
         raise UserError(f"device {device.id} updates over the air, but the project's OTA signing key is not known",
                         hint="run `gen generate SPEC`, which creates pki/private/ota-signing-key.pem")
     prefix = f"https://{device.broker.host}:{device.ota.port}/"
+    digest = key_digest(public_key)
     return OtaFacts(
         version=c_string_literal(device.firmware_version),
         version_text=device.firmware_version,
@@ -283,13 +286,14 @@ def _ota_facts(device: Device, key_digest: bytes | None) -> OtaFacts | None:
         announcement_capacity=OTA_ANNOUNCEMENT_CAPACITY,
         report_capacity=FIRMWARE_REPORT_CAPACITY,
         chip_id=f"0x{CHIP_IDS[device.chip]:04x}",
-        key_digest_rows=tuple(", ".join(f"0x{byte:02x}" for byte in key_digest[i:i + 8]) + ","
+        key_digest_rows=tuple(", ".join(f"0x{byte:02x}" for byte in digest[i:i + 8]) + ","
                               for i in range(0, 32, 8)),
+        public_key_pem=c_string_literal_lines(public_key),
     )
 
 
 def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: str, app: AppLayout,
-                   ota_key_digest: bytes | None = None) -> FirmwareFacts:
+                   ota_public_key: bytes | None = None) -> FirmwareFacts:
     """The facts of one device's firmware project; refuses a device whose credentials are incomplete."""
     nvs = device.secrets == "nvs"
     flavour = device.framework
@@ -306,7 +310,7 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
     return FirmwareFacts(
         flavour=flavour,
         nvs=nvs,
-        ota=_ota_facts(device, ota_key_digest),
+        ota=_ota_facts(device, ota_public_key),
         app_root=app.root,
         app_components=bool(app.components),
         other_starter=OTHER_STARTER[flavour],

@@ -64,17 +64,19 @@ _LINK_FILES = {
                 ("arduino/gen_link.cpp", "lib/gen_link/src/gen_link.cpp"),
                 ("arduino/ota_update.h", "lib/gen_link/src/ota_update.h"),
                 ("arduino/ota_update.cpp", "lib/gen_link/src/ota_update.cpp"),
+                ("arduino/ota_version_record.h", "lib/gen_link/src/ota_version_record.h"),
+                ("arduino/date_checking_client.h", "lib/gen_link/src/date_checking_client.h"),
                 *((f"common/{name}", f"lib/gen_link/src/{name}") for name in (
-                    "ota_common.h", "topic_filter.h", "device_key.h", "device_key.c", "provisioning.h",
-                    "provisioning.c"))),
+                    "ota_common.h", "version_order.h", "topic_filter.h", "device_key.h", "device_key.c",
+                    "provisioning.h", "provisioning.c"))),
     "espidf": (("espidf/CMakeLists.txt", "components/gen_link/CMakeLists.txt"),
                ("common/gen_link.h", "components/gen_link/include/gen_link.h"),
                ("espidf/gen_link.c", "components/gen_link/gen_link.c"),
                ("espidf/ota_update.h", "components/gen_link/ota_update.h"),
                ("espidf/ota_update.c", "components/gen_link/ota_update.c"),
                *((f"common/{name}", f"components/gen_link/{name}") for name in (
-                   "ota_common.h", "topic_filter.h", "device_key.h", "device_key.c", "provisioning.h",
-                   "provisioning.c")),
+                   "ota_common.h", "version_order.h", "topic_filter.h", "device_key.h", "device_key.c",
+                   "provisioning.h", "provisioning.c")),
                ("espidf/gen_config/CMakeLists.txt", "components/gen_config/CMakeLists.txt")),
 }
 
@@ -106,14 +108,14 @@ def credentials_header(framework: str) -> str:
 
 
 def render_firmware(device: Device, credentials: ClientCredentials, *, spec_name: str = "the device spec",
-                    app: AppLayout = AppLayout(), ota_key_digest: bytes | None = None) -> FirmwareProject:
+                    app: AppLayout = AppLayout(), ota_public_key: bytes | None = None) -> FirmwareProject:
     """The device's PlatformIO project. `spec_name` (e.g. "device.yaml") is named in every generated file's
     header; keep it the same for every device of a fleet so their `secrets: nvs` projects stay identical.
     `app` says where the user's code lies (by default, where it lies when OUT is the spec folder's build/).
-    `ota_key_digest`: with `ota:`, the digest of the project's signing key (generator.pki.ota_signing.key_digest),
-    which the Arduino firmware checks signatures against."""
+    `ota_public_key`: with `ota:`, the public half of the project's signing key (PEM, pki/ota-signing.pem): the
+    firmware checks downgrade permissions with it, and the Arduino firmware image signatures against its digest."""
     flavour = device.framework
-    facts = firmware_facts(device, credentials, spec_name, app, ota_key_digest)
+    facts = firmware_facts(device, credentials, spec_name, app, ota_public_key)
     rendered = list(_RENDERED[flavour])
     config = CONFIG_DIR[flavour]
     if device.ota is not None:

@@ -6,8 +6,13 @@ topic (retained, QoS 1: a device that is offline gets it when it comes back).
 
 No signature travels in the announcement: it is inside the image, and the device checks it. Before announcing, the
 image must be one the device will take: an app image for its chip, signed with the project's key, small enough for
-its slot, and (ESP-IDF, whose images carry the version) of the announced version. The announcement is published as
-gen's own OTA identity (OTA_IDENTITY), never your backend's, so a backend of yours stays connected.
+its slot, of the announced version (ESP-IDF: its esp_app_desc_t; Arduino: the version record its firmware carries),
+and not older than the spec's firmware.version unless the user asks for a downgrade (`--allow-downgrade`). A
+downgrade's announcement carries `"downgrade": "<signature>"`, a permission signed with the project's OTA signing key
+for this device, this image and this version (generator.pki.ota_signing.sign_downgrade); the device refuses an older
+image without a permission that verifies, so holding gen's OTA identity is not enough to roll a device back. Images are staged only once the
+broker has taken gen's OTA identity, and each device keeps its current and previous image staged, no more. The
+announcement is published as gen's own OTA identity (OTA_IDENTITY), the only one the ACL lets write OTA topics.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from generator.core.files import PRIVATE_DIR_MODE, PUBLIC_MODE, SECRET_MODE, ens
 from generator.core.mqtt_wire import ConnectionClosed, MqttSession
 from generator.doctor.probes import ClientIdentity, open_tls
 from generator.spec.device_limits import OTA_ANNOUNCEMENT_CAPACITY, OTA_QOS
-from generator.core.app_image import CHIP_IDS, ImageError, read_image
-from generator.pki.ota_signing import SigningKey, signature_problem
+from generator.core.app_image import CHIP_IDS, ImageError, read_image, recorded_version
+from generator.pki.ota_signing import SigningKey, sign_downgrade, signature_problem
+from generator.spec.firmware_version import version_order
 from generator.output.layout import ota_image
 from generator.pki.layout import PkiLayout
 from generator.pki.spec_identities import open_spec_pki
@@ -45,10 +51,14 @@ class Announcement:
     url: str
     target: str
     project: str
+    downgrade: str = ""              # a deliberate downgrade's signed permission (base64), or none
 
     def payload(self) -> bytes:
-        text = json.dumps({"version": self.version, "size": self.size, "sha256": self.sha256, "url": self.url,
-                           "target": self.target, "project": self.project}, separators=(",", ":")).encode()
+        fields: dict[str, object] = {"version": self.version, "size": self.size, "sha256": self.sha256,
+                                     "url": self.url, "target": self.target, "project": self.project}
+        if self.downgrade:
+            fields["downgrade"] = self.downgrade
+        text = json.dumps(fields, separators=(",", ":")).encode()
         assert len(text) <= OTA_ANNOUNCEMENT_CAPACITY, "the firmware's buffer is sized for every announcement"
         return text
 
@@ -94,7 +104,37 @@ def check_image(device: Device, image: Path, version: str, key: SigningKey, *, s
     if device.framework == "espidf" and parsed.version != version:
         raise UserError(f"{image} is version {parsed.version!r} (its esp_app_desc_t), not {version!r}",
                         hint="give the version the image was built as (--version), or build the spec's version")
+    if device.framework == "arduino":
+        recorded = recorded_version(data)
+        if recorded is None:
+            raise UserError(f"{image} carries no gen version record, so {device.id} would refuse it",
+                            hint="announce a firmware.bin that `gen build` made from this version of gen")
+        if recorded != version:
+            raise UserError(f"{image} is version {recorded!r} (its version record), not {version!r}",
+                            hint="give the version the image was built as (--version), or build the spec's version")
     return data
+
+
+def rollback_problem(device: Device, version: str, *, allow_downgrade: bool) -> UserError | None:
+    """Why announcing `version` to `device` would roll it back (older than the spec's firmware.version, or not
+    orderable against it), unless the user allows a downgrade."""
+    if allow_downgrade:
+        return None
+    order = version_order(version, device.firmware_version)
+    if order is None:
+        return UserError(f"{version!r} and {device.id}'s firmware.version {device.firmware_version!r} cannot be "
+                         "ordered (MAJOR.MINOR.PATCH[-pre-release][+build] expected), so the device would refuse it",
+                         hint="use versions such as 1.3.0 (git tag v1.3.0), or pass --allow-downgrade to announce "
+                              "it as a deliberate downgrade")
+    if order < 0:
+        return UserError(f"{version} is older than {device.id}'s firmware.version {device.firmware_version}: the "
+                         "device refuses a downgrade",
+                         hint="announce a newer version, or pass --allow-downgrade to announce this one as a "
+                              "deliberate downgrade (the device then takes it)")
+    return None
+
+
+STAGED_KEPT = 2          # the image announced now and the one before it
 
 
 def stage_image(out_dir: Path, device: Device, data: bytes) -> str:
@@ -106,11 +146,25 @@ def stage_image(out_dir: Path, device: Device, data: bytes) -> str:
     return sha256
 
 
-def announcement(device: Device, data: bytes, version: str) -> Announcement:
+def prune_staged(out_dir: Path, device: Device, current: str) -> list[Path]:
+    """Removes the device's staged images but `current` (a sha256) and the one staged last before it: an old image
+    stays servable no longer than it is needed. Returns what it removed."""
+    folder = (Path(out_dir) / ota_image(device.id, current)).parent
+    others = sorted((path for path in folder.glob("*.bin") if path.stem != current),
+                    key=lambda path: path.stat().st_mtime_ns, reverse=True)
+    removed = others[STAGED_KEPT - 1:]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
+
+
+def announcement(device: Device, data: bytes, version: str, *, downgrade_key: SigningKey | None = None) -> Announcement:
+    """The announcement of this image; with `downgrade_key`, a deliberate downgrade whose permission it signs."""
     assert device.ota is not None
     sha256 = hashlib.sha256(data).hexdigest()
+    permission = sign_downgrade(downgrade_key, device.id, sha256, version) if downgrade_key is not None else ""
     return Announcement(version=version, size=len(data), sha256=sha256, url=image_url(device, sha256),
-                        target=device.target.name, project=device.ota.project)
+                        target=device.target.name, project=device.ota.project, downgrade=permission)
 
 
 # ---------------------------------------------------------------------------------------------- MQTT
@@ -167,14 +221,22 @@ def publisher_session(spec: Spec, broker: Address | None = None) -> Iterator[Mqt
 
 
 def publish_announcements(spec: Spec, announcements: dict[str, Announcement | None],
-                          broker: Address | None = None) -> None:
-    """Each device's announcement, retained at QoS 1 on its OTA topic; None clears it (an empty retained message)."""
+                          broker: Address | None = None, *, stage: dict[str, bytes] | None = None,
+                          out_dir: Path | None = None) -> None:
+    """Each device's announcement, retained at QoS 1 on its OTA topic; None clears it (an empty retained message).
+    With `stage` (device id -> image) and `out_dir`, each image is staged once the broker has taken gen's OTA
+    identity, just before its announcement, and the device's older staged images are pruned after it."""
     with publisher_session(spec, broker) as session:
         for device_id, announced in announcements.items():
             device = spec.device(device_id)
             assert device.ota is not None
+            image = (stage or {}).get(device_id)
+            if image is not None and out_dir is not None:
+                stage_image(out_dir, device, image)
             try:
                 session.publish(device.ota.topic, announced.payload() if announced else b"", qos=OTA_QOS, retain=True)
             except ConnectionClosed as error:
                 raise UserError(f"the broker closed the connection while announcing to {device_id}: {error}",
                                 hint=f"check that the ACL lets {OTA_IDENTITY} write {device.ota.topic}") from None
+            if image is not None and out_dir is not None and announced is not None:
+                prune_staged(out_dir, device, announced.sha256)

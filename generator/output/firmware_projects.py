@@ -33,7 +33,7 @@ def app_layout(firmware_dir: Path, spec_dir: Path) -> AppLayout:
 
 
 def device_inputs(spec: Spec, out: Path, credentials: Mapping[str, ClientCredentials], *, with_nvs: bool,
-                  ota_key_digest: bytes | None) -> tuple[dict[str, AppLayout], dict[str, str]]:
+                  ota_public_key: bytes | None) -> tuple[dict[str, AppLayout], dict[str, str]]:
     """For every device with credentials: where its project finds the user's code, and the digest of everything its
     files are rendered from. The user's lib/ and components/ are listed once for all of them."""
     libraries = app_folders(spec.directory, APP_LIBRARIES_DIR)
@@ -44,7 +44,7 @@ def device_inputs(spec: Spec, out: Path, credentials: Mapping[str, ClientCredent
             apps[device.id] = AppLayout(root=app_root_path(out / firmware_dir(device.id), spec.directory),
                                         libraries=libraries, components=components)
             inputs[device.id] = inputs_digest(device, credentials[device.id], spec.path.name, apps[device.id],
-                                              with_nvs, ota_key_digest)
+                                              with_nvs, ota_public_key)
     return apps, inputs
 
 
@@ -63,7 +63,7 @@ def _project_key(generated: Mapping[str, bytes]) -> str:
 
 
 def shared_firmware(spec: Spec, out: Path, credentials: Mapping[str, ClientCredentials], inputs: Mapping[str, str],
-                    cache: RenderCache, *, ota_key_digest: bytes | None = None) -> SharedFirmware:
+                    cache: RenderCache, *, ota_public_key: bytes | None = None) -> SharedFirmware:
     """The `secrets: nvs` devices' firmware, one project per distinct image (a target and everything compiled in).
     An image is named after its target, or after its target and its first device when the target has several
     images. Every device of the spec counts, whichever are generated, so the names do not depend on what a run
@@ -79,7 +79,7 @@ def shared_firmware(spec: Spec, out: Path, credentials: Mapping[str, ClientCrede
         if key is None:
             project = render_firmware(device, credentials[device.id], spec_name=spec.path.name,
                                       app=app_layout(out / firmware_dir(device.id), spec.directory),
-                                      ota_key_digest=ota_key_digest)
+                                      ota_public_key=ota_public_key)
             key = _project_key(project.generated)
             generated_by_key.setdefault(key, project.generated)
         shared.groups[device.id] = key
@@ -99,7 +99,7 @@ def shared_firmware(spec: Spec, out: Path, credentials: Mapping[str, ClientCrede
             first = group[0]
             generated = render_firmware(first, credentials[first.id], spec_name=spec.path.name,
                                         app=app_layout(out / firmware_dir(first.id), spec.directory),
-                                        ota_key_digest=ota_key_digest).generated
+                                        ota_public_key=ota_public_key).generated
         paths = {f"{shared_firmware_dir(image)}/{path}": content for path, content in generated.items()}
         shared.files.update(paths)
         shared.rendered[image] = (key, tuple(paths))

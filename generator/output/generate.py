@@ -57,7 +57,7 @@ from generator.output.manifest import (
     spec_manifest,
     write_manifest,
 )
-from generator.pki.ota_signing import ensure_signing_key, key_digest
+from generator.pki.ota_signing import ensure_signing_key
 from generator.pki.credentials import ClientCredentials
 from generator.pki.spec_credentials import spec_credentials
 from generator.pki.layout import PkiLayout
@@ -85,15 +85,16 @@ class DeviceFiles:
 
 def render_device_files(device: Device, credentials: ClientCredentials, *, spec_name: str,
                         app: AppLayout = AppLayout(), with_nvs: bool = True, with_firmware: bool = True,
-                        ota_key_digest: bytes | None = None) -> DeviceFiles:
+                        ota_public_key: bytes | None = None) -> DeviceFiles:
     """All of one device's files under OUT/. `with_nvs=False`: no NVS image (a build without the PKI: it is made
     where the PKI lives). `with_firmware=False`: no firmware project (a `secrets: nvs` device's is its image's,
-    `shared_firmware`). `ota_key_digest`: the project's OTA signing key (generator.pki.ota_signing), with `ota:`."""
+    `shared_firmware`). `ota_public_key`: the project's OTA signing key's public half
+    (generator.pki.ota_signing), with `ota:`."""
     fw_base = firmware_dir(device.id)
     files: dict[str, bytes] = {}
     modes: dict[str, int] = {}
     if with_firmware:
-        project = render_firmware(device, credentials, spec_name=spec_name, app=app, ota_key_digest=ota_key_digest)
+        project = render_firmware(device, credentials, spec_name=spec_name, app=app, ota_public_key=ota_public_key)
         files.update({f"{fw_base}/{path}": content for path, content in project.generated.items()})
         # Generated sources that embed the key and passwords (`secrets: embed`) are private too.
         for path in project.secret_files:
@@ -116,9 +117,9 @@ def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] |
     apps = plan_user_apps(spec, out)
     credentials = spec_credentials(spec)
     broker_files = render_broker(spec, credentials.broker)
-    ota_key = ensure_signing_key(PkiLayout(spec.pki.dir)).digest() if spec.ota_port is not None else None
+    ota_key = ensure_signing_key(PkiLayout(spec.pki.dir)).public_pem() if spec.ota_port is not None else None
     rendered = render_output(spec, out, device_ids, credentials.devices, broker_files.files, broker_files.modes,
-                             with_nvs=True, ota_key_digest=ota_key)
+                             with_nvs=True, ota_public_key=ota_key)
     return write_output(spec, out, rendered, apps)
 
 
@@ -129,17 +130,17 @@ def generate_without_pki(spec: Spec, out_dir: Path | None = None, *, device_ids:
     out = Path(out_dir) if out_dir is not None else spec.default_out_dir
     apps = plan_user_apps(spec, out)
     rendered = render_output(spec, out, device_ids, credentials, {}, {}, with_nvs=False,
-                             ota_key_digest=_public_ota_key_digest(spec))
+                             ota_public_key=_public_ota_public_key(spec))
     return write_output(spec, out, rendered, apps)
 
 
-def _public_ota_key_digest(spec: Spec) -> bytes | None:
+def _public_ota_public_key(spec: Spec) -> bytes | None:
     """Without the PKI (CI): the OTA signing key's public half, pki/ota-signing.pem (in git), with `ota:`."""
     if spec.ota_port is None:
         return None
     public = PkiLayout(spec.pki.dir).ota_signing_public
     try:
-        return key_digest(public.read_bytes())
+        return public.read_bytes()
     except OSError:
         raise UserError(f"the spec updates over the air, but {public} (the OTA signing key's public half) is not "
                         "here: the firmware must know the key its updates are signed with",
@@ -164,7 +165,7 @@ class RenderedOutput:
 def render_output(spec: Spec, out: Path, device_ids: list[str] | None,
                   credentials: Mapping[str, ClientCredentials], broker_files: Mapping[str, bytes],
                   broker_modes: Mapping[str, int], *, with_nvs: bool,
-                  ota_key_digest: bytes | None = None) -> RenderedOutput:
+                  ota_public_key: bytes | None = None) -> RenderedOutput:
     """Every file of OUT for the selected devices (all by default), their shared images and the broker; nothing is
     written. A device whose render inputs did not change since the last run, and whose files are as gen left them,
     is not rendered again (generator.output.render_cache)."""
@@ -172,8 +173,8 @@ def render_output(spec: Spec, out: Path, device_ids: list[str] | None,
     files: dict[str, bytes] = {f"{BROKER_DIR}/{path}": content for path, content in broker_files.items()}
     modes: dict[str, int] = {f"{BROKER_DIR}/{path}": mode for path, mode in broker_modes.items()}
     cache = RenderCache.read(out)
-    apps, inputs = device_inputs(spec, out, credentials, with_nvs=with_nvs, ota_key_digest=ota_key_digest)
-    shared = shared_firmware(spec, out, credentials, inputs, cache, ota_key_digest=ota_key_digest)
+    apps, inputs = device_inputs(spec, out, credentials, with_nvs=with_nvs, ota_public_key=ota_public_key)
+    shared = shared_firmware(spec, out, credentials, inputs, cache, ota_public_key=ota_public_key)
     files.update(shared.files)
     rendered: dict[str, tuple[str, tuple[str, ...]]] = {}
     current: list[str] = list(shared.current)
@@ -184,7 +185,7 @@ def render_output(spec: Spec, out: Path, device_ids: list[str] | None,
             continue
         device_files = render_device_files(device, credentials[device.id], spec_name=spec.path.name,
                                            app=apps[device.id], with_nvs=with_nvs,
-                                           with_firmware=device.id not in shared.images, ota_key_digest=ota_key_digest)
+                                           with_firmware=device.id not in shared.images, ota_public_key=ota_public_key)
         files.update(device_files.files)
         modes.update(device_files.modes)
         rendered[device.id] = (inputs[device.id], tuple(device_files.files))

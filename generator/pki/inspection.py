@@ -247,7 +247,7 @@ def _explain_cert(cert: x509.Certificate, now: dt.datetime) -> ObjectReport:
     if eku is not None:
         facts.insert(6, ("used for", ", ".join(_EKU_WORDS.get(u, u.dotted_string) for u in eku)))
     if cert.not_valid_after_utc < now:
-        warnings.append("expired: OpenSSL (Mosquitto) rejects it; ESP32 firmware without a clock does not notice")
+        warnings.append("expired: OpenSSL (Mosquitto) rejects it, and so does gen's firmware once its clock is set")
     elif (cert.not_valid_after_utc - now).days < 30:
         warnings.append("expires within 30 days: renew it (gen pki renew SPEC ID)")
     if not is_ca:

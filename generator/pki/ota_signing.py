@@ -10,10 +10,17 @@ A signed image is the app image padded with 0xFF to a 4 KB boundary, then one 4 
 `<BBxx32s384sI384sI384s` (magic 0xE7, version 2, SHA-256 of everything before the sector, the key's n, e, r^-1 and
 m' little-endian, the RSA-PSS signature little-endian), its CRC32, 16 zero bytes. The key a device trusts is named
 by the SHA-256 of those four key fields (`espsecure digest-sbv2-public-key`).
+
+A deliberate downgrade (`gen ota publish --allow-downgrade`) carries a permission made with the same key: its RSA-PSS
+signature (SHA-256, MGF1 SHA-256, 32-byte salt), base64, over `gen-ota-downgrade:v1:<device id>:<sha256 hex of the
+image>:<version>` (`downgrade_message`). The firmware verifies it with the key's public half (gen_link's
+ota_common.h), so a permission holds for one device and one image only, and only the holder of the private key,
+on the PKI machine, can make one.
 """
 
 from __future__ import annotations
 
+import base64
 import errno
 import hashlib
 import os
@@ -24,8 +31,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from generator.core.external_tools import require_espsecure
 from generator.core.errors import ToolError, UserError
@@ -187,6 +194,33 @@ def signature_problem(image: Path, key: SigningKey) -> str | None:
     if done.returncode != 0:
         return f"its signature does not verify ({_last_line(done)}): the image was altered after signing"
     return None
+
+
+# ---------------------------------------------------------------------------------------------- downgrade permissions
+
+DOWNGRADE_MESSAGE_PREFIX = "gen-ota-downgrade:v1:"
+DOWNGRADE_PADDING = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)   # the firmware expects 32
+
+
+def downgrade_message(device_id: str, sha256: str, version: str) -> bytes:
+    """What a downgrade permission signs: this device, this image, this version."""
+    return f"{DOWNGRADE_MESSAGE_PREFIX}{device_id}:{sha256}:{version}".encode()
+
+
+def sign_downgrade(key: SigningKey, device_id: str, sha256: str, version: str) -> str:
+    """The permission for `device_id` to install the image `sha256` of `version` though it is older than what it
+    runs: base64 of the RSA-PSS signature by the project's private signing key (needed here: it never leaves the
+    PKI machine, so a downgrade is announced from there)."""
+    if not key.private.is_file():
+        raise UserError(f"a downgrade must be signed with the project's OTA signing key, and {key.private} is not here",
+                        hint="run `gen ota publish --allow-downgrade` where the PKI lives")
+    _check_private(key.private)
+    private = serialization.load_pem_private_key(key.private.read_bytes(), password=None)
+    if not isinstance(private, rsa.RSAPrivateKey) or key_digest(_public_pem(key.private)) != key.digest():
+        raise UserError(f"{key.private} is not the private half of {key.public}, the key the devices trust",
+                        hint=f"restore the private key that belongs to {key.public}")
+    signature = private.sign(downgrade_message(device_id, sha256, version), DOWNGRADE_PADDING, hashes.SHA256())
+    return base64.b64encode(signature).decode("ascii")
 
 
 def _last_line(done: subprocess.CompletedProcess) -> str:

@@ -38,9 +38,11 @@ NVS_PASSWORD_CAPACITY = 128            # bytes of the MQTT password
 PEM_CAPACITY = 16384                   # largest PEM read from NVS (a long chain or an RSA-4096 key fits)
 
 # Updates over the air (generator.ota): the announcement a device receives on its OTA topic (JSON: a version of 31
-# characters, a size, a 64-digit sha256, a URL of up to 360 bytes for a 253-byte broker name, the target and the
-# 63-character project) and the report it publishes on its firmware topic (version, slot, state, a short detail).
-OTA_ANNOUNCEMENT_CAPACITY = 768
+# characters, a size, a 64-digit sha256, a URL of up to 360 bytes for a 253-byte broker name, the target, the
+# 63-character project and, for a deliberate downgrade, `"downgrade":"<base64 of an RSA-3072 signature>"`) and the
+# report it publishes on its firmware topic (version, slot, state, a short detail).
+OTA_DOWNGRADE_SIGNATURE_TEXT = 4 * ((3072 // 8 + 2) // 3)   # 512 characters (gen_link's OTA_DOWNGRADE_CAPACITY - 1)
+OTA_ANNOUNCEMENT_CAPACITY = 768 + len(',"downgrade":""') + OTA_DOWNGRADE_SIGNATURE_TEXT
 FIRMWARE_REPORT_CAPACITY = 256
 OTA_QOS = 1                            # announcements are retained QoS 1: a device that was offline still gets one
 

@@ -33,6 +33,11 @@ def _in_mbedtls_headers(cursor) -> bool:
     return source is not None and Path(source.name).parent.name == "mbedtls"
 
 
+def _firmware_file(path: Path, source: Path, root: Path) -> bool:
+    """The source itself, or a header of the project (gen_link's own headers hold code too: ota_common.h)."""
+    return path == source or (path.suffix == ".h" and path.resolve().is_relative_to(Path(root).resolve()))
+
+
 def framework_names(root: Path, framework: str, declared_in=_in_device_headers) -> dict[str, str]:
     """{name: source file} for every name of the runtime's device headers (or of the headers `declared_in`
     accepts) that a project source spells out."""
@@ -62,7 +67,10 @@ def framework_names(root: Path, framework: str, declared_in=_in_device_headers) 
             if top.kind == clang.CursorKind.MACRO_DEFINITION:
                 if declared_in(top):
                     declared.add(top.spelling)
-            elif top.location.file is not None and Path(top.location.file.name) == source:
+            elif top.location.file is not None and _firmware_file(Path(top.location.file.name), source, root):
+                if Path(top.location.file.name) != source:
+                    spelled.update(token.spelling for token in top.get_tokens()
+                                   if token.kind == clang.TokenKind.IDENTIFIER)
                 referenced = top.referenced
                 if referenced is not None and declared_in(referenced):
                     declared.add(referenced.spelling)
@@ -120,6 +128,21 @@ def test_every_mbedtls_name_of_a_device_that_makes_its_key_is_in_the_audit_table
     device = own_key(example_devices(example)[0])
     used = framework_names(write_project(tmp_path, device), device.framework, declared_in=_in_mbedtls_headers)
     assert {"mbedtls_pk_parse_key", "mbedtls_x509write_csr_pem", "mbedtls_ctr_drbg_seed"} <= used.keys(), used
+    rows = {name: row for row in audit_rows() for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", row[0])}
+    missing = sorted(name for name in used if name not in rows)
+    assert not missing, f"add these mbedTLS names to the audit table of {README}: {missing}"
+    for name in used:
+        assert "v3.6.5" in rows[name][1] and "v2.28.7" in rows[name][1], (name, rows[name][1])
+
+
+@pytest.mark.parametrize("example", ["arduino-ota", "espidf-ota"])
+def test_every_mbedtls_name_of_a_device_that_updates_over_the_air_is_in_the_audit_table_at_both_versions(example,
+                                                                                                        tmp_path):
+    """The update handler calls mbedTLS directly (ota_common.h: an image's SHA-256 and a downgrade permission's
+    RSA-PSS signature; Arduino's ota_update.cpp: the image signature): each name has a row at both versions."""
+    device = example_devices(example)[0]
+    used = framework_names(write_project(tmp_path, device), device.framework, declared_in=_in_mbedtls_headers)
+    assert {"mbedtls_pk_parse_public_key", "mbedtls_pk_verify_ext", "mbedtls_base64_decode"} <= used.keys(), used
     rows = {name: row for row in audit_rows() for name in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", row[0])}
     missing = sorted(name for name in used if name not in rows)
     assert not missing, f"add these mbedTLS names to the audit table of {README}: {missing}"

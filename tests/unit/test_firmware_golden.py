@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from firmware_fakes import GOLDEN, example_devices, golden_credentials, ota_key_digest
+from firmware_fakes import GOLDEN, example_devices, golden_credentials, ota_public_key
 from generator.firmware.render import USER_APP_SOURCE, link_library, render_app_starter, render_firmware
 
 CASES = ["arduino-mtls-password", "espidf-mtls-password", "fleet-nvs", "arduino-ota", "espidf-ota"]
@@ -19,7 +19,7 @@ CASES = ["arduino-mtls-password", "espidf-mtls-password", "fleet-nvs", "arduino-
 def test_generated_project_matches_its_golden_files(name):
     device = example_devices(name)[0]
     project = render_firmware(device, golden_credentials(device), spec_name="device.yaml",
-                              ota_key_digest=ota_key_digest(device))
+                              ota_public_key=ota_public_key(device))
     # The project's own files, and the starter of the user's app (under project/, as it lies next to the spec).
     starter = {f"project/{USER_APP_SOURCE[device.framework]}": render_app_starter([device])}
     library = link_library(device.framework)
@@ -39,6 +39,6 @@ def test_generated_project_matches_its_golden_files(name):
 def test_the_runtime_library_is_copied_into_the_project_byte_for_byte(name):
     device = example_devices(name)[0]
     project = render_firmware(device, golden_credentials(device), spec_name="device.yaml",
-                              ota_key_digest=ota_key_digest(device))
+                              ota_public_key=ota_public_key(device))
     library = link_library(device.framework)
     assert library and all(project.generated[path] == content for path, content in library.items())

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "date_checking_client.h"
 #include "gen_config.h"
 #include "gen_link.h"
 #if !GEN_LINK_SECRETS_NVS
@@ -330,12 +331,14 @@ void maintain_wifi(uint32_t now) {
 
 // ---- Clock ------------------------------------------------------------------------------------------------
 
-// SNTP starts with the first IP address. MQTT waits for the clock at most TIME_SYNC_WAIT_MS: the TLS stack
-// does not check certificate dates, so a device without NTP still connects; the wait only gives the
-// application a real clock when one is reachable.
+// SNTP starts with the first IP address, and MQTT only once it has set the clock: the broker certificate's dates
+// are checked against it (DateCheckingWiFiClientSecure), and before the first sync the clock says 1970, when no
+// certificate is valid yet. While no time source answers the device stays offline, says so every
+// TIME_SYNC_WAIT_MS, and SNTP keeps asking.
 enum class ClockState { NotStarted, Waiting, Done };
 ClockState clock_state = ClockState::NotStarted;
 uint32_t clock_started_ms = 0;
+uint32_t clock_reported_ms = 0;
 
 void maintain_clock(uint32_t now) {
     if (clock_state == ClockState::NotStarted) {
@@ -345,6 +348,7 @@ void maintain_clock(uint32_t now) {
         configTime(0, 0, NTP_SERVERS[0], NTP_SERVERS[1], NTP_SERVERS[2]);
         clock_state = ClockState::Waiting;
         clock_started_ms = now;
+        clock_reported_ms = now;
         Serial.printf("[time] syncing with %s\n", NTP_SERVERS[0]);
         return;
     }
@@ -357,16 +361,17 @@ void maintain_clock(uint32_t now) {
         strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
         Serial.printf("[time] synchronised: %s\n", text);
         clock_state = ClockState::Done;
-    } else if (now - clock_started_ms >= TIME_SYNC_WAIT_MS) {
-        Serial.printf("[time] not synchronised after %lu s; continuing without a clock\n",
-                      static_cast<unsigned long>(TIME_SYNC_WAIT_MS / 1000));
-        clock_state = ClockState::Done;  // SNTP keeps trying in the background
+    } else if (now - clock_reported_ms >= TIME_SYNC_WAIT_MS) {
+        clock_reported_ms = now;
+        Serial.printf("[time] no answer from %s for %lu s; MQTT waits for the clock (the broker certificate's "
+                      "dates cannot be checked without it)\n", NTP_SERVERS[0],
+                      static_cast<unsigned long>((now - clock_started_ms) / 1000));
     }
 }
 
 // ---- MQTT -------------------------------------------------------------------------------------------------
 
-WiFiClientSecure tls;
+DateCheckingWiFiClientSecure tls;   // WiFiClientSecure, plus the certificate dates (date_checking_client.h)
 PubSubClient mqtt(tls);
 Backoff mqtt_backoff = {MQTT_RETRY_FIRST_MS, MQTT_RETRY_CAP_MS, 0};
 uint32_t mqtt_next_attempt_ms = 0;
@@ -781,7 +786,7 @@ extern "C" void gen_link_start(void) {
     }
 #endif
 #if GEN_LINK_OTA
-    ota_begin({settings.ca_pem, settings.cert_pem, settings.key_pem, settings.ota_topic, settings.firmware_topic}, mqtt);
+    ota_begin({settings.device_id, settings.ca_pem, settings.cert_pem, settings.key_pem, settings.ota_topic, settings.firmware_topic}, mqtt);
 #endif
     app_setup();
     configure_mqtt();

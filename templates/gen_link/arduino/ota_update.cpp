@@ -24,15 +24,20 @@
 #include <string.h>
 #include <strings.h>
 
+#include "date_checking_client.h"
 #include "ota_common.h"
 #include "gen_ota_config.h"
 #include "ota_update.h"
+#include "ota_version_record.h"
 
 // The core marks every new image valid before setup() unless the sketch defers it (esp32-hal-misc.c,
 // initArduino): this firmware confirms an image only once it has reached the broker.
 extern "C" bool verifyRollbackLater() {
     return true;
 }
+
+// This firmware's version, inside its signed image, where an update handler reads it (ota_version_record.h).
+extern "C" __attribute__((used)) const OtaVersionRecord ota_version_record = {"gen.ver", FIRMWARE_VERSION_TEXT, "rev.neg"};
 
 namespace {
 
@@ -220,6 +225,28 @@ bool read_response_head(WiFiClientSecure& client, const ota_announcement_t& upda
     return true;
 }
 
+// Anti-rollback, on the version the signed image carries: it must be the announced one, and not older than this
+// firmware unless the announcement is a deliberate downgrade. Says why not.
+bool version_acceptable(const esp_partition_t* staging, uint32_t signed_length, const ota_announcement_t& update) {
+    char version[OTA_VERSION_RECORD_TEXT];
+    if (!ota_image_version(staging, signed_length, ota_version_record, version)) {
+        refuse(update, "the image carries no version record of a gen firmware");
+        return false;
+    }
+    if (strcmp(version, update.version) != 0) {
+        refuse(update, "the image says it is version %s", version);
+        return false;
+    }
+    // A downgrade permission was verified by wanted() before this update was taken, for this sha256 and version.
+    const char* problem = version_rollback_problem(version, FIRMWARE_VERSION, update.downgrade[0] != '\0');
+    if (problem != nullptr) {
+        refuse(update, "%s %s (a downgrade is announced with gen ota publish --allow-downgrade)", problem,
+               FIRMWARE_VERSION);
+        return false;
+    }
+    return true;
+}
+
 void install(const ota_announcement_t& update) {
     const esp_partition_t* staging = esp_ota_get_next_update_partition(nullptr);
     Serial.printf("[ota] downloading %s (%u bytes) into %s from %s\n", update.version,
@@ -230,7 +257,7 @@ void install(const ota_announcement_t& update) {
                static_cast<unsigned>(update.size));
         return;
     }
-    WiFiClientSecure client;
+    DateCheckingWiFiClientSecure client;          // gen ota serve has the broker's certificate: dates checked too
     client.setCACert(settings.ca_pem);            // the server must chain to our CA and carry the broker's name
     client.setCertificate(settings.cert_pem);
     client.setPrivateKey(settings.key_pem);
@@ -334,6 +361,10 @@ void install(const ota_announcement_t& update) {
     }
     Serial.printf("[ota] %s: %u bytes, sha256 %s, signed with this project's key\n", update.version,
                   static_cast<unsigned>(update.size), hex);
+    if (!version_acceptable(staging, static_cast<uint32_t>(signed_length), update)) {
+        Update.abort();
+        return;
+    }
     if (!Update.end()) {                          // checks the image (chip, checksum, hash), then switches the slot
         refuse(update, "Update.end: %s", Update.errorString());
         return;
@@ -360,6 +391,20 @@ bool wanted(const ota_announcement_t& update) {
     }
     if (strncmp(update.url, OTA_URL_PREFIX, sizeof OTA_URL_PREFIX - 1) != 0) {
         Serial.printf("[ota] ignored: %s is not on the update server %s\n", update.url, OTA_URL_PREFIX);
+        return false;
+    }
+    // A downgrade permission counts only once it verifies: one forged, or made for another device or image, is refused.
+    if (update.downgrade[0] != '\0') {
+        const char* forged = ota_downgrade_problem(&update, settings.device_id);
+        if (forged != nullptr) {
+            refuse(update, "its downgrade permission %s", forged);
+            return false;
+        }
+    }
+    const char* rollback = version_rollback_problem(update.version, FIRMWARE_VERSION, update.downgrade[0] != '\0');
+    if (rollback != nullptr) {      // not fetched at all; the image's own version is checked again after download
+        refuse(update, "%s %s (a downgrade is announced with gen ota publish --allow-downgrade)", rollback,
+               FIRMWARE_VERSION);
         return false;
     }
     const esp_partition_t* staging = esp_ota_get_next_update_partition(nullptr);
@@ -407,7 +452,7 @@ bool ota_on_message(const char* topic, const uint8_t* payload, unsigned int leng
                       static_cast<unsigned>(OTA_ANNOUNCEMENT_CAPACITY));
         return true;
     }
-    ota_announcement_t update;
+    static ota_announcement_t update;             // 1.3 KB with a downgrade permission: kept off the loop task's stack
     const char* problem = ota_parse_announcement(reinterpret_cast<const char*>(payload), length, &update);
     if (problem != nullptr) {
         Serial.printf("[ota] ignored an announcement: %s\n", problem);

@@ -11,10 +11,11 @@
 #include <PubSubClient.h>
 
 struct OtaSettings {
+    const char* device_id;           // this device: a downgrade permission must name it
     const char* ca_pem;              // verifies the update server (it serves the broker's certificate)
     const char* cert_pem;            // this device's certificate and key: the server gives it only its own images
     const char* key_pem;
-    const char* ota_topic;           // announcements (only the backend may write it)
+    const char* ota_topic;           // announcements (only gen's OTA identity may write it)
     const char* firmware_topic;      // where this device reports its version and the state of an update
 };
 

@@ -12,16 +12,25 @@
 
 #include "esp_partition.h"
 #include "gen_ota_config.h"
+#include "mbedtls/base64.h"
 #include "mbedtls/md.h"
+#include "mbedtls/pk.h"
+#include "version_order.h"
 
 #define OTA_VERSION_CAPACITY 32      // esp_app_desc_t.version, NUL included
 #define OTA_SHA256_HEX 64
 // OTA_URL_CAPACITY comes from gen_ota_config.h.
 #define OTA_NAME_CAPACITY 64         // target and project names
 #define OTA_KEY_CAPACITY 16
+#define OTA_DOWNGRADE_SIGNATURE_BYTES 384   // RSA-PSS with the RSA-3072 OTA signing key
+#define OTA_DOWNGRADE_CAPACITY 513          // its base64 (512 characters) and a NUL
+#define OTA_DOWNGRADE_SALT_BYTES 32         // PSS salt, as gen ota publish makes it (= the SHA-256 length)
+#define OTA_DOWNGRADE_MESSAGE_PREFIX "gen-ota-downgrade:v1:"
 
 // {"version": "1.3.0", "size": 1234944, "sha256": "<64 hex digits>", "url": "https://...", "target": "...",
-//  "project": "..."}: every key once, nothing else.
+//  "project": "..."}: every key once, nothing else; and "downgrade": "<base64>" when the update is a deliberate
+// downgrade: the permission `gen ota publish --allow-downgrade` signs with the OTA signing key for one device and one
+// image (ota_downgrade_problem checks it). downgrade is "" without one.
 typedef struct {
     char version[OTA_VERSION_CAPACITY];
     uint32_t size;
@@ -29,6 +38,7 @@ typedef struct {
     char url[OTA_URL_CAPACITY];
     char target[OTA_NAME_CAPACITY];
     char project[OTA_NAME_CAPACITY];
+    char downgrade[OTA_DOWNGRADE_CAPACITY];
 } ota_announcement_t;
 
 static inline const char *ota_skip_space(const char *p, const char *end)
@@ -90,10 +100,20 @@ static inline const char *ota_read_size(const char **p, const char *end, uint32_
     return NULL;
 }
 
+// The downgrade permission: a string, never a bare flag (a `true` proves nothing about who sent it).
+static inline const char *ota_read_downgrade(const char **p, const char *end, char *out, size_t capacity)
+{
+    if (*p >= end || **p != '"') {
+        return "downgrade is not a signed permission (gen ota publish --allow-downgrade signs one; a flag is refused)";
+    }
+    return ota_read_string(p, end, out, capacity);
+}
+
 // NULL when json[0..length) is a complete announcement (then in *out), else why not, in words.
 static inline const char *ota_parse_announcement(const char *json, size_t length, ota_announcement_t *out)
 {
-    static const char *const keys[] = {"version", "size", "sha256", "url", "target", "project"};
+    static const char *const keys[] = {"version", "size", "sha256", "url", "target", "project", "downgrade"};
+    const unsigned required = (1u << 6) - 1;     // all but downgrade
     const char *end = json + length;
     const char *p = ota_skip_space(json, end);
     unsigned seen = 0;
@@ -113,7 +133,7 @@ static inline const char *ota_parse_announcement(const char *json, size_t length
             ++index;
         }
         if (index == sizeof keys / sizeof keys[0]) {
-            return "it has a key that is not version, size, sha256, url, target or project";
+            return "it has a key that is not version, size, sha256, url, target, project or downgrade";
         }
         if (seen & (1u << index)) {
             return "a key appears twice";
@@ -130,7 +150,8 @@ static inline const char *ota_parse_announcement(const char *json, size_t length
         case 2: problem = ota_read_string(&p, end, out->sha256, sizeof out->sha256); break;
         case 3: problem = ota_read_string(&p, end, out->url, sizeof out->url); break;
         case 4: problem = ota_read_string(&p, end, out->target, sizeof out->target); break;
-        default: problem = ota_read_string(&p, end, out->project, sizeof out->project); break;
+        case 5: problem = ota_read_string(&p, end, out->project, sizeof out->project); break;
+        default: problem = ota_read_downgrade(&p, end, out->downgrade, sizeof out->downgrade); break;
         }
         if (problem != NULL) {
             return problem;
@@ -149,13 +170,60 @@ static inline const char *ota_parse_announcement(const char *json, size_t length
     if (ota_skip_space(p, end) != end) {
         return "there is text after the object";
     }
-    if (seen != (1u << (sizeof keys / sizeof keys[0])) - 1) {
+    if ((seen & required) != required) {
         return "a key is missing (version, size, sha256, url, target and project are all needed)";
     }
     if (strlen(out->sha256) != OTA_SHA256_HEX || strspn(out->sha256, "0123456789abcdef") != OTA_SHA256_HEX) {
         return "sha256 is not 64 lowercase hex digits";
     }
     return NULL;
+}
+
+// NULL when update->downgrade is this project's permission for `device_id` to install this very image: the RSA-PSS
+// (SHA-256, MGF1 SHA-256, 32-byte salt) signature, by the OTA signing key, of
+// "gen-ota-downgrade:v1:<device id>:<sha256>:<version>". Else why not, in words: a permission made for another
+// device, image or version, or by another key, does not verify. The same calls in mbedTLS 2.28 and 3.6.
+static inline const char *ota_downgrade_problem(const ota_announcement_t *update, const char *device_id)
+{
+    unsigned char signature[OTA_DOWNGRADE_SIGNATURE_BYTES];
+    size_t length = 0;
+    if (mbedtls_base64_decode(signature, sizeof signature, &length, (const unsigned char *)update->downgrade,
+                              strlen(update->downgrade)) != 0 || length != sizeof signature) {
+        return "is not a signature (base64 of 384 bytes)";
+    }
+    uint8_t hash[32];
+    mbedtls_md_context_t md;
+    mbedtls_md_init(&md);
+    const bool hashed = mbedtls_md_setup(&md, mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), 0) == 0
+                        && mbedtls_md_starts(&md) == 0
+                        && mbedtls_md_update(&md, (const unsigned char *)OTA_DOWNGRADE_MESSAGE_PREFIX,
+                                             strlen(OTA_DOWNGRADE_MESSAGE_PREFIX)) == 0
+                        && mbedtls_md_update(&md, (const unsigned char *)device_id, strlen(device_id)) == 0
+                        && mbedtls_md_update(&md, (const unsigned char *)":", 1) == 0
+                        && mbedtls_md_update(&md, (const unsigned char *)update->sha256, strlen(update->sha256)) == 0
+                        && mbedtls_md_update(&md, (const unsigned char *)":", 1) == 0
+                        && mbedtls_md_update(&md, (const unsigned char *)update->version, strlen(update->version)) == 0
+                        && mbedtls_md_finish(&md, hash) == 0;
+    mbedtls_md_free(&md);
+    if (!hashed) {
+        return "cannot be checked (SHA-256 failed)";
+    }
+    mbedtls_pk_context key;
+    mbedtls_pk_init(&key);
+    // PEM: the length counts the NUL.
+    if (mbedtls_pk_parse_public_key(&key, (const unsigned char *)OTA_SIGNING_PUBLIC_KEY_PEM,
+                                    sizeof OTA_SIGNING_PUBLIC_KEY_PEM) != 0) {
+        mbedtls_pk_free(&key);
+        return "cannot be checked (the OTA signing key in gen_ota_config.h does not parse)";
+    }
+    mbedtls_pk_rsassa_pss_options pss;
+    pss.mgf1_hash_id = MBEDTLS_MD_SHA256;
+    pss.expected_salt_len = OTA_DOWNGRADE_SALT_BYTES;
+    const int verified = mbedtls_pk_verify_ext(MBEDTLS_PK_RSASSA_PSS, &pss, &key, MBEDTLS_MD_SHA256, hash,
+                                               sizeof hash, signature, sizeof signature);
+    mbedtls_pk_free(&key);
+    return verified == 0 ? NULL
+                         : "does not verify: it was not signed with this project's OTA key for this device and image";
 }
 
 static inline void ota_hex(const uint8_t *bytes, size_t count, char *out)

@@ -39,6 +39,7 @@
 #define RESEND_CAP_MS 600000u              // ... up to ten minutes
 #define TRIAL_ATTEMPTS 3                   // a new certificate refused this often is given up
 #define RETRY_ROTATION_MS 3600000u         // and the next rotation waits an hour
+#define RETRY_AFTER_CAP_S 3600L            // a service's retry-after is honoured up to an hour: a forged one cannot park the device
 #define UTC_TEXT_SIZE sizeof "2027-02-01T12:00:00Z"
 
 // A moment as the log says it: 2027-02-01T12:00:00Z.
@@ -619,7 +620,11 @@ void provisioning_message(const char *payload, size_t length, uint32_t now_ms)
         if (!ours && state.pending >= 0) {
             return;                        // an answer to an earlier request
         }
-        const long wait_s = answer.retry_after >= 0 ? answer.retry_after : (long)(RESEND_CAP_MS / 1000);
+        long wait_s = answer.retry_after >= 0 ? answer.retry_after : (long)(RESEND_CAP_MS / 1000);
+        if (wait_s > RETRY_AFTER_CAP_S) {
+            log_line("the service asks to wait %ld s; waiting at most %ld s", wait_s, RETRY_AFTER_CAP_S);
+            wait_s = RETRY_AFTER_CAP_S;
+        }
         log_line("%s: %s (asking again in %ld s)", refused ? "refused" : "service busy", answer.reason, wait_s);
         state.send_due = false;
         state.next_send_ms = now_ms + (uint32_t)wait_s * 1000u;

@@ -385,12 +385,14 @@ static void maintain_wifi(uint32_t now)
 
 // ---- Clock ------------------------------------------------------------------------------------------------
 
-// SNTP starts with the first IP address. MQTT waits for the clock at most TIME_SYNC_WAIT_MS: the TLS stack
-// does not check certificate dates, so a device without NTP still connects; the wait only gives the
-// application a real clock when one is reachable.
-typedef enum { CLOCK_NOT_STARTED, CLOCK_WAITING, CLOCK_DONE } clock_state_t;
+// SNTP starts with the first IP address, and MQTT only once it has set the clock: mbedTLS checks the broker
+// certificate's dates against it (CONFIG_MBEDTLS_HAVE_TIME_DATE), and before the first sync the clock says 1970,
+// when no certificate is valid yet. While no time source answers the device stays offline, says so every
+// TIME_SYNC_WAIT_MS, and SNTP keeps asking.
+typedef enum { CLOCK_NOT_STARTED, CLOCK_WAITING, CLOCK_DONE, CLOCK_FAILED } clock_state_t;
 static clock_state_t clock_state = CLOCK_NOT_STARTED;
 static uint32_t clock_started_ms = 0;
+static uint32_t clock_reported_ms = 0;
 
 static void maintain_clock(uint32_t now)
 {
@@ -402,13 +404,14 @@ static void maintain_clock(uint32_t now)
             ESP_SNTP_SERVER_LIST(NTP_SERVER_LIST));
         esp_err_t err = esp_netif_sntp_init(&config);
         if (err != ESP_OK) {
-            ESP_LOGE(TAG, "[time] SNTP did not start: %s; continuing without a clock", esp_err_to_name(err));
-            clock_state = CLOCK_DONE;
+            ESP_LOGE(TAG, "[time] SNTP did not start: %s; without a clock MQTT does not start", esp_err_to_name(err));
+            clock_state = CLOCK_FAILED;
             return;
         }
         ESP_LOGI(TAG, "[time] syncing with %s", NTP_SERVER_1);
         clock_state = CLOCK_WAITING;
         clock_started_ms = now;
+        clock_reported_ms = now;
         return;
     }
     if (clock_state != CLOCK_WAITING) {
@@ -422,10 +425,10 @@ static void maintain_clock(uint32_t now)
         strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &utc);
         ESP_LOGI(TAG, "[time] synchronised: %s", text);
         clock_state = CLOCK_DONE;
-    } else if (now - clock_started_ms >= TIME_SYNC_WAIT_MS) {
-        ESP_LOGW(TAG, "[time] not synchronised after %u s; continuing without a clock",
-                 (unsigned)(TIME_SYNC_WAIT_MS / 1000));
-        clock_state = CLOCK_DONE;  // SNTP keeps trying in the background
+    } else if (now - clock_reported_ms >= TIME_SYNC_WAIT_MS) {
+        clock_reported_ms = now;
+        ESP_LOGW(TAG, "[time] no answer from %s for %u s; MQTT waits for the clock (the broker certificate's dates "
+                 "cannot be checked without it)", NTP_SERVER_1, (unsigned)((now - clock_started_ms) / 1000));
     }
 }
 
@@ -1100,6 +1103,7 @@ void gen_link_start(void)
 #endif
 #if GEN_LINK_OTA
     const ota_settings_t ota = {
+        .device_id = settings.device_id,
         .ca_pem = settings.ca_pem,
         .cert_pem = settings.cert_pem,
         .key_pem = settings.key_pem,

@@ -125,6 +125,15 @@ static void install(const ota_announcement_t *update)
         refuse(update, "the image says it is version %.32s", description.version);
         return;
     }
+    // Anti-rollback, on the version in the image (its signature is checked by esp_https_ota_finish).
+    // A downgrade permission was verified by wanted() before this update was taken, for this sha256 and version.
+    const char *rollback = version_rollback_problem(description.version, FIRMWARE_VERSION, update->downgrade[0] != '\0');
+    if (rollback != NULL) {
+        esp_https_ota_abort(handle);
+        refuse(update, "%s %s (a downgrade is announced with gen ota publish --allow-downgrade)", rollback,
+               FIRMWARE_VERSION);
+        return;
+    }
     const int served = esp_https_ota_get_image_size(handle);
     if (served >= 0 && (uint32_t)served != update->size) {
         esp_https_ota_abort(handle);
@@ -202,6 +211,20 @@ static bool wanted(const ota_announcement_t *update)
     }
     if (strncmp(update->url, OTA_URL_PREFIX, sizeof OTA_URL_PREFIX - 1) != 0) {
         ESP_LOGE(TAG, "[ota] ignored: %s is not on the update server %s", update->url, OTA_URL_PREFIX);
+        return false;
+    }
+    // A downgrade permission counts only once it verifies: one forged, or made for another device or image, is refused.
+    if (update->downgrade[0] != '\0') {
+        const char *forged = ota_downgrade_problem(update, settings.device_id);
+        if (forged != NULL) {
+            refuse(update, "its downgrade permission %s", forged);
+            return false;
+        }
+    }
+    const char *rollback = version_rollback_problem(update->version, FIRMWARE_VERSION, update->downgrade[0] != '\0');
+    if (rollback != NULL) {      // not fetched at all; the image's own version is checked again before writing it
+        refuse(update, "%s %s (a downgrade is announced with gen ota publish --allow-downgrade)", rollback,
+               FIRMWARE_VERSION);
         return false;
     }
     const esp_partition_t *staging = esp_ota_get_next_update_partition(NULL);

@@ -5,6 +5,7 @@
 
 #include "Arduino.h"
 #include "Client.h"
+#include "mbedtls/x509_crt.h"
 
 namespace gen_host { class Transport; }
 
@@ -51,4 +52,6 @@ protected:
     unsigned long handshake_timeout_ms_ = 120000;
     int last_tls_error_ = 0;
     uint32_t last_verify_flags_ = 0;
+    int (*verify_)(void *, mbedtls_x509_crt *, int, uint32_t *) = nullptr;   // set by WiFiClientSecure per connect
+    void *verify_context_ = nullptr;
 };

@@ -102,7 +102,7 @@ extern "C" bool getLocalTime(struct tm* info, uint32_t ms) {
         bool synced;
         {
             std::lock_guard<std::mutex> lock(time_mutex);
-            synced = sntp_started && millis() >= sntp_synced_at && gen_sim_have_ip();
+            synced = sntp_started && millis() >= sntp_synced_at && gen_sim_have_ip() && gen_sim_time_source_answers();
         }
         if (synced) {
             time_t now = time(nullptr);

@@ -302,6 +302,8 @@ bool WiFiClient::open_transport(const char* host, uint16_t port, bool tls, int32
         }
         o.verify_name = host;
         o.handshake_timeout_ms = static_cast<int>(handshake_timeout_ms_);
+        o.verify = verify_;
+        o.verify_context = verify_context_;
     }
     gen_host::TransportError e;
     if (!t->open(host, port, o, &e)) {
@@ -394,6 +396,22 @@ uint8_t WiFiClient::connected() {
 
 // ---- WiFiClientSecure --------------------------------------------------------------------------------
 
+WiFiClientSecure::WiFiClientSecure() : sslclient(new sslclient_context) {
+    memset(sslclient, 0, sizeof *sslclient);           // ssl_init(): the contexts start zeroed
+    mbedtls_ssl_config_init(&sslclient->ssl_conf);
+}
+
+WiFiClientSecure::~WiFiClientSecure() {
+    stop();
+    delete sslclient;
+}
+
+void WiFiClientSecure::stop() {
+    WiFiClient::stop();
+    mbedtls_ssl_config_free(&sslclient->ssl_conf);     // stop_ssl_socket(): freed, then zeroed
+    memset(sslclient, 0, sizeof *sslclient);
+}
+
 int WiFiClientSecure::connect_secure(const char* host, uint16_t port, const char* ca, const char* cert,
                                      const char* key, int32_t timeout_ms) {
     if (!ca && !insecure_) {
@@ -409,7 +427,11 @@ int WiFiClientSecure::connect_secure(const char* host, uint16_t port, const char
     ca_ = ca;
     cert_ = cert;
     key_ = key;
+    verify_ = sslclient->ssl_conf.f_vrfy;               // what the firmware set with mbedtls_ssl_conf_verify
+    verify_context_ = sslclient->ssl_conf.p_vrfy;
     bool ok = open_transport(host, port, true, timeout_ms);
+    verify_ = nullptr;
+    verify_context_ = nullptr;
     ca_ = saved_ca;
     cert_ = saved_cert;
     key_ = saved_key;

@@ -32,6 +32,7 @@ int gen_sim_core_debug_level = 0;
 uint16_t gen_sim_firmware_chip_id = 0;
 bool gen_sim_app_rollback_enable = false;
 bool gen_sim_signed_on_update = false;
+bool gen_sim_mbedtls_have_time_date = false;
 
 namespace {
 
@@ -261,6 +262,11 @@ void gen_sim_tcp_close(int fd) {
         open_sockets.erase(fd);
     }
     close(fd);
+}
+
+bool gen_sim_time_source_answers(void) {
+    const char* off = getenv("GEN_SIM_NO_TIME_SOURCE");
+    return off == nullptr || off[0] == '\0' || strcmp(off, "0") == 0;
 }
 
 void gen_sim_mac(uint8_t mac[6]) {

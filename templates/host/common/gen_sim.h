@@ -29,6 +29,10 @@ extern int gen_sim_core_debug_level;
 extern uint16_t gen_sim_firmware_chip_id;
 extern bool gen_sim_app_rollback_enable;
 extern bool gen_sim_signed_on_update;
+/* CONFIG_MBEDTLS_HAVE_TIME_DATE of the firmware's configuration (set by our main()): whether the device's mbedTLS
+ * checks certificate dates. Off, the host's mbedTLS (which always checks them) ignores the date flags, as the
+ * device's build does. */
+extern bool gen_sim_mbedtls_have_time_date;
 /* The simulated chip's revision, major * 100 + minor (what an image's min_chip_rev_full is checked against). */
 #define GEN_SIM_CHIP_REVISION 300
 
@@ -46,6 +50,9 @@ int gen_sim_tcp_connect(const char* host, uint16_t port, int timeout_ms, int* er
 void gen_sim_tcp_close(int fd);
 /* Resolves host the way gen_sim_tcp_connect would (mapping applied); fills a dotted IPv4 string. */
 bool gen_sim_resolve_ipv4(const char* host, uint8_t out[4]);
+
+/* Whether an SNTP server answers: yes, unless GEN_SIM_NO_TIME_SOURCE is set (to 1): then SNTP never synchronises. */
+bool gen_sim_time_source_answers(void);
 
 /* The device's MAC: GEN_SIM_MAC if set, else derived from the executable path and GEN_SIM_NVS. */
 void gen_sim_mac(uint8_t mac[6]);

@@ -44,6 +44,9 @@ int main() {
 #ifdef CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
     gen_sim_app_rollback_enable = true;
 #endif
+#ifdef CONFIG_MBEDTLS_HAVE_TIME_DATE   /* the core's sdkconfig leaves it off (idf/sdkconfig.h) */
+    gen_sim_mbedtls_have_time_date = true;
+#endif
     gen_sim_start();
     init_arduino();
     setup();

@@ -19,6 +19,9 @@ int main() {
 #ifdef CONFIG_SECURE_SIGNED_ON_UPDATE
     gen_sim_signed_on_update = true;
 #endif
+#ifdef CONFIG_MBEDTLS_HAVE_TIME_DATE
+    gen_sim_mbedtls_have_time_date = true;
+#endif
     gen_sim_start();
     app_main();
     for (;;) pause();

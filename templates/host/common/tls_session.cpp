@@ -105,8 +105,24 @@ std::string TransportError::summary() const {
     return (tls ? "TLS: " : "") + text();
 }
 
+// Every certificate of the chain passes here (mbedtls_ssl_conf_verify) before its flags count: the date flags are
+// dropped when the device's mbedTLS would not have set them, then the firmware's own callback runs.
+struct VerifyHook {
+    int (*firmware)(void*, mbedtls_x509_crt*, int, uint32_t*) = nullptr;
+    void* firmware_context = nullptr;
+};
+
+static int verify_as_device(void* context, mbedtls_x509_crt* crt, int depth, uint32_t* flags) {
+    const VerifyHook* hook = static_cast<const VerifyHook*>(context);
+    if (!gen_sim_mbedtls_have_time_date) {
+        *flags &= ~static_cast<uint32_t>(MBEDTLS_X509_BADCERT_EXPIRED | MBEDTLS_X509_BADCERT_FUTURE);
+    }
+    return hook->firmware ? hook->firmware(hook->firmware_context, crt, depth, flags) : 0;
+}
+
 struct Transport::State {
     int fd = -1;
+    VerifyHook verify_hook;
     bool tls = false;
     bool open = false;
     bool have_ssl = false;
@@ -193,6 +209,9 @@ bool Transport::open(const char* host, uint16_t port, const TlsOptions& o, Trans
             rc = mbedtls_ssl_conf_own_cert(&s.conf, &s.cert, &s.key);
             if (rc) return s.fail(TransportError::TLS_SETUP, rc);
         }
+        s.verify_hook.firmware = o.verify;
+        s.verify_hook.firmware_context = o.verify_context;
+        mbedtls_ssl_conf_verify(&s.conf, verify_as_device, &s.verify_hook);
         mbedtls_ssl_conf_rng(&s.conf, mbedtls_ctr_drbg_random, &s.drbg);
         rc = mbedtls_ssl_setup(&s.ssl, &s.conf);
         if (rc) return s.fail(TransportError::TLS_SETUP, rc);

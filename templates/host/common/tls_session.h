@@ -1,7 +1,9 @@
 // One TCP connection, optionally wrapped in mbedTLS 2.28: the transport under WiFiClientSecure and
 // esp-mqtt. Verification follows arduino-esp32's ssl_client.cpp and esp-tls: PEM buffers are parsed with
 // their length including the NUL, the client cert and key are loaded only together, authmode REQUIRED
-// unless insecure, and the server name checked is the one given as `verify_name`.
+// unless insecure, and the server name checked is the one given as `verify_name`. Certificate dates count only
+// when the firmware's configuration has CONFIG_MBEDTLS_HAVE_TIME_DATE (gen_sim_mbedtls_have_time_date): without
+// it the device's mbedTLS never sets the EXPIRED and FUTURE flags, so neither does this one.
 #pragma once
 
 #include <stddef.h>
@@ -9,6 +11,8 @@
 
 #include <memory>
 #include <string>
+
+#include "mbedtls/x509_crt.h"
 
 namespace gen_host {
 
@@ -26,6 +30,9 @@ struct TlsOptions {
     const char* verify_name = nullptr;   // passed to mbedtls_ssl_set_hostname (SNI + name check)
     int connect_timeout_ms = 30000;
     int handshake_timeout_ms = 120000;
+    // The firmware's own X.509 verify callback (mbedtls_ssl_conf_verify), or none.
+    int (*verify)(void*, mbedtls_x509_crt*, int, uint32_t*) = nullptr;
+    void* verify_context = nullptr;
 };
 
 // What went wrong, in the terms both frameworks report.

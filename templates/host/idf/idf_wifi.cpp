@@ -336,7 +336,7 @@ esp_err_t esp_netif_sntp_sync_wait(TickType_t tout) {
             synced = sntp_synced_at;
         }
         Clock::time_point now = Clock::now();
-        if (now >= synced && gen_sim_have_ip()) {
+        if (now >= synced && gen_sim_have_ip() && gen_sim_time_source_answers()) {
             esp_sntp_time_cb_t cb;
             {
                 std::lock_guard<std::mutex> lock(sntp_mutex);
