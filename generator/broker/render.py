@@ -42,12 +42,24 @@ from typing import Iterable
 
 from generator.core.errors import UserError
 from generator.core.rendering import render_template
-from generator.spec.device_limits import NVS_PASSWORD_CAPACITY, mqtt_buffer_size
 from generator.pki.ca import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
 from generator.pki.credentials import BrokerCredentials
-from generator.spec.provisioning_protocol import CHANNELS, REQUEST_FILTERS, bootstrap_username, request_topic, response_topic
-from generator.spec.contract import ADMIN_IDENTITY, BACKEND_IDENTITY, DOCTOR_IDENTITY, OTA_IDENTITY, PROVISIONER_IDENTITY
+from generator.spec.contract import (
+    ADMIN_IDENTITY,
+    BACKEND_IDENTITY,
+    DOCTOR_IDENTITY,
+    OTA_IDENTITY,
+    PROVISIONER_IDENTITY,
+)
+from generator.spec.device_limits import NVS_PASSWORD_CAPACITY, mqtt_buffer_size
 from generator.spec.model import Device, Spec
+from generator.spec.provisioning_protocol import (
+    CHANNELS,
+    REQUEST_FILTERS,
+    bootstrap_username,
+    request_topic,
+    response_topic,
+)
 
 INSTALL_DIR = PurePosixPath("/etc/mosquitto/gen")
 TLS_MIN_VERSION = "tlsv1.2"

@@ -28,8 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from generator.broker.render import (BOOTSTRAP_PASSWORD_FILE, CONF_FILE, INSTALL_DIR, PATH_OPTIONS, PLUGIN_OPTION,
-                                      PLUGIN_STATE_OPTION, README_FILE, SECRET_FILES)
+from generator.broker.render import (
+    BOOTSTRAP_PASSWORD_FILE,
+    CONF_FILE,
+    INSTALL_DIR,
+    PATH_OPTIONS,
+    PLUGIN_OPTION,
+    PLUGIN_STATE_OPTION,
+    README_FILE,
+    SECRET_FILES,
+)
 from generator.core.errors import ToolError, UserError
 from generator.core.files import write_atomic
 

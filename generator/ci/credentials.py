@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from generator.core.errors import UserError
-from generator.pki.spec_credentials import spec_credentials
 from generator.pki.credentials import ClientCredentials
+from generator.pki.spec_credentials import spec_credentials
 
 BUNDLE_VERSION = 1
 GITHUB_SECRET_LIMIT = 48 * 1024           # bytes: GitHub refuses larger secret values

@@ -12,7 +12,7 @@ import sys
 from typing import Optional
 
 import typer
-from typer import _click as click   # typer carries its own click (pyproject.toml)
+from typer import _click as click  # typer carries its own click (pyproject.toml)
 from typer.core import TyperGroup
 from typer.main import get_group
 

@@ -18,9 +18,9 @@ from generator.broker.runner import running_broker
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_console
 from generator.core.errors import ToolError, UserError
 from generator.core.files import write_tree
-from generator.pki.spec_credentials import spec_credentials
 from generator.output.layout import BROKER_DIR, BROKER_UP_RECORD
 from generator.pki.credentials import ClientCredentials
+from generator.pki.spec_credentials import spec_credentials
 from generator.pki.spec_identities import open_spec_pki
 from generator.spec import ADMIN_IDENTITY, load_spec
 

@@ -15,6 +15,11 @@ from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElaps
 
 from generator.ci.credentials import ci_device_credentials, decode_bundle
 from generator.ci.workflow import write_github_workflow
+from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_console, plural
+from generator.core.errors import ToolError, UserError
+from generator.core.external_tools import require_esptool, require_platformio
+from generator.core.files import SECRET_MODE, write_atomic
+from generator.firmware.nvs_image import render_nvs_image
 from generator.firmware_build.flashing import (
     FLASH_JSON,
     NVS_IMAGE,
@@ -31,17 +36,12 @@ from generator.firmware_build.flashing import (
 )
 from generator.firmware_build.plan import BuildPlan, Image, plan_build
 from generator.firmware_build.run import check_jobs, run_build
-from generator.core.external_tools import require_esptool, require_platformio
-from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_console, plural
-from generator.core.errors import ToolError, UserError
-from generator.core.files import SECRET_MODE, write_atomic
-from generator.firmware.nvs_image import render_nvs_image
-from generator.pki.ota_signing import sign_image, signing_key
 from generator.output.generate import generate, generate_without_pki
-from generator.pki.spec_credentials import spec_credentials
 from generator.output.layout import ARTIFACTS_DIR
 from generator.output.manifest import read_manifest
 from generator.pki.layout import PkiLayout
+from generator.pki.ota_signing import sign_image, signing_key
+from generator.pki.spec_credentials import spec_credentials
 from generator.spec import Device, Spec, load_spec
 from generator.spec.catalogue import load_catalogue
 from generator.spec.source import SECRETS_FILE

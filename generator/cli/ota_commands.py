@@ -10,15 +10,22 @@ from rich.table import Table
 
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, plural
 from generator.core.errors import UserError
-from generator.ota.announce import Address, Announcement, announcement, check_image, publish_announcements, \
-    rollback_problem, slot_size
+from generator.ota.announce import (
+    Address,
+    Announcement,
+    announcement,
+    check_image,
+    publish_announcements,
+    rollback_problem,
+    slot_size,
+)
 from generator.ota.serve import listening_port, open_server, server_files
-from generator.pki.ota_signing import signing_key
 from generator.ota.status import collect_status
 from generator.output.generate import generate
 from generator.output.layout import firmware_dir
 from generator.output.manifest import read_manifest
 from generator.pki.layout import PkiLayout
+from generator.pki.ota_signing import signing_key
 from generator.simulate.device_runs import parse_broker_address
 from generator.spec import Device, Spec, load_spec
 

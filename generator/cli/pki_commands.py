@@ -21,8 +21,8 @@ from generator.core.errors import UserError
 from generator.core.files import write_atomic
 from generator.pki import inspection
 from generator.pki.ca import CaPassphrase
-from generator.pki.spec_identities import ensure_spec_identities, open_spec_pki
 from generator.pki.issuing import EXPIRY_WARNING_DAYS
+from generator.pki.spec_identities import ensure_spec_identities, open_spec_pki
 from generator.pki.store import import_ca
 from generator.spec import BACKEND_IDENTITY, load_spec
 

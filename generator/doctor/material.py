@@ -11,15 +11,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from generator.pki.broker_trust import broker_trust
 from generator.core.errors import UserError
 from generator.doctor import probes
+from generator.pki.broker_trust import broker_trust
 from generator.pki.credentials import ClientCredentials
 from generator.pki.store import PkiStore
 from generator.pki.x509_facts import key_matches
 from generator.spec.contract import DOCTOR_IDENTITY
 from generator.spec.model import Device, Spec
-
 
 PROBE_CLIENT_SUFFIX = "-doctor"     # the client id probes ask for; the broker replaces it with the user name
 

@@ -7,16 +7,14 @@ from __future__ import annotations
 import secrets as random_tokens
 from dataclasses import dataclass
 
-
 from generator.core.mqtt_wire import ConnectionClosed, Message, MqttSession
 from generator.core.topics import filter_matches
 from generator.doctor import probes
+from generator.doctor.material import DoctorMaterial, DoctorTarget, probe_identity
+from generator.doctor.results import StepResult, failed, passed
 from generator.pki.credentials import ClientCredentials
 from generator.spec.contract import DOCTOR_IDENTITY
 from generator.spec.model import Device
-from generator.doctor.material import DoctorMaterial, DoctorTarget, probe_identity
-from generator.doctor.results import StepResult, failed, passed
-
 
 PROBE_PAYLOAD = b"gen doctor probe "
 

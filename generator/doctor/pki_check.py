@@ -8,12 +8,12 @@ import datetime as dt
 
 from cryptography import x509
 
+from generator.doctor.material import CertAndKey, DoctorMaterial, DoctorTarget
+from generator.doctor.results import StepResult, failed, passed
+from generator.pki.name_matching import cert_names, common_names, mbedtls_accepts_name
 from generator.pki.x509_facts import chains_to, issued_by
 from generator.spec.contract import DOCTOR_IDENTITY
 from generator.spec.model import Spec
-from generator.doctor.material import CertAndKey, DoctorMaterial, DoctorTarget
-from generator.doctor.results import StepResult, failed, passed
-from generator.pki.name_matching import common_names, cert_names, mbedtls_accepts_name
 
 
 def describe_cert(cert: x509.Certificate) -> str:

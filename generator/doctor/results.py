@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-
 STEPS: tuple[tuple[str, str], ...] = (
     ("pki", "spec and PKI are consistent"),
     ("resolve", "broker name resolves"),

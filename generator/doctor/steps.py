@@ -28,14 +28,13 @@ import datetime as dt
 from dataclasses import replace
 from typing import Any, Callable
 
-
 from generator.core.errors import UserError
-from generator.spec.model import Device, Spec
 from generator.doctor.material import DoctorMaterial, DoctorTarget, load_material
 from generator.doctor.mqtt_steps import judge_presence, run_acl_step, run_mqtt_connect_step, run_presence_probe
 from generator.doctor.pki_check import check_pki
 from generator.doctor.results import STEPS, StepResult, failed, skipped
 from generator.doctor.tls_steps import run_client_cert_step, run_resolve_step, run_tcp_step, run_tls_step
+from generator.spec.model import Device, Spec
 
 
 def run_doctor(spec: Spec, target: DoctorTarget, *, now: dt.datetime | None = None, spec_label: str | None = None,

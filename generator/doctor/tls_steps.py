@@ -10,12 +10,11 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from generator.doctor import probes
-from generator.pki.x509_facts import issued_by
 from generator.doctor.material import DoctorMaterial, DoctorTarget, probe_identity
-from generator.doctor.pki_check import day_text, validity_problem, describe_cert
+from generator.doctor.pki_check import day_text, describe_cert, validity_problem
 from generator.doctor.results import StepResult, failed, passed
 from generator.pki.name_matching import cert_names, mbedtls_accepts_name, openssl_accepts_name
-
+from generator.pki.x509_facts import issued_by
 
 # The alert a broker sends (TLS 1.2) when it refuses a client cert, in words.
 CLIENT_CERT_ALERTS = {

@@ -7,21 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from generator.core.app_image import CHIP_IDS
 from generator.core.c_literals import c_comment_text, c_string_literal, c_string_literal_lines
 from generator.core.errors import UserError
 from generator.firmware.app_layout import OTHER_STARTER, AppLayout
-from generator.spec.device_limits import (
-    FIRMWARE_REPORT_CAPACITY,
-    MAX_CLIENT_ID,
-    OTA_ANNOUNCEMENT_CAPACITY,
-    OTA_QOS,
-    NVS_PASSWORD_CAPACITY,
-    NVS_TOPIC_CAPACITY,
-    PEM_CAPACITY,
-    mqtt_buffer_size,
-    ntp_server_limit,
-    received_topic_capacity,
-)
+from generator.firmware.build_options import env_options, idf_dependencies
 from generator.firmware.nvs_image import (
     CREDENTIALS_NAMESPACE,
     CREDENTIALS_PARTITION,
@@ -46,9 +36,21 @@ from generator.firmware.nvs_image import (
     var_key,
     var_text,
 )
-from generator.core.app_image import CHIP_IDS
-from generator.pki.ota_signing import key_digest
 from generator.pki.credentials import ClientCredentials
+from generator.pki.ota_signing import key_digest
+from generator.spec.device_limits import (
+    FIRMWARE_REPORT_CAPACITY,
+    MAX_CLIENT_ID,
+    NVS_PASSWORD_CAPACITY,
+    NVS_TOPIC_CAPACITY,
+    OTA_ANNOUNCEMENT_CAPACITY,
+    OTA_QOS,
+    PEM_CAPACITY,
+    mqtt_buffer_size,
+    ntp_server_limit,
+    received_topic_capacity,
+)
+from generator.spec.model import VAR_STRING_MAX, Device
 from generator.spec.provisioning_protocol import (
     BOOTSTRAP_USER_SUFFIX,
     REQUEST_ID_HEX_DIGITS,
@@ -57,9 +59,6 @@ from generator.spec.provisioning_protocol import (
     request_topic,
     response_topic,
 )
-from generator.spec.model import VAR_STRING_MAX, Device
-from generator.firmware.build_options import env_options, idf_dependencies
-
 
 # Timing, in one place for both flavours.
 TLS_HANDSHAKE_TIMEOUT_S = 15

@@ -12,10 +12,9 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-
 from generator.core.errors import UserError
-from generator.spec.device_limits import NVS_PASSWORD_CAPACITY
 from generator.pki.credentials import ClientCredentials
+from generator.spec.device_limits import NVS_PASSWORD_CAPACITY
 from generator.spec.model import Device
 
 NVS_NAMESPACE = "gen"
@@ -120,7 +119,7 @@ def render_nvs_image(device: Device, credentials: ClientCredentials) -> bytes:
     entries = device_nvs_entries(device, credentials)
     size = nvs_partition_size(device.framework)
     out = io.BytesIO()
-    from esp_idf_nvs_partition_gen import nvs_partition_gen   # imported when an image is made
+    from esp_idf_nvs_partition_gen import nvs_partition_gen  # imported when an image is made
 
     # The tool reserves one page for NVS garbage collection; it is given the rest.
     nvs = nvs_partition_gen.nvs_open(out, size - NVS_PAGE_SIZE, nvs_partition_gen.Page.VERSION2)

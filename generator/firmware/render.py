@@ -30,6 +30,7 @@ from generator.core.errors import UserError
 from generator.core.paths import LINK_LIBRARY_DIR, TEMPLATES_DIR
 from generator.core.rendering import render_template
 from generator.firmware.app_layout import IDF_MAIN_COMPONENT, AppLayout, user_code
+from generator.firmware.facts import FirmwareFacts, firmware_facts
 from generator.firmware.nvs_image import (
     NVS_PARTITION_OFFSET,
     NVS_PARTITION_SIZES,
@@ -38,8 +39,6 @@ from generator.firmware.nvs_image import (
 )
 from generator.pki.credentials import ClientCredentials
 from generator.spec.model import Device
-from generator.firmware.facts import FirmwareFacts, firmware_facts
-
 
 # render_nvs_image and the partition constants are the firmware's other half; importable from here as well.
 __all__ = [

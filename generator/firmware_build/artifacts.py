@@ -14,6 +14,8 @@ from pathlib import Path
 
 from cryptography import x509
 
+from generator.core.errors import ToolError, UserError
+from generator.core.files import SECRET_MODE, link_or_copy, write_atomic
 from generator.firmware_build.flashing import (
     FACTORY_IMAGE,
     FLASH_JSON,
@@ -27,8 +29,6 @@ from generator.firmware_build.flashing import (
 )
 from generator.firmware_build.plan import DeviceToBuild
 from generator.firmware_build.platformio import FIRMWARE_IMAGE, PARTITIONS_IMAGE, BuiltImage, display_path, tail
-from generator.core.errors import ToolError, UserError
-from generator.core.files import SECRET_MODE, link_or_copy, write_atomic
 from generator.output.layout import IMAGES_DIR, artifacts_dir
 from generator.output.manifest import ArtifactFile, BuildRecord, hex_offset, read_manifest, write_manifest
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from generator.firmware_build.flashing import bootloader_offset
-from generator.firmware_build.plan import Image, pio_metadata_args, pio_run_args
-from generator.core.external_tools import platformio_environment
 from generator.core.compiler_output import diagnostics
 from generator.core.errors import GenError, ToolError, UserError
+from generator.core.external_tools import platformio_environment
 from generator.firmware.render import missing_app_functions, user_app_path
+from generator.firmware_build.flashing import bootloader_offset
+from generator.firmware_build.plan import Image, pio_metadata_args, pio_run_args
 from generator.output.manifest import hex_offset, parse_offset
 
 DEFAULT_APP_OFFSET = 0x10000           # ESP-IDF and Arduino default, when the platform does not say

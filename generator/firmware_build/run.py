@@ -10,11 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from generator.firmware_build.artifacts import SharedImage, collect_device_artifacts, store_shared_image, update_manifest
+from generator.core.errors import UserError
+from generator.core.external_tools import require_esptool, require_platformio
+from generator.firmware_build.artifacts import (
+    SharedImage,
+    collect_device_artifacts,
+    store_shared_image,
+    update_manifest,
+)
 from generator.firmware_build.plan import BuildPlan, Image
 from generator.firmware_build.platformio import FIRMWARE_IMAGE, BuildTimer, BuiltImage, build_image
-from generator.core.external_tools import require_esptool, require_platformio
-from generator.core.errors import UserError
 from generator.output.layout import LOGS_DIR
 from generator.output.manifest import BuildRecord
 

@@ -25,19 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from generator.pki.broker_trust import broker_trust
+from generator.core.app_image import CHIP_IDS, ImageError, read_image, recorded_version
 from generator.core.errors import UserError
 from generator.core.files import PRIVATE_DIR_MODE, PUBLIC_MODE, SECRET_MODE, ensure_dir, write_atomic
 from generator.core.mqtt_wire import ConnectionClosed, MqttSession
 from generator.doctor.probes import ClientIdentity, open_tls
-from generator.spec.device_limits import OTA_ANNOUNCEMENT_CAPACITY, OTA_QOS
-from generator.core.app_image import CHIP_IDS, ImageError, read_image, recorded_version
-from generator.pki.ota_signing import SigningKey, sign_downgrade, signature_problem
-from generator.spec.firmware_version import version_order
 from generator.output.layout import ota_image
+from generator.pki.broker_trust import broker_trust
 from generator.pki.layout import PkiLayout
+from generator.pki.ota_signing import SigningKey, sign_downgrade, signature_problem
 from generator.pki.spec_identities import open_spec_pki
 from generator.spec.contract import OTA_IDENTITY
+from generator.spec.device_limits import OTA_ANNOUNCEMENT_CAPACITY, OTA_QOS
+from generator.spec.firmware_version import version_order
 from generator.spec.model import Device, Spec
 
 CONNECT_TIMEOUT_S = 10.0

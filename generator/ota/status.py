@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from generator.core.mqtt_wire import ConnectionClosed
 from generator.core.errors import UserError
-from generator.spec.device_limits import OTA_QOS
+from generator.core.mqtt_wire import ConnectionClosed
 from generator.ota.announce import Address, publisher_session
+from generator.spec.device_limits import OTA_QOS
 from generator.spec.model import Spec
 
 

@@ -31,24 +31,29 @@ from generator.core.files import SECRET_MODE, create_file, remove_generated, wri
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.nvs_image import render_nvs_image
 from generator.firmware.render import USER_APP_SOURCE, AppLayout, render_app_starter, render_firmware
+from generator.output.firmware_projects import (
+    SharedFirmware,
+    check_linkable,
+    device_inputs,
+    link_shared_firmware,
+    remove_unused_images,
+    shared_firmware,
+)
 from generator.output.layout import (
     ARTIFACTS_DIR,
     BROKER_DIR,
-    OTA_DIR,
-    SIMULATE_DIR,
     DEVICE_CA,
     DEVICE_CERT,
     DEVICE_KEY,
     DEVICE_NVS,
     DEVICES_DIR,
     MANIFEST_NAME,
+    OTA_DIR,
+    SIMULATE_DIR,
     device_dir,
     device_file,
     firmware_dir,
 )
-from generator.output.firmware_projects import (SharedFirmware, check_linkable, device_inputs, link_shared_firmware,
-                                                remove_unused_images, shared_firmware)
-from generator.output.render_cache import RenderCache
 from generator.output.manifest import (
     BuildRecord,
     DeviceRecord,
@@ -57,10 +62,11 @@ from generator.output.manifest import (
     spec_manifest,
     write_manifest,
 )
-from generator.pki.ota_signing import ensure_signing_key
+from generator.output.render_cache import RenderCache
 from generator.pki.credentials import ClientCredentials
-from generator.pki.spec_credentials import spec_credentials
 from generator.pki.layout import PkiLayout
+from generator.pki.ota_signing import ensure_signing_key
+from generator.pki.spec_credentials import spec_credentials
 from generator.spec import Device, Spec
 
 

@@ -55,7 +55,7 @@ class DeviceEnrolment(CertificateLifecycle):
                                        f"re-sign the CRL to revoke {device_id}'s abandoned pending certificate")
             issuer = self._signer(f"issue a certificate for device {device_id} from its CSR")
             cert = profiles.issue_device_cert(public_key, device_id, issuer=issuer, validity_days=validity_days,
-                                         now=self.clock(), project=self.project)
+                                              now=self.clock(), project=self.project)
             cert_pem = pem_of(cert)
             self._make_dirs_for("device")
             write_atomic(self.layout.cert_path("device", device_id), cert_pem, mode=PUBLIC_MODE, fresh=True)

@@ -4,9 +4,9 @@ subject, role, id, dates, status, key type and key digest); no secret."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 

@@ -18,7 +18,7 @@ from cryptography import x509
 from generator.core.errors import UserError
 from generator.core.files import ensure_dir, fsync_dir, write_atomic
 from generator.core.locks import acquire_lock, exclusive_lock, release_lock
-from generator.pki import profiles
+from generator.pki import pool, profiles
 from generator.pki.ca import (
     CaPassphrase,
     checked_clear_key,
@@ -35,6 +35,7 @@ from generator.pki.index import (
     index_bytes,
     index_digest,
 )
+from generator.pki.kept_secrets import kept_secret, read_secret
 from generator.pki.layout import (
     PRIVATE_DIR_MODE,
     PUBLIC_DIR_MODE,
@@ -48,10 +49,7 @@ from generator.pki.layout import (
     read_required,
     secure_dirs,
 )
-from generator.pki import pool
 from generator.pki.pool import IssueJob
-from generator.pki.kept_secrets import kept_secret, read_secret
-from generator.spec.contract import DEFAULT_KEY_TYPE, KEY_TYPES
 from generator.pki.x509_facts import (
     chains_to,
     fingerprint,
@@ -62,6 +60,7 @@ from generator.pki.x509_facts import (
     pem_of,
     unique_certs,
 )
+from generator.spec.contract import DEFAULT_KEY_TYPE, KEY_TYPES
 
 EXPIRY_WARNING_DAYS = 30
 
@@ -447,8 +446,8 @@ class IssuingStore:
         what = "the broker" if role == "broker" else f"{role} {name}"
         issuer = self._signer(f"issue a certificate for {what}")
         if role == "broker":
-            cert = profiles.issue_broker_cert(key.public_key(), names, issuer=issuer, validity_days=validity_days, now=now,
-                                         project=self.project)
+            cert = profiles.issue_broker_cert(key.public_key(), names, issuer=issuer, validity_days=validity_days,
+                                              now=now, project=self.project)
         else:
             issue = profiles.issue_device_cert if role == "device" else profiles.issue_client_cert
             cert = issue(key.public_key(), name, issuer=issuer, validity_days=validity_days, now=now,

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from generator.core.errors import UserError
 from generator.core.files import PRIVATE_DIR_MODE, PUBLIC_DIR_MODE, PUBLIC_MODE, SECRET_MODE
 from generator.pki import profiles
-from generator.spec.contract import KEY_TYPES
 from generator.pki.x509_facts import parse_cert_or_none
+from generator.spec.contract import KEY_TYPES
 
 __all__ = ["PkiLayout", "ROLE_DIRS", "PUBLIC_MODE", "SECRET_MODE", "PUBLIC_DIR_MODE", "PRIVATE_DIR_MODE"]
 

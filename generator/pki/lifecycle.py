@@ -41,7 +41,8 @@ class CertificateLifecycle(IssuingStore):
                                 hint=f"to give it a new certificate: gen pki renew SPEC {name} --new-key")
             return self._revoke_positions(positions, reason, f"re-sign the CRL to revoke {role} {name}")
 
-    def revoke_key(self, key: profiles.PrivateKey | profiles.PublicKey, reason: str = "unspecified") -> list[IndexEntry]:
+    def revoke_key(self, key: profiles.PrivateKey | profiles.PublicKey,
+                   reason: str = "unspecified") -> list[IndexEntry]:
         """Revokes every unexpired certificate of this PKI that certifies `key` (a leaked key, whichever identity
         it was issued to), then re-signs the CRL. Returns the entries revoked."""
         _check_reason(reason)
@@ -172,7 +173,7 @@ class CertificateLifecycle(IssuingStore):
     def _write_crl(self, purpose: str) -> bytes:
         number = int(self._index.header.get("crl_number", 0)) + 1
         crl = profiles.build_crl(self._revocations(), issuer=self._signer(purpose), crl_number=number, now=self.clock(),
-                            validity_days=CRL_VALIDITY_DAYS)
+                                 validity_days=CRL_VALIDITY_DAYS)
         data = crl.public_bytes(serialization.Encoding.PEM)
         write_atomic(self.layout.crl, data, mode=PUBLIC_MODE, durable=True)
         self._index.header["crl_number"] = number
@@ -182,4 +183,5 @@ class CertificateLifecycle(IssuingStore):
 
 def _check_reason(reason: str) -> None:
     if reason not in profiles.REVOCATION_REASONS:
-        raise UserError(f"unknown revocation reason {reason!r}", hint=f"use one of: {', '.join(profiles.REVOCATION_REASONS)}")
+        raise UserError(f"unknown revocation reason {reason!r}",
+                        hint=f"use one of: {', '.join(profiles.REVOCATION_REASONS)}")

@@ -34,10 +34,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from generator.core.external_tools import require_espsecure
-from generator.core.errors import ToolError, UserError
-from generator.core.files import PRIVATE_DIR_MODE, PUBLIC_MODE, SECRET_MODE, create_file, ensure_dir
 from generator.core.app_image import SECTOR_SIZE, ImageError, read_image
+from generator.core.errors import ToolError, UserError
+from generator.core.external_tools import require_espsecure
+from generator.core.files import PRIVATE_DIR_MODE, PUBLIC_MODE, SECRET_MODE, create_file, ensure_dir
 from generator.pki.layout import PkiLayout
 
 KEY_BITS = 3072                     # the RSA scheme's only size (SECURE_SIGNED_APPS_RSA_SCHEME)

@@ -40,7 +40,7 @@ class IssueJob:
             ) -> list[tuple[str, int, str, dt.datetime, dt.datetime, str, bytes, bytes]]:
         if issuer is None:
             issuer = profiles.CertificateAuthority(x509.load_pem_x509_certificate(self.issuer_cert_pem),
-                                              profiles.load_private_key_pem(self.issuer_key_pem, "issuing CA key"))
+                                                   profiles.load_private_key_pem(self.issuer_key_pem, "issuing CA key"))
         issue = profiles.issue_device_cert if self.role == "device" else profiles.issue_client_cert
         layout, now, results = PkiLayout(Path(self.root)), self.now, []
         for name in names:

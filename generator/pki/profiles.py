@@ -48,7 +48,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from generator.core.errors import UserError
 from generator.spec.contract import KEY_TYPES
 
-
 PrivateKey = Union[ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey]
 PublicKey = Union[ec.EllipticCurvePublicKey, rsa.RSAPublicKey]
 IpAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]

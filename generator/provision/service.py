@@ -34,13 +34,15 @@ from generator.broker.install import BrokerReload, certificate_names, replace_br
 from generator.broker.render import BOOTSTRAP_PASSWORD_FILE, CRL_FILE, render_password_file
 from generator.broker.sessions import end_sessions, usernames_to_end
 from generator.core.errors import GenError, ToolError, UserError
+from generator.pki.credentials import ClientCredentials
+from generator.pki.issuing import utcnow
 from generator.pki.spec_credentials import spec_credentials
 from generator.pki.spec_identities import open_spec_pki
-from generator.pki.issuing import utcnow
 from generator.pki.store import PkiStore
 from generator.pki.x509_facts import public_key_sha256
 from generator.provision import policy
 from generator.provision.fairness import DeviceBuckets, FairQueue, LogThrottle, TokenBucket
+from generator.spec import ADMIN_IDENTITY, PROVISIONER_IDENTITY, Device, Spec
 from generator.spec.provisioning_protocol import (
     REQUEST_FILTERS,
     REQUEST_ID_HEX_DIGITS,
@@ -56,8 +58,6 @@ from generator.spec.provisioning_protocol import (
     response_topic,
     serial_text,
 )
-from generator.pki.credentials import ClientCredentials
-from generator.spec import ADMIN_IDENTITY, PROVISIONER_IDENTITY, Device, Spec
 
 PER_DEVICE_QUEUE = 4          # requests of one device waiting for the worker; beyond it its newest are dropped
 MAX_WAITING_DEVICES = 10_000  # devices with requests waiting (each id is a topic the ACL gives one device)

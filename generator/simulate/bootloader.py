@@ -24,6 +24,17 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from generator.core.app_image import (
+    CHIP_IDS,
+    DROM_START,
+    IROM_START,
+    ImageError,
+    app_description,
+    pack_app_image,
+    read_image,
+)
+from generator.core.errors import ToolError
+from generator.core.files import PRIVATE_DIR_MODE, SECRET_MODE, ensure_dir, write_atomic
 from generator.firmware_build.flashing import (
     PARTITION_TABLE_MAX_LEN,
     PARTITION_TABLE_OFFSET,
@@ -31,10 +42,6 @@ from generator.firmware_build.flashing import (
     parse_partition_table,
     partition_table_from_csv,
 )
-from generator.core.errors import ToolError
-from generator.core.files import PRIVATE_DIR_MODE, SECRET_MODE, ensure_dir, write_atomic
-from generator.core.app_image import CHIP_IDS, DROM_START, IROM_START, ImageError, app_description, pack_app_image, \
-    read_image
 from generator.pki.ota_signing import SigningKey, sign_image
 
 FLASH_SIZE = 4 * 1024 * 1024               # board_upload.flash_size of the catalogue

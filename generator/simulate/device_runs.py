@@ -4,8 +4,8 @@ broker address."""
 
 from __future__ import annotations
 
-import os
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,13 +14,12 @@ from typing import Callable, Mapping, Sequence
 from generator.core.errors import UserError
 from generator.firmware.log import LinkTally
 from generator.firmware.nvs_image import device_nvs_partitions
-from generator.pki.ota_signing import signing_key
 from generator.output.layout import firmware_dir, simulated_device_dir
 from generator.output.manifest import Manifest
 from generator.pki.layout import PkiLayout
+from generator.pki.ota_signing import signing_key
 from generator.simulate.bootloader import SimulatedFlash, signed_host_image, write_flash
 from generator.spec import Device, Spec
-
 
 DEFAULT_WIFI_DOWN_FOR_S = 5.0
 

@@ -23,9 +23,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
+from generator.core.app_image import CHIP_IDS
 from generator.core.compiler_output import diagnostics
 from generator.core.errors import ToolError, UserError
 from generator.core.files import PRIVATE_DIR_MODE, ensure_dir
@@ -35,7 +36,6 @@ from generator.firmware.app_layout import user_code
 from generator.firmware.fingerprint import outside_includes
 from generator.firmware.flags import FRAMEWORK_FLAGS, GEN_WARNINGS
 from generator.firmware.render import missing_app_functions
-from generator.core.app_image import CHIP_IDS
 from generator.spec.catalogue import FRAMEWORKS, load_catalogue
 
 INSTALL_HINT = "apt-get install g++ libmbedtls-dev"

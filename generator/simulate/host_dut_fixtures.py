@@ -13,11 +13,23 @@ import pytest
 
 from generator.broker.runner import running_broker
 from generator.output.manifest import read_manifest
-from generator.simulate.device_runs import (LOCAL_ADDRESS, BrokerAddress, default_host_build_cache, flash_devices,
-                                            nvs_images, parse_broker_address, plan_runs)
+from generator.simulate.device_runs import (
+    LOCAL_ADDRESS,
+    BrokerAddress,
+    default_host_build_cache,
+    flash_devices,
+    nvs_images,
+    parse_broker_address,
+    plan_runs,
+)
 from generator.simulate.host_build import compile_firmware
-from generator.simulate.pytest_host_dut import (HostDutProcess, HostFirmware, plugin_option, backend_environment,
-                                                find_host_firmware)
+from generator.simulate.pytest_host_dut import (
+    HostDutProcess,
+    HostFirmware,
+    backend_environment,
+    find_host_firmware,
+    plugin_option,
+)
 from generator.simulate.run import free_local_port
 from generator.spec import load_spec
 

@@ -17,9 +17,7 @@ from typing import Callable, Iterator, Sequence
 
 from generator.firmware.log import LinkTally, tally_line
 from generator.simulate.bootloader import BootError, boot
-from generator.simulate.device_runs import DeviceRun, DeviceSummary, device_summary
-from generator.simulate.device_runs import EventSink
-
+from generator.simulate.device_runs import DeviceRun, DeviceSummary, EventSink, device_summary
 
 STOPPED_PREFIX = "[sim] stopped"   # the runtime's last line when it ends on a signal
 

@@ -29,9 +29,9 @@ import pytest
 
 from generator.core.errors import UserError
 from generator.core.files import write_tree
-from generator.pki.spec_credentials import spec_credentials
 from generator.output.layout import BROKER_DIR, MANIFEST_NAME
 from generator.output.manifest import read_manifest
+from generator.pki.spec_credentials import spec_credentials
 from generator.simulate.bootloader import boot
 from generator.simulate.device_runs import BrokerAddress, DeviceRun
 from generator.simulate.processes import STOP_GRACE_S

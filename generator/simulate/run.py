@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
+from generator.broker.install import BrokerReload
 from generator.broker.render import check_runnable_here
 from generator.broker.runner import RunningBroker, find_mosquitto, running_broker
 from generator.core.errors import GenError, UserError
@@ -37,17 +38,26 @@ from generator.output.generate import generate
 from generator.output.layout import BROKER_DIR, SIMULATE_DIR, firmware_dir
 from generator.output.manifest import read_manifest
 from generator.pki.spec_identities import open_spec_pki
-from generator.simulate.private_cache import forget_departed_builds, prepare_flash, purge_flash
-from generator.broker.install import BrokerReload
 from generator.provision.service import ProvisioningService, ServiceOptions
 from generator.simulate.clock import shifted_clock, shifted_environment
+from generator.simulate.device_runs import (
+    LOCAL_ADDRESS,
+    BrokerAddress,
+    DeviceSummary,
+    EventSink,
+    Faults,
+    default_flash_root,
+    default_host_build_cache,
+    every_device_connected,
+    flash_devices,
+    nvs_images,
+    plan_runs,
+    select_devices,
+)
 from generator.simulate.host_build import compile_firmware, find_toolchain
-from generator.spec import Spec
-from generator.simulate.device_runs import BrokerAddress, DeviceSummary, Faults, LOCAL_ADDRESS, default_flash_root, every_device_connected, flash_devices, nvs_images, plan_runs, select_devices
+from generator.simulate.private_cache import forget_departed_builds, prepare_flash, purge_flash
 from generator.simulate.processes import LineSink, ScheduledAction, run_devices
-from generator.simulate.device_runs import EventSink, default_host_build_cache
-
-
+from generator.spec import Spec
 
 
 @dataclass(frozen=True)

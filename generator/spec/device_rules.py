@@ -17,8 +17,21 @@ from generator.core.topics import (
 from generator.spec.catalogue import Target
 from generator.spec.contract import WIFI_SSID_MAX_BYTES, wpa2_password_fits
 from generator.spec.device_limits import device_problems
-from generator.spec.model import (VAR_INT_RANGE, VAR_STRING_MAX, Broker, Device, DevicePki, Library, Ota, PkiOptions,
-                                  Publish, Status, Subscribe, Var, Wifi)
+from generator.spec.model import (
+    VAR_INT_RANGE,
+    VAR_STRING_MAX,
+    Broker,
+    Device,
+    DevicePki,
+    Library,
+    Ota,
+    PkiOptions,
+    Publish,
+    Status,
+    Subscribe,
+    Var,
+    Wifi,
+)
 from generator.spec.names import c_name_problem, device_id_problem, host_problem
 from generator.spec.provisioning_protocol import reserved_topic_problem
 from generator.spec.schema_check import schema_default

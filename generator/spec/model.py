@@ -18,7 +18,6 @@ from generator.spec.contract import (
 )
 
 
-
 @dataclass(frozen=True)
 class Wifi:
     ssid: str

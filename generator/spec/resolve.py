@@ -16,7 +16,6 @@ from generator.spec.names import dialled_host_problem, host_problem, normal_host
 from generator.spec.schema_check import schema_default
 from generator.spec.source import SpecProblem, SpecSource
 
-
 # libraries: a registry entry (owner/name, an optional @version) or a folder of the user's (./ or ../). What reaches
 # platformio.ini, idf_component.yml and CMake: no ';' or '#' (INI comments), quotes, backslashes or newlines.
 _REGISTRY_LIBRARY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9 _.+-]*(@[A-Za-z0-9 ^~<>=!*.,_+-]+)?$")
