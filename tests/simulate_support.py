@@ -163,7 +163,7 @@ class SimDevice:
 def reconnect_bound_s() -> float:
     """How long a device may take to come back after a quick broker restart: its first three backoff delays
     (1 s, 2 s, 4 s at most) plus a TLS handshake, in seconds."""
-    from generator.firmware.render import MQTT_RETRY_FIRST_MS, TLS_HANDSHAKE_TIMEOUT_S
+    from generator.firmware.facts import MQTT_RETRY_FIRST_MS, TLS_HANDSHAKE_TIMEOUT_S
 
     return sum(MQTT_RETRY_FIRST_MS * 2 ** attempt for attempt in range(3)) / 1000 + TLS_HANDSHAKE_TIMEOUT_S
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Mapping
 
 from generator.core.errors import UserError
-from generator.firmware.app_layout import APP_COMPONENTS_DIR, APP_LIBRARIES_DIR, app_folders, app_root_path
+from generator.firmware.app_layout import APP_COMPONENTS_DIR, APP_LIBRARIES_DIR, AppLayout, app_folders, app_root_path
 from generator.firmware.fingerprint import project_files
-from generator.firmware.render import AppLayout, render_firmware
+from generator.firmware.render import render_firmware
 from generator.output.layout import SHARED_FIRMWARE_DIR, firmware_dir, shared_firmware_dir
 from generator.output.render_cache import RenderCache, inputs_digest
 from generator.pki.credentials import ClientCredentials

@@ -28,9 +28,10 @@ from typing import Mapping
 from generator.broker.render import render_broker
 from generator.core.errors import UserError
 from generator.core.files import SECRET_MODE, create_file, remove_generated, write_tree
+from generator.firmware.app_layout import AppLayout
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.nvs_image import render_nvs_image
-from generator.firmware.render import USER_APP_SOURCE, AppLayout, render_app_starter, render_firmware
+from generator.firmware.render import USER_APP_SOURCE, render_app_starter, render_firmware
 from generator.output.firmware_projects import (
     SharedFirmware,
     check_linkable,

@@ -141,7 +141,7 @@ def test_every_example_builds_and_links_against_the_host_runtime(spec, tmp_path)
     assert binary.is_file()
 
 
-MBEDTLS_3_6 = Path(__file__).resolve().parent.parents[2] / ".venv" / "mbedtls-3.6" / "include"   # scripts/setup: Debian's 3.6
+MBEDTLS_3_6 = Path(__file__).resolve().parents[2] / ".venv" / "mbedtls-3.6" / "include"   # scripts/setup: Debian's 3.6
 ESP_IDF_EXAMPLES = [spec for spec in EXAMPLE_SPECS if example_devices(spec.parent.name)[0].framework == "espidf"]
 
 

@@ -37,12 +37,12 @@ def broker_with_certificate_valid_from(project, device_id, tmp_path, start_broke
     signed by a CA valid now; and the device's NVS image trusting that CA."""
     issuer = foreign_ca()
     host = project.spec.device(device_id).broker.host
-    key = pki.generate_key("ec-p256")
-    cert = pki.issue_broker_cert(key.public_key(), [host], issuer=issuer, validity_days=30, now=starts, project="x")
+    key = profiles.generate_key("ec-p256")
+    cert = profiles.issue_broker_cert(key.public_key(), [host], issuer=issuer, validity_days=30, now=starts, project="x")
     broker_dir = tmp_path / "broker"
     shutil.copytree(project.broker_dir, broker_dir)
     (broker_dir / CERT_FILE).write_bytes(pem(cert))
-    (broker_dir / KEY_FILE).write_bytes(pki.private_key_pem(key))
+    (broker_dir / KEY_FILE).write_bytes(profiles.private_key_pem(key))
     return start_broker(broker_dir), doctored_nvs(project, device_id, tmp_path, ca_pem=pem(issuer.cert))
 
 

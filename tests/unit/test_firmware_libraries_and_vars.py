@@ -13,7 +13,8 @@ import yaml
 from firmware_fakes import credentials_for, example_devices
 from generator.firmware.nvs_image import NVS_NAMESPACE, render_nvs_image, var_key
 from generator.firmware.nvs_reader import read_nvs_image
-from generator.firmware.render import AppLayout, render_firmware
+from generator.firmware.app_layout import AppLayout
+from generator.firmware.render import render_firmware
 from generator.spec.model import Library, Var
 
 VARS = (Var("room", "north house"), Var("soil_pin", 34), Var("report_pressure", True))
