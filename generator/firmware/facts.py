@@ -50,6 +50,7 @@ from generator.spec.device_limits import (
     ntp_server_limit,
     received_topic_capacity,
 )
+from generator.spec.contract import WIFI_SSID_MAX_BYTES, WPA2_PSK_HEX_DIGITS
 from generator.spec.model import VAR_STRING_MAX, Device
 from generator.spec.provisioning_protocol import (
     BOOTSTRAP_USER_SUFFIX,
@@ -214,6 +215,8 @@ class FirmwareFacts:
     device_id: str
     wifi_ssid: str
     wifi_password: str
+    wifi_ssid_capacity: int        # bytes: the spec's rule (generator.spec.contract)
+    wifi_password_capacity: int
     mqtt_password: str
     ca_pem: str
     cert_pem: str
@@ -328,6 +331,8 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
         device_id=c_string_literal(device.id),
         wifi_ssid=c_string_literal(device.wifi.ssid),
         wifi_password=c_string_literal(device.wifi.password),
+        wifi_ssid_capacity=WIFI_SSID_MAX_BYTES,
+        wifi_password_capacity=WPA2_PSK_HEX_DIGITS,
         mqtt_password=c_string_literal(credentials.password or ""),
         ca_pem=c_string_literal_lines(credentials.ca_pem),
         cert_pem=c_string_literal_lines(credentials.cert_pem or b""),

@@ -36,7 +36,8 @@ MQTT_PASSWORD_LENGTH = 32           # characters of a generated MQTT password (U
 # 256-bit PSK as 64 hex digits).
 WIFI_SSID_MAX_BYTES = 32
 WPA2_PASSPHRASE_MIN, WPA2_PASSPHRASE_MAX = 8, 63
-_WPA2_HEX_PSK = re.compile(r"[0-9A-Fa-f]{64}")
+WPA2_PSK_HEX_DIGITS = 64            # the longest WiFi password: what the firmware's buffer holds, NUL apart
+_WPA2_HEX_PSK = re.compile(rf"[0-9A-Fa-f]{{{WPA2_PSK_HEX_DIGITS}}}")
 
 
 def wpa2_password_fits(password: str) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from generator.core.errors import UserError
 from generator.spec.contract import MQTT_PASSWORD_LENGTH
 from generator.spec.provisioning_protocol import (
     BOOTSTRAP_USER_SUFFIX,
@@ -163,13 +162,6 @@ def device_problems(device: Device) -> list[LimitProblem]:
                                              f"{NVS_TOPIC_CAPACITY} bytes)" if device.secrets == "nvs" else ""),
             "lower max_payload or shorten topics"))
     return problems
-
-
-def require_carriable(device: Device) -> None:
-    """For the renderers: a device that did not pass `gen check` is refused with its first problem."""
-    for problem in device_problems(device):
-        where = ".".join(str(part) for part in problem.where)
-        raise UserError(f"device {device.id}: {where + ' ' if where else ''}{problem.message}", hint=problem.hint)
 
 
 def _levels(levels: tuple[int, ...]) -> str:
