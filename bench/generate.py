@@ -2,7 +2,7 @@
 ten times larger. Each run is `gen generate` in its own process; the figures are CPU seconds (user + system, the
 process and its workers), printed with their same-run ratios.
 
-    .venv/bin/python bench/generate.py [--devices 1000] [--secrets nvs|embed] [--scale 10] [--code DIR]
+    .venv/bin/python bench/generate.py [--devices 1000] [--secrets nvs|embed] [--scale 10] [--runs 3] [--code DIR]
 
 --code DIR runs the gen in DIR (another checkout, e.g. `git archive <commit>` unpacked) for a before/after.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,23 +67,26 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--secrets", choices=("nvs", "embed"), default="nvs")
     parser.add_argument("--scale", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3, help="cold and warm runs of the smaller fleet (median)")
     parser.add_argument("--code", type=Path, help="the checkout whose generator/ to run (default: this one)")
     args = parser.parse_args()
     if args.code:
         ENV["PYTHONPATH"] = str(args.code.resolve())
     with tempfile.TemporaryDirectory(prefix="gen-bench-") as work:
-        small = project(Path(work) / "small", args.devices, args.secrets)
-        cold, cold_wall = cpu_of(GEN + ["generate", str(small)])
-        warm, warm_wall = cpu_of(GEN + ["generate", str(small)])
-        print(f"{args.devices} devices (secrets: {args.secrets}): cold {cold:.2f} s CPU ({cold_wall:.2f} s wall), "
-              f"again with nothing changed {warm:.2f} s CPU ({warm_wall:.2f} s wall)")
+        colds, warms = [], []
+        for run in range(args.runs):          # each cold run in a folder of its own: a new PKI and an empty OUT
+            small = project(Path(work) / f"small-{run}", args.devices, args.secrets)
+            colds.append(cpu_of(GEN + ["generate", str(small)])[0])
+            warms.append(cpu_of(GEN + ["generate", str(small)])[0])
+        cold, warm = statistics.median(colds), statistics.median(warms)
+        print(f"{args.devices} devices (secrets: {args.secrets}), median of {args.runs}: cold {cold:.2f} s CPU, "
+              f"again with nothing changed {warm:.2f} s CPU   (cold runs {', '.join(f'{c:.2f}' for c in colds)})")
         print(f"  regenerate / cold = {warm / cold:.2f}   (target < 0.25)")
         if args.scale > 1:
             large = project(Path(work) / "large", args.devices * args.scale, args.secrets)
             big, big_wall = cpu_of(GEN + ["generate", str(large)])
             print(f"{args.devices * args.scale} devices: cold {big:.2f} s CPU ({big_wall:.2f} s wall)")
             print(f"  {args.scale}x devices / 1x = {big / cold:.2f}   (target <= ~{args.scale})")
-
 
 if __name__ == "__main__":
     main()
