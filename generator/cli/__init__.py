@@ -9,7 +9,7 @@ import signal
 import sys
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Optional
+from typing import Optional, Sequence
 
 import typer
 
@@ -24,6 +24,7 @@ from generator.cli import (
     simulate_commands,
     spec_commands,
 )
+from generator.cli.fix_lines import filled
 from generator.cli.terminal import err_console, styled
 from generator.core.errors import GenError, ToolError, UserError
 
@@ -64,10 +65,11 @@ for _commands in (spec_commands, generate_commands, pki_commands, broker_command
     _commands.register(app)
 
 
-def report_error(error: GenError) -> None:
+def report_error(error: GenError, argv: Sequence[str] = ()) -> None:
+    """The error and its fix line, with the fix's SPEC and ID spelled as this command line names them."""
     err_console.print(styled(("error:", "bold red"), " ", error.message))
     if error.hint:
-        err_console.print(styled("  ", ("fix:", "bold"), " ", error.hint))
+        err_console.print(styled("  ", ("fix:", "bold"), " ", filled(error.hint, argv)))
 
 
 def _interrupt_on_termination_signals() -> None:
@@ -113,17 +115,18 @@ def main(argv: list[str] | None = None) -> None:
     """Runs gen. Usage mistakes (unknown command or option, a bad value) are click's: usage, the error, exit 2.
     Our errors: exit 2 (UserError) or 1 (ToolError), one message and the fix. Ctrl-C: 130, after cleaning up."""
     _print_notes()
+    typed = list(sys.argv[1:] if argv is None else argv)
     if argv is None:  # the real program, not a test calling main([...]) in-process
         _interrupt_on_termination_signals()
     try:
         app(args=argv, prog_name="gen")
     except GenError as error:
-        report_error(error)
+        report_error(error, typed)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except OSError as error:
         failure = _file_error(error)
-        report_error(failure)
+        report_error(failure, typed)
         sys.exit(failure.exit_code)
     sys.exit(0)
