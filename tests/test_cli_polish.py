@@ -62,3 +62,34 @@ def test_a_fix_line_names_the_spec_path_and_device_the_user_typed(capsys, tmp_pa
     assert code == 2
     assert f"gen build {spec} --device greenhouse-01" in output
     assert "SPEC" not in output and " ID" not in output
+
+
+def every_option():
+    import typer.main
+    from generator.cli import app
+
+    group = typer.main.get_command(app)
+
+    def walk(command, path):
+        for param in command.params:
+            yield path, param
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, path + (name,))
+
+    yield from walk(group, ())
+
+
+def test_every_option_that_takes_a_value_names_it_in_one_style_never_a_type_name():
+    import click
+
+    type_names = {"TEXT", "PATH", "INTEGER", "FLOAT", "FILENAME", "FILE PATH", "DIRECTORY"}
+    odd = []
+    for path, param in every_option():
+        if param.param_type_name != "option" or param.is_flag or param.count or not param.opts[0].startswith("--"):
+            continue
+        if param.opts[0] in ("--install-completion", "--show-completion"):
+            continue
+        metavar = param.metavar
+        if not metavar or metavar in type_names or metavar != metavar.upper() or metavar.startswith("["):
+            odd.append(f"gen {' '.join(path)} {param.opts[0]}: {metavar!r}")
+    assert not odd, "\n".join(odd)

@@ -37,9 +37,9 @@ def config(spec: Path = SPEC_ARGUMENT) -> None:
 @broker_app.command("up")
 def up(
     spec: Path = SPEC_ARGUMENT,
-    port: Optional[int] = typer.Option(None, "--port", min=1, max=65535,
+    port: Optional[int] = typer.Option(None, "--port", min=1, max=65535, metavar="PORT",
                                        help="TLS port to listen on (default: broker.port of the spec)."),
-    bind: str = typer.Option(LOCAL_ONLY, "--bind", help="Address to listen on (default 127.0.0.1: this machine "
+    bind: str = typer.Option(LOCAL_ONLY, "--bind", metavar="ADDR", help="Address to listen on (default 127.0.0.1: this machine "
                                                          "only; 0.0.0.0 for every interface)."),
     out: Optional[Path] = OUT_OPTION,
 ) -> None:

@@ -45,7 +45,7 @@ from generator.spec import Device, Spec, load_spec
 from generator.spec.catalogue import load_catalogue
 from generator.spec.source import SECRETS_FILE
 
-PORT_OPTION = typer.Option(None, "--port", "-p", help="Serial port (default: the only USB serial port present).")
+PORT_OPTION = typer.Option(None, "--port", "-p", metavar="PORT", help="Serial port (default: the only USB serial port present).")
 
 
 def _read_text(path: Path) -> str:
@@ -87,13 +87,13 @@ class BuildProgress:
 
 def build(
     spec: Path = SPEC_ARGUMENT,
-    device: Optional[list[str]] = typer.Option(None, "--device", help="Only this device (repeatable)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="PlatformIO runs at once (each one already uses every core)."),
+    device: Optional[list[str]] = typer.Option(None, "--device", metavar="ID", help="Only this device (repeatable)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", metavar="N", help="PlatformIO runs at once (each one already uses every core)."),
     out: Optional[Path] = OUT_OPTION,
     without_pki: bool = typer.Option(False, "--without-pki", help="Build as CI does: never open the PKI (issue and "
                                      "sign nothing): no broker files, no nvs.bin (gen flash makes it where the PKI "
                                      "lives); secrets.yaml is not needed when every device uses secrets: nvs."),
-    credentials: Optional[Path] = typer.Option(None, "--credentials", help="With --without-pki: the bundle of the "
+    credentials: Optional[Path] = typer.Option(None, "--credentials", metavar="FILE", help="With --without-pki: the bundle of the "
                                                "secrets: embed devices' credentials that `gen ci github` writes."),
 ) -> None:
     """Generate, then build each distinct firmware image once with PlatformIO and collect every device's artifacts
@@ -134,11 +134,11 @@ def build(
 
 def flash(
     spec: Path = SPEC_ARGUMENT,
-    device: str = typer.Option(..., "--device", help="The device to flash."),
+    device: str = typer.Option(..., "--device", metavar="ID", help="The device to flash."),
     port: Optional[str] = PORT_OPTION,
-    method: str = typer.Option("esptool", "--method", help="esptool (flash.json) or pio (`pio run -t upload`)."),
+    method: str = typer.Option("esptool", "--method", metavar="METHOD", help="esptool (flash.json) or pio (`pio run -t upload`)."),
     out: Optional[Path] = OUT_OPTION,
-    artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="Flash these artifacts (e.g. a device's "
+    artifacts: Optional[Path] = typer.Option(None, "--artifacts", metavar="DIR", help="Flash these artifacts (e.g. a device's "
                                              "artifact downloaded from CI) instead of OUT/artifacts/<id>/."),
 ) -> None:
     """Write a built device's images (and its nvs.bin) to the board on the serial port. An image built without the
@@ -181,7 +181,7 @@ def _add_nvs_made_here(spec: Spec, device: Device, built: BuiltDevice) -> None:
 
 def monitor(
     spec: Path = SPEC_ARGUMENT,
-    device: str = typer.Option(..., "--device", help="The device whose serial output to show."),
+    device: str = typer.Option(..., "--device", metavar="ID", help="The device whose serial output to show."),
     port: Optional[str] = PORT_OPTION,
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
@@ -205,9 +205,9 @@ ci_app = typer.Typer(help="Continuous integration: workflows that build the flee
 @ci_app.command("github")
 def ci_github(
     spec: Path = SPEC_ARGUMENT,
-    repo: Optional[Path] = typer.Option(None, "--repo", help="Repository root (default: the git tree holding the spec)."),
+    repo: Optional[Path] = typer.Option(None, "--repo", metavar="DIR", help="Repository root (default: the git tree holding the spec)."),
     out: Optional[Path] = OUT_OPTION,
-    install: Optional[str] = typer.Option(None, "--install", help="How CI installs gen (default: pip install "
+    install: Optional[str] = typer.Option(None, "--install", metavar="CMD", help="How CI installs gen (default: pip install "
                                           "esp32-mqtt-gen==<this version>, or `pip install .` in gen's own repo)."),
 ) -> None:
     """Write .github/workflows/<project>-firmware.yml: cache PlatformIO, build the fleet without the PKI (CI holds

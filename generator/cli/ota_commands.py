@@ -63,11 +63,11 @@ def _built_image(out_dir: Path, device: Device) -> Path:
 @ota_app.command("publish")
 def publish(
     spec: Path = SPEC_ARGUMENT,
-    device: Optional[list[str]] = typer.Option(None, "--device", help="Announce to this device (repeatable)."),
+    device: Optional[list[str]] = typer.Option(None, "--device", metavar="ID", help="Announce to this device (repeatable)."),
     all_devices: bool = typer.Option(False, "--all", help="Announce to every device of the spec."),
-    image: Optional[Path] = typer.Option(None, "--image", help="This image instead of each device's last `gen build` "
+    image: Optional[Path] = typer.Option(None, "--image", metavar="FILE", help="This image instead of each device's last `gen build` "
                                          "(OUT/artifacts/<id>/firmware.bin)."),
-    version: Optional[str] = typer.Option(None, "--version", help="The version the image is (default: the spec's "
+    version: Optional[str] = typer.Option(None, "--version", metavar="VERSION", help="The version the image is (default: the spec's "
                                           "firmware.version, as `gen build` built it)."),
     clear: bool = typer.Option(False, "--clear", help="Remove the retained announcement instead."),
     broker: Optional[str] = BROKER_OPTION,
@@ -104,9 +104,9 @@ def publish(
 @ota_app.command("serve")
 def serve(
     spec: Path = SPEC_ARGUMENT,
-    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, help="Port (default: ota.port of the spec, "
+    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, metavar="PORT", help="Port (default: ota.port of the spec, "
                                        "which the devices dial)."),
-    bind: str = typer.Option(LOCAL_ONLY, "--bind", help="Address to listen on (default 127.0.0.1: this machine only; "
+    bind: str = typer.Option(LOCAL_ONLY, "--bind", metavar="ADDR", help="Address to listen on (default 127.0.0.1: this machine only; "
                                                          "0.0.0.0 for the devices on your network)."),
     out: Optional[Path] = OUT_OPTION,
 ) -> None:

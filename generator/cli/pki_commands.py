@@ -175,10 +175,10 @@ def issue(spec: Path = SPEC_ARGUMENT,
 @pki_app.command("revoke")
 def revoke(spec: Path = SPEC_ARGUMENT,
            identity: Optional[str] = typer.Argument(None, help="broker, a device id, or a client name."),
-           key: Optional[Path] = typer.Option(None, "--key", help="Revoke by key instead: every certificate that "
+           key: Optional[Path] = typer.Option(None, "--key", metavar="FILE", help="Revoke by key instead: every certificate that "
                                                                    "certifies the key in this file (a private or public "
                                                                    "key, or a certificate)."),
-           reason: str = typer.Option("unspecified", help="unspecified, key-compromise, superseded, "
+           reason: str = typer.Option("unspecified", "--reason", metavar="REASON", help="unspecified, key-compromise, superseded, "
                                                           "cessation-of-operation, affiliation-changed.")) -> None:
     """Revoke every unexpired certificate of an identity (its current one and those before a renewal), or every one
     of a key (--key), and re-sign the CRL at once."""
@@ -201,10 +201,10 @@ def revoke(spec: Path = SPEC_ARGUMENT,
 
 @pki_app.command("import")
 def import_(spec: Path = SPEC_ARGUMENT,
-            cert: Path = typer.Option(..., "--cert", help="The CA certificate to issue from (PEM or DER)."),
-            key: Path = typer.Option(..., "--key", help="Its private key (PEM; an encrypted one opens with the "
+            cert: Path = typer.Option(..., "--cert", metavar="FILE", help="The CA certificate to issue from (PEM or DER)."),
+            key: Path = typer.Option(..., "--key", metavar="FILE", help="Its private key (PEM; an encrypted one opens with the "
                                                         "spec's pki.ca_passphrase_env)."),
-            chain: Optional[Path] = typer.Option(None, "--chain", help="The certificates above it up to the "
+            chain: Optional[Path] = typer.Option(None, "--chain", metavar="FILE", help="The certificates above it up to the "
                                                                         "self-signed root, when it is not a root.")
             ) -> None:
     """Start the project's PKI from an existing CA (e.g. your organisation's intermediate): it signs the broker and
@@ -262,10 +262,10 @@ def rotate(spec: Path = SPEC_ARGUMENT,
 
 def inspect(
     file: Path = typer.Argument(..., help="A PEM or DER certificate, key, CSR or CRL."),
-    ca: Optional[Path] = typer.Option(None, "--ca", help="A spec (its PKI's CAs) or a CA PEM: check the chain."),
-    key: Optional[Path] = typer.Option(None, "--key", help="A private key: check that it belongs to the cert."),
-    to: Optional[str] = typer.Option(None, "--to", help="Convert: der or pem (needs --out)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where --to writes."),
+    ca: Optional[Path] = typer.Option(None, "--ca", metavar="FILE", help="A spec (its PKI's CAs) or a CA PEM: check the chain."),
+    key: Optional[Path] = typer.Option(None, "--key", metavar="FILE", help="A private key: check that it belongs to the cert."),
+    to: Optional[str] = typer.Option(None, "--to", metavar="FORMAT", help="Convert: der or pem (needs --out)."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="FILE", help="Where --to writes."),
 ) -> None:
     """Explain a certificate, key, CSR or CRL in plain words; check chain (--ca) and key (--key); convert."""
     data = _read_input(file, "file")

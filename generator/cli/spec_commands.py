@@ -14,9 +14,9 @@ from generator.spec.view import render_resolved_spec
 
 def new(
     name: str = typer.Argument(..., help="Project name (letters, digits, '-', '_')."),
-    framework: str = typer.Option("arduino", help="arduino (PubSubClient) or espidf (esp-mqtt)."),
-    auth: str = typer.Option("mtls", help="mtls, password or mtls+password."),
-    directory: Path = typer.Option(Path("projects"), "--dir", help="Where the project directory is created."),
+    framework: str = typer.Option("arduino", "--framework", metavar="FRAMEWORK", help="arduino (PubSubClient) or espidf (esp-mqtt)."),
+    auth: str = typer.Option("mtls", "--auth", metavar="AUTH", help="mtls, password or mtls+password."),
+    directory: Path = typer.Option(Path("projects"), "--dir", metavar="DIR", help="Where the project directory is created."),
 ) -> None:
     """Scaffold projects/NAME/ with a commented device.yaml, a secrets.yaml template and a .gitignore."""
     project_dir = create_project(name, framework=framework, auth=auth, parent=directory)
