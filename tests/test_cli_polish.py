@@ -93,3 +93,12 @@ def test_every_option_that_takes_a_value_names_it_in_one_style_never_a_type_name
         if not metavar or metavar in type_names or metavar != metavar.upper() or metavar.startswith("["):
             odd.append(f"gen {' '.join(path)} {param.opts[0]}: {metavar!r}")
     assert not odd, "\n".join(odd)
+
+
+def test_pki_list_prints_its_table_without_trailing_spaces(capsys, tmp_path):
+    project = tmp_path / "greenhouse"
+    shutil.copytree(EXAMPLES_DIR / "arduino-mtls", project, ignore=shutil.ignore_patterns("pki", "build"))
+    assert run_gen(capsys, "generate", str(project / "device.yaml"))[0] == 0
+    code, output = run_gen(capsys, "pki", "list", str(project / "device.yaml"))
+    assert code == 0 and "greenhouse-01" in output
+    assert [line for line in output.splitlines() if line != line.rstrip()] == []

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, plural
+from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, plural, print_table
 from generator.core.errors import UserError
 from generator.ota.announce import Address, Announcement, announcement, check_image, publish_announcements, \
     slot_size, stage_image
@@ -141,7 +141,7 @@ def status(spec: Path = SPEC_ARGUMENT, broker: Optional[str] = BROKER_OPTION) ->
     for device_status in collect_status(loaded, _broker(broker)):
         table.add_row(device_status.device_id, device_status.link, device_status.version or "-",
                       device_status.slot or "-", device_status.state or "-", device_status.detail or "")
-    console.print(table)
+    print_table(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from rich import box
 from rich.table import Table
 
-from generator.cli.terminal import SPEC_ARGUMENT, console, styled
+from generator.cli.terminal import SPEC_ARGUMENT, console, styled, print_table
 from generator.core.errors import UserError
 from generator.core.files import write_atomic
 from generator.pki import inspect as certinfo
@@ -102,7 +102,7 @@ def list_(spec: Path = SPEC_ARGUMENT,
             table.add_row(name if number == 0 else "", role if number == 0 else "", _short_serial(entry.serial),
                           f"{entry.issued_at:%Y-%m-%d}" if entry.issued_at else "", f"{entry.not_after:%Y-%m-%d}",
                           str(days), status, key, style=style)
-    console.print(table)
+    print_table(table)
     crl = _crl_next_update(store)
     if crl is not None:
         console.print(f"CRL next update {crl:%Y-%m-%d %H:%M} UTC (re-signed by `gen generate` before then)")
@@ -169,7 +169,7 @@ def issue(spec: Path = SPEC_ARGUMENT,
         table.add_row(found_identity.name, found_identity.role, _short_serial(found_identity.serial),
                       f"{found_identity.not_after:%Y-%m-%d}",
                       "reused" if found_identity.serial in before else "issued")
-    console.print(table)
+    print_table(table)
 
 
 @pki_app.command("revoke")
@@ -332,7 +332,7 @@ def _print_report(report) -> None:
         table.add_column(overflow="fold")
         for label, value in obj.facts:
             table.add_row(label, value)
-        console.print(table)
+        print_table(table)
         for warning in obj.warnings:
             console.print(styled("  ", ("warning:", "yellow"), " ", warning))
         for error in obj.errors:

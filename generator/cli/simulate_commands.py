@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console
+from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, print_table
 from generator.simulate.run import (
     DEFAULT_WIFI_DOWN_FOR_S,
     Faults,
@@ -100,11 +100,11 @@ def simulate(
     try:
         result = run_simulation(loaded, options, on_line=_line_printer(device_ids), on_event=_print_event)
     except RunInterrupted as interrupted:   # Ctrl-C: devices and broker are stopped; show what happened, exit 130
-        console.print(summary_table(interrupted.summaries))
+        print_table(summary_table(interrupted.summaries))
         raise
     if build_only:
         return
-    console.print(summary_table(result.summaries))
+    print_table(summary_table(result.summaries))
     if not result.ok:
         never = [s.device_id for s in result.summaries if not s.ever_connected]
         console.print(Text(f"not connected: {', '.join(never)} (see its last error above)", style="bold red"))
