@@ -102,3 +102,13 @@ def test_pki_list_prints_its_table_without_trailing_spaces(capsys, tmp_path):
     code, output = run_gen(capsys, "pki", "list", str(project / "device.yaml"))
     assert code == 0 and "greenhouse-01" in output
     assert [line for line in output.splitlines() if line != line.rstrip()] == []
+
+
+def test_a_secrets_file_passed_as_the_spec_lists_each_problem_once_and_points_at_the_spec(capsys, tmp_path):
+    project = tmp_path / "greenhouse"
+    shutil.copytree(EXAMPLES_DIR / "arduino-mtls", project, ignore=shutil.ignore_patterns("pki", "build"))
+    code, output = run_gen(capsys, "check", str(project / "secrets.yaml"))
+    assert code == 2
+    problems = [line for line in output.splitlines() if line.startswith(str(project / "secrets.yaml") + ":")]
+    assert problems and len(problems) == len(set(problems)), problems
+    assert "pass the spec" in output
