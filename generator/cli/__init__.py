@@ -84,10 +84,13 @@ def _interrupt_on_termination_signals() -> None:
 
 
 class _NotesHandler(logging.Handler):
-    """Prints each note on stderr (the one of the moment: rich looks it up on every print)."""
+    """Prints each note on stderr (the one of the moment: rich looks it up on every print), its SPEC and ID spelled
+    as the command line names them."""
+
+    argv: Sequence[str] = ()
 
     def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(f"gen: {record.getMessage()}")
+        err_console.print(f"gen: {filled(record.getMessage(), self.argv)}")
 
 
 def _print_notes() -> None:
@@ -114,8 +117,9 @@ def _file_error(error: OSError) -> GenError:
 def main(argv: list[str] | None = None) -> None:
     """Runs gen. Usage mistakes (unknown command or option, a bad value) are click's: usage, the error, exit 2.
     Our errors: exit 2 (UserError) or 1 (ToolError), one message and the fix. Ctrl-C: 130, after cleaning up."""
-    _print_notes()
     typed = list(sys.argv[1:] if argv is None else argv)
+    _NotesHandler.argv = typed
+    _print_notes()
     if argv is None:  # the real program, not a test calling main([...]) in-process
         _interrupt_on_termination_signals()
     try:
