@@ -44,7 +44,7 @@ def doctor(
                 for detail in result.details:
                     console.print(f"     {detail}", style="dim")
                 console.print(styled("     ", ("fix:", "bold"), f" {result.fix or ''}"))
-    if not all(result.ok for result in results):
+    if any(result.ok is False for result in results):
         raise typer.Exit(1)
 
 
