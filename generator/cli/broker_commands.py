@@ -57,6 +57,8 @@ def up(
         where = f"{'every interface' if bind in ('0.0.0.0', '::') else bind}, port {broker.port} (TLS)"
         if broker.plaintext_port:
             where += f" and port {broker.plaintext_port} (plaintext)"
+        if broker.provision_port:
+            where += f" and port {broker.provision_port} (bootstrap: devices that make their own key)"
         restart = threading.Event()        # gen broker apply, when there is no plugin to end sessions with
         signal.signal(RESTART_SIGNAL, lambda _signum, _frame: restart.set())
         try:

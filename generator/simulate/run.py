@@ -50,6 +50,7 @@ from generator.pki.spec_identities import open_spec_pki
 from generator.simulate.private_cache import forget_departed_builds, prepare_flash, purge_flash
 from generator.broker.install import BrokerReload
 from generator.provision.service import ProvisioningService, ServiceOptions
+from generator.simulate.bootstrap_route import with_bootstrap_port
 from generator.simulate.bootloader import BootError, SimulatedFlash, boot, signed_host_image, write_flash
 from generator.simulate.clock import shifted_clock, shifted_environment
 from generator.simulate.host_build import compile_firmware, find_toolchain
@@ -590,9 +591,12 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
     if options.days_ahead:
         on_event(f"the clock of the broker, the devices and the provisioning service is {options.days_ahead:g} "
                  f"days ahead: {dt.datetime.now(dt.timezone.utc) + ahead:%Y-%m-%d %H:%M} UTC")
-    with _broker_for(out_dir, options.broker, world_env) as (address, running), \
+    given = with_bootstrap_port(spec, out_dir, options.broker) if options.broker is not None else None
+    with _broker_for(out_dir, given, world_env) as (address, running), \
             _provisioning_for(spec, running, on_event, shifted_clock(ahead)):
         on_event(f"broker: {address}" + (" (started from " + str(out_dir / BROKER_DIR) + ")" if running else ""))
+        if running is None and address.provision_port is not None:
+            on_event(f"bootstrap listener (devices that make their own key): {address.host}:{address.provision_port}")
         actions = []
         if running is not None and options.faults.restart_broker_after is not None:
             actions.append(ScheduledAction(options.faults.restart_broker_after, "restarting the broker",
