@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from generator.cli.broker_override import broker_option
 from generator.cli.terminal import SPEC_ARGUMENT, console, styled
 from generator.doctor.steps import DoctorTarget, report_json, run_doctor, select_device
 from generator.spec import load_spec
@@ -30,7 +31,7 @@ def doctor(
     online is left connected (see --take-over). Exit 1 at the first failure."""
     loaded = load_spec(spec)
     chosen = select_device(loaded, device)
-    target = DoctorTarget.for_device(loaded, chosen, broker)
+    target = DoctorTarget.for_device(loaded, chosen, broker_option(spec, broker))
     results = run_doctor(loaded, target, spec_label=str(spec), take_over=take_over)
     if as_json:
         print(json.dumps(report_json(target, results), indent=2))

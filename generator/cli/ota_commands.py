@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from generator.cli.broker_override import broker_option
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, plural, print_table
 from generator.core.errors import UserError
 from generator.ota.announce import Address, Announcement, announcement, check_image, publish_announcements, \
@@ -79,7 +80,7 @@ def publish(
     chosen = _selected(loaded, device, all_devices)
     out_dir = Path(out) if out is not None else loaded.default_out_dir
     if clear:
-        publish_announcements(loaded, {d.id: None for d in chosen}, _broker(broker))
+        publish_announcements(loaded, {d.id: None for d in chosen}, _broker(broker_option(spec, broker)))
         for each in chosen:
             assert each.ota is not None
             console.print(f"cleared the announcement of {each.id} ({each.ota.topic})")
@@ -93,7 +94,7 @@ def publish(
         data = check_image(each, path, wanted, key, slot=slot_size(out_dir / firmware_dir(each.id)))
         stage_image(out_dir, each, data)
         announcements[each.id] = announcement(each, data, wanted)
-    publish_announcements(loaded, announcements, _broker(broker))
+    publish_announcements(loaded, announcements, _broker(broker_option(spec, broker)))
     for device_id, announced in announcements.items():
         assert announced is not None
         console.print(f"announced {announced.version} to {device_id}: {announced.size:,} bytes, sha256 "
@@ -138,7 +139,7 @@ def status(spec: Path = SPEC_ARGUMENT, broker: Optional[str] = BROKER_OPTION) ->
     table = Table(title="devices", title_justify="left")
     for column in ("device", "link", "version", "slot", "update", "detail"):
         table.add_column(column)
-    for device_status in collect_status(loaded, _broker(broker)):
+    for device_status in collect_status(loaded, _broker(broker_option(spec, broker))):
         table.add_row(device_status.device_id, device_status.link, device_status.version or "-",
                       device_status.slot or "-", device_status.state or "-", device_status.detail or "")
     print_table(table)

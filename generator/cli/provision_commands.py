@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from generator.cli.broker_override import broker_option
 from generator.broker.install import BrokerReload
 from generator.broker.render import INSTALL_DIR
 from generator.cli.terminal import SPEC_ARGUMENT, console, err_console
@@ -59,7 +60,7 @@ def serve(
         raise UserError("say how the service reloads the broker after it revokes a certificate",
                         hint="--broker-pid-file /run/mosquitto/mosquitto.pid, or --reload-command "
                              "'systemctl reload mosquitto'")
-    host, port = _broker_address(broker, loaded)
+    host, port = _broker_address(broker_option(spec, broker), loaded)
     if not broker_dir.is_dir():
         raise UserError(f"--broker-dir {broker_dir} is not a directory",
                         hint=f"the directory the broker's config names (installed: {INSTALL_DIR})")

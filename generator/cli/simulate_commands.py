@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from generator.cli.broker_override import broker_option
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, print_table
 from generator.simulate.run import (
     DEFAULT_WIFI_DOWN_FOR_S,
@@ -85,11 +86,12 @@ def simulate(
     """Compile the generated firmware for this machine and run it against the generated broker over TLS.
     Exits 0 when every device connected, 1 otherwise."""
     loaded = load_spec(spec)
+    chosen_broker = broker_option(spec, broker)
     options = SimulateOptions(
         device_ids=tuple(device or ()),
         all_devices=all_devices,
         duration=duration,
-        broker=parse_broker_address(broker) if broker else None,
+        broker=parse_broker_address(chosen_broker) if chosen_broker else None,
         faults=Faults(drop_wifi_after=drop_wifi_after, restart_broker_after=restart_broker_after),
         out_dir=out,
         days_ahead=days_ahead,
