@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from rich import box
 from rich.table import Table
 
+from generator.broker.render import identity_command_lines
 from generator.cli.terminal import SPEC_ARGUMENT, console, styled, print_table
 from generator.core.errors import UserError
 from generator.core.files import write_atomic
@@ -118,7 +119,8 @@ def show(spec: Path = SPEC_ARGUMENT,
          identity: str = typer.Argument(..., help="broker, a device id, a client name (e.g. backend)."),
          secrets: bool = typer.Option(False, "--secrets", help="Also print this identity's MQTT password.")) -> None:
     """One identity's certificate in plain words, its files, and (with --secrets) its password."""
-    store = _store(_spec(spec), create=False)
+    loaded = _spec(spec)
+    store = _store(loaded, create=False)
     found = store.identity(identity)
     report = certinfo.explain(found.cert_pem, str(found.cert_path), trust=[store.root_ca_cert,
                                                                            store.issuing_ca_cert], now=_now())
@@ -133,6 +135,11 @@ def show(spec: Path = SPEC_ARGUMENT,
         console.print(f"password   {password}" if password else "password   none (this identity has no password)")
     elif password:
         console.print("password   yes (print it with --secrets)")
+    lines = identity_command_lines(loaded, found.name) if found.role == "client" else []
+    if lines:
+        console.print(f"try it (in {loaded.directory}):")
+        for line in lines:
+            console.print(f"  {line}")
 
 
 @pki_app.command("issue")
@@ -152,8 +159,8 @@ def issue(spec: Path = SPEC_ARGUMENT,
         devices = {device.id: device for device in loaded.devices}
         if identity == "broker":
             identities = [store.ensure_broker(loaded.broker.names, validity_days=loaded.pki.validity_days)]
-        elif identity == BACKEND_IDENTITY:
-            identities = [store.ensure_client(BACKEND_IDENTITY, key_type=loaded.pki.key_type,
+        elif identity == BACKEND_IDENTITY or loaded.client(identity) is not None:
+            identities = [store.ensure_client(identity, key_type=loaded.pki.key_type,
                                               validity_days=loaded.pki.validity_days)]
         elif identity in devices:
             device = devices[identity]
@@ -161,7 +168,9 @@ def issue(spec: Path = SPEC_ARGUMENT,
                                               validity_days=device.pki.validity_days)]
         else:
             raise UserError(f"{identity!r} is not in {spec}",
-                            hint=f"use broker, {BACKEND_IDENTITY}, or one of: {', '.join(devices) or '(no devices)'}")
+                            hint=f"use broker, {BACKEND_IDENTITY}, a client of `clients:`, or one of: "
+                                 f"{', '.join(devices) or '(no devices)'} (to add an identity, list it under "
+                                 "`clients:` in the spec)")
     table = Table(title=f"PKI {store.layout.root}", title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("id", "role", "serial", "not after", ""):
         table.add_column(column, no_wrap=True)
