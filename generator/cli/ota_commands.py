@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from generator.ota.ci_image import signed_for_publish
 from generator.cli.broker_override import broker_option
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, plural, print_table
 from generator.core.errors import UserError
@@ -67,7 +68,8 @@ def publish(
     device: Optional[list[str]] = typer.Option(None, "--device", metavar="ID", help="Announce to this device (repeatable)."),
     all_devices: bool = typer.Option(False, "--all", help="Announce to every device of the spec."),
     image: Optional[Path] = typer.Option(None, "--image", metavar="FILE", help="This image instead of each device's last `gen build` "
-                                         "(OUT/artifacts/<id>/firmware.bin)."),
+                                         "(OUT/artifacts/<id>/firmware.bin); an unsigned one (a CI artifact) is "
+                                         "signed here with the project's key first."),
     version: Optional[str] = typer.Option(None, "--version", metavar="VERSION", help="The version the image is (default: the spec's "
                                           "firmware.version, as `gen build` built it)."),
     clear: bool = typer.Option(False, "--clear", help="Remove the retained announcement instead."),
@@ -91,6 +93,11 @@ def publish(
     for each in chosen:
         wanted = version or each.firmware_version
         path = image if image is not None else _built_image(out_dir, each)
+        if image is not None:        # e.g. a CI artifact, built without the key: signed here, on the PKI machine
+            path, signed_now = signed_for_publish(image, key, out_dir, each.id)
+            if signed_now:
+                console.print(f"signed {image} for {each.id} with {key.private} (it came unsigned, e.g. from CI): "
+                              f"{path}")
         data = check_image(each, path, wanted, key, slot=slot_size(out_dir / firmware_dir(each.id)))
         stage_image(out_dir, each, data)
         announcements[each.id] = announcement(each, data, wanted)
