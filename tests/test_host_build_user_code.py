@@ -44,3 +44,18 @@ def test_a_warning_in_the_users_code_is_shown_and_the_host_build_goes_on(capsys,
     code, output = run_gen(capsys, "simulate", str(spec), "--build-only")
     assert code == 0, output
     assert "src/app.cpp:" in output and "unused_reading" in output and "not fatal" in output
+
+
+def test_a_cold_host_build_tells_each_source_it_compiled_n_of_m(tmp_path):
+    from generator.output.generate import generate
+    from generator.simulate.host_build import compile_firmware
+    from generator.spec import load_spec
+
+    spec = project_with_app(tmp_path, "void app_loop() {\n}")
+    loaded = load_spec(spec)
+    generate(loaded, spec.parent / "build")
+    heard: list[str] = []
+    compile_firmware(spec.parent / "build" / "devices" / "greenhouse-01" / "firmware", "arduino",
+                     tmp_path / "cache", heard.append)
+    assert any(line.startswith("compiled app.cpp (") and " of " in line for line in heard), heard[:5]
+    assert heard[-1] == "linking the firmware"

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from generator.cli.progress import HEARTBEAT_S, ProgressLines
 from generator.build.ci_credentials import ci_device_credentials, decode_bundle
 from generator.build.ci_workflow import write_github_workflow
 from generator.build.flashing import (
@@ -56,16 +57,21 @@ def _read_text(path: Path) -> str:
 
 
 class BuildProgress:
-    """A line per image on stderr while PlatformIO runs: its state, its devices, what PlatformIO is doing now."""
+    """A line per image on stderr while PlatformIO runs: its state, its devices, what PlatformIO is doing now. In a
+    pipe or CI log (no live display), a line at least every 10 s says the same (generator.cli.progress)."""
 
-    def __init__(self, plan: BuildPlan, console: Console = err_console):
+    def __init__(self, plan: BuildPlan, console: Console = err_console, heartbeat_s: float = HEARTBEAT_S):
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False),
                                  TimeElapsedColumn(), console=console, transient=False)
         self.tasks: dict[str, TaskID] = {}
         self.plan = plan
         self.started: set[str] = set()
+        self.lines = None if console.is_terminal else ProgressLines("gen build", console=console,
+                                                                       interval=heartbeat_s)
 
     def __enter__(self) -> "BuildProgress":
+        if self.lines is not None:
+            self.lines.__enter__()
         self.progress.__enter__()
         for image in self.plan.images:
             self.tasks[image.key] = self.progress.add_task(f"waiting   {image.describe()}", total=1, start=False)
@@ -75,6 +81,8 @@ class BuildProgress:
         for image in self.plan.images:
             if image.key not in self.started:  # another image failed first
                 self.update(image, "skipped", True, "")
+        if self.lines is not None:
+            self.lines.__exit__(*exc)
         self.progress.__exit__(*exc)
 
     def update(self, image: Image, state: str, done: bool, detail: str) -> None:
@@ -83,6 +91,8 @@ class BuildProgress:
         self.progress.start_task(task)
         doing = f"  {detail[:60]}" if detail else ""
         self.progress.update(task, description=f"{state:<9} {image.describe()}{doing}", completed=1 if done else 0)
+        if self.lines is not None:
+            self.lines.step(f"{state} {image.describe()}{doing}")
 
 
 def build(

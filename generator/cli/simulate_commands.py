@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
+from generator.cli.progress import ProgressLines
 from generator.cli.broker_override import broker_option
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, print_table
 from generator.simulate.run import (
@@ -100,7 +103,8 @@ def simulate(
     )
     device_ids = select_devices(loaded, options.device_ids, all_devices=all_devices)
     try:
-        result = run_simulation(loaded, options, on_line=_line_printer(device_ids), on_event=_print_event)
+        result = run_simulation(loaded, options, on_line=_line_printer(device_ids), on_event=_print_event,
+                                progress=_host_build_progress)
     except RunInterrupted as interrupted:   # Ctrl-C: devices and broker are stopped; show what happened, exit 130
         print_table(summary_table(interrupted.summaries))
         raise
@@ -111,6 +115,13 @@ def simulate(
         never = [s.device_id for s in result.summaries if not s.ever_connected]
         console.print(Text(f"not connected: {', '.join(never)} (see its last error above)", style="bold red"))
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _host_build_progress() -> Iterator[Callable[[str], None]]:
+    """The host build's steps: a status line on a terminal, a line at least every 10 s in a pipe or CI log."""
+    with ProgressLines("host build") as lines:
+        yield lines.step
 
 
 def register(app: typer.Typer) -> None:

@@ -20,6 +20,7 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +41,13 @@ from generator.ota.image import CHIP_IDS
 from generator.spec.catalogue import FRAMEWORKS, load_catalogue
 
 log = logging.getLogger(__name__)   # what the user should know (the CLI prints it)
+Progress = Callable[[str], None]      # what the build is doing now, e.g. "compiling app.cpp (3 of 12)"
+
+
+def _no_progress(_: str) -> None:
+    pass
+
+
 INSTALL_HINT = "apt-get install g++ libmbedtls-dev"
 
 CXX_STANDARD = "-std=gnu++17"                          # the runtime's own sources
@@ -83,15 +91,17 @@ class FirmwareProject:
     registry: tuple[str, ...] = ()          # registry libraries the real build downloads, the host build cannot
 
 
-def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path) -> Path:
-    """Builds firmware_dir for Linux and returns the executable (cached by content)."""
+def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path,
+                     on_progress: Progress = _no_progress) -> Path:
+    """Builds firmware_dir for Linux and returns the executable (cached by content). `on_progress` hears each
+    source as it is compiled ("compiled app.cpp, 3 of 12")."""
     if framework not in FRAMEWORKS:
         raise UserError(f"unknown framework {framework!r}", hint=f"use one of: {', '.join(FRAMEWORKS)}")
     toolchain = find_toolchain()
     project = read_project(Path(firmware_dir).resolve(), framework)
     cache_dir = Path(cache_dir).resolve()
     ensure_dir(cache_dir, PRIVATE_DIR_MODE)   # an older cache made 0755 is closed here
-    library = build_runtime_library(toolchain, cache_dir)
+    library = build_runtime_library(toolchain, cache_dir, on_progress)
     key = _hash_firmware(project, toolchain, library)
     out_dir = cache_dir / f"firmware-{key[:24]}"
     executable = out_dir / "firmware"
@@ -104,7 +114,7 @@ def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path) -> Pat
             return executable
         work = Path(tempfile.mkdtemp(prefix="fw-", dir=cache_dir))
         try:
-            _build_firmware(project, toolchain, library, work)
+            _build_firmware(project, toolchain, library, work, on_progress)
             ensure_dir(out_dir, PRIVATE_DIR_MODE)
             os.chmod(work / "firmware", PRIVATE_EXECUTABLE)
             os.replace(work / "firmware", executable)
@@ -179,7 +189,7 @@ def _runtime_include_flags(framework: str | None) -> list[str]:
     return [f"-I{HOST_RUNTIME_DIR / d}" for d in dirs]
 
 
-def build_runtime_library(toolchain: Toolchain, cache_dir: Path) -> Path:
+def build_runtime_library(toolchain: Toolchain, cache_dir: Path, on_progress: Progress = _no_progress) -> Path:
     """Compiles the runtime into cache_dir/runtime-<hash>/libgenhost.a, once per content."""
     digest = hashlib.sha256()
     digest.update(toolchain.version.encode())
@@ -202,7 +212,7 @@ def build_runtime_library(toolchain: Toolchain, cache_dir: Path) -> Path:
                 [toolchain.cxx, *flags, "-c", str(src), "-o", str(work / f"{src.parent.name}_{src.stem}.o")]
                 for src in runtime_sources()
             ]
-            _run_parallel(jobs, what="the host runtime")
+            _run_parallel(jobs, what="the host runtime", on_progress=on_progress)
             objects = sorted(str(p) for p in work.glob("*.o"))
             _run([shutil.which("ar") or "ar", "rcs", str(work / "libgenhost.a"), *objects], what="the host runtime")
             ensure_dir(library.parent, PRIVATE_DIR_MODE)
@@ -394,7 +404,8 @@ def firmware_compile_flags(project: FirmwareProject, language: str) -> list[str]
     return flags
 
 
-def _build_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path, work: Path) -> None:
+def _build_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path, work: Path,
+                    on_progress: Progress = _no_progress) -> None:
     jobs = []
     objects = []
     for index, src in enumerate(project.sources):
@@ -414,7 +425,8 @@ def _build_firmware(project: FirmwareProject, toolchain: Toolchain, library: Pat
         objects.append(work / "embedded_files.o")
     _run_parallel(jobs + runtime_jobs, what=f"the firmware in {project.root}", no_warnings=len(jobs),
                   explain=lambda stderr: registry_library_error(stderr, project),
-                  fatal_warning=lambda warning: is_gens_code(warning.path, project.root))
+                  fatal_warning=lambda warning: is_gens_code(warning.path, project.root), on_progress=on_progress)
+    on_progress("linking the firmware")
     link = subprocess.run([toolchain.cxx, *map(str, objects), str(main_obj), str(library), *LINK_LIBRARIES,
                            "-o", str(work / "firmware")], capture_output=True, text=True, check=False)
     if link.returncode != 0:
@@ -459,13 +471,25 @@ def is_gens_code(path: str, project_root: Path) -> bool:
 
 def _run_parallel(jobs: list[list[str]], *, what: str, no_warnings: int = 0,
                   explain: Callable[[str], UserError | None] = lambda stderr: None,
-                  fatal_warning: Callable[[Diagnostic], bool] = lambda warning: True) -> None:
+                  fatal_warning: Callable[[Diagnostic], bool] = lambda warning: True,
+                  on_progress: Progress = _no_progress) -> None:
     """Runs the compile jobs; any failure is an error, and so is a warning from the first `no_warnings` jobs that
     `fatal_warning` says is (gen's own code stays warning-free; the user's warnings are shown, once each, and the
     build goes on). `explain` may turn a failure's compiler output into the error a user can act on."""
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    done = [0]
+    lock = threading.Lock()
+
+    def compile_one(cmd: list[str]) -> subprocess.CompletedProcess:
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        source = next((Path(arg).name for arg in cmd if Path(arg).suffix in (*SOURCE_SUFFIXES, ".S")), "a source")
+        with lock:
+            done[0] += 1
+            on_progress(f"compiled {source} ({done[0]} of {len(jobs)}, {what})")
+        return result
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, text=True, check=False), jobs))
+        results = list(pool.map(compile_one, jobs))
     failed = []
     yours: dict[str, None] = {}
     for index, result in enumerate(results):
