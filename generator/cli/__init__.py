@@ -21,6 +21,7 @@ from generator.cli import (
     ota_commands,
     pki_commands,
     provision_commands,
+    run_commands,
     simulate_commands,
     spec_commands,
 )
@@ -61,7 +62,7 @@ def _options(version: Optional[bool] = typer.Option(None, "--version", is_eager=
 
 # One module per concept; each exposes register(app). The order is the order of `gen --help`.
 for _commands in (spec_commands, generate_commands, pki_commands, broker_commands, provision_commands,
-                  build_commands, simulate_commands, ota_commands, doctor_commands):
+                  build_commands, run_commands, simulate_commands, ota_commands, doctor_commands):
     _commands.register(app)
 
 
