@@ -40,3 +40,25 @@ def test_a_given_broker_that_gen_broker_up_runs_uses_the_bootstrap_port_its_reco
         "bind_address": "127.0.0.1", "ends_sessions": True}))
     address = with_bootstrap_port(spec, out, BrokerAddress("127.0.0.1", 18883))
     assert address.provision_port == 40001
+
+
+def test_gen_broker_up_prints_its_bootstrap_port_for_devices_that_make_their_own_key(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import find_free_port
+
+    project = tmp_path / "device-key"
+    shutil.copytree(EXAMPLES_DIR / "arduino-device-key", project, ignore=shutil.ignore_patterns("pki", "build"))
+    port, bootstrap = find_free_port(), find_free_port()
+    spec = project / "device.yaml"
+    spec.write_text(spec.read_text().replace("  port: 8883\n", f"  port: 8883\n  provision_port: {bootstrap}\n"))
+    process = subprocess.Popen([sys.executable, "-m", "generator", "broker", "up", str(spec), "--port", str(port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = process.stdout.readline()
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    assert f"port {port} (TLS)" in first and f"port {bootstrap} (bootstrap" in first, first
