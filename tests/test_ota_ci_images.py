@@ -56,4 +56,22 @@ def test_the_workflow_of_an_ota_project_holds_no_local_path_and_says_how_its_ima
     workflow, _, _ = write_github_workflow(spec)
     text = workflow.read_text()
     assert str(tmp_path) not in text
-    assert "NOT signed" in text and "gen ota publish ota/device.yaml --device ID --image firmware.bin" in text
+    assert "NOT signed" in text and "gen ota publish ota/device.yaml --device ID --image firmware.bin --sign" in text
+
+
+def test_gen_ota_publish_sign_signs_a_ci_artifact_and_announces_it_on_the_real_broker(tmp_path, capsys,
+                                                                                      start_broker):
+    from generator.cli import main
+
+    project = tmp_path / "ota"
+    shutil.copytree(EXAMPLES_DIR / "arduino-ota", project, ignore=shutil.ignore_patterns("pki", "build"))
+    spec = load_spec(project / "device.yaml")
+    generate(spec, project / "build")
+    broker = start_broker(project / "build" / "broker")
+    image = unsigned_artifact(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        main(["ota", "publish", str(spec.path), "--device", spec.devices[0].id, "--image", str(image), "--sign",
+              "--broker", f"{broker.host}:{broker.port}"])
+    output = capsys.readouterr()
+    assert done.value.code == 0, output.err
+    assert "it came unsigned" in output.out and f"announced {spec.devices[0].firmware_version}" in output.out

@@ -133,7 +133,7 @@ def build(
     if loaded.ota_port is not None and without_pki:
         err_console.print("gen: built without the PKI, the images are not signed: a device refuses them over the "
                           "air (and an ESP-IDF device flashed with one takes no update); where the PKI lives, "
-                          f"`gen ota publish {spec} --device ID --image firmware.bin` signs one and announces it")
+                          f"`gen ota publish {spec} --device ID --image firmware.bin --sign` signs one and announces it")
     elif loaded.ota_port is not None:
         sign = functools.partial(sign_image, key=signing_key(PkiLayout(loaded.pki.dir)))
 

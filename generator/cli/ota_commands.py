@@ -68,8 +68,9 @@ def publish(
     device: Optional[list[str]] = typer.Option(None, "--device", metavar="ID", help="Announce to this device (repeatable)."),
     all_devices: bool = typer.Option(False, "--all", help="Announce to every device of the spec."),
     image: Optional[Path] = typer.Option(None, "--image", metavar="FILE", help="This image instead of each device's last `gen build` "
-                                         "(OUT/artifacts/<id>/firmware.bin); an unsigned one (a CI artifact) is "
-                                         "signed here with the project's key first."),
+                                         "(OUT/artifacts/<id>/firmware.bin)."),
+    sign: bool = typer.Option(False, "--sign", help="With --image: sign an unsigned image (a CI artifact) here with "
+                              "the project's key first (pki/private/ota-signing-key.pem)."),
     version: Optional[str] = typer.Option(None, "--version", metavar="VERSION", help="The version the image is (default: the spec's "
                                           "firmware.version, as `gen build` built it)."),
     clear: bool = typer.Option(False, "--clear", help="Remove the retained announcement instead."),
@@ -80,6 +81,8 @@ def publish(
     it where `gen ota serve` serves it, and announce it on the device's OTA topic (retained, QoS 1)."""
     loaded = _with_ota(load_spec(spec))
     chosen = _selected(loaded, device, all_devices)
+    if sign and image is None:
+        raise UserError("--sign signs the image given with --image", hint="add --image FILE (e.g. a CI artifact)")
     out_dir = Path(out) if out is not None else loaded.default_out_dir
     if clear:
         publish_announcements(loaded, {d.id: None for d in chosen}, _broker(broker_option(spec, broker)))
@@ -93,7 +96,7 @@ def publish(
     for each in chosen:
         wanted = version or each.firmware_version
         path = image if image is not None else _built_image(out_dir, each)
-        if image is not None:        # e.g. a CI artifact, built without the key: signed here, on the PKI machine
+        if image is not None and sign:   # e.g. a CI artifact, built without the key: signed here, on the PKI machine
             path, signed_now = signed_for_publish(image, key, out_dir, each.id)
             if signed_now:
                 console.print(f"signed {image} for {each.id} with {key.private} (it came unsigned, e.g. from CI): "

@@ -1,7 +1,7 @@
 """An image built where the signing key is not (CI: `gen build --without-pki`) reaches the devices through the
-machine that holds the PKI: `gen ota publish SPEC --device ID --image firmware.bin` signs an unsigned app image
-there with the project's key (espsecure, verified after), then checks and announces it like any other. An image
-signed by another key is never re-signed: that is refused as before."""
+machine that holds the PKI: `gen ota publish SPEC --device ID --image firmware.bin --sign` signs an unsigned app
+image there with the project's key (espsecure, verified after), then checks and announces it like any other. An
+image signed by another key is never re-signed: that is refused as before."""
 
 from __future__ import annotations
 
