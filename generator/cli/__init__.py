@@ -9,7 +9,7 @@ import signal
 import sys
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Optional
+from typing import Optional, Sequence
 
 import typer
 
@@ -21,9 +21,11 @@ from generator.cli import (
     ota_commands,
     pki_commands,
     provision_commands,
+    run_commands,
     simulate_commands,
     spec_commands,
 )
+from generator.cli.fix_lines import filled
 from generator.cli.terminal import err_console, styled
 from generator.core.errors import GenError, ToolError, UserError
 
@@ -60,14 +62,15 @@ def _options(version: Optional[bool] = typer.Option(None, "--version", is_eager=
 
 # One module per concept; each exposes register(app). The order is the order of `gen --help`.
 for _commands in (spec_commands, generate_commands, pki_commands, broker_commands, provision_commands,
-                  build_commands, simulate_commands, ota_commands, doctor_commands):
+                  build_commands, run_commands, simulate_commands, ota_commands, doctor_commands):
     _commands.register(app)
 
 
-def report_error(error: GenError) -> None:
+def report_error(error: GenError, argv: Sequence[str] = ()) -> None:
+    """The error and its fix line, with the fix's SPEC and ID spelled as this command line names them."""
     err_console.print(styled(("error:", "bold red"), " ", error.message))
     if error.hint:
-        err_console.print(styled("  ", ("fix:", "bold"), " ", error.hint))
+        err_console.print(styled("  ", ("fix:", "bold"), " ", filled(error.hint, argv)))
 
 
 def _interrupt_on_termination_signals() -> None:
@@ -82,10 +85,13 @@ def _interrupt_on_termination_signals() -> None:
 
 
 class _NotesHandler(logging.Handler):
-    """Prints each note on stderr (the one of the moment: rich looks it up on every print)."""
+    """Prints each note on stderr (the one of the moment: rich looks it up on every print), its SPEC and ID spelled
+    as the command line names them."""
+
+    argv: Sequence[str] = ()
 
     def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(f"gen: {record.getMessage()}")
+        err_console.print(f"gen: {filled(record.getMessage(), self.argv)}")
 
 
 def _print_notes() -> None:
@@ -112,18 +118,20 @@ def _file_error(error: OSError) -> GenError:
 def main(argv: list[str] | None = None) -> None:
     """Runs gen. Usage mistakes (unknown command or option, a bad value) are click's: usage, the error, exit 2.
     Our errors: exit 2 (UserError) or 1 (ToolError), one message and the fix. Ctrl-C: 130, after cleaning up."""
+    typed = list(sys.argv[1:] if argv is None else argv)
+    _NotesHandler.argv = typed
     _print_notes()
     if argv is None:  # the real program, not a test calling main([...]) in-process
         _interrupt_on_termination_signals()
     try:
         app(args=argv, prog_name="gen")
     except GenError as error:
-        report_error(error)
+        report_error(error, typed)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except OSError as error:
         failure = _file_error(error)
-        report_error(failure)
+        report_error(failure, typed)
         sys.exit(failure.exit_code)
     sys.exit(0)

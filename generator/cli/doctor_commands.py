@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from generator.cli.broker_override import broker_option
 from generator.cli.terminal import SPEC_ARGUMENT, console, styled
 from generator.doctor.steps import DoctorTarget, report_json, run_doctor, select_device
 from generator.spec import load_spec
@@ -17,7 +18,7 @@ _MARKS = {"ok": ("✓", "green"), "failed": ("✗", "bold red"), "skipped": ("-"
 
 def doctor(
     spec: Path = SPEC_ARGUMENT,
-    device: Optional[str] = typer.Option(None, "--device", help="The device to check (needed when the spec has several)."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="ID", help="The device to check (needed when the spec has several)."),
     broker: Optional[str] = typer.Option(None, "--broker", metavar="HOST:PORT",
                                          help="Dial this address instead of the spec's broker, still verifying the "
                                               "name the device dials (like curl --connect-to)."),
@@ -30,7 +31,7 @@ def doctor(
     online is left connected (see --take-over). Exit 1 at the first failure."""
     loaded = load_spec(spec)
     chosen = select_device(loaded, device)
-    target = DoctorTarget.for_device(loaded, chosen, broker)
+    target = DoctorTarget.for_device(loaded, chosen, broker_option(spec, broker))
     results = run_doctor(loaded, target, spec_label=str(spec), take_over=take_over)
     if as_json:
         print(json.dumps(report_json(target, results), indent=2))
@@ -44,7 +45,7 @@ def doctor(
                 for detail in result.details:
                     console.print(f"     {detail}", style="dim")
                 console.print(styled("     ", ("fix:", "bold"), f" {result.fix or ''}"))
-    if not all(result.ok for result in results):
+    if any(result.ok is False for result in results):
         raise typer.Exit(1)
 
 

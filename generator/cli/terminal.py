@@ -7,6 +7,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 
 # Pipes and logs get 160 columns (rich would assume 80 and cut serials, dates and histories short).
@@ -19,6 +20,16 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False
 def styled(*parts: str | tuple[str, str]) -> Text:
     """Plain strings and (text, style) pairs as one line; no part is read as markup."""
     return Text.assemble(*parts)
+
+
+def print_table(table: Table, *, on: Console | None = None) -> None:
+    """A rich table as lines without the trailing spaces rich pads its last column with (they end up in logs,
+    diffs and copied text); styles are kept on a terminal."""
+    target = on or console
+    with target.capture() as captured:
+        target.print(table)
+    for line in captured.get().splitlines():
+        target.print(Text.from_ansi(line.rstrip()))
 
 
 def plural(count: int, word: str) -> str:

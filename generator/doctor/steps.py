@@ -192,6 +192,12 @@ class DoctorMaterial:
     chain: tuple[x509.Certificate, ...] = ()        # an imported issuing CA's intermediates up to the root
     broker_trust: tuple[x509.Certificate, ...] = ()  # what devices trust for the broker, when not our root
     broker_trust_file: Path | None = None            # ... and the spec's broker.ca_file it came from
+    device_key_on_device: bool = False               # key_origin: device: gen never holds the device's key
+
+    def probe_credentials(self) -> ClientCredentials:
+        """Who the TLS step shows the broker: the device, or (its key being on the device) the doctor identity,
+        which the same issuing CA signed."""
+        return self.doctor_credentials() if self.device_key_on_device else self.device_credentials()
 
     @property
     def device_trust(self) -> tuple[x509.Certificate, ...]:
@@ -262,6 +268,7 @@ def load_material(spec: Spec, device: Device) -> DoctorMaterial:
         doctor=cert_and_key("client", DOCTOR_IDENTITY, f"client {DOCTOR_IDENTITY}"),
         crl=crl,
         device_password=store.existing_password(device.username) if device.uses_password else None,
+        device_key_on_device=device.makes_own_key,
         doctor_password=store.existing_password(DOCTOR_IDENTITY),
         device_password_path=device_password_path,
         chain=store.chain,
@@ -379,6 +386,9 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
         add("the issuing CA is not signed by the root CA", "restore pki/ from a backup")
 
     def check_leaf(item: CertAndKey, identity: str) -> None:
+        if identity == device.id and device.makes_own_key:
+            check_device_made_key(item)
+            return
         then = " and reflash the device" if identity == device.id else " and reload the broker"
         renew = f"run `gen pki renew SPEC {identity}`, then `gen generate SPEC`{then}"
         new_key = f"run `gen pki renew SPEC {identity} --new-key`, then `gen generate SPEC`{then}"
@@ -399,6 +409,23 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
             item.cert.serial_number) is not None
         if item.index_status == "revoked" or in_crl:
             add(f"the certificate of {item.name} (serial {item.cert.serial_number:X}) is revoked", new_key)
+
+    def check_device_made_key(item: CertAndKey) -> None:
+        """key_origin: device: the key is on the device, the certificate comes from provisioning."""
+        provision = ("start `gen provision serve SPEC` beside the broker and power the device: it sends a CSR "
+                     f"and gets its certificate (`gen provision allow SPEC --device {device.id}` if it had one before)")
+        if item.cert is None:
+            add(f"{item.name} makes its own key (key_origin: device) and has no certificate yet", provision)
+            return
+        if not issued_by(item.cert, material.issuing_ca):
+            add(f"the certificate of {item.name} was not issued by this PKI's issuing CA", provision)
+        when = _validity_problem(item.cert, now)
+        if when:
+            add(f"the certificate of {item.name} {when}", provision)
+        in_crl = material.crl is not None and material.crl.get_revoked_certificate_by_serial_number(
+            item.cert.serial_number) is not None
+        if item.index_status == "revoked" or in_crl:
+            add(f"the certificate of {item.name} (serial {item.cert.serial_number:X}) is revoked", provision)
 
     if material.broker is not None:
         check_leaf(material.broker, "broker")
@@ -510,7 +537,7 @@ class TlsFacts:
 
 
 def run_tls_step(target: DoctorTarget, material: DoctorMaterial, now: dt.datetime) -> StepResult:
-    client = _identity(material.device_credentials())
+    client = _identity(material.probe_credentials())
     name = target.server_name
     presented = probes.openssl_handshake(target.address, name, client, verify=False)
     mbed = probes.mbedtls_handshake(target.address, name, client)
@@ -918,11 +945,15 @@ def run_doctor(spec: Spec, target: DoctorTarget, *, now: dt.datetime | None = No
             lambda: run_tls_step(target, material, now),  # type: ignore[arg-type]
             lambda: run_client_cert_step(target, material, now),  # type: ignore[arg-type]
         ]
-        for step_function in step_functions:
+        for step_function in step_functions[:3] if material.device_key_on_device else step_functions:
             if not results[-1].ok:
                 break
             results.append(step_function())
-        if results[-1].ok:
+        if results[-1].ok and material.device_key_on_device:
+            results += [StepResult(step, None, "not probed as the device: its key lives only on the device "
+                                   "(key_origin: device); its own log shows whether it connects")
+                        for step in ("client-cert", "mqtt-connect", "acl")]
+        elif results[-1].ok:
             online = [] if take_over else judge_presence(target, run_presence_probe(target, material))
             results += online
             for step_function in () if online else (lambda: run_mqtt_connect_step(target, material),  # type: ignore[arg-type]

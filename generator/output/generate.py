@@ -241,7 +241,8 @@ def _write_output(spec: Spec, out: Path, device_ids: list[str] | None,
         device_credentials = credentials[device.id]
         not_after = device_credentials.cert_not_after.isoformat() if device_credentials.cert_not_after else None
         record = device_record(device, cert_serial=device_credentials.cert_serial, cert_not_after=not_after,
-                               has_nvs=device.secrets == "nvs" and with_nvs)
+                               has_nvs=device.secrets == "nvs" and with_nvs,
+                               has_client_cert=(out / device_file(device.id, DEVICE_CERT)).is_file())
         earlier = previous.device(device.id) if previous else None
         build = _still_valid_build(out, record, earlier.artifacts if earlier else None)
         records.append(dataclasses.replace(record, artifacts=build))

@@ -249,6 +249,7 @@ class PkiStore:
                                 f"(its digest differs from {layout.rel(layout.index)})", hint=restore)
         if issuing_key is None and not layout.issuing_key_encrypted.exists():
             read_required(layout, layout.issuing_key, "the issuing CA key", restore)  # raises: it is missing
+        _notice_missing_root_key(layout, imported=bool(index["ca"].get("imported")))
         return cls(layout, project=project, key_type=key_type, root_cert=root_cert, issuing_cert=issuing_cert,
                    issuing_key=issuing_key, chain=chain, index=state, passphrase=passphrase, clock=clock)
 
@@ -741,6 +742,14 @@ class PkiStore:
         reissue = (cert is None or cert_pem is None or cert.serial_number != entry.serial
                    or (role == "broker" and pki.broker_names_of(cert) != _wanted_broker_names(names)))
         if reissue:  # a lost/corrupt cert file (public data) or new broker names: same key, new cert
+            if cert is not None and cert.serial_number == entry.serial and role == "broker":
+                had = ", ".join(dict.fromkeys(str(name.value) for name in pki.broker_names_of(cert)[1])) or "none"
+                log.warning(f"re-issued the broker certificate {layout.rel(cert_path)} (same key) for the names "
+                            f"{', '.join(names)} (it had {had}): install it on the broker (gen broker apply SPEC, "
+                            "or copy OUT/broker/ where it runs)")
+            else:
+                log.warning(f"re-issued the certificate of {what} {layout.rel(cert_path)} (same key): its file was "
+                            "missing or not the one the index records")
             self._index.entries[position] = replace(entry, status="superseded")
             del self._index.current[(role, name)]
             self._dirty = True
@@ -888,6 +897,23 @@ def import_ca(directory: Path, *, project: str, cert_pem: bytes, key_pem: bytes,
 def _check_reason(reason: str) -> None:
     if reason not in pki.REVOCATION_REASONS:
         raise UserError(f"unknown revocation reason {reason!r}", hint=f"use one of: {', '.join(pki.REVOCATION_REASONS)}")
+
+
+_NOTICED_MISSING_ROOT_KEYS: set[Path] = set()
+
+
+def _notice_missing_root_key(layout: PkiLayout, *, imported: bool) -> None:
+    """Says once per run that the root CA key is not in private/ (neither in the clear nor encrypted): issuing goes
+    on (the issuing CA signs), but a new issuing CA, or a CRL of the root, needs it back."""
+    if imported or layout.root in _NOTICED_MISSING_ROOT_KEYS:
+        return
+    if layout.root_key_plain.exists() or layout.root_key_encrypted.exists():
+        return
+    _NOTICED_MISSING_ROOT_KEYS.add(layout.root)
+    log.warning(f"the root CA key is not in {layout.rel(layout.root_key_plain.parent)}/ (neither "
+                f"{layout.root_key_plain.name} nor {layout.root_key_encrypted.name}): issuing goes on, but a new "
+                "issuing CA needs it. If you moved it offline on purpose, keep that copy safe; otherwise restore it "
+                "from your backup now")
 
 
 def _wanted_broker_names(names: tuple[str, ...]) -> tuple[str, tuple[x509.GeneralName, ...]]:

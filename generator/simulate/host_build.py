@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import configparser
 import hashlib
+import logging
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from functools import lru_cache
 from typing import Callable
 from pathlib import Path
 
-from generator.core.compiler_output import diagnostics
+from generator.core.compiler_output import Diagnostic, diagnostics, first_diagnostic, normalized_path, normalized_paths
 from generator.core.errors import ToolError, UserError
 from generator.core.files import PRIVATE_DIR_MODE, ensure_dir
 from generator.core.locks import exclusive_lock
@@ -37,6 +39,14 @@ from generator.firmware.flags import FRAMEWORK_FLAGS, GEN_WARNINGS
 from generator.firmware.render import missing_app_functions
 from generator.ota.image import CHIP_IDS
 from generator.spec.catalogue import FRAMEWORKS, load_catalogue
+
+log = logging.getLogger(__name__)   # what the user should know (the CLI prints it)
+Progress = Callable[[str], None]      # what the build is doing now, e.g. "compiling app.cpp (3 of 12)"
+
+
+def _no_progress(_: str) -> None:
+    pass
+
 
 INSTALL_HINT = "apt-get install g++ libmbedtls-dev"
 
@@ -81,15 +91,17 @@ class FirmwareProject:
     registry: tuple[str, ...] = ()          # registry libraries the real build downloads, the host build cannot
 
 
-def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path) -> Path:
-    """Builds firmware_dir for Linux and returns the executable (cached by content)."""
+def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path,
+                     on_progress: Progress = _no_progress) -> Path:
+    """Builds firmware_dir for Linux and returns the executable (cached by content). `on_progress` hears each
+    source as it is compiled ("compiled app.cpp, 3 of 12")."""
     if framework not in FRAMEWORKS:
         raise UserError(f"unknown framework {framework!r}", hint=f"use one of: {', '.join(FRAMEWORKS)}")
     toolchain = find_toolchain()
     project = read_project(Path(firmware_dir).resolve(), framework)
     cache_dir = Path(cache_dir).resolve()
     ensure_dir(cache_dir, PRIVATE_DIR_MODE)   # an older cache made 0755 is closed here
-    library = build_runtime_library(toolchain, cache_dir)
+    library = build_runtime_library(toolchain, cache_dir, on_progress)
     key = _hash_firmware(project, toolchain, library)
     out_dir = cache_dir / f"firmware-{key[:24]}"
     executable = out_dir / "firmware"
@@ -102,7 +114,7 @@ def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path) -> Pat
             return executable
         work = Path(tempfile.mkdtemp(prefix="fw-", dir=cache_dir))
         try:
-            _build_firmware(project, toolchain, library, work)
+            _build_firmware(project, toolchain, library, work, on_progress)
             ensure_dir(out_dir, PRIVATE_DIR_MODE)
             os.chmod(work / "firmware", PRIVATE_EXECUTABLE)
             os.replace(work / "firmware", executable)
@@ -177,7 +189,7 @@ def _runtime_include_flags(framework: str | None) -> list[str]:
     return [f"-I{HOST_RUNTIME_DIR / d}" for d in dirs]
 
 
-def build_runtime_library(toolchain: Toolchain, cache_dir: Path) -> Path:
+def build_runtime_library(toolchain: Toolchain, cache_dir: Path, on_progress: Progress = _no_progress) -> Path:
     """Compiles the runtime into cache_dir/runtime-<hash>/libgenhost.a, once per content."""
     digest = hashlib.sha256()
     digest.update(toolchain.version.encode())
@@ -200,7 +212,7 @@ def build_runtime_library(toolchain: Toolchain, cache_dir: Path) -> Path:
                 [toolchain.cxx, *flags, "-c", str(src), "-o", str(work / f"{src.parent.name}_{src.stem}.o")]
                 for src in runtime_sources()
             ]
-            _run_parallel(jobs, what="the host runtime")
+            _run_parallel(jobs, what="the host runtime", on_progress=on_progress)
             objects = sorted(str(p) for p in work.glob("*.o"))
             _run([shutil.which("ar") or "ar", "rcs", str(work / "libgenhost.a"), *objects], what="the host runtime")
             ensure_dir(library.parent, PRIVATE_DIR_MODE)
@@ -392,7 +404,8 @@ def firmware_compile_flags(project: FirmwareProject, language: str) -> list[str]
     return flags
 
 
-def _build_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path, work: Path) -> None:
+def _build_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path, work: Path,
+                    on_progress: Progress = _no_progress) -> None:
     jobs = []
     objects = []
     for index, src in enumerate(project.sources):
@@ -411,7 +424,9 @@ def _build_firmware(project: FirmwareProject, toolchain: Toolchain, library: Pat
         runtime_jobs.append([toolchain.cc, "-c", str(asm), "-o", str(work / "embedded_files.o")])
         objects.append(work / "embedded_files.o")
     _run_parallel(jobs + runtime_jobs, what=f"the firmware in {project.root}", no_warnings=len(jobs),
-                  explain=lambda stderr: registry_library_error(stderr, project))
+                  explain=lambda stderr: registry_library_error(stderr, project),
+                  fatal_warning=lambda warning: is_gens_code(warning.path, project.root), on_progress=on_progress)
+    on_progress("linking the firmware")
     link = subprocess.run([toolchain.cxx, *map(str, objects), str(main_obj), str(library), *LINK_LIBRARIES,
                            "-o", str(work / "firmware")], capture_output=True, text=True, check=False)
     if link.returncode != 0:
@@ -447,17 +462,47 @@ def _run(cmd: list[str], *, what: str) -> None:
         raise _compile_error(result.stderr, what)
 
 
+def is_gens_code(path: str, project_root: Path) -> bool:
+    """Whether a diagnostic's file is gen's (the generated project, gen_link, the host runtime), not the user's own
+    code (the app's src/ and lib/ next to the spec, which the project includes from outside)."""
+    resolved = Path(os.path.normpath(Path(project_root) / path))
+    return resolved.is_relative_to(project_root) or resolved.is_relative_to(HOST_RUNTIME_DIR)
+
+
 def _run_parallel(jobs: list[list[str]], *, what: str, no_warnings: int = 0,
-                  explain: Callable[[str], UserError | None] = lambda stderr: None) -> None:
-    """Runs the compile jobs; any failure is an error, and so is any warning from the first `no_warnings` jobs.
-    `explain` may turn a failure's compiler output into the error a user can act on."""
+                  explain: Callable[[str], UserError | None] = lambda stderr: None,
+                  fatal_warning: Callable[[Diagnostic], bool] = lambda warning: True,
+                  on_progress: Progress = _no_progress) -> None:
+    """Runs the compile jobs; any failure is an error, and so is a warning from the first `no_warnings` jobs that
+    `fatal_warning` says is (gen's own code stays warning-free; the user's warnings are shown, once each, and the
+    build goes on). `explain` may turn a failure's compiler output into the error a user can act on."""
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    done = [0]
+    lock = threading.Lock()
+
+    def compile_one(cmd: list[str]) -> subprocess.CompletedProcess:
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        source = next((Path(arg).name for arg in cmd if Path(arg).suffix in (*SOURCE_SUFFIXES, ".S")), "a source")
+        with lock:
+            done[0] += 1
+            on_progress(f"compiled {source} ({done[0]} of {len(jobs)}, {what})")
+        return result
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, text=True, check=False), jobs))
-    failed = [result.stderr for index, result in enumerate(results)
-              if result.returncode != 0 or (index < no_warnings and diagnostics(result.stderr, "warning"))]
+        results = list(pool.map(compile_one, jobs))
+    failed = []
+    yours: dict[str, None] = {}
+    for index, result in enumerate(results):
+        warnings = diagnostics(result.stderr, "warning") if index < no_warnings else []
+        if result.returncode != 0 or any(fatal_warning(w) for w in warnings):
+            failed.append(result.stderr)
+            continue
+        for warning in warnings:
+            yours[f"{warning.where(normalized_path(warning.path))}: warning: {warning.message}"] = None
     if failed:
         raise explain("\n".join(failed)) or _compile_error(failed[0], what)
+    for line in yours:
+        log.warning(f"{line} (your code: shown, not fatal in the host build)")
 
 
 _MISSING_HEADER = re.compile(r"^(?P<where>[^\s:]+:\d+):\d+: fatal error: (?P<header>[^:\s]+): No such file or directory",
@@ -483,13 +528,24 @@ def registry_library_error(stderr: str, project: FirmwareProject) -> UserError |
 
 
 def _compile_error(stderr: str, what: str) -> ToolError:
-    lines = stderr.strip().splitlines()
-    found = diagnostics(stderr)
-    errors = [line for line in lines if " error: " in line or " warning: " in line]
-    shown = errors[:8] or lines[-12:]
-    where = f" at {found[0].path}:{found[0].line}" if found else ""
-    message = f"g++ could not build {what}{where}:\n  " + "\n  ".join(shown)
+    """The first real diagnostic (compiler or linker) with its file:line, paths normalized, then the lines around
+    it; a fix line that fits what it is (an error, an undefined reference, a warning in gen's code)."""
+    lines = [normalized_paths(line) for line in stderr.strip().splitlines()]
+    first = first_diagnostic(stderr)
+    relevant = [line for line in lines if (" error: " in line or " warning: " in line or "undefined reference" in line
+                                           or "multiple definition" in line or ": in function" in line)
+                and not line.startswith("collect2:")]
+    shown = relevant[:8] or lines[-12:]
+    where = ""
+    if first is not None:
+        where = f" at {first.where(normalized_path(first.path))}: {first.kind}: {first.message}"
+    message = f"g++ could not build {what}{where}\n  " + "\n  ".join(shown)
     if ("mbedtls/" in stderr and "No such file" in stderr) or "cannot find -lmbed" in stderr:
         return ToolError(message, hint=INSTALL_HINT)
-    return ToolError(message, hint="fix the first one shown: the host build takes the framework's own flags plus "
-                                   "-Wall -Wextra, and fails on any warning")
+    if first is not None and first.message.startswith("undefined reference"):
+        return ToolError(message, hint="define what the linker names (a function declared but not written, or in "
+                                       "a source file outside src/), or add the library that has it")
+    if first is not None and first.kind == "warning":
+        return ToolError(message, hint="gen's own code must build without warnings (-Wall -Wextra): report it, "
+                                       "with the line shown")
+    return ToolError(message, hint="fix the first error shown, at the file and line it names")

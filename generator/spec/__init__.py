@@ -12,6 +12,7 @@ from generator.spec.model import (
     ADMIN_IDENTITY,
     AUTH_MODES,
     BACKEND_IDENTITY,
+    Client,
     DOCTOR_IDENTITY,
     KEY_ORIGINS,
     OTA_IDENTITY,
@@ -34,7 +35,7 @@ from generator.spec.schema_check import schema_problems
 from generator.spec.source import SpecSource, problems_to_error, read_spec_source
 
 __all__ = [
-    "ADMIN_IDENTITY", "AUTH_MODES", "BACKEND_IDENTITY", "DOCTOR_IDENTITY", "KEY_ORIGINS", "OTA_IDENTITY", "PROVISIONER_IDENTITY", "SERVER_IDENTITIES", "KEY_TYPES", "SECRETS_MODES", "Broker", "Device", "DevicePki", "Ota", "PkiOptions",
+    "ADMIN_IDENTITY", "AUTH_MODES", "BACKEND_IDENTITY", "Client", "DOCTOR_IDENTITY", "KEY_ORIGINS", "OTA_IDENTITY", "PROVISIONER_IDENTITY", "SERVER_IDENTITIES", "KEY_TYPES", "SECRETS_MODES", "Broker", "Device", "DevicePki", "Ota", "PkiOptions",
     "Publish", "Spec", "SpecSource", "Status", "Subscribe", "Wifi", "load_spec", "load_spec_source",
 ]
 

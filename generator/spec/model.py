@@ -210,19 +210,35 @@ class Device:
 
 
 @dataclass(frozen=True)
+class Client:
+    """A named identity besides the devices (spec `clients:`): an operator's mosquitto_sub, a dashboard. It has its
+    own certificate and password, logs in with its name (which is its client id: the broker binds them), and may read
+    what `subscribe` lists and write what `publish` lists, nothing else; never gen's OTA or provisioning topics."""
+
+    name: str
+    subscribe: tuple[str, ...] = ()    # topic filters it may read
+    publish: tuple[str, ...] = ()      # topics (or filters) it may write; none: read-only
+
+
+@dataclass(frozen=True)
 class Spec:
     path: Path                     # the spec file, absolute
     project: str
     broker: Broker
     pki: PkiOptions
     devices: tuple[Device, ...]
+    clients: tuple[Client, ...] = ()
 
     @property
     def server_identities(self) -> tuple[str, ...]:
         """The server-side identities the PKI issues and the broker knows: the backend, gen doctor, with `ota:`
-        gen's OTA publisher, and for a broker gen runs its session administrator (gen broker apply)."""
+        gen's OTA publisher, for a broker gen runs its session administrator (gen broker apply), and the spec's
+        own `clients:`."""
         return (SERVER_IDENTITIES + ((OTA_IDENTITY,) if self.ota_port is not None else ())
-                + (() if self.broker.external else (ADMIN_IDENTITY,)))
+                + (() if self.broker.external else (ADMIN_IDENTITY,)) + tuple(c.name for c in self.clients))
+
+    def client(self, name: str) -> Client | None:
+        return next((c for c in self.clients if c.name == name), None)
 
     @property
     def ota_port(self) -> int | None:
