@@ -14,6 +14,7 @@ from conftest import EXAMPLES_DIR
 from generator.build.ci_workflow import write_github_workflow
 from generator.core.errors import UserError
 from generator.ota.ci_image import signed_for_publish
+from generator.ota.image import VERSION_RECORD_BEGIN, VERSION_RECORD_END, VERSION_RECORD_TEXT
 from generator.ota.signing import ensure_signing_key, signature_problem, signing_key
 from generator.output.generate import generate
 from generator.pki.layout import PkiLayout
@@ -22,9 +23,13 @@ from generator.spec import load_spec
 
 
 def unsigned_artifact(tmp_path: Path) -> Path:
+    """An app image as CI builds it: unsigned, with the version record an Arduino image of gen's firmware carries."""
+    program = tmp_path / "artifact" / "program"
+    program.parent.mkdir()
+    record = VERSION_RECORD_BEGIN + b"1.3.0".ljust(VERSION_RECORD_TEXT, b"\0") + VERSION_RECORD_END
+    program.write_bytes(Path("/bin/true").read_bytes() + record)
     image = tmp_path / "artifact" / "firmware.bin"
-    image.parent.mkdir()
-    image.write_bytes(pack_host_image(Path("/bin/true"), chip="esp32", version="1.3.0"))
+    image.write_bytes(pack_host_image(program, chip="esp32", version="1.3.0"))
     return image
 
 
