@@ -22,14 +22,14 @@ from generator.simulate.bootloader import pack_host_image
 from generator.spec import load_spec
 
 
-def unsigned_artifact(tmp_path: Path) -> Path:
+def unsigned_artifact(tmp_path: Path, version: str = "1.3.0") -> Path:
     """An app image as CI builds it: unsigned, with the version record an Arduino image of gen's firmware carries."""
     program = tmp_path / "artifact" / "program"
     program.parent.mkdir()
-    record = VERSION_RECORD_BEGIN + b"1.3.0".ljust(VERSION_RECORD_TEXT, b"\0") + VERSION_RECORD_END
+    record = VERSION_RECORD_BEGIN + version.encode().ljust(VERSION_RECORD_TEXT, b"\0") + VERSION_RECORD_END
     program.write_bytes(Path("/bin/true").read_bytes() + record)
     image = tmp_path / "artifact" / "firmware.bin"
-    image.write_bytes(pack_host_image(program, chip="esp32", version="1.3.0"))
+    image.write_bytes(pack_host_image(program, chip="esp32", version=version))
     return image
 
 
@@ -73,7 +73,7 @@ def test_gen_ota_publish_sign_signs_a_ci_artifact_and_announces_it_on_the_real_b
     spec = load_spec(project / "device.yaml")
     generate(spec, project / "build")
     broker = start_broker(project / "build" / "broker")
-    image = unsigned_artifact(tmp_path)
+    image = unsigned_artifact(tmp_path, spec.devices[0].firmware_version)    # CI built the spec's version
     with pytest.raises(SystemExit) as done:
         main(["ota", "publish", str(spec.path), "--device", spec.devices[0].id, "--image", str(image), "--sign",
               "--broker", f"{broker.host}:{broker.port}"])
