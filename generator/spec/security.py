@@ -27,6 +27,11 @@ SECURE_BOOT_CHIPS = ("esp32", "esp32s2", "esp32c3", "esp32s3", "esp32c6", "esp32
 Problem = Callable[[tuple, str, str | None], None]
 
 
+def _mode(value: Any) -> str:
+    """A mode as the spec wrote it; YAML 1.1 reads a bare `off` as false."""
+    return "off" if value is False else value
+
+
 def secure_version_limit(chip: str) -> int:
     return SECURE_VERSION_BITS.get(chip, SECURE_VERSION_BITS_DEFAULT)
 
@@ -40,8 +45,8 @@ def resolve_security(raw: Any, *, framework: str, chip: str, secrets: str, has_o
     raw = raw or {}
     defaults = Security()
     security = Security(
-        flash_encryption=raw.get("flash_encryption", defaults.flash_encryption),
-        secure_boot=raw.get("secure_boot", defaults.secure_boot),
+        flash_encryption=_mode(raw.get("flash_encryption", defaults.flash_encryption)),
+        secure_boot=_mode(raw.get("secure_boot", defaults.secure_boot)),
         nvs_encryption=raw.get("nvs_encryption", defaults.nvs_encryption),
         secure_version=raw.get("secure_version"),
     )
