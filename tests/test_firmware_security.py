@@ -328,3 +328,24 @@ def test_the_nvs_keys_are_made_once_0600_in_a_0700_folder_and_never_replaced(tmp
     assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
     assert ensure_nvs_keys(private, "shed-01") == first
     assert len(first) == 0x1000 and first[:64] != b"\xff" * 64
+
+
+def test_gen_generate_writes_an_encrypted_nvs_bin_and_keeps_its_keys_out_of_build(tmp_path):
+    import shutil
+    project = tmp_path / "project"
+    shutil.copytree(Path(__file__).parent.parent / "projects/examples/espidf-secure", project)
+    done = subprocess.run([sys.executable, "-m", "generator", "generate", str(project / "device.yaml")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    device = load_spec(project / "device.yaml").devices[0]
+    keys = (project / "pki/private/nvs-keys" / f"{device.id}.bin").read_bytes()
+    image = (project / "build/devices" / device.id / "nvs.bin").read_bytes()
+    assert device.wifi.password.encode() not in image and b"PRIVATE KEY" not in image
+    values = read_nvs_image(decrypt_nvs_image(image, keys))[NVS_NAMESPACE]
+    assert values["wifi_pass"].text() == device.wifi.password
+    for path in (project / "build").rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            content = path.read_bytes()
+            assert keys[:32] not in content and keys[32:64] not in content and keys[:32].hex() not in content.decode(
+                "latin-1"), path
+    assert keys[:64].hex() not in done.stdout + done.stderr

@@ -35,7 +35,7 @@ from generator.build.tools import require_esptool, require_platformio
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_console, plural
 from generator.core.errors import ToolError, UserError
 from generator.core.files import SECRET_MODE, write_atomic
-from generator.firmware.nvs_image import render_nvs_image
+from generator.firmware.security import device_nvs_image, device_nvs_keys
 from generator.ota.signing import sign_image, signing_key
 from generator.output.generate import generate, generate_without_pki, spec_credentials
 from generator.output.layout import ARTIFACTS_DIR
@@ -171,7 +171,8 @@ def _add_nvs_made_here(spec: Spec, device: Device, built: BuiltDevice) -> None:
     layout = read_flash_layout(built.artifacts_dir)
     if layout.nvs_offset is None or any(image.file == NVS_IMAGE for image in layout.images):
         return
-    image = render_nvs_image(device, spec_credentials(spec).devices[device.id])
+    image = device_nvs_image(device, spec_credentials(spec).devices[device.id],
+                             device_nvs_keys(device, PkiLayout(spec.pki.dir).private))
     write_atomic(built.artifacts_dir / NVS_IMAGE, image, mode=SECRET_MODE)
     images = tuple(sorted((*layout.images, FlashImage(layout.nvs_offset, NVS_IMAGE)), key=lambda i: i.offset))
     completed = dataclasses.replace(layout, images=images, nvs_offset=None)

@@ -35,6 +35,7 @@ from generator.firmware.nvs_image import (
     NVS_PARTITION_OFFSET,
     device_nvs_entries,
     nvs_partition_size,
+    render_nvs_image,
 )
 from generator.pki.credentials import ClientCredentials
 from generator.spec.model import Device, Security
@@ -232,6 +233,22 @@ def render_encrypted_nvs_image(device: Device, credentials: ClientCredentials, k
     if len(image) != size:
         raise AssertionError(f"NVS image is {len(image)} bytes, expected {size}")
     return image
+
+
+def device_nvs_keys(device: Device, private_dir: Path) -> bytes | None:
+    """The nvs_keys partition of a device whose NVS is encrypted (made once in `private_dir`), else None."""
+    if device.security is None or not device.security.nvs_encryption or device.framework != "espidf":
+        return None
+    return ensure_nvs_keys(private_dir, device.id)
+
+
+def device_nvs_image(device: Device, credentials: ClientCredentials, nvs_keys: bytes | None) -> bytes:
+    """The device's nvs.bin: encrypted with `nvs_keys` when its NVS is encrypted, else plain."""
+    if device.security is not None and device.security.nvs_encryption and device.framework == "espidf":
+        if nvs_keys is None:
+            raise AssertionError(f"device {device.id} encrypts its NVS but was given no keys")
+        return render_encrypted_nvs_image(device, credentials, nvs_keys)
+    return render_nvs_image(device, credentials)
 
 
 def decrypt_nvs_image(image: bytes, keys_partition: bytes) -> bytes:
