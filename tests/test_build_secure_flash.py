@@ -133,3 +133,46 @@ def test_the_release_sequence_names_only_efuses_the_chip_has(tmp_path, target):
     names = release.args[2::2]
     assert names and all(summary[name]["value"] not in (0, False, "Disable") for name in names), \
         {name: summary[name]["value"] for name in names}
+
+
+def generated_example(tmp_path: Path) -> tuple[Path, Path, str]:
+    """The secure example generated in tmp_path, with an artifacts folder as `gen build` leaves it."""
+    import shutil
+    from generator.build.flashing import FlashImage, FlashLayout, FlashSettings
+    project = tmp_path / "project"
+    shutil.copytree(Path(__file__).parent.parent / "projects/examples/espidf-secure", project)
+    subprocess.run([sys.executable, "-m", "generator", "generate", str(project / "device.yaml")], check=True,
+                   capture_output=True, timeout=300)
+    device_id = device_for().id
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    images = ((0x1000, "bootloader.bin"), (0xF000, "partitions.bin"), (0x10000, "nvs.bin"),
+              (0x17000, "ota_data_initial.bin"), (0x20000, "firmware.bin"))
+    for _, name in images:
+        (artifacts / name).write_bytes(b"\xff" * 16)
+    layout = FlashLayout(device=device_id, chip="esp32", settings=FlashSettings("dio", "40m", "4MB"),
+                         images=tuple(FlashImage(offset, name) for offset, name in images))
+    (artifacts / "flash.json").write_text(json.dumps(layout.to_json()))
+    return project / "device.yaml", artifacts, device_id
+
+
+def test_gen_flash_dry_run_prints_every_command_and_burns_nothing(tmp_path):
+    spec, artifacts, device_id = generated_example(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "generator", "flash", str(spec), "--device", device_id,
+                           "--artifacts", str(artifacts), "--dry-run"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "espefuse --chip esp32 --port PORT --do-not-confirm burn-key flash_encryption" in out
+    assert "burn-key-digest" in out and "--encrypt" in out and "espsecure sign-data --version 2" in out
+    assert "needs --burn-efuses" in out and "ABS_DONE_1" in out
+    key = (spec.parent / "pki/private/flash-encryption" / f"{device_id}.bin")
+    assert key.stat().st_mode & 0o777 == 0o600 and key.read_bytes().hex() not in out
+
+
+def test_gen_flash_refuses_to_burn_without_the_flag_before_touching_a_port(tmp_path):
+    spec, artifacts, device_id = generated_example(tmp_path)
+    done = subprocess.run([sys.executable, "-m", "generator", "flash", str(spec), "--device", device_id,
+                           "--artifacts", str(artifacts), "--port", "/dev/does-not-exist"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2
+    assert "cannot be undone" in done.stderr and "--burn-efuses" in done.stderr and "Traceback" not in done.stderr
