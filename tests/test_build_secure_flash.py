@@ -21,7 +21,7 @@ BIN = Path(sys.executable).parent
 
 
 def device_for(target: str = "esp32-espidf", security: Security | None = None):
-    device = example_devices("espidf-secure")[0]
+    device = example_devices("espidf-secure-ota")[0]
     device = replace(device, target=load_catalogue()[target])
     return replace(device, security=security) if security is not None else device
 
@@ -140,7 +140,7 @@ def generated_example(tmp_path: Path) -> tuple[Path, Path, str]:
     import shutil
     from generator.build.flashing import FlashImage, FlashLayout, FlashSettings
     project = tmp_path / "project"
-    shutil.copytree(Path(__file__).parent.parent / "projects/examples/espidf-secure", project)
+    shutil.copytree(Path(__file__).parent.parent / "projects/examples/espidf-secure-ota", project)
     subprocess.run([sys.executable, "-m", "generator", "generate", str(project / "device.yaml")], check=True,
                    capture_output=True, timeout=300)
     device_id = device_for().id

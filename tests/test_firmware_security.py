@@ -54,7 +54,7 @@ def spec_with(tmp_path: Path, security: str, target: str = "esp32-espidf"):
 
 
 def secure_device():
-    return example_devices("espidf-secure")[0]
+    return example_devices("espidf-secure-ota")[0]
 
 
 def rendered(device):
@@ -333,7 +333,7 @@ def test_the_nvs_keys_are_made_once_0600_in_a_0700_folder_and_never_replaced(tmp
 def test_gen_generate_writes_an_encrypted_nvs_bin_and_keeps_its_keys_out_of_build(tmp_path):
     import shutil
     project = tmp_path / "project"
-    shutil.copytree(Path(__file__).parent.parent / "projects/examples/espidf-secure", project)
+    shutil.copytree(Path(__file__).parent.parent / "projects/examples/espidf-secure-ota", project)
     done = subprocess.run([sys.executable, "-m", "generator", "generate", str(project / "device.yaml")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -29,6 +29,7 @@ extern int gen_sim_core_debug_level;
 extern uint16_t gen_sim_firmware_chip_id;
 extern bool gen_sim_app_rollback_enable;
 extern bool gen_sim_signed_on_update;
+extern bool gen_sim_nvs_encryption;     // CONFIG_NVS_ENCRYPTION: nvs_flash_init() decrypts NVS with nvs_keys
 /* The simulated chip's revision, major * 100 + minor (what an image's min_chip_rev_full is checked against). */
 #define GEN_SIM_CHIP_REVISION 300
 
