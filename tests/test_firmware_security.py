@@ -349,3 +349,33 @@ def test_gen_generate_writes_an_encrypted_nvs_bin_and_keeps_its_keys_out_of_buil
             assert keys[:32] not in content and keys[32:64] not in content and keys[:32].hex() not in content.decode(
                 "latin-1"), path
     assert keys[:64].hex() not in done.stdout + done.stderr
+
+
+def test_gen_inspect_and_gen_doctor_say_what_protects_a_devices_build(tmp_path):
+    import json
+    import shutil
+    project = tmp_path / "project"
+    shutil.copytree(Path(__file__).parent.parent / "projects/examples/espidf-secure-ota", project)
+    spec = project / "device.yaml"
+    subprocess.run([sys.executable, "-m", "generator", "generate", str(spec)], check=True, capture_output=True,
+                   timeout=300)
+    device = load_spec(spec).devices[0]
+    device_dir = project / "build/devices" / device.id
+
+    def inspect(path: Path) -> str:
+        done = subprocess.run([sys.executable, "-m", "generator", "inspect", str(path)], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return " ".join(done.stdout.split())
+
+    assert ("flash encryption development, Secure Boot V2" in inspect(device_dir / "firmware/sdkconfig.defaults")
+            and "anti-rollback at eFuse secure version 1" in inspect(device_dir / "firmware/sdkconfig.defaults"))
+    assert "encrypted entries" in inspect(device_dir / "nvs.bin")
+    plain = tmp_path / "plain.bin"
+    plain.write_bytes(render_nvs_image(device, credentials_for(device)))
+    assert "plain NVS image" in inspect(plain)
+    done = subprocess.run([sys.executable, "-m", "generator", "doctor", str(spec), "--broker", "127.0.0.1:1",
+                           "--json"], capture_output=True, text=True, timeout=120)
+    report = json.loads(done.stdout)
+    assert "flash encryption development" in report["protection_at_rest"]
+    assert "NVS image with encrypted entries" in report["protection_at_rest"]

@@ -270,3 +270,39 @@ def decrypt_nvs_image(image: bytes, keys_partition: bytes) -> bytes:
             decryptor = Cipher(algorithms.AES(data_key + tweak_key), modes.XTS(tweak)).decryptor()
             out[address:address + _ENTRY] = decryptor.update(image[address:address + _ENTRY]) + decryptor.finalize()
     return bytes(out)
+
+
+# --- what a build has (gen doctor, gen inspect) ----------------------------------------------------------------
+
+def sdkconfig_protection(text: str) -> str:
+    """What protects a device at rest, read from its build's sdkconfig(.defaults): the options the bootloader and
+    nvs_flash are built with, not what the spec says."""
+    values = {}
+    for line in text.splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and name.startswith("CONFIG_"):
+            values[name.removeprefix("CONFIG_")] = value
+    flash = ("release" if values.get("SECURE_FLASH_ENCRYPTION_MODE_RELEASE") == "y" else "development") \
+        if values.get("SECURE_FLASH_ENC_ENABLED") == "y" else "off"
+    secure_version = values.get("BOOTLOADER_APP_SECURE_VERSION") \
+        if values.get("BOOTLOADER_APP_ANTI_ROLLBACK") == "y" else None
+    return protection_summary(Security(
+        flash_encryption=flash,
+        secure_boot="v2" if values.get("SECURE_BOOT") == "y" and values.get("SECURE_BOOT_V2_ENABLED") == "y" else "off",
+        nvs_encryption=values.get("NVS_ENCRYPTION") == "y",
+        secure_version=int(secure_version, 0) if secure_version else None))
+
+
+def nvs_image_protection(image: bytes) -> str | None:
+    """Whether an NVS partition image is plain (its secrets readable by anyone holding the flash) or encrypted;
+    None if it is no NVS image."""
+    from generator.firmware.nvs_reader import NvsFormatError, read_nvs_image
+    if not image or len(image) % NVS_PAGE_SIZE or image[8:9] not in (b"\xfe", b"\xff"):
+        return None
+    try:
+        values = read_nvs_image(image)
+    except NvsFormatError:
+        return ("NVS image with encrypted entries (XTS-AES, NVS encryption): unreadable without the device's "
+                "nvs_keys")
+    keys = sum(len(namespace) for namespace in values.values())
+    return f"plain NVS image: its {keys} entries (secrets included) are readable by anyone holding the flash"
