@@ -77,9 +77,9 @@ def test_the_plan_writes_what_flash_encryption_protects_with_encrypt_and_nvs_bin
     encrypted = next(step for step in writes if "--encrypt" in step.args)
     plain = next(step for step in writes if "--encrypt" not in step.args)
     assert [Path(a).name for a in encrypted.args if a.endswith(".bin")] == [
-        "signed-bootloader.bin", "partitions.bin", f"{device_for().id}.bin", "firmware.bin"]
+        "signed-bootloader.bin", "partitions.bin", f"{device_for().id}.bin", "ota_data_initial.bin", "firmware.bin"]
     assert f"{NVS_KEYS_OFFSET:#x}" in encrypted.args
-    assert [Path(a).name for a in plain.args if a.endswith(".bin")] == ["nvs.bin", "ota_data_initial.bin"]
+    assert [Path(a).name for a in plain.args if a.endswith(".bin")] == ["nvs.bin"]
     assert plan.steps[0].tool == "espsecure" and plan.steps[0].args[:3] == ("sign-data", "--version", "2")
 
 

@@ -5,9 +5,9 @@ esptool commands, which `gen flash` shows (`--dry-run` prints it and stops) and 
        on this machine (the key never leaves pki/private/)
     2. espefuse burn-key / burn-key-digest / burn-efuse: the device's flash encryption key, the encryption config,
        the digest of the signing key (Secure Boot V2)              -- irreversible: needs --burn-efuses
-    3. esptool write-flash --encrypt: bootloader, partition table, app, nvs_keys (encrypted by the chip with the key
-       just burned; development mode lets ROM download mode do that)
-    4. esptool write-flash: otadata and nvs.bin as they are (NVS encryption is not flash encryption)
+    3. esptool write-flash --encrypt: bootloader, partition table, otadata, app, nvs_keys (encrypted by the chip
+       with the key just burned; development mode lets ROM download mode do that)
+    4. esptool write-flash: nvs.bin as it is (NVS encryption is not flash encryption)
     5. espefuse burn-efuse <FLASH_CRYPT_CNT|SPI_BOOT_CRYPT_CNT> 1: flash encryption on (development: the counter
        can be flipped back a few times)                            -- irreversible: needs --burn-efuses
     6. flash_encryption: release only: the counter burned full, ROM download encryption/decryption and JTAG off
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from generator.core.errors import UserError
-from generator.firmware.security import NVS_KEYS_OFFSET, PARTITION_TABLE_OFFSET, APP_OFFSET
+from generator.firmware.security import APP_OFFSET, NVS_KEYS_OFFSET, OTADATA_OFFSET, PARTITION_TABLE_OFFSET
 from generator.spec.model import Device
 
 BURN_FLAG = "--burn-efuses"
@@ -141,7 +141,10 @@ def secure_flash_plan(device: Device, *, images: tuple[tuple[int, Path], ...], f
                               f"sign {path.name} with the project's Secure Boot V2 key (here; the key stays in "
                               "pki/private/)"))
             path = signed
+        # What the chip reads through flash encryption (esp-idf v5.5.3 components/esp_partition/partition.c:88-95):
+        # the bootloader, the partition table, app partitions, otadata and nvs_keys; nvs is NVS encryption's.
         encrypt = security.encrypts_flash and (offset in (bootloader_offset, PARTITION_TABLE_OFFSET)
+                                               or (device.ota is not None and offset == OTADATA_OFFSET)
                                                or (offset >= APP_OFFSET and path.name != "nvs.bin"))
         planned.append(PlannedImage(offset, path, encrypt))
     if nvs_keys is not None:
