@@ -40,7 +40,9 @@ def test_with_wrong_keys_the_device_finds_no_settings(tmp_path_factory, start_br
     wrong.write_bytes(nvs_keys_partition(b"\x11" * 32, b"\x22" * 32))
     run = with_env(project.run_for(device_id, broker), GEN_SIM_NVS_KEYS=str(wrong))
     with SimDevice.start(run) as device:
-        device.wait_for(r"(?i)nvs|settings|not found")
+        device.wait_for(r'NVS partition "nvs" is encrypted')
+        device.wait_for(r'cannot open namespace "gen": ESP_ERR_NVS_NOT_FOUND')
+        device.wait_for(r"\[boot\] halted: the device settings are incomplete")
         summary = device.stop()
     assert not summary.connected
 
@@ -53,6 +55,21 @@ def test_a_plain_nvs_image_fails_like_on_the_board(tmp_path_factory, start_broke
     plain.write_bytes(render_nvs_image(device, project.credentials.devices[device.id]))
     run = with_env(project.run_for(device.id, broker), GEN_SIM_NVS=str(plain))
     with SimDevice.start(run) as sim:
-        sim.wait_for(r"(?i)nvs|settings|not found")
+        sim.wait_for(r'cannot open namespace "gen": ESP_ERR_NVS_NOT_FOUND')
+        sim.wait_for(r"\[boot\] halted: the device settings are incomplete")
         summary = sim.stop()
+    assert not summary.connected
+
+
+def test_without_keys_the_device_makes_new_ones_and_reads_nothing(tmp_path_factory, start_broker):
+    project = simulated_project(EXAMPLE, tmp_path_factory)
+    device_id = project.device().id
+    broker = start_broker(project.broker_dir)
+    run = project.run_for(device_id, broker)
+    run = dataclasses.replace(run, environment=tuple(item for item in run.environment
+                                                     if item[0] != "GEN_SIM_NVS_KEYS"))
+    with SimDevice.start(run) as device:
+        device.wait_for(r"Failed to read NVS security cfg: \[0x1116\]; generating NVS encr-keys")
+        device.wait_for(r"\[boot\] halted: the device settings are incomplete")
+        summary = device.stop()
     assert not summary.connected

@@ -26,12 +26,13 @@ from generator.spec import Device, Spec
 SUMMARY_TIMEOUT_S = 120
 
 
-def device_plan(spec: Spec, device: Device, built: BuiltDevice) -> SecureFlashPlan:
+def device_plan(spec: Spec, device: Device, built: BuiltDevice, *, make_keys: bool = True) -> SecureFlashPlan:
+    """The device's plan; `make_keys`: make its flash encryption key now if it has none (not for --dry-run)."""
     layout = read_flash_layout(built.artifacts_dir)
     pki = PkiLayout(spec.pki.dir)
     security = device.security
     assert security is not None
-    flash_key = (ensure_flash_encryption_key(pki.private, device.id) if security.encrypts_flash
+    flash_key = (ensure_flash_encryption_key(pki.private, device.id) if security.encrypts_flash and make_keys
                  else flash_encryption_key_path(pki.private, device.id))
     key = signing_key(pki)
     images = tuple((image.offset, (built.artifacts_dir / image.file).resolve()) for image in layout.images)
@@ -55,7 +56,7 @@ def show_plan(plan: SecureFlashPlan, port: str) -> None:
 
 def flash_protected(spec: Spec, device: Device, built: BuiltDevice, *, port: str | None, dry_run: bool,
                     flags: set[str]) -> None:
-    plan = device_plan(spec, device, built)
+    plan = device_plan(spec, device, built, make_keys=not dry_run)
     show_plan(plan, port or "PORT")
     if dry_run:
         return
