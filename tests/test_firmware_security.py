@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from firmware_fakes import credentials_for, example_devices
+from firmware_fakes import credentials_for, example_devices, write_firmware_project
 from generator.core.errors import UserError
 from generator.firmware.kconfig_audit import DERIVED_SYMBOLS, IDF_TAG, KCONFIG_OPTIONS, SOC_FACTS
 from generator.firmware.nvs_image import NVS_NAMESPACE, render_nvs_image
 from generator.firmware.nvs_reader import NvsFormatError, read_nvs_image
-from generator.firmware.render import render_firmware
 from generator.firmware.security import (
     decrypt_nvs_image,
     ensure_nvs_keys,
@@ -57,8 +56,12 @@ def secure_device():
     return example_devices("espidf-secure-ota")[0]
 
 
-def rendered(device):
-    return render_firmware(device, credentials_for(device), ota_key_digest=b"\x01" * 32).generated
+def rendered(device) -> dict[str, bytes]:
+    """The device's generated firmware files, as gen generate writes them (firmware_fakes knows the OTA key)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as directory:
+        root = write_firmware_project(Path(directory), device)
+        return {path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*") if path.is_file()}
 
 
 # --- the spec --------------------------------------------------------------------------------------------------
