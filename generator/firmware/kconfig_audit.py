@@ -45,6 +45,8 @@ KCONFIG_OPTIONS: dict[str, KconfigOption] = {option.name: option for option in (
     KconfigOption("LWIP_SNTP_MAX_SERVERS", "components/lwip/Kconfig:1127"),
     KconfigOption("MQTT_PROTOCOL_311", "components/mqtt/esp-mqtt/Kconfig:3"),
     KconfigOption("ESP_TLS_USING_MBEDTLS", "components/esp-tls/Kconfig:9", choice="ESP_TLS_LIBRARY_CHOOSE"),
+    KconfigOption("MBEDTLS_HAVE_TIME", "components/mbedtls/Kconfig:655", depends=("!ESP_TIME_FUNCS_USE_NONE",)),
+    KconfigOption("MBEDTLS_HAVE_TIME_DATE", "components/mbedtls/Kconfig:679", depends=("MBEDTLS_HAVE_TIME",)),
     # ota: (signed updates, rollback)
     KconfigOption("BOOTLOADER_APP_ROLLBACK_ENABLE", f"{_ROLLBACK}:3"),
     KconfigOption("SECURE_SIGNED_APPS_NO_SECURE_BOOT", f"{_BOOTLOADER}:497", depends=("!SECURE_BOOT",)),
