@@ -32,11 +32,13 @@ from generator.build.flashing import (
 )
 from generator.build.plan import BuildPlan, Image, plan_build
 from generator.build.run import check_jobs, run_build
+from generator.build.secure_flash import BURN_FLAG, RELEASE_FLAG
 from generator.build.tools import require_esptool, require_platformio
+from generator.cli.secure_flashing import flash_protected
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_console, plural
 from generator.core.errors import ToolError, UserError
 from generator.core.files import SECRET_MODE, write_atomic
-from generator.firmware.nvs_image import render_nvs_image
+from generator.firmware.security import device_nvs_image, device_nvs_keys
 from generator.ota.signing import sign_image, signing_key
 from generator.output.generate import generate, generate_without_pki, spec_credentials
 from generator.output.layout import ARTIFACTS_DIR
@@ -151,9 +153,16 @@ def flash(
     out: Optional[Path] = OUT_OPTION,
     artifacts: Optional[Path] = typer.Option(None, "--artifacts", metavar="DIR", help="Flash these artifacts (e.g. a device's "
                                              "artifact downloaded from CI) instead of OUT/artifacts/<id>/."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With security: print every espsecure, espefuse and "
+                                 "esptool command and the eFuses they burn; run nothing."),
+    burn_efuses: bool = typer.Option(False, BURN_FLAG, help="With security: allow burning the device's keys and "
+                                     "eFuses (irreversible)."),
+    release_irreversible: bool = typer.Option(False, RELEASE_FLAG, help="With security.flash_encryption: release: "
+                                              "allow release mode (permanent: USB can never write plaintext again)."),
 ) -> None:
     """Write a built device's images (and its nvs.bin) to the board on the serial port. An image built without the
-    PKI (CI) gets the device's nvs.bin made here, where the PKI lives."""
+    PKI (CI) gets the device's nvs.bin made here, where the PKI lives. With `security:` gen protects the device
+    (keys and eFuses burned, images encrypted by the chip) and shows every step first."""
     loaded = load_spec(spec)
     chosen_device = loaded.device(device)
     out_dir = Path(out) if out is not None else loaded.default_out_dir
@@ -168,6 +177,15 @@ def flash(
     else:
         built = built_device(out_dir, read_manifest(out_dir), device, load_catalogue())
     _add_nvs_made_here(loaded, chosen_device, built)
+    if chosen_device.security is not None and chosen_device.framework == "espidf":
+        if method != "esptool":
+            raise UserError(f"{device} has security:, which only --method esptool flashes")
+        flags = {flag for flag, given in ((BURN_FLAG, burn_efuses), (RELEASE_FLAG, release_irreversible)) if given}
+        flash_protected(loaded, chosen_device, built, port=port, dry_run=dry_run, flags=flags)
+        return
+    if dry_run:
+        raise UserError("--dry-run shows the plan of a device with security:; this one has none",
+                        hint="run without --dry-run")
     esptool = require_esptool()
     pio = require_platformio() if method == "pio" else None
     chosen = choose_port(port)
@@ -182,7 +200,8 @@ def _add_nvs_made_here(spec: Spec, device: Device, built: BuiltDevice) -> None:
     layout = read_flash_layout(built.artifacts_dir)
     if layout.nvs_offset is None or any(image.file == NVS_IMAGE for image in layout.images):
         return
-    image = render_nvs_image(device, spec_credentials(spec).devices[device.id])
+    image = device_nvs_image(device, spec_credentials(spec).devices[device.id],
+                             device_nvs_keys(device, PkiLayout(spec.pki.dir).private))
     write_atomic(built.artifacts_dir / NVS_IMAGE, image, mode=SECRET_MODE)
     images = tuple(sorted((*layout.images, FlashImage(layout.nvs_offset, NVS_IMAGE)), key=lambda i: i.offset))
     completed = dataclasses.replace(layout, images=images, nvs_offset=None)

@@ -17,7 +17,8 @@ from rich import box
 from rich.table import Table
 
 from generator.broker.render import identity_command_lines
-from generator.cli.terminal import SPEC_ARGUMENT, console, styled, print_table
+from generator.cli.terminal import SPEC_ARGUMENT, console, print_table, styled
+from generator.firmware.security import nvs_image_protection, sdkconfig_protection
 from generator.core.errors import UserError
 from generator.core.files import write_atomic
 from generator.pki import inspect as certinfo
@@ -285,6 +286,10 @@ def inspect(
         write_atomic(out, converted, mode=0o600 if secret else 0o644)
         console.print(f"wrote {out} ({to.upper()}{', mode 0600: it holds a private key' if secret else ''})")
         return
+    protection = _build_protection(data)
+    if protection is not None:
+        console.print(f"{file}: {protection}", markup=False, highlight=False)
+        return
     trust = _trust_from(ca) if ca is not None else []
     report = certinfo.explain(data, str(file), trust=trust,
                               key=_read_input(key, "--key") if key is not None else None, now=_now())
@@ -297,6 +302,13 @@ def inspect(
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def _build_protection(data: bytes) -> str | None:
+    """A device build's sdkconfig(.defaults) or nvs.bin: what protects the device at rest; None for anything else."""
+    if data.lstrip().startswith((b"#", b"CONFIG_")) and b"CONFIG_" in data:
+        return "protection at rest: " + sdkconfig_protection(data.decode("utf-8", "replace"))
+    return nvs_image_protection(data)
 
 
 def _read_input(path: Path, what: str) -> bytes:

@@ -73,6 +73,7 @@ from generator.firmware.nvs_image import (
     var_key,
     var_text,
 )
+from generator.firmware.security import SecurityFacts, nvs_offset, security_facts
 from generator.ota.image import CHIP_IDS
 from generator.ota.signing import key_digest
 from generator.pki.credentials import ClientCredentials
@@ -317,6 +318,7 @@ class FirmwareFacts:
     var_capacity: int
     idf_dependencies: tuple[tuple[str, str], ...]   # main/idf_component.yml: (name, YAML value), both quoted
     compile_options: tuple[str, ...]                # ESP-IDF: the spec's build_flags, as COMPILE_OPTIONS
+    security: SecurityFacts | None = None           # ESP-IDF with security: (generator.firmware.security)
 
 
 def _ota_facts(device: Device, public_key: bytes | None) -> OtaFacts | None:
@@ -448,7 +450,7 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
         mqtt_retry_cap_ms=MQTT_RETRY_CAP_MS,
         loop_period_ms=LOOP_PERIOD_MS,
         nvs_namespace=c_string_literal(NVS_NAMESPACE),
-        nvs_offset=f"{NVS_PARTITION_OFFSET:#x}",
+        nvs_offset=f"{nvs_offset(device):#x}",
         nvs_size=f"{nvs_partition_size(flavour):#x}",
         device_id_capacity=MAX_CLIENT_ID,
         topic_capacity=NVS_TOPIC_CAPACITY,
@@ -462,6 +464,7 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
         var_capacity=VAR_STRING_MAX,
         idf_dependencies=_idf_dependencies(device, app) if flavour == "espidf" else (),
         compile_options=device.build_flags if flavour == "espidf" else (),
+        security=security_facts(device),
         nvs_keys=tuple(NvsKeyFacts(constant=constant, literal=c_string_literal(key)) for constant, key in (
             ("NVS_KEY_DEVICE_ID", KEY_DEVICE_ID), ("NVS_KEY_WIFI_SSID", KEY_WIFI_SSID),
             ("NVS_KEY_WIFI_PASSWORD", KEY_WIFI_PASSWORD))

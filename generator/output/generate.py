@@ -31,7 +31,7 @@ from generator.broker.trust import broker_trust
 from generator.core.errors import UserError
 from generator.core.files import SECRET_MODE, create_file, remove_generated, write_tree
 from generator.firmware.fingerprint import firmware_fingerprint, project_files
-from generator.firmware.nvs_image import render_nvs_image
+from generator.firmware.security import device_nvs_image, device_nvs_keys
 from generator.firmware.app_layout import APP_COMPONENTS_DIR, APP_LIBRARIES_DIR, app_folders, app_root_path
 from generator.firmware.render import USER_APP_SOURCE, AppLayout, render_app_starter, render_firmware
 from generator.output.layout import (
@@ -144,10 +144,12 @@ class DeviceFiles:
 
 def render_device_files(device: Device, credentials: ClientCredentials, *, spec_name: str,
                         app: AppLayout = AppLayout(), with_nvs: bool = True, with_firmware: bool = True,
-                        ota_public_key: bytes | None = None) -> DeviceFiles:
+                        ota_public_key: bytes | None = None, nvs_keys: bytes | None = None) -> DeviceFiles:
     """All of one device's files under OUT/. `with_nvs=False`: no NVS image (a build without the PKI: it is made
     where the PKI lives). `with_firmware=False`: no firmware project (a `secrets: nvs` device's is its image's,
-    `shared_firmware`). `ota_public_key`: the project's OTA signing key's public half (generator.ota.signing), with `ota:`."""
+    `shared_firmware`). `ota_public_key`: the project's OTA signing key's public half (generator.ota.signing), with `ota:`.
+    `nvs_keys`: with security.nvs_encryption, the device's nvs_keys partition (generator.firmware.security), which
+    encrypts its nvs.bin; the keys themselves stay in pki/private/."""
     fw_base = firmware_dir(device.id)
     files: dict[str, bytes] = {}
     modes: dict[str, int] = {}
@@ -164,7 +166,7 @@ def render_device_files(device: Device, credentials: ClientCredentials, *, spec_
         files[device_file(device.id, DEVICE_KEY)] = credentials.key_pem
         modes[device_file(device.id, DEVICE_KEY)] = SECRET_MODE
     if device.secrets == "nvs" and with_nvs:
-        files[device_file(device.id, DEVICE_NVS)] = render_nvs_image(device, credentials)
+        files[device_file(device.id, DEVICE_NVS)] = device_nvs_image(device, credentials, nvs_keys)
         modes[device_file(device.id, DEVICE_NVS)] = SECRET_MODE
     return DeviceFiles(files, modes)
 
@@ -176,6 +178,8 @@ def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] |
     credentials = spec_credentials(spec)
     broker_files = render_broker(spec, credentials.broker)
     ota_key = ensure_signing_key(PkiLayout(spec.pki.dir)).public_pem() if spec.ota_port is not None else None
+    if any(device.security is not None and device.security.secure_boot == "v2" for device in spec.devices):
+        ensure_signing_key(PkiLayout(spec.pki.dir))     # Secure Boot V2 signs the bootloader and app with it
     return _write_output(spec, out, device_ids, credentials.devices, broker_files.files, broker_files.modes,
                          with_nvs=True, notes=notes, ota_public_key=ota_key)
 
@@ -217,7 +221,9 @@ def _write_output(spec: Spec, out: Path, device_ids: list[str] | None,
         rendered = render_device_files(device, credentials[device.id], spec_name=spec.path.name,
                                        app=app_layout(out / firmware_dir(device.id), spec.directory),
                                        with_nvs=with_nvs, with_firmware=device.id not in images,
-                                       ota_public_key=ota_public_key)
+                                       ota_public_key=ota_public_key,
+                                       nvs_keys=device_nvs_keys(device, PkiLayout(spec.pki.dir).private)
+                                       if with_nvs else None)
         files.update(rendered.files)
         modes.update(rendered.modes)
         if device.id not in images and (out / firmware_dir(device.id)).is_symlink():

@@ -99,6 +99,24 @@ class Ota:
     project: str                   # the spec's project: an announcement for another one is refused
 
 
+FLASH_ENCRYPTION_MODES = ("off", "development", "release")
+SECURE_BOOT_MODES = ("off", "v2")
+
+
+@dataclass(frozen=True)
+class Security:
+    """Secrets at rest on the device (the spec's `security:`), generator.firmware.security renders it."""
+
+    flash_encryption: str = "development"   # off | development | release (release only when written)
+    secure_boot: str = "off"                # off | v2 (signed with the project's OTA signing key)
+    nvs_encryption: bool = False            # the NVS partition XTS-AES encrypted, keys in nvs_keys
+    secure_version: int | None = None       # the eFuse secure version (anti-rollback), None: no anti-rollback
+
+    @property
+    def encrypts_flash(self) -> bool:
+        return self.flash_encryption != "off"
+
+
 @dataclass(frozen=True)
 class Library:
     """A library the app uses (the spec's `libraries:`): from the registry, or a folder of the user's."""
@@ -168,6 +186,7 @@ class Device:
     libraries: tuple[Library, ...] = ()  # the spec's libraries:
     build_flags: tuple[str, ...] = ()   # the spec's build_flags:
     vars: tuple[Var, ...] = ()          # the spec's vars:, with this device's values
+    security: Security | None = None    # the spec's security:, None: nothing at rest is protected
 
     @property
     def framework(self) -> str:

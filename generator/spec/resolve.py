@@ -42,6 +42,7 @@ from generator.spec.model import (
     Wifi,
 )
 from generator.spec.schema_check import schema_default
+from generator.spec.security import resolve_security
 from generator.spec.source import SpecProblem, SpecSource
 
 DEVICE_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,22}$")
@@ -135,6 +136,7 @@ class _Resolver:
         self.catalogue = catalogue
         self.problems: list[SpecProblem] = []
         self.ota_auth_reported = False
+        self.security_reported: set[str] = set()
 
     def problem(self, path: tuple, message: str, hint: str | None = None) -> None:
         self.problems.append(SpecProblem(path, message, hint))
@@ -515,6 +517,11 @@ class _Resolver:
             keepalive=keepalive if keepalive is not None else schema_default("keepalive"), ntp=ntp, status=status,
             publish=tuple(publish), subscribe=tuple(subscribe), pki=device_pki, firmware_version=version, ota=ota,
             libraries=build[0], build_flags=build[1], vars=self.device_vars(entry, base, build[2]),
+            security=resolve_security((self.data["security"] or {}) if "security" in self.data else None,
+                                      framework=target.framework, chip=target.chip,
+                                      secrets=secrets_mode or schema_default("secrets"), has_ota=ota is not None,
+                                      makes_own_key=key_origin == "device", problem=self.problem,
+                                      reported=self.security_reported),
         )
         # What the firmware can carry is the firmware's to say (generator.firmware.limits).
         origins = {"publish": publish_path, "subscribe": subscribe_path, "ntp": ntp_path}
