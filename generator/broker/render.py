@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Iterable
 
+from generator.broker.client_lines import client_command_lines
 from generator.core.errors import UserError
 from generator.core.rendering import render_template
 from generator.pki.ca import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
@@ -52,7 +53,7 @@ from generator.spec.contract import (
     PROVISIONER_IDENTITY,
 )
 from generator.spec.device_limits import NVS_PASSWORD_CAPACITY, mqtt_buffer_size
-from generator.spec.model import Device, Spec
+from generator.spec.model import Client, Device, Spec
 from generator.spec.provisioning_protocol import (
     CHANNELS,
     REQUEST_FILTERS,
@@ -387,7 +388,15 @@ def server_acl_sections(spec: Spec) -> tuple[AclSection, ...]:
         sections.append(AclSection(OTA_IDENTITY, tuple(_unique(publisher))))
     if ADMIN_IDENTITY in spec.server_identities:
         sections.append(admin_acl_section())
+    sections += [client_acl_section(client) for client in spec.clients]
     return tuple(sections)
+
+
+def client_acl_section(client: Client) -> AclSection:
+    """A `clients:` identity reads what it subscribes to and writes what it publishes to (both: readwrite)."""
+    rules = [AclRule("readwrite" if topic in client.publish else "read", topic) for topic in client.subscribe]
+    rules += [AclRule("write", topic) for topic in client.publish if topic not in client.subscribe]
+    return AclSection(client.name, tuple(_unique(rules)))
 
 
 def admin_acl_section() -> AclSection:
@@ -455,4 +464,18 @@ def render_operator_readme(spec: Spec) -> bytes:
         max_packet_size=max_packet_size(spec),
         conf_file=CONF_FILE, ca_file=CA_FILE, cert_file=CERT_FILE, key_file=KEY_FILE, crl_file=CRL_FILE,
         password_file=PASSWORD_FILE, acl_file=ACL_FILE,
+        client_lines=_client_lines(spec),
     ).encode()
+
+
+def _client_lines(spec: Spec) -> dict[str, list[str]]:
+    """Each `clients:` identity's (and the backend's) mosquitto_sub/mosquitto_pub lines, for the README."""
+    return {name: identity_command_lines(spec, name) for name in (BACKEND_IDENTITY, *(c.name for c in spec.clients))}
+
+
+def identity_command_lines(spec: Spec, name: str) -> list[str]:
+    """mosquitto_sub/mosquitto_pub lines for `name` from its ACL section (none when the ACL has no such user)."""
+    section = next((s for s in acl_sections(spec) if s.username == name), None)
+    if section is None:
+        return []
+    return client_command_lines(spec, name, [(rule.access, rule.topic) for rule in section.rules], auth_mode(spec))

@@ -118,16 +118,19 @@ def bundle_file(spec, out_dir: Path | None = None) -> Path:
     return Path(out_dir or spec.default_out_dir) / "ci" / f"{spec.project}-device-credentials.b64"
 
 
-def ci_secrets(spec, spec_dir: str, out_dir: Path | None = None) -> CiSecrets:
+def ci_secrets(spec, spec_dir: str, out_dir: Path | None = None, repo_root: Path | None = None) -> CiSecrets:
     """Every GitHub secret the workflow reads, with what the user puts in it. All-nvs fleets read none from
-    secrets.yaml: their images hold no secret."""
+    secrets.yaml: their images hold no secret. With `repo_root`, paths are said relative to it (what the committed
+    workflow may hold: never a path of this machine)."""
     secret_names, variables = spec_references(spec.path)
     embedded = embedded_devices(spec)
     credentials = None
     if embedded:
         name = github_secret_name(f"{spec.project}_DEVICE_CREDENTIALS")
+        bundle = bundle_file(spec, out_dir)
+        shown = _posix_relative(bundle, repo_root) if repo_root is not None else str(bundle)
         credentials = CiSecret("credentials", name, f"the credentials of the {len(embedded)} secrets: embed "
-                               f"device(s), no CA key: gh secret set {name} < {bundle_file(spec, out_dir)}")
+                               f"device(s), no CA key: gh secret set {name} < {shown}")
     secrets = CiSecrets(
         credentials=credentials,
         secrets_yaml=tuple(CiSecret(name, github_secret_name(name), f"the value of `{name}` in secrets.yaml")
@@ -150,7 +153,7 @@ def render_github_workflow(spec, repo_root: Path, out_dir: Path | None = None,
     spec_dir = _posix_relative(spec.directory, repo_root)
     out = _posix_relative(out_dir or spec.default_out_dir, repo_root)
     workflow_file = (WORKFLOWS_DIR / f"{spec.project}-firmware.yml").as_posix()
-    secrets = ci_secrets(spec, spec_dir, out_dir)
+    secrets = ci_secrets(spec, spec_dir, out_dir, repo_root)
     embedded = {device.id for device in embedded_devices(spec)}
     pins = sorted({f"{d.target.platform} {d.target.option('lib_deps', '')}" for d in spec.devices})
     pins_hash = hashlib.sha256("\n".join(pins).encode()).hexdigest()[:16]
@@ -175,6 +178,7 @@ def render_github_workflow(spec, repo_root: Path, out_dir: Path | None = None,
                   "embeds_secrets": d.id in embedded} for d in spec.devices],
         embedded=[d.id for d in spec.devices if d.id in embedded],
         nvs_devices=[d.id for d in spec.devices if d.id not in embedded],
+        ota_devices=[d.id for d in spec.devices if d.ota is not None],
     )
     return workflow_file, text
 

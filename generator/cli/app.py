@@ -9,7 +9,7 @@ import importlib
 import logging
 import signal
 import sys
-from typing import Optional
+from typing import Optional, Sequence
 
 import typer
 from typer import _click as click  # typer carries its own click (pyproject.toml)
@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 from typer.main import get_group
 
 from generator.cli import gen_version
+from generator.cli.fix_lines import filled
 from generator.cli.terminal import err_console, styled
 from generator.core.errors import GenError, ToolError, UserError
 
@@ -39,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "flash": ("build_commands", "Write a built device's images (and its nvs.bin) to the board on the serial port."),
     "monitor": ("build_commands", "Show the device's serial output (`pio device monitor`) at its baud rate, decoding "
                                   "crash backtraces with the firmware built here when there is one."),
+    "run": ("run_commands", "Build the device's firmware, flash it and show its serial output until Ctrl-C."),
     "simulate": ("simulate_commands", "Compile the generated firmware for this machine and run it against the "
                                       "generated broker over TLS."),
     "doctor": ("doctor_commands", "Check, step by step and with the device's own credentials, that the device can "
@@ -101,10 +103,11 @@ def _options(version: Optional[bool] = typer.Option(None, "--version", is_eager=
     """Generate a secure ESP32 <-> Mosquitto MQTT link (firmware, broker, PKI) from one YAML spec."""
 
 
-def report_error(error: GenError) -> None:
+def report_error(error: GenError, argv: Sequence[str] = ()) -> None:
+    """The error and its fix line, with the fix's SPEC and ID spelled as this command line names them."""
     err_console.print(styled(("error:", "bold red"), " ", error.message))
     if error.hint:
-        err_console.print(styled("  ", ("fix:", "bold"), " ", error.hint))
+        err_console.print(styled("  ", ("fix:", "bold"), " ", filled(error.hint, argv)))
 
 
 def _interrupt_on_termination_signals() -> None:
@@ -119,10 +122,13 @@ def _interrupt_on_termination_signals() -> None:
 
 
 class _NotesHandler(logging.Handler):
-    """Prints each note on stderr (the one of the moment: rich looks it up on every print)."""
+    """Prints each note on stderr (the one of the moment: rich looks it up on every print), its SPEC and ID spelled
+    as the command line names them."""
+
+    argv: Sequence[str] = ()
 
     def emit(self, record: logging.LogRecord) -> None:
-        err_console.print(f"gen: {record.getMessage()}")
+        err_console.print(f"gen: {filled(record.getMessage(), self.argv)}")
 
 
 def _print_notes() -> None:
@@ -149,18 +155,20 @@ def _file_error(error: OSError) -> GenError:
 def run(argv: list[str] | None = None) -> None:
     """Runs gen. Usage mistakes (unknown command or option, a bad value) are click's: usage, the error, exit 2.
     Our errors: exit 2 (UserError) or 1 (ToolError), one message and the fix. Ctrl-C: 130, after cleaning up."""
+    typed = list(sys.argv[1:] if argv is None else argv)
+    _NotesHandler.argv = typed
     _print_notes()
     if argv is None:  # the real program, not a test calling main([...]) in-process
         _interrupt_on_termination_signals()
     try:
         app(args=argv, prog_name="gen")
     except GenError as error:
-        report_error(error)
+        report_error(error, typed)
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
     except OSError as error:
         failure = _file_error(error)
-        report_error(failure)
+        report_error(failure, typed)
         sys.exit(failure.exit_code)
     sys.exit(0)

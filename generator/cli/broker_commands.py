@@ -37,9 +37,9 @@ def config(spec: Path = SPEC_ARGUMENT) -> None:
 @broker_app.command("up")
 def up(
     spec: Path = SPEC_ARGUMENT,
-    port: Optional[int] = typer.Option(None, "--port", min=1, max=65535,
+    port: Optional[int] = typer.Option(None, "--port", min=1, max=65535, metavar="PORT",
                                        help="TLS port to listen on (default: broker.port of the spec)."),
-    bind: str = typer.Option(LOCAL_ONLY, "--bind", help="Address to listen on (default 127.0.0.1: this machine "
+    bind: str = typer.Option(LOCAL_ONLY, "--bind", metavar="ADDR", help="Address to listen on (default 127.0.0.1: this machine "
                                                          "only; 0.0.0.0 for every interface)."),
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
@@ -57,6 +57,8 @@ def up(
         where = f"{'every interface' if bind in ('0.0.0.0', '::') else bind}, port {broker.port} (TLS)"
         if broker.plaintext_port:
             where += f" and port {broker.plaintext_port} (plaintext)"
+        if broker.provision_port:
+            where += f" and port {broker.provision_port} (bootstrap: devices that make their own key)"
         restart = threading.Event()        # gen broker apply, when there is no plugin to end sessions with
         signal.signal(RESTART_SIGNAL, lambda _signum, _frame: restart.set())
         try:

@@ -13,13 +13,9 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
+from generator.cli.progress import HEARTBEAT_S, ProgressLines
 from generator.ci.credentials import ci_device_credentials, decode_bundle
 from generator.ci.workflow import write_github_workflow
-from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_console, plural
-from generator.core.errors import ToolError, UserError
-from generator.core.external_tools import require_esptool, require_platformio
-from generator.core.files import SECRET_MODE, write_atomic
-from generator.firmware.nvs_image import render_nvs_image
 from generator.firmware_build.flashing import (
     FLASH_JSON,
     NVS_IMAGE,
@@ -36,17 +32,24 @@ from generator.firmware_build.flashing import (
 )
 from generator.firmware_build.plan import BuildPlan, Image, plan_build
 from generator.firmware_build.run import check_jobs, run_build
+from generator.firmware_build.secure_flash import BURN_FLAG, RELEASE_FLAG
+from generator.core.external_tools import require_esptool, require_platformio
+from generator.cli.secure_flashing import flash_protected
+from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_console, plural
+from generator.core.errors import ToolError, UserError
+from generator.core.files import SECRET_MODE, write_atomic
+from generator.firmware.security import device_nvs_image, device_nvs_keys
+from generator.pki.ota_signing import sign_image, signing_key
 from generator.output.generate import generate, generate_without_pki
+from generator.pki.spec_credentials import spec_credentials
 from generator.output.layout import ARTIFACTS_DIR
 from generator.output.manifest import read_manifest
 from generator.pki.layout import PkiLayout
-from generator.pki.ota_signing import sign_image, signing_key
-from generator.pki.spec_credentials import spec_credentials
 from generator.spec import Device, Spec, load_spec
 from generator.spec.catalogue import load_catalogue
 from generator.spec.source import SECRETS_FILE
 
-PORT_OPTION = typer.Option(None, "--port", "-p", help="Serial port (default: the only USB serial port present).")
+PORT_OPTION = typer.Option(None, "--port", "-p", metavar="PORT", help="Serial port (default: the only USB serial port present).")
 
 
 def _read_text(path: Path) -> str:
@@ -57,16 +60,21 @@ def _read_text(path: Path) -> str:
 
 
 class BuildProgress:
-    """A line per image on stderr while PlatformIO runs: its state, its devices, what PlatformIO is doing now."""
+    """A line per image on stderr while PlatformIO runs: its state, its devices, what PlatformIO is doing now. In a
+    pipe or CI log (no live display), a line at least every 10 s says the same (generator.cli.progress)."""
 
-    def __init__(self, plan: BuildPlan, console: Console = err_console):
+    def __init__(self, plan: BuildPlan, console: Console = err_console, heartbeat_s: float = HEARTBEAT_S):
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False),
                                  TimeElapsedColumn(), console=console, transient=False)
         self.tasks: dict[str, TaskID] = {}
         self.plan = plan
         self.started: set[str] = set()
+        self.lines = None if console.is_terminal else ProgressLines("gen build", console=console,
+                                                                       interval=heartbeat_s)
 
     def __enter__(self) -> "BuildProgress":
+        if self.lines is not None:
+            self.lines.__enter__()
         self.progress.__enter__()
         for image in self.plan.images:
             self.tasks[image.key] = self.progress.add_task(f"waiting   {image.describe()}", total=1, start=False)
@@ -76,6 +84,8 @@ class BuildProgress:
         for image in self.plan.images:
             if image.key not in self.started:  # another image failed first
                 self.update(image, "skipped", True, "")
+        if self.lines is not None:
+            self.lines.__exit__(*exc)
         self.progress.__exit__(*exc)
 
     def update(self, image: Image, state: str, done: bool, detail: str) -> None:
@@ -84,17 +94,19 @@ class BuildProgress:
         self.progress.start_task(task)
         doing = f"  {detail[:60]}" if detail else ""
         self.progress.update(task, description=f"{state:<9} {image.describe()}{doing}", completed=1 if done else 0)
+        if self.lines is not None:
+            self.lines.step(f"{state} {image.describe()}{doing}")
 
 
 def build(
     spec: Path = SPEC_ARGUMENT,
-    device: Optional[list[str]] = typer.Option(None, "--device", help="Only this device (repeatable)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", help="PlatformIO runs at once (each one already uses every core)."),
+    device: Optional[list[str]] = typer.Option(None, "--device", metavar="ID", help="Only this device (repeatable)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", metavar="N", help="PlatformIO runs at once (each one already uses every core)."),
     out: Optional[Path] = OUT_OPTION,
     without_pki: bool = typer.Option(False, "--without-pki", help="Build as CI does: never open the PKI (issue and "
                                      "sign nothing): no broker files, no nvs.bin (gen flash makes it where the PKI "
                                      "lives); secrets.yaml is not needed when every device uses secrets: nvs."),
-    credentials: Optional[Path] = typer.Option(None, "--credentials", help="With --without-pki: the bundle of the "
+    credentials: Optional[Path] = typer.Option(None, "--credentials", metavar="FILE", help="With --without-pki: the bundle of the "
                                                "secrets: embed devices' credentials that `gen ci github` writes."),
 ) -> None:
     """Generate, then build each distinct firmware image once with PlatformIO and collect every device's artifacts
@@ -123,7 +135,8 @@ def build(
     sign: Callable[[Path, Path], None] | None = None
     if loaded.ota_port is not None and without_pki:
         err_console.print("gen: built without the PKI, the images are not signed: a device refuses them over the "
-                          "air (and an ESP-IDF device flashed with one takes no update); sign where the PKI lives")
+                          "air (and an ESP-IDF device flashed with one takes no update); where the PKI lives, "
+                          f"`gen ota publish {spec} --device ID --image firmware.bin --sign` signs one and announces it")
     elif loaded.ota_port is not None:
         sign = functools.partial(sign_image, key=signing_key(PkiLayout(loaded.pki.dir)))
 
@@ -135,15 +148,22 @@ def build(
 
 def flash(
     spec: Path = SPEC_ARGUMENT,
-    device: str = typer.Option(..., "--device", help="The device to flash."),
+    device: str = typer.Option(..., "--device", metavar="ID", help="The device to flash."),
     port: Optional[str] = PORT_OPTION,
-    method: str = typer.Option("esptool", "--method", help="esptool (flash.json) or pio (`pio run -t upload`)."),
+    method: str = typer.Option("esptool", "--method", metavar="METHOD", help="esptool (flash.json) or pio (`pio run -t upload`)."),
     out: Optional[Path] = OUT_OPTION,
-    artifacts: Optional[Path] = typer.Option(None, "--artifacts", help="Flash these artifacts (e.g. a device's "
+    artifacts: Optional[Path] = typer.Option(None, "--artifacts", metavar="DIR", help="Flash these artifacts (e.g. a device's "
                                              "artifact downloaded from CI) instead of OUT/artifacts/<id>/."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="With security: print every espsecure, espefuse and "
+                                 "esptool command and the eFuses they burn; run nothing."),
+    burn_efuses: bool = typer.Option(False, BURN_FLAG, help="With security: allow burning the device's keys and "
+                                     "eFuses (irreversible)."),
+    release_irreversible: bool = typer.Option(False, RELEASE_FLAG, help="With security.flash_encryption: release: "
+                                              "allow release mode (permanent: USB can never write plaintext again)."),
 ) -> None:
     """Write a built device's images (and its nvs.bin) to the board on the serial port. An image built without the
-    PKI (CI) gets the device's nvs.bin made here, where the PKI lives."""
+    PKI (CI) gets the device's nvs.bin made here, where the PKI lives. With `security:` gen protects the device
+    (keys and eFuses burned, images encrypted by the chip) and shows every step first."""
     loaded = load_spec(spec)
     chosen_device = loaded.device(device)
     out_dir = Path(out) if out is not None else loaded.default_out_dir
@@ -158,6 +178,15 @@ def flash(
     else:
         built = built_device(out_dir, read_manifest(out_dir), device, load_catalogue())
     _add_nvs_made_here(loaded, chosen_device, built)
+    if chosen_device.security is not None and chosen_device.framework == "espidf":
+        if method != "esptool":
+            raise UserError(f"{device} has security:, which only --method esptool flashes")
+        flags = {flag for flag, given in ((BURN_FLAG, burn_efuses), (RELEASE_FLAG, release_irreversible)) if given}
+        flash_protected(loaded, chosen_device, built, port=port, dry_run=dry_run, flags=flags)
+        return
+    if dry_run:
+        raise UserError("--dry-run shows the plan of a device with security:; this one has none",
+                        hint="run without --dry-run")
     esptool = require_esptool()
     pio = require_platformio() if method == "pio" else None
     chosen = choose_port(port)
@@ -172,7 +201,8 @@ def _add_nvs_made_here(spec: Spec, device: Device, built: BuiltDevice) -> None:
     layout = read_flash_layout(built.artifacts_dir)
     if layout.nvs_offset is None or any(image.file == NVS_IMAGE for image in layout.images):
         return
-    image = render_nvs_image(device, spec_credentials(spec).devices[device.id])
+    image = device_nvs_image(device, spec_credentials(spec).devices[device.id],
+                             device_nvs_keys(device, PkiLayout(spec.pki.dir).private))
     write_atomic(built.artifacts_dir / NVS_IMAGE, image, mode=SECRET_MODE)
     images = tuple(sorted((*layout.images, FlashImage(layout.nvs_offset, NVS_IMAGE)), key=lambda i: i.offset))
     completed = dataclasses.replace(layout, images=images, nvs_offset=None)
@@ -182,7 +212,7 @@ def _add_nvs_made_here(spec: Spec, device: Device, built: BuiltDevice) -> None:
 
 def monitor(
     spec: Path = SPEC_ARGUMENT,
-    device: str = typer.Option(..., "--device", help="The device whose serial output to show."),
+    device: str = typer.Option(..., "--device", metavar="ID", help="The device whose serial output to show."),
     port: Optional[str] = PORT_OPTION,
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
@@ -206,9 +236,9 @@ ci_app = typer.Typer(help="Continuous integration: workflows that build the flee
 @ci_app.command("github")
 def ci_github(
     spec: Path = SPEC_ARGUMENT,
-    repo: Optional[Path] = typer.Option(None, "--repo", help="Repository root (default: the git tree holding the spec)."),
+    repo: Optional[Path] = typer.Option(None, "--repo", metavar="DIR", help="Repository root (default: the git tree holding the spec)."),
     out: Optional[Path] = OUT_OPTION,
-    install: Optional[str] = typer.Option(None, "--install", help="How CI installs gen (default: pip install "
+    install: Optional[str] = typer.Option(None, "--install", metavar="CMD", help="How CI installs gen (default: pip install "
                                           "esp32-mqtt-gen==<this version>, or `pip install .` in gen's own repo)."),
 ) -> None:
     """Write .github/workflows/<project>-firmware.yml: cache PlatformIO, build the fleet without the PKI (CI holds

@@ -17,7 +17,7 @@ from generator.spec import load_spec
 def generate(
     spec: Path = SPEC_ARGUMENT,
     out: Optional[Path] = OUT_OPTION,
-    device: Optional[list[str]] = typer.Option(None, "--device", help="Only this device (repeatable)."),
+    device: Optional[list[str]] = typer.Option(None, "--device", metavar="ID", help="Only this device (repeatable)."),
 ) -> None:
     """Write the broker config, every device's firmware project and the manifest; create or reuse the PKI and
     your app source (src/app.cpp or src/app.c next to the spec, never overwritten)."""

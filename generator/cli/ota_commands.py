@@ -8,17 +8,12 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, plural
+from generator.cli.broker_override import broker_option
+from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, plural, print_table
 from generator.core.errors import UserError
-from generator.ota.announce import (
-    Address,
-    Announcement,
-    announcement,
-    check_image,
-    publish_announcements,
-    rollback_problem,
-    slot_size,
-)
+from generator.ota.announce import Address, Announcement, announcement, check_image, publish_announcements, \
+    rollback_problem, slot_size
+from generator.ota.ci_image import signed_for_publish
 from generator.ota.serve import listening_port, open_server, server_files
 from generator.ota.status import collect_status
 from generator.output.generate import generate
@@ -70,11 +65,13 @@ def _built_image(out_dir: Path, device: Device) -> Path:
 @ota_app.command("publish")
 def publish(
     spec: Path = SPEC_ARGUMENT,
-    device: Optional[list[str]] = typer.Option(None, "--device", help="Announce to this device (repeatable)."),
+    device: Optional[list[str]] = typer.Option(None, "--device", metavar="ID", help="Announce to this device (repeatable)."),
     all_devices: bool = typer.Option(False, "--all", help="Announce to every device of the spec."),
-    image: Optional[Path] = typer.Option(None, "--image", help="This image instead of each device's last `gen build` "
+    image: Optional[Path] = typer.Option(None, "--image", metavar="FILE", help="This image instead of each device's last `gen build` "
                                          "(OUT/artifacts/<id>/firmware.bin)."),
-    version: Optional[str] = typer.Option(None, "--version", help="The version the image is (default: the spec's "
+    sign: bool = typer.Option(False, "--sign", help="With --image: sign an unsigned image (a CI artifact) here with "
+                              "the project's key first (pki/private/ota-signing-key.pem)."),
+    version: Optional[str] = typer.Option(None, "--version", metavar="VERSION", help="The version the image is (default: the spec's "
                                           "firmware.version, as `gen build` built it)."),
     clear: bool = typer.Option(False, "--clear", help="Remove the retained announcement instead."),
     allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="Announce a version older than the spec's "
@@ -90,9 +87,11 @@ def publish(
     previous image staged."""
     loaded = _with_ota(load_spec(spec))
     chosen = _selected(loaded, device, all_devices)
+    if sign and image is None:
+        raise UserError("--sign signs the image given with --image", hint="add --image FILE (e.g. a CI artifact)")
     out_dir = Path(out) if out is not None else loaded.default_out_dir
     if clear:
-        publish_announcements(loaded, {d.id: None for d in chosen}, _broker(broker))
+        publish_announcements(loaded, {d.id: None for d in chosen}, _broker(broker_option(spec, broker)))
         for each in chosen:
             assert each.ota is not None
             console.print(f"cleared the announcement of {each.id} ({each.ota.topic})")
@@ -107,10 +106,15 @@ def publish(
         if problem is not None:
             raise problem
         path = image if image is not None else _built_image(out_dir, each)
+        if image is not None and sign:   # e.g. a CI artifact, built without the key: signed here, on the PKI machine
+            path, signed_now = signed_for_publish(image, key, out_dir, each.id)
+            if signed_now:
+                console.print(f"signed {image} for {each.id} with {key.private} (it came unsigned, e.g. from CI): "
+                              f"{path}")
         images[each.id] = check_image(each, path, wanted, key, slot=slot_size(out_dir / firmware_dir(each.id)))
         announcements[each.id] = announcement(each, images[each.id], wanted,
                                                downgrade_key=key if allow_downgrade else None)
-    publish_announcements(loaded, announcements, _broker(broker), stage=images, out_dir=out_dir)
+    publish_announcements(loaded, announcements, _broker(broker_option(spec, broker)), stage=images, out_dir=out_dir)
     for device_id, announced in announcements.items():
         assert announced is not None
         console.print(f"announced {announced.version}{' (a deliberate downgrade)' if announced.downgrade else ''} to "
@@ -122,9 +126,9 @@ def publish(
 @ota_app.command("serve")
 def serve(
     spec: Path = SPEC_ARGUMENT,
-    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, help="Port (default: ota.port of the spec, "
+    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, metavar="PORT", help="Port (default: ota.port of the spec, "
                                        "which the devices dial)."),
-    bind: str = typer.Option(LOCAL_ONLY, "--bind", help="Address to listen on (default 127.0.0.1: this machine only; "
+    bind: str = typer.Option(LOCAL_ONLY, "--bind", metavar="ADDR", help="Address to listen on (default 127.0.0.1: this machine only; "
                                                          "0.0.0.0 for the devices on your network)."),
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
@@ -156,10 +160,10 @@ def status(spec: Path = SPEC_ARGUMENT, broker: Optional[str] = BROKER_OPTION) ->
     table = Table(title="devices", title_justify="left")
     for column in ("device", "link", "version", "slot", "update", "detail"):
         table.add_column(column)
-    for device_status in collect_status(loaded, _broker(broker)):
+    for device_status in collect_status(loaded, _broker(broker_option(spec, broker))):
         table.add_row(device_status.device_id, device_status.link, device_status.version or "-",
                       device_status.slot or "-", device_status.state or "-", device_status.detail or "")
-    console.print(table)
+    print_table(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,9 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from rich import box
 from rich.table import Table
 
-from generator.cli.terminal import SPEC_ARGUMENT, console, styled
+from generator.broker.render import identity_command_lines
+from generator.cli.terminal import SPEC_ARGUMENT, console, print_table, styled
+from generator.firmware.security import nvs_image_protection, sdkconfig_protection
 from generator.core.errors import UserError
 from generator.core.files import write_atomic
 from generator.pki import inspection
@@ -103,7 +105,7 @@ def list_(spec: Path = SPEC_ARGUMENT,
             table.add_row(name if number == 0 else "", role if number == 0 else "", _short_serial(entry.serial),
                           f"{entry.issued_at:%Y-%m-%d}" if entry.issued_at else "", f"{entry.not_after:%Y-%m-%d}",
                           str(days), status, key, style=style)
-    console.print(table)
+    print_table(table)
     crl = _crl_next_update(store)
     if crl is not None:
         console.print(f"CRL next update {crl:%Y-%m-%d %H:%M} UTC (re-signed by `gen generate` before then)")
@@ -119,7 +121,8 @@ def show(spec: Path = SPEC_ARGUMENT,
          identity: str = typer.Argument(..., help="broker, a device id, a client name (e.g. backend)."),
          secrets: bool = typer.Option(False, "--secrets", help="Also print this identity's MQTT password.")) -> None:
     """One identity's certificate in plain words, its files, and (with --secrets) its password."""
-    store = _store(_spec(spec), create=False)
+    loaded = _spec(spec)
+    store = _store(loaded, create=False)
     found = store.identity(identity)
     report = inspection.explain(found.cert_pem, str(found.cert_path), trust=[store.root_ca_cert,
                                                                            store.issuing_ca_cert], now=_now())
@@ -134,6 +137,11 @@ def show(spec: Path = SPEC_ARGUMENT,
         console.print(f"password   {password}" if password else "password   none (this identity has no password)")
     elif password:
         console.print("password   yes (print it with --secrets)")
+    lines = identity_command_lines(loaded, found.name) if found.role == "client" else []
+    if lines:
+        console.print(f"try it (in {loaded.directory}):")
+        for line in lines:
+            console.print(f"  {line}")
 
 
 @pki_app.command("issue")
@@ -153,8 +161,8 @@ def issue(spec: Path = SPEC_ARGUMENT,
         devices = {device.id: device for device in loaded.devices}
         if identity == "broker":
             identities = [store.ensure_broker(loaded.broker.names, validity_days=loaded.pki.validity_days)]
-        elif identity == BACKEND_IDENTITY:
-            identities = [store.ensure_client(BACKEND_IDENTITY, key_type=loaded.pki.key_type,
+        elif identity == BACKEND_IDENTITY or loaded.client(identity) is not None:
+            identities = [store.ensure_client(identity, key_type=loaded.pki.key_type,
                                               validity_days=loaded.pki.validity_days)]
         elif identity in devices:
             device = devices[identity]
@@ -162,7 +170,9 @@ def issue(spec: Path = SPEC_ARGUMENT,
                                               validity_days=device.pki.validity_days)]
         else:
             raise UserError(f"{identity!r} is not in {spec}",
-                            hint=f"use broker, {BACKEND_IDENTITY}, or one of: {', '.join(devices) or '(no devices)'}")
+                            hint=f"use broker, {BACKEND_IDENTITY}, a client of `clients:`, or one of: "
+                                 f"{', '.join(devices) or '(no devices)'} (to add an identity, list it under "
+                                 "`clients:` in the spec)")
     table = Table(title=f"PKI {store.layout.root}", title_justify="left", box=box.SIMPLE_HEAD)
     for column in ("id", "role", "serial", "not after", ""):
         table.add_column(column, no_wrap=True)
@@ -170,16 +180,16 @@ def issue(spec: Path = SPEC_ARGUMENT,
         table.add_row(found_identity.name, found_identity.role, _short_serial(found_identity.serial),
                       f"{found_identity.not_after:%Y-%m-%d}",
                       "reused" if found_identity.serial in before else "issued")
-    console.print(table)
+    print_table(table)
 
 
 @pki_app.command("revoke")
 def revoke(spec: Path = SPEC_ARGUMENT,
            identity: Optional[str] = typer.Argument(None, help="broker, a device id, or a client name."),
-           key: Optional[Path] = typer.Option(None, "--key", help="Revoke by key instead: every certificate that "
+           key: Optional[Path] = typer.Option(None, "--key", metavar="FILE", help="Revoke by key instead: every certificate that "
                                                                    "certifies the key in this file (a private or public "
                                                                    "key, or a certificate)."),
-           reason: str = typer.Option("unspecified", help="unspecified, key-compromise, superseded, "
+           reason: str = typer.Option("unspecified", "--reason", metavar="REASON", help="unspecified, key-compromise, superseded, "
                                                           "cessation-of-operation, affiliation-changed.")) -> None:
     """Revoke every unexpired certificate of an identity (its current one and those before a renewal), or every one
     of a key (--key), and re-sign the CRL at once."""
@@ -202,10 +212,10 @@ def revoke(spec: Path = SPEC_ARGUMENT,
 
 @pki_app.command("import")
 def import_(spec: Path = SPEC_ARGUMENT,
-            cert: Path = typer.Option(..., "--cert", help="The CA certificate to issue from (PEM or DER)."),
-            key: Path = typer.Option(..., "--key", help="Its private key (PEM; an encrypted one opens with the "
+            cert: Path = typer.Option(..., "--cert", metavar="FILE", help="The CA certificate to issue from (PEM or DER)."),
+            key: Path = typer.Option(..., "--key", metavar="FILE", help="Its private key (PEM; an encrypted one opens with the "
                                                         "spec's pki.ca_passphrase_env)."),
-            chain: Optional[Path] = typer.Option(None, "--chain", help="The certificates above it up to the "
+            chain: Optional[Path] = typer.Option(None, "--chain", metavar="FILE", help="The certificates above it up to the "
                                                                         "self-signed root, when it is not a root.")
             ) -> None:
     """Start the project's PKI from an existing CA (e.g. your organisation's intermediate): it signs the broker and
@@ -263,10 +273,10 @@ def rotate(spec: Path = SPEC_ARGUMENT,
 
 def inspect(
     file: Path = typer.Argument(..., help="A PEM or DER certificate, key, CSR or CRL."),
-    ca: Optional[Path] = typer.Option(None, "--ca", help="A spec (its PKI's CAs) or a CA PEM: check the chain."),
-    key: Optional[Path] = typer.Option(None, "--key", help="A private key: check that it belongs to the cert."),
-    to: Optional[str] = typer.Option(None, "--to", help="Convert: der or pem (needs --out)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where --to writes."),
+    ca: Optional[Path] = typer.Option(None, "--ca", metavar="FILE", help="A spec (its PKI's CAs) or a CA PEM: check the chain."),
+    key: Optional[Path] = typer.Option(None, "--key", metavar="FILE", help="A private key: check that it belongs to the cert."),
+    to: Optional[str] = typer.Option(None, "--to", metavar="FORMAT", help="Convert: der or pem (needs --out)."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="FILE", help="Where --to writes."),
 ) -> None:
     """Explain a certificate, key, CSR or CRL in plain words; check chain (--ca) and key (--key); convert."""
     data = _read_input(file, "file")
@@ -276,6 +286,10 @@ def inspect(
         converted, secret = inspection.convert(data, str(file), to.lower())
         write_atomic(out, converted, mode=0o600 if secret else 0o644)
         console.print(f"wrote {out} ({to.upper()}{', mode 0600: it holds a private key' if secret else ''})")
+        return
+    protection = _build_protection(data)
+    if protection is not None:
+        console.print(f"{file}: {protection}", markup=False, highlight=False)
         return
     trust = _trust_from(ca) if ca is not None else []
     report = inspection.explain(data, str(file), trust=trust,
@@ -289,6 +303,13 @@ def inspect(
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def _build_protection(data: bytes) -> str | None:
+    """A device build's sdkconfig(.defaults) or nvs.bin: what protects the device at rest; None for anything else."""
+    if data.lstrip().startswith((b"#", b"CONFIG_")) and b"CONFIG_" in data:
+        return "protection at rest: " + sdkconfig_protection(data.decode("utf-8", "replace"))
+    return nvs_image_protection(data)
 
 
 def _read_input(path: Path, what: str) -> bytes:
@@ -333,7 +354,7 @@ def _print_report(report) -> None:
         table.add_column(overflow="fold")
         for label, value in obj.facts:
             table.add_row(label, value)
-        console.print(table)
+        print_table(table)
         for warning in obj.warnings:
             console.print(styled("  ", ("warning:", "yellow"), " ", warning))
         for error in obj.errors:

@@ -9,18 +9,14 @@ from typing import Optional
 
 import typer
 
+from generator.cli.broker_override import broker_option
 from generator.broker.install import BrokerReload
 from generator.broker.render import INSTALL_DIR
 from generator.cli.terminal import SPEC_ARGUMENT, console, err_console
 from generator.core.errors import UserError
 from generator.pki.spec_identities import open_spec_pki
 from generator.provision.policy import MAX_UNCONFIRMED_ISSUES
-from generator.provision.service import (
-    DEFAULT_BURST,
-    DEFAULT_RATE,
-    ProvisioningService,
-    ServiceOptions,
-)
+from generator.provision.service import DEFAULT_BURST, DEFAULT_RATE, ProvisioningService, ServiceOptions
 from generator.spec import load_spec
 
 provision_app = typer.Typer(help="Devices that make their own key: sign their certificate requests over MQTT, and "
@@ -50,7 +46,7 @@ def serve(
     reload_command: Optional[str] = typer.Option(None, "--reload-command", metavar="CMD",
                                                  help="Reload the broker by running CMD, e.g. "
                                                       "'systemctl reload mosquitto'."),
-    rate: float = typer.Option(DEFAULT_RATE, "--rate", min=0.1, help="Requests per second it handles at most."),
+    rate: float = typer.Option(DEFAULT_RATE, "--rate", min=0.1, metavar="N", help="Requests per second it handles at most."),
 ) -> None:
     """Run the provisioning service beside the broker until Ctrl-C: devices that make their own key send it a CSR
     over MQTT; it signs with the project's PKI, and revokes a device's old certificate once the new one connects."""
@@ -59,7 +55,7 @@ def serve(
         raise UserError("say how the service reloads the broker after it revokes a certificate",
                         hint="--broker-pid-file /run/mosquitto/mosquitto.pid, or --reload-command "
                              "'systemctl reload mosquitto'")
-    host, port = _broker_address(broker, loaded)
+    host, port = _broker_address(broker_option(spec, broker), loaded)
     if not broker_dir.is_dir():
         raise UserError(f"--broker-dir {broker_dir} is not a directory",
                         hint=f"the directory the broker's config names (installed: {INSTALL_DIR})")

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console
+from generator.cli.progress import ProgressLines
+from generator.cli.broker_override import broker_option
+from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, print_table
 from generator.simulate.device_runs import DEFAULT_WIFI_DOWN_FOR_S, Faults, parse_broker_address, select_devices
 from generator.simulate.processes import RunInterrupted
 from generator.simulate.run import SimulateOptions
@@ -80,11 +84,12 @@ def simulate(
     """Compile the generated firmware for this machine and run it against the generated broker over TLS.
     Exits 0 when every device connected, 1 otherwise."""
     loaded = load_spec(spec)
+    chosen_broker = broker_option(spec, broker)
     options = SimulateOptions(
         device_ids=tuple(device or ()),
         all_devices=all_devices,
         duration=duration,
-        broker=parse_broker_address(broker) if broker else None,
+        broker=parse_broker_address(chosen_broker) if chosen_broker else None,
         faults=Faults(drop_wifi_after=drop_wifi_after, restart_broker_after=restart_broker_after),
         out_dir=out,
         days_ahead=days_ahead,
@@ -93,17 +98,25 @@ def simulate(
     )
     device_ids = select_devices(loaded, options.device_ids, all_devices=all_devices)
     try:
-        result = run_simulation(loaded, options, on_line=_line_printer(device_ids), on_event=_print_event)
+        result = run_simulation(loaded, options, on_line=_line_printer(device_ids), on_event=_print_event,
+                                progress=_host_build_progress)
     except RunInterrupted as interrupted:   # Ctrl-C: devices and broker are stopped; show what happened, exit 130
-        console.print(summary_table(interrupted.summaries))
+        print_table(summary_table(interrupted.summaries))
         raise
     if build_only:
         return
-    console.print(summary_table(result.summaries))
+    print_table(summary_table(result.summaries))
     if not result.ok:
         never = [s.device_id for s in result.summaries if not s.ever_connected]
         console.print(Text(f"not connected: {', '.join(never)} (see its last error above)", style="bold red"))
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _host_build_progress() -> Iterator[Callable[[str], None]]:
+    """The host build's steps: a status line on a terminal, a line at least every 10 s in a pipe or CI log."""
+    with ProgressLines("host build") as lines:
+        yield lines.step
 
 
 def register(app: typer.Typer) -> None:

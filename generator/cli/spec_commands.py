@@ -9,15 +9,17 @@ import typer
 
 from generator.cli.terminal import SPEC_ARGUMENT, console
 from generator.spec import load_spec_source
+from generator.spec.placeholders import check_no_placeholders
 from generator.spec.scaffold import create_project
+from generator.spec.source import SECRETS_FILE
 from generator.spec.view import render_resolved_spec
 
 
 def new(
     name: str = typer.Argument(..., help="Project name (letters, digits, '-', '_')."),
-    framework: str = typer.Option("arduino", help="arduino (PubSubClient) or espidf (esp-mqtt)."),
-    auth: str = typer.Option("mtls", help="mtls, password or mtls+password."),
-    directory: Path = typer.Option(Path("projects"), "--dir", help="Where the project directory is created."),
+    framework: str = typer.Option("arduino", "--framework", metavar="FRAMEWORK", help="arduino (PubSubClient) or espidf (esp-mqtt)."),
+    auth: str = typer.Option("mtls", "--auth", metavar="AUTH", help="mtls, password or mtls+password."),
+    directory: Path = typer.Option(Path("projects"), "--dir", metavar="DIR", help="Where the project directory is created."),
 ) -> None:
     """Scaffold projects/NAME/ with a commented device.yaml, a secrets.yaml template and a .gitignore."""
     project_dir = create_project(name, framework=framework, auth=auth, parent=directory)
@@ -30,6 +32,7 @@ def new(
 def check(spec: Path = SPEC_ARGUMENT) -> None:
     """Validate a spec and print it resolved: defaults filled, {id} expanded, secrets masked."""
     resolved, source = load_spec_source(spec)
+    check_no_placeholders(resolved, Path(spec).parent / SECRETS_FILE)
     console.print(f"# {spec}: valid ({len(resolved.devices)} device{'s' if len(resolved.devices) != 1 else ''})")
     # YAML's own text, written as it is (rich would print the same bytes, after re-wrapping every line of it).
     sys.stdout.write(render_resolved_spec(resolved, source.secret_values))

@@ -10,6 +10,7 @@ import typer
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
     from rich.text import Text
 
 # Pipes and logs get 160 columns (rich would assume 80 and cut serials, dates and histories short).
@@ -52,6 +53,18 @@ def styled(*parts: str | tuple[str, str]) -> Text:
     from rich.text import Text
 
     return Text.assemble(*parts)
+
+
+def print_table(table: Table, *, on: Console | None = None) -> None:
+    """A rich table as lines without the trailing spaces rich pads its last column with (they end up in logs,
+    diffs and copied text); styles are kept on a terminal."""
+    from rich.text import Text
+
+    target = on or console
+    with target.capture() as captured:
+        target.print(table)
+    for line in captured.get().splitlines():
+        target.print(Text.from_ansi(line.rstrip()))
 
 
 def plural(count: int, word: str) -> str:

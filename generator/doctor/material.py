@@ -96,6 +96,12 @@ class DoctorMaterial:
     chain: tuple[x509.Certificate, ...] = ()        # an imported issuing CA's intermediates up to the root
     broker_trust: tuple[x509.Certificate, ...] = ()  # what devices trust for the broker, when not our root
     broker_trust_file: Path | None = None            # ... and the spec's broker.ca_file it came from
+    device_key_on_device: bool = False               # key_origin: device: gen never holds the device's key
+
+    def probe_credentials(self) -> ClientCredentials:
+        """Who the TLS step shows the broker: the device, or (its key being on the device) the doctor identity,
+        which the same issuing CA signed."""
+        return self.doctor_credentials() if self.device_key_on_device else self.device_credentials()
 
     @property
     def device_trust(self) -> tuple[x509.Certificate, ...]:
@@ -163,6 +169,7 @@ def load_material(spec: Spec, device: Device) -> DoctorMaterial:
         doctor=cert_and_key("client", DOCTOR_IDENTITY, f"client {DOCTOR_IDENTITY}"),
         crl=crl,
         device_password=store.existing_password(device.username) if device.uses_password else None,
+        device_key_on_device=device.makes_own_key,
         doctor_password=store.existing_password(DOCTOR_IDENTITY),
         device_password_path=device_password_path,
         chain=store.chain,

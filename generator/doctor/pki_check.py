@@ -52,6 +52,9 @@ def check_pki(spec: Spec, target: DoctorTarget, material: DoctorMaterial, now: d
         add("the issuing CA is not signed by the root CA", "restore pki/ from a backup")
 
     def check_leaf(item: CertAndKey, identity: str) -> None:
+        if identity == device.id and device.makes_own_key:
+            problems.extend(_device_made_key_problems(item, device.id, material, now))
+            return
         then = " and reflash the device" if identity == device.id else " and reload the broker"
         renew = f"run `gen pki renew SPEC {identity}`, then `gen generate SPEC`{then}"
         new_key = f"run `gen pki renew SPEC {identity} --new-key`, then `gen generate SPEC`{then}"
@@ -123,4 +126,24 @@ def _crl_problems(crl: x509.CertificateRevocationList | None, issuing_ca: x509.C
     if crl.next_update_utc is None or now > crl.next_update_utc:
         when = day_text(crl.next_update_utc) if crl.next_update_utc else "(none)"
         problems.append(f"the CRL is past its nextUpdate {when}: Mosquitto rejects every client cert")
+    return problems
+
+
+def _device_made_key_problems(item: CertAndKey, device_id: str, material: DoctorMaterial,
+                              now: dt.datetime) -> list[tuple[str, str]]:
+    """key_origin: device: the key is on the device, the certificate comes from provisioning."""
+    provision = ("start `gen provision serve SPEC` beside the broker and power the device: it sends a CSR "
+                 f"and gets its certificate (`gen provision allow SPEC --device {device_id}` if it had one before)")
+    if item.cert is None:
+        return [(f"{item.name} makes its own key (key_origin: device) and has no certificate yet", provision)]
+    problems = []
+    if not issued_by(item.cert, material.issuing_ca):
+        problems.append((f"the certificate of {item.name} was not issued by this PKI's issuing CA", provision))
+    when = validity_problem(item.cert, now)
+    if when:
+        problems.append((f"the certificate of {item.name} {when}", provision))
+    in_crl = material.crl is not None and material.crl.get_revoked_certificate_by_serial_number(
+        item.cert.serial_number) is not None
+    if item.index_status == "revoked" or in_crl:
+        problems.append((f"the certificate of {item.name} (serial {item.cert.serial_number:X}) is revoked", provision))
     return problems

@@ -59,11 +59,15 @@ def run_doctor(spec: Spec, target: DoctorTarget, *, now: dt.datetime | None = No
             lambda: run_tls_step(target, material, now),  # type: ignore[arg-type]
             lambda: run_client_cert_step(target, material, now),  # type: ignore[arg-type]
         ]
-        for step_function in step_functions:
+        for step_function in step_functions[:3] if material.device_key_on_device else step_functions:
             if not results[-1].ok:
                 break
             results.append(step_function())
-        if results[-1].ok:
+        if results[-1].ok and material.device_key_on_device:
+            results += [StepResult(step, None, "not probed as the device: its key lives only on the device "
+                                   "(key_origin: device); its own log shows whether it connects")
+                        for step in ("client-cert", "mqtt-connect", "acl")]
+        elif results[-1].ok:
             online = [] if take_over else judge_presence(target, run_presence_probe(target, material))
             results += online
             for step_function in () if online else (lambda: run_mqtt_connect_step(target, material),  # type: ignore[arg-type]

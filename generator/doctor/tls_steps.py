@@ -81,7 +81,7 @@ class TlsFacts:
 
 
 def run_tls_step(target: DoctorTarget, material: DoctorMaterial, now: dt.datetime) -> StepResult:
-    client = probe_identity(material.device_credentials())
+    client = probe_identity(material.probe_credentials())
     name = target.server_name
     presented = probes.openssl_handshake(target.address, name, client, verify=False)
     mbed = probes.mbedtls_handshake(target.address, name, client)

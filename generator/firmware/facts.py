@@ -12,6 +12,7 @@ from generator.core.c_literals import c_comment_text, c_string_literal, c_string
 from generator.core.errors import UserError
 from generator.firmware.app_layout import OTHER_STARTER, AppLayout
 from generator.firmware.build_options import env_options, idf_dependencies
+from generator.firmware.security import SecurityFacts, nvs_offset, security_facts
 from generator.firmware.nvs_image import (
     CREDENTIALS_NAMESPACE,
     CREDENTIALS_PARTITION,
@@ -29,7 +30,6 @@ from generator.firmware.nvs_image import (
     KEY_WIFI_PASSWORD,
     KEY_WIFI_SSID,
     NVS_NAMESPACE,
-    NVS_PARTITION_OFFSET,
     nvs_partition_size,
     publish_topic_key,
     subscribe_filter_key,
@@ -261,6 +261,7 @@ class FirmwareFacts:
     var_capacity: int
     idf_dependencies: tuple[tuple[str, str], ...]   # main/idf_component.yml: (name, YAML value), both quoted
     compile_options: tuple[str, ...]                # ESP-IDF: the spec's build_flags, as COMPILE_OPTIONS
+    security: SecurityFacts | None = None           # ESP-IDF with security: (generator.firmware.security)
 
 
 def _ota_facts(device: Device, public_key: bytes | None) -> OtaFacts | None:
@@ -366,7 +367,7 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
         mqtt_retry_cap_ms=MQTT_RETRY_CAP_MS,
         loop_period_ms=LOOP_PERIOD_MS,
         nvs_namespace=c_string_literal(NVS_NAMESPACE),
-        nvs_offset=f"{NVS_PARTITION_OFFSET:#x}",
+        nvs_offset=f"{nvs_offset(device):#x}",
         nvs_size=f"{nvs_partition_size(flavour):#x}",
         device_id_capacity=MAX_CLIENT_ID,
         topic_capacity=NVS_TOPIC_CAPACITY,
@@ -376,6 +377,7 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
         var_capacity=VAR_STRING_MAX,
         idf_dependencies=idf_dependencies(device, app) if flavour == "espidf" else (),
         compile_options=device.build_flags if flavour == "espidf" else (),
+        security=security_facts(device),
         nvs_keys=_nvs_key_facts(device),
     )
 

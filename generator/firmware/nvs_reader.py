@@ -87,9 +87,9 @@ def read_nvs_image(image: bytes) -> dict[str, dict[str, NvsValue]]:
             entry = page[offset:offset + ENTRY_SIZE]
             ns, entry_type, span, chunk = entry[0], entry[1], entry[2], entry[3]
             crc = struct.unpack_from("<I", entry, 4)[0]
-            key = entry[8:24].split(b"\0", 1)[0].decode("ascii")
+            key = entry[8:24].split(b"\0", 1)[0].decode("ascii", "replace")
             where = f"page {page_index} entry {index} ({key!r})"
-            if _crc32(entry[0:4] + entry[8:32]) != crc:
+            if _crc32(entry[0:4] + entry[8:32]) != crc:   # an encrypted entry read without its keys fails here
                 raise NvsFormatError(f"{where}: entry CRC mismatch")
             if span < 1 or index + span > ENTRIES_PER_PAGE:
                 raise NvsFormatError(f"{where}: span {span} does not fit the page")

@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 from serial.tools import list_ports
 
-from generator.core.errors import ToolError, UserError
+from generator.firmware_build.port_holders import port_holders
+from generator.core.errors import GenError, ToolError, UserError
 from generator.output.layout import MANIFEST_NAME, firmware_dir
 from generator.output.manifest import Manifest, hex_offset, parse_offset, previous_manifest
 from generator.spec.catalogue import Target
@@ -252,11 +253,13 @@ def choose_port(requested: str | None, ports: list[SerialPort] | None = None) ->
                     "board is meant is not clear", hint="pass the board's port with --port")
 
 
-def port_busy_error(port: str) -> ToolError:
-    return ToolError(
-        f"serial port {port} is busy: another program holds it open (a serial monitor, `gen monitor`, "
-        "an IDE, or ModemManager). Close that program, or stop the monitor with Ctrl+C, then run the command again."
-    )
+def port_busy_error(port: str) -> UserError:
+    """Exit 2 (README: a port is the user's input): the port, and who holds it when /proc says."""
+    holders = port_holders(port)
+    who = f"{', '.join(holders)} holds it open" if holders else \
+        "another program holds it open (a serial monitor, `gen monitor`, an IDE, or ModemManager)"
+    return UserError(f"serial port {port} is busy: {who}",
+                     hint="close that program (stop a monitor with Ctrl+C), then run the command again")
 
 
 def check_port_free(port: str) -> None:
@@ -335,7 +338,7 @@ def monitor_project_dir(out_dir: Path, device_id: str) -> Path | None:
     return project if (project / "platformio.ini").is_file() else None
 
 
-def explain_flash_failure(tool: str, output: str, returncode: int, port: str) -> ToolError:
+def explain_flash_failure(tool: str, output: str, returncode: int, port: str) -> GenError:
     if _GONE.search(output):
         return ToolError(f"serial port {port} disappeared while {tool} opened it (the board was unplugged or reset "
                          f"its USB bridge); {_ports_sentence(serial_ports())}. Plug it in again and run the command again.")

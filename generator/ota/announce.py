@@ -97,7 +97,8 @@ def check_image(device: Device, image: Path, version: str, key: SigningKey, *, s
     problem = signature_problem(image, key)
     if problem is not None:
         raise UserError(f"{image} would be refused by {device.id}: {problem}",
-                        hint="announce the firmware.bin of `gen build`, which signs it with pki/private/ota-signing-key.pem")
+                        hint="announce the firmware.bin of `gen build`, which signs it with pki/private/ota-signing-key.pem; "
+                             "for an unsigned image built elsewhere (CI), add --sign to sign it here")
     if slot is not None and len(data) > slot:
         raise UserError(f"{image} is {len(data):,} bytes; {device.id}'s app slot holds {slot:,}",
                         hint="make the firmware smaller")

@@ -32,7 +32,8 @@ def app_layout(firmware_dir: Path, spec_dir: Path) -> AppLayout:
                      components=app_folders(spec_dir, APP_COMPONENTS_DIR))
 
 
-def device_inputs(spec: Spec, out: Path, credentials: Mapping[str, ClientCredentials], *, with_nvs: bool,
+def device_inputs(spec: Spec, out: Path, credentials: Mapping[str, ClientCredentials],
+                  nvs_keys: Mapping[str, bytes | None], *, with_nvs: bool,
                   ota_public_key: bytes | None) -> tuple[dict[str, AppLayout], dict[str, str]]:
     """For every device with credentials: where its project finds the user's code, and the digest of everything its
     files are rendered from. The user's lib/ and components/ are listed once for all of them."""
@@ -44,7 +45,7 @@ def device_inputs(spec: Spec, out: Path, credentials: Mapping[str, ClientCredent
             apps[device.id] = AppLayout(root=app_root_path(out / firmware_dir(device.id), spec.directory),
                                         libraries=libraries, components=components)
             inputs[device.id] = inputs_digest(device, credentials[device.id], spec.path.name, apps[device.id],
-                                              with_nvs, ota_public_key)
+                                              with_nvs, ota_public_key, nvs_keys.get(device.id))
     return apps, inputs
 
 

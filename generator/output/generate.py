@@ -30,7 +30,7 @@ from generator.core.errors import UserError
 from generator.core.files import SECRET_MODE, create_file, remove_generated, write_tree
 from generator.firmware.app_layout import AppLayout
 from generator.firmware.fingerprint import firmware_fingerprint
-from generator.firmware.nvs_image import render_nvs_image
+from generator.firmware.security import device_nvs_image, device_nvs_keys
 from generator.firmware.render import USER_APP_SOURCE, render_app_starter, render_firmware
 from generator.output.firmware_projects import (
     SharedFirmware,
@@ -92,11 +92,12 @@ class DeviceFiles:
 
 def render_device_files(device: Device, credentials: ClientCredentials, *, spec_name: str,
                         app: AppLayout = AppLayout(), with_nvs: bool = True, with_firmware: bool = True,
-                        ota_public_key: bytes | None = None) -> DeviceFiles:
+                        ota_public_key: bytes | None = None, nvs_keys: bytes | None = None) -> DeviceFiles:
     """All of one device's files under OUT/. `with_nvs=False`: no NVS image (a build without the PKI: it is made
     where the PKI lives). `with_firmware=False`: no firmware project (a `secrets: nvs` device's is its image's,
     `shared_firmware`). `ota_public_key`: the project's OTA signing key's public half
-    (generator.pki.ota_signing), with `ota:`."""
+    (generator.pki.ota_signing), with `ota:`. `nvs_keys`: with security.nvs_encryption, the device's nvs_keys
+    partition (generator.firmware.security), which encrypts its nvs.bin; the keys themselves stay in pki/private/."""
     fw_base = firmware_dir(device.id)
     files: dict[str, bytes] = {}
     modes: dict[str, int] = {}
@@ -113,7 +114,7 @@ def render_device_files(device: Device, credentials: ClientCredentials, *, spec_
         files[device_file(device.id, DEVICE_KEY)] = credentials.key_pem
         modes[device_file(device.id, DEVICE_KEY)] = SECRET_MODE
     if device.secrets == "nvs" and with_nvs:
-        files[device_file(device.id, DEVICE_NVS)] = render_nvs_image(device, credentials)
+        files[device_file(device.id, DEVICE_NVS)] = device_nvs_image(device, credentials, nvs_keys)
         modes[device_file(device.id, DEVICE_NVS)] = SECRET_MODE
     return DeviceFiles(files, modes)
 
@@ -125,6 +126,8 @@ def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] |
     credentials = spec_credentials(spec)
     broker_files = render_broker(spec, credentials.broker)
     ota_key = ensure_signing_key(PkiLayout(spec.pki.dir)).public_pem() if spec.ota_port is not None else None
+    if any(device.security is not None and device.security.secure_boot == "v2" for device in spec.devices):
+        ensure_signing_key(PkiLayout(spec.pki.dir))     # Secure Boot V2 signs the bootloader and app with it
     rendered = render_output(spec, out, device_ids, credentials.devices, broker_files.files, broker_files.modes,
                              with_nvs=True, ota_public_key=ota_key)
     return write_output(spec, out, rendered, apps)
@@ -180,7 +183,9 @@ def render_output(spec: Spec, out: Path, device_ids: list[str] | None,
     files: dict[str, bytes] = {f"{BROKER_DIR}/{path}": content for path, content in broker_files.items()}
     modes: dict[str, int] = {f"{BROKER_DIR}/{path}": mode for path, mode in broker_modes.items()}
     cache = RenderCache.read(out)
-    apps, inputs = device_inputs(spec, out, credentials, with_nvs=with_nvs, ota_public_key=ota_public_key)
+    private = PkiLayout(spec.pki.dir).private
+    nvs_keys = {device.id: device_nvs_keys(device, private) if with_nvs else None for device in selected}
+    apps, inputs = device_inputs(spec, out, credentials, nvs_keys, with_nvs=with_nvs, ota_public_key=ota_public_key)
     shared = shared_firmware(spec, out, credentials, inputs, cache, ota_public_key=ota_public_key)
     files.update(shared.files)
     rendered: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -192,7 +197,8 @@ def render_output(spec: Spec, out: Path, device_ids: list[str] | None,
             continue
         device_files = render_device_files(device, credentials[device.id], spec_name=spec.path.name,
                                            app=apps[device.id], with_nvs=with_nvs,
-                                           with_firmware=device.id not in shared.images, ota_public_key=ota_public_key)
+                                           with_firmware=device.id not in shared.images, ota_public_key=ota_public_key,
+                                           nvs_keys=nvs_keys[device.id])
         files.update(device_files.files)
         modes.update(device_files.modes)
         rendered[device.id] = (inputs[device.id], tuple(device_files.files))
@@ -234,7 +240,8 @@ def write_output(spec: Spec, out: Path, rendered: RenderedOutput, apps: "UserApp
         device_credentials = rendered.credentials[device.id]
         not_after = device_credentials.cert_not_after.isoformat() if device_credentials.cert_not_after else None
         record = device_record(device, cert_serial=device_credentials.cert_serial, cert_not_after=not_after,
-                               has_nvs=device.secrets == "nvs" and rendered.with_nvs)
+                               has_nvs=device.secrets == "nvs" and rendered.with_nvs,
+                               has_client_cert=(out / device_file(device.id, DEVICE_CERT)).is_file())
         earlier = previous.device(device.id) if previous else None
         build = _still_valid_build(out, record, earlier.artifacts if earlier else None)
         records.append(dataclasses.replace(record, artifacts=build))

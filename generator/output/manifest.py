@@ -5,9 +5,10 @@ Contract (DESIGN.md): {"version": 1, "project", "spec", "broker": {"host", "name
 "external"} ("config" null for a broker gen does not run),
 "devices": [{"id", "target", "framework", "board", "chip", "platform", "auth", "secrets", "client_id", "username",
 "firmware_dir", "ca", "client_cert", "client_key", "cert_serial", "cert_not_after", "nvs", "publish": [...],
-"subscribe": [...], "status_topic", "artifacts"?}], "images"?: [...], "generated_files": [...]}.
+"subscribe": [...], "status_topic", "key_origin", "artifacts"?}], "images"?: [...], "generated_files": [...]}.
 `gen generate` writes it, listing in "generated_files" every file it wrote under OUT (so the next run removes what
-it no longer makes); `gen build` adds each device's "artifacts" (its build record) and the "images" they share.
+it no longer makes); a device's "client_cert"/"client_key"/"nvs" name only files OUT holds (a device that makes its
+own key, "key_origin": "device", has its key only on the device and its certificate once provisioned); `gen build` adds each device's "artifacts" (its build record) and the "images" they share.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ class DeviceRecord:
     subscribe: tuple[SubscribeRecord, ...]
     status_topic: str
     artifacts: BuildRecord | None = None
+    key_origin: str = "host"     # "device": the key never leaves the device (spec pki.key_origin)
 
     def to_json(self) -> dict[str, Any]:
         document = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -241,9 +243,12 @@ class Manifest:
 
 
 def device_record(device: Device, *, cert_serial: int | None, cert_not_after: str | None,
-                  has_nvs: bool | None = None) -> DeviceRecord:
+                  has_nvs: bool | None = None, has_client_cert: bool | None = None) -> DeviceRecord:
     """The device's manifest entry. `has_nvs`: whether OUT holds its NVS image (default: with `secrets: nvs`; not
-    in a build without the PKI, where it is made at flash time)."""
+    in a build without the PKI, where it is made at flash time). `has_client_cert`: whether OUT holds its client
+    certificate (default: with a client certificate gen issues, i.e. not for a device that makes its own key, whose
+    certificate comes from provisioning). A device that makes its own key never has a key file in OUT."""
+    with_cert = device.uses_client_cert and (not device.makes_own_key if has_client_cert is None else has_client_cert)
     return DeviceRecord(
         id=device.id,
         target=device.target.name,
@@ -257,14 +262,15 @@ def device_record(device: Device, *, cert_serial: int | None, cert_not_after: st
         username=device.username,
         firmware_dir=firmware_dir(device.id),
         ca=device_file(device.id, DEVICE_CA),
-        client_cert=device_file(device.id, DEVICE_CERT) if device.uses_client_cert else None,
-        client_key=device_file(device.id, DEVICE_KEY) if device.uses_client_cert else None,
+        client_cert=device_file(device.id, DEVICE_CERT) if with_cert else None,
+        client_key=device_file(device.id, DEVICE_KEY) if with_cert and not device.makes_own_key else None,
         cert_serial=f"{cert_serial:X}" if cert_serial is not None else None,
         cert_not_after=cert_not_after,
         nvs=device_file(device.id, DEVICE_NVS) if (device.secrets == "nvs" if has_nvs is None else has_nvs) else None,
         publish=tuple(PublishRecord(p.name, p.topic, p.qos, p.retain, p.interval) for p in device.publish),
         subscribe=tuple(SubscribeRecord(s.name, s.filter, s.qos) for s in device.subscribe),
         status_topic=device.status.topic,
+        key_origin=device.pki.key_origin,
     )
 
 

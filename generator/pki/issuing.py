@@ -36,6 +36,7 @@ from generator.pki.index import (
     index_digest,
 )
 from generator.pki.kept_secrets import kept_secret, read_secret
+from generator.pki.notices import notice_missing_root_key, say_reissued
 from generator.pki.layout import (
     PRIVATE_DIR_MODE,
     PUBLIC_DIR_MODE,
@@ -174,6 +175,7 @@ class IssuingStore:
                                 f"(its digest differs from {layout.rel(layout.index)})", hint=restore)
         if issuing_key is None and not layout.issuing_key_encrypted.exists():
             read_required(layout, layout.issuing_key, "the issuing CA key", restore)  # raises: it is missing
+        notice_missing_root_key(layout, imported=bool(index["ca"].get("imported")))
         return cls(layout, project=project, key_type=key_type, root_cert=root_cert, issuing_cert=issuing_cert,
                    issuing_key=issuing_key, chain=chain, index=state, passphrase=passphrase, clock=clock)
 
@@ -410,6 +412,7 @@ class IssuingStore:
         reissue = (cert is None or cert_pem is None or cert.serial_number != entry.serial
                    or (role == "broker" and profiles.broker_names_of(cert) != _wanted_broker_names(names)))
         if reissue:  # a lost/corrupt cert file (public data) or new broker names: same key, new cert
+            say_reissued(layout, role, what, names, cert, entry.serial, cert_path)
             self._index.entries[position] = replace(entry, status="superseded")
             del self._index.current[(role, name)]
             self._dirty = True

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
+import logging
 import os
 import struct
 import subprocess
@@ -40,6 +41,7 @@ from generator.core.external_tools import require_espsecure
 from generator.core.files import PRIVATE_DIR_MODE, PUBLIC_MODE, SECRET_MODE, create_file, ensure_dir
 from generator.pki.layout import PkiLayout
 
+log = logging.getLogger(__name__)   # what the user must know (the CLI prints it to stderr)
 KEY_BITS = 3072                     # the RSA scheme's only size (SECURE_SIGNED_APPS_RSA_SCHEME)
 SIGNATURE_BLOCK = struct.Struct("<BBxx32s384sI384sI384sI16x")
 SIGNATURE_MAGIC, SIGNATURE_VERSION_RSA = 0xE7, 0x02
@@ -86,6 +88,8 @@ def ensure_signing_key(layout: PkiLayout) -> SigningKey:
     _write_new(key.public, private.public_key().public_bytes(serialization.Encoding.PEM,
                                                              serialization.PublicFormat.SubjectPublicKeyInfo),
                PUBLIC_MODE)
+    log.warning(f"created the project's OTA signing key {key.private}: back it up now (offline, with pki/private/). "
+                "Every device trusts only this key; if it is lost, each device needs a cable to take a new one")
     return key
 
 

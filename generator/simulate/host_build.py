@@ -11,14 +11,14 @@ Public API: `compile_firmware(firmware_dir, framework, cache_dir) -> Path` (the 
 
 from __future__ import annotations
 
-import configparser
 import hashlib
+import logging
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,26 +26,43 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
-from generator.core.app_image import CHIP_IDS
-from generator.core.compiler_output import diagnostics
+from generator.core.compiler_output import Diagnostic, diagnostics, first_diagnostic, normalized_path, normalized_paths
 from generator.core.errors import ToolError, UserError
 from generator.core.files import PRIVATE_DIR_MODE, ensure_dir
 from generator.core.locks import exclusive_lock
 from generator.core.paths import HOST_RUNTIME_DIR
-from generator.firmware.app_layout import user_code
 from generator.firmware.fingerprint import outside_includes
 from generator.firmware.flags import FRAMEWORK_FLAGS, GEN_WARNINGS
 from generator.firmware.render import missing_app_functions
-from generator.spec.catalogue import FRAMEWORKS, load_catalogue
+from generator.simulate.host_project import SOURCE_SUFFIXES, FirmwareProject, read_project
+from generator.spec.catalogue import FRAMEWORKS
+
+log = logging.getLogger(__name__)   # what the user should know (the CLI prints it)
+
+
+Progress = Callable[[str], None]      # what the build is doing now, e.g. "compiling app.cpp (3 of 12)"
+
+
+def _no_progress(_: str) -> None:
+    pass
+
 
 INSTALL_HINT = "apt-get install g++ libmbedtls-dev"
 
+
 CXX_STANDARD = "-std=gnu++17"                          # the runtime's own sources
+
+
 # The firmware's sources: the framework's own standard, warnings and optimisation (generator.firmware.flags),
 # gen's -Wall -Wextra on top, debug info; any warning fails the build.
 FIRMWARE_DEBUG_INFO = ("-g",)
+
+
 RUNTIME_FLAGS = ("-O1", "-Wall", "-Wextra", "-fPIC")  # no -g: debug info for the STL doubles the build time
+
+
 LINK_LIBRARIES = ("-lmbedtls", "-lmbedx509", "-lmbedcrypto", "-pthread")
+
 
 # What the real build systems define for each framework (the parts firmware may test).
 FRAMEWORK_DEFINES = {
@@ -53,10 +70,19 @@ FRAMEWORK_DEFINES = {
                 'ARDUINO_BOARD="ESP32_DEV"', "GEN_HOST_BUILD=1"),
     "espidf": ("ESP_PLATFORM", 'IDF_VER="v5.5.3"', "GEN_HOST_BUILD=1"),
 }
+
+
 MAIN_SOURCE = {"arduino": "common/main_arduino.cpp", "espidf": "common/main_idf.cpp"}
-SOURCE_SUFFIXES = (".c", ".cpp", ".cc", ".cxx")
+
+
+
+
 FIRMWARE_CACHE_ENTRIES = 64
+
+
 FIRMWARE_CACHE_GRACE_S = 15 * 60
+
+
 PRIVATE_EXECUTABLE = 0o700      # a `secrets: embed` build holds the device's private key
 
 
@@ -67,29 +93,17 @@ class Toolchain:
     version: str
 
 
-@dataclass(frozen=True)
-class FirmwareProject:
-    """What the host build needs from a PlatformIO project, read once from its files."""
-
-    root: Path
-    framework: str
-    sources: tuple[Path, ...]
-    include_dirs: tuple[Path, ...]
-    defines: tuple[str, ...]
-    embedded: tuple[tuple[Path, bool], ...]  # (file, is_text): board_build.embed_txtfiles / embed_files
-    options: tuple[str, ...] = ()           # the project's -U and -W flags (build_flags, COMPILE_OPTIONS)
-    registry: tuple[str, ...] = ()          # registry libraries the real build downloads, the host build cannot
-
-
-def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path) -> Path:
-    """Builds firmware_dir for Linux and returns the executable (cached by content)."""
+def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path,
+                     on_progress: Progress = _no_progress) -> Path:
+    """Builds firmware_dir for Linux and returns the executable (cached by content). `on_progress` hears each
+    source as it is compiled ("compiled app.cpp, 3 of 12")."""
     if framework not in FRAMEWORKS:
         raise UserError(f"unknown framework {framework!r}", hint=f"use one of: {', '.join(FRAMEWORKS)}")
     toolchain = find_toolchain()
     project = read_project(Path(firmware_dir).resolve(), framework)
     cache_dir = Path(cache_dir).resolve()
     ensure_dir(cache_dir, PRIVATE_DIR_MODE)   # an older cache made 0755 is closed here
-    library = build_runtime_library(toolchain, cache_dir)
+    library = build_runtime_library(toolchain, cache_dir, on_progress)
     key = _hash_firmware(project, toolchain, library)
     out_dir = cache_dir / f"firmware-{key[:24]}"
     executable = out_dir / "firmware"
@@ -102,7 +116,7 @@ def compile_firmware(firmware_dir: Path, framework: str, cache_dir: Path) -> Pat
             return executable
         work = Path(tempfile.mkdtemp(prefix="fw-", dir=cache_dir))
         try:
-            _build_firmware(project, toolchain, library, work)
+            _build_firmware(project, toolchain, library, work, on_progress)
             ensure_dir(out_dir, PRIVATE_DIR_MODE)
             os.chmod(work / "firmware", PRIVATE_EXECUTABLE)
             os.replace(work / "firmware", executable)
@@ -177,7 +191,7 @@ def _runtime_include_flags(framework: str | None) -> list[str]:
     return [f"-I{HOST_RUNTIME_DIR / d}" for d in dirs]
 
 
-def build_runtime_library(toolchain: Toolchain, cache_dir: Path) -> Path:
+def build_runtime_library(toolchain: Toolchain, cache_dir: Path, on_progress: Progress = _no_progress) -> Path:
     """Compiles the runtime into cache_dir/runtime-<hash>/libgenhost.a, once per content."""
     digest = hashlib.sha256()
     digest.update(toolchain.version.encode())
@@ -200,7 +214,7 @@ def build_runtime_library(toolchain: Toolchain, cache_dir: Path) -> Path:
                 [toolchain.cxx, *flags, "-c", str(src), "-o", str(work / f"{src.parent.name}_{src.stem}.o")]
                 for src in runtime_sources()
             ]
-            _run_parallel(jobs, what="the host runtime")
+            _run_parallel(jobs, what="the host runtime", on_progress=on_progress)
             objects = sorted(str(p) for p in work.glob("*.o"))
             _run([shutil.which("ar") or "ar", "rcs", str(work / "libgenhost.a"), *objects], what="the host runtime")
             ensure_dir(library.parent, PRIVATE_DIR_MODE)
@@ -208,151 +222,6 @@ def build_runtime_library(toolchain: Toolchain, cache_dir: Path) -> Path:
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return library
-
-
-def read_project(root: Path, framework: str) -> FirmwareProject:
-    """Collects sources, include dirs and defines of a PlatformIO project the way `pio run` would."""
-    if not root.is_dir():
-        raise UserError(f"{root}: no such firmware directory", hint="run `gen generate` first")
-    ini = _read_platformio_ini(root / "platformio.ini")
-    src_dir = (root / ini.get("src_dir", "src")).resolve()
-    include_dir = root / ini.get("include_dir", "include")
-    outside = user_code(root)
-    app_dirs = [src_dir] + ([outside.app] if outside.app is not None and outside.app != src_dir else [])
-    sources = [p for d in app_dirs for p in sorted(d.rglob("*"))
-               if p.suffix in SOURCE_SUFFIXES and p.name not in outside.excluded]
-    include_dirs = [include_dir, *app_dirs]
-    lib_dir = root / "lib"
-    if lib_dir.is_dir():   # PlatformIO's private libraries: lib/<name>/src/ (library.json) or lib/<name>/
-        for lib in sorted(p for p in lib_dir.iterdir() if p.is_dir()):
-            lib_src = lib / "src" if (lib / "src").is_dir() else lib
-            include_dirs.append(lib_src)
-            sources += [p for p in sorted(lib_src.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
-    for lib in outside.libraries:   # lib_deps = NAME=symlink://... : the user's own libraries
-        lib_src = lib / "src" if (lib / "src").is_dir() else lib
-        include_dirs.append(lib_src)
-        sources += [p for p in sorted(lib_src.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
-    components = [component for components_dir in (root / "components", *outside.component_dirs)
-                  if components_dir.is_dir()
-                  for component in sorted(p for p in components_dir.iterdir() if (p / "CMakeLists.txt").is_file())]
-    for component in [*components, *outside.components]:   # ESP-IDF: public headers in include/, the rest beside
-        include_dirs += [component / "include", component]
-        sources += [p for p in sorted(component.rglob("*")) if p.suffix in SOURCE_SUFFIXES]
-    if not sources:
-        raise UserError(f"{src_dir}: no C or C++ sources to build", hint="run `gen generate` to render the firmware")
-    defines, extra_includes, options = _parse_build_flags(" ".join([ini.get("build_flags", ""),
-                                                                    *outside.compile_options]), root)
-    defines += target_defines(_default_env(root / "platformio.ini"))
-    if framework == "espidf":
-        defines += sdkconfig_defines(root / "sdkconfig.defaults")
-    embedded = tuple(
-        [(root / f, True) for f in ini.get("board_build.embed_txtfiles", "").split()]
-        + [(root / f, False) for f in ini.get("board_build.embed_files", "").split()]
-    )
-    for path, _ in embedded:
-        if not path.is_file():
-            raise UserError(f"{root / 'platformio.ini'}: embedded file {path} does not exist",
-                            hint="check board_build.embed_txtfiles / embed_files")
-    return FirmwareProject(
-        root=root, framework=framework, sources=tuple(sources),
-        include_dirs=tuple(d for d in include_dirs + extra_includes if d.is_dir()),
-        defines=tuple(defines), embedded=embedded, options=tuple(options), registry=outside.registry,
-    )
-
-
-def target_defines(env: str | None) -> list[str]:
-    """What the chip of the project's target puts in sdkconfig.h (PlatformIO sets IDF_TARGET from the board):
-    CONFIG_IDF_TARGET, CONFIG_IDF_TARGET_<CHIP>, CONFIG_IDF_FIRMWARE_CHIP_ID. None for an env outside the catalogue."""
-    target = load_catalogue().get(env) if env else None
-    if target is None:
-        return []
-    chip = target.chip
-    return [f'CONFIG_IDF_TARGET="{chip}"', f"CONFIG_IDF_TARGET_{chip.upper()}=1",
-            f"CONFIG_IDF_FIRMWARE_CHIP_ID=0x{CHIP_IDS[chip]:04x}"]
-
-
-def _default_env(path: Path) -> str | None:
-    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",), strict=False)
-    try:
-        parser.read(path)
-    except configparser.Error:
-        return None
-    default = parser.get("platformio", "default_envs", fallback="").replace(",", " ").split()
-    envs = [section[len("env:"):] for section in parser.sections() if section.startswith("env:")]
-    return default[0] if default else (envs[0] if envs else None)
-
-
-def _read_platformio_ini(path: Path) -> dict[str, str]:
-    """Options of the default env (`[platformio] default_envs`, else the first env) with ${...} resolved."""
-    if not path.is_file():
-        return {}
-    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",), strict=False)
-    try:
-        parser.read(path)
-    except configparser.Error as exc:
-        raise UserError(f"{path}: cannot parse: {exc}") from exc
-    envs = [s for s in parser.sections() if s.startswith("env:")]
-    default = parser.get("platformio", "default_envs", fallback="").replace(",", " ").split()
-    chosen = f"env:{default[0]}" if default and f"env:{default[0]}" in envs else (envs[0] if envs else None)
-    options: dict[str, str] = {}
-    if parser.has_section("env"):
-        options.update(parser["env"])
-    if chosen:
-        options.update(parser[chosen])
-    if parser.has_section("platformio"):
-        for key in ("src_dir", "include_dir"):
-            if parser.has_option("platformio", key):
-                options[key] = parser.get("platformio", key)
-
-    def resolve(value: str, depth: int = 0) -> str:
-        def lookup(match: re.Match[str]) -> str:
-            section, _, option = match.group(1).rpartition(".")
-            section = section or "env"
-            if depth < 5 and parser.has_option(section, option):
-                return resolve(parser.get(section, option), depth + 1)
-            return ""
-        return re.sub(r"\$\{([^}]+)\}", lookup, value)
-
-    return {k: resolve(v) for k, v in options.items()}
-
-
-def _parse_build_flags(flags: str, root: Path) -> tuple[list[str], list[Path], list[str]]:
-    """-D defines, -I folders, and the -U and -W options the host build passes on; other flags (the chip's, the
-    optimisation) are the real toolchain's."""
-    defines: list[str] = []
-    includes: list[Path] = []
-    options: list[str] = []
-    tokens = shlex.split(flags.replace("\n", " "))
-    i = 0
-    while i < len(tokens):
-        token = tokens[i]
-        if token in ("-D", "-I", "-U") and i + 1 < len(tokens):
-            token, i = token + tokens[i + 1], i + 1
-        if token.startswith("-D"):
-            defines.append(token[2:])
-        elif token.startswith("-I"):
-            includes.append((root / token[2:]).resolve())
-        elif token.startswith(("-U", "-W")):
-            options.append(token)
-        i += 1
-    return defines, includes, options
-
-
-def sdkconfig_defines(path: Path) -> list[str]:
-    """CONFIG_* values of sdkconfig.defaults, as sdkconfig.h would define them."""
-    if not path.is_file():
-        return []
-    defines = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line.startswith("CONFIG_") or "=" not in line:
-            continue
-        name, value = line.split("=", 1)
-        if value == "y":
-            defines.append(f"{name}=1")
-        elif value != "n":
-            defines.append(f"{name}={value}")
-    return defines
 
 
 def _hash_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path) -> str:
@@ -392,7 +261,8 @@ def firmware_compile_flags(project: FirmwareProject, language: str) -> list[str]
     return flags
 
 
-def _build_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path, work: Path) -> None:
+def _build_firmware(project: FirmwareProject, toolchain: Toolchain, library: Path, work: Path,
+                    on_progress: Progress = _no_progress) -> None:
     jobs = []
     objects = []
     for index, src in enumerate(project.sources):
@@ -411,7 +281,9 @@ def _build_firmware(project: FirmwareProject, toolchain: Toolchain, library: Pat
         runtime_jobs.append([toolchain.cc, "-c", str(asm), "-o", str(work / "embedded_files.o")])
         objects.append(work / "embedded_files.o")
     _run_parallel(jobs + runtime_jobs, what=f"the firmware in {project.root}", no_warnings=len(jobs),
-                  explain=lambda stderr: registry_library_error(stderr, project))
+                  explain=lambda stderr: registry_library_error(stderr, project),
+                  fatal_warning=lambda warning: is_gens_code(warning.path, project.root), on_progress=on_progress)
+    on_progress("linking the firmware")
     link = subprocess.run([toolchain.cxx, *map(str, objects), str(main_obj), str(library), *LINK_LIBRARIES,
                            "-o", str(work / "firmware")], capture_output=True, text=True, check=False)
     if link.returncode != 0:
@@ -447,17 +319,47 @@ def _run(cmd: list[str], *, what: str) -> None:
         raise _compile_error(result.stderr, what)
 
 
+def is_gens_code(path: str, project_root: Path) -> bool:
+    """Whether a diagnostic's file is gen's (the generated project, gen_link, the host runtime), not the user's own
+    code (the app's src/ and lib/ next to the spec, which the project includes from outside)."""
+    resolved = Path(os.path.normpath(Path(project_root) / path))
+    return resolved.is_relative_to(project_root) or resolved.is_relative_to(HOST_RUNTIME_DIR)
+
+
 def _run_parallel(jobs: list[list[str]], *, what: str, no_warnings: int = 0,
-                  explain: Callable[[str], UserError | None] = lambda stderr: None) -> None:
-    """Runs the compile jobs; any failure is an error, and so is any warning from the first `no_warnings` jobs.
-    `explain` may turn a failure's compiler output into the error a user can act on."""
+                  explain: Callable[[str], UserError | None] = lambda stderr: None,
+                  fatal_warning: Callable[[Diagnostic], bool] = lambda warning: True,
+                  on_progress: Progress = _no_progress) -> None:
+    """Runs the compile jobs; any failure is an error, and so is a warning from the first `no_warnings` jobs that
+    `fatal_warning` says is (gen's own code stays warning-free; the user's warnings are shown, once each, and the
+    build goes on). `explain` may turn a failure's compiler output into the error a user can act on."""
     workers = max(1, min(len(jobs), os.cpu_count() or 1))
+    done = [0]
+    lock = threading.Lock()
+
+    def compile_one(cmd: list[str]) -> subprocess.CompletedProcess:
+        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        source = next((Path(arg).name for arg in cmd if Path(arg).suffix in (*SOURCE_SUFFIXES, ".S")), "a source")
+        with lock:
+            done[0] += 1
+            on_progress(f"compiled {source} ({done[0]} of {len(jobs)}, {what})")
+        return result
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda cmd: subprocess.run(cmd, capture_output=True, text=True, check=False), jobs))
-    failed = [result.stderr for index, result in enumerate(results)
-              if result.returncode != 0 or (index < no_warnings and diagnostics(result.stderr, "warning"))]
+        results = list(pool.map(compile_one, jobs))
+    failed = []
+    yours: dict[str, None] = {}
+    for index, result in enumerate(results):
+        warnings = diagnostics(result.stderr, "warning") if index < no_warnings else []
+        if result.returncode != 0 or any(fatal_warning(w) for w in warnings):
+            failed.append(result.stderr)
+            continue
+        for warning in warnings:
+            yours[f"{warning.where(normalized_path(warning.path))}: warning: {warning.message}"] = None
     if failed:
         raise explain("\n".join(failed)) or _compile_error(failed[0], what)
+    for line in yours:
+        log.warning(f"{line} (your code: shown, not fatal in the host build)")
 
 
 _MISSING_HEADER = re.compile(r"^(?P<where>[^\s:]+:\d+):\d+: fatal error: (?P<header>[^:\s]+): No such file or directory",
@@ -483,13 +385,24 @@ def registry_library_error(stderr: str, project: FirmwareProject) -> UserError |
 
 
 def _compile_error(stderr: str, what: str) -> ToolError:
-    lines = stderr.strip().splitlines()
-    found = diagnostics(stderr)
-    errors = [line for line in lines if " error: " in line or " warning: " in line]
-    shown = errors[:8] or lines[-12:]
-    where = f" at {found[0].path}:{found[0].line}" if found else ""
-    message = f"g++ could not build {what}{where}:\n  " + "\n  ".join(shown)
+    """The first real diagnostic (compiler or linker) with its file:line, paths normalized, then the lines around
+    it; a fix line that fits what it is (an error, an undefined reference, a warning in gen's code)."""
+    lines = [normalized_paths(line) for line in stderr.strip().splitlines()]
+    first = first_diagnostic(stderr)
+    relevant = [line for line in lines if (" error: " in line or " warning: " in line or "undefined reference" in line
+                                           or "multiple definition" in line or ": in function" in line)
+                and not line.startswith("collect2:")]
+    shown = relevant[:8] or lines[-12:]
+    where = ""
+    if first is not None:
+        where = f" at {first.where(normalized_path(first.path))}: {first.kind}: {first.message}"
+    message = f"g++ could not build {what}{where}\n  " + "\n  ".join(shown)
     if ("mbedtls/" in stderr and "No such file" in stderr) or "cannot find -lmbed" in stderr:
         return ToolError(message, hint=INSTALL_HINT)
-    return ToolError(message, hint="fix the first one shown: the host build takes the framework's own flags plus "
-                                   "-Wall -Wextra, and fails on any warning")
+    if first is not None and first.message.startswith("undefined reference"):
+        return ToolError(message, hint="define what the linker names (a function declared but not written, or in "
+                                       "a source file outside src/), or add the library that has it")
+    if first is not None and first.kind == "warning":
+        return ToolError(message, hint="gen's own code must build without warnings (-Wall -Wextra): report it, "
+                                       "with the line shown")
+    return ToolError(message, hint="fix the first error shown, at the file and line it names")

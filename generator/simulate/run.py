@@ -39,6 +39,7 @@ from generator.output.layout import BROKER_DIR, SIMULATE_DIR, firmware_dir
 from generator.output.manifest import read_manifest
 from generator.pki.spec_identities import open_spec_pki
 from generator.provision.service import ProvisioningService, ServiceOptions
+from generator.simulate.bootstrap_route import with_bootstrap_port
 from generator.simulate.clock import shifted_clock, shifted_environment
 from generator.simulate.device_runs import (
     LOCAL_ADDRESS,
@@ -94,7 +95,8 @@ def free_local_port() -> int:
 
 
 def compile_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], *, cache_dir: Path | None,
-                    on_event: EventSink = lambda _: None) -> dict[str, Path]:
+                    on_event: EventSink = lambda _: None,
+                    on_progress: EventSink = lambda _: None) -> dict[str, Path]:
     """One host binary per distinct firmware: devices whose generated firmware is identical (a `secrets: nvs`
     fleet of one target) share it. Returns device id -> executable."""
     cache = Path(cache_dir) if cache_dir is not None else default_host_build_cache()
@@ -107,7 +109,8 @@ def compile_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], *, cac
     binaries: dict[str, Path] = {}
     for (framework, _), members in groups.items():
         begun = time.monotonic()
-        binary = compile_firmware(Path(out_dir) / firmware_dir(members[0]), framework, cache)
+        binary = compile_firmware(Path(out_dir) / firmware_dir(members[0]), framework, cache,
+                                  lambda text: on_progress(f"host build of {members[0]}: {text}"))
         shared = f", shared by {len(members)} devices" if len(members) > 1 else ""
         on_event(f"host build of {members[0]} ({framework}{shared}): {time.monotonic() - begun:.1f} s")
         binaries.update(dict.fromkeys(members, binary))
@@ -147,8 +150,10 @@ def keep_flash_private(spec: Spec, out_dir: Path, flash_root: Path, on_event: Ev
 
 
 def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
-             on_event: EventSink = lambda _: None) -> SimulationResult:
-    """The whole `gen simulate`: generate, start the broker (unless given one), compile, run, summarise."""
+             on_event: EventSink = lambda _: None,
+             progress: Callable[[], contextlib.AbstractContextManager[EventSink]] | None = None) -> SimulationResult:
+    """The whole `gen simulate`: generate, start the broker (unless given one), compile, run, summarise.
+    `progress()`: a context that hears each step of the host build while it runs (generator.cli.progress)."""
     device_ids = select_devices(spec, options.device_ids, all_devices=options.all_devices)
     if options.broker is not None and options.faults.restart_broker_after is not None:
         raise UserError("--restart-broker-after needs the broker gen simulate starts itself",
@@ -165,7 +170,9 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
     if options.broker is None:
         check_runnable_here(spec, out_dir / BROKER_DIR)
     on_event(f"generated {len(generated.devices)} device(s) and the broker into {out_dir}")
-    binaries = compile_devices(spec, out_dir, device_ids, cache_dir=options.cache_dir, on_event=on_event)
+    with (progress() if progress is not None else contextlib.nullcontext(lambda _: None)) as on_progress:
+        binaries = compile_devices(spec, out_dir, device_ids, cache_dir=options.cache_dir, on_event=on_event,
+                                   on_progress=on_progress)
     keep_flash_private(spec, out_dir, options.flash_root or default_flash_root(spec), on_event)
     flashes = flash_devices(spec, out_dir, device_ids, binaries, on_event=on_event)
     if options.build_only:
@@ -176,9 +183,12 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
     if options.days_ahead:
         on_event(f"the clock of the broker, the devices and the provisioning service is {options.days_ahead:g} "
                  f"days ahead: {dt.datetime.now(dt.timezone.utc) + ahead:%Y-%m-%d %H:%M} UTC")
-    with _broker_for(out_dir, options.broker, world_env) as (address, running), \
+    given = with_bootstrap_port(spec, out_dir, options.broker) if options.broker is not None else None
+    with _broker_for(out_dir, given, world_env) as (address, running), \
             _provisioning_for(spec, running, on_event, shifted_clock(ahead)):
         on_event(f"broker: {address}" + (" (started from " + str(out_dir / BROKER_DIR) + ")" if running else ""))
+        if running is None and address.provision_port is not None:
+            on_event(f"bootstrap listener (devices that make their own key): {address.host}:{address.provision_port}")
         actions = []
         if running is not None and options.faults.restart_broker_after is not None:
             actions.append(ScheduledAction(options.faults.restart_broker_after, "restarting the broker",

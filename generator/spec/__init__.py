@@ -19,13 +19,14 @@ from generator.spec.contract import (
     SECRETS_MODES,
     SERVER_IDENTITIES,
 )
-from generator.spec.model import Broker, Device, DevicePki, Ota, PkiOptions, Publish, Spec, Status, Subscribe, Wifi
+from generator.spec.model import (Broker, Client, Device, DevicePki, Ota, PkiOptions, Publish, Spec, Status, Subscribe,
+                                  Wifi)
 from generator.spec.resolve import resolve_spec
 from generator.spec.schema_check import schema_problems
 from generator.spec.source import SpecSource, problems_to_error, read_spec_source
 
 __all__ = [
-    "ADMIN_IDENTITY", "AUTH_MODES", "BACKEND_IDENTITY", "DOCTOR_IDENTITY", "KEY_ORIGINS", "KEY_TYPES", "OTA_IDENTITY",
+    "ADMIN_IDENTITY", "AUTH_MODES", "BACKEND_IDENTITY", "Client", "DOCTOR_IDENTITY", "KEY_ORIGINS", "KEY_TYPES", "OTA_IDENTITY",
     "PROVISIONER_IDENTITY", "SECRETS_MODES", "SERVER_IDENTITIES", "Broker", "Device", "DevicePki", "Ota", "PkiOptions",
     "Publish", "Spec", "SpecSource", "Status", "Subscribe", "Wifi", "load_spec", "load_spec_source",
 ]

@@ -35,6 +35,7 @@ from generator.spec.model import (
 from generator.spec.names import c_name_problem, device_id_problem, host_problem
 from generator.spec.provisioning_protocol import reserved_topic_problem
 from generator.spec.schema_check import schema_default
+from generator.spec.security import resolve_security
 from generator.spec.source import SpecProblem, SpecSource
 
 DEVICE_PKI_KEYS = ("key_type", "validity_days", "key_origin", "renew_before_days")
@@ -49,6 +50,7 @@ class DeviceRules:
         self.catalogue = catalogue
         self.problems: list[SpecProblem] = []
         self.ota_auth_reported = False
+        self.security_reported: set[str] = set()
 
     def problem(self, path: tuple, message: str, hint: str | None = None) -> None:
         self.problems.append(SpecProblem(path, message, hint))
@@ -115,6 +117,11 @@ class DeviceRules:
             keepalive=keepalive if keepalive is not None else schema_default("keepalive"), ntp=ntp, status=status,
             publish=tuple(publish), subscribe=tuple(subscribe), pki=device_pki, firmware_version=version, ota=ota,
             libraries=build[0], build_flags=build[1], vars=self.device_vars(entry, base, build[2]),
+            security=resolve_security((self.data["security"] or {}) if "security" in self.data else None,
+                                      framework=target.framework, chip=target.chip,
+                                      secrets=secrets_mode or schema_default("secrets"), has_ota=ota is not None,
+                                      makes_own_key=device_pki.key_origin == "device", problem=self.problem,
+                                      reported=self.security_reported),
         )
         self._firmware_limits(device, base, status_origin,
                               {"publish": publish_path, "subscribe": subscribe_path, "ntp": ntp_path})

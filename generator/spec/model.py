@@ -88,6 +88,24 @@ class Ota:
     project: str                   # the spec's project: an announcement for another one is refused
 
 
+FLASH_ENCRYPTION_MODES = ("off", "development", "release")
+SECURE_BOOT_MODES = ("off", "v2")
+
+
+@dataclass(frozen=True)
+class Security:
+    """Secrets at rest on the device (the spec's `security:`), generator.firmware.security renders it."""
+
+    flash_encryption: str = "development"   # off | development | release (release only when written)
+    secure_boot: str = "off"                # off | v2 (signed with the project's OTA signing key)
+    nvs_encryption: bool = False            # the NVS partition XTS-AES encrypted, keys in nvs_keys
+    secure_version: int | None = None       # the eFuse secure version (anti-rollback), None: no anti-rollback
+
+    @property
+    def encrypts_flash(self) -> bool:
+        return self.flash_encryption != "off"
+
+
 @dataclass(frozen=True)
 class Library:
     """A library the app uses (the spec's `libraries:`): from the registry, or a folder of the user's."""
@@ -157,6 +175,7 @@ class Device:
     libraries: tuple[Library, ...] = ()  # the spec's libraries:
     build_flags: tuple[str, ...] = ()   # the spec's build_flags:
     vars: tuple[Var, ...] = ()          # the spec's vars:, with this device's values
+    security: Security | None = None    # the spec's security:, None: nothing at rest is protected
 
     @property
     def framework(self) -> str:
@@ -199,19 +218,35 @@ class Device:
 
 
 @dataclass(frozen=True)
+class Client:
+    """A named identity besides the devices (spec `clients:`): an operator's mosquitto_sub, a dashboard. It has its
+    own certificate and password, logs in with its name (which is its client id: the broker binds them), and may read
+    what `subscribe` lists and write what `publish` lists, nothing else; never gen's OTA or provisioning topics."""
+
+    name: str
+    subscribe: tuple[str, ...] = ()    # topic filters it may read
+    publish: tuple[str, ...] = ()      # topics (or filters) it may write; none: read-only
+
+
+@dataclass(frozen=True)
 class Spec:
     path: Path                     # the spec file, absolute
     project: str
     broker: Broker
     pki: PkiOptions
     devices: tuple[Device, ...]
+    clients: tuple[Client, ...] = ()
 
     @property
     def server_identities(self) -> tuple[str, ...]:
         """The server-side identities the PKI issues and the broker knows: the backend, gen doctor, with `ota:`
-        gen's OTA publisher, and for a broker gen runs its session administrator (gen broker apply)."""
+        gen's OTA publisher, for a broker gen runs its session administrator (gen broker apply), and the spec's
+        own `clients:`."""
         return (SERVER_IDENTITIES + ((OTA_IDENTITY,) if self.ota_port is not None else ())
-                + (() if self.broker.external else (ADMIN_IDENTITY,)))
+                + (() if self.broker.external else (ADMIN_IDENTITY,)) + tuple(c.name for c in self.clients))
+
+    def client(self, name: str) -> Client | None:
+        return next((c for c in self.clients if c.name == name), None)
 
     @property
     def ota_port(self) -> int | None:

@@ -7,11 +7,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from generator.core.topics import TopicIndex
+from generator.core.topics import TopicIndex, filter_matches, topic_filter_problem
 from generator.spec.catalogue import load_catalogue
 from generator.spec.device_rules import DeviceRules
 from generator.spec.firmware_version import UNKNOWN_VERSION, project_version, version_problem
-from generator.spec.model import Broker, Device, Library, PkiOptions, Spec, Var
+from generator.spec.contract import SERVER_IDENTITIES
+from generator.spec.model import Broker, Client, Device, Library, PkiOptions, Spec, Var
 from generator.spec.names import dialled_host_problem, host_problem, normal_host, trailing_dot_problem
 from generator.spec.schema_check import schema_default
 from generator.spec.source import SpecProblem, SpecSource
@@ -166,6 +167,41 @@ class _Resolver(DeviceRules):
         return project_version(self.source.path.parent)
 
     # --- one device -----------------------------------------------------------------------------------------
+    # --- clients: ---------------------------------------------------------------------------------------------
+    def clients(self, devices: list[tuple[Device, tuple]]) -> tuple[Client, ...]:
+        """The spec's named identities besides the devices; their names clash with nothing, and what they may
+        write leaves gen's OTA topics to gen.ota and gen's gen/ topics to gen."""
+        taken = {device.id.lower() for device, _ in devices} | {name.lower() for name in SERVER_IDENTITIES}
+        ota_topics = [device.ota.topic for device, _ in devices if device.ota is not None]
+        found: list[Client] = []
+        for index, entry in enumerate(self.data.get("clients") or []):
+            base = ("clients", index)
+            name = entry["name"]
+            if name.lower() in taken or name.lower().startswith("gen"):
+                self.problem(base + ("name",), f"{name!r} is already a device id or a server identity of gen",
+                             "give the client a name of its own")
+                continue
+            taken.add(name.lower())
+            subscribe, publish = tuple(entry.get("subscribe") or ()), tuple(entry.get("publish") or ())
+            for key, topics in (("subscribe", subscribe), ("publish", publish)):
+                for position, topic in enumerate(topics):
+                    problem = topic_filter_problem(topic)
+                    if problem:
+                        self.problem(base + (key, position), f"topic filter {topic!r} {problem}")
+                        continue
+                    if key != "publish":
+                        continue
+                    ota = next((t for t in ota_topics if filter_matches(topic, t)), None)
+                    if ota is not None:
+                        self.problem(base + (key, position), f"{topic!r} would let {name} write the OTA topic "
+                                     f"{ota!r}; only gen's OTA publisher (gen ota publish) writes those",
+                                     "narrow it to the topics the client really writes, e.g. devices/+/cmd/#")
+                    elif topic.split("/")[0] in ("gen", "+", "#"):
+                        self.problem(base + (key, position), f"{topic!r} would let {name} write gen's own gen/ "
+                                     "topics (provisioning)", "start it with a level of your own, e.g. devices/...")
+            found.append(Client(name, subscribe, publish))
+        return tuple(found)
+
     # --- across devices -------------------------------------------------------------------------------------
     def fleet_rules(self, devices: list[tuple[Device, tuple]]) -> None:
         by_lower: dict[str, tuple] = {}
@@ -236,8 +272,9 @@ def resolve_spec(source: SpecSource) -> tuple[Spec | None, list[SpecProblem]]:
         if device is not None:
             devices.append((device, base))
     resolver.fleet_rules(devices)
+    clients = resolver.clients(devices)
     if resolver.problems:
         return None, resolver.problems
     spec = Spec(path=source.path.resolve(), project=data["project"], broker=broker, pki=pki,
-                devices=tuple(device for device, _ in devices))
+                devices=tuple(device for device, _ in devices), clients=clients)
     return spec, []

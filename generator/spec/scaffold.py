@@ -13,6 +13,7 @@ from generator.core.paths import SCHEMA_PATH
 from generator.core.rendering import render_template
 from generator.spec.catalogue import load_catalogue
 from generator.spec.contract import AUTH_MODES
+from generator.spec.placeholders import PLACEHOLDER_PASSWORD, PLACEHOLDER_SSID
 
 PROJECT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
@@ -29,7 +30,8 @@ def render_new_project(name: str, *, framework: str, auth: str, project_dir: Pat
     schema_url = os.path.relpath(SCHEMA_PATH, project_dir.resolve()) if inside_tool else SCHEMA_PATH.as_uri()
     device_id = f"{name[:20].lower().replace('_', '-')}-01"
     values = dict(name=name, framework=framework, target=default_target(framework), auth=auth,
-                  device_id=device_id, schema_url=schema_url)
+                  device_id=device_id, schema_url=schema_url, placeholder_ssid=PLACEHOLDER_SSID,
+                  placeholder_password=PLACEHOLDER_PASSWORD)
     return {
         "device.yaml": render_template("new/device.yaml.j2", **values).encode(),
         "secrets.yaml": render_template("new/secrets.yaml.j2", **values).encode(),

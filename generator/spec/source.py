@@ -91,14 +91,22 @@ def problems_to_error(source: SpecSource, problems: list[SpecProblem]) -> UserEr
         key=lambda p: (source.position(p.path, of_key=p.of_key).line, source.position(p.path, of_key=p.of_key).column),
     )
     lines = []
-    for problem in ordered:
+    seen: set[str] = set()
+    for problem in ordered:        # two checks may find the same thing (a schema and a resolver): say it once
         where = source.position(problem.path, of_key=problem.of_key)
-        lines.append(f"{where}: {format_spec_path(problem.path)}: {problem.message}")
+        said = f"{where}: {format_spec_path(problem.path)}: {problem.message}"
+        if said in seen:
+            continue
+        seen.add(said)
+        lines.append(said)
         if problem.hint:
             lines.append(f"    fix: {problem.hint}")
-    count = len(ordered)
+    count = len(seen)
     header = f"{source.path} is not a valid spec ({count} problem{'s' if count != 1 else ''}):"
-    return UserError(mask_secret_values(header + "\n" + "\n".join(lines), source.secret_values))
+    hint = None
+    if Path(source.path).name == SECRETS_FILE:
+        hint = f"{source.path} holds the spec's secrets; pass the spec that names them (e.g. device.yaml next to it)"
+    return UserError(mask_secret_values(header + "\n" + "\n".join(lines), source.secret_values), hint=hint)
 
 
 def mask_secret_values(text: str, secret_values: set[str]) -> str:

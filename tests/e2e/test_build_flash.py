@@ -110,8 +110,8 @@ def test_flash_refuses_a_port_another_program_holds(built_fleet, fake_tools, ser
     port, port_fd = serial_port
     fcntl.flock(port_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what pyserial (esptool, pio device monitor) does
     code, _stdout, err = gen_cli("flash", spec_path, "--device", "sensor-01", "--port", port)
-    assert code == 1
-    assert f"serial port {port} is busy" in err and "Close that program" in err
+    assert code == 2
+    assert f"serial port {port} is busy" in err and "close that program" in err
     assert not [c for c in fake_tools.calls("esptool") if "write-flash" in c["argv"]]
 
 
@@ -119,7 +119,7 @@ def test_esptool_finding_the_port_busy_gives_the_same_busy_message(built_fleet, 
     spec_path, _out = built_fleet
     monkeypatch.setenv("FAKE_ESPTOOL_FAIL", "busy")
     code, _stdout, err = gen_cli("flash", spec_path, "--device", "sensor-01", "--port", serial_port[0])
-    assert code == 1 and f"serial port {serial_port[0]} is busy" in err
+    assert code == 2 and f"serial port {serial_port[0]} is busy" in err
 
 
 def test_esptool_getting_no_answer_from_the_chip_says_what_to_check(built_fleet, fake_tools, serial_port, gen_cli, monkeypatch):
@@ -175,7 +175,7 @@ def test_monitor_refuses_a_busy_port(built_fleet, fake_tools, serial_port, gen_c
     port, port_fd = serial_port
     fcntl.flock(port_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     code, _stdout, err = gen_cli("monitor", spec_path, "--device", "sensor-04", "--port", port)
-    assert code == 1 and "is busy" in err
+    assert code == 2 and "is busy" in err
 
 
 def test_flash_after_an_unchanged_generate_still_finds_the_build(tmp_path, fake_tools, serial_port, gen_cli):

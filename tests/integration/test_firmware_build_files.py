@@ -89,7 +89,7 @@ def test_platformio_reads_the_arduino_project_with_the_apps_folder_and_every_lib
 
 @pytest.mark.parametrize("framework", ["arduino", "espidf"])
 def test_a_library_folder_named_in_libraries_is_compiled_by_the_host_build_too(framework, tmp_path):
-    from generator.simulate.host_build import read_project
+    from generator.simulate.host_project import read_project
 
     _app, firmware = project_with_app(tmp_path, framework)
     sources = read_project(firmware, framework).sources

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from firmware_fakes import EXAMPLE_SPECS, example_devices, write_firmware_project
-from generator.simulate.host_build import firmware_compile_flags, read_project
+from generator.simulate.host_build import firmware_compile_flags
+from generator.simulate.host_project import read_project
 
 NEWLIB_INCLUDE = "/usr/include/newlib"   # Debian's libnewlib-dev
 COMPILERS = {

@@ -15,7 +15,8 @@ import pytest
 
 from firmware_fakes import example_devices, write_firmware_project
 from generator.firmware.fingerprint import outside_includes
-from generator.simulate.host_build import firmware_compile_flags, read_project
+from generator.simulate.host_build import firmware_compile_flags
+from generator.simulate.host_project import read_project
 from generator.core.paths import HOST_RUNTIME_DIR
 
 DEVICE_HEADERS = (HOST_RUNTIME_DIR / "arduino", HOST_RUNTIME_DIR / "idf")

@@ -8,7 +8,8 @@ import stat
 
 from conftest import two_device_spec
 from generator.output.generate import generate
-from generator.simulate.run import compile_devices, default_host_build_cache
+from generator.simulate.device_runs import default_host_build_cache
+from generator.simulate.run import compile_devices
 from generator.spec import load_spec
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from firmware_fakes import multi_file_project
 from generator.firmware.fingerprint import firmware_fingerprint
-from generator.simulate.host_build import read_project
+from generator.simulate.host_project import read_project
 
 
 

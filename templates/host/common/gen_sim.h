@@ -33,6 +33,7 @@ extern bool gen_sim_signed_on_update;
  * checks certificate dates. Off, the host's mbedTLS (which always checks them) ignores the date flags, as the
  * device's build does. */
 extern bool gen_sim_mbedtls_have_time_date;
+extern bool gen_sim_nvs_encryption;     // CONFIG_NVS_ENCRYPTION: nvs_flash_init() decrypts NVS with nvs_keys
 /* The simulated chip's revision, major * 100 + minor (what an image's min_chip_rev_full is checked against). */
 #define GEN_SIM_CHIP_REVISION 300
 

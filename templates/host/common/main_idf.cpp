@@ -16,11 +16,14 @@ int main() {
 #ifdef CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
     gen_sim_app_rollback_enable = true;
 #endif
-#ifdef CONFIG_SECURE_SIGNED_ON_UPDATE
+#if defined(CONFIG_SECURE_SIGNED_ON_UPDATE) || defined(CONFIG_SECURE_BOOT)   /* Kconfig: SECURE_BOOT implies it */
     gen_sim_signed_on_update = true;
 #endif
 #ifdef CONFIG_MBEDTLS_HAVE_TIME_DATE
     gen_sim_mbedtls_have_time_date = true;
+#endif
+#ifdef CONFIG_NVS_ENCRYPTION
+    gen_sim_nvs_encryption = true;   // nvs_flash_init() reads the nvs_keys partition and decrypts (idf_nvs.cpp)
 #endif
     gen_sim_start();
     app_main();

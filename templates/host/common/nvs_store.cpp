@@ -1,4 +1,5 @@
 #include "nvs_store.h"
+#include "nvs_xts.h"
 
 #include "nvs_journal.h"
 
@@ -181,7 +182,7 @@ bool Store::exists(const std::string& label) {
     return all.find("," + label + ",") != std::string::npos;
 }
 
-int Store::init(const std::string& label, std::string* message) {
+int Store::init(const std::string& label, std::string* message, const uint8_t* xts_keys) {
     Partition& partition = partitions[label];
     if (partition.initialized) return 0;
     partition.contents.clear();
@@ -194,6 +195,10 @@ int Store::init(const std::string& label, std::string* message) {
         }
         std::vector<uint8_t> image((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
         std::string error;
+        if (xts_keys && !xts_decrypt_image(&image, xts_keys, &error)) {
+            *message = std::string("GEN_SIM_NVS: ") + path + ": " + error;
+            return 0x1113;  // ESP_ERR_NVS_XTS_CFG_FAILED
+        }
         if (!parse_image(image.data(), image.size(), &partition.contents, &error)) {
             *message = std::string("GEN_SIM_NVS: ") + path + ": " + error;
             return 0x110d;  // ESP_ERR_NVS_NO_FREE_PAGES: what the device reports for an unreadable partition

@@ -50,7 +50,8 @@ struct Store {
     // Whether the partition table has an NVS partition of this label ("nvs", or one in GEN_SIM_NVS_PARTITIONS).
     static bool exists(const std::string& label);
     // Loads the partition (GEN_SIM_NVS for "nvs"; its journal). Returns 0 or an esp_err_t style code, with a message.
-    int init(const std::string& label, std::string* message);
+    // `xts_keys` (eky, tky: nvs_flash_secure_init_partition): the image is decrypted as the device reads it.
+    int init(const std::string& label, std::string* message, const uint8_t* xts_keys = nullptr);
     // Keeps what the firmware wrote (GEN_SIM_NVS_STATE), after `contents` changed.
     void wrote(const std::string& label, const std::string& ns, const std::string& key, const Value* value);
     void erased_namespace(const std::string& label, const std::string& ns);

@@ -1,16 +1,20 @@
 // Host runtime: nvs_flash and nvs over the store of the device's NVS partitions (nvs_store.h): "nvs" loaded from
 // GEN_SIM_NVS, the other NVS partitions of its table (GEN_SIM_NVS_PARTITIONS) empty at first; with
 // GEN_SIM_NVS_STATE every write is kept across runs, at the moment it is made.
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <iterator>
 #include <map>
 #include <string>
 
+#include "esp_random.h"
 #include "gen_sim.h"
 #include "nvs.h"
 #include "nvs_flash.h"
 #include "nvs_store.h"
+#include "nvs_xts.h"
 
 using gen_host::nvs::Contents;
 using gen_host::nvs::Store;
@@ -130,7 +134,67 @@ esp_err_t nvs_flash_init_partition(const char* label) {
     return rc;
 }
 
-esp_err_t nvs_flash_init(void) { return nvs_flash_init_partition(NVS_DEFAULT_PART_NAME); }
+esp_err_t nvs_flash_secure_init_partition(const char* label, nvs_sec_cfg_t* cfg) {
+    if (!cfg) return ESP_ERR_INVALID_ARG;
+    const std::string name = label ? label : NVS_DEFAULT_PART_NAME;
+    if (!Store::exists(name)) return ESP_ERR_NOT_FOUND;
+    uint8_t keys[2 * NVS_KEY_SIZE];
+    memcpy(keys, cfg->eky, NVS_KEY_SIZE);
+    memcpy(keys + NVS_KEY_SIZE, cfg->tky, NVS_KEY_SIZE);
+    Store& store = Store::instance();
+    std::lock_guard<std::mutex> lock(store.mutex);
+    std::string message;
+    int rc = store.init(name, &message, keys);
+    if (!message.empty()) gen_sim_log("%s", message.c_str());
+    return rc;
+}
+
+esp_err_t nvs_flash_secure_init(nvs_sec_cfg_t* cfg) {
+    return nvs_flash_secure_init_partition(NVS_DEFAULT_PART_NAME, cfg);
+}
+
+// The nvs_keys partition: the file GEN_SIM_NVS_KEYS (as flashed: eky, tky, their CRC32, 0xFF). The checks are the
+// device's (components/nvs_flash/src/nvs_api.cpp, nvs_flash_read_security_cfg): all 0xFF is
+// ESP_ERR_NVS_KEYS_NOT_INITIALIZED, a CRC that does not match ESP_ERR_NVS_CORRUPT_KEY_PART.
+esp_err_t nvs_flash_read_security_cfg(const esp_partition_t* partition, nvs_sec_cfg_t* cfg) {
+    if (!cfg || !partition) return ESP_ERR_INVALID_ARG;
+    uint8_t raw[2 * NVS_KEY_SIZE + 4];
+    memset(raw, 0xff, sizeof raw);
+    const char* path = getenv("GEN_SIM_NVS_KEYS");
+    FILE* f = path && *path ? fopen(path, "rb") : nullptr;
+    if (f) {
+        size_t got = fread(raw, 1, sizeof raw, f);
+        (void)got;
+        fclose(f);
+    }
+    bool blank = true;
+    for (uint8_t byte : raw) blank = blank && byte == 0xff;
+    if (blank) return ESP_ERR_NVS_KEYS_NOT_INITIALIZED;
+    uint32_t crc = (uint32_t)raw[64] | ((uint32_t)raw[65] << 8) | ((uint32_t)raw[66] << 16) | ((uint32_t)raw[67] << 24);
+    if (gen_host::nvs::keys_crc32(raw, 2 * NVS_KEY_SIZE) != crc) return ESP_ERR_NVS_CORRUPT_KEY_PART;
+    memcpy(cfg->eky, raw, NVS_KEY_SIZE);
+    memcpy(cfg->tky, raw + NVS_KEY_SIZE, NVS_KEY_SIZE);
+    return ESP_OK;
+}
+
+// As esp-idf v5.5.3 nvs_flash_init() with CONFIG_NVS_ENCRYPTION (gen_sim_nvs_encryption, set from the app's sdkconfig) and the flash encryption scheme
+// (CONFIG_NVS_SEC_KEY_PROTECT_USING_FLASH_ENC): read the keys; none there: new random keys (the device writes them
+// to nvs_keys), with which an image made for other keys, or a plain one, reads as empty.
+esp_err_t nvs_flash_init(void) {
+    if (!gen_sim_nvs_encryption) return nvs_flash_init_partition(NVS_DEFAULT_PART_NAME);
+    static const esp_partition_t keys_partition = {nullptr, ESP_PARTITION_TYPE_DATA, ESP_PARTITION_SUBTYPE_DATA_NVS_KEYS,
+                                                   0, 0x1000, 0x1000, "nvs_keys", true, false};
+    nvs_sec_cfg_t cfg = {};
+    esp_err_t ret = nvs_flash_read_security_cfg(&keys_partition, &cfg);
+    if (ret != ESP_OK) {
+        gen_sim_log("nvs: Failed to read NVS security cfg: [0x%02X]; generating NVS encr-keys", (unsigned)ret);
+        esp_fill_random(cfg.eky, NVS_KEY_SIZE);
+        esp_fill_random(cfg.tky, NVS_KEY_SIZE);
+    }
+    ret = nvs_flash_secure_init(&cfg);
+    if (ret == ESP_OK) gen_sim_log("nvs: NVS partition \"%s\" is encrypted.", NVS_DEFAULT_PART_NAME);
+    return ret;
+}
 
 esp_err_t nvs_flash_deinit(void) {
     Store& store = Store::instance();

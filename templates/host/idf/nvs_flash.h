@@ -5,10 +5,25 @@
 
 #include "esp_err.h"
 #include "nvs.h"
+#include "esp_partition.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* NVS encryption (esp-idf v5.5.3 components/nvs_flash/include/nvs_flash.h:17-25,204,222,263). With
+ * CONFIG_NVS_ENCRYPTION nvs_flash_init() reads the keys from the nvs_keys partition, here the file GEN_SIM_NVS_KEYS
+ * (on the device that partition is flash encrypted and read through it), and decrypts GEN_SIM_NVS with them. */
+#define NVS_KEY_SIZE 32
+
+typedef struct {
+    uint8_t eky[NVS_KEY_SIZE];
+    uint8_t tky[NVS_KEY_SIZE];
+} nvs_sec_cfg_t;
+
+esp_err_t nvs_flash_secure_init(nvs_sec_cfg_t *cfg);
+esp_err_t nvs_flash_secure_init_partition(const char *partition_label, nvs_sec_cfg_t *cfg);
+esp_err_t nvs_flash_read_security_cfg(const esp_partition_t *partition, nvs_sec_cfg_t *cfg);
 
 esp_err_t nvs_flash_init(void);
 esp_err_t nvs_flash_init_partition(const char *partition_label);

@@ -1,0 +1,89 @@
+"""The spec's `security:` section as one device sees it, and what a device's framework, chip and other settings
+allow of it. Each refusal names the option and says why (the caller reports it at the option's line, exit 2)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from generator.spec.model import Security
+
+# Arduino-ESP32 2.0.17 links prebuilt ESP-IDF 4.4 libraries and a prebuilt bootloader (tools/sdk/<chip>/bin,
+# tools/sdk/<chip>/sdkconfig: CONFIG_SECURE_FLASH_ENC_ENABLED, CONFIG_SECURE_BOOT and CONFIG_NVS_ENCRYPTION are not
+# set); PlatformIO cannot rebuild them, so none of these protections can be switched on from an Arduino project.
+ARDUINO_REFUSAL = ("Arduino-ESP32 2.0.17 links a prebuilt bootloader and prebuilt ESP-IDF libraries built without "
+                   "{what} (their sdkconfig has {option} unset), and a PlatformIO Arduino project cannot rebuild them")
+_ARDUINO_OPTIONS = {
+    "flash_encryption": ("flash encryption", "CONFIG_SECURE_FLASH_ENC_ENABLED"),
+    "secure_boot": ("secure boot", "CONFIG_SECURE_BOOT"),
+    "nvs_encryption": ("NVS encryption", "CONFIG_NVS_ENCRYPTION"),
+    "secure_version": ("app anti-rollback", "CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK"),
+}
+# The eFuse field the secure version is counted in (BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD's range at v5.5.3).
+SECURE_VERSION_BITS = {"esp32": 32, "esp32c2": 4}
+SECURE_VERSION_BITS_DEFAULT = 16
+# Secure Boot V2 with RSA needs an ESP32 of revision 3 or later, every other chip gen targets has it.
+SECURE_BOOT_CHIPS = ("esp32", "esp32s2", "esp32c3", "esp32s3", "esp32c6", "esp32h2")
+
+Problem = Callable[[tuple, str, str | None], None]
+
+
+def _mode(value: Any) -> str:
+    """A mode as the spec wrote it; YAML 1.1 reads a bare `off` as false."""
+    return "off" if value is False else value
+
+
+def secure_version_limit(chip: str) -> int:
+    return SECURE_VERSION_BITS.get(chip, SECURE_VERSION_BITS_DEFAULT)
+
+
+def resolve_security(raw: Any, *, framework: str, chip: str, secrets: str, has_ota: bool,
+                     makes_own_key: bool, problem: Problem, reported: set[str]) -> Security | None:
+    """The Security of one device, or None without `security:`. `reported` keeps a problem of the shared section
+    from being reported once per device."""
+    if raw is None:
+        return None
+    raw = raw or {}
+    defaults = Security()
+    security = Security(
+        flash_encryption=_mode(raw.get("flash_encryption", defaults.flash_encryption)),
+        secure_boot=_mode(raw.get("secure_boot", defaults.secure_boot)),
+        nvs_encryption=raw.get("nvs_encryption", defaults.nvs_encryption),
+        secure_version=raw.get("secure_version"),
+    )
+
+    def refuse(key: str, message: str, hint: str) -> None:
+        if message not in reported:
+            reported.add(message)
+            problem(("security", key) if key in raw else ("security",), message, hint)
+
+    if framework == "arduino":
+        asked = {"flash_encryption": security.flash_encryption != "off", "secure_boot": security.secure_boot != "off",
+                 "nvs_encryption": security.nvs_encryption, "secure_version": security.secure_version is not None}
+        for key, on in asked.items():
+            if on:
+                what, option = _ARDUINO_OPTIONS[key]
+                refuse(key, f"security.{key}: " + ARDUINO_REFUSAL.format(what=what, option=option),
+                       "use an ESP-IDF target (framework espidf) for this device, or set it off")
+        return security
+    if security.nvs_encryption and secrets != "nvs":
+        refuse("nvs_encryption", "security.nvs_encryption encrypts the NVS partition, but with secrets: embed the "
+               "secrets are in the app image, not in NVS", "use secrets: nvs (or flash_encryption, which encrypts "
+               "the app image too)")
+    if security.nvs_encryption and not security.encrypts_flash:
+        refuse("nvs_encryption", "security.nvs_encryption keeps its XTS-AES keys in the nvs_keys partition, which only "
+               "flash encryption protects; with flash_encryption: off anyone could read them",
+               "set flash_encryption: development (or release)")
+    if security.nvs_encryption and makes_own_key:
+        refuse("nvs_encryption", "security.nvs_encryption with key_origin: device is not supported yet: the device "
+               "writes its key to the gen_cred partition, which gen cannot encrypt for it", "use key_origin: host")
+    if security.secure_boot == "v2" and chip not in SECURE_BOOT_CHIPS:
+        refuse("secure_boot", f"security.secure_boot: v2 is not available on {chip}", "set secure_boot: off")
+    if security.secure_version is not None:
+        if not has_ota:
+            refuse("secure_version", "security.secure_version is the app anti-rollback of updates over the air; "
+                   "this spec has no ota:", "add ota:, or remove secure_version")
+        limit = secure_version_limit(chip)
+        if security.secure_version > limit:
+            refuse("secure_version", f"security.secure_version {security.secure_version} is more than {chip}'s "
+                   f"eFuse field holds ({limit} bits)", f"use at most {limit}")
+    return security

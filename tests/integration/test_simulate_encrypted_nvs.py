@@ -1,0 +1,75 @@
+"""`gen simulate` runs the encrypted NVS path: the host runtime's nvs_flash_init() (CONFIG_NVS_ENCRYPTION from the
+generated sdkconfig.defaults) reads the keys of the nvs_keys partition and decrypts nvs.bin with them, as the board
+does, so the device connects with its keys and reads nothing with wrong keys or a plain image."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from conftest import mqtt_session
+from generator.firmware.nvs_image import render_nvs_image
+from generator.firmware.security import nvs_keys_partition
+from simulate_support import CONNECTED, SimDevice, simulated_project
+
+EXAMPLE = "espidf-secure-ota"
+
+
+def with_env(run, **changes):
+    environment = tuple((name, value) for name, value in run.environment if name not in changes)
+    return dataclasses.replace(run, environment=environment + tuple((k, v) for k, v in changes.items() if v))
+
+
+def test_with_its_keys_the_device_reads_its_encrypted_nvs_and_connects(tmp_path_factory, start_broker):
+    project = simulated_project(EXAMPLE, tmp_path_factory)
+    device_id = project.device().id
+    broker = start_broker(project.broker_dir)
+    run = project.run_for(device_id, broker)
+    assert "GEN_SIM_NVS_KEYS" in dict(run.environment)
+    with mqtt_session(broker, project.credentials.backend):
+        with SimDevice.start(run) as device:
+            device.wait_for(r'NVS partition "nvs" is encrypted')
+            device.wait_for(CONNECTED + rf"mqtt\.example\.com:8883 as {device_id}")
+            device.stop()
+
+
+def test_with_wrong_keys_the_device_finds_no_settings(tmp_path_factory, start_broker, tmp_path):
+    project = simulated_project(EXAMPLE, tmp_path_factory)
+    device_id = project.device().id
+    broker = start_broker(project.broker_dir)
+    wrong = tmp_path / "wrong-keys.bin"
+    wrong.write_bytes(nvs_keys_partition(b"\x11" * 32, b"\x22" * 32))
+    run = with_env(project.run_for(device_id, broker), GEN_SIM_NVS_KEYS=str(wrong))
+    with SimDevice.start(run) as device:
+        device.wait_for(r'NVS partition "nvs" is encrypted')
+        device.wait_for(r'cannot open namespace "gen": ESP_ERR_NVS_NOT_FOUND')
+        device.wait_for(r"\[boot\] halted: the device settings are incomplete")
+        summary = device.stop()
+    assert not summary.connected
+
+
+def test_a_plain_nvs_image_fails_like_on_the_board(tmp_path_factory, start_broker, tmp_path):
+    project = simulated_project(EXAMPLE, tmp_path_factory)
+    device = project.device()
+    broker = start_broker(project.broker_dir)
+    plain = tmp_path / "plain-nvs.bin"
+    plain.write_bytes(render_nvs_image(device, project.credentials.devices[device.id]))
+    run = with_env(project.run_for(device.id, broker), GEN_SIM_NVS=str(plain))
+    with SimDevice.start(run) as sim:
+        sim.wait_for(r'cannot open namespace "gen": ESP_ERR_NVS_NOT_FOUND')
+        sim.wait_for(r"\[boot\] halted: the device settings are incomplete")
+        summary = sim.stop()
+    assert not summary.connected
+
+
+def test_without_keys_the_device_makes_new_ones_and_reads_nothing(tmp_path_factory, start_broker):
+    project = simulated_project(EXAMPLE, tmp_path_factory)
+    device_id = project.device().id
+    broker = start_broker(project.broker_dir)
+    run = project.run_for(device_id, broker)
+    run = dataclasses.replace(run, environment=tuple(item for item in run.environment
+                                                     if item[0] != "GEN_SIM_NVS_KEYS"))
+    with SimDevice.start(run) as device:
+        device.wait_for(r"Failed to read NVS security cfg: \[0x1116\]; generating NVS encr-keys")
+        device.wait_for(r"\[boot\] halted: the device settings are incomplete")
+        summary = device.stop()
+    assert not summary.connected
