@@ -73,8 +73,9 @@ def every_option():
     def walk(command, path):
         for param in command.params:
             yield path, param
-        for name, sub in getattr(command, "commands", {}).items():
-            yield from walk(sub, path + (name,))
+        # list_commands/get_command: gen's top level imports a command's module only when asked for it
+        for name in command.list_commands(None) if hasattr(command, "list_commands") else ():
+            yield from walk(command.get_command(None, name), path + (name,))
 
     yield from walk(group, ())
 

@@ -61,7 +61,7 @@ def test_gen_version_prints_the_installed_version():
 def test_every_command_has_help(project):
     from typer.main import get_command
 
-    from generator.cli.app import app
+    from generator.cli.commands import app
 
     root = get_command(app)
     context = root.make_context("gen", ["--help"], resilient_parsing=True)

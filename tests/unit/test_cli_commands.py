@@ -9,7 +9,7 @@ import pytest
 from typer import _click as click
 from typer.main import get_command
 
-from generator.cli.app import COMMANDS, app
+from generator.cli.commands import COMMANDS, app
 
 
 def registered_commands() -> dict[str, click.Command]:
@@ -43,7 +43,7 @@ def test_help_and_version_import_no_command_machinery(argv, monkeypatch, capsys)
     from generator.cli import main
 
     for name in list(sys.modules):
-        if name.startswith("generator.") and name not in ("generator.cli", "generator.cli.app",
+        if name.startswith("generator.") and name not in ("generator.cli", "generator.cli.commands",
                                                            "generator.cli.terminal", "generator.core",
                                                            "generator.core.errors"):
             monkeypatch.delitem(sys.modules, name)

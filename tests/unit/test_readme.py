@@ -33,7 +33,7 @@ def test_the_readme_names_the_setup_and_test_commands_that_ci_runs():
 
 
 def test_every_gen_command_in_the_readme_table_is_registered():
-    from generator.cli.app import COMMANDS
+    from generator.cli.commands import COMMANDS
 
     registered = set(COMMANDS)
     documented = set(re.findall(r"^\| `gen ([a-z]+)", README, flags=re.M))
