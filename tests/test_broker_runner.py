@@ -29,7 +29,7 @@ def test_every_example_projects_broker_starts_first_try_and_says_it_is_running(e
                                                                                start_broker):
     project = example_project(example)
     broker = start_broker(project.broker_dir)
-    assert re.search(r"^\d+: mosquitto version 2\.\d+\.\d+ running$", broker.log_text(), re.MULTILINE)
+    assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d: mosquitto version 2\.\d+\.\d+ running$", broker.log_text(), re.MULTILINE)
     assert broker.log_text().count("mosquitto version") == 2   # "starting" and "running": one start, no retry
     assert "Error" not in broker.log_text() and "Warning" not in broker.log_text()
 
