@@ -145,6 +145,8 @@ class Stats:
     sent: int = 0
     received: int = 0
     errors: list[str] = field(default_factory=list)
+    connects_per_s: float = 0.0
+    kib_per_connection: float = 0.0
 
     def fail(self, kind: str, message: str) -> None:
         setattr(self, kind, getattr(self, kind) + 1)
@@ -281,6 +283,7 @@ async def run_load(devices: list[Client], backend_client: Client, port: int, bro
           f"sent {sent} ({sent / held:.0f} msg/s), backend received {received} ({received / held:.0f} msg/s); "
           f"broker CPU {100 * hold_broker_cpu / held:.0f}% of one core")
     per_connection = (loaded_rss - idle_rss) / max(1, stats.connected)
+    stats.connects_per_s, stats.kib_per_connection = stats.connected / connect_time, per_connection
     print(f"broker RSS      idle {idle_rss / 1024:.1f} MiB, {stats.connected} clients {loaded_rss / 1024:.1f} MiB "
           f"(peak {peak_rss / 1024:.1f} MiB) -> {per_connection:.1f} KiB per connection")
     if received < sent:
@@ -295,10 +298,21 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0.2, help="messages per second per device (QoS 0)")
     parser.add_argument("--port", type=int, default=0, help="TLS port (default: a free one)")
     parser.add_argument("--workdir", type=Path, default=None, help="keeps the project and PKI for reruns")
+    parser.add_argument("--engine", choices=("mosquitto", "rabbitmq"), default="mosquitto",
+                        help="rabbitmq: hold the devices on a local RabbitMQ cluster, after a Mosquitto run of "
+                             "--mosquitto-devices in the same run for comparison")
+    parser.add_argument("--nodes", type=int, default=3, help="with --engine rabbitmq: cluster nodes")
+    parser.add_argument("--mosquitto-devices", type=int, default=5000,
+                        help="with --engine rabbitmq: the Mosquitto run's size (one process must hold it)")
     args = parser.parse_args()
 
-    if not raise_open_files_limit(args.devices + 1000):
+    # With a cluster no one process holds every connection: a node holds N/nodes, a client process at most 9,000.
+    per_process = (max(args.mosquitto_devices, -(-args.devices // args.nodes)) if args.engine == "rabbitmq"
+                   else args.devices)
+    if not raise_open_files_limit(per_process + 1000):
         return 1
+    if args.engine == "rabbitmq":
+        return compare_with_cluster(args)
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="broker-load-"))
     try:
@@ -306,6 +320,31 @@ def main() -> int:
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)   # it holds every device key
+
+
+def compare_with_cluster(args: argparse.Namespace) -> int:
+    """Mosquitto at a size one process holds, then the cluster at N, in one run; both figures side by side."""
+    import asyncio.sslproto
+
+    from rabbitmq_load import run_cluster
+
+    asyncio.sslproto.SSLProtocol.max_size = 16 * 1024   # the client's read buffer: 256 KiB per connection otherwise
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="broker-load-"))
+    try:
+        mosquitto = argparse.Namespace(**{**vars(args), "devices": min(args.devices, args.mosquitto_devices),
+                                          "duration": 10.0, "rate": 0.05})
+        print(f"--- Mosquitto, {mosquitto.devices} devices (one process)")
+        mosquitto_failures, mosquitto_stats = run(mosquitto, workdir, with_stats=True)
+        print(f"--- RabbitMQ, {args.devices} devices on {args.nodes} nodes")
+        cluster_failures, line = run_cluster(args.devices, args.nodes, workdir)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print("--- same run")
+    print(f"mosquitto x1    {mosquitto.devices} held, {mosquitto_stats.connects_per_s:.0f} connects/s, "
+          f"memory per connection {mosquitto_stats.kib_per_connection / 1024:.3f} MB; failures {mosquitto_failures}")
+    print(line)
+    return 1 if mosquitto_failures or cluster_failures else 0
 
 
 def raise_open_files_limit(needed: int) -> bool:
@@ -340,7 +379,7 @@ def source_addresses(count: int) -> list[str | None]:
     return [f"127.0.0.{2 + index}" for index in range(-(-count // per_address))]
 
 
-def run(args: argparse.Namespace, workdir: Path) -> int:
+def run(args: argparse.Namespace, workdir: Path, with_stats: bool = False):
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path = workdir / f"fleet-{args.devices}" / "device.yaml"
     spec_path.parent.mkdir(exist_ok=True)
@@ -380,6 +419,8 @@ def run(args: argparse.Namespace, workdir: Path) -> int:
           f"dropped {stats.dropped})")
     for error in stats.errors:
         print(f"  {error}")
+    if with_stats:
+        return failures + len(stats.errors), stats
     return 1 if failures or stats.errors else 0
 
 

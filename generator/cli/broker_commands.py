@@ -13,8 +13,10 @@ import typer
 
 from generator.broker.apply import RESTART_SIGNAL, ApplyTarget, BrokerUpRecord, apply_broker_files, record_applied_keys
 from generator.broker.install import BrokerReload
+from generator.broker.rabbitmq_render import cluster_nodes, render_node_conf
 from generator.broker.render import INSTALL_DIR, check_runnable_here, render_broker, render_mosquitto_conf
 from generator.broker.runner import running_broker
+from generator.cli.broker_cluster_commands import cluster_apply, cluster_up, write_cluster_files
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_console
 from generator.core.errors import ToolError, UserError
 from generator.core.files import write_tree
@@ -31,7 +33,12 @@ broker_app = typer.Typer(help="The Mosquitto broker side: print its config, or r
 @broker_app.command("config")
 def config(spec: Path = SPEC_ARGUMENT) -> None:
     """Print the mosquitto.conf the spec produces (nothing is written; paths are where README.md installs them)."""
-    sys.stdout.write(render_mosquitto_conf(load_spec(spec)).decode())
+    loaded = load_spec(spec)
+    if loaded.broker.clustered:      # each node's rabbitmq.conf
+        for node in cluster_nodes(loaded):
+            sys.stdout.write(render_node_conf(loaded, node).decode() + "\n")
+        return
+    sys.stdout.write(render_mosquitto_conf(loaded).decode())
 
 
 @broker_app.command("up")
@@ -45,6 +52,9 @@ def up(
 ) -> None:
     """Generate OUT/broker/ and run the real mosquitto on it in the foreground until Ctrl-C."""
     loaded = load_spec(spec)
+    if loaded.broker.clustered:
+        cluster_up(loaded, out or loaded.default_out_dir)
+        return
     if loaded.broker.external:
         check_runnable_here(loaded, Path("."))
     broker_dir = write_broker_files(loaded, out or loaded.default_out_dir)
@@ -108,6 +118,12 @@ def apply(
     session of an identity that was revoked, renewed with a new key or removed (a reload alone leaves those
     connected)."""
     loaded = load_spec(spec)
+    if loaded.broker.clustered:
+        if broker_dir is not None or pid_file is not None or reload_command is not None or broker is not None:
+            raise UserError("--broker-dir, --broker-pid-file, --reload-command and --broker are for Mosquitto",
+                            hint="for installed RabbitMQ nodes follow OUT/broker/README.md (Revoke a device)")
+        cluster_apply(loaded, out or loaded.default_out_dir)
+        return
     if loaded.broker.external:
         check_runnable_here(loaded, Path("."))
     out_dir = out or loaded.default_out_dir
@@ -161,6 +177,8 @@ def _broker_address(text: str | None, spec) -> tuple[str, int]:
 
 def write_broker_files(spec, out_dir: Path) -> Path:
     """Creates or reuses the PKI and writes OUT/broker/ (what `gen generate` writes there); returns that dir."""
+    if spec.broker.clustered:
+        return write_cluster_files(spec, out_dir)
     rendered = render_broker(spec, spec_credentials(spec).broker)
     broker_dir = Path(out_dir) / BROKER_DIR
     write_tree(broker_dir, rendered.files, modes=rendered.modes)

@@ -30,7 +30,8 @@ def run(
         console.print(f"--no-build: flashing the last build of {device}")
     else:
         build(spec, device=[device], jobs=1, out=out, without_pki=False, credentials=None)
-    flash(spec, device=device, port=chosen, method="esptool", out=out, artifacts=None)
+    flash(spec, device=device, port=chosen, method="esptool", out=out, artifacts=None, dry_run=False,
+          burn_efuses=False, release_irreversible=False)
     monitor(spec, device=device, port=chosen, out=out)
 
 

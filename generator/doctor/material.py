@@ -43,10 +43,13 @@ class DoctorTarget:
 
     @classmethod
     def for_device(cls, spec: Spec, device: Device, broker_override: str | None = None) -> "DoctorTarget":
-        host, port = device.broker.host, device.broker.port
+        # A RabbitMQ cluster: the device dials its first node first (and verifies that name), so does the doctor;
+        # --broker names another node.
+        name = device.broker.dial_hosts[0]
+        host, port = name, device.broker.port
         if broker_override:
             host, port = parse_host_port(broker_override, default_port=port)
-        return cls(device, device.broker.host, host, port, overridden=bool(broker_override))
+        return cls(device, name, host, port, overridden=bool(broker_override))
 
 
 def parse_host_port(text: str, *, default_port: int) -> tuple[str, int]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from generator.broker.rabbitmq_render import render_rabbitmq
 from generator.broker.render import render_broker
 from generator.core.errors import UserError
 from generator.core.files import SECRET_MODE, create_file, remove_generated, write_tree
@@ -124,7 +125,8 @@ def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] |
     out = Path(out_dir) if out_dir is not None else spec.default_out_dir
     apps = plan_user_apps(spec, out)
     credentials = spec_credentials(spec)
-    broker_files = render_broker(spec, credentials.broker)
+    render = render_rabbitmq if spec.broker.clustered else render_broker
+    broker_files = render(spec, credentials.broker)
     ota_key = ensure_signing_key(PkiLayout(spec.pki.dir)).public_pem() if spec.ota_port is not None else None
     if any(device.security is not None and device.security.secure_boot == "v2" for device in spec.devices):
         ensure_signing_key(PkiLayout(spec.pki.dir))     # Secure Boot V2 signs the bootloader and app with it

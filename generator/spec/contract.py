@@ -11,6 +11,7 @@ import re
 AUTH_MODES = ("mtls", "password", "mtls+password")
 SECRETS_MODES = ("embed", "nvs")
 KEY_ORIGINS = ("host", "device")
+BROKER_ENGINES = ("mosquitto", "rabbitmq")
 
 # Identity kinds: who connects to the broker besides the devices.
 BACKEND_IDENTITY = "backend"  # the server-side identity that reads and writes every device topic

@@ -36,6 +36,18 @@ class Broker:
     key_file: Path | None = None         # ... and its key: gen issues no broker certificate
     external: bool = False               # a broker gen does not run: no broker config, no broker certificate
     provision_port: int = 8884           # the bootstrap TLS listener (only opened when a device makes its own key)
+    engine: str = "mosquitto"            # BROKER_ENGINES: one Mosquitto process, or a RabbitMQ cluster
+    nodes: tuple[str, ...] = ()          # engine rabbitmq: the cluster's node host names, in the devices' dial order
+
+    @property
+    def clustered(self) -> bool:
+        """A RabbitMQ cluster: the devices carry every node's name and move to the next one on a failure."""
+        return self.engine == "rabbitmq"
+
+    @property
+    def dial_hosts(self) -> tuple[str, ...]:
+        """The hosts a device dials, in order: each cluster node, or the one broker host."""
+        return self.nodes if self.clustered else (self.host,)
 
     @property
     def issues_cert(self) -> bool:

@@ -25,6 +25,9 @@ _LOCAL_LIBRARY = re.compile(r"^\.\.?/[A-Za-z0-9._/+@-]+$")
 _BUILD_FLAG = re.compile(r"^-[A-Za-z0-9_=.,:/+@%-]+$")
 
 
+_NODE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]*$")  # an Erlang node name's host part, unquoted
+
+
 class _Resolver(DeviceRules):
     """The whole spec: its broker, PKI and firmware version, every device (DeviceRules), the rules across devices."""
 
@@ -66,9 +69,47 @@ class _Resolver(DeviceRules):
         if provision_port in (port, plaintext_port):
             self.problem(("broker", "provision_port"), f"is the same as the {'TLS' if provision_port == port else 'plaintext'} "
                          f"port {provision_port}", "choose another port for the bootstrap listener")
+        engine = raw.get("engine", schema_default("broker", "engine"))
+        nodes: list[str] = []
+        if engine == "rabbitmq":
+            nodes = self._cluster_nodes(raw, names, external=bool(external))
+        elif "nodes" in raw:
+            self.problem(("broker", "nodes"), "names cluster nodes, but the broker is one Mosquitto process",
+                         "add `engine: rabbitmq`, or remove `nodes`")
         return Broker(host=host, names=tuple(names), port=port, plaintext_port=plaintext_port,
                       max_connections=raw.get("max_connections"), external=bool(external),
-                      provision_port=provision_port, **files)
+                      provision_port=provision_port, engine=engine, nodes=tuple(nodes), **files)
+
+    def _cluster_nodes(self, raw: dict, names: list[str], *, external: bool) -> list[str]:
+        """broker.nodes of a RabbitMQ cluster: host names the devices dial in turn; each joins the certificate's
+        names (appended to `names`)."""
+        if "nodes" not in raw:
+            self.problem(("broker", "engine"), "a RabbitMQ cluster needs the host names of its nodes",
+                         "add `nodes: [mq1.example.com, mq2.example.com, mq3.example.com]` under broker")
+            return []
+        if external:
+            self.problem(("broker", "engine"), "configures a cluster gen renders, but `external: true` says this "
+                         "broker is run by someone else", "remove `engine: rabbitmq`, or `external: true`")
+        for key in ("plaintext_port", "cert_file", "key_file", "ca_file", "max_connections"):
+            if key in raw:
+                self.problem(("broker", key), "is a Mosquitto setting; gen's RabbitMQ cluster serves TLS only, "
+                             "with a certificate from the project's PKI", f"remove `{key}`")
+        nodes: list[str] = []
+        for index, node in enumerate(raw["nodes"]):
+            problem = host_problem(node)
+            if problem is None and (unusable := dialled_host_problem(node)) is not None:
+                problem = unusable[0]
+            if problem is None and not _NODE_NAME.fullmatch(node):
+                problem = "cannot be an Erlang node's host name (letters, digits, '-' and '.' only)"
+            if problem:
+                self.problem(("broker", "nodes", index), f"{node!r} {problem}")
+            elif normal_host(node) in {normal_host(n) for n in nodes}:
+                self.problem(("broker", "nodes", index), f"{node!r} is listed twice", "list each node once")
+            else:
+                nodes.append(node)
+                if normal_host(node) not in {normal_host(n) for n in names}:
+                    names.append(node)
+        return nodes
 
     def _spec_file(self, path: tuple, name: str) -> Path:
         """A file the spec names, relative to the spec's directory; it must exist."""
@@ -226,6 +267,8 @@ class _Resolver(DeviceRules):
                                  "dials the same broker listener, and one Mosquitto listener serves one auth mode",
                                  "use one auth mode per spec (split the fleet into two specs and brokers/ports)")
 
+        if devices and self.data["broker"].get("engine") == "rabbitmq":
+            self.cluster_rules(devices)
         announced: dict[str, str] = {}
         for device, base in devices:
             if device.ota is None:
@@ -251,6 +294,22 @@ class _Resolver(DeviceRules):
                         self.problem(base, f"subscribes to {sub.filter!r}, which would read {owner!r}'s topic {topic!r}",
                                      "narrow the filter with {id}; each device may read only its own topics")
                         break
+
+    def cluster_rules(self, devices: list[tuple[Device, tuple]]) -> None:
+        """What gen's RabbitMQ cluster serves: certificate logins only (a password sent in CONNECT would replace
+        the certificate's name there), from keys made on the host (the cluster has no bootstrap listener)."""
+        first, base = devices[0]
+        if first.auth != "mtls":
+            self.problem(base + ("auth",) if "auth" in self._entry_keys(base) else base,
+                         f"is {first.auth!r}, but gen's RabbitMQ cluster logs devices in by certificate only "
+                         "(RabbitMQ lets a password sent in CONNECT replace the certificate's name)",
+                         "use auth: mtls with engine: rabbitmq")
+        for device, base in devices:
+            if device.makes_own_key:
+                self.problem(base, f"device {device.id!r} makes its own key (pki.key_origin: device), which needs "
+                             "Mosquitto's bootstrap listener; the RabbitMQ cluster has none",
+                             "use pki.key_origin: host with engine: rabbitmq")
+                break
 
 
 def resolve_spec(source: SpecSource) -> tuple[Spec | None, list[SpecProblem]]:
