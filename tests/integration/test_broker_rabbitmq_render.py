@@ -116,6 +116,6 @@ def test_a_cluster_refuses_password_logins(tmp_path):
 
 def test_gen_doctors_probe_client_id_may_subscribe_with_the_devices_identity():
     from generator.broker.rabbitmq_render import DOCTOR_PROBE_SUFFIX
-    from generator.doctor.steps import PROBE_CLIENT_SUFFIX
+    from generator.doctor.material import PROBE_CLIENT_SUFFIX
 
     assert DOCTOR_PROBE_SUFFIX == PROBE_CLIENT_SUFFIX
