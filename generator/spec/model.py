@@ -27,6 +27,11 @@ PROVISIONER_IDENTITY = "gen.provisioner"
 # live sessions (of a revoked, re-keyed or removed identity), nothing else.
 ADMIN_IDENTITY = "gen.admin"
 KEY_ORIGINS = ("host", "device")
+# `gen logs`' own identity (with `log:` on some device): it may read the devices' log topics, nothing else. Its own
+# client id, so following a log never kicks an operator's mosquitto_sub or the backend off the broker.
+LOGS_IDENTITY = "gen.logs"
+# The spec's log.level, lowest first: a line is published when its level is at least as severe as this one.
+LOG_LEVELS = ("none", "error", "warn", "info", "debug")
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,18 @@ class Status:
     topic: str
     online: str
     offline: str
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """The device's log over MQTT (the spec's `log:`): the lines its serial log shows, at `level` and more severe,
+    published to `topic` (QoS 0, not retained), at most `rate` lines a second after a burst of `burst`; lines dropped
+    by the limit are counted and said in the next line that goes out."""
+
+    level: str          # one of LOG_LEVELS but "none" (None on the Device: off)
+    topic: str
+    rate: int           # lines per second, sustained
+    burst: int          # lines at once
 
 
 @dataclass(frozen=True)
@@ -168,6 +185,7 @@ class Device:
     libraries: tuple[Library, ...] = ()  # the spec's libraries:
     build_flags: tuple[str, ...] = ()   # the spec's build_flags:
     vars: tuple[Var, ...] = ()          # the spec's vars:, with this device's values
+    log: LogSettings | None = None      # None: the log stays on the serial port (log.level: none, the default)
 
     @property
     def framework(self) -> str:
@@ -235,7 +253,9 @@ class Spec:
         gen's OTA publisher, for a broker gen runs its session administrator (gen broker apply), and the spec's
         own `clients:`."""
         return (SERVER_IDENTITIES + ((OTA_IDENTITY,) if self.ota_port is not None else ())
-                + (() if self.broker.external else (ADMIN_IDENTITY,)) + tuple(c.name for c in self.clients))
+                + (() if self.broker.external else (ADMIN_IDENTITY,))
+                + ((LOGS_IDENTITY,) if any(d.log is not None for d in self.devices) else ())
+                + tuple(c.name for c in self.clients))
 
     def client(self, name: str) -> Client | None:
         return next((c for c in self.clients if c.name == name), None)
