@@ -74,6 +74,7 @@ class LogSettings:
 
     level: str          # one of LOG_LEVELS but "none" (None on the Device: off)
     topic: str
+    topic_template: str  # as the spec writes it ({id} unexpanded): the firmware expands it with its own id
     rate: int           # lines per second, sustained
     burst: int          # lines at once
 

@@ -573,7 +573,7 @@ class _Resolver:
         level = raw.get("level", schema_default("log", "level"))
         if level == "none":
             return None, topic_path
-        settings = LogSettings(level=level, topic=expand_topic(template, device_id),
+        settings = LogSettings(level=level, topic=expand_topic(template, device_id), topic_template=template,
                                rate=raw.get("rate", schema_default("log", "rate")),
                                burst=raw.get("burst", schema_default("log", "burst")))
         self._check_topic_template(template, topic_path, settings.topic, is_filter=False)
