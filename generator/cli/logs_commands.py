@@ -45,9 +45,14 @@ def logs(
         return
     address = broker_option(spec, broker)
     parsed = parse_broker_address(address) if address is not None else None
-    if chosen.log is not None:
-        err_console.print(f"following {device}'s log on {chosen.log.topic} (level {chosen.log.level}); Ctrl-C stops")
-    follow_log(loaded, chosen, _echo, (parsed.host, parsed.port) if parsed is not None else None, lines=lines)
+
+    def ready() -> None:
+        assert chosen.log is not None
+        err_console.print(f"following {device}'s log on {chosen.log.topic} (level {chosen.log.level} and more "
+                          "severe); Ctrl-C stops", markup=False)
+
+    follow_log(loaded, chosen, _echo, (parsed.host, parsed.port) if parsed is not None else None, lines=lines,
+               ready=ready)
 
 
 def register(app: typer.Typer) -> None:

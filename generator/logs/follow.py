@@ -73,8 +73,9 @@ def logs_session(spec: Spec, broker: Address | None = None) -> Iterator[MqttSess
 
 
 def follow_log(spec: Spec, device: Device, echo: Callable[[str], None], broker: Address | None = None,
-               lines: int | None = None) -> int:
-    """Prints each line the device publishes to its log topic until Ctrl-C (or `lines` lines). Returns how many."""
+               lines: int | None = None, ready: Callable[[], None] = lambda: None) -> int:
+    """Prints each line the device publishes to its log topic until Ctrl-C (or `lines` lines); `ready` runs once the
+    broker has the subscription (lines are not retained: what the device said before is gone). Returns how many."""
     if device.log is None:
         raise UserError(f"{device.id} does not publish its log (log.level is none, the default)",
                         hint=f"set log: {{level: info}} in {spec.path}, then build and flash it; or read its serial "
@@ -89,6 +90,7 @@ def follow_log(spec: Spec, device: Device, echo: Callable[[str], None], broker: 
         if granted and granted[0] == 0x80:
             raise UserError(f"the broker refused {LOGS_IDENTITY} the topic {device.log.topic}",
                             hint=f"run `gen generate {spec.path}` and restart the broker with its new ACL")
+        ready()
         session.sock.settimeout(READ_TIMEOUT_S)
         while lines is None or shown < lines:
             try:
