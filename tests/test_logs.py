@@ -187,3 +187,9 @@ def test_another_device_cannot_read_this_devices_log(tmp_path, start_broker):
         assert shown == ["I (12) link: [mqtt] a line only gen logs may read"]
         with pytest.raises(queue.Empty):
             eavesdropper.messages.get(timeout=1.0)
+
+
+def test_gen_logs_for_a_device_without_log_says_how_to_turn_it_on(tmp_path, gen_cli):  # noqa: F811
+    spec_path = copy_example("espidf-password", tmp_path / "plain")
+    code, _stdout, err = gen_cli("logs", spec_path, "--device", load_spec(spec_path).devices[0].id)
+    assert code == 2 and "log.level is none" in err and "log: {level: info}" in err and "--serial" in err
