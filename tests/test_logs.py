@@ -6,6 +6,7 @@ device's log from every other device."""
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import re
 import shutil
@@ -193,3 +194,31 @@ def test_gen_logs_for_a_device_without_log_says_how_to_turn_it_on(tmp_path, gen_
     spec_path = copy_example("espidf-password", tmp_path / "plain")
     code, _stdout, err = gen_cli("logs", spec_path, "--device", load_spec(spec_path).devices[0].id)
     assert code == 2 and "log.level is none" in err and "log: {level: info}" in err and "--serial" in err
+
+
+def test_gen_logs_finds_the_broker_through_gen_broker_and_says_so(tmp_path, start_broker):
+    spec_path = copy_example("fleet-nvs", tmp_path / "fleet")
+    spec_path.write_text(spec_path.read_text() + "log:\n  level: info\n")
+    spec = load_spec(spec_path)
+    generate(spec, spec.default_out_dir)
+    this = spec.devices[0]
+    assert this.log is not None
+    broker = start_broker(spec.default_out_dir / "broker")
+    environment = {**os.environ, "GEN_BROKER": f"{broker.host}:{broker.port}"}
+    process = subprocess.Popen([sys.executable, "-m", "generator", "logs", str(spec_path), "--device", this.id,
+                                "--lines", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=environment)
+    try:
+        assert process.stderr is not None
+        said = process.stderr.readline()
+        ready = process.stderr.readline()
+        assert said.startswith(f"gen: broker {broker.host}:{broker.port} (from $GEN_BROKER"), said + ready
+        assert ready.startswith(f"following {this.id}'s log on "), ready
+        with mqtt_session(broker, spec_credentials(spec).devices[this.id]) as device:
+            device.publish(this.log.topic, b"I (7) link: [boot] a line", qos=0)
+            stdout, _ = process.communicate(timeout=WAIT_S)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0 and stdout == "I (7) link: [boot] a line\n"
