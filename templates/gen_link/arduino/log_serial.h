@@ -6,6 +6,8 @@
 
 #include <Arduino.h>
 
+#include "gen_config.h"
+
 class LogSerial : public Print {
 public:
     void begin(unsigned long baud) { Serial.begin(baud); }
