@@ -18,6 +18,7 @@ from generator.cli import (
     build_commands,
     doctor_commands,
     generate_commands,
+    logs_commands,
     ota_commands,
     pki_commands,
     provision_commands,
@@ -62,7 +63,7 @@ def _options(version: Optional[bool] = typer.Option(None, "--version", is_eager=
 
 # One module per concept; each exposes register(app). The order is the order of `gen --help`.
 for _commands in (spec_commands, generate_commands, pki_commands, broker_commands, provision_commands,
-                  build_commands, run_commands, simulate_commands, ota_commands, doctor_commands):
+                  build_commands, run_commands, logs_commands, simulate_commands, ota_commands, doctor_commands):
     _commands.register(app)
 
 

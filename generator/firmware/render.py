@@ -36,6 +36,7 @@ from generator.core.rendering import render_template
 from generator.firmware.app_layout import APP_LIBRARIES_DIR, IDF_MAIN_COMPONENT, OTHER_STARTER, user_code
 from generator.firmware.limits import (
     FIRMWARE_REPORT_CAPACITY,
+    LOG_LINE_CAPACITY,
     MAX_CLIENT_ID,
     OTA_ANNOUNCEMENT_CAPACITY,
     OTA_QOS,
@@ -85,7 +86,7 @@ from generator.provision.protocol import (
     request_topic,
     response_topic,
 )
-from generator.spec.model import VAR_STRING_MAX, Device
+from generator.spec.model import LOG_LEVELS, VAR_STRING_MAX, Device
 
 # render_nvs_image and the partition constants are the firmware's other half; importable from here as well.
 __all__ = [
@@ -109,9 +110,11 @@ _LINK_FILES = {
                 ("arduino/ota_update.cpp", "lib/gen_link/src/ota_update.cpp"),
                 ("arduino/ota_version_record.h", "lib/gen_link/src/ota_version_record.h"),
                 ("arduino/date_checking_client.h", "lib/gen_link/src/date_checking_client.h"),
+                ("arduino/log_serial.h", "lib/gen_link/src/log_serial.h"),
+                ("arduino/log_serial.cpp", "lib/gen_link/src/log_serial.cpp"),
                 *((f"common/{name}", f"lib/gen_link/src/{name}") for name in (
                     "ota_common.h", "version_order.h", "topic_filter.h", "device_key.h", "device_key.c",
-                    "provisioning.h", "provisioning.c"))),
+                    "provisioning.h", "provisioning.c", "log_publish.h", "log_publish.c"))),
     "espidf": (("espidf/CMakeLists.txt", "components/gen_link/CMakeLists.txt"),
                ("common/gen_link.h", "components/gen_link/include/gen_link.h"),
                ("espidf/gen_link.c", "components/gen_link/gen_link.c"),
@@ -119,7 +122,7 @@ _LINK_FILES = {
                ("espidf/ota_update.c", "components/gen_link/ota_update.c"),
                *((f"common/{name}", f"components/gen_link/{name}") for name in (
                    "ota_common.h", "version_order.h", "topic_filter.h", "device_key.h", "device_key.c",
-                   "provisioning.h", "provisioning.c")),
+                   "provisioning.h", "provisioning.c", "log_publish.h", "log_publish.c")),
                ("espidf/gen_config/CMakeLists.txt", "components/gen_config/CMakeLists.txt")),
 }
 
@@ -212,6 +215,29 @@ class OtaFacts:
 
 
 @dataclass(frozen=True)
+class LogFacts:
+    """The device's log over MQTT (log_publish.c): level as ESP-IDF numbers it, the topic template as a C literal."""
+    level: int
+    level_name: str
+    topic_template: str
+    topic_capacity: int
+    rate: int
+    burst: int
+    line_capacity: int
+
+
+def _log_facts(device: Device) -> LogFacts | None:
+    if device.log is None:
+        return None
+    placeholders = device.log.topic_template.count("{id}")
+    return LogFacts(
+        level=LOG_LEVELS.index(device.log.level), level_name=device.log.level,
+        topic_template=c_string_literal(device.log.topic_template),
+        topic_capacity=len(device.log.topic_template.encode()) + placeholders * (MAX_CLIENT_ID - len("{id}")) + 1,
+        rate=device.log.rate, burst=device.log.burst, line_capacity=LOG_LINE_CAPACITY)
+
+
+@dataclass(frozen=True)
 class ProvisionFacts:
     """What gen_link's provisioning.c needs: the protocol's topics and limits (generator.provision.protocol) and
     the credentials partition (generator.firmware.nvs_image)."""
@@ -253,6 +279,7 @@ class FirmwareFacts:
     flavour: str
     nvs: bool
     ota: OtaFacts | None
+    log: LogFacts | None
     app_root: str                      # the spec's folder, relative to the project (POSIX)
     app_components: bool               # the spec's folder has components/ (ESP-IDF: EXTRA_COMPONENT_DIRS)
     other_starter: str                 # the other framework's starter, which this build leaves out
@@ -396,6 +423,7 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
         flavour=flavour,
         nvs=nvs,
         ota=_ota_facts(device, ota_public_key),
+        log=_log_facts(device),
         app_root=app.root,
         app_components=bool(app.components),
         other_starter=OTHER_STARTER[flavour],

@@ -28,6 +28,11 @@ PROVISIONER_IDENTITY = "gen.provisioner"
 ADMIN_IDENTITY = "gen.admin"
 KEY_ORIGINS = ("host", "device")
 BROKER_ENGINES = ("mosquitto", "rabbitmq")
+# `gen logs`' own identity (with `log:` on some device): it may read the devices' log topics, nothing else. Its own
+# client id, so following a log never kicks an operator's mosquitto_sub or the backend off the broker.
+LOGS_IDENTITY = "gen.logs"
+# The spec's log.level, lowest first: a line is published when its level is at least as severe as this one.
+LOG_LEVELS = ("none", "error", "warn", "info", "debug")
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,19 @@ class Status:
     topic: str
     online: str
     offline: str
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """The device's log over MQTT (the spec's `log:`): the lines its serial log shows, at `level` and more severe,
+    published to `topic` (QoS 0, not retained), at most `rate` lines a second after a burst of `burst`; lines dropped
+    by the limit are counted and said in the next line that goes out."""
+
+    level: str          # one of LOG_LEVELS but "none" (None on the Device: off)
+    topic: str
+    topic_template: str  # as the spec writes it ({id} unexpanded): the firmware expands it with its own id
+    rate: int           # lines per second, sustained
+    burst: int          # lines at once
 
 
 @dataclass(frozen=True)
@@ -200,6 +218,7 @@ class Device:
     build_flags: tuple[str, ...] = ()   # the spec's build_flags:
     vars: tuple[Var, ...] = ()          # the spec's vars:, with this device's values
     security: Security | None = None    # the spec's security:, None: nothing at rest is protected
+    log: LogSettings | None = None      # None: the log stays on the serial port (log.level: none, the default)
 
     @property
     def framework(self) -> str:
@@ -267,7 +286,9 @@ class Spec:
         gen's OTA publisher, for a broker gen runs its session administrator (gen broker apply), and the spec's
         own `clients:`."""
         return (SERVER_IDENTITIES + ((OTA_IDENTITY,) if self.ota_port is not None else ())
-                + (() if self.broker.external else (ADMIN_IDENTITY,)) + tuple(c.name for c in self.clients))
+                + (() if self.broker.external else (ADMIN_IDENTITY,))
+                + ((LOGS_IDENTITY,) if any(d.log is not None for d in self.devices) else ())
+                + tuple(c.name for c in self.clients))
 
     def client(self, name: str) -> Client | None:
         return next((c for c in self.clients if c.name == name), None)

@@ -29,6 +29,7 @@ from generator.spec.model import (
     Client,
     Device,
     DevicePki,
+    LogSettings,
     Library,
     Ota,
     PkiOptions,
@@ -57,8 +58,8 @@ _C_KEYWORDS = {
     "protected", "virtual", "operator", "friend", "true", "false", "nullptr", "setup", "loop", "main", "app_main",
 }
 # Device settings a fleet entry may override; the rest (project, broker, pki.dir...) belong to the whole spec.
-OVERRIDABLE = ("target", "wifi", "auth", "secrets", "keepalive", "ntp", "status", "publish", "subscribe", "pki")
-_MERGED_MAPPINGS = ("wifi", "status", "pki")
+OVERRIDABLE = ("target", "wifi", "auth", "secrets", "keepalive", "ntp", "status", "publish", "subscribe", "pki", "log")
+_MERGED_MAPPINGS = ("wifi", "status", "pki", "log")
 DEVICE_PKI_KEYS = ("key_type", "validity_days", "key_origin", "renew_before_days")
 # libraries: a registry entry (owner/name, an optional @version) or a folder of the user's (./ or ../). What reaches
 # platformio.ini, idf_component.yml and CMake: no ';' or '#' (INI comments), quotes, backslashes or newlines.
@@ -468,6 +469,12 @@ class _Resolver:
 
         ota = self.ota(device_id, base, auth or schema_default("auth"))
         own_topics = {status.topic: "its status topic"}
+        log_settings, log_topic_path = self.log_settings(entry, base, device_id)
+        if log_settings is not None:
+            if log_settings.topic in own_topics:
+                self.problem(log_topic_path, f"{log_settings.topic!r} is also {own_topics[log_settings.topic]}; "
+                             "the log needs a topic of its own", "give log.topic its own topic")
+            own_topics.setdefault(log_settings.topic, "its log topic")
         if ota is not None:
             for topic, what in ((ota.topic, "its OTA topic"), (ota.firmware_topic, "its firmware report topic")):
                 if topic in own_topics:
@@ -555,7 +562,7 @@ class _Resolver:
             auth=auth_value, secrets=secrets_mode or schema_default("secrets"),
             keepalive=keepalive if keepalive is not None else schema_default("keepalive"), ntp=ntp, status=status,
             publish=tuple(publish), subscribe=tuple(subscribe), pki=device_pki, firmware_version=version, ota=ota,
-            libraries=build[0], build_flags=build[1], vars=self.device_vars(entry, base, build[2]),
+            libraries=build[0], build_flags=build[1], vars=self.device_vars(entry, base, build[2]), log=log_settings,
             security=resolve_security((self.data["security"] or {}) if "security" in self.data else None,
                                       framework=target.framework, chip=target.chip,
                                       secrets=secrets_mode or schema_default("secrets"), has_ota=ota is not None,
@@ -603,6 +610,23 @@ class _Resolver:
         for part in base:
             node = node[part]
         return set(node) if isinstance(node, dict) else set()
+
+    def log_settings(self, entry: dict, base: tuple, device_id: str) -> tuple[LogSettings | None, tuple]:
+        """The device's `log:` (merged over the spec's), or None when its level is none (the default)."""
+        raw, origin = self.mapping_setting(entry, base, "log")
+        template = raw.get("topic", schema_default("log", "topic"))
+        topic_path = origin.get("topic", origin.get("level", base))
+        level = raw.get("level", schema_default("log", "level"))
+        if level == "none":
+            return None, topic_path
+        settings = LogSettings(level=level, topic=expand_topic(template, device_id), topic_template=template,
+                               rate=raw.get("rate", schema_default("log", "rate")),
+                               burst=raw.get("burst", schema_default("log", "burst")))
+        self._check_topic_template(template, topic_path, settings.topic, is_filter=False)
+        reserved = reserved_topic_problem(settings.topic, device_id, is_filter=False)
+        if reserved:
+            self.problem(topic_path, f"{settings.topic!r} {reserved}", "choose a topic outside gen/")
+        return settings, topic_path
 
     def _check_topic_template(self, template: str, path: tuple, expanded: str, *, is_filter: bool) -> None:
         unknown = unknown_placeholders(template)

@@ -31,6 +31,11 @@
 #include "gen_vars.h"
 #endif
 #include "topic_filter.h"
+#if GEN_LINK_LOG
+#include "log_publish.h"
+#include "log_serial.h"
+#define Serial log_serial   // the log over MQTT: gen_link's lines go to the serial port and to log_publish
+#endif
 
 // The hooks your application defines (app.h declares them for it): one builder per scheduled publish entry and
 // one handler per subscribe entry of the spec, named after the entry.
@@ -765,6 +770,12 @@ GEN_LINK_PUBLISHES(GEN_LINK_DEFINE_PUBLISH)
 
 // ---- Start and loop ---------------------------------------------------------------------------------------
 
+#if GEN_LINK_LOG
+static bool publish_log_line(const char* topic, const char* line, size_t length) {
+    return mqtt.publish(topic, reinterpret_cast<const uint8_t*>(line), static_cast<unsigned int>(length), false);
+}
+#endif
+
 extern "C" void gen_link_start(void) {
     Serial.begin(115200);
     Serial.println();
@@ -774,6 +785,9 @@ extern "C" void gen_link_start(void) {
             delay(1000);
         }
     }
+#if GEN_LINK_LOG
+    log_publish_begin(settings.device_id);
+#endif
     Serial.printf("[boot] device %s (%s)\n", settings.device_id, GEN_LINK_SUMMARY);
 #if GEN_LINK_OWN_KEY
     const provisioning_settings_t provisioning = {settings.device_id, settings.bootstrap_password, settings.ca_pem,
@@ -798,6 +812,11 @@ extern "C" void gen_link_loop(void) {
     maintain_wifi(now);
     maintain_clock(now);
     maintain_mqtt(now);
+#if GEN_LINK_LOG
+    if (mqtt.connected()) {
+        log_publish_flush(publish_log_line);
+    }
+#endif
 #if GEN_LINK_SCHEDULE_COUNT > 0
     run_schedules(now);
 #endif

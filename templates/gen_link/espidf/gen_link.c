@@ -45,6 +45,9 @@
 #include "gen_vars.h"
 #endif
 #include "topic_filter.h"
+#if GEN_LINK_LOG
+#include "log_publish.h"
+#endif
 
 static const char *TAG = "link";
 
@@ -1062,6 +1065,33 @@ GEN_LINK_PUBLISHES(GEN_LINK_DEFINE_PUBLISH)
 
 // ---- Start and loop ---------------------------------------------------------------------------------------
 
+#if GEN_LINK_LOG
+static vprintf_like_t console_vprintf;   // where ESP-IDF's log went before: the UART console
+
+// Every log line still goes to the console, and to log_publish, which keeps those at LOG_LEVEL for the log topic.
+__attribute__((format(printf, 1, 0))) static int log_to_console_and_topic(const char *format, va_list args)
+{
+    char line[LOG_LINE_CAPACITY + 1];
+    va_list copy;
+    va_copy(copy, args);
+    int length = vsnprintf(line, sizeof line, format, copy);
+    va_end(copy);
+    if (length > 0) {
+        size_t kept = (size_t)length < sizeof line ? (size_t)length : sizeof line - 1;
+        while (kept > 0 && (line[kept - 1] == '\n' || line[kept - 1] == '\r')) {
+            kept--;
+        }
+        log_publish_take(log_publish_level_of(line, kept), line, kept, esp_log_timestamp());
+    }
+    return console_vprintf(format, args);
+}
+
+static bool publish_log_line(const char *topic, const char *line, size_t length)
+{
+    return esp_mqtt_client_publish(mqtt, topic, line, (int)length, 0, 0) >= 0;
+}
+#endif
+
 void gen_link_start(void)
 {
     esp_err_t err = nvs_flash_init();  // WiFi keeps its calibration in NVS (secrets: nvs: our settings too)
@@ -1084,6 +1114,10 @@ void gen_link_start(void)
             vTaskDelay(pdMS_TO_TICKS(1000));
         }
     }
+#if GEN_LINK_LOG
+    log_publish_begin(settings.device_id);
+    console_vprintf = esp_log_set_vprintf(log_to_console_and_topic);
+#endif
     ESP_LOGI(TAG, "[boot] device %s (%s)", settings.device_id, GEN_LINK_SUMMARY);
 #if GEN_LINK_OWN_KEY
     const provisioning_settings_t provisioning = {
@@ -1123,6 +1157,11 @@ void gen_link_loop(void)
     maintain_wifi(now);
     maintain_clock(now);
     maintain_mqtt(now);
+#if GEN_LINK_LOG
+    if (gen_link_connected()) {
+        log_publish_flush(publish_log_line);
+    }
+#endif
 #if GEN_LINK_SCHEDULE_COUNT > 0
     run_schedules(now);
 #endif
