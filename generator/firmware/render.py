@@ -278,7 +278,8 @@ class FirmwareFacts:
     ca_pem: str
     cert_pem: str
     key_pem: str
-    broker_host: str
+    broker_host: str                # C literal: the broker's name (OTA downloads are fetched from it)
+    broker_hosts: tuple[str, ...]   # C literals: every name the device dials, in turn (Broker.dial_hosts)
     broker_port: int
     keepalive: int
     socket_timeout_s: int
@@ -422,6 +423,7 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
         cert_pem=c_string_literal_lines(credentials.cert_pem or b""),
         key_pem=c_string_literal_lines(credentials.key_pem or b""),
         broker_host=c_string_literal(device.broker.host),
+        broker_hosts=tuple(c_string_literal(host) for host in device.broker.dial_hosts),
         broker_port=device.broker.port,
         keepalive=device.keepalive,
         socket_timeout_s=MQTT_SOCKET_TIMEOUT_S,
