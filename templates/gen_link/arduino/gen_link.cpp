@@ -616,7 +616,7 @@ void maintain_mqtt(uint32_t now) {
     const bool connected = bootstrap
         ? mqtt.connect(settings.device_id, credential->username, credential->password)
         : mqtt.connect(settings.device_id, nullptr, nullptr,  // mTLS: the broker takes the username from the cert
-                       settings.status_topic, STATUS_WILL_QOS, true, STATUS_OFFLINE, true);
+                       settings.status_topic, STATUS_WILL_QOS, true, STATUS_OFFLINE, MQTT_CLEAN_SESSION);
     if (!connected) {
         provisioning_connect_failed(log_connect_failure(credential->port), millis());
         next_broker();
@@ -648,7 +648,8 @@ void maintain_mqtt(uint32_t now) {
 #else
                                         nullptr, nullptr,  // mTLS: the broker takes the username from the cert
 #endif
-                                        settings.status_topic, STATUS_WILL_QOS, true, STATUS_OFFLINE, true);
+                                        settings.status_topic, STATUS_WILL_QOS, true, STATUS_OFFLINE,
+                                        MQTT_CLEAN_SESSION);
     if (!connected) {
         log_connect_failure(MQTT_PORT);
         next_broker();

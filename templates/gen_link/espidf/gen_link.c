@@ -756,6 +756,7 @@ static esp_mqtt_client_config_t mqtt_config(void)
         .session = {
             .last_will = {.topic = bootstrap ? NULL : settings.status_topic, .msg = STATUS_OFFLINE,
                           .qos = STATUS_QOS, .retain = 1},
+            .disable_clean_session = !MQTT_CLEAN_SESSION,
             .keepalive = MQTT_KEEPALIVE_S,
         },
         .network = {
@@ -790,6 +791,7 @@ static esp_mqtt_client_config_t mqtt_config(void)
         },
         .session = {
             .last_will = {.topic = settings.status_topic, .msg = STATUS_OFFLINE, .qos = STATUS_QOS, .retain = 1},
+            .disable_clean_session = !MQTT_CLEAN_SESSION,
             .keepalive = MQTT_KEEPALIVE_S,
         },
         .network = {
