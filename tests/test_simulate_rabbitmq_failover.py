@@ -53,18 +53,20 @@ def test_kill_node_after_is_refused_for_a_mosquitto_broker_with_a_clear_error(tm
 
 @pytest.mark.skipif(not (RABBITMQ_BIN / "rabbitmq-server").is_file(),
                     reason="rabbitmq-server is not installed (scripts/setup installs it)")
-def test_a_simulated_device_fails_over_to_another_node_when_its_node_is_killed_and_is_connected_at_the_end(
+def test_simulated_devices_of_both_flavours_fail_over_when_their_node_is_killed_and_are_connected_at_the_end(
         tmp_path):
-    spec = copied_example(tmp_path)
-    result = gen("simulate", spec, "--device", "truck-01", "--duration", "30", "--kill-node-after", "12",
-                 "--out", tmp_path / "out")
+    spec = copied_example(tmp_path)     # truck-01: Arduino (PubSubClient); truck-02: ESP-IDF (esp-mqtt)
+    spec.write_text(spec.read_text().replace("  - id: truck-02\n", "  - id: truck-02\n    target: esp32-espidf\n"))
+    result = gen("simulate", spec, "--device", "truck-01", "--device", "truck-02", "--duration", "30",
+                 "--kill-node-after", "12", "--out", tmp_path / "out")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
     before, _, after = output.partition("killing node 1 (mq1.example.com")
     assert after, output[-4000:]
-    assert re.search(r"truck-01 \| \[mqtt\] connected to mq1\.example\.com:\d+ as truck-01", before)
-    assert re.search(r"truck-01 \| \[mqtt\] connection lost", after)
-    assert re.search(r"truck-01 \| \[mqtt\] connected to mq[23]\.example\.com:\d+ as truck-01", after)
     table = after[after.index("simulated devices"):]
-    row = next(line for line in table.splitlines() if "truck-01" in line)
-    assert "yes" in row and re.search(r"mq[23]\.example\.com", row), table
+    for device_id in ("truck-01", "truck-02"):
+        assert re.search(rf"{device_id} \| .*\[mqtt\] connected to mq1\.example\.com:\d+ as {device_id}", before)
+        assert re.search(rf"{device_id} \| .*\[mqtt\] connection lost", after), output[-4000:]
+        assert re.search(rf"{device_id} \| .*\[mqtt\] connected to mq[23]\.example\.com:\d+ as {device_id}", after)
+        row = next(line for line in table.splitlines() if device_id in line)
+        assert "yes" in row and re.search(r"mq[23]\.example\.com", row), table

@@ -36,8 +36,12 @@ def routed_to_nodes(environment: tuple[tuple[str, str], ...], routes: str) -> tu
                   routes if name == CONNECT_TO else value) for name, value in environment)
 
 
-def check_kill_node(broker: Broker, *, kill_node_after: float | None, own_broker: bool) -> None:
-    """--kill-node-after needs a cluster that gen simulate runs itself."""
+def check_kill_node(broker: Broker, *, kill_node_after: float | None, own_broker: bool,
+                    restart_broker_after: float | None = None) -> None:
+    """--kill-node-after needs a cluster that gen simulate runs itself; a cluster has no one broker to restart."""
+    if broker.clustered and restart_broker_after is not None:
+        raise UserError("--restart-broker-after restarts one Mosquitto process, but this spec's broker is a "
+                        "RabbitMQ cluster", hint="use --kill-node-after S to kill one of its nodes")
     if kill_node_after is None:
         return
     if not broker.clustered:

@@ -590,7 +590,8 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
     if options.broker is not None and options.faults.restart_broker_after is not None:
         raise UserError("--restart-broker-after needs the broker gen simulate starts itself",
                         hint="drop --broker, or restart your broker yourself")
-    check_kill_node(spec.broker, kill_node_after=options.faults.kill_node_after, own_broker=options.broker is not None)
+    check_kill_node(spec.broker, kill_node_after=options.faults.kill_node_after, own_broker=options.broker is not None,
+                    restart_broker_after=options.faults.restart_broker_after)
     find_toolchain()                    # a missing compiler or broker says so before anything is generated
     if options.broker is None:
         find_rabbitmq() if spec.broker.clustered else find_mosquitto()
