@@ -42,8 +42,10 @@ from generator.spec import Spec, load_spec
 EXAMPLES_DIR = PROJECT_ROOT / "projects" / "examples"
 # The link tests run every example but the OTA ones, whose link tests/test_ota_update.py runs with their updates,
 # and the ones whose key is born on the device, which tests/test_provision_lifecycle.py runs with their provisioning.
+# The examples these Mosquitto-backed tests run; a RabbitMQ cluster example runs in test_simulate_rabbitmq_failover.py.
 EXAMPLES = tuple(sorted(path.name for path in EXAMPLES_DIR.iterdir()
-                        if (path / "device.yaml").is_file() and not path.name.endswith(("-ota", "-device-key"))))
+                        if (path / "device.yaml").is_file() and not path.name.endswith(("-ota", "-device-key"))
+                        and "engine: rabbitmq" not in (path / "device.yaml").read_text()))
 WAIT_S = 15.0          # an upper bound for something that happens at once on loopback; never a timed assertion
 CONNECTED = r"\[mqtt\] connected to "
 

@@ -305,8 +305,10 @@ class FirmwareFacts:
     ca_pem: str
     cert_pem: str
     key_pem: str
-    broker_host: str
+    broker_host: str                # C literal: the broker's name (OTA downloads are fetched from it)
+    broker_hosts: tuple[str, ...]   # C literals: every name the device dials, in turn (Broker.dial_hosts)
     broker_port: int
+    clean_session: bool             # False on a RabbitMQ cluster: a persistent session survives a node's death
     keepalive: int
     socket_timeout_s: int
     handshake_timeout_s: int
@@ -450,7 +452,9 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
         cert_pem=c_string_literal_lines(credentials.cert_pem or b""),
         key_pem=c_string_literal_lines(credentials.key_pem or b""),
         broker_host=c_string_literal(device.broker.host),
+        broker_hosts=tuple(c_string_literal(host) for host in device.broker.dial_hosts),
         broker_port=device.broker.port,
+        clean_session=not device.broker.clustered,
         keepalive=device.keepalive,
         socket_timeout_s=MQTT_SOCKET_TIMEOUT_S,
         handshake_timeout_s=TLS_HANDSHAKE_TIMEOUT_S,

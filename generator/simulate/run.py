@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 from generator.broker.render import check_runnable_here
+from generator.broker.rabbitmq_runner import LocalCluster, find_rabbitmq, running_cluster
 from generator.broker.runner import RunningBroker, find_mosquitto, running_broker
 from generator.core.errors import GenError, UserError
 from generator.core.files import PRIVATE_DIR_MODE, ensure_dir
@@ -54,6 +55,7 @@ from generator.provision.service import ProvisioningService, ServiceOptions
 from generator.simulate.bootstrap_route import with_bootstrap_port
 from generator.simulate.bootloader import BootError, SimulatedFlash, boot, signed_host_image, write_flash
 from generator.simulate.clock import shifted_clock, shifted_environment
+from generator.simulate.cluster import KILLED_NODE, check_kill_node, node_routes, routed_to_nodes
 from generator.simulate.host_build import compile_firmware, find_toolchain
 from generator.spec import Device, Spec
 
@@ -96,6 +98,7 @@ class Faults:
     drop_wifi_after: float | None = None
     wifi_down_for: float = DEFAULT_WIFI_DOWN_FOR_S
     restart_broker_after: float | None = None
+    kill_node_after: float | None = None       # broker.engine: rabbitmq: kill -9 of the first node (cluster.py)
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,7 @@ class DeviceSummary:
     last_error: str
     exit_code: int | None = None
     reported: bool = True       # False: the process died (crashed or killed) instead of stopping or rebooting
+    broker: str = ""            # the broker name it last connected to (a cluster: its node)
 
     @property
     def ever_connected(self) -> bool:
@@ -247,9 +251,9 @@ def device_summary(device_id: str, tally: LinkTally, *, stopped: bool, exit_code
         why = "killed by signal" if exit_code is not None and exit_code < 0 else f"exited with code {exit_code}"
         last_error = f"the process {why}" + (f" (before that: {tally.last_error})" if tally.last_error else "")
         return DeviceSummary(device_id, False, tally.connects, tally.reconnects, tally.messages_out,
-                             tally.messages_in, last_error, exit_code, reported=False)
+                             tally.messages_in, last_error, exit_code, reported=False, broker=tally.broker)
     return DeviceSummary(device_id, tally.connected, tally.connects, tally.reconnects, tally.messages_out,
-                         tally.messages_in, tally.last_error, exit_code)
+                         tally.messages_in, tally.last_error, exit_code, broker=tally.broker)
 
 
 def every_device_connected(summaries: Sequence[DeviceSummary]) -> bool:
@@ -586,9 +590,11 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
     if options.broker is not None and options.faults.restart_broker_after is not None:
         raise UserError("--restart-broker-after needs the broker gen simulate starts itself",
                         hint="drop --broker, or restart your broker yourself")
+    check_kill_node(spec.broker, kill_node_after=options.faults.kill_node_after, own_broker=options.broker is not None,
+                    restart_broker_after=options.faults.restart_broker_after)
     find_toolchain()                    # a missing compiler or broker says so before anything is generated
     if options.broker is None:
-        find_mosquitto()
+        find_rabbitmq() if spec.broker.clustered else find_mosquitto()
         if spec.broker.external:
             check_runnable_here(spec, Path("."))
     out_dir = Path(options.out_dir) if options.out_dir is not None else spec.default_out_dir
@@ -612,7 +618,8 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
         on_event(f"the clock of the broker, the devices and the provisioning service is {options.days_ahead:g} "
                  f"days ahead: {dt.datetime.now(dt.timezone.utc) + ahead:%Y-%m-%d %H:%M} UTC")
     given = with_bootstrap_port(spec, out_dir, options.broker) if options.broker is not None else None
-    with _broker_for(out_dir, given, world_env) as (address, running), \
+    with _cluster_for(spec, out_dir, given, on_event) as cluster, \
+            _broker_for(out_dir, given or _first_node(cluster), world_env) as (address, running), \
             _provisioning_for(spec, running, on_event, shifted_clock(ahead)):
         on_event(f"broker: {address}" + (" (started from " + str(out_dir / BROKER_DIR) + ")" if running else ""))
         if running is None and address.provision_port is not None:
@@ -625,11 +632,38 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
                          options.faults, flash_root=options.flash_root or default_flash_root(spec),
                          flashes=flashes, ota_server=options.ota_server)
         runs = tuple(dataclasses.replace(run, environment=run.environment + tuple(world_env.items())) for run in runs)
+        if cluster is not None:
+            routes = node_routes(spec.broker, cluster.ports, LOCAL_ADDRESS)
+            runs = tuple(dataclasses.replace(run, environment=routed_to_nodes(run.environment, routes)) for run in runs)
+            if options.faults.kill_node_after is not None:
+                node = cluster.nodes[KILLED_NODE - 1]
+                actions.append(ScheduledAction(
+                    options.faults.kill_node_after,
+                    f"killing node {KILLED_NODE} ({spec.broker.dial_hosts[KILLED_NODE - 1]}, {node.name}) with kill -9",
+                    lambda: cluster.kill(KILLED_NODE)))
         how_long = f"for {options.duration:g} s" if options.duration is not None else "until Ctrl-C"
         on_event(f"running {len(runs)} device(s) {how_long}")
         summaries = run_devices(runs, duration=options.duration, on_line=on_line, actions=actions,
                                 on_event=on_event)
     return SimulationResult(summaries=summaries, broker=address)
+
+
+@contextlib.contextmanager
+def _cluster_for(spec: Spec, out_dir: Path, given: BrokerAddress | None, on_event: EventSink
+                 ) -> Iterator[LocalCluster | None]:
+    """broker.engine: rabbitmq without --broker: the local cluster of `gen broker up` (one node per spec node)."""
+    if given is not None or not spec.broker.clustered:
+        yield None
+        return
+    on_event(f"starting a {len(spec.broker.nodes)}-node RabbitMQ cluster on {LOCAL_ADDRESS} (about a minute)")
+    with running_cluster(Path(out_dir) / BROKER_DIR, nodes=len(spec.broker.nodes)) as cluster:
+        on_event("cluster nodes: " + ", ".join(f"{name} -> {LOCAL_ADDRESS}:{port}"
+                                               for name, port in zip(spec.broker.dial_hosts, cluster.ports)))
+        yield cluster
+
+
+def _first_node(cluster: LocalCluster | None) -> BrokerAddress | None:
+    return BrokerAddress(LOCAL_ADDRESS, cluster.ports[0]) if cluster is not None else None
 
 
 @contextlib.contextmanager
