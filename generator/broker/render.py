@@ -49,6 +49,7 @@ from generator.spec.contract import (
     ADMIN_IDENTITY,
     BACKEND_IDENTITY,
     DOCTOR_IDENTITY,
+    LOGS_IDENTITY,
     OTA_IDENTITY,
     PROVISIONER_IDENTITY,
 )
@@ -326,6 +327,8 @@ def device_acl_section(device: Device) -> AclSection:
                   AclRule("read", response_topic(device.id, "operational"))]
     if device.ota is not None:
         rules += [AclRule("read", device.ota.topic), AclRule("write", device.ota.firmware_topic)]
+    if device.log is not None:   # its log lines out; it has no reason to read them back
+        rules.append(AclRule("write", device.log.topic))
     return AclSection(check_safe_username(device.username), tuple(_unique(rules)))
 
 
@@ -347,7 +350,9 @@ def bootstrap_acl_sections(spec: Spec) -> tuple[AclSection, ...]:
 def device_topics(device: Device) -> tuple[str, ...]:
     """Every topic name and filter a device uses."""
     ota = (device.ota.topic, device.ota.firmware_topic) if device.ota is not None else ()
-    return (device.status.topic, *(p.topic for p in device.publish), *(s.filter for s in device.subscribe), *ota)
+    log = (device.log.topic,) if device.log is not None else ()
+    return (device.status.topic, *(p.topic for p in device.publish), *(s.filter for s in device.subscribe), *ota,
+            *log)
 
 
 def common_topic_prefix(topics: Iterable[str]) -> str | None:
@@ -388,6 +393,8 @@ def server_acl_sections(spec: Spec) -> tuple[AclSection, ...]:
         sections.append(AclSection(OTA_IDENTITY, tuple(_unique(publisher))))
     if ADMIN_IDENTITY in spec.server_identities:
         sections.append(admin_acl_section())
+    if LOGS_IDENTITY in spec.server_identities:
+        sections.append(logs_acl_section(spec))
     sections += [client_acl_section(client) for client in spec.clients]
     return tuple(sections)
 
@@ -397,6 +404,12 @@ def client_acl_section(client: Client) -> AclSection:
     rules = [AclRule("readwrite" if topic in client.publish else "read", topic) for topic in client.subscribe]
     rules += [AclRule("write", topic) for topic in client.publish if topic not in client.subscribe]
     return AclSection(client.name, tuple(_unique(rules)))
+
+
+def logs_acl_section(spec: Spec) -> AclSection:
+    """`gen logs` reads the devices' log topics, nothing else (no status, no data, no writes)."""
+    return AclSection(LOGS_IDENTITY, tuple(_unique(AclRule("read", device.log.topic)
+                                                   for device in spec.devices if device.log is not None)))
 
 
 def admin_acl_section() -> AclSection:
@@ -451,7 +464,8 @@ def render_operator_readme(spec: Spec) -> bytes:
         crl_validity_days=CRL_VALIDITY_DAYS,
         crl_refresh_days=int(CRL_VALIDITY_DAYS * CRL_RESIGN_FRACTION),
         backend=BACKEND_IDENTITY,
-        servers=[name for name in spec.server_identities if name != ADMIN_IDENTITY],
+        servers=[name for name in spec.server_identities if name not in (ADMIN_IDENTITY, LOGS_IDENTITY)],
+        logs_reader=LOGS_IDENTITY if LOGS_IDENTITY in spec.server_identities else None,
         admin=ADMIN_IDENTITY,
         dynsec_plugin_file=DYNSEC_PLUGIN_FILE,
         dynsec_state=str(dynsec_state_path(spec)) if not spec.broker.external else "",

@@ -41,6 +41,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "monitor": ("build_commands", "Show the device's serial output (`pio device monitor`) at its baud rate, decoding "
                                   "crash backtraces with the firmware built here when there is one."),
     "run": ("run_commands", "Build the device's firmware, flash it and show its serial output until Ctrl-C."),
+    "logs": ("logs_commands", "Follow a device's log over MQTT: the lines its serial log shows, at the spec's "
+                              "log.level, from its log topic (read as gen's read-only identity gen.logs)."),
     "simulate": ("simulate_commands", "Compile the generated firmware for this machine and run it against the "
                                       "generated broker over TLS."),
     "doctor": ("doctor_commands", "Check, step by step and with the device's own credentials, that the device can "

@@ -42,6 +42,7 @@ def summary_table(summaries) -> Table:
     table = Table(title="simulated devices", title_justify="left")
     table.add_column("device", no_wrap=True)
     table.add_column("connected", no_wrap=True)
+    table.add_column("broker", no_wrap=True)
     for column in ("connects", "reconnects", "out", "in"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("last error", overflow="fold")
@@ -52,7 +53,7 @@ def summary_table(summaries) -> Table:
             state = Text("earlier", style="yellow")
         else:
             state = Text("never", style="bold red")
-        table.add_row(summary.device_id, state, str(summary.connects), str(summary.reconnects),
+        table.add_row(summary.device_id, state, summary.broker or "-", str(summary.connects), str(summary.reconnects),
                       str(summary.messages_out), str(summary.messages_in), Text(summary.last_error or "-"))
     return table
 
@@ -71,6 +72,9 @@ def simulate(
         help=f"Drop every device's WiFi after S seconds, for {DEFAULT_WIFI_DOWN_FOR_S:g} s."),
     restart_broker_after: Optional[float] = typer.Option(None, "--restart-broker-after", min=0, metavar="S",
                                                          help="Restart the broker once, after S seconds."),
+    kill_node_after: Optional[float] = typer.Option(None, "--kill-node-after", min=0, metavar="S",
+                                                    help="broker.engine: rabbitmq: kill the first cluster node "
+                                                         "(kill -9) after S seconds; every device fails over."),
     days_ahead: float = typer.Option(0.0, "--days-ahead", min=0, max=36500, metavar="N",
                                      help="Run the broker, the devices and the provisioning service N days in the "
                                           "future (libfaketime): certificates due by then renew."),
@@ -90,7 +94,8 @@ def simulate(
         all_devices=all_devices,
         duration=duration,
         broker=parse_broker_address(chosen_broker) if chosen_broker else None,
-        faults=Faults(drop_wifi_after=drop_wifi_after, restart_broker_after=restart_broker_after),
+        faults=Faults(drop_wifi_after=drop_wifi_after, restart_broker_after=restart_broker_after,
+                      kill_node_after=kill_node_after),
         out_dir=out,
         days_ahead=days_ahead,
         ota_server=parse_broker_address(ota_server) if ota_server else None,

@@ -122,6 +122,13 @@ class MqttSession:
         self._send(publish_packet(topic, payload, qos=1, packet_id=packet_id, retain=retain))
         self._wait_for(PUBACK, packet_id)
 
+    def next_message(self) -> Message:
+        """The next PUBLISH from the broker (one already received first). ConnectionClosed when the socket's
+        timeout passes without one (its __cause__ is then socket.timeout) or the connection ends."""
+        while not self.received:
+            self._read_packet()
+        return self.received.pop(0)
+
     def ping(self) -> None:
         self._send(_packet(PINGREQ, 0, b""))
         self._wait_for(PINGRESP, None)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from generator.core.mqtt_wire import ConnectionClosed, Message, MqttSession
 from generator.core.topics import filter_matches
 from generator.doctor import probes
+from generator.doctor.engine_rules import device_may_subscribe, doctor_login
 from generator.doctor.material import DoctorMaterial, DoctorTarget, probe_identity
 from generator.doctor.results import StepResult, failed, passed
 from generator.pki.credentials import ClientCredentials
@@ -110,8 +111,8 @@ def run_presence_probe(target: DoctorTarget, material: DoctorMaterial) -> bytes 
     try:
         with probes.open_tls(target.address, target.server_name, probe_identity(credentials)) as sock:
             session = MqttSession(sock)
-            if session.connect(f"{DOCTOR_IDENTITY}-presence", username=DOCTOR_IDENTITY,
-                               password=credentials.password) != 0:
+            username, password = doctor_login(target.device, credentials)
+            if session.connect(f"{DOCTOR_IDENTITY}-presence", username=username, password=password) != 0:
                 return None
             session.subscribe([(topic, 0)])
             session.ping()   # the retained message is sent after the SUBACK and before the PINGRESP
@@ -152,15 +153,17 @@ def run_acl_step(target: DoctorTarget, material: DoctorMaterial) -> StepResult:
             code = device_session.connect(target.probe_client_id, username=username, password=password)
             if code != 0:
                 return judge_connack(target, code, None)
-            code = doctor_session.connect(f"{DOCTOR_IDENTITY}-{nonce}", username=DOCTOR_IDENTITY,
-                                          password=doctor_credentials.password)
+            doctor_username, doctor_password = doctor_login(device, doctor_credentials)
+            code = doctor_session.connect(f"{DOCTOR_IDENTITY}-{nonce}", username=doctor_username,
+                                          password=doctor_password)
             if code != 0:
                 return failed("acl", f"the doctor's identity {DOCTOR_IDENTITY} cannot log in to prove the round trip: "
                                      f"CONNACK {code}, "
                                      f"{CONNACK_MEANINGS.get(code, 'unknown code')}",
                               "install OUT/broker/ (passwd, acl, ca.pem) from `gen generate SPEC` and reload the broker")
             for topic in device_publish_topics(device):
-                trips.append(_round_trip("publish", topic, topic, device_session, doctor_session, nonce))
+                trips.append(_round_trip("publish", topic, topic, device_session, doctor_session, nonce,
+                                         echo=device_may_subscribe(device, topic)))
             for subscription in device.subscribe:
                 topic = concrete_topic(subscription.filter)
                 trips.append(_round_trip("receive", topic, subscription.filter, doctor_session, device_session,
@@ -174,19 +177,20 @@ def run_acl_step(target: DoctorTarget, material: DoctorMaterial) -> StepResult:
 
 
 def _round_trip(direction: str, topic: str, topic_filter: str, sender: MqttSession, receiver: MqttSession,
-                nonce: str, *, receiver_filter: str | None = None) -> RoundTrip:
+                nonce: str, *, receiver_filter: str | None = None, echo: bool = True) -> RoundTrip:
     """`sender` publishes a non-retained QoS 1 probe on `topic`; `receiver`, subscribed first, must get it.
     After the PUBACK the broker has routed the message, so the receiver's PINGRESP comes after it (a barrier,
-    not a timer)."""
+    not a timer). `echo` False: the sender may not subscribe to `topic` (RabbitMQ would close it), so no echo."""
     payload = PROBE_PAYLOAD + f"{nonce} {direction} {topic}".encode()
     receiver.subscribe([(receiver_filter or topic, 1)])
-    sender.subscribe([(topic, 1)])               # the echo tells a denied publish from a denied delivery
+    if echo:
+        sender.subscribe([(topic, 1)])           # the echo tells a denied publish from a denied delivery
     receiver.ping()
     sender.ping()
     sender.publish(topic, payload, qos=1)
     delivered = _await_probe(receiver, topic, payload)
-    echo = _await_probe(sender, topic, payload) if not delivered else None
-    return RoundTrip(direction, topic, topic_filter, delivered, echo)
+    echoed = _await_probe(sender, topic, payload) if not delivered and echo else None
+    return RoundTrip(direction, topic, topic_filter, delivered, echoed)
 
 
 def _await_probe(session: MqttSession, topic: str, payload: bytes, barriers: int = 2) -> bool:

@@ -12,6 +12,7 @@ from generator.core.c_literals import c_comment_text, c_string_literal, c_string
 from generator.core.errors import UserError
 from generator.firmware.app_layout import OTHER_STARTER, AppLayout
 from generator.firmware.build_options import env_options, idf_dependencies
+from generator.firmware.log_facts import LogFacts, log_facts
 from generator.firmware.security import SecurityFacts, nvs_offset, security_facts
 from generator.firmware.nvs_image import (
     CREDENTIALS_NAMESPACE,
@@ -194,6 +195,7 @@ class FirmwareFacts:
     flavour: str
     nvs: bool
     ota: OtaFacts | None
+    log: LogFacts | None
     app_root: str                      # the spec's folder, relative to the project (POSIX)
     app_components: bool               # the spec's folder has components/ (ESP-IDF: EXTRA_COMPONENT_DIRS)
     other_starter: str                 # the other framework's starter, which this build leaves out
@@ -221,8 +223,10 @@ class FirmwareFacts:
     ca_pem: str
     cert_pem: str
     key_pem: str
-    broker_host: str
+    broker_host: str                # C literal: the broker's name (OTA downloads are fetched from it)
+    broker_hosts: tuple[str, ...]   # C literals: every name the device dials, in turn (Broker.dial_hosts)
     broker_port: int
+    clean_session: bool             # False on a RabbitMQ cluster: a persistent session survives a node's death
     keepalive: int
     socket_timeout_s: int
     handshake_timeout_s: int
@@ -314,6 +318,7 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
         flavour=flavour,
         nvs=nvs,
         ota=_ota_facts(device, ota_public_key),
+        log=log_facts(device),
         app_root=app.root,
         app_components=bool(app.components),
         other_starter=OTHER_STARTER[flavour],
@@ -338,8 +343,7 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
         ca_pem=c_string_literal_lines(credentials.ca_pem),
         cert_pem=c_string_literal_lines(credentials.cert_pem or b""),
         key_pem=c_string_literal_lines(credentials.key_pem or b""),
-        broker_host=c_string_literal(device.broker.host),
-        broker_port=device.broker.port,
+        **_broker_facts(device),
         keepalive=device.keepalive,
         socket_timeout_s=MQTT_SOCKET_TIMEOUT_S,
         handshake_timeout_s=TLS_HANDSHAKE_TIMEOUT_S,
@@ -380,6 +384,13 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
         security=security_facts(device),
         nvs_keys=_nvs_key_facts(device),
     )
+
+
+def _broker_facts(device: Device) -> dict[str, object]:
+    """Where the device dials: the broker's name (OTA downloads come from it) and every name in turn (a cluster)."""
+    return {"broker_host": c_string_literal(device.broker.host),
+            "broker_hosts": tuple(c_string_literal(host) for host in device.broker.dial_hosts),
+            "broker_port": device.broker.port, "clean_session": not device.broker.clustered}
 
 
 def _provision_facts(device: Device) -> ProvisionFacts:

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Iterable
 
-_CONNECTED = re.compile(r"\[mqtt\] connected to \S+ as ")
+_CONNECTED = re.compile(r"\[mqtt\] connected to (?P<broker>\S+):\d+ as ")
 _PUBLISHED = re.compile(r"\[mqtt\] published \d+ bytes to ")
 _RECEIVED = re.compile(r"\[mqtt\] received \d+ bytes on ")
 _FAILURE = re.compile(r"\[mqtt\] (?P<text>(?:connect failed|connection error): .*)")
@@ -35,6 +35,7 @@ class LinkTally:
     messages_in: int = 0
     last_error: str = ""         # the latest failure, in the firmware's words
     failed_since_connect: bool = False
+    broker: str = ""             # the broker name of the latest connect (a cluster: the node it is on)
 
     @property
     def reconnects(self) -> int:
@@ -44,8 +45,10 @@ class LinkTally:
 def tally_line(tally: LinkTally, line: str) -> LinkTally:
     """The tally after one more line of the device's serial output."""
     line = line.rstrip("\r\n")
-    if _CONNECTED.search(line):
-        return replace(tally, connected=True, connects=tally.connects + 1, failed_since_connect=False)
+    connected = _CONNECTED.search(line)
+    if connected:
+        return replace(tally, connected=True, connects=tally.connects + 1, failed_since_connect=False,
+                       broker=connected["broker"])
     if _PUBLISHED.search(line):
         return replace(tally, messages_out=tally.messages_out + 1)
     if _RECEIVED.search(line):

@@ -65,9 +65,11 @@ _LINK_FILES = {
                 ("arduino/ota_update.cpp", "lib/gen_link/src/ota_update.cpp"),
                 ("arduino/ota_version_record.h", "lib/gen_link/src/ota_version_record.h"),
                 ("arduino/date_checking_client.h", "lib/gen_link/src/date_checking_client.h"),
+                ("arduino/log_serial.h", "lib/gen_link/src/log_serial.h"),
+                ("arduino/log_serial.cpp", "lib/gen_link/src/log_serial.cpp"),
                 *((f"common/{name}", f"lib/gen_link/src/{name}") for name in (
                     "ota_common.h", "version_order.h", "topic_filter.h", "device_key.h", "device_key.c",
-                    "provisioning.h", "provisioning.c"))),
+                    "provisioning.h", "provisioning.c", "log_publish.h", "log_publish.c"))),
     "espidf": (("espidf/CMakeLists.txt", "components/gen_link/CMakeLists.txt"),
                ("common/gen_link.h", "components/gen_link/include/gen_link.h"),
                ("espidf/gen_link.c", "components/gen_link/gen_link.c"),
@@ -75,7 +77,7 @@ _LINK_FILES = {
                ("espidf/ota_update.c", "components/gen_link/ota_update.c"),
                *((f"common/{name}", f"components/gen_link/{name}") for name in (
                    "ota_common.h", "version_order.h", "topic_filter.h", "device_key.h", "device_key.c",
-                   "provisioning.h", "provisioning.c")),
+                   "provisioning.h", "provisioning.c", "log_publish.h", "log_publish.c")),
                ("espidf/gen_config/CMakeLists.txt", "components/gen_config/CMakeLists.txt")),
 }
 

@@ -56,6 +56,7 @@ class Faults:
     drop_wifi_after: float | None = None
     wifi_down_for: float = DEFAULT_WIFI_DOWN_FOR_S
     restart_broker_after: float | None = None
+    kill_node_after: float | None = None       # broker.engine: rabbitmq: kill -9 of the first node (cluster.py)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class DeviceSummary:
     last_error: str
     exit_code: int | None = None
     reported: bool = True       # False: the process died (crashed or killed) instead of stopping or rebooting
+    broker: str = ""            # the broker name it last connected to (a cluster: its node)
 
     @property
     def ever_connected(self) -> bool:
@@ -207,9 +209,9 @@ def device_summary(device_id: str, tally: LinkTally, *, stopped: bool, exit_code
         why = "killed by signal" if exit_code is not None and exit_code < 0 else f"exited with code {exit_code}"
         last_error = f"the process {why}" + (f" (before that: {tally.last_error})" if tally.last_error else "")
         return DeviceSummary(device_id, False, tally.connects, tally.reconnects, tally.messages_out,
-                             tally.messages_in, last_error, exit_code, reported=False)
+                             tally.messages_in, last_error, exit_code, reported=False, broker=tally.broker)
     return DeviceSummary(device_id, tally.connected, tally.connects, tally.reconnects, tally.messages_out,
-                         tally.messages_in, tally.last_error, exit_code)
+                         tally.messages_in, tally.last_error, exit_code, broker=tally.broker)
 
 
 def every_device_connected(summaries: Sequence[DeviceSummary]) -> bool:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 from generator.broker.install import BrokerReload
+from generator.broker.rabbitmq_runner import LocalCluster, find_rabbitmq, running_cluster
 from generator.broker.render import check_runnable_here
 from generator.broker.runner import RunningBroker, find_mosquitto, running_broker
 from generator.core.errors import GenError, UserError
@@ -41,6 +42,7 @@ from generator.pki.spec_identities import open_spec_pki
 from generator.provision.service import ProvisioningService, ServiceOptions
 from generator.simulate.bootstrap_route import with_bootstrap_port
 from generator.simulate.clock import shifted_clock, shifted_environment
+from generator.simulate.cluster import KILLED_NODE, check_kill_node, node_routes, routed_to_nodes
 from generator.simulate.device_runs import (
     LOCAL_ADDRESS,
     BrokerAddress,
@@ -158,9 +160,11 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
     if options.broker is not None and options.faults.restart_broker_after is not None:
         raise UserError("--restart-broker-after needs the broker gen simulate starts itself",
                         hint="drop --broker, or restart your broker yourself")
+    check_kill_node(spec.broker, kill_node_after=options.faults.kill_node_after, own_broker=options.broker is not None,
+                    restart_broker_after=options.faults.restart_broker_after)
     find_toolchain()                    # a missing compiler or broker says so before anything is generated
     if options.broker is None:
-        find_mosquitto()
+        find_rabbitmq() if spec.broker.clustered else find_mosquitto()
         if spec.broker.external:
             check_runnable_here(spec, Path("."))
     out_dir = Path(options.out_dir) if options.out_dir is not None else spec.default_out_dir
@@ -184,7 +188,8 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
         on_event(f"the clock of the broker, the devices and the provisioning service is {options.days_ahead:g} "
                  f"days ahead: {dt.datetime.now(dt.timezone.utc) + ahead:%Y-%m-%d %H:%M} UTC")
     given = with_bootstrap_port(spec, out_dir, options.broker) if options.broker is not None else None
-    with _broker_for(out_dir, given, world_env) as (address, running), \
+    with _cluster_for(spec, out_dir, given, on_event) as cluster, \
+            _broker_for(out_dir, given or _first_node(cluster), world_env) as (address, running), \
             _provisioning_for(spec, running, on_event, shifted_clock(ahead)):
         on_event(f"broker: {address}" + (" (started from " + str(out_dir / BROKER_DIR) + ")" if running else ""))
         if running is None and address.provision_port is not None:
@@ -197,11 +202,44 @@ def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
                          options.faults, flash_root=options.flash_root or default_flash_root(spec),
                          flashes=flashes, ota_server=options.ota_server)
         runs = tuple(dataclasses.replace(run, environment=run.environment + tuple(world_env.items())) for run in runs)
+        if cluster is not None:
+            runs = _routed_to_cluster(spec, cluster, runs, options.faults, actions)
         how_long = f"for {options.duration:g} s" if options.duration is not None else "until Ctrl-C"
         on_event(f"running {len(runs)} device(s) {how_long}")
         summaries = run_devices(runs, duration=options.duration, on_line=on_line, actions=actions,
                                 on_event=on_event)
     return SimulationResult(summaries=summaries, broker=address)
+
+
+def _routed_to_cluster(spec: Spec, cluster: LocalCluster, runs: tuple, faults: Faults,
+                       actions: list[ScheduledAction]) -> tuple:
+    """Each node name to its own node's port; with --kill-node-after, the kill -9 of the first node scheduled."""
+    routes = node_routes(spec.broker, cluster.ports, LOCAL_ADDRESS)
+    if faults.kill_node_after is not None:
+        node = cluster.nodes[KILLED_NODE - 1]
+        actions.append(ScheduledAction(
+            faults.kill_node_after,
+            f"killing node {KILLED_NODE} ({spec.broker.dial_hosts[KILLED_NODE - 1]}, {node.name}) with kill -9",
+            lambda: cluster.kill(KILLED_NODE)))
+    return tuple(dataclasses.replace(run, environment=routed_to_nodes(run.environment, routes)) for run in runs)
+
+
+@contextlib.contextmanager
+def _cluster_for(spec: Spec, out_dir: Path, given: BrokerAddress | None, on_event: EventSink
+                 ) -> Iterator[LocalCluster | None]:
+    """broker.engine: rabbitmq without --broker: the local cluster of `gen broker up` (one node per spec node)."""
+    if given is not None or not spec.broker.clustered:
+        yield None
+        return
+    on_event(f"starting a {len(spec.broker.nodes)}-node RabbitMQ cluster on {LOCAL_ADDRESS} (about a minute)")
+    with running_cluster(Path(out_dir) / BROKER_DIR, nodes=len(spec.broker.nodes)) as cluster:
+        on_event("cluster nodes: " + ", ".join(f"{name} -> {LOCAL_ADDRESS}:{port}"
+                                               for name, port in zip(spec.broker.dial_hosts, cluster.ports)))
+        yield cluster
+
+
+def _first_node(cluster: LocalCluster | None) -> BrokerAddress | None:
+    return BrokerAddress(LOCAL_ADDRESS, cluster.ports[0]) if cluster is not None else None
 
 
 @contextlib.contextmanager

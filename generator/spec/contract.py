@@ -27,6 +27,11 @@ PROVISIONER_IDENTITY = "gen.provisioner"
 # `gen broker apply`'s own identity (a broker gen runs): it may send the dynamic-security plugin's commands that end
 # live sessions (of a revoked, re-keyed or removed identity), nothing else.
 ADMIN_IDENTITY = "gen.admin"
+# `gen logs`' own identity (with `log:` on some device): it may read the devices' log topics, nothing else. Its own
+# client id, so following a log never kicks an operator's mosquitto_sub or the backend off the broker.
+LOGS_IDENTITY = "gen.logs"
+# The spec's log.level, lowest first: a line is published when its level is at least as severe as this one.
+LOG_LEVELS = ("none", "error", "warn", "info", "debug")
 
 # The PKI's key types (the schema's enum is held equal to this by a test).
 KEY_TYPES = ("ec-p256", "rsa-2048")

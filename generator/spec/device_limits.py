@@ -43,6 +43,7 @@ PEM_CAPACITY = 16384                   # largest PEM read from NVS (a long chain
 OTA_DOWNGRADE_SIGNATURE_TEXT = 4 * ((3072 // 8 + 2) // 3)   # 512 characters (gen_link's OTA_DOWNGRADE_CAPACITY - 1)
 OTA_ANNOUNCEMENT_CAPACITY = 768 + len(',"downgrade":""') + OTA_DOWNGRADE_SIGNATURE_TEXT
 FIRMWARE_REPORT_CAPACITY = 256
+LOG_LINE_CAPACITY = 256                # bytes of one published log line (a longer one is cut; serial shows it all)
 OTA_QOS = 1                            # announcements are retained QoS 1: a device that was offline still gets one
 
 # PubSubClient's buffer holds a whole packet: its 5-byte fixed-header reserve, then the rest.
@@ -119,6 +120,8 @@ def mqtt_buffer_size(device: Device, *, password_length: int = MQTT_PASSWORD_LEN
         sizes += [_MQTT_HEADER + 2 + topic_length(device, device.ota.topic) + 2 + OTA_ANNOUNCEMENT_CAPACITY,
                   _MQTT_HEADER + 2 + topic_length(device, device.ota.firmware_topic) + FIRMWARE_REPORT_CAPACITY,
                   _MQTT_HEADER + 2 + 2 + topic_length(device, device.ota.topic) + 1]
+    if device.log is not None:
+        sizes.append(_MQTT_HEADER + 2 + topic_length(device, device.log.topic) + LOG_LINE_CAPACITY)
     return max(sizes)
 
 

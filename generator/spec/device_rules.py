@@ -24,6 +24,7 @@ from generator.spec.model import (
     Device,
     DevicePki,
     Library,
+    LogSettings,
     Ota,
     PkiOptions,
     Publish,
@@ -99,7 +100,8 @@ class DeviceRules:
         publish = self._publish(publish_raw or [], publish_path, device_id)
         subscribe = self._subscribe(subscribe_raw or [], subscribe_path, device_id)
         ota = self.ota(device_id, base, auth)
-        self._own_topics_apart(status, ota, publish, publish_path, subscribe, subscribe_path)
+        log, log_topic_path = self.log_settings(entry, base, device_id)
+        self._own_topics_apart(status, ota, publish, publish_path, subscribe, subscribe_path, log, log_topic_path)
         self._topic_names(publish_raw or [], publish_path, subscribe_raw or [], subscribe_path)
         device_pki = self._device_pki(entry, base, pki, broker, ota, auth)
         if device_pki.key_origin == "device":
@@ -116,7 +118,7 @@ class DeviceRules:
             auth=auth, secrets=secrets_mode or schema_default("secrets"),
             keepalive=keepalive if keepalive is not None else schema_default("keepalive"), ntp=ntp, status=status,
             publish=tuple(publish), subscribe=tuple(subscribe), pki=device_pki, firmware_version=version, ota=ota,
-            libraries=build[0], build_flags=build[1], vars=self.device_vars(entry, base, build[2]),
+            libraries=build[0], build_flags=build[1], vars=self.device_vars(entry, base, build[2]), log=log,
             security=resolve_security((self.data["security"] or {}) if "security" in self.data else None,
                                       framework=target.framework, chip=target.chip,
                                       secrets=secrets_mode or schema_default("secrets"), has_ota=ota is not None,
@@ -212,9 +214,15 @@ class DeviceRules:
         return subscribe
 
     def _own_topics_apart(self, status: Status, ota: Ota | None, publish: list[Publish], publish_path: tuple,
-                          subscribe: list[Subscribe], subscribe_path: tuple) -> None:
+                          subscribe: list[Subscribe], subscribe_path: tuple, log: LogSettings | None,
+                          log_topic_path: tuple) -> None:
         """Each message type the device sends has a topic of its own, and the device subscribes to none of them."""
         own_topics = {status.topic: "its status topic"}
+        if log is not None:
+            if log.topic in own_topics:
+                self.problem(log_topic_path, f"{log.topic!r} is also {own_topics[log.topic]}; the log needs a topic of "
+                             "its own", "give log.topic its own topic")
+            own_topics.setdefault(log.topic, "its log topic")
         if ota is not None:
             for topic, what in ((ota.topic, "its OTA topic"), (ota.firmware_topic, "its firmware report topic")):
                 if topic in own_topics:
@@ -374,6 +382,23 @@ class DeviceRules:
         for part in base:
             node = node[part]
         return set(node) if isinstance(node, dict) else set()
+
+    def log_settings(self, entry: dict, base: tuple, device_id: str) -> tuple[LogSettings | None, tuple]:
+        """The device's `log:` (merged over the spec's), or None when its level is none (the default)."""
+        raw, origin = self.mapping_setting(entry, base, "log")
+        template = raw.get("topic", schema_default("log", "topic"))
+        topic_path = origin.get("topic", origin.get("level", base))
+        level = raw.get("level", schema_default("log", "level"))
+        if level == "none":
+            return None, topic_path
+        settings = LogSettings(level=level, topic=expand_topic(template, device_id), topic_template=template,
+                               rate=raw.get("rate", schema_default("log", "rate")),
+                               burst=raw.get("burst", schema_default("log", "burst")))
+        self._check_topic_template(template, topic_path, settings.topic, is_filter=False)
+        reserved = reserved_topic_problem(settings.topic, device_id, is_filter=False)
+        if reserved:
+            self.problem(topic_path, f"{settings.topic!r} {reserved}", "choose a topic outside gen/")
+        return settings, topic_path
 
     def _check_topic_template(self, template: str, path: tuple, expanded: str, *, is_filter: bool) -> None:
         unknown = unknown_placeholders(template)

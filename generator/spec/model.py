@@ -13,6 +13,7 @@ from generator.spec.catalogue import Target
 from generator.spec.contract import (
     ADMIN_IDENTITY,
     AUTH_MODES,
+    LOGS_IDENTITY,
     OTA_IDENTITY,
     SERVER_IDENTITIES,
 )
@@ -60,6 +61,19 @@ class Status:
     topic: str
     online: str
     offline: str
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """The device's log over MQTT (the spec's `log:`): the lines its serial log shows, at `level` and more severe,
+    published to `topic` (QoS 0, not retained), at most `rate` lines a second after a burst of `burst`; lines dropped
+    by the limit are counted and said in the next line that goes out."""
+
+    level: str          # one of LOG_LEVELS but "none" (None on the Device: off)
+    topic: str
+    topic_template: str  # as the spec writes it ({id} unexpanded): the firmware expands it with its own id
+    rate: int           # lines per second, sustained
+    burst: int          # lines at once
 
 
 @dataclass(frozen=True)
@@ -188,6 +202,7 @@ class Device:
     build_flags: tuple[str, ...] = ()   # the spec's build_flags:
     vars: tuple[Var, ...] = ()          # the spec's vars:, with this device's values
     security: Security | None = None    # the spec's security:, None: nothing at rest is protected
+    log: LogSettings | None = None      # None: the log stays on the serial port (log.level: none, the default)
 
     @property
     def framework(self) -> str:
@@ -255,7 +270,9 @@ class Spec:
         gen's OTA publisher, for a broker gen runs its session administrator (gen broker apply), and the spec's
         own `clients:`."""
         return (SERVER_IDENTITIES + ((OTA_IDENTITY,) if self.ota_port is not None else ())
-                + (() if self.broker.external else (ADMIN_IDENTITY,)) + tuple(c.name for c in self.clients))
+                + (() if self.broker.external else (ADMIN_IDENTITY,))
+                + ((LOGS_IDENTITY,) if any(d.log is not None for d in self.devices) else ())
+                + tuple(c.name for c in self.clients))
 
     def client(self, name: str) -> Client | None:
         return next((c for c in self.clients if c.name == name), None)

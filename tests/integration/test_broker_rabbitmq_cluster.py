@@ -137,6 +137,18 @@ def test_a_device_can_neither_publish_to_nor_subscribe_to_another_devices_topics
         assert backend.messages.get(timeout=WAIT_S) == ("fleet/truck-02/telemetry", b"own")   # not "forged"
 
 
+def test_gen_doctor_proves_every_step_against_a_cluster_node_with_a_certificate_login(project, cluster):
+    # A username in CONNECT would replace the certificate's name, a denied probe topic would close the probe:
+    # the doctor sends no login with its certificate and probes only topics its identity may use.
+    for port in (cluster.ports[0], cluster.ports[1]):
+        result = gen("doctor", project / "device.yaml", "--device", "truck-04", "--broker", f"127.0.0.1:{port}",
+                     "--json")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+        report = json.loads(result.stdout)
+        assert report["ok"], report["steps"]
+        assert {"mqtt-connect", "acl"} <= {step["step"] for step in report["steps"] if step["ok"]}
+
+
 def test_gen_broker_apply_ends_the_live_session_of_a_revoked_device_and_the_crl_keeps_it_out(project, cluster):
     record = project / "build" / "run" / "broker-cluster-up.json"
     record.parent.mkdir(exist_ok=True)

@@ -56,8 +56,8 @@ def test_cmake_finds_the_apps_files_its_components_and_gens_in_the_esp_idf_proje
     assert by_name["main"]["include_dirs"] == [str((app / "src").resolve())]
     assert by_name["main"]["requires"] == []            # main requires every component, as ESP-IDF's main does
     assert by_name["gen_link"]["whole_archive"] and "gen_config" in by_name["gen_link"]["requires"]
-    assert sorted(Path(s).name for s in by_name["gen_link"]["srcs"]) == ["device_key.c", "gen_link.c", "ota_update.c",
-                                                                        "provisioning.c"]
+    assert sorted(Path(s).name for s in by_name["gen_link"]["srcs"]) == ["device_key.c", "gen_link.c", "log_publish.c",
+                                                                        "ota_update.c", "provisioning.c"]
     assert project["compile_options"] == ["-DSENSOR_PIN=4"]
 
 

@@ -17,7 +17,7 @@ LAYERS = (
     ("pki",),
     ("broker", "firmware", "ci"),
     ("output",),
-    ("firmware_build", "simulate", "doctor", "provision", "ota"),
+    ("firmware_build", "simulate", "doctor", "provision", "ota", "logs"),
     ("cli",),
 )
 LAYER_OF = {package: rank for rank, packages in enumerate(LAYERS) for package in packages}

@@ -31,6 +31,11 @@
 #include "gen_vars.h"
 #endif
 #include "topic_filter.h"
+#if GEN_LINK_LOG
+#include "log_publish.h"
+#include "log_serial.h"
+#define Serial log_serial   // the log over MQTT: gen_link's lines go to the serial port and to log_publish
+#endif
 
 // The hooks your application defines (app.h declares them for it): one builder per scheduled publish entry and
 // one handler per subscribe entry of the spec, named after the entry.
@@ -376,6 +381,16 @@ PubSubClient mqtt(tls);
 Backoff mqtt_backoff = {MQTT_RETRY_FIRST_MS, MQTT_RETRY_CAP_MS, 0};
 uint32_t mqtt_next_attempt_ms = 0;
 bool mqtt_was_connected = false;
+size_t broker_index = 0;   // the MQTT_HOSTS entry dialled: the next one after a lost connection or a failed connect
+
+// PubSubClient::setServer keeps the pointer: MQTT_HOSTS holds string literals.
+const char* broker_host() {
+    return MQTT_HOSTS[broker_index];
+}
+
+void next_broker() {
+    broker_index = (broker_index + 1) % MQTT_HOST_COUNT;
+}
 
 // Connected as this device (with its own key, the bootstrap login may only ask for a certificate).
 bool mqtt_online() {
@@ -423,7 +438,7 @@ void apply_credential(const credential_t* credential) {
     tls.setCACert(credential->ca_pem);
     tls.setCertificate(credential->cert_pem);
     tls.setPrivateKey(credential->key_pem);
-    mqtt.setServer(MQTT_HOST, credential->port);
+    mqtt.setServer(broker_host(), credential->port);
 }
 
 void run_provisioning(uint32_t now) {
@@ -514,7 +529,7 @@ void configure_mqtt() {
     tls.setPrivateKey(settings.key_pem);
 #endif
     tls.setHandshakeTimeout(TLS_HANDSHAKE_TIMEOUT_S);
-    mqtt.setServer(MQTT_HOST, MQTT_PORT);  // by name: the TLS stack checks it against the broker certificate
+    mqtt.setServer(broker_host(), MQTT_PORT);  // by name: the TLS stack checks it against the broker certificate
     mqtt.setKeepAlive(MQTT_KEEPALIVE_S);
     mqtt.setSocketTimeout(MQTT_SOCKET_TIMEOUT_S);
     if (!mqtt.setBufferSize(MQTT_BUFFER_SIZE)) {
@@ -530,7 +545,7 @@ void configure_mqtt() {
 // name does not resolve and keeps the previous attempt's code, so a TLS code is trusted only if the name resolves.
 bool broker_unreachable(int tls_code) {
     IPAddress address;
-    return tls_code == 0 || tls_code == -1 || !WiFi.hostByName(MQTT_HOST, address);
+    return tls_code == 0 || tls_code == -1 || !WiFi.hostByName(broker_host(), address);
 }
 
 // Returns whether the broker refused us (TLS or CONNACK), rather than not being reached.
@@ -540,7 +555,7 @@ bool log_connect_failure(uint16_t port) {
     const int tls_code = tls.lastError(tls_error, sizeof tls_error);
     if (state == MQTT_CONNECT_FAILED && broker_unreachable(tls_code)) {
         Serial.printf("[mqtt] connect failed: state %d %s; could not resolve or reach %s:%u (no such name, "
-                      "unreachable, refused or timed out)\n", state, mqtt_state_text(state), MQTT_HOST, port);
+                      "unreachable, refused or timed out)\n", state, mqtt_state_text(state), broker_host(), port);
         return false;
     }
     if (state == MQTT_CONNECT_FAILED) {
@@ -588,6 +603,7 @@ void maintain_mqtt(uint32_t now) {
     if (mqtt_was_connected) {
         mqtt_was_connected = false;
         Serial.printf("[mqtt] connection lost: state %d %s\n", mqtt.state(), mqtt_state_text(mqtt.state()));
+        next_broker();
         mqtt_next_attempt_ms = now + mqtt_backoff.next_delay_ms();
         return;
     }
@@ -599,24 +615,25 @@ void maintain_mqtt(uint32_t now) {
     const credential_t* credential = provisioning_credential();
     const bool bootstrap = credential->kind == CREDENTIAL_BOOTSTRAP;
     apply_credential(credential);
-    Serial.printf("[mqtt] connecting to %s:%u as %s%s\n", MQTT_HOST, credential->port, settings.device_id,
+    Serial.printf("[mqtt] connecting to %s:%u as %s%s\n", broker_host(), credential->port, settings.device_id,
                   bootstrap ? " (bootstrap login, to get a certificate)" : "");
     // The bootstrap login leaves no will and no birth message: the device is not online as itself yet.
     const bool connected = bootstrap
         ? mqtt.connect(settings.device_id, credential->username, credential->password)
         : mqtt.connect(settings.device_id, nullptr, nullptr,  // mTLS: the broker takes the username from the cert
-                       settings.status_topic, STATUS_WILL_QOS, true, STATUS_OFFLINE, true);
+                       settings.status_topic, STATUS_WILL_QOS, true, STATUS_OFFLINE, MQTT_CLEAN_SESSION);
     if (!connected) {
         provisioning_connect_failed(log_connect_failure(credential->port), millis());
+        next_broker();
         const uint32_t delay_ms = mqtt_backoff.next_delay_ms();
         Serial.printf("[mqtt] retrying in %lu ms\n", static_cast<unsigned long>(delay_ms));
         mqtt_next_attempt_ms = millis() + delay_ms;
         return;
     }
     if (bootstrap) {
-        Serial.printf("[cred] connected to %s:%u with the bootstrap login\n", MQTT_HOST, credential->port);
+        Serial.printf("[cred] connected to %s:%u with the bootstrap login\n", broker_host(), credential->port);
     } else {
-        Serial.printf("[mqtt] connected to %s:%u as %s\n", MQTT_HOST, credential->port, settings.device_id);
+        Serial.printf("[mqtt] connected to %s:%u as %s\n", broker_host(), credential->port, settings.device_id);
     }
     mqtt_was_connected = true;
     mqtt_backoff.reset();
@@ -628,22 +645,25 @@ void maintain_mqtt(uint32_t now) {
     }
     provisioning_connected(millis());
 #else
-    Serial.printf("[mqtt] connecting to %s:%u as %s\n", MQTT_HOST, MQTT_PORT, settings.device_id);
+    mqtt.setServer(broker_host(), MQTT_PORT);
+    Serial.printf("[mqtt] connecting to %s:%u as %s\n", broker_host(), MQTT_PORT, settings.device_id);
     const bool connected = mqtt.connect(settings.device_id,
 #if GEN_LINK_USES_PASSWORD
                                         settings.device_id, settings.mqtt_password,
 #else
                                         nullptr, nullptr,  // mTLS: the broker takes the username from the cert
 #endif
-                                        settings.status_topic, STATUS_WILL_QOS, true, STATUS_OFFLINE, true);
+                                        settings.status_topic, STATUS_WILL_QOS, true, STATUS_OFFLINE,
+                                        MQTT_CLEAN_SESSION);
     if (!connected) {
         log_connect_failure(MQTT_PORT);
+        next_broker();
         const uint32_t delay_ms = mqtt_backoff.next_delay_ms();
         Serial.printf("[mqtt] retrying in %lu ms\n", static_cast<unsigned long>(delay_ms));
         mqtt_next_attempt_ms = millis() + delay_ms;
         return;
     }
-    Serial.printf("[mqtt] connected to %s:%u as %s\n", MQTT_HOST, MQTT_PORT, settings.device_id);
+    Serial.printf("[mqtt] connected to %s:%u as %s\n", broker_host(), MQTT_PORT, settings.device_id);
     mqtt_was_connected = true;
     mqtt_backoff.reset();
     announce_and_subscribe();
@@ -765,6 +785,12 @@ GEN_LINK_PUBLISHES(GEN_LINK_DEFINE_PUBLISH)
 
 // ---- Start and loop ---------------------------------------------------------------------------------------
 
+#if GEN_LINK_LOG
+static bool publish_log_line(const char* topic, const char* line, size_t length) {
+    return mqtt.publish(topic, reinterpret_cast<const uint8_t*>(line), static_cast<unsigned int>(length), false);
+}
+#endif
+
 extern "C" void gen_link_start(void) {
     Serial.begin(115200);
     Serial.println();
@@ -774,6 +800,9 @@ extern "C" void gen_link_start(void) {
             delay(1000);
         }
     }
+#if GEN_LINK_LOG
+    log_publish_begin(settings.device_id);
+#endif
     Serial.printf("[boot] device %s (%s)\n", settings.device_id, GEN_LINK_SUMMARY);
 #if GEN_LINK_OWN_KEY
     const provisioning_settings_t provisioning = {settings.device_id, settings.bootstrap_password, settings.ca_pem,
@@ -798,6 +827,11 @@ extern "C" void gen_link_loop(void) {
     maintain_wifi(now);
     maintain_clock(now);
     maintain_mqtt(now);
+#if GEN_LINK_LOG
+    if (mqtt.connected()) {
+        log_publish_flush(publish_log_line);
+    }
+#endif
 #if GEN_LINK_SCHEDULE_COUNT > 0
     run_schedules(now);
 #endif

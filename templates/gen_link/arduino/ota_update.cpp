@@ -29,6 +29,10 @@
 #include "gen_ota_config.h"
 #include "ota_update.h"
 #include "ota_version_record.h"
+#if GEN_LINK_LOG
+#include "log_serial.h"
+#define Serial log_serial   // its lines reach the log over MQTT too (log_serial.h)
+#endif
 
 // The core marks every new image valid before setup() unless the sketch defers it (esp32-hal-misc.c,
 // initArduino): this firmware confirms an image only once it has reached the broker.

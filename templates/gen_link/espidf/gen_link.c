@@ -45,6 +45,9 @@
 #include "gen_vars.h"
 #endif
 #include "topic_filter.h"
+#if GEN_LINK_LOG
+#include "log_publish.h"
+#endif
 
 static const char *TAG = "link";
 
@@ -439,6 +442,12 @@ static backoff_t mqtt_backoff = {MQTT_RETRY_FIRST_MS, MQTT_RETRY_CAP_MS, 0};
 static bool mqtt_retry_pending = false;
 static uint32_t mqtt_next_attempt_ms = 0;
 static bool mqtt_session_up = false;   // touched by the MQTT task only
+static size_t broker_index = 0;        // the MQTT_HOSTS entry dialled: the next one after a lost or failed connect
+
+static const char *broker_host(void)
+{
+    return MQTT_HOSTS[broker_index];
+}
 #if GEN_LINK_OWN_KEY
 static const credential_t *mqtt_credential;   // what the client was started with (set before it starts)
 static volatile bool mqtt_refused = false;    // the last connect failed by TLS or CONNACK, not the network
@@ -640,10 +649,10 @@ static void on_mqtt_event(void *arg, esp_event_base_t base, int32_t id, void *da
     case MQTT_EVENT_CONNECTED:
 #if GEN_LINK_OWN_KEY
         if (mqtt_credential->kind == CREDENTIAL_BOOTSTRAP) {
-            ESP_LOGI(TAG, "[cred] connected to %s:%u with the bootstrap login", MQTT_HOST,
+            ESP_LOGI(TAG, "[cred] connected to %s:%u with the bootstrap login", broker_host(),
                      (unsigned)mqtt_credential->port);
         } else {
-            ESP_LOGI(TAG, "[mqtt] connected to %s:%u as %s", MQTT_HOST, (unsigned)mqtt_credential->port,
+            ESP_LOGI(TAG, "[mqtt] connected to %s:%u as %s", broker_host(), (unsigned)mqtt_credential->port,
                      settings.device_id);
         }
         mqtt_session_up = true;
@@ -656,7 +665,7 @@ static void on_mqtt_event(void *arg, esp_event_base_t base, int32_t id, void *da
         }
         xEventGroupSetBits(link_events, PROVISION_CONNECTED_BIT);
 #else
-        ESP_LOGI(TAG, "[mqtt] connected to %s:%u as %s", MQTT_HOST, (unsigned)MQTT_PORT, settings.device_id);
+        ESP_LOGI(TAG, "[mqtt] connected to %s:%u as %s", broker_host(), (unsigned)MQTT_PORT, settings.device_id);
         mqtt_session_up = true;
         xEventGroupSetBits(link_events, MQTT_CONNECTED_BIT);
         announce_and_subscribe(event->client);
@@ -726,17 +735,16 @@ static bool mqtt_online(void)
 #endif
 }
 
-static void start_mqtt(void)
+// The client's whole configuration, dialling broker_host(): esp_mqtt_client_init takes it, and esp_mqtt_set_config
+// takes it again to move to another broker (it sets every setting anew, so it is given all of them).
+static esp_mqtt_client_config_t mqtt_config(void)
 {
 #if GEN_LINK_OWN_KEY
-    // The credential provisioning.c says to use now: the bootstrap login (its own listener, no certificate, no
-    // will) or one of the device's certificates. esp-mqtt keeps the pointers; they stay valid until it changes.
-    mqtt_credential = provisioning_credential();
     const bool bootstrap = mqtt_credential->kind == CREDENTIAL_BOOTSTRAP;
     const esp_mqtt_client_config_t config = {
         .broker = {
             // Dialled by name: esp-tls checks it against the broker certificate.
-            .address = {.hostname = MQTT_HOST, .transport = MQTT_TRANSPORT_OVER_SSL, .port = mqtt_credential->port},
+            .address = {.hostname = broker_host(), .transport = MQTT_TRANSPORT_OVER_SSL, .port = mqtt_credential->port},
             .verification = {.certificate = mqtt_credential->ca_pem},
         },
         .credentials = {
@@ -751,6 +759,7 @@ static void start_mqtt(void)
         .session = {
             .last_will = {.topic = bootstrap ? NULL : settings.status_topic, .msg = STATUS_OFFLINE,
                           .qos = STATUS_QOS, .retain = 1},
+            .disable_clean_session = !MQTT_CLEAN_SESSION,
             .keepalive = MQTT_KEEPALIVE_S,
         },
         .network = {
@@ -763,7 +772,7 @@ static void start_mqtt(void)
     const esp_mqtt_client_config_t config = {
         .broker = {
             // Dialled by name: esp-tls checks it against the broker certificate.
-            .address = {.hostname = MQTT_HOST, .transport = MQTT_TRANSPORT_OVER_SSL, .port = MQTT_PORT},
+            .address = {.hostname = broker_host(), .transport = MQTT_TRANSPORT_OVER_SSL, .port = MQTT_PORT},
             .verification = {.certificate = settings.ca_pem},
         },
         .credentials = {
@@ -785,6 +794,7 @@ static void start_mqtt(void)
         },
         .session = {
             .last_will = {.topic = settings.status_topic, .msg = STATUS_OFFLINE, .qos = STATUS_QOS, .retain = 1},
+            .disable_clean_session = !MQTT_CLEAN_SESSION,
             .keepalive = MQTT_KEEPALIVE_S,
         },
         .network = {
@@ -794,6 +804,18 @@ static void start_mqtt(void)
         .buffer = {.size = MQTT_BUFFER_SIZE},
     };
 #endif
+    return config;
+}
+
+static void start_mqtt(void)
+{
+#if GEN_LINK_OWN_KEY
+    // The credential provisioning.c says to use now: the bootstrap login (its own listener, no certificate, no
+    // will) or one of the device's certificates. esp-mqtt keeps the pointers; they stay valid until it changes.
+    mqtt_credential = provisioning_credential();
+    const bool bootstrap = mqtt_credential->kind == CREDENTIAL_BOOTSTRAP;
+#endif
+    const esp_mqtt_client_config_t config = mqtt_config();
     mqtt = esp_mqtt_client_init(&config);
     if (mqtt == NULL) {
         ESP_LOGE(TAG, "[mqtt] esp_mqtt_client_init refused the configuration");
@@ -801,10 +823,10 @@ static void start_mqtt(void)
     }
     ESP_ERROR_CHECK(esp_mqtt_client_register_event(mqtt, MQTT_EVENT_ANY, on_mqtt_event, NULL));
 #if GEN_LINK_OWN_KEY
-    ESP_LOGI(TAG, "[mqtt] connecting to %s:%u as %s%s", MQTT_HOST, (unsigned)mqtt_credential->port, settings.device_id,
+    ESP_LOGI(TAG, "[mqtt] connecting to %s:%u as %s%s", broker_host(), (unsigned)mqtt_credential->port, settings.device_id,
              bootstrap ? " (bootstrap login, to get a certificate)" : "");
 #else
-    ESP_LOGI(TAG, "[mqtt] connecting to %s:%u as %s", MQTT_HOST, (unsigned)MQTT_PORT, settings.device_id);
+    ESP_LOGI(TAG, "[mqtt] connecting to %s:%u as %s", broker_host(), (unsigned)MQTT_PORT, settings.device_id);
 #endif
     ESP_ERROR_CHECK(esp_mqtt_client_start(mqtt));
 }
@@ -909,6 +931,7 @@ static void maintain_mqtt(uint32_t now)
     }
     if (bits & MQTT_DOWN_BIT) {
         xEventGroupClearBits(link_events, MQTT_DOWN_BIT);
+        broker_index = (broker_index + 1) % MQTT_HOST_COUNT;
         const uint32_t delay_ms = backoff_next_delay_ms(&mqtt_backoff);
         ESP_LOGI(TAG, "[mqtt] retrying in %" PRIu32 " ms", delay_ms);
         mqtt_retry_pending = true;
@@ -926,7 +949,14 @@ static void maintain_mqtt(uint32_t now)
 #else
         const uint16_t dial_port = MQTT_PORT;
 #endif
-        ESP_LOGI(TAG, "[mqtt] connecting to %s:%u as %s", MQTT_HOST, (unsigned)dial_port,
+#if MQTT_HOST_COUNT > 1
+        // esp-mqtt dials the host it was configured with: the next broker is set before the reconnect.
+        const esp_mqtt_client_config_t config = mqtt_config();
+        if (esp_mqtt_set_config(mqtt, &config) != ESP_OK) {
+            ESP_LOGE(TAG, "[mqtt] esp_mqtt_set_config refused %s", broker_host());
+        }
+#endif
+        ESP_LOGI(TAG, "[mqtt] connecting to %s:%u as %s", broker_host(), (unsigned)dial_port,
                  settings.device_id);
         if (esp_mqtt_client_reconnect(mqtt) == ESP_OK) {
             mqtt_retry_pending = false;
@@ -1062,6 +1092,33 @@ GEN_LINK_PUBLISHES(GEN_LINK_DEFINE_PUBLISH)
 
 // ---- Start and loop ---------------------------------------------------------------------------------------
 
+#if GEN_LINK_LOG
+static vprintf_like_t console_vprintf;   // where ESP-IDF's log went before: the UART console
+
+// Every log line still goes to the console, and to log_publish, which keeps those at LOG_LEVEL for the log topic.
+__attribute__((format(printf, 1, 0))) static int log_to_console_and_topic(const char *format, va_list args)
+{
+    char line[LOG_LINE_CAPACITY + 1];
+    va_list copy;
+    va_copy(copy, args);
+    int length = vsnprintf(line, sizeof line, format, copy);
+    va_end(copy);
+    if (length > 0) {
+        size_t kept = (size_t)length < sizeof line ? (size_t)length : sizeof line - 1;
+        while (kept > 0 && (line[kept - 1] == '\n' || line[kept - 1] == '\r')) {
+            kept--;
+        }
+        log_publish_take(log_publish_level_of(line, kept), line, kept, esp_log_timestamp());
+    }
+    return console_vprintf(format, args);
+}
+
+static bool publish_log_line(const char *topic, const char *line, size_t length)
+{
+    return esp_mqtt_client_publish(mqtt, topic, line, (int)length, 0, 0) >= 0;
+}
+#endif
+
 void gen_link_start(void)
 {
     esp_err_t err = nvs_flash_init();  // WiFi keeps its calibration in NVS (secrets: nvs: our settings too)
@@ -1084,6 +1141,10 @@ void gen_link_start(void)
             vTaskDelay(pdMS_TO_TICKS(1000));
         }
     }
+#if GEN_LINK_LOG
+    log_publish_begin(settings.device_id);
+    console_vprintf = esp_log_set_vprintf(log_to_console_and_topic);
+#endif
     ESP_LOGI(TAG, "[boot] device %s (%s)", settings.device_id, GEN_LINK_SUMMARY);
 #if GEN_LINK_OWN_KEY
     const provisioning_settings_t provisioning = {
@@ -1123,6 +1184,11 @@ void gen_link_loop(void)
     maintain_wifi(now);
     maintain_clock(now);
     maintain_mqtt(now);
+#if GEN_LINK_LOG
+    if (gen_link_connected()) {
+        log_publish_flush(publish_log_line);
+    }
+#endif
 #if GEN_LINK_SCHEDULE_COUNT > 0
     run_schedules(now);
 #endif

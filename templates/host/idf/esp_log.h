@@ -20,7 +20,11 @@ typedef enum {
     ESP_LOG_VERBOSE
 } esp_log_level_t;
 
+typedef int (*vprintf_like_t)(const char *, va_list);
+
 void esp_log_level_set(const char *tag, esp_log_level_t level);
+/* Every log line is printed through this function (default: vprintf to stdout); returns the one before. */
+vprintf_like_t esp_log_set_vprintf(vprintf_like_t func);
 esp_log_level_t esp_log_level_get(const char *tag);
 uint32_t esp_log_timestamp(void);
 uint32_t esp_log_early_timestamp(void);

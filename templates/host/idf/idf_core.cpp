@@ -124,9 +124,17 @@ extern "C" esp_log_level_t esp_log_level_get(const char* tag) {
 extern "C" uint32_t esp_log_timestamp(void) { return gen_sim_millis(); }
 extern "C" uint32_t esp_log_early_timestamp(void) { return gen_sim_millis(); }
 
+static vprintf_like_t log_vprintf = vprintf;
+
+extern "C" vprintf_like_t esp_log_set_vprintf(vprintf_like_t func) {
+    vprintf_like_t previous = log_vprintf;
+    log_vprintf = func;
+    return previous;
+}
+
 extern "C" void esp_log_writev(esp_log_level_t level, const char* tag, const char* format, va_list args) {
     if (level > esp_log_level_get(tag)) return;
-    vprintf(format, args);
+    log_vprintf(format, args);
 }
 
 extern "C" void esp_log_write(esp_log_level_t level, const char* tag, const char* format, ...) {
