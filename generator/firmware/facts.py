@@ -6,6 +6,7 @@ constrain."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 from generator.core.app_image import CHIP_IDS
 from generator.core.c_literals import c_comment_text, c_string_literal, c_string_literal_lines
@@ -386,7 +387,11 @@ def firmware_facts(device: Device, credentials: ClientCredentials, spec_name: st
     )
 
 
-def _broker_facts(device: Device) -> dict[str, object]:
+_BrokerFacts = TypedDict("_BrokerFacts", {"broker_host": str, "broker_hosts": tuple[str, ...], "broker_port": int,
+                                           "clean_session": bool})
+
+
+def _broker_facts(device: Device) -> _BrokerFacts:
     """Where the device dials: the broker's name (OTA downloads come from it) and every name in turn (a cluster)."""
     return {"broker_host": c_string_literal(device.broker.host),
             "broker_hosts": tuple(c_string_literal(host) for host in device.broker.dial_hosts),
