@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import EXAMPLES_DIR
 from generator.broker.rabbitmq_runner import RABBITMQ_BIN
 from generator.simulate.cluster import node_routes, routed_to_nodes
 from generator.spec import load_spec
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "projects" / "examples" / "rabbitmq-cluster"
+EXAMPLE = EXAMPLES_DIR / "rabbitmq-cluster"
 
 
 def gen(*args, timeout: float = 400) -> subprocess.CompletedProcess:
