@@ -292,21 +292,29 @@ def running_broker(broker_dir: Path, port: int | None = None, *, plaintext_port:
         ports = ListenerPorts(port, plaintext_port, bind_address, provision_port)
         configured = copy_broker_files(Path(broker_dir), private_dir, ports=ports)
         log_path = private_dir / _LOG_NAME
-        process, version = _start(private_dir, log_path, binary=binary, env=env)
-        broker = RunningBroker(host=bind_address or "127.0.0.1", port=configured.tls, process=process,
-                               log_path=log_path, plaintext_port=configured.plaintext, version=version,
-                               private_dir=private_dir, _ports=ports, provision_port=configured.provision,
-                               _env=dict(env or {}))
-        write_atomic(broker.pid_file, f"{process.pid}\n".encode())
+        broker: RunningBroker | None = None
+        process: subprocess.Popen | None = None
         try:
+            process, version = _start(private_dir, log_path, binary=binary, env=env)
+            broker = RunningBroker(host=bind_address or "127.0.0.1", port=configured.tls, process=process,
+                                   log_path=log_path, plaintext_port=configured.plaintext, version=version,
+                                   private_dir=private_dir, _ports=ports, provision_port=configured.provision,
+                                   _env=dict(env or {}))
+            write_atomic(broker.pid_file, f"{process.pid}\n".encode())
             yield broker
-        finally:
-            broker.stop()
+        finally:   # a signal between the start and the block (gen broker up's Ctrl-C) stops it too
+            if broker is not None:
+                broker.stop()              # the process restart() put there
+            elif process is not None:
+                _stop(process)
     finally:
         shutil.rmtree(private_dir, ignore_errors=True)  # it holds a copy of the broker key
 
 
-def _raise_open_files_limit() -> None:
+def _prepare_child() -> None:
+    """In the forked child, before exec: the signals `_signals_held` blocked are the broker's to receive again
+    (a blocked mask is inherited across exec), and its open-files limit is raised to the hard limit."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -316,11 +324,11 @@ def _start(private_dir: Path, log_path: Path, *, binary: Path | None = None,
            env: Mapping[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     binary = binary or find_mosquitto()
     offset = log_path.stat().st_size if log_path.exists() else 0
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab") as log, _signals_held():   # no Ctrl-C between the fork and `process` being set
         process = subprocess.Popen(
             [str(binary), "-c", str(private_dir / _CONF_NAME)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=private_dir,
-            preexec_fn=_raise_open_files_limit, start_new_session=True,
+            preexec_fn=_prepare_child, start_new_session=True,
             env={**os.environ, **env} if env else None,
         )
     try:
@@ -328,6 +336,20 @@ def _start(private_dir: Path, log_path: Path, *, binary: Path | None = None,
     except BaseException:  # including Ctrl-C / SIGTERM while it starts: never leave it running in its own session
         _stop(process)
         raise
+
+
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block ends (then raise there): the process started inside it, in its own
+    session, is always known to the code that must stop it."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _wait_until_running(process: subprocess.Popen, log_path: Path, offset: int) -> str:

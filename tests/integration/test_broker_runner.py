@@ -90,6 +90,27 @@ def test_a_missing_mosquitto_is_a_tool_error_with_the_install_command(monkeypatc
     assert "apt-get install mosquitto" in str(failed.value)
 
 
+def test_a_ctrl_c_just_after_the_broker_says_running_leaves_no_mosquitto_behind(monkeypatch, broker_project):
+    started: list[subprocess.Popen] = []
+    real_start, real_write = mosquitto_runner._start, mosquitto_runner.write_atomic
+
+    def start(*args, **kwargs):
+        started.append(real_start(*args, **kwargs)[0])
+        return started[-1], "2"
+
+    def write_interrupted(path, *args, **kwargs):
+        if path.name == "mosquitto.pid":
+            raise KeyboardInterrupt     # what Ctrl-C does when it lands between the start and the block
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(mosquitto_runner, "_start", start)
+    monkeypatch.setattr(mosquitto_runner, "write_atomic", write_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        with running_broker(broker_project("mtls").broker_dir, port=find_free_port(), bind_address="127.0.0.1"):
+            pass
+    assert len(started) == 1 and started[0].poll() is not None
+
+
 def test_sighup_reloads_the_password_file_and_disconnects_a_client_whose_password_is_gone(broker_project,
                                                                                           copy_project,
                                                                                           start_broker):
