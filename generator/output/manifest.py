@@ -14,6 +14,7 @@ own key, "key_origin": "device", has its key only on the device and its certific
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,7 +193,12 @@ class Manifest:
     version: int = MANIFEST_VERSION
 
     def device(self, device_id: str) -> DeviceRecord | None:
-        return next((d for d in self.devices if d.id == device_id), None)
+        return self._by_id.get(device_id)
+
+    @functools.cached_property
+    def _by_id(self) -> dict[str, DeviceRecord]:
+        """The records by device id, made once (a lookup per device must not walk them all)."""
+        return {record.id: record for record in self.devices}
 
     @property
     def images(self) -> tuple[ImageRecord, ...]:
