@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, plural
-from generator.firmware.render import USER_APP_SOURCE
+from generator.firmware.app_layout import USER_APP_SOURCE
 from generator.output.generate import generate as generate_output
 from generator.output.layout import BROKER_DIR, firmware_dir
 from generator.spec import load_spec

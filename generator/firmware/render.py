@@ -29,7 +29,7 @@ from typing import Sequence
 from generator.core.errors import UserError
 from generator.core.paths import LINK_LIBRARY_DIR, TEMPLATES_DIR
 from generator.core.rendering import render_template
-from generator.firmware.app_layout import IDF_MAIN_COMPONENT, AppLayout, user_code
+from generator.firmware.app_layout import IDF_MAIN_COMPONENT, USER_APP_SOURCE, AppLayout, user_code
 from generator.firmware.facts import FirmwareFacts, firmware_facts
 from generator.firmware.nvs_image import (
     NVS_PARTITION_OFFSET,
@@ -45,10 +45,6 @@ __all__ = [
     "FirmwareProject", "render_firmware", "render_nvs_image", "render_app_starter", "AppLayout",
     "NVS_PARTITION_OFFSET", "NVS_PARTITION_SIZES", "nvs_partition_size", "USER_APP_SOURCE",
 ]
-
-
-# The first file of the user's app, relative to the spec's folder: created once by `gen generate`, never overwritten.
-USER_APP_SOURCE = {"arduino": "src/app.cpp", "espidf": "src/app.c"}
 
 
 # Where the rendered headers go: the project's include/ (PlatformIO adds it to every library's include path) or the
