@@ -10,7 +10,6 @@ import typer
 from generator.cli.terminal import SPEC_ARGUMENT, console
 from generator.spec import load_spec_source
 from generator.spec.placeholders import check_no_placeholders
-from generator.spec.scaffold import create_project
 from generator.spec.source import SECRETS_FILE
 from generator.spec.view import render_resolved_spec
 
@@ -22,6 +21,7 @@ def new(
     directory: Path = typer.Option(Path("projects"), "--dir", metavar="DIR", help="Where the project directory is created."),
 ) -> None:
     """Scaffold projects/NAME/ with a commented device.yaml, a secrets.yaml template and a .gitignore."""
+    from generator.spec.scaffold import create_project     # its templates (jinja2): only for `gen new`
     project_dir = create_project(name, framework=framework, auth=auth, parent=directory)
     console.print(f"created {project_dir}/")
     for relative in ("device.yaml", "secrets.yaml", ".gitignore"):
