@@ -64,7 +64,7 @@ _LINK_FILES = {
                 ("arduino/log_serial.h", "lib/gen_link/src/log_serial.h"),
                 ("arduino/log_serial.cpp", "lib/gen_link/src/log_serial.cpp"),
                 *((f"common/{name}", f"lib/gen_link/src/{name}") for name in (
-                    "ota_common.h", "version_order.h", "topic_filter.h", "device_key.h", "device_key.c",
+                    "ota_common.h", "version_order.h", "topic_filter.h", "retry_timing.h", "device_key.h", "device_key.c",
                     "provisioning.h", "provisioning.c", "log_publish.h", "log_publish.c"))),
     "espidf": (("espidf/CMakeLists.txt", "components/gen_link/CMakeLists.txt"),
                ("common/gen_link.h", "components/gen_link/include/gen_link.h"),
@@ -72,7 +72,7 @@ _LINK_FILES = {
                ("espidf/ota_update.h", "components/gen_link/ota_update.h"),
                ("espidf/ota_update.c", "components/gen_link/ota_update.c"),
                *((f"common/{name}", f"components/gen_link/{name}") for name in (
-                   "ota_common.h", "version_order.h", "topic_filter.h", "device_key.h", "device_key.c",
+                   "ota_common.h", "version_order.h", "topic_filter.h", "retry_timing.h", "device_key.h", "device_key.c",
                    "provisioning.h", "provisioning.c", "log_publish.h", "log_publish.c")),
                ("espidf/gen_config/CMakeLists.txt", "components/gen_config/CMakeLists.txt")),
 }
