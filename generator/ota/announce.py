@@ -10,9 +10,10 @@ its slot, of the announced version (ESP-IDF: its esp_app_desc_t; Arduino: the ve
 and not older than the spec's firmware.version unless the user asks for a downgrade (`--allow-downgrade`). A
 downgrade's announcement carries `"downgrade": "<signature>"`, a permission signed with the project's OTA signing key
 for this device, this image and this version (generator.pki.ota_signing.sign_downgrade); the device refuses an older
-image without a permission that verifies, so holding gen's OTA identity is not enough to roll a device back. Images are staged only once the
-broker has taken gen's OTA identity, and each device keeps its current and previous image staged, no more. The
-announcement is published as gen's own OTA identity (OTA_IDENTITY), the only one the ACL lets write OTA topics.
+image without a permission that verifies, so holding gen's OTA identity is not enough to roll a device back. Images
+are staged only once the broker has taken gen's OTA identity, and each device keeps its current and previous image
+staged, no more. The announcement is published as gen's own OTA identity (OTA_IDENTITY), the only one the ACL lets
+write OTA topics.
 """
 
 from __future__ import annotations
@@ -82,18 +83,21 @@ def check_image(device: Device, image: Path, version: str, key: SigningKey, *, s
     try:
         data = image.read_bytes()
     except OSError as error:
-        raise UserError(f"cannot read {image}: {error.strerror}", hint="give the path of a built firmware.bin") from None
+        raise UserError(f"cannot read {image}: {error.strerror}",
+                        hint="give the path of a built firmware.bin") from None
     try:
         parsed = read_image(data)
     except ImageError as error:
-        raise UserError(f"{image} is not an app image: {error}", hint="give the firmware.bin `gen build` made") from None
+        raise UserError(f"{image} is not an app image: {error}",
+                        hint="give the firmware.bin `gen build` made") from None
     if parsed.chip_id != CHIP_IDS[device.chip]:
         raise UserError(f"{image} is built for {parsed.chip}, but device {device.id} is {device.chip} "
                         f"({device.target.name})", hint="announce an image built for that device's target")
     problem = signature_problem(image, key)
     if problem is not None:
         raise UserError(f"{image} would be refused by {device.id}: {problem}",
-                        hint="announce the firmware.bin of `gen build`, which signs it with pki/private/ota-signing-key.pem; "
+                        hint="announce the firmware.bin of `gen build`, which signs it with "
+                             "pki/private/ota-signing-key.pem; "
                              "for an unsigned image built elsewhere (CI), add --sign to sign it here")
     if slot is not None and len(data) > slot:
         raise UserError(f"{image} is {len(data):,} bytes; {device.id}'s app slot holds {slot:,}",

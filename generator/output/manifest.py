@@ -8,7 +8,8 @@ Contract (DESIGN.md): {"version": 1, "project", "spec", "broker": {"host", "name
 "subscribe": [...], "status_topic", "key_origin", "artifacts"?}], "images"?: [...], "generated_files": [...]}.
 `gen generate` writes it, listing in "generated_files" every file it wrote under OUT (so the next run removes what
 it no longer makes); a device's "client_cert"/"client_key"/"nvs" name only files OUT holds (a device that makes its
-own key, "key_origin": "device", has its key only on the device and its certificate once provisioned); `gen build` adds each device's "artifacts" (its build record) and the "images" they share.
+own key, "key_origin": "device", has its key only on the device and its certificate once provisioned); `gen build`
+adds each device's "artifacts" (its build record) and the "images" they share.
 """
 
 from __future__ import annotations
