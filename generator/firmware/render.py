@@ -52,6 +52,10 @@ __all__ = [
 CONFIG_DIR = {"arduino": "include", "espidf": "components/gen_config/include"}
 
 
+# gen_link's sources that both flavours compile (templates/gen_link/common/).
+_COMMON_LINK_FILES = ("ota_common.h", "version_order.h", "topic_filter.h", "retry_timing.h", "device_key.h",
+                      "device_key.c", "provisioning.h", "provisioning.c", "log_publish.h", "log_publish.c")
+
 # The runtime library in the project, and where its sources lie in the tool (`LINK_LIBRARY_DIR`): (tool, project).
 _LINK_FILES = {
     "arduino": (("arduino/library.json", "lib/gen_link/library.json"),
@@ -63,17 +67,13 @@ _LINK_FILES = {
                 ("arduino/date_checking_client.h", "lib/gen_link/src/date_checking_client.h"),
                 ("arduino/log_serial.h", "lib/gen_link/src/log_serial.h"),
                 ("arduino/log_serial.cpp", "lib/gen_link/src/log_serial.cpp"),
-                *((f"common/{name}", f"lib/gen_link/src/{name}") for name in (
-                    "ota_common.h", "version_order.h", "topic_filter.h", "retry_timing.h", "device_key.h", "device_key.c",
-                    "provisioning.h", "provisioning.c", "log_publish.h", "log_publish.c"))),
+                *((f"common/{name}", f"lib/gen_link/src/{name}") for name in _COMMON_LINK_FILES)),
     "espidf": (("espidf/CMakeLists.txt", "components/gen_link/CMakeLists.txt"),
                ("common/gen_link.h", "components/gen_link/include/gen_link.h"),
                ("espidf/gen_link.c", "components/gen_link/gen_link.c"),
                ("espidf/ota_update.h", "components/gen_link/ota_update.h"),
                ("espidf/ota_update.c", "components/gen_link/ota_update.c"),
-               *((f"common/{name}", f"components/gen_link/{name}") for name in (
-                   "ota_common.h", "version_order.h", "topic_filter.h", "retry_timing.h", "device_key.h", "device_key.c",
-                   "provisioning.h", "provisioning.c", "log_publish.h", "log_publish.c")),
+               *((f"common/{name}", f"components/gen_link/{name}") for name in _COMMON_LINK_FILES),
                ("espidf/gen_config/CMakeLists.txt", "components/gen_config/CMakeLists.txt")),
 }
 
