@@ -71,19 +71,22 @@ async def read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 # ---------------------------------------------------------------------------------------------- setup
 
 
-def fleet_spec(count: int) -> str:
+def fleet_spec(count: int, broker: str | None = None) -> str:
+    """`count` mTLS devices; `broker`: the spec's broker section (default: this machine's Mosquitto)."""
     devices = "".join(f"  - id: dev-{index:05d}\n" for index in range(count))
+    broker = broker or f"""\
+broker:
+  host: {BROKER_NAME}
+  names: [{BROKER_NAME}, {HOST}]
+  port: 8883
+"""
     return f"""\
 project: loadtest
 target: esp32-arduino
 wifi:
   ssid: bench
   password: bench-passphrase
-broker:
-  host: {BROKER_NAME}
-  names: [{BROKER_NAME}, {HOST}]
-  port: 8883
-auth: mtls
+{broker}auth: mtls
 status:
   topic: devices/{{id}}/status
 publish:

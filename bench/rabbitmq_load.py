@@ -8,7 +8,8 @@ import asyncio
 import time
 from pathlib import Path
 
-from broker_load import CONCURRENT_HANDSHAKES, Client, Stats, client_contexts, device, rss_kib, source_addresses
+from broker_load import (CONCURRENT_HANDSHAKES, Client, Stats, client_contexts, device, fleet_spec, rss_kib,
+                         source_addresses)
 
 # A node's memory alarm blocks every publisher: set it well above ~0.35 MB x the connections a node holds here.
 MB_PER_CONNECTION = 0.4
@@ -16,33 +17,15 @@ BASE_MB = 1024
 
 
 def cluster_spec(count: int, nodes: int) -> str:
-    devices = "".join(f"  - id: dev-{index:05d}\n" for index in range(count))
     names = ", ".join(f"node{index}.bench" for index in range(1, nodes + 1))
-    return f"""\
-project: loadtest
-target: esp32-arduino
-wifi:
-  ssid: bench
-  password: bench-passphrase
+    return fleet_spec(count, broker=f"""\
 broker:
   engine: rabbitmq
   host: localhost
   nodes: [{names}]
   names: [localhost, 127.0.0.1]
   port: 8883
-auth: mtls
-status:
-  topic: devices/{{id}}/status
-publish:
-  - name: telemetry
-    topic: devices/{{id}}/telemetry
-    interval: 10
-subscribe:
-  - name: command
-    filter: devices/{{id}}/cmd
-    qos: 0
-devices:
-{devices}"""
+""")
 
 
 def node_pid(node) -> int:
