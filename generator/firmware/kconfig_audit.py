@@ -74,6 +74,12 @@ KCONFIG_OPTIONS: dict[str, KconfigOption] = {option.name: option for option in (
                   depends=("SECURE_FLASH_ENC_ENABLED || SOC_HMAC_SUPPORTED",)),
     KconfigOption("NVS_SEC_KEY_PROTECT_USING_FLASH_ENC", "components/nvs_sec_provider/Kconfig:14",
                   choice="NVS_SEC_KEY_PROTECTION_SCHEME", depends=("NVS_ENCRYPTION", "SECURE_FLASH_ENC_ENABLED")),
+    # The HMAC scheme: the XTS keys are HMAC-SHA256 of fixed seeds with the eFuse key NVS_SEC_HMAC_EFUSE_KEY_ID
+    # (nvs_sec_provider.c:113-136); its default -1 is an #error when the scheme is chosen (nvs_sec_provider.c:109).
+    KconfigOption("NVS_SEC_KEY_PROTECT_USING_HMAC", "components/nvs_sec_provider/Kconfig:22",
+                  choice="NVS_SEC_KEY_PROTECTION_SCHEME", depends=("NVS_ENCRYPTION", "SOC_HMAC_SUPPORTED")),
+    KconfigOption("NVS_SEC_HMAC_EFUSE_KEY_ID", "components/nvs_sec_provider/Kconfig:32",
+                  depends=("NVS_SEC_KEY_PROTECT_USING_HMAC",)),
     KconfigOption("BOOTLOADER_APP_ANTI_ROLLBACK", f"{_ROLLBACK}:15", depends=("BOOTLOADER_APP_ROLLBACK_ENABLE",)),
     KconfigOption("BOOTLOADER_APP_SECURE_VERSION", f"{_ROLLBACK}:22", depends=("BOOTLOADER_APP_ANTI_ROLLBACK",)),
 )}

@@ -23,6 +23,12 @@ SECURE_VERSION_BITS = {"esp32": 32, "esp32c2": 4}
 SECURE_VERSION_BITS_DEFAULT = 16
 # Secure Boot V2 with RSA needs an ESP32 of revision 3 or later, every other chip gen targets has it.
 SECURE_BOOT_CHIPS = ("esp32", "esp32s2", "esp32c3", "esp32s3", "esp32c6", "esp32h2")
+# The chips with the HMAC peripheral (SOC_HMAC_SUPPORTED in components/soc/<chip>/include/soc/Kconfig.soc_caps.in
+# at v5.5.3; generator.firmware.kconfig_audit.SOC_FACTS records the lines of gen's targets). On them the NVS
+# encryption keys are derived from an HMAC key in eFuse (CONFIG_NVS_SEC_KEY_PROTECT_USING_HMAC), which needs no
+# nvs_keys partition and no flash encryption; the plain ESP32 keeps them in nvs_keys, under flash encryption.
+HMAC_CHIPS = ("esp32s2", "esp32s3", "esp32c3", "esp32c5", "esp32c6", "esp32h2", "esp32p4")
+NVS_KEY_PROTECTIONS = ("hmac", "flash_encryption")
 
 Problem = Callable[[tuple, str, str | None], None]
 
@@ -34,6 +40,34 @@ def _mode(value: Any) -> str:
 
 def secure_version_limit(chip: str) -> int:
     return SECURE_VERSION_BITS.get(chip, SECURE_VERSION_BITS_DEFAULT)
+
+
+def nvs_key_protection(raw: dict, chip: str) -> str | None:
+    """What protects the NVS encryption keys: as the spec writes it, else the HMAC peripheral where the chip has
+    one, else flash encryption; None without NVS encryption."""
+    if not raw.get("nvs_encryption"):
+        return None
+    return raw.get("nvs_key_protection") or ("hmac" if chip in HMAC_CHIPS else "flash_encryption")
+
+
+def _refuse_nvs_key_protection(raw: dict, security: Security, chip: str,
+                               refuse: Callable[[str, str, str], None]) -> None:
+    """What the Kconfig of v5.5.3 does not allow of security.nvs_key_protection (components/nvs_sec_provider/Kconfig:
+    USING_HMAC depends on SOC_HMAC_SUPPORTED, USING_FLASH_ENC on SECURE_FLASH_ENC_ENABLED)."""
+    if "nvs_key_protection" in raw and not security.nvs_encryption:
+        refuse("nvs_key_protection", "security.nvs_key_protection chooses what protects the NVS encryption keys, "
+               "but nvs_encryption is off", "add nvs_encryption: true, or remove nvs_key_protection")
+    elif security.nvs_key_protection == "hmac" and chip not in HMAC_CHIPS:
+        refuse("nvs_key_protection", f"security.nvs_key_protection: hmac needs the HMAC peripheral, which {chip} "
+               "does not have (CONFIG_NVS_SEC_KEY_PROTECT_USING_HMAC depends on SOC_HMAC_SUPPORTED)",
+               "use nvs_key_protection: flash_encryption (the keys in an nvs_keys partition), or a chip with HMAC "
+               f"({', '.join(HMAC_CHIPS)})")
+    elif security.nvs_keys_partition and not security.encrypts_flash:
+        key = "nvs_key_protection" if "nvs_key_protection" in raw else "nvs_encryption"
+        refuse(key, "security.nvs_encryption keeps its XTS-AES keys in the nvs_keys partition, which only "
+               "flash encryption protects; with flash_encryption: off anyone could read them",
+               "set flash_encryption: development (or release)" + (
+                   ", or nvs_key_protection: hmac (this chip has the HMAC peripheral)" if chip in HMAC_CHIPS else ""))
 
 
 def resolve_security(raw: Any, *, framework: str, chip: str, secrets: str, has_ota: bool,
@@ -49,6 +83,7 @@ def resolve_security(raw: Any, *, framework: str, chip: str, secrets: str, has_o
         secure_boot=_mode(raw.get("secure_boot", defaults.secure_boot)),
         nvs_encryption=raw.get("nvs_encryption", defaults.nvs_encryption),
         secure_version=raw.get("secure_version"),
+        nvs_key_protection=nvs_key_protection(raw, chip),
     )
 
     def refuse(key: str, message: str, hint: str) -> None:
@@ -69,10 +104,7 @@ def resolve_security(raw: Any, *, framework: str, chip: str, secrets: str, has_o
         refuse("nvs_encryption", "security.nvs_encryption encrypts the NVS partition, but with secrets: embed the "
                "secrets are in the app image, not in NVS", "use secrets: nvs (or flash_encryption, which encrypts "
                "the app image too)")
-    if security.nvs_encryption and not security.encrypts_flash:
-        refuse("nvs_encryption", "security.nvs_encryption keeps its XTS-AES keys in the nvs_keys partition, which only "
-               "flash encryption protects; with flash_encryption: off anyone could read them",
-               "set flash_encryption: development (or release)")
+    _refuse_nvs_key_protection(raw, security, chip, refuse)
     if security.nvs_encryption and makes_own_key:
         refuse("nvs_encryption", "security.nvs_encryption with key_origin: device is not supported yet: the device "
                "writes its key to the gen_cred partition, which gen cannot encrypt for it", "use key_origin: host")
