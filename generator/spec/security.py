@@ -55,10 +55,10 @@ def _refuse_nvs_key_protection(raw: dict, security: Security, chip: str,
     """What the Kconfig of v5.5.3 does not allow of security.nvs_key_protection (components/nvs_sec_provider/Kconfig:
     USING_HMAC depends on SOC_HMAC_SUPPORTED, USING_FLASH_ENC on SECURE_FLASH_ENC_ENABLED)."""
     if "nvs_key_protection" in raw and not security.nvs_encryption:
-        refuse("nvs_key_protection", "security.nvs_key_protection chooses what protects the NVS encryption keys, "
+        refuse("nvs_key_protection", "it chooses what protects the NVS encryption keys, "
                "but nvs_encryption is off", "add nvs_encryption: true, or remove nvs_key_protection")
     elif security.nvs_key_protection == "hmac" and chip not in HMAC_CHIPS:
-        refuse("nvs_key_protection", f"security.nvs_key_protection: hmac needs the HMAC peripheral, which {chip} "
+        refuse("nvs_key_protection", f"hmac needs the HMAC peripheral, which {chip} "
                "does not have (CONFIG_NVS_SEC_KEY_PROTECT_USING_HMAC depends on SOC_HMAC_SUPPORTED)",
                "use nvs_key_protection: flash_encryption (the keys in an nvs_keys partition), or a chip with HMAC "
                f"({', '.join(HMAC_CHIPS)})")

@@ -193,6 +193,25 @@ SECURITY_CASES = [
 @pytest.mark.parametrize("chip_target", ["esp32-espidf", "esp32s3-espidf", "esp32c3-espidf"])
 @pytest.mark.parametrize("security", SECURITY_CASES, ids=lambda s: repr(s))
 def test_the_generated_sdkconfig_uses_only_audited_options_with_their_real_dependencies_met(chip_target, security):
+    assert_audited_sdkconfig(chip_target, security)
+
+
+HMAC_CASES = [
+    Security(flash_encryption="off", nvs_encryption=True, nvs_key_protection="hmac"),
+    Security(flash_encryption="development", secure_boot="v2", nvs_encryption=True, nvs_key_protection="hmac",
+             secure_version=1),
+]
+
+
+@pytest.mark.parametrize("chip_target", ["esp32s3-espidf", "esp32c3-espidf"])
+@pytest.mark.parametrize("security", HMAC_CASES, ids=lambda s: repr(s))
+def test_the_hmac_scheme_sdkconfig_uses_only_audited_options_with_their_real_dependencies_met(chip_target, security):
+    values = assert_audited_sdkconfig(chip_target, security)
+    assert values["NVS_SEC_KEY_PROTECT_USING_HMAC"] == "y" and 0 <= int(values["NVS_SEC_HMAC_EFUSE_KEY_ID"]) <= 5
+    assert "NVS_SEC_KEY_PROTECT_USING_FLASH_ENC" not in values
+
+
+def assert_audited_sdkconfig(chip_target: str, security: Security) -> dict[str, str]:
     from generator.spec.catalogue import load_catalogue
     base = secure_device()
     target = load_catalogue()[chip_target]
@@ -211,6 +230,7 @@ def test_the_generated_sdkconfig_uses_only_audited_options_with_their_real_depen
         if value == "y" and KCONFIG_OPTIONS[name].choice:
             chosen.setdefault(KCONFIG_OPTIONS[name].choice, []).append(name)
     assert all(len(members) == 1 for members in chosen.values()), chosen
+    return values
 
 
 def test_release_flash_encryption_is_written_as_release_and_never_with_virtual_efuses():
