@@ -13,7 +13,15 @@ import pytest
 
 from firmware_fakes import example_devices
 from generator.firmware_build.secure_flash import BURN_FLAG, RELEASE_FLAG, pending_steps, refusal, secure_flash_plan
-from generator.firmware.security import NVS_KEYS_OFFSET, ensure_flash_encryption_key, ensure_nvs_keys, nvs_keys_path
+from generator.firmware.security import (
+    NVS_HMAC_KEY_ID,
+    NVS_KEYS_OFFSET,
+    ensure_flash_encryption_key,
+    ensure_nvs_hmac_key,
+    ensure_nvs_keys,
+    nvs_hmac_key_path,
+    nvs_keys_path,
+)
 from generator.spec.catalogue import load_catalogue
 from generator.spec.model import Security
 
@@ -43,9 +51,13 @@ def plan_for(tmp_path: Path, device, bootloader_offset: int = 0x1000):
     images = ((bootloader_offset, artifacts / "bootloader.bin"), (0xF000, artifacts / "partitions.bin"),
               (0x10000, artifacts / "nvs.bin"), (0x17000, artifacts / "ota_data_initial.bin"),
               (0x20000, artifacts / "firmware.bin"))
+    hmac = device.security is not None and device.security.nvs_keys_from_hmac
+    if hmac:
+        ensure_nvs_hmac_key(private, device.id)
     return secure_flash_plan(device, images=images, flash_key=key, signing_key=signing, signing_public=public,
-                             nvs_keys=nvs_keys_path(private, device.id), signed_dir=tmp_path / "signed",
-                             bootloader_offset=bootloader_offset)
+                             nvs_keys=None if hmac else nvs_keys_path(private, device.id),
+                             signed_dir=tmp_path / "signed", bootloader_offset=bootloader_offset,
+                             nvs_hmac_key=nvs_hmac_key_path(private, device.id) if hmac else None)
 
 
 def run_on_virtual_efuses(plan, efuse_file: Path) -> None:
@@ -180,3 +192,58 @@ def test_gen_flash_refuses_to_burn_without_the_flag_before_touching_a_port(tmp_p
     key = spec.parent / "pki/private/flash-encryption" / f"{device_id}.bin"
     assert key.stat().st_mode & 0o777 == 0o600 and key.parent.stat().st_mode & 0o777 == 0o700
     assert key.read_bytes().hex() not in done.stdout + done.stderr
+
+
+HMAC_SECURITY = Security(flash_encryption="development", secure_boot="v2", nvs_encryption=True,
+                         nvs_key_protection="hmac")
+
+
+@pytest.mark.parametrize("target", ["esp32s3-espidf", "esp32c3-espidf"])
+def test_the_hmac_key_is_burned_on_virtual_efuses_with_purpose_hmac_up_where_the_firmware_reads_it(tmp_path, target):
+    plan = plan_for(tmp_path, device_for(target, HMAC_SECURITY), 0x0)
+    burn = next(step for step in plan.steps if "HMAC_UP" in step.args)
+    assert burn.needs == BURN_FLAG and burn.args[2] == f"BLOCK_KEY{NVS_HMAC_KEY_ID}"
+    writes = [index for index, step in enumerate(plan.steps) if step.tool == "esptool"]
+    assert plan.steps.index(burn) < min(writes)          # burned before the app can run and burn its own
+    efuses = tmp_path / "efuses.bin"
+    run_on_virtual_efuses(plan, efuses)
+    summary = virtual_summary(plan.chip, efuses)
+    assert summary[f"KEY_PURPOSE_{NVS_HMAC_KEY_ID}"]["value"] == "HMAC_UP"
+    block = summary[f"BLOCK_KEY{NVS_HMAC_KEY_ID}"]
+    assert not block["readable"] and not block["writeable"]
+    assert summary["KEY_PURPOSE_0"]["value"].startswith("XTS_AES")    # the three keys in their own blocks
+    assert summary["KEY_PURPOSE_1"]["value"] == "SECURE_BOOT_DIGEST0"
+    assert "burn-key" not in " ".join(arg for step in pending_steps(plan, summary) for arg in step.args)
+
+
+def test_the_hmac_key_reaches_the_efuse_in_the_byte_order_the_nvs_keys_are_derived_with(tmp_path):
+    plan = plan_for(tmp_path, device_for("esp32c3-espidf", HMAC_SECURITY), 0x0)
+    burn = next(step for step in plan.steps if "HMAC_UP" in step.args)
+    efuses = tmp_path / "efuses.bin"
+    done = subprocess.run([str(BIN / "espefuse"), "--chip", plan.chip, "--virt", "--path-efuse-file", str(efuses),
+                           *burn.args, "--no-read-protect"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
+    block = virtual_summary(plan.chip, efuses)[f"BLOCK_KEY{NVS_HMAC_KEY_ID}"]["value"]
+    assert bytes.fromhex(block.replace(" ", "")) == nvs_hmac_key_path(tmp_path / "pki/private", plan.device).read_bytes()
+
+
+def test_a_key_block_holding_another_purpose_stops_the_flash_instead_of_being_skipped(tmp_path):
+    from generator.core.errors import UserError
+    plan = plan_for(tmp_path, device_for("esp32s3-espidf", HMAC_SECURITY), 0x0)
+    efuses = tmp_path / "efuses.bin"
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"\x5a" * 32)
+    subprocess.run([str(BIN / "espefuse"), "--chip", "esp32s3", "--virt", "--path-efuse-file", str(efuses),
+                    "--do-not-confirm", "burn-key", f"BLOCK_KEY{NVS_HMAC_KEY_ID}", str(other), "USER"],
+                   check=True, capture_output=True, timeout=120)
+    with pytest.raises(UserError, match="holds a key of purpose USER"):
+        pending_steps(plan, virtual_summary("esp32s3", efuses))
+
+
+def test_without_its_flag_the_hmac_key_burn_is_refused_and_named(tmp_path):
+    plan = plan_for(tmp_path, device_for("esp32s3-espidf", Security(flash_encryption="off", nvs_encryption=True,
+                                                                    nvs_key_protection="hmac")), 0x0)
+    error = refusal(plan, set())
+    assert error is not None and "HMAC_UP" in str(error) and BURN_FLAG in error.hint
+    assert [step.tool for step in plan.steps] == ["espefuse", "esptool"]   # no flash encryption: plain writes
+    assert "--encrypt" not in plan.steps[1].args
