@@ -402,3 +402,24 @@ def test_gen_inspect_and_gen_doctor_say_what_protects_a_devices_build(tmp_path):
     report = json.loads(done.stdout)
     assert "flash encryption development" in report["protection_at_rest"]
     assert "NVS image with encrypted entries" in report["protection_at_rest"]
+
+
+def test_gen_inspect_and_gen_doctor_say_the_hmac_peripheral_protects_the_nvs_keys_of_an_s3_build(tmp_path):
+    import json
+    import shutil
+    project = tmp_path / "project"
+    shutil.copytree(Path(__file__).parent.parent.parent / "projects/examples/espidf-secure-ota", project)
+    spec = project / "device.yaml"
+    spec.write_text(spec.read_text().replace("target: esp32-espidf", "target: esp32s3-espidf"))
+    subprocess.run([sys.executable, "-m", "generator", "generate", str(spec)], check=True, capture_output=True,
+                   timeout=300)
+    device = load_spec(spec).devices[0]
+    sdkconfig = project / "build/devices" / device.id / "firmware/sdkconfig.defaults"
+    done = subprocess.run([sys.executable, "-m", "generator", "inspect", str(sdkconfig)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "keys derived by the HMAC peripheral from the key in eFuse BLOCK_KEY2" in " ".join(done.stdout.split())
+    done = subprocess.run([sys.executable, "-m", "generator", "doctor", str(spec), "--broker", "127.0.0.1:1",
+                           "--json"], capture_output=True, text=True, timeout=120)
+    report = json.loads(done.stdout)
+    assert "HMAC peripheral" in report["protection_at_rest"] and "nvs_keys)" not in report["protection_at_rest"]
