@@ -147,22 +147,25 @@ def test_the_release_sequence_names_only_efuses_the_chip_has(tmp_path, target):
         {name: summary[name]["value"] for name in names}
 
 
-def generated_example(tmp_path: Path) -> tuple[Path, Path, str]:
-    """The secure example generated in tmp_path, with an artifacts folder as `gen build` leaves it."""
+def generated_example(tmp_path: Path, target: str = "esp32-espidf") -> tuple[Path, Path, str]:
+    """The secure example (for `target`) generated in tmp_path, with an artifacts folder as `gen build` leaves it."""
     import shutil
     from generator.firmware_build.flashing import FlashImage, FlashLayout, FlashSettings
     project = tmp_path / "project"
     shutil.copytree(Path(__file__).parent.parent.parent / "projects/examples/espidf-secure-ota", project)
+    spec = project / "device.yaml"
+    spec.write_text(spec.read_text().replace("target: esp32-espidf", f"target: {target}"))
+    chip = load_catalogue()[target].chip
     subprocess.run([sys.executable, "-m", "generator", "generate", str(project / "device.yaml")], check=True,
                    capture_output=True, timeout=300)
     device_id = device_for().id
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
-    images = ((0x1000, "bootloader.bin"), (0xF000, "partitions.bin"), (0x10000, "nvs.bin"),
+    images = ((0x1000 if chip == "esp32" else 0x0, "bootloader.bin"), (0xF000, "partitions.bin"), (0x10000, "nvs.bin"),
               (0x17000, "ota_data_initial.bin"), (0x20000, "firmware.bin"))
     for _, name in images:
         (artifacts / name).write_bytes(b"\xff" * 16)
-    layout = FlashLayout(device=device_id, chip="esp32", settings=FlashSettings("dio", "40m", "4MB"),
+    layout = FlashLayout(device=device_id, chip=chip, settings=FlashSettings("dio", "40m", "4MB"),
                          images=tuple(FlashImage(offset, name) for offset, name in images))
     (artifacts / "flash.json").write_text(json.dumps(layout.to_json()))
     return project / "device.yaml", artifacts, device_id
@@ -247,3 +250,15 @@ def test_without_its_flag_the_hmac_key_burn_is_refused_and_named(tmp_path):
     assert error is not None and "HMAC_UP" in str(error) and BURN_FLAG in error.hint
     assert [step.tool for step in plan.steps] == ["espefuse", "esptool"]   # no flash encryption: plain writes
     assert "--encrypt" not in plan.steps[1].args
+
+
+def test_gen_flash_dry_run_of_an_s3_shows_the_hmac_key_burn_and_no_nvs_keys_partition(tmp_path):
+    spec, artifacts, device_id = generated_example(tmp_path, "esp32s3-espidf")
+    done = subprocess.run([sys.executable, "-m", "generator", "flash", str(spec), "--device", device_id,
+                           "--artifacts", str(artifacts), "--dry-run"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = " ".join(done.stdout.split())
+    key = spec.parent / "pki/private/nvs-keys" / f"{device_id}.hmac-key.bin"
+    assert f"burn-key BLOCK_KEY{NVS_HMAC_KEY_ID} {key} HMAC_UP" in out and "needs --burn-efuses" in out
+    assert f"{NVS_KEYS_OFFSET:#x}" not in out and f"nvs-keys/{device_id}.bin" not in out
+    assert key.read_bytes().hex() not in done.stdout + done.stderr
