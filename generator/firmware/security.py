@@ -114,6 +114,9 @@ def protection_summary(security: Security | None) -> str:
              _nvs_summary(security)]
     if security.secure_version is not None:
         parts.append(f"anti-rollback at eFuse secure version {security.secure_version}")
+    if security.rom_download_mode in ("secure", "disabled"):
+        parts.append("UART ROM download mode disabled" if security.rom_download_mode == "disabled"
+                     else "UART ROM download mode in Secure Download Mode")
     return ", ".join(parts)
 
 
@@ -138,6 +141,25 @@ def _nvs_sdkconfig(security: Security) -> list[SdkconfigLine]:
                               "from the nvs_keys partition (flash encrypted) and decrypts every entry."),
                 SdkconfigLine("NVS_SEC_KEY_PROTECT_USING_FLASH_ENC", "y")]
     return []
+
+
+_ROM_DOWNLOAD_OPTIONS = {
+    "disabled": ("SECURE_DISABLE_ROM_DL_MODE", "UART ROM download mode: the app disables it for good on startup "
+                 "(`gen flash --disable-download-mode` burns it first): no image over USB again, only over the air."),
+    "secure": ("SECURE_ENABLE_SECURE_ROM_DL_MODE", "UART ROM download mode: the app switches it to Secure Download "
+               "Mode for good on startup: plain flash writes only, no reads, no espefuse, no encrypted writes."),
+    "enabled": ("SECURE_INSECURE_ALLOW_DL_MODE", "UART ROM download mode stays fully enabled (not for production)."),
+}
+
+
+def _rom_download_sdkconfig(security: Security, chip: str, *, has_rev3: bool) -> list[SdkconfigLine]:
+    if security.rom_download_mode is None:
+        return []
+    name, comment = _ROM_DOWNLOAD_OPTIONS[security.rom_download_mode]
+    lines = [SdkconfigLine(name, "y", comment)]
+    if chip == "esp32" and not has_rev3:
+        lines.append(SdkconfigLine("ESP32_REV_MIN_3", "y", "The ESP32 sets its ROM download mode from revision 3."))
+    return lines
 
 
 def security_facts(device: Device) -> SecurityFacts | None:
@@ -167,6 +189,8 @@ def security_facts(device: Device) -> SecurityFacts | None:
         if device.chip == "esp32":
             lines.append(SdkconfigLine("ESP32_REV_MIN_3", "y", "RSA Secure Boot V2 needs an ESP32 of revision 3."))
     lines += _nvs_sdkconfig(security)
+    has_rev3 = any(line.name == "ESP32_REV_MIN_3" for line in lines)
+    lines += _rom_download_sdkconfig(security, device.chip, has_rev3=has_rev3)
     if security.secure_version is not None:
         lines += [SdkconfigLine("BOOTLOADER_APP_ANTI_ROLLBACK", "y", "Anti-rollback: an image whose secure "
                                 "version is below the one in eFuse never boots."),
@@ -359,6 +383,8 @@ def sdkconfig_protection(text: str) -> str:
         secure_boot="v2" if values.get("SECURE_BOOT") == "y" and values.get("SECURE_BOOT_V2_ENABLED") == "y" else "off",
         nvs_encryption=values.get("NVS_ENCRYPTION") == "y",
         nvs_key_protection="hmac" if values.get("NVS_SEC_KEY_PROTECT_USING_HMAC") == "y" else None,
+        rom_download_mode=next((mode for mode, (name, _) in _ROM_DOWNLOAD_OPTIONS.items() if values.get(name) == "y"),
+                               None),
         secure_version=int(secure_version, 0) if secure_version else None))
 
 

@@ -15,6 +15,9 @@ esptool commands, which `gen flash` shows (`--dry-run` prints it and stops) and 
        can be flipped back a few times)                            -- irreversible: needs --burn-efuses
     6. flash_encryption: release only: the counter burned full, ROM download encryption/decryption and JTAG off
                                                                     -- permanent: needs --release-irreversible too
+    7. rom_download_mode: disabled / secure only, last (espefuse cannot talk to the chip after it): the UART ROM
+       download mode off for good, or switched to Secure Download Mode
+                                                                    -- permanent: needs --disable-download-mode
 On first boot the bootloader itself burns what enables secure boot (and, with Secure Boot V2, disables JTAG and
 the ROM BASIC console) and the app's secure version; `first_boot` lists these.
 
@@ -41,6 +44,7 @@ from generator.spec.model import Device, Security
 
 BURN_FLAG = "--burn-efuses"
 RELEASE_FLAG = "--release-irreversible"
+DOWNLOAD_FLAG = "--disable-download-mode"
 
 # Per chip: the eFuse names of each step (esptool 5.6's espefuse; rehearsed against its virtual eFuses in tests).
 _ESP32 = "esp32"
@@ -60,6 +64,8 @@ class ChipEfuses:
     release: tuple[tuple[str, str], ...]   # what release mode disables for good
     secure_boot_enable: str             # burned by the bootloader on first boot
     hmac: bool = True                   # has the HMAC peripheral (its key blocks take purpose HMAC_UP)
+    download_disable: str = "DIS_DOWNLOAD_MODE"            # the UART ROM download mode off for good
+    secure_download: str | None = "ENABLE_SECURITY_DOWNLOAD"  # Secure Download Mode (None: the chip has none)
 
 
 CHIP_EFUSES = {
@@ -70,7 +76,7 @@ CHIP_EFUSES = {
         config=(("FLASH_CRYPT_CONFIG", "0xf"),),
         release=(("DISABLE_DL_ENCRYPT", "1"), ("DISABLE_DL_DECRYPT", "1"), ("DISABLE_DL_CACHE", "1"),
                  ("JTAG_DISABLE", "1")),
-        secure_boot_enable="ABS_DONE_1", hmac=False),
+        secure_boot_enable="ABS_DONE_1", hmac=False, download_disable="UART_DOWNLOAD_DIS", secure_download=None),
     "esp32s3": ChipEfuses(
         crypt_count="SPI_BOOT_CRYPT_CNT", crypt_count_full="0x7",
         key_burn=("BLOCK_KEY0",), key_purpose=("XTS_AES_128_KEY",), key_block="BLOCK_KEY0",
@@ -151,10 +157,29 @@ def _first_boot(security: Security, efuses: ChipEfuses, *, hmac_key: bool) -> tu
         first_boot.append(f"nvs_flash_init derives the NVS encryption keys from the key in BLOCK_KEY{NVS_HMAC_KEY_ID}"
                           " (had the app run before it was burned, it would have burned a random key there and this "
                           "nvs.bin would read as empty)")
+    if security.rom_download_mode is None and security.flash_encryption == "release" and efuses.secure_download:
+        first_boot.append(f"the app burns {efuses.secure_download}: ROM download mode becomes Secure Download Mode "
+                          "(ESP-IDF's default in release mode)")
     if security.secure_version is not None:
         first_boot.append(f"the app burns the secure version {security.secure_version} into the eFuse once it "
                           "is confirmed: an image with a lower one never boots again")
     return tuple(first_boot)
+
+
+def _download_mode_steps(security: Security, efuses: ChipEfuses) -> list[Step]:
+    """The UART ROM download mode, burned last: after it espefuse and encrypted writes no longer reach the chip
+    (the app would burn the same bit on startup, CONFIG_SECURE_DISABLE_ROM_DL_MODE / _ENABLE_SECURE_ROM_DL_MODE)."""
+    if security.rom_download_mode == "disabled":
+        return [Step("espefuse", ("--do-not-confirm", "burn-efuse", efuses.download_disable, "1"),
+                     f"burn {efuses.download_disable}: the UART ROM download mode is off for good (esptool and "
+                     "espefuse never reach this chip again, `gen flash` included; updates only over the air)",
+                     DOWNLOAD_FLAG, efuses.download_disable)]
+    if security.rom_download_mode == "secure" and efuses.secure_download:
+        return [Step("espefuse", ("--do-not-confirm", "burn-efuse", efuses.secure_download, "1"),
+                     f"burn {efuses.secure_download}: the UART ROM download mode becomes Secure Download Mode for "
+                     "good (plain flash writes only: no reads, no espefuse, no encrypted writes, so `gen flash` "
+                     "cannot re-flash this chip)", DOWNLOAD_FLAG, efuses.secure_download)]
+    return []
 
 
 def secure_flash_plan(device: Device, *, images: tuple[tuple[int, Path], ...], flash_key: Path,
@@ -233,6 +258,7 @@ def secure_flash_plan(device: Device, *, images: tuple[tuple[int, Path], ...], f
                           "release mode, permanent: " + ", ".join(f"{name}={value}" for name, value in release)
                           + " (flash encryption can never be turned off, USB can no longer write plaintext or read "
                           "the flash, JTAG is off)", RELEASE_FLAG, "release"))
+    steps += _download_mode_steps(security, efuses)
     return SecureFlashPlan(device=device.id, chip=device.chip, steps=tuple(steps),
                            first_boot=_first_boot(security, efuses, hmac_key=nvs_hmac_key is not None))
 

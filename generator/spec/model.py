@@ -130,6 +130,9 @@ class Security:
     # peripheral) or flash_encryption (kept in the flash encrypted nvs_keys partition); the spec resolves it from the
     # chip. None with nvs_encryption: flash_encryption.
     nvs_key_protection: str | None = None
+    # UART ROM download mode after flashing: enabled | secure (Secure Download Mode) | disabled (permanently);
+    # None: what ESP-IDF's Kconfig defaults to (secure with release flash encryption on chips that have it).
+    rom_download_mode: str | None = None
 
     @property
     def encrypts_flash(self) -> bool:

@@ -17,6 +17,7 @@ _ARDUINO_OPTIONS = {
     "secure_boot": ("secure boot", "CONFIG_SECURE_BOOT"),
     "nvs_encryption": ("NVS encryption", "CONFIG_NVS_ENCRYPTION"),
     "secure_version": ("app anti-rollback", "CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK"),
+    "rom_download_mode": ("the UART ROM download mode choice", "CONFIG_SECURE_UART_ROM_DL_MODE"),
 }
 # The eFuse field the secure version is counted in (BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD's range at v5.5.3).
 SECURE_VERSION_BITS = {"esp32": 32, "esp32c2": 4}
@@ -29,6 +30,8 @@ SECURE_BOOT_CHIPS = ("esp32", "esp32s2", "esp32c3", "esp32s3", "esp32c6", "esp32
 # nvs_keys partition and no flash encryption; the plain ESP32 keeps them in nvs_keys, under flash encryption.
 HMAC_CHIPS = ("esp32s2", "esp32s3", "esp32c3", "esp32c5", "esp32c6", "esp32h2", "esp32p4")
 NVS_KEY_PROTECTIONS = ("hmac", "flash_encryption")
+# The chips with Secure Download Mode (SOC_SUPPORTS_SECURE_DL_MODE at v5.5.3; kconfig_audit.SOC_FACTS).
+SECURE_DOWNLOAD_CHIPS = ("esp32s2", "esp32s3", "esp32c3", "esp32c5", "esp32c6", "esp32h2", "esp32p4", "esp32c2")
 
 Problem = Callable[[tuple, str, str | None], None]
 
@@ -70,6 +73,21 @@ def _refuse_nvs_key_protection(raw: dict, security: Security, chip: str,
                    ", or nvs_key_protection: hmac (this chip has the HMAC peripheral)" if chip in HMAC_CHIPS else ""))
 
 
+def _refuse_rom_download_mode(security: Security, chip: str, refuse: Callable[[str, str, str], None]) -> None:
+    """components/bootloader/Kconfig.projbuild:1149-1204 at v5.5.3: the choice depends on secure boot or flash
+    encryption, its secure member on SOC_SUPPORTS_SECURE_DL_MODE."""
+    mode = security.rom_download_mode
+    if mode is None:
+        return
+    if not security.encrypts_flash and security.secure_boot == "off":
+        refuse("rom_download_mode", "ESP-IDF sets the UART ROM download mode only with secure boot or flash "
+               "encryption (CONFIG_SECURE_UART_ROM_DL_MODE depends on SECURE_BOOT_V2_ENABLED || "
+               "SECURE_FLASH_ENC_ENABLED)", "turn on flash_encryption or secure_boot, or remove rom_download_mode")
+    elif mode == "secure" and chip not in SECURE_DOWNLOAD_CHIPS:
+        refuse("rom_download_mode", f"{chip} has no Secure Download Mode (SOC_SUPPORTS_SECURE_DL_MODE)",
+               "use rom_download_mode: disabled (permanently) or enabled")
+
+
 def resolve_security(raw: Any, *, framework: str, chip: str, secrets: str, has_ota: bool,
                      makes_own_key: bool, problem: Problem, reported: set[str]) -> Security | None:
     """The Security of one device, or None without `security:`. `reported` keeps a problem of the shared section
@@ -84,6 +102,7 @@ def resolve_security(raw: Any, *, framework: str, chip: str, secrets: str, has_o
         nvs_encryption=raw.get("nvs_encryption", defaults.nvs_encryption),
         secure_version=raw.get("secure_version"),
         nvs_key_protection=nvs_key_protection(raw, chip),
+        rom_download_mode=raw.get("rom_download_mode"),
     )
 
     def refuse(key: str, message: str, hint: str) -> None:
@@ -93,7 +112,8 @@ def resolve_security(raw: Any, *, framework: str, chip: str, secrets: str, has_o
 
     if framework == "arduino":
         asked = {"flash_encryption": security.flash_encryption != "off", "secure_boot": security.secure_boot != "off",
-                 "nvs_encryption": security.nvs_encryption, "secure_version": security.secure_version is not None}
+                 "nvs_encryption": security.nvs_encryption, "secure_version": security.secure_version is not None,
+                 "rom_download_mode": security.rom_download_mode is not None}
         for key, on in asked.items():
             if on:
                 what, option = _ARDUINO_OPTIONS[key]
@@ -105,6 +125,7 @@ def resolve_security(raw: Any, *, framework: str, chip: str, secrets: str, has_o
                "secrets are in the app image, not in NVS", "use secrets: nvs (or flash_encryption, which encrypts "
                "the app image too)")
     _refuse_nvs_key_protection(raw, security, chip, refuse)
+    _refuse_rom_download_mode(security, chip, refuse)
     if security.nvs_encryption and makes_own_key:
         refuse("nvs_encryption", "security.nvs_encryption with key_origin: device is not supported yet: the device "
                "writes its key to the gen_cred partition, which gen cannot encrypt for it", "use key_origin: host")

@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from firmware_fakes import example_devices
-from generator.firmware_build.secure_flash import BURN_FLAG, RELEASE_FLAG, pending_steps, refusal, secure_flash_plan
+from generator.firmware_build.secure_flash import (
+    BURN_FLAG,
+    DOWNLOAD_FLAG,
+    RELEASE_FLAG,
+    pending_steps,
+    refusal,
+    secure_flash_plan,
+)
 from generator.firmware.security import (
     NVS_HMAC_KEY_ID,
     NVS_KEYS_OFFSET,
@@ -262,3 +269,30 @@ def test_gen_flash_dry_run_of_an_s3_shows_the_hmac_key_burn_and_no_nvs_keys_part
     assert f"burn-key BLOCK_KEY{NVS_HMAC_KEY_ID} {key} HMAC_UP" in out and "needs --burn-efuses" in out
     assert f"{NVS_KEYS_OFFSET:#x}" not in out and f"nvs-keys/{device_id}.bin" not in out
     assert key.read_bytes().hex() not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("target, field", [("esp32-espidf", "UART_DOWNLOAD_DIS"), ("esp32s3-espidf", "DIS_DOWNLOAD_MODE"),
+                                           ("esp32c3-espidf", "DIS_DOWNLOAD_MODE")])
+def test_disabling_rom_download_mode_is_burned_last_on_virtual_efuses_and_only_with_its_flag(tmp_path, target, field):
+    security = Security(flash_encryption="release", secure_boot="off", rom_download_mode="disabled")
+    plan = plan_for(tmp_path, device_for(target, security), 0x1000 if target.startswith("esp32-") else 0x0)
+    last = plan.steps[-1]
+    assert last.needs == DOWNLOAD_FLAG and last.args[-2:] == (field, "1")
+    assert DOWNLOAD_FLAG in refusal(plan, {BURN_FLAG, RELEASE_FLAG}).hint
+    assert refusal(plan, {BURN_FLAG, RELEASE_FLAG, DOWNLOAD_FLAG}) is None
+    efuses = tmp_path / "efuses.bin"
+    if plan.chip == "esp32":
+        make_esp32_revision_3(efuses)
+    run_on_virtual_efuses(plan, efuses)
+    summary = virtual_summary(plan.chip, efuses)
+    assert summary[field]["value"] in (True, 1)
+
+
+@pytest.mark.parametrize("target", ["esp32s3-espidf", "esp32c3-espidf"])
+def test_secure_download_mode_is_burned_last_on_virtual_efuses(tmp_path, target):
+    plan = plan_for(tmp_path, device_for(target, Security(flash_encryption="development", rom_download_mode="secure")),
+                    0x0)
+    assert plan.steps[-1].needs == DOWNLOAD_FLAG
+    efuses = tmp_path / "efuses.bin"
+    run_on_virtual_efuses(plan, efuses)
+    assert virtual_summary(plan.chip, efuses)["ENABLE_SECURITY_DOWNLOAD"]["value"] is True

@@ -187,6 +187,8 @@ SECURITY_CASES = [
     Security(flash_encryption="release", secure_boot="v2", nvs_encryption=True, secure_version=3),
     Security(flash_encryption="development", secure_boot="v2", nvs_encryption=True, secure_version=1),
     Security(flash_encryption="off", secure_boot="v2"),
+    Security(flash_encryption="release", rom_download_mode="disabled"),
+    Security(flash_encryption="development", rom_download_mode="enabled"),
 ]
 
 
@@ -209,6 +211,13 @@ def test_the_hmac_scheme_sdkconfig_uses_only_audited_options_with_their_real_dep
     values = assert_audited_sdkconfig(chip_target, security)
     assert values["NVS_SEC_KEY_PROTECT_USING_HMAC"] == "y" and 0 <= int(values["NVS_SEC_HMAC_EFUSE_KEY_ID"]) <= 5
     assert "NVS_SEC_KEY_PROTECT_USING_FLASH_ENC" not in values
+
+
+@pytest.mark.parametrize("chip_target", ["esp32s3-espidf", "esp32c3-espidf"])
+def test_secure_download_mode_is_written_with_its_real_dependencies_met_where_the_chip_has_it(chip_target):
+    values = assert_audited_sdkconfig(chip_target, Security(flash_encryption="release",
+                                                            rom_download_mode="secure"))
+    assert values["SECURE_ENABLE_SECURE_ROM_DL_MODE"] == "y"
 
 
 def assert_audited_sdkconfig(chip_target: str, security: Security) -> dict[str, str]:
