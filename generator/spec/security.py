@@ -112,7 +112,8 @@ def resolve_security(raw: Any, *, framework: str, chip: str, secrets: str, has_o
 
     if framework == "arduino":
         asked = {"flash_encryption": security.flash_encryption != "off", "secure_boot": security.secure_boot != "off",
-                 "nvs_encryption": security.nvs_encryption, "secure_version": security.secure_version is not None,
+                 "nvs_encryption": security.nvs_encryption or "nvs_key_protection" in raw,
+                 "secure_version": security.secure_version is not None,
                  "rom_download_mode": security.rom_download_mode is not None}
         for key, on in asked.items():
             if on:
