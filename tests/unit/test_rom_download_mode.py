@@ -58,3 +58,10 @@ def test_an_arduino_device_refuses_the_option(tmp_path):
 def test_gen_inspect_reads_a_disabled_download_mode_from_the_sdkconfig():
     text = "CONFIG_SECURE_FLASH_ENC_ENABLED=y\nCONFIG_SECURE_DISABLE_ROM_DL_MODE=y\n"
     assert "UART ROM download mode disabled" in sdkconfig_protection(text)
+
+
+def test_the_spec_knows_secure_download_mode_of_every_chip_the_kconfig_audit_records():
+    from generator.firmware.kconfig_audit import SOC_FACTS
+    from generator.spec.security import SECURE_DOWNLOAD_CHIPS
+    for chip, facts in SOC_FACTS.items():
+        assert (chip in SECURE_DOWNLOAD_CHIPS) == ("SOC_SUPPORTS_SECURE_DL_MODE" in facts), chip
