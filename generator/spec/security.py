@@ -31,7 +31,8 @@ SECURE_BOOT_CHIPS = ("esp32", "esp32s2", "esp32c3", "esp32s3", "esp32c6", "esp32
 HMAC_CHIPS = ("esp32s2", "esp32s3", "esp32c3", "esp32c5", "esp32c6", "esp32h2", "esp32h21", "esp32p4")
 NVS_KEY_PROTECTIONS = ("hmac", "flash_encryption")
 # The chips with Secure Download Mode (SOC_SUPPORTS_SECURE_DL_MODE at v5.5.3; kconfig_audit.SOC_FACTS).
-SECURE_DOWNLOAD_CHIPS = ("esp32c2", "esp32c3", "esp32c5", "esp32c6", "esp32c61", "esp32h2", "esp32p4", "esp32s2", "esp32s3")
+SECURE_DOWNLOAD_CHIPS = ("esp32c2", "esp32c3", "esp32c5", "esp32c6", "esp32c61", "esp32h2", "esp32p4", "esp32s2",
+                         "esp32s3")
 
 Problem = Callable[[tuple, str, str | None], None]
 

@@ -168,7 +168,8 @@ def generated_example(tmp_path: Path, target: str = "esp32-espidf") -> tuple[Pat
     device_id = device_for().id
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
-    images = ((0x1000 if chip == "esp32" else 0x0, "bootloader.bin"), (0xF000, "partitions.bin"), (0x10000, "nvs.bin"),
+    images = ((0x1000 if chip == "esp32" else 0x0, "bootloader.bin"), (0xF000, "partitions.bin"),
+              (0x10000, "nvs.bin"),
               (0x17000, "ota_data_initial.bin"), (0x20000, "firmware.bin"))
     for _, name in images:
         (artifacts / name).write_bytes(b"\xff" * 16)
@@ -234,7 +235,8 @@ def test_the_hmac_key_reaches_the_efuse_in_the_byte_order_the_nvs_keys_are_deriv
                            *burn.args, "--no-read-protect"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout[-2000:]
     block = virtual_summary(plan.chip, efuses)[f"BLOCK_KEY{NVS_HMAC_KEY_ID}"]["value"]
-    assert bytes.fromhex(block.replace(" ", "")) == nvs_hmac_key_path(tmp_path / "pki/private", plan.device).read_bytes()
+    key = nvs_hmac_key_path(tmp_path / "pki/private", plan.device).read_bytes()
+    assert bytes.fromhex(block.replace(" ", "")) == key
 
 
 def test_a_key_block_holding_another_purpose_stops_the_flash_instead_of_being_skipped(tmp_path):
@@ -271,7 +273,8 @@ def test_gen_flash_dry_run_of_an_s3_shows_the_hmac_key_burn_and_no_nvs_keys_part
     assert key.read_bytes().hex() not in done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("target, field", [("esp32-espidf", "UART_DOWNLOAD_DIS"), ("esp32s3-espidf", "DIS_DOWNLOAD_MODE"),
+@pytest.mark.parametrize("target, field", [("esp32-espidf", "UART_DOWNLOAD_DIS"),
+                                           ("esp32s3-espidf", "DIS_DOWNLOAD_MODE"),
                                            ("esp32c3-espidf", "DIS_DOWNLOAD_MODE")])
 def test_disabling_rom_download_mode_is_burned_last_on_virtual_efuses_and_only_with_its_flag(tmp_path, target, field):
     security = Security(flash_encryption="release", secure_boot="off", rom_download_mode="disabled")
@@ -290,8 +293,8 @@ def test_disabling_rom_download_mode_is_burned_last_on_virtual_efuses_and_only_w
 
 @pytest.mark.parametrize("target", ["esp32s3-espidf", "esp32c3-espidf"])
 def test_secure_download_mode_is_burned_last_on_virtual_efuses(tmp_path, target):
-    plan = plan_for(tmp_path, device_for(target, Security(flash_encryption="development", rom_download_mode="secure")),
-                    0x0)
+    security = Security(flash_encryption="development", rom_download_mode="secure")
+    plan = plan_for(tmp_path, device_for(target, security), 0x0)
     assert plan.steps[-1].needs == DOWNLOAD_FLAG
     efuses = tmp_path / "efuses.bin"
     run_on_virtual_efuses(plan, efuses)
