@@ -207,12 +207,16 @@ esp_err_t nvs_flash_register_security_scheme(nvs_sec_scheme_t* scheme_cfg) {
 nvs_sec_scheme_t* nvs_flash_get_default_security_scheme(void) { return &nvs_sec_default_scheme_cfg; }
 
 esp_err_t nvs_flash_generate_keys_v2(nvs_sec_scheme_t* scheme_cfg, nvs_sec_cfg_t* cfg) {
-    if (scheme_cfg == nullptr || cfg == nullptr || scheme_cfg->nvs_flash_key_gen == nullptr) return ESP_ERR_INVALID_ARG;
+    if (scheme_cfg == nullptr || cfg == nullptr || scheme_cfg->nvs_flash_key_gen == nullptr) {
+        return ESP_ERR_INVALID_ARG;
+    }
     return (scheme_cfg->nvs_flash_key_gen)(scheme_cfg->scheme_data, cfg);
 }
 
 esp_err_t nvs_flash_read_security_cfg_v2(nvs_sec_scheme_t* scheme_cfg, nvs_sec_cfg_t* cfg) {
-    if (scheme_cfg == nullptr || cfg == nullptr || scheme_cfg->nvs_flash_read_cfg == nullptr) return ESP_ERR_INVALID_ARG;
+    if (scheme_cfg == nullptr || cfg == nullptr || scheme_cfg->nvs_flash_read_cfg == nullptr) {
+        return ESP_ERR_INVALID_ARG;
+    }
     return (scheme_cfg->nvs_flash_read_cfg)(scheme_cfg->scheme_data, cfg);
 }
 
