@@ -383,7 +383,8 @@ def server_acl_sections(spec: Spec) -> tuple[AclSection, ...]:
         rules = [AclRule("readwrite", topic) for topic in topics]
     updated = [device for device in spec.devices if device.ota is not None]
     closed = [AclRule("deny", device.ota.topic) for device in updated if device.ota is not None] + rules
-    sections = [AclSection(BACKEND_IDENTITY, tuple(_unique(closed))), AclSection(DOCTOR_IDENTITY, tuple(_unique(closed)))]
+    sections = [AclSection(BACKEND_IDENTITY, tuple(_unique(closed))),
+                AclSection(DOCTOR_IDENTITY, tuple(_unique(closed)))]
     if updated:
         publisher = []
         for device in updated:

@@ -73,8 +73,9 @@ PLUGIN_ENV = "GEN_MOSQUITTO_DYNSEC_PLUGIN"    # a plugin file elsewhere; empty: 
 
 
 def find_dynsec_plugin() -> Path | None:
-    """The dynamic-security plugin Mosquitto ships (mosquitto_dynamic_security.so), or None. $GEN_MOSQUITTO_DYNSEC_PLUGIN
-    names another file; set empty, the broker runs without it (gen broker apply then ends sessions by a restart)."""
+    """The dynamic-security plugin Mosquitto ships (mosquitto_dynamic_security.so), or None.
+    $GEN_MOSQUITTO_DYNSEC_PLUGIN names another file; set empty, the broker runs without it (gen broker apply then ends
+    sessions by a restart)."""
     if PLUGIN_ENV in os.environ:
         named = os.environ[PLUGIN_ENV]
         return Path(named) if named and Path(named).is_file() else None
@@ -131,7 +132,8 @@ def private_conf(conf_text: str, *, private_dir: Path, ports: ListenerPorts, run
     bootstrap_passwords = f" {private_dir / BOOTSTRAP_PASSWORD_FILE}"
     for block in blocks[1:]:
         words = block[0].split(" ")
-        is_tls = any(line.startswith("certfile ") for line in block) and any(line.startswith("keyfile ") for line in block)
+        is_tls = (any(line.startswith("certfile ") for line in block)
+                  and any(line.startswith("keyfile ") for line in block))
         port = int(words[1])
         if is_tls and any(line.startswith("password_file") and line.endswith(bootstrap_passwords) for line in block):
             port = ports.provision or port

@@ -46,8 +46,9 @@ def up(
     spec: Path = SPEC_ARGUMENT,
     port: Optional[int] = typer.Option(None, "--port", min=1, max=65535, metavar="PORT",
                                        help="TLS port to listen on (default: broker.port of the spec)."),
-    bind: str = typer.Option(LOCAL_ONLY, "--bind", metavar="ADDR", help="Address to listen on (default 127.0.0.1: this machine "
-                                                         "only; 0.0.0.0 for every interface)."),
+    bind: str = typer.Option(LOCAL_ONLY, "--bind", metavar="ADDR",
+                             help="Address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for every "
+                                  "interface)."),
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
     """Generate OUT/broker/ and run the real mosquitto on it in the foreground until Ctrl-C."""

@@ -49,7 +49,8 @@ from generator.spec import Device, Spec, load_spec
 from generator.spec.catalogue import load_catalogue
 from generator.spec.source import SECRETS_FILE
 
-PORT_OPTION = typer.Option(None, "--port", "-p", metavar="PORT", help="Serial port (default: the only USB serial port present).")
+PORT_OPTION = typer.Option(None, "--port", "-p", metavar="PORT",
+                           help="Serial port (default: the only USB serial port present).")
 
 
 def _read_text(path: Path) -> str:
@@ -101,13 +102,15 @@ class BuildProgress:
 def build(
     spec: Path = SPEC_ARGUMENT,
     device: Optional[list[str]] = typer.Option(None, "--device", metavar="ID", help="Only this device (repeatable)."),
-    jobs: int = typer.Option(1, "--jobs", "-j", metavar="N", help="PlatformIO runs at once (each one already uses every core)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", metavar="N",
+                             help="PlatformIO runs at once (each one already uses every core)."),
     out: Optional[Path] = OUT_OPTION,
     without_pki: bool = typer.Option(False, "--without-pki", help="Build as CI does: never open the PKI (issue and "
                                      "sign nothing): no broker files, no nvs.bin (gen flash makes it where the PKI "
                                      "lives); secrets.yaml is not needed when every device uses secrets: nvs."),
-    credentials: Optional[Path] = typer.Option(None, "--credentials", metavar="FILE", help="With --without-pki: the bundle of the "
-                                               "secrets: embed devices' credentials that `gen ci github` writes."),
+    credentials: Optional[Path] = typer.Option(None, "--credentials", metavar="FILE",
+                                               help="With --without-pki: the bundle of the secrets: embed devices' "
+                                                    "credentials that `gen ci github` writes."),
 ) -> None:
     """Generate, then build each distinct firmware image once with PlatformIO and collect every device's artifacts
     (firmware, bootloader, partitions, merged factory image, nvs.bin, flash.json) into OUT/artifacts/<id>/."""
@@ -136,7 +139,8 @@ def build(
     if loaded.ota_port is not None and without_pki:
         err_console.print("gen: built without the PKI, the images are not signed: a device refuses them over the "
                           "air (and an ESP-IDF device flashed with one takes no update); where the PKI lives, "
-                          f"`gen ota publish {spec} --device ID --image firmware.bin --sign` signs one and announces it")
+                          f"`gen ota publish {spec} --device ID --image firmware.bin --sign` "
+                          "signs one and announces it")
     elif loaded.ota_port is not None:
         sign = functools.partial(sign_image, key=signing_key(PkiLayout(loaded.pki.dir)))
 
@@ -150,10 +154,12 @@ def flash(
     spec: Path = SPEC_ARGUMENT,
     device: str = typer.Option(..., "--device", metavar="ID", help="The device to flash."),
     port: Optional[str] = PORT_OPTION,
-    method: str = typer.Option("esptool", "--method", metavar="METHOD", help="esptool (flash.json) or pio (`pio run -t upload`)."),
+    method: str = typer.Option("esptool", "--method", metavar="METHOD",
+                               help="esptool (flash.json) or pio (`pio run -t upload`)."),
     out: Optional[Path] = OUT_OPTION,
-    artifacts: Optional[Path] = typer.Option(None, "--artifacts", metavar="DIR", help="Flash these artifacts (e.g. a device's "
-                                             "artifact downloaded from CI) instead of OUT/artifacts/<id>/."),
+    artifacts: Optional[Path] = typer.Option(None, "--artifacts", metavar="DIR",
+                                             help="Flash these artifacts (e.g. a device's artifact downloaded from CI) "
+                                                  "instead of OUT/artifacts/<id>/."),
     dry_run: bool = typer.Option(False, "--dry-run", help="With security: print every espsecure, espefuse and "
                                  "esptool command and the eFuses they burn; run nothing."),
     burn_efuses: bool = typer.Option(False, BURN_FLAG, help="With security: allow burning the device's keys and "
@@ -240,10 +246,12 @@ ci_app = typer.Typer(help="Continuous integration: workflows that build the flee
 @ci_app.command("github")
 def ci_github(
     spec: Path = SPEC_ARGUMENT,
-    repo: Optional[Path] = typer.Option(None, "--repo", metavar="DIR", help="Repository root (default: the git tree holding the spec)."),
+    repo: Optional[Path] = typer.Option(None, "--repo", metavar="DIR",
+                                        help="Repository root (default: the git tree holding the spec)."),
     out: Optional[Path] = OUT_OPTION,
-    install: Optional[str] = typer.Option(None, "--install", metavar="CMD", help="How CI installs gen (default: pip install "
-                                          "esp32-mqtt-gen==<this version>, or `pip install .` in gen's own repo)."),
+    install: Optional[str] = typer.Option(None, "--install", metavar="CMD",
+                                          help="How CI installs gen (default: pip install esp32-mqtt-gen==<this "
+                                               "version>, or `pip install .` in gen's own repo)."),
 ) -> None:
     """Write .github/workflows/<project>-firmware.yml: cache PlatformIO, build the fleet without the PKI (CI holds
     no CA key), upload each device. Devices with secrets: embed get a credentials bundle (OUT/ci/, 0600) to set as

@@ -21,7 +21,8 @@ _MARKS = {"ok": ("✓", "green"), "failed": ("✗", "bold red"), "skipped": ("-"
 
 def doctor(
     spec: Path = SPEC_ARGUMENT,
-    device: Optional[str] = typer.Option(None, "--device", metavar="ID", help="The device to check (needed when the spec has several)."),
+    device: Optional[str] = typer.Option(None, "--device", metavar="ID",
+                                         help="The device to check (needed when the spec has several)."),
     broker: Optional[str] = typer.Option(None, "--broker", metavar="HOST:PORT",
                                          help="Dial this address instead of the spec's broker, still verifying the "
                                               "name the device dials (like curl --connect-to)."),

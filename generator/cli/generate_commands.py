@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, plural
-from generator.firmware.render import USER_APP_SOURCE
+from generator.firmware.app_layout import USER_APP_SOURCE
 from generator.output.generate import generate as generate_output
 from generator.output.layout import BROKER_DIR, firmware_dir
 from generator.spec import load_spec
@@ -29,7 +29,8 @@ def generate(
     console.print(f"generated {plural(len(result.devices), 'device')} and the broker into {result.out_dir}/ "
                   f"({plural(len(result.changed), 'file')} changed{removed})")
     console.print(f"  broker:   {result.out_dir / BROKER_DIR / 'mosquitto.conf'}")
-    console.print("\n".join(f"  {device_id}: {result.out_dir / firmware_dir(device_id)}" for device_id in result.devices))
+    console.print("\n".join(f"  {device_id}: {result.out_dir / firmware_dir(device_id)}"
+                            for device_id in result.devices))
     frameworks = sorted({d.framework for d in loaded.devices})
     console.print("  your app: " + ", ".join(str(loaded.directory / USER_APP_SOURCE[f]) for f in frameworks)
                   + " (yours, in git)")

@@ -51,7 +51,8 @@ def _selected(spec: Spec, device_ids: list[str] | None, all_devices: bool) -> li
         raise UserError("--device and --all exclude each other", hint="name devices with --device, or use --all")
     if not device_ids and not all_devices:
         raise UserError("say which devices: --device ID (repeatable) or --all")
-    return list(spec.devices) if all_devices else [spec.device(device_id) for device_id in dict.fromkeys(device_ids or [])]
+    return (list(spec.devices) if all_devices
+            else [spec.device(device_id) for device_id in dict.fromkeys(device_ids or [])])
 
 
 def _built_image(out_dir: Path, device: Device) -> Path:
@@ -65,14 +66,17 @@ def _built_image(out_dir: Path, device: Device) -> Path:
 @ota_app.command("publish")
 def publish(
     spec: Path = SPEC_ARGUMENT,
-    device: Optional[list[str]] = typer.Option(None, "--device", metavar="ID", help="Announce to this device (repeatable)."),
+    device: Optional[list[str]] = typer.Option(None, "--device", metavar="ID",
+                                               help="Announce to this device (repeatable)."),
     all_devices: bool = typer.Option(False, "--all", help="Announce to every device of the spec."),
-    image: Optional[Path] = typer.Option(None, "--image", metavar="FILE", help="This image instead of each device's last `gen build` "
-                                         "(OUT/artifacts/<id>/firmware.bin)."),
+    image: Optional[Path] = typer.Option(None, "--image", metavar="FILE",
+                                         help="This image instead of each device's last `gen build` "
+                                              "(OUT/artifacts/<id>/firmware.bin)."),
     sign: bool = typer.Option(False, "--sign", help="With --image: sign an unsigned image (a CI artifact) here with "
                               "the project's key first (pki/private/ota-signing-key.pem)."),
-    version: Optional[str] = typer.Option(None, "--version", metavar="VERSION", help="The version the image is (default: the spec's "
-                                          "firmware.version, as `gen build` built it)."),
+    version: Optional[str] = typer.Option(None, "--version", metavar="VERSION",
+                                          help="The version the image is (default: the spec's firmware.version, as "
+                                               "`gen build` built it)."),
     clear: bool = typer.Option(False, "--clear", help="Remove the retained announcement instead."),
     allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="Announce a version older than the spec's "
                                          "firmware.version as a deliberate downgrade: each announcement carries a "
@@ -126,10 +130,11 @@ def publish(
 @ota_app.command("serve")
 def serve(
     spec: Path = SPEC_ARGUMENT,
-    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, metavar="PORT", help="Port (default: ota.port of the spec, "
-                                       "which the devices dial)."),
-    bind: str = typer.Option(LOCAL_ONLY, "--bind", metavar="ADDR", help="Address to listen on (default 127.0.0.1: this machine only; "
-                                                         "0.0.0.0 for the devices on your network)."),
+    port: Optional[int] = typer.Option(None, "--port", min=0, max=65535, metavar="PORT",
+                                       help="Port (default: ota.port of the spec, which the devices dial)."),
+    bind: str = typer.Option(LOCAL_ONLY, "--bind", metavar="ADDR",
+                             help="Address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 for the "
+                                  "devices on your network)."),
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
     """Serve the published images over HTTPS with the broker's certificate, to devices that present their own client

@@ -70,7 +70,8 @@ def init(spec: Path = SPEC_ARGUMENT) -> None:
                           "spec to encrypt it")
         elif label.startswith("root"):
             console.print(f"  {label} " + ("not here: the imported CA's root belongs to its owner" if store.imported
-                                           else "offline (not in private/): fine, everyday issuing uses the issuing CA"))
+                                           else "offline (not in private/): fine, everyday issuing uses the "
+                                                "issuing CA"))
     console.print(f"next: gen pki issue {spec}")
 
 
@@ -186,11 +187,12 @@ def issue(spec: Path = SPEC_ARGUMENT,
 @pki_app.command("revoke")
 def revoke(spec: Path = SPEC_ARGUMENT,
            identity: Optional[str] = typer.Argument(None, help="broker, a device id, or a client name."),
-           key: Optional[Path] = typer.Option(None, "--key", metavar="FILE", help="Revoke by key instead: every certificate that "
-                                                                   "certifies the key in this file (a private or public "
-                                                                   "key, or a certificate)."),
-           reason: str = typer.Option("unspecified", "--reason", metavar="REASON", help="unspecified, key-compromise, superseded, "
-                                                          "cessation-of-operation, affiliation-changed.")) -> None:
+           key: Optional[Path] = typer.Option(None, "--key", metavar="FILE",
+                                              help="Revoke by key instead: every certificate that certifies the key in "
+                                                   "this file (a private or public key, or a certificate)."),
+           reason: str = typer.Option("unspecified", "--reason", metavar="REASON",
+                                      help="unspecified, key-compromise, superseded, cessation-of-operation, "
+                                           "affiliation-changed.")) -> None:
     """Revoke every unexpired certificate of an identity (its current one and those before a renewal), or every one
     of a key (--key), and re-sign the CRL at once."""
     if (identity is None) == (key is None):
@@ -212,11 +214,14 @@ def revoke(spec: Path = SPEC_ARGUMENT,
 
 @pki_app.command("import")
 def import_(spec: Path = SPEC_ARGUMENT,
-            cert: Path = typer.Option(..., "--cert", metavar="FILE", help="The CA certificate to issue from (PEM or DER)."),
-            key: Path = typer.Option(..., "--key", metavar="FILE", help="Its private key (PEM; an encrypted one opens with the "
-                                                        "spec's pki.ca_passphrase_env)."),
-            chain: Optional[Path] = typer.Option(None, "--chain", metavar="FILE", help="The certificates above it up to the "
-                                                                        "self-signed root, when it is not a root.")
+            cert: Path = typer.Option(..., "--cert", metavar="FILE",
+                                      help="The CA certificate to issue from (PEM or DER)."),
+            key: Path = typer.Option(..., "--key", metavar="FILE",
+                                     help="Its private key (PEM; an encrypted one opens with the spec's "
+                                          "pki.ca_passphrase_env)."),
+            chain: Optional[Path] = typer.Option(None, "--chain", metavar="FILE",
+                                                 help="The certificates above it up to the self-signed root, when it "
+                                                      "is not a root.")
             ) -> None:
     """Start the project's PKI from an existing CA (e.g. your organisation's intermediate): it signs the broker and
     device certificates and the CRL, and devices trust its root. Only where there is no PKI yet."""
@@ -228,7 +233,8 @@ def import_(spec: Path = SPEC_ARGUMENT,
     console.print(f"created the PKI in {store.layout.root}/ from {cert}")
     console.print(f"  issuing CA  {store.issuing_ca_cert.subject.rfc4514_string()}  (signs broker, devices, CRL)")
     console.print(f"  root CA     {store.root_ca_cert.subject.rfc4514_string()}  (devices trust it: ca.pem)")
-    kept = store.layout.issuing_key_encrypted if store.layout.issuing_key_encrypted.exists() else store.layout.issuing_key
+    kept = (store.layout.issuing_key_encrypted if store.layout.issuing_key_encrypted.exists()
+            else store.layout.issuing_key)
     console.print(f"  its key     {store.layout.rel(kept)}" + (", encrypted" if kept.suffix == ".p12" else
                                                                  ", unencrypted (0600)"))
     console.print(f"next: gen generate {spec}")
@@ -273,8 +279,10 @@ def rotate(spec: Path = SPEC_ARGUMENT,
 
 def inspect(
     file: Path = typer.Argument(..., help="A PEM or DER certificate, key, CSR or CRL."),
-    ca: Optional[Path] = typer.Option(None, "--ca", metavar="FILE", help="A spec (its PKI's CAs) or a CA PEM: check the chain."),
-    key: Optional[Path] = typer.Option(None, "--key", metavar="FILE", help="A private key: check that it belongs to the cert."),
+    ca: Optional[Path] = typer.Option(None, "--ca", metavar="FILE",
+                                      help="A spec (its PKI's CAs) or a CA PEM: check the chain."),
+    key: Optional[Path] = typer.Option(None, "--key", metavar="FILE",
+                                       help="A private key: check that it belongs to the cert."),
     to: Optional[str] = typer.Option(None, "--to", metavar="FORMAT", help="Convert: der or pem (needs --out)."),
     out: Optional[Path] = typer.Option(None, "--out", metavar="FILE", help="Where --to writes."),
 ) -> None:

@@ -46,7 +46,8 @@ def serve(
     reload_command: Optional[str] = typer.Option(None, "--reload-command", metavar="CMD",
                                                  help="Reload the broker by running CMD, e.g. "
                                                       "'systemctl reload mosquitto'."),
-    rate: float = typer.Option(DEFAULT_RATE, "--rate", min=0.1, metavar="N", help="Requests per second it handles at most."),
+    rate: float = typer.Option(DEFAULT_RATE, "--rate", min=0.1, metavar="N",
+                               help="Requests per second it handles at most."),
 ) -> None:
     """Run the provisioning service beside the broker until Ctrl-C: devices that make their own key send it a CSR
     over MQTT; it signs with the project's PKI, and revokes a device's old certificate once the new one connects."""

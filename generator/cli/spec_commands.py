@@ -10,23 +10,26 @@ import typer
 from generator.cli.terminal import SPEC_ARGUMENT, console
 from generator.spec import load_spec_source
 from generator.spec.placeholders import check_no_placeholders
-from generator.spec.scaffold import create_project
 from generator.spec.source import SECRETS_FILE
 from generator.spec.view import render_resolved_spec
 
 
 def new(
     name: str = typer.Argument(..., help="Project name (letters, digits, '-', '_')."),
-    framework: str = typer.Option("arduino", "--framework", metavar="FRAMEWORK", help="arduino (PubSubClient) or espidf (esp-mqtt)."),
+    framework: str = typer.Option("arduino", "--framework", metavar="FRAMEWORK",
+                                  help="arduino (PubSubClient) or espidf (esp-mqtt)."),
     auth: str = typer.Option("mtls", "--auth", metavar="AUTH", help="mtls, password or mtls+password."),
-    directory: Path = typer.Option(Path("projects"), "--dir", metavar="DIR", help="Where the project directory is created."),
+    directory: Path = typer.Option(Path("projects"), "--dir", metavar="DIR",
+                                   help="Where the project directory is created."),
 ) -> None:
     """Scaffold projects/NAME/ with a commented device.yaml, a secrets.yaml template and a .gitignore."""
+    from generator.spec.scaffold import create_project     # its templates (jinja2): only for `gen new`
     project_dir = create_project(name, framework=framework, auth=auth, parent=directory)
     console.print(f"created {project_dir}/")
     for relative in ("device.yaml", "secrets.yaml", ".gitignore"):
         console.print(f"  {relative}")
-    console.print(f"next: put your WiFi in {project_dir / 'secrets.yaml'}, then `gen check {project_dir / 'device.yaml'}`")
+    console.print(f"next: put your WiFi in {project_dir / 'secrets.yaml'}, "
+                  f"then `gen check {project_dir / 'device.yaml'}`")
 
 
 def check(spec: Path = SPEC_ARGUMENT) -> None:

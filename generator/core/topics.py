@@ -33,7 +33,8 @@ def _common_problem(topic: str) -> str | None:
         if ord(ch) < 0x20 or ord(ch) == 0x7F or 0x80 <= ord(ch) <= 0x9F:
             return f"contains the control character {ch!r}, which breaks Mosquitto's acl_file lines"
         if ch.isspace():
-            return f"contains white space ({ch!r}); Mosquitto's acl_file splits lines on spaces, so its ACL could not name it"
+            return (f"contains white space ({ch!r}); Mosquitto's acl_file splits lines on spaces, "
+                    "so its ACL could not name it")
     if topic.startswith("$"):
         return "starts with '$', which is reserved for the broker ($SYS)"
     return None

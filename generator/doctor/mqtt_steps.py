@@ -65,7 +65,8 @@ def judge_connack(target: DoctorTarget, code: int | None, closed: str | None) ->
         return passed("mqtt-connect", f"CONNACK 0, connection accepted ({who})")
     meaning = CONNACK_MEANINGS.get(code, f"unknown return code {code}")
     install_passwd = (f"run `gen generate SPEC`, install OUT/broker/passwd and reload the broker, so it holds the "
-                      f"password in pki/private/passwords/{device.username}.txt (reflash a device that has an older one)")
+                      f"password in pki/private/passwords/{device.username}.txt "
+                      "(reflash a device that has an older one)")
     if device.uses_password and code in (4, 5):
         meaning += " (Mosquitto 2.0 says this for a wrong password or an unknown user)" if code == 5 else ""
         fix = install_passwd
@@ -78,7 +79,8 @@ def judge_connack(target: DoctorTarget, code: int | None, closed: str | None) ->
     else:
         fix = {1: "the broker is too old for MQTT 3.1.1; use Mosquitto 1.4 or later",
                2: "allow the client id: check `clientid_prefixes` / `allow_zero_length_clientid` in mosquitto.conf",
-               3: "the broker is overloaded or shutting down; read its log and retry"}.get(code, "read the broker's log")
+               3: "the broker is overloaded or shutting down; read its log and retry",
+               }.get(code, "read the broker's log")
     return failed("mqtt-connect", f"CONNACK {code}: {meaning} ({who})", fix)
 
 
@@ -160,7 +162,8 @@ def run_acl_step(target: DoctorTarget, material: DoctorMaterial) -> StepResult:
                 return failed("acl", f"the doctor's identity {DOCTOR_IDENTITY} cannot log in to prove the round trip: "
                                      f"CONNACK {code}, "
                                      f"{CONNACK_MEANINGS.get(code, 'unknown code')}",
-                              "install OUT/broker/ (passwd, acl, ca.pem) from `gen generate SPEC` and reload the broker")
+                              "install OUT/broker/ (passwd, acl, ca.pem) from `gen generate SPEC` "
+                              "and reload the broker")
             for topic in device_publish_topics(device):
                 trips.append(_round_trip("publish", topic, topic, device_session, doctor_session, nonce,
                                          echo=device_may_subscribe(device, topic)))
@@ -218,8 +221,8 @@ def judge_acl(target: DoctorTarget, trips: list[RoundTrip]) -> StepResult:
             else:
                 summary = (f"the ACL denies device {device.id} publishing on {trip.topic} "
                            f"(Mosquitto drops it silently; with `log_type debug` its log says `Denied PUBLISH`)")
-                fix = (f"give user {device.username} `topic write {trip.topic}` in the ACL: install OUT/broker/acl from "
-                       f"`gen generate SPEC` and reload the broker")
+                fix = (f"give user {device.username} `topic write {trip.topic}` in the ACL: install OUT/broker/acl "
+                       f"from `gen generate SPEC` and reload the broker")
             return failed("acl", summary, fix)
         if trip.sender_echo:
             summary = (f"the device does not receive messages on {trip.topic_filter} (probe topic {trip.topic}): "

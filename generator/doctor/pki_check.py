@@ -18,7 +18,8 @@ from generator.spec.model import Spec
 
 def describe_cert(cert: x509.Certificate) -> str:
     return (f"subject {cert.subject.rfc4514_string()}, issuer {cert.issuer.rfc4514_string()}, serial "
-            f"{cert.serial_number:X}, valid {day_text(cert.not_valid_before_utc)} to {day_text(cert.not_valid_after_utc)}")
+            f"{cert.serial_number:X}, valid {day_text(cert.not_valid_before_utc)} "
+            f"to {day_text(cert.not_valid_after_utc)}")
 
 
 def day_text(moment: dt.datetime) -> str:
@@ -121,7 +122,8 @@ def _crl_problems(crl: x509.CertificateRevocationList | None, issuing_ca: x509.C
     if crl is None:
         return ["the CRL (pki/crl.pem) is missing or unreadable; Mosquitto needs it to verify client certs"]
     problems = []
-    if crl.issuer != issuing_ca.subject or not crl.is_signature_valid(issuing_ca.public_key()):  # type: ignore[arg-type]
+    if (crl.issuer != issuing_ca.subject
+            or not crl.is_signature_valid(issuing_ca.public_key())):  # type: ignore[arg-type]
         problems.append("the CRL is not signed by this PKI's issuing CA")
     if crl.next_update_utc is None or now > crl.next_update_utc:
         when = day_text(crl.next_update_utc) if crl.next_update_utc else "(none)"

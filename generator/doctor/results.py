@@ -1,4 +1,5 @@
-"""What each step of `gen doctor` found: a StepResult (ok, failed with its one fix, or skipped), in the order of STEPS."""
+"""What each step of `gen doctor` found: a StepResult (ok, failed with its one fix, or skipped), in the order of
+STEPS."""
 
 from __future__ import annotations
 

@@ -70,8 +70,9 @@ def run_doctor(spec: Spec, target: DoctorTarget, *, now: dt.datetime | None = No
         elif results[-1].ok:
             online = [] if take_over else judge_presence(target, run_presence_probe(target, material))
             results += online
-            for step_function in () if online else (lambda: run_mqtt_connect_step(target, material),  # type: ignore[arg-type]
-                                                    lambda: run_acl_step(target, material)):  # type: ignore[arg-type]
+            for step_function in (() if online
+                                  else (lambda: run_mqtt_connect_step(target, material),  # type: ignore[arg-type]
+                                        lambda: run_acl_step(target, material))):  # type: ignore[arg-type]
                 if not results[-1].ok:
                     break
                 results.append(step_function())

@@ -98,7 +98,8 @@ def run_tls_step(target: DoctorTarget, material: DoctorMaterial, now: dt.datetim
 
 def judge_tls(target: DoctorTarget, material: DoctorMaterial, facts: TlsFacts, now: dt.datetime) -> StepResult:
     port, name = target.dial_port, target.server_name
-    use_generated = "serve OUT/broker/broker.pem and broker.key (`gen generate SPEC`, then install and restart the broker)"
+    use_generated = ("serve OUT/broker/broker.pem and broker.key "
+                     "(`gen generate SPEC`, then install and restart the broker)")
     if not facts.presented.ok and (facts.presented.reason or "") not in CLIENT_CERT_ALERTS:
         raw = f"OpenSSL: {facts.presented.message}"
         if facts.plaintext_mqtt:
@@ -165,8 +166,8 @@ def diagnose_server_cert(cert: x509.Certificate, material: DoctorMaterial, name:
     when = validity_problem(cert, now)
     if when:
         return (f"the broker's certificate {when}",
-                "renew the broker cert (`gen pki renew SPEC broker`, `gen generate SPEC`), install it and restart the broker; if "
-                "the dates look right, check this machine's and the broker's clocks",
+                "renew the broker cert (`gen pki renew SPEC broker`, `gen generate SPEC`), install it and restart the "
+                "broker; if the dates look right, check this machine's and the broker's clocks",
                 (f"server cert: {describe_cert(cert)}",))
     mbed_ok, openssl_ok = mbedtls_accepts_name(cert, name), openssl_accepts_name(cert, name)
     if not mbed_ok or not openssl_ok:

@@ -34,6 +34,8 @@ APP_SOURCE_DIR = "src"          # the user's application, relative to the spec's
 APP_LIBRARIES_DIR = "lib"       # the user's own PlatformIO libraries, one folder each
 APP_COMPONENTS_DIR = "components"   # the user's own ESP-IDF components, one folder each
 # Each framework's build leaves out the other framework's starter file (a spec may use both frameworks).
+# The first file of the user's app, relative to the spec's folder: created once by `gen generate`, never overwritten.
+USER_APP_SOURCE = {"arduino": "src/app.cpp", "espidf": "src/app.c"}
 OTHER_STARTER = {"arduino": "app.c", "espidf": "app.cpp"}
 # Where the ESP-IDF project keeps its main component (the glob of the user's src/).
 IDF_MAIN_COMPONENT = "main"

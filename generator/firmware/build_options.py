@@ -20,7 +20,8 @@ def env_options(device: Device, app: AppLayout) -> tuple[tuple[str, str], ...]:
         spec = [f"{library.name}=symlink://{posixpath.normpath(f'{app.root}/{library.entry}')}"
                 if library.path is not None else library.entry for library in device.libraries]
         options["lib_deps"] = "\n".join([*options.get("lib_deps", "").split("\n"), *local, *spec]).strip("\n")
-        options["build_flags"] = "\n".join([*options.get("build_flags", "").split("\n"), *device.build_flags]).strip("\n")
+        options["build_flags"] = "\n".join([*options.get("build_flags", "").split("\n"),
+                                            *device.build_flags]).strip("\n")
         options["build_src_filter"] = f"+<*> -<{OTHER_STARTER['arduino']}>"
     return tuple((key, _ini_value(value)) for key, value in options.items() if value)
 

@@ -1,8 +1,8 @@
 """What a firmware image is made of, as one digest: the files of its PlatformIO project (PlatformIO's own outputs
 left out), the folders outside it that it compiles (the user's src/, libraries and components next to the spec:
-generator.firmware.app_layout), and every file those sources include by a quoted relative path from outside. Equal fingerprints
-mean equal images: `gen build` builds once per fingerprint, `gen simulate` compiles once per fingerprint, and
-`gen generate` keeps a build record while its fingerprint holds.
+generator.firmware.app_layout), and every file those sources include by a quoted relative path from outside. Equal
+fingerprints mean equal images: `gen build` builds once per fingerprint, `gen simulate` compiles once per
+fingerprint, and `gen generate` keeps a build record while its fingerprint holds.
 """
 
 from __future__ import annotations

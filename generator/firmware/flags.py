@@ -1,6 +1,7 @@
 """The flags each framework's own build compiles the firmware's sources with: language standard, warnings and
-optimisation. Used by the host build (generator.simulate.host_build) and by the compile checks of the test suite, so both
-compile the way `pio run` does. Defines, include paths and the CPU's own flags (-mlongcalls, -march) are not here.
+optimisation. Used by the host build (generator.simulate.host_build) and by the compile checks of the test suite,
+so both compile the way `pio run` does. Defines, include paths and the CPU's own flags (-mlongcalls, -march) are not
+here.
 
 Where each flag set comes from:
 

@@ -29,7 +29,7 @@ from typing import Sequence
 from generator.core.errors import UserError
 from generator.core.paths import LINK_LIBRARY_DIR, TEMPLATES_DIR
 from generator.core.rendering import render_template
-from generator.firmware.app_layout import IDF_MAIN_COMPONENT, AppLayout, user_code
+from generator.firmware.app_layout import IDF_MAIN_COMPONENT, USER_APP_SOURCE, AppLayout, user_code
 from generator.firmware.facts import FirmwareFacts, firmware_facts
 from generator.firmware.nvs_image import (
     NVS_PARTITION_OFFSET,
@@ -47,14 +47,14 @@ __all__ = [
 ]
 
 
-# The first file of the user's app, relative to the spec's folder: created once by `gen generate`, never overwritten.
-USER_APP_SOURCE = {"arduino": "src/app.cpp", "espidf": "src/app.c"}
-
-
 # Where the rendered headers go: the project's include/ (PlatformIO adds it to every library's include path) or the
 # gen_config component (ESP-IDF: gen_link and the main component require it).
 CONFIG_DIR = {"arduino": "include", "espidf": "components/gen_config/include"}
 
+
+# gen_link's sources that both flavours compile (templates/gen_link/common/).
+_COMMON_LINK_FILES = ("ota_common.h", "version_order.h", "topic_filter.h", "retry_timing.h", "device_key.h",
+                      "device_key.c", "provisioning.h", "provisioning.c", "log_publish.h", "log_publish.c")
 
 # The runtime library in the project, and where its sources lie in the tool (`LINK_LIBRARY_DIR`): (tool, project).
 _LINK_FILES = {
@@ -67,17 +67,13 @@ _LINK_FILES = {
                 ("arduino/date_checking_client.h", "lib/gen_link/src/date_checking_client.h"),
                 ("arduino/log_serial.h", "lib/gen_link/src/log_serial.h"),
                 ("arduino/log_serial.cpp", "lib/gen_link/src/log_serial.cpp"),
-                *((f"common/{name}", f"lib/gen_link/src/{name}") for name in (
-                    "ota_common.h", "version_order.h", "topic_filter.h", "device_key.h", "device_key.c",
-                    "provisioning.h", "provisioning.c", "log_publish.h", "log_publish.c"))),
+                *((f"common/{name}", f"lib/gen_link/src/{name}") for name in _COMMON_LINK_FILES)),
     "espidf": (("espidf/CMakeLists.txt", "components/gen_link/CMakeLists.txt"),
                ("common/gen_link.h", "components/gen_link/include/gen_link.h"),
                ("espidf/gen_link.c", "components/gen_link/gen_link.c"),
                ("espidf/ota_update.h", "components/gen_link/ota_update.h"),
                ("espidf/ota_update.c", "components/gen_link/ota_update.c"),
-               *((f"common/{name}", f"components/gen_link/{name}") for name in (
-                   "ota_common.h", "version_order.h", "topic_filter.h", "device_key.h", "device_key.c",
-                   "provisioning.h", "provisioning.c", "log_publish.h", "log_publish.c")),
+               *((f"common/{name}", f"components/gen_link/{name}") for name in _COMMON_LINK_FILES),
                ("espidf/gen_config/CMakeLists.txt", "components/gen_config/CMakeLists.txt")),
 }
 

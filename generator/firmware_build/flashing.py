@@ -1,7 +1,9 @@
 """Flashing: where each image goes in a chip's flash, the esptool arguments that put it there, and the serial port.
 
-    layout = FlashLayout(chip="esp32", settings=flash_settings(target), images=(FlashImage(0x1000, "bootloader.bin"), ...))
-    layout.write_flash_args()  ->  ["--chip", "esp32", "write-flash", "--flash-mode", "dio", ..., "0x1000", "bootloader.bin", ...]
+    layout = FlashLayout(chip="esp32", settings=flash_settings(target),
+                         images=(FlashImage(0x1000, "bootloader.bin"), ...))
+    layout.write_flash_args()
+        ->  ["--chip", "esp32", "write-flash", "--flash-mode", "dio", ..., "0x1000", "bootloader.bin", ...]
 
 `gen build` writes one FlashLayout per device as OUT/artifacts/<id>/flash.json (file names relative to that
 directory); `gen flash` reads it back and runs esptool with exactly those arguments plus the port.
@@ -275,7 +277,8 @@ def check_port_free(port: str) -> None:
         if error.errno in (errno.EACCES, errno.EPERM):
             raise ToolError(f"no permission to open serial port {port}. On Linux add yourself to the dialout "
                             "group (`sudo usermod -aG dialout $USER`, then log in again).") from None
-        raise ToolError(f"cannot open serial port {port}: {error.strerror}. Check the cable and the port name.") from None
+        raise ToolError(f"cannot open serial port {port}: {error.strerror}. "
+                        "Check the cable and the port name.") from None
     try:
 
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -341,7 +344,8 @@ def monitor_project_dir(out_dir: Path, device_id: str) -> Path | None:
 def explain_flash_failure(tool: str, output: str, returncode: int, port: str) -> GenError:
     if _GONE.search(output):
         return ToolError(f"serial port {port} disappeared while {tool} opened it (the board was unplugged or reset "
-                         f"its USB bridge); {_ports_sentence(serial_ports())}. Plug it in again and run the command again.")
+                         f"its USB bridge); {_ports_sentence(serial_ports())}. "
+                         "Plug it in again and run the command again.")
     if _BUSY.search(output):
         return port_busy_error(port)
     if _NO_PERMISSION.search(output):
@@ -401,7 +405,8 @@ def built_device(out_dir: Path, manifest: Manifest, device_id: str, catalogue: d
     if target is None:
         raise UserError(f"device {device_id} names target {device.target!r}, which the catalogue does not list",
                         hint="run `gen build SPEC` again")
-    return BuiltDevice(device_id, target, Path(out_dir) / device.artifacts.dir, Path(out_dir) / device.artifacts.built_in)
+    return BuiltDevice(device_id, target, Path(out_dir) / device.artifacts.dir,
+                       Path(out_dir) / device.artifacts.built_in)
 
 
 def built_device_in(artifacts_dir: Path, device_id: str, target: Target) -> BuiltDevice:

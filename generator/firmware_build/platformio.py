@@ -213,7 +213,8 @@ def read_build_outputs(image: Image, metadata: dict[str, Any], log_path: Path) -
     extra = metadata.get("extra") or {}
     program = Path(metadata.get("prog_path") or image.build_dir / "firmware.elf")
     files: dict[int, tuple[str, Path]] = {
-        parse_offset(extra.get("application_offset", DEFAULT_APP_OFFSET)): (FIRMWARE_IMAGE, program.with_suffix(".bin")),
+        parse_offset(extra.get("application_offset", DEFAULT_APP_OFFSET)):
+            (FIRMWARE_IMAGE, program.with_suffix(".bin")),
     }
     boot_offset = bootloader_offset(image.target.chip)
     for flash_image in extra.get("flash_images") or []:

@@ -10,9 +10,10 @@ its slot, of the announced version (ESP-IDF: its esp_app_desc_t; Arduino: the ve
 and not older than the spec's firmware.version unless the user asks for a downgrade (`--allow-downgrade`). A
 downgrade's announcement carries `"downgrade": "<signature>"`, a permission signed with the project's OTA signing key
 for this device, this image and this version (generator.pki.ota_signing.sign_downgrade); the device refuses an older
-image without a permission that verifies, so holding gen's OTA identity is not enough to roll a device back. Images are staged only once the
-broker has taken gen's OTA identity, and each device keeps its current and previous image staged, no more. The
-announcement is published as gen's own OTA identity (OTA_IDENTITY), the only one the ACL lets write OTA topics.
+image without a permission that verifies, so holding gen's OTA identity is not enough to roll a device back. Images
+are staged only once the broker has taken gen's OTA identity, and each device keeps its current and previous image
+staged, no more. The announcement is published as gen's own OTA identity (OTA_IDENTITY), the only one the ACL lets
+write OTA topics.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -29,18 +29,15 @@ from generator.core.app_image import CHIP_IDS, ImageError, read_image, recorded_
 from generator.core.errors import UserError
 from generator.core.files import PRIVATE_DIR_MODE, PUBLIC_MODE, SECRET_MODE, ensure_dir, write_atomic
 from generator.core.mqtt_wire import ConnectionClosed, MqttSession
-from generator.doctor.probes import ClientIdentity, open_tls
+from generator.doctor.identity_session import gen_identity_session
+from generator.doctor.probes import Address
 from generator.output.layout import ota_image
-from generator.pki.broker_trust import broker_trust
-from generator.pki.layout import PkiLayout
 from generator.pki.ota_signing import SigningKey, sign_downgrade, signature_problem
-from generator.pki.spec_identities import open_spec_pki
 from generator.spec.contract import OTA_IDENTITY
 from generator.spec.device_limits import OTA_ANNOUNCEMENT_CAPACITY, OTA_QOS
 from generator.spec.firmware_version import version_order
 from generator.spec.model import Device, Spec
 
-CONNECT_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -86,18 +83,21 @@ def check_image(device: Device, image: Path, version: str, key: SigningKey, *, s
     try:
         data = image.read_bytes()
     except OSError as error:
-        raise UserError(f"cannot read {image}: {error.strerror}", hint="give the path of a built firmware.bin") from None
+        raise UserError(f"cannot read {image}: {error.strerror}",
+                        hint="give the path of a built firmware.bin") from None
     try:
         parsed = read_image(data)
     except ImageError as error:
-        raise UserError(f"{image} is not an app image: {error}", hint="give the firmware.bin `gen build` made") from None
+        raise UserError(f"{image} is not an app image: {error}",
+                        hint="give the firmware.bin `gen build` made") from None
     if parsed.chip_id != CHIP_IDS[device.chip]:
         raise UserError(f"{image} is built for {parsed.chip}, but device {device.id} is {device.chip} "
                         f"({device.target.name})", hint="announce an image built for that device's target")
     problem = signature_problem(image, key)
     if problem is not None:
         raise UserError(f"{image} would be refused by {device.id}: {problem}",
-                        hint="announce the firmware.bin of `gen build`, which signs it with pki/private/ota-signing-key.pem; "
+                        hint="announce the firmware.bin of `gen build`, which signs it with "
+                             "pki/private/ota-signing-key.pem; "
                              "for an unsigned image built elsewhere (CI), add --sign to sign it here")
     if slot is not None and len(data) > slot:
         raise UserError(f"{image} is {len(data):,} bytes; {device.id}'s app slot holds {slot:,}",
@@ -171,54 +171,13 @@ def announcement(device: Device, data: bytes, version: str, *, downgrade_key: Si
 # ---------------------------------------------------------------------------------------------- MQTT
 
 
-Address = tuple[str, int]
-
-
-def publisher_identity(spec: Spec) -> tuple[ClientIdentity, str | None]:
-    """What gen's OTA identity presents to the broker: the CA the devices trust for it, its certificate and key
-    (pki/clients/, pki/private/clients/), and its password when the auth mode asks for one."""
-    layout = PkiLayout(spec.pki.dir)
-    trust = broker_trust(spec)
-    cert, key = layout.cert_path("client", OTA_IDENTITY), layout.key_path("client", OTA_IDENTITY)
-    try:
-        ca = trust.ca_pem if trust is not None else layout.ca_cert.read_bytes()
-        identity = ClientIdentity(ca_pem=ca, cert_pem=cert.read_bytes(), key_pem=key.read_bytes())
-    except OSError as error:
-        raise UserError(f"the PKI has no certificate for {OTA_IDENTITY} ({error.filename})",
-                        hint="run `gen generate SPEC`, which issues it") from None
-    password = None
-    if any(device.uses_password for device in spec.devices):
-        password = open_spec_pki(spec, create=False).existing_password(OTA_IDENTITY)
-    return identity, password
 
 
 @contextlib.contextmanager
 def publisher_session(spec: Spec, broker: Address | None = None) -> Iterator[MqttSession]:
     """An MQTT session as OTA_IDENTITY to the broker (spec's broker.host:port, or `broker`, verified as broker.host)."""
-    address = broker or (spec.broker.host, spec.broker.port)
-    identity, password = publisher_identity(spec)
-    try:
-        sock = open_tls(address, spec.broker.host, identity, timeout=CONNECT_TIMEOUT_S)
-    except ssl.SSLError as error:
-        raise UserError(f"the broker at {address[0]}:{address[1]} refused gen's OTA identity: {error}",
-                        hint=f"is its config the one `gen generate` wrote (with user {OTA_IDENTITY})? then "
-                             "restart it (gen broker up SPEC)") from None
-    except OSError as error:
-        raise UserError(f"cannot reach the broker at {address[0]}:{address[1]}: {error.strerror or error}",
-                        hint="start it (gen broker up SPEC), or say where it is with --broker HOST:PORT") from None
-    with contextlib.closing(sock):
-        session = MqttSession(sock)
-        try:
-            code = session.connect(OTA_IDENTITY, username=OTA_IDENTITY if password else None, password=password)
-        except ConnectionClosed as error:
-            raise UserError(f"the broker closed the connection of {OTA_IDENTITY}: {error}") from None
-        if code != 0:
-            raise UserError(f"the broker refused {OTA_IDENTITY} (CONNACK {code})",
-                            hint="run `gen generate SPEC` and restart the broker with its new password file and ACL")
-        try:
-            yield session
-        finally:
-            session.disconnect()
+    with gen_identity_session(spec, OTA_IDENTITY, broker, called="gen's OTA identity") as session:
+        yield session
 
 
 def publish_announcements(spec: Spec, announcements: dict[str, Announcement | None],

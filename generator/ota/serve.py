@@ -301,7 +301,8 @@ def open_server(files: ServerFiles, *, bind: str, port: int, log: LogSink, **lim
         server = OtaServer((bind, port), files, log, **limits)
     except OSError as error:
         raise UserError(f"cannot listen on {bind}:{port}: {error.strerror}",
-                        hint="choose another port with --port (and ota.port in the spec), or stop what uses it") from None
+                        hint="choose another port with --port (and ota.port in the spec), "
+                             "or stop what uses it") from None
     try:
         server.context()        # a broken certificate or CRL says so now, not at the first device
     except (ssl.SSLError, OSError) as error:

@@ -18,7 +18,6 @@ from typing import Mapping
 from generator.core.errors import UserError
 from generator.firmware.app_layout import APP_COMPONENTS_DIR, APP_LIBRARIES_DIR, AppLayout, app_folders, app_root_path
 from generator.firmware.fingerprint import project_files
-from generator.firmware.render import render_firmware
 from generator.output.layout import SHARED_FIRMWARE_DIR, firmware_dir, shared_firmware_dir
 from generator.output.render_cache import RenderCache, inputs_digest
 from generator.pki.credentials import ClientCredentials
@@ -63,6 +62,12 @@ def _project_key(generated: Mapping[str, bytes]) -> str:
                                    for path, content in sorted(generated.items()))).hexdigest()
 
 
+def _render_firmware(device: Device, credentials: ClientCredentials, spec_name: str, app: AppLayout,
+                     ota_public_key: bytes | None) -> dict[str, bytes]:
+    from generator.firmware.render import render_firmware   # jinja2 and the templates: when a project renders
+    return render_firmware(device, credentials, spec_name=spec_name, app=app, ota_public_key=ota_public_key).generated
+
+
 def shared_firmware(spec: Spec, out: Path, credentials: Mapping[str, ClientCredentials], inputs: Mapping[str, str],
                     cache: RenderCache, *, ota_public_key: bytes | None = None) -> SharedFirmware:
     """The `secrets: nvs` devices' firmware, one project per distinct image (a target and everything compiled in).
@@ -78,11 +83,10 @@ def shared_firmware(spec: Spec, out: Path, credentials: Mapping[str, ClientCrede
             continue
         key = cache.group_of(device.id, inputs[device.id])
         if key is None:
-            project = render_firmware(device, credentials[device.id], spec_name=spec.path.name,
-                                      app=app_layout(out / firmware_dir(device.id), spec.directory),
-                                      ota_public_key=ota_public_key)
-            key = _project_key(project.generated)
-            generated_by_key.setdefault(key, project.generated)
+            project = _render_firmware(device, credentials[device.id], spec.path.name,
+                                       app_layout(out / firmware_dir(device.id), spec.directory), ota_public_key)
+            key = _project_key(project)
+            generated_by_key.setdefault(key, project)
         shared.groups[device.id] = key
         members.setdefault(key, (device.target.name, []))[1].append(device)
     per_target: dict[str, int] = {}
@@ -98,9 +102,8 @@ def shared_firmware(spec: Spec, out: Path, credentials: Mapping[str, ClientCrede
         generated = generated_by_key.get(key)
         if generated is None:      # every member is unchanged, but the image's files are not as gen left them
             first = group[0]
-            generated = render_firmware(first, credentials[first.id], spec_name=spec.path.name,
-                                        app=app_layout(out / firmware_dir(first.id), spec.directory),
-                                        ota_public_key=ota_public_key).generated
+            generated = _render_firmware(first, credentials[first.id], spec.path.name,
+                                         app_layout(out / firmware_dir(first.id), spec.directory), ota_public_key)
         paths = {f"{shared_firmware_dir(image)}/{path}": content for path, content in generated.items()}
         shared.files.update(paths)
         shared.rendered[image] = (key, tuple(paths))

@@ -25,14 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from generator.broker.rabbitmq_render import render_rabbitmq
 from generator.broker.render import render_broker
 from generator.core.errors import UserError
 from generator.core.files import SECRET_MODE, create_file, remove_generated, write_tree
-from generator.firmware.app_layout import AppLayout
+from generator.firmware.app_layout import USER_APP_SOURCE, AppLayout
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.firmware.security import device_nvs_image, device_nvs_keys
-from generator.firmware.render import USER_APP_SOURCE, render_app_starter, render_firmware
 from generator.output.firmware_projects import (
     SharedFirmware,
     check_linkable,
@@ -104,6 +102,7 @@ def render_device_files(device: Device, credentials: ClientCredentials, *, spec_
     files: dict[str, bytes] = {}
     modes: dict[str, int] = {}
     if with_firmware:
+        from generator.firmware.render import render_firmware   # jinja2 and the templates: when a project renders
         project = render_firmware(device, credentials, spec_name=spec_name, app=app, ota_public_key=ota_public_key)
         files.update({f"{fw_base}/{path}": content for path, content in project.generated.items()})
         # Generated sources that embed the key and passwords (`secrets: embed`) are private too.
@@ -126,7 +125,10 @@ def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] |
     out = Path(out_dir) if out_dir is not None else spec.default_out_dir
     apps = plan_user_apps(spec, out)
     credentials = spec_credentials(spec)
-    render = render_rabbitmq if spec.broker.clustered else render_broker
+    if spec.broker.clustered:
+        from generator.broker.rabbitmq_render import render_rabbitmq as render
+    else:
+        render = render_broker
     broker_files = render(spec, credentials.broker)
     ota_key = ensure_signing_key(PkiLayout(spec.pki.dir)).public_pem() if spec.ota_port is not None else None
     if any(device.security is not None and device.security.secure_boot == "v2" for device in spec.devices):
@@ -306,6 +308,7 @@ def plan_user_apps(spec: Spec, out: Path) -> UserApps:
             move.append((target, contents.pop(), tuple(legacy), note))
             continue
         devices = [device for device in spec.devices if device.framework == framework]
+        from generator.firmware.render import render_app_starter
         create.append((target, render_app_starter(devices), f"created {target}: your app code, for every "
                        f"{framework} device of the spec (edit it, keep it in git)"))
     return UserApps(tuple(create), tuple(move))

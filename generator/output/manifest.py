@@ -8,12 +8,14 @@ Contract (DESIGN.md): {"version": 1, "project", "spec", "broker": {"host", "name
 "subscribe": [...], "status_topic", "key_origin", "artifacts"?}], "images"?: [...], "generated_files": [...]}.
 `gen generate` writes it, listing in "generated_files" every file it wrote under OUT (so the next run removes what
 it no longer makes); a device's "client_cert"/"client_key"/"nvs" name only files OUT holds (a device that makes its
-own key, "key_origin": "device", has its key only on the device and its certificate once provisioned); `gen build` adds each device's "artifacts" (its build record) and the "images" they share.
+own key, "key_origin": "device", has its key only on the device and its certificate once provisioned); `gen build`
+adds each device's "artifacts" (its build record) and the "images" they share.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,7 +194,12 @@ class Manifest:
     version: int = MANIFEST_VERSION
 
     def device(self, device_id: str) -> DeviceRecord | None:
-        return next((d for d in self.devices if d.id == device_id), None)
+        return self._by_id.get(device_id)
+
+    @functools.cached_property
+    def _by_id(self) -> dict[str, DeviceRecord]:
+        """The records by device id, made once (a lookup per device must not walk them all)."""
+        return {record.id: record for record in self.devices}
 
     @property
     def images(self) -> tuple[ImageRecord, ...]:

@@ -62,7 +62,8 @@ def broker_trust(spec, *, now: dt.datetime | None = None) -> BrokerTrust | None:
         key = serialization.load_pem_private_key(key_pem, password=None)
     except TypeError:
         raise UserError(f"{broker.key_file} is encrypted; Mosquitto cannot read an encrypted key without a tty",
-                        hint=f"decrypt it (openssl pkey -in {broker.key_file} -out broker.key) and keep it 0600") from None
+                        hint=f"decrypt it (openssl pkey -in {broker.key_file} -out broker.key) "
+                             "and keep it 0600") from None
     except ValueError:
         raise UserError(f"{broker.key_file} is not a readable PEM private key") from None
     if key.public_key() != chain[0].public_key():

@@ -186,7 +186,8 @@ def import_problem(cert: x509.Certificate, key: profiles.PrivateKey, chain: list
     if not key_matches(key, cert):
         return "the key does not belong to it"
     if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
-        return f"it is not valid now (valid {cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d})"
+        return (f"it is not valid now (valid {cert.not_valid_before_utc:%Y-%m-%d} "
+                f"to {cert.not_valid_after_utc:%Y-%m-%d})")
     if not chain and not issued_by(cert, cert):
         return "it is not self-signed, and no --chain up to its root was given"
     if chain and not issued_by(chain[-1], chain[-1]):

@@ -139,7 +139,8 @@ class DeviceEnrolment(CertificateLifecycle):
                 which = standing.live or standing.pending
                 assert which is not None
                 raise UserError(f"device {device_id!r} still has a valid certificate (serial {which.serial:X}); "
-                                "whoever holds it would keep working", hint=f"revoke it first: gen pki revoke SPEC {device_id}")
+                                "whoever holds it would keep working",
+                                hint=f"revoke it first: gen pki revoke SPEC {device_id}")
             reopened = self._index.header.setdefault("bootstrap_reopened", [])
             if device_id not in reopened:
                 reopened.append(device_id)

@@ -213,7 +213,8 @@ class IssuingStore:
         """The issuing CA with its key, decrypted first if it is encrypted (asking for the passphrase `purpose`)."""
         if self._issuing_key is None:
             if self._passphrase is None:
-                raise UserError(f"gen must {purpose}, but the issuing CA key ({self.layout.rel(self.layout.issuing_key_encrypted)}) "
+                raise UserError(f"gen must {purpose}, but the issuing CA key "
+                                f"({self.layout.rel(self.layout.issuing_key_encrypted)}) "
                                 "is encrypted and the spec names no passphrase variable",
                                 hint="set pki.ca_passphrase_env in the spec to the variable that holds the passphrase")
             self._issuing_key = decrypt_ca_key(self.layout, self.layout.issuing_key_encrypted, self.issuing_ca_cert,
@@ -280,9 +281,9 @@ class IssuingStore:
             results = job.run(names, issuer=signer)
         issued: dict[str, Identity] = {}
         for name, serial, subject, not_before, not_after, key_sha256, key_pem, cert_pem in results:
-            self._index.entries.append(IndexEntry(serial=serial, subject=subject, role=role, id=name, not_after=not_after,
-                                            status="valid", key_type=key_type, key_sha256=key_sha256,
-                                            issued_at=not_before))
+            self._index.entries.append(IndexEntry(serial=serial, subject=subject, role=role, id=name,
+                                            not_after=not_after, status="valid", key_type=key_type,
+                                            key_sha256=key_sha256, issued_at=not_before))
             self._index.current[(role, name)] = len(self._index.entries) - 1
             issued[name] = Identity(name, role, cert_pem, key_pem, serial, not_after,
                                     self.layout.cert_path(role, name), self.layout.key_path(role, name))

@@ -57,7 +57,8 @@ class CertificateLifecycle(IssuingStore):
             positions = [position for position in matching if self._index.entries[position].status != "revoked"
                          and not self._index.entries[position].expired(now)]
             if not positions:
-                unknown = sum(1 for entry in self._index.entries if entry.key_sha256 is None and entry.role in LEAF_ROLES
+                unknown = sum(1 for entry in self._index.entries
+                              if entry.key_sha256 is None and entry.role in LEAF_ROLES
                               and entry.status != "revoked" and not entry.expired(now))
                 raise UserError("no unrevoked, unexpired certificate of this PKI certifies that key" + (
                     f" ({unknown} older certificates were recorded without their key: revoke those by identity)"

@@ -108,7 +108,8 @@ def _check_private(path: Path) -> None:
 
 def _public_pem(private_path: Path) -> bytes:
     private = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
-    return private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private.public_key().public_bytes(serialization.Encoding.PEM,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def key_digest(public_pem: bytes) -> bytes:

@@ -125,8 +125,9 @@ def import_ca(directory: Path, *, project: str, cert_pem: bytes, key_pem: bytes,
                               "imported": True}
         ca.update(write_ca_key(layout, key, "issuing", secret))
         write_ca_files(layout, project=project, root=root, issuing=profiles.CertificateAuthority(issuing_cert, key),
-                       chain=between, ca=ca, key_types=(profiles.key_type_of(root.public_key()),  # type: ignore[arg-type]
-                                                        profiles.key_type_of(key)), now=clock())
+                       chain=between, ca=ca,
+                       key_types=(profiles.key_type_of(root.public_key()),  # type: ignore[arg-type]
+                                  profiles.key_type_of(key)), now=clock())
     log.info(f"imported {issuing_cert.subject.rfc4514_string()} to issue from; devices will trust "
              f"{root.subject.rfc4514_string()}")
     return PkiStore.open(layout.root, project=project, passphrase=passphrase, create=False, clock=clock)

@@ -248,9 +248,10 @@ class ProvisioningService:
 
     def tick(self) -> None:
         """What the service does every second besides requests."""
-        for line in self.throttle.summaries(lambda key, count: f"provision id={one_line(str(key[0]))} "  # type: ignore[index]
-                                                               f"decision={key[1]} left out of the log: {count} more "  # type: ignore[index]
-                                                               f"in the last {LOG_WINDOW_S:g} s"):
+        for line in self.throttle.summaries(
+                lambda key, count: f"provision id={one_line(str(key[0]))} "  # type: ignore[index]
+                                   f"decision={key[1]} left out of the log: {count} more "  # type: ignore[index]
+                                   f"in the last {LOG_WINDOW_S:g} s"):
             self.on_log(line)
         with self._lock:
             republish, self.state.republish = self.state.republish, False

@@ -189,7 +189,8 @@ def boot(flash_file: SimulatedFlash) -> Boot:
     """Chooses the image to start as the bootloader does, updates otadata as it does, and writes the chosen image's
     executable next to the flash file. Raises BootError when no slot holds a bootable image."""
     flash = bytearray(flash_file.path.read_bytes())
-    partitions = parse_partition_table(bytes(flash[PARTITION_TABLE_OFFSET:PARTITION_TABLE_OFFSET + PARTITION_TABLE_MAX_LEN]))
+    partitions = parse_partition_table(
+        bytes(flash[PARTITION_TABLE_OFFSET:PARTITION_TABLE_OFFSET + PARTITION_TABLE_MAX_LEN]))
     slots = [p for p in partitions if p.type == TYPE_APP and SUBTYPE_OTA_0 <= p.subtype < SUBTYPE_OTA_0 + 16]
     slots.sort(key=lambda p: p.subtype)
     factory = next((p for p in partitions if p.type == TYPE_APP and p.subtype == SUBTYPE_FACTORY), None)

@@ -273,8 +273,8 @@ def _build_firmware(project: FirmwareProject, toolchain: Toolchain, library: Pat
         jobs.append([compiler, *firmware_compile_flags(project, language), "-c", str(src), "-o", str(obj)])
     runtime_jobs = []
     main_obj = work / "host_main.o"
-    runtime_jobs.append([toolchain.cxx, *firmware_compile_flags(project, "c++"), f"-I{HOST_RUNTIME_DIR / 'common'}", "-c",
-                         str(HOST_RUNTIME_DIR / MAIN_SOURCE[project.framework]), "-o", str(main_obj)])
+    runtime_jobs.append([toolchain.cxx, *firmware_compile_flags(project, "c++"), f"-I{HOST_RUNTIME_DIR / 'common'}",
+                         "-c", str(HOST_RUNTIME_DIR / MAIN_SOURCE[project.framework]), "-o", str(main_obj)])
     if project.embedded:
         asm = work / "embedded_files.S"
         asm.write_text(_embed_assembly(project))
@@ -362,8 +362,8 @@ def _run_parallel(jobs: list[list[str]], *, what: str, no_warnings: int = 0,
         log.warning(f"{line} (your code: shown, not fatal in the host build)")
 
 
-_MISSING_HEADER = re.compile(r"^(?P<where>[^\s:]+:\d+):\d+: fatal error: (?P<header>[^:\s]+): No such file or directory",
-                             re.MULTILINE)
+_MISSING_HEADER = re.compile(r"^(?P<where>[^\s:]+:\d+):\d+: fatal error: (?P<header>[^:\s]+): "
+                             r"No such file or directory", re.MULTILINE)
 
 
 def registry_library_error(stderr: str, project: FirmwareProject) -> UserError | None:

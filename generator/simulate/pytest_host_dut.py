@@ -2,7 +2,7 @@
 the firmware compiled for Linux (`generator.simulate.host_build`) and talking to the generated broker over TLS.
 
     cd OUT/devices/<id>/firmware
-    pytest -p generator.simulate.pytest_host_dut test/                 # compiles, starts OUT/broker on a free port, runs
+    pytest -p generator.simulate.pytest_host_dut test/                # compiles, starts OUT/broker on a free port, runs
     pytest -p generator.simulate.pytest_host_dut test/ --host-broker 127.0.0.1:8883   # a broker that is already running
 
 The `dut` is pytest-embedded's own `Dut` class (same `expect`, `expect_exact`, `write`, same errors), reading the

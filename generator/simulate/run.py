@@ -107,7 +107,8 @@ def compile_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], *, cac
     groups: dict[tuple[str, str], list[str]] = {}
     for device_id in device_ids:
         framework = spec.device(device_id).framework
-        groups.setdefault((framework, firmware_fingerprint(Path(out_dir) / firmware_dir(device_id))), []).append(device_id)
+        groups.setdefault((framework, firmware_fingerprint(Path(out_dir) / firmware_dir(device_id))),
+                          []).append(device_id)
     binaries: dict[str, Path] = {}
     for (framework, _), members in groups.items():
         begun = time.monotonic()

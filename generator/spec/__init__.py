@@ -26,9 +26,10 @@ from generator.spec.schema_check import schema_problems
 from generator.spec.source import SpecSource, problems_to_error, read_spec_source
 
 __all__ = [
-    "ADMIN_IDENTITY", "AUTH_MODES", "BACKEND_IDENTITY", "Client", "DOCTOR_IDENTITY", "KEY_ORIGINS", "KEY_TYPES", "OTA_IDENTITY",
-    "PROVISIONER_IDENTITY", "SECRETS_MODES", "SERVER_IDENTITIES", "Broker", "Device", "DevicePki", "Ota", "PkiOptions",
-    "Publish", "Spec", "SpecSource", "Status", "Subscribe", "Wifi", "load_spec", "load_spec_source",
+    "ADMIN_IDENTITY", "AUTH_MODES", "BACKEND_IDENTITY", "Client", "DOCTOR_IDENTITY", "KEY_ORIGINS", "KEY_TYPES",
+    "OTA_IDENTITY", "PROVISIONER_IDENTITY", "SECRETS_MODES", "SERVER_IDENTITIES", "Broker", "Device", "DevicePki",
+    "Ota", "PkiOptions", "Publish", "Spec", "SpecSource", "Status", "Subscribe", "Wifi", "load_spec",
+    "load_spec_source",
 ]
 
 

@@ -156,7 +156,8 @@ def device_problems(device: Device) -> list[LimitProblem]:
             if len(topic.encode()) > NVS_TOPIC_CAPACITY:
                 problems.append(LimitProblem(
                     where, f"is {len(topic.encode())} bytes; with secrets: nvs the shared firmware (one image for "
-                    f"every device) holds topics of up to {NVS_TOPIC_CAPACITY} bytes", "shorten the topic, or use secrets: embed"))
+                    f"every device) holds topics of up to {NVS_TOPIC_CAPACITY} bytes",
+                    "shorten the topic, or use secrets: embed"))
     buffer = mqtt_buffer_size(device)
     if framework == "arduino" and buffer > PUBSUBCLIENT_MAX_BUFFER:
         problems.append(LimitProblem(

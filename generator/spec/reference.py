@@ -13,7 +13,8 @@ from typing import Any
 from generator.core.paths import PROJECT_ROOT
 from generator.spec.schema_check import load_schema
 
-START = "<!-- spec-reference:start (generated from schema/device.schema.json; python -m generator.spec.reference --update) -->"
+START = ("<!-- spec-reference:start (generated from schema/device.schema.json; "
+         "python -m generator.spec.reference --update) -->")
 END = "<!-- spec-reference:end -->"
 
 

@@ -19,7 +19,8 @@ from generator.spec.source import SpecProblem, SpecSource
 
 # libraries: a registry entry (owner/name, an optional @version) or a folder of the user's (./ or ../). What reaches
 # platformio.ini, idf_component.yml and CMake: no ';' or '#' (INI comments), quotes, backslashes or newlines.
-_REGISTRY_LIBRARY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9 _.+-]*(@[A-Za-z0-9 ^~<>=!*.,_+-]+)?$")
+_REGISTRY_LIBRARY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9 _.+-]*"
+                               r"(@[A-Za-z0-9 ^~<>=!*.,_+-]+)?$")
 _LOCAL_LIBRARY = re.compile(r"^\.\.?/[A-Za-z0-9._/+@-]+$")
 # build_flags: one flag each, starting with '-', nothing a build file would read as a separator, quote or comment.
 _BUILD_FLAG = re.compile(r"^-[A-Za-z0-9_=.,:/+@%-]+$")
@@ -67,7 +68,8 @@ class _Resolver(DeviceRules):
                                  "this one is run by someone else", f"remove `{key}`, or `external: true`")
         provision_port = raw.get("provision_port", schema_default("broker", "provision_port"))
         if provision_port in (port, plaintext_port):
-            self.problem(("broker", "provision_port"), f"is the same as the {'TLS' if provision_port == port else 'plaintext'} "
+            self.problem(("broker", "provision_port"),
+                         f"is the same as the {'TLS' if provision_port == port else 'plaintext'} "
                          f"port {provision_port}", "choose another port for the bootstrap listener")
         engine = raw.get("engine", schema_default("broker", "engine"))
         nodes: list[str] = []
@@ -291,7 +293,8 @@ class _Resolver(DeviceRules):
             for sub in device.subscribe:
                 for topic, owner in owners.matching(sub.filter):
                     if owner != device.id:
-                        self.problem(base, f"subscribes to {sub.filter!r}, which would read {owner!r}'s topic {topic!r}",
+                        self.problem(base, f"subscribes to {sub.filter!r}, which would read {owner!r}'s "
+                                           f"topic {topic!r}",
                                      "narrow the filter with {id}; each device may read only its own topics")
                         break
 

@@ -87,8 +87,10 @@ def _problems_of(error: jsonschema.ValidationError, source: SpecSource) -> list[
     if kind == "type":
         wanted = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
         names = " or ".join(_TYPE_NAMES.get(w, str(w)) for w in wanted if w != "null")
-        hint = "quote it (\"...\") so YAML reads it as text" if "string" in wanted and isinstance(error.instance, (int, float, bool)) else None
-        return [SpecProblem(path, f"must be {names}, not {_type_of(error.instance)} ({_shown(error.instance, source)})", hint)]
+        hint = ("quote it (\"...\") so YAML reads it as text"
+                if "string" in wanted and isinstance(error.instance, (int, float, bool)) else None)
+        return [SpecProblem(path, f"must be {names}, not {_type_of(error.instance)} "
+                                  f"({_shown(error.instance, source)})", hint)]
     if kind == "enum":
         allowed = [str(v) for v in error.validator_value]
         guess = difflib.get_close_matches(str(error.instance), allowed, n=1, cutoff=0.5)
@@ -103,7 +105,8 @@ def _problems_of(error: jsonschema.ValidationError, source: SpecSource) -> list[
         return [SpecProblem(path, "must not be empty")]
     if kind in ("minItems", "maxItems"):
         bound = "at least" if kind == "minItems" else "at most"
-        return [SpecProblem(path, f"must have {bound} {error.validator_value} entr{'y' if error.validator_value == 1 else 'ies'}")]
+        return [SpecProblem(path, f"must have {bound} {error.validator_value} "
+                                  f"entr{'y' if error.validator_value == 1 else 'ies'}")]
     return [SpecProblem(path, error.message)]
 
 

@@ -259,7 +259,8 @@ class _Reader:
             result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    self.problems.append(SpecProblem(path, "YAML merge keys (<<) are not supported", "write the keys out"))
+                    self.problems.append(SpecProblem(path, "YAML merge keys (<<) are not supported",
+                                                     "write the keys out"))
                     continue
                 key = self._scalar(key_node, path)
                 if not isinstance(key, str):

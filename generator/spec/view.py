@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Any
 
 import yaml
@@ -86,19 +88,68 @@ def mask_secrets(value: Any, secret_values: set[str], *, field: str = "") -> Any
 
 
 def render_resolved_spec(spec: Spec, secret_values: set[str]) -> str:
-    view = mask_secrets(resolved_view(spec), secret_values)
-    # libyaml's emitter writes what PyYAML's own writes for printable ASCII (not always beyond it, e.g. an emoji
-    # SSID), many times faster: a large fleet is printed by it.
-    fast = getattr(yaml, "CSafeDumper", None)
-    dumper = fast if fast is not None and _printable_ascii(view) else yaml.SafeDumper
-    return yaml.dump(view, Dumper=dumper, sort_keys=False, allow_unicode=True, width=120)
+    """The resolved spec as YAML: the text PyYAML's safe_dump writes (block style, keys in order, width 120), made
+    without building a node per value, so that a 10,000-device fleet prints in a blink."""
+    lines: list[str] = []
+    _block(mask_secrets(resolved_view(spec), secret_values), "", lines)
+    return "".join(lines)
 
 
-def _printable_ascii(value: Any) -> bool:
+# A string made only of these, and read back as a string, is written plain by PyYAML too (no space, so never wrapped
+# at the width; no indicator first). Anything else is PyYAML's own scalar.
+_PLAIN = re.compile(r"[A-Za-z0-9_/][A-Za-z0-9_./-]*\Z")
+_STR_TAG = "tag:yaml.org,2002:str"
+_RESOLVER = yaml.resolver.Resolver()
+
+
+@functools.lru_cache(maxsize=4096)
+def _string(value: str) -> str:
+    if _PLAIN.match(value) and _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == _STR_TAG:
+        return value
+    text = yaml.safe_dump(value, allow_unicode=True, width=120)
+    if text.endswith("\n...\n"):
+        text = text[:-5]
+    if "\n" in text.rstrip("\n"):     # folded over lines: one line, escaped, whatever the indentation around it
+        text = yaml.safe_dump(value, allow_unicode=True, default_style='"', width=float("inf"))
+    return text.rstrip("\n")
+
+
+def _scalar(value: Any) -> str:
     if isinstance(value, str):
-        return value.isascii() and value.isprintable()
+        return _string(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    raise TypeError(f"the resolved spec holds a {type(value).__name__}: {value!r}")
+
+
+def _block(value: Any, indent: str, lines: list[str]) -> None:
+    """`value` (a mapping or a list) in block style, each line starting with `indent`."""
     if isinstance(value, dict):
-        return all(_printable_ascii(key) and _printable_ascii(item) for key, item in value.items())
+        for key, item in value.items():
+            if isinstance(item, (dict, list)) and item:
+                lines.append(f"{indent}{_string(key)}:\n")
+                _block(item, indent if isinstance(item, list) else indent + "  ", lines)
+            else:
+                lines.append(f"{indent}{_string(key)}: {_flow_or_scalar(item)}\n")
+        return
+    for item in value:
+        if isinstance(item, (dict, list)) and item:
+            nested: list[str] = []
+            _block(item, indent + "  ", nested)
+            first = nested[0][len(indent) + 2:]
+            lines.append(f"{indent}- {first}")
+            lines.extend(nested[1:])
+        else:
+            lines.append(f"{indent}- {_flow_or_scalar(item)}\n")
+
+
+def _flow_or_scalar(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{}"
     if isinstance(value, list):
-        return all(_printable_ascii(item) for item in value)
-    return True
+        return "[]"
+    return _scalar(value)

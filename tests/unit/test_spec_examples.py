@@ -78,3 +78,17 @@ def test_the_resolved_spec_prints_the_same_with_libyamls_emitter_or_pyyamls(tmp_
     spec = load_spec(tmp_path / "device.yaml")
     pure = yaml.safe_dump(mask_secrets(resolved_view(spec), set()), sort_keys=False, allow_unicode=True, width=120)
     assert render_resolved_spec(spec, set()) == pure
+
+
+@pytest.mark.parametrize("ssid", ["yes", "1.5", "2020-01-01", "#x", "- x", "*star", "a: b", " lead", "null", "multi\nline",
+                                   "{id}", "x" * 40 + " y" * 60])
+def test_the_resolved_spec_reads_back_as_the_values_it_shows_whatever_they_look_like(tmp_path, ssid):
+    import yaml
+
+    from generator.spec.view import mask_secrets, render_resolved_spec, resolved_view
+
+    spec_text = {"project": "view", "wifi": {"ssid": ssid[:32], "password": "abcdefgh"}, "broker": {"host": "mqtt.example.com"},
+                 "devices": [{"id": "d1"}], "vars": {"room": ssid}}
+    (tmp_path / "device.yaml").write_text(json.dumps(spec_text))
+    spec = load_spec(tmp_path / "device.yaml")
+    assert yaml.safe_load(render_resolved_spec(spec, set())) == mask_secrets(resolved_view(spec), set())

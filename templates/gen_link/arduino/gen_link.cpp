@@ -30,6 +30,7 @@
 #if GEN_LINK_VAR_COUNT > 0
 #include "gen_vars.h"
 #endif
+#include "retry_timing.h"
 #include "topic_filter.h"
 #if GEN_LINK_LOG
 #include "log_publish.h"
@@ -234,32 +235,6 @@ bool load_settings() {
 
 // ---- Retry timing -----------------------------------------------------------------------------------------
 
-// Capped exponential backoff with jitter: 1 s, 2 s, 4 s ... up to the cap, each drawn from [d/2, d] so a
-// fleet that lost the broker together does not come back in lockstep.
-struct Backoff {
-    uint32_t first_ms;
-    uint32_t cap_ms;
-    uint32_t failures;
-
-    uint32_t next_delay_ms() {
-        uint32_t delay_ms = first_ms;
-        for (uint32_t i = 0; i < failures && delay_ms < cap_ms; ++i) {
-            delay_ms *= 2;
-        }
-        if (delay_ms > cap_ms) {
-            delay_ms = cap_ms;
-        }
-        ++failures;
-        return delay_ms / 2 + esp_random() % (delay_ms / 2 + 1);
-    }
-
-    void reset() { failures = 0; }
-};
-
-bool due(uint32_t now, uint32_t at) {
-    return static_cast<int32_t>(now - at) >= 0;  // wraps correctly after 49 days of millis()
-}
-
 // ---- WiFi -------------------------------------------------------------------------------------------------
 
 const char* wifi_reason_text(unsigned reason) {
@@ -280,7 +255,7 @@ const char* wifi_reason_text(unsigned reason) {
 }
 
 volatile bool wifi_has_ip = false;
-Backoff wifi_backoff = {WIFI_RETRY_FIRST_MS, WIFI_RETRY_CAP_MS, 0};
+backoff_t wifi_backoff = {WIFI_RETRY_FIRST_MS, WIFI_RETRY_CAP_MS, 0};
 uint32_t wifi_next_retry_ms = 0;
 
 void on_wifi_event(arduino_event_id_t event, arduino_event_info_t info) {
@@ -315,19 +290,19 @@ void start_wifi() {
     WiFi.setAutoReconnect(true);
     Serial.printf("[wifi] joining \"%s\"\n", settings.wifi_ssid);
     WiFi.begin(settings.wifi_ssid, settings.wifi_password);
-    wifi_next_retry_ms = millis() + wifi_backoff.next_delay_ms() + WIFI_ASSOCIATE_TIMEOUT_MS;
+    wifi_next_retry_ms = millis() + backoff_next_delay_ms(&wifi_backoff, esp_random()) + WIFI_ASSOCIATE_TIMEOUT_MS;
 }
 
 // The core reconnects on its own; this restarts the attempt when it stays down (AP rebooted, DHCP lost).
 void maintain_wifi(uint32_t now) {
     if (WiFi.status() == WL_CONNECTED) {
-        wifi_backoff.reset();
+        backoff_reset(&wifi_backoff);
         return;
     }
-    if (!due(now, wifi_next_retry_ms)) {
+    if (!retry_due(now, wifi_next_retry_ms)) {
         return;
     }
-    const uint32_t delay_ms = wifi_backoff.next_delay_ms();
+    const uint32_t delay_ms = backoff_next_delay_ms(&wifi_backoff, esp_random());
     Serial.printf("[wifi] still not connected; retrying (next check in %lu ms)\n",
                   static_cast<unsigned long>(delay_ms + WIFI_ASSOCIATE_TIMEOUT_MS));
     WiFi.reconnect();
@@ -378,7 +353,7 @@ void maintain_clock(uint32_t now) {
 
 DateCheckingWiFiClientSecure tls;   // WiFiClientSecure, plus the certificate dates (date_checking_client.h)
 PubSubClient mqtt(tls);
-Backoff mqtt_backoff = {MQTT_RETRY_FIRST_MS, MQTT_RETRY_CAP_MS, 0};
+backoff_t mqtt_backoff = {MQTT_RETRY_FIRST_MS, MQTT_RETRY_CAP_MS, 0};
 uint32_t mqtt_next_attempt_ms = 0;
 bool mqtt_was_connected = false;
 size_t broker_index = 0;   // the MQTT_HOSTS entry dialled: the next one after a lost connection or a failed connect
@@ -604,10 +579,10 @@ void maintain_mqtt(uint32_t now) {
         mqtt_was_connected = false;
         Serial.printf("[mqtt] connection lost: state %d %s\n", mqtt.state(), mqtt_state_text(mqtt.state()));
         next_broker();
-        mqtt_next_attempt_ms = now + mqtt_backoff.next_delay_ms();
+        mqtt_next_attempt_ms = now + backoff_next_delay_ms(&mqtt_backoff, esp_random());
         return;
     }
-    if (!wifi_has_ip || clock_state != ClockState::Done || !due(now, mqtt_next_attempt_ms)) {
+    if (!wifi_has_ip || clock_state != ClockState::Done || !retry_due(now, mqtt_next_attempt_ms)) {
         return;
     }
 #if GEN_LINK_OWN_KEY
@@ -625,7 +600,7 @@ void maintain_mqtt(uint32_t now) {
     if (!connected) {
         provisioning_connect_failed(log_connect_failure(credential->port), millis());
         next_broker();
-        const uint32_t delay_ms = mqtt_backoff.next_delay_ms();
+        const uint32_t delay_ms = backoff_next_delay_ms(&mqtt_backoff, esp_random());
         Serial.printf("[mqtt] retrying in %lu ms\n", static_cast<unsigned long>(delay_ms));
         mqtt_next_attempt_ms = millis() + delay_ms;
         return;
@@ -636,7 +611,7 @@ void maintain_mqtt(uint32_t now) {
         Serial.printf("[mqtt] connected to %s:%u as %s\n", broker_host(), credential->port, settings.device_id);
     }
     mqtt_was_connected = true;
-    mqtt_backoff.reset();
+    backoff_reset(&mqtt_backoff);
     if (!bootstrap) {
         announce_and_subscribe();
     }
@@ -658,14 +633,14 @@ void maintain_mqtt(uint32_t now) {
     if (!connected) {
         log_connect_failure(MQTT_PORT);
         next_broker();
-        const uint32_t delay_ms = mqtt_backoff.next_delay_ms();
+        const uint32_t delay_ms = backoff_next_delay_ms(&mqtt_backoff, esp_random());
         Serial.printf("[mqtt] retrying in %lu ms\n", static_cast<unsigned long>(delay_ms));
         mqtt_next_attempt_ms = millis() + delay_ms;
         return;
     }
     Serial.printf("[mqtt] connected to %s:%u as %s\n", broker_host(), MQTT_PORT, settings.device_id);
     mqtt_was_connected = true;
-    mqtt_backoff.reset();
+    backoff_reset(&mqtt_backoff);
     announce_and_subscribe();
 #endif
 }
@@ -721,7 +696,7 @@ char outbound_payload[OUTBOUND_PAYLOAD_CAPACITY + 1];
 
 void run_schedules(uint32_t now) {
     for (Schedule& schedule : schedules) {
-        if (!mqtt_online() || !due(now, schedule.next_ms)) {
+        if (!mqtt_online() || !retry_due(now, schedule.next_ms)) {
             continue;
         }
         schedule.next_ms = now + schedule.interval_ms;

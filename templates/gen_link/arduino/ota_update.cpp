@@ -29,6 +29,7 @@
 #include "gen_ota_config.h"
 #include "ota_update.h"
 #include "ota_version_record.h"
+#include "retry_timing.h"
 #if GEN_LINK_LOG
 #include "log_serial.h"
 #define Serial log_serial   // its lines reach the log over MQTT too (log_serial.h)
@@ -160,10 +161,6 @@ const char* signature_problem(const uint8_t image_digest[32]) {
 
 // ---- The download ---------------------------------------------------------------------------------------
 
-bool due(uint32_t now, uint32_t at) {
-    return static_cast<int32_t>(now - at) >= 0;
-}
-
 // Up to `capacity` bytes from the server, keeping the MQTT session alive while waiting: >0 bytes, 0 when the
 // connection closed or stalled for OTA_STALL_TIMEOUT_MS.
 size_t receive(WiFiClientSecure& client, uint8_t* buffer, size_t capacity) {
@@ -176,7 +173,7 @@ size_t receive(WiFiClientSecure& client, uint8_t* buffer, size_t capacity) {
             if (n > 0) {
                 return static_cast<size_t>(n);
             }
-        } else if (!client.connected() || due(millis(), deadline)) {
+        } else if (!client.connected() || retry_due(millis(), deadline)) {
             return 0;
         }
         mqtt->loop();

@@ -31,6 +31,7 @@
 #include "esp_err.h"
 #include "nvs.h"
 #include "nvs_flash.h"
+#include "retry_timing.h"
 
 #define SLOTS 2
 #define REQUEST_ID_DIGITS PROVISION_REQUEST_ID_DIGITS
@@ -81,11 +82,6 @@ static struct {
     char username[64];
     char topics[4][PROVISION_TOPIC_CAPACITY];        // bootstrap request, response; operational request, response
 } state;
-
-static bool due(uint32_t now, uint32_t at)
-{
-    return (int32_t)(now - at) >= 0;  // wraps correctly
-}
 
 static void log_line(const char *format, ...) __attribute__((format(printf, 1, 2)));
 static void log_line(const char *format, ...)
@@ -487,7 +483,8 @@ void provisioning_connected(uint32_t now_ms)
 {
     if (state.trial) {
         commit_trial();
-    } else if (state.active < 0 && state.pending < 0 && (!state.rotation_held || due(now_ms, state.rotation_after_ms))) {
+    } else if (state.active < 0 && state.pending < 0
+               && (!state.rotation_held || retry_due(now_ms, state.rotation_after_ms))) {
         start_rotation("first-boot");
     }
     if (state.pending >= 0 || state.unconfirmed) {
@@ -662,13 +659,13 @@ size_t provisioning_poll(uint32_t now_ms, time_t utc, char *out, size_t capacity
     const int active = state.active;
     if (active >= 0 && state.pending < 0 && !state.unconfirmed && !state.trial && utc > 0 &&
         state.renew_at[active] > 0 && (int64_t)utc >= state.renew_at[active] &&
-        (!state.rotation_held || due(now_ms, state.rotation_after_ms))) {
+        (!state.rotation_held || retry_due(now_ms, state.rotation_after_ms))) {
         char renew_at[UTC_TEXT_SIZE];
         log_line("certificate %s is due for renewal (renews from %s)", state.serial[active],
                  utc_text(state.renew_at[active], renew_at));
         start_rotation("expiry");
     }
-    if (!state.send_due && !due(now_ms, state.next_send_ms)) {
+    if (!state.send_due && !retry_due(now_ms, state.next_send_ms)) {
         return 0;
     }
     size_t length = 0;

@@ -44,6 +44,7 @@
 #if GEN_LINK_VAR_COUNT > 0
 #include "gen_vars.h"
 #endif
+#include "retry_timing.h"
 #include "topic_filter.h"
 #if GEN_LINK_LOG
 #include "log_publish.h"
@@ -264,32 +265,6 @@ static uint32_t now_ms(void)
     return (uint32_t)(esp_timer_get_time() / 1000);
 }
 
-static bool due(uint32_t now, uint32_t at)
-{
-    return (int32_t)(now - at) >= 0;  // wraps correctly
-}
-
-// Capped exponential backoff with jitter: 1 s, 2 s, 4 s ... up to the cap, each drawn from [d/2, d] so a
-// fleet that lost the broker together does not come back in lockstep.
-typedef struct {
-    uint32_t first_ms;
-    uint32_t cap_ms;
-    uint32_t failures;
-} backoff_t;
-
-static uint32_t backoff_next_delay_ms(backoff_t *backoff)
-{
-    uint32_t delay_ms = backoff->first_ms;
-    for (uint32_t i = 0; i < backoff->failures && delay_ms < backoff->cap_ms; ++i) {
-        delay_ms *= 2;
-    }
-    if (delay_ms > backoff->cap_ms) {
-        delay_ms = backoff->cap_ms;
-    }
-    ++backoff->failures;
-    return delay_ms / 2 + esp_random() % (delay_ms / 2 + 1);
-}
-
 // ---- WiFi -------------------------------------------------------------------------------------------------
 
 static const char *wifi_reason_text(unsigned reason)
@@ -367,16 +342,16 @@ static void maintain_wifi(uint32_t now)
 {
     const EventBits_t bits = xEventGroupGetBits(link_events);
     if (bits & WIFI_HAS_IP_BIT) {
-        wifi_backoff.failures = 0;
+        backoff_reset(&wifi_backoff);
     }
     if (bits & WIFI_DOWN_BIT) {
         xEventGroupClearBits(link_events, WIFI_DOWN_BIT);
-        const uint32_t delay_ms = backoff_next_delay_ms(&wifi_backoff);
+        const uint32_t delay_ms = backoff_next_delay_ms(&wifi_backoff, esp_random());
         ESP_LOGI(TAG, "[wifi] retrying in %" PRIu32 " ms", delay_ms);
         wifi_retry_pending = true;
         wifi_next_retry_ms = now + delay_ms;
     }
-    if (wifi_retry_pending && due(now, wifi_next_retry_ms)) {
+    if (wifi_retry_pending && retry_due(now, wifi_next_retry_ms)) {
         wifi_retry_pending = false;
         esp_err_t err = esp_wifi_connect();
         if (err != ESP_OK) {
@@ -927,17 +902,17 @@ static void maintain_mqtt(uint32_t now)
     }
 #endif
     if (bits & MQTT_CONNECTED_BIT) {
-        mqtt_backoff.failures = 0;
+        backoff_reset(&mqtt_backoff);
     }
     if (bits & MQTT_DOWN_BIT) {
         xEventGroupClearBits(link_events, MQTT_DOWN_BIT);
         broker_index = (broker_index + 1) % MQTT_HOST_COUNT;
-        const uint32_t delay_ms = backoff_next_delay_ms(&mqtt_backoff);
+        const uint32_t delay_ms = backoff_next_delay_ms(&mqtt_backoff, esp_random());
         ESP_LOGI(TAG, "[mqtt] retrying in %" PRIu32 " ms", delay_ms);
         mqtt_retry_pending = true;
         mqtt_next_attempt_ms = now + delay_ms;
     }
-    if (mqtt_retry_pending && (bits & WIFI_HAS_IP_BIT) && due(now, mqtt_next_attempt_ms)) {
+    if (mqtt_retry_pending && (bits & WIFI_HAS_IP_BIT) && retry_due(now, mqtt_next_attempt_ms)) {
 #if GEN_LINK_OWN_KEY
         if (!same_credential(mqtt_credential, provisioning_credential())) {
             restart_mqtt();  // a given-up trial: dial with the credential provisioning.c says now
@@ -1025,7 +1000,7 @@ static void run_schedules(uint32_t now)
     }
     for (size_t i = 0; i < sizeof schedules / sizeof schedules[0]; ++i) {
         schedule_t *schedule = &schedules[i];
-        if (!due(now, schedule->next_ms)) {
+        if (!retry_due(now, schedule->next_ms)) {
             continue;
         }
         schedule->next_ms = now + schedule->interval_ms;
