@@ -29,7 +29,6 @@ SECURE_BOOT_CHIPS = ("esp32", "esp32s2", "esp32c3", "esp32s3", "esp32c6", "esp32
 # encryption keys are derived from an HMAC key in eFuse (CONFIG_NVS_SEC_KEY_PROTECT_USING_HMAC), which needs no
 # nvs_keys partition and no flash encryption; the plain ESP32 keeps them in nvs_keys, under flash encryption.
 HMAC_CHIPS = ("esp32s2", "esp32s3", "esp32c3", "esp32c5", "esp32c6", "esp32h2", "esp32h21", "esp32p4")
-NVS_KEY_PROTECTIONS = ("hmac", "flash_encryption")
 # The chips with Secure Download Mode (SOC_SUPPORTS_SECURE_DL_MODE at v5.5.3; kconfig_audit.SOC_FACTS).
 SECURE_DOWNLOAD_CHIPS = ("esp32c2", "esp32c3", "esp32c5", "esp32c6", "esp32c61", "esp32h2", "esp32p4", "esp32s2",
                          "esp32s3")
