@@ -78,17 +78,21 @@ class SimProject:
 _projects: dict[tuple[str, Path], SimProject] = {}
 
 
-def simulated_project(name: str, tmp_path_factory, *, secrets: str | None = None) -> SimProject:
+def simulated_project(name: str, tmp_path_factory, *, secrets: str | None = None,
+                      target: str | None = None) -> SimProject:
     """projects/examples/<name>, generated once per session, whichever test module asks first. `secrets` turns
-    an example into its variant with secrets embedded or in NVS."""
+    an example into its variant with secrets embedded or in NVS, `target` into its variant for another target."""
     root = tmp_path_factory.getbasetemp() / "simulate"
-    key = (f"{name}+{secrets}" if secrets else name, root)
+    key = (name + (f"+{secrets}" if secrets else "") + (f"+{target}" if target else ""), root)
     if key not in _projects:
         directory = root / key[0]
         shutil.copytree(EXAMPLES_DIR / name, directory, ignore=shutil.ignore_patterns("pki", "build"))
         if secrets:
             text = (directory / "device.yaml").read_text()
             (directory / "device.yaml").write_text(re.sub(r"(?m)^secrets: \w+$", f"secrets: {secrets}", text))
+        if target:
+            text = (directory / "device.yaml").read_text()
+            (directory / "device.yaml").write_text(re.sub(r"(?m)^target: [\w-]+$", f"target: {target}", text))
         spec = load_spec(directory / "device.yaml")
         out = directory / "build"
         generate(spec, out)

@@ -32,7 +32,7 @@ from generator.firmware_build.flashing import (
 )
 from generator.firmware_build.plan import BuildPlan, Image, plan_build
 from generator.firmware_build.run import check_jobs, run_build
-from generator.firmware_build.secure_flash import BURN_FLAG, RELEASE_FLAG
+from generator.firmware_build.secure_flash import BURN_FLAG, DOWNLOAD_FLAG, RELEASE_FLAG
 from generator.core.external_tools import require_esptool, require_platformio
 from generator.cli.secure_flashing import flash_protected
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_console, plural
@@ -166,6 +166,9 @@ def flash(
                                      "eFuses (irreversible)."),
     release_irreversible: bool = typer.Option(False, RELEASE_FLAG, help="With security.flash_encryption: release: "
                                               "allow release mode (permanent: USB can never write plaintext again)."),
+    disable_download_mode: bool = typer.Option(False, DOWNLOAD_FLAG, help="With security.rom_download_mode: "
+                                               "disabled or secure: allow turning the UART ROM download mode off "
+                                               "(permanent: no image over USB again)."),
 ) -> None:
     """Write a built device's images (and its nvs.bin) to the board on the serial port. An image built without the
     PKI (CI) gets the device's nvs.bin made here, where the PKI lives. With `security:` gen protects the device
@@ -187,7 +190,8 @@ def flash(
     if chosen_device.security is not None and chosen_device.framework == "espidf":
         if method != "esptool":
             raise UserError(f"{device} has security:, which only --method esptool flashes")
-        flags = {flag for flag, given in ((BURN_FLAG, burn_efuses), (RELEASE_FLAG, release_irreversible)) if given}
+        flags = {flag for flag, given in ((BURN_FLAG, burn_efuses), (RELEASE_FLAG, release_irreversible),
+                                          (DOWNLOAD_FLAG, disable_download_mode)) if given}
         flash_protected(loaded, chosen_device, built, port=port, dry_run=dry_run, flags=flags)
         return
     if dry_run:

@@ -31,7 +31,7 @@ def run(
     else:
         build(spec, device=[device], jobs=1, out=out, without_pki=False, credentials=None)
     flash(spec, device=device, port=chosen, method="esptool", out=out, artifacts=None, dry_run=False,
-          burn_efuses=False, release_irreversible=False)
+          burn_efuses=False, release_irreversible=False, disable_download_mode=False)
     monitor(spec, device=device, port=chosen, out=out)
 
 

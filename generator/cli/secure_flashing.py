@@ -18,7 +18,12 @@ from generator.firmware_build.secure_flash import SecureFlashPlan, pending_steps
 from generator.core.external_tools import require_espsecure, require_esptool
 from generator.cli.terminal import console
 from generator.core.errors import ToolError
-from generator.firmware.security import ensure_flash_encryption_key, flash_encryption_key_path, nvs_keys_path
+from generator.firmware.security import (
+    ensure_flash_encryption_key,
+    flash_encryption_key_path,
+    nvs_hmac_key_path,
+    nvs_keys_path,
+)
 from generator.pki.ota_signing import signing_key
 from generator.pki.layout import PkiLayout
 from generator.spec import Device, Spec
@@ -38,7 +43,9 @@ def device_plan(spec: Spec, device: Device, built: BuiltDevice, *, make_keys: bo
     images = tuple((image.offset, (built.artifacts_dir / image.file).resolve()) for image in layout.images)
     return secure_flash_plan(device, images=images, flash_key=flash_key, signing_key=key.private,
                              signing_public=key.public,
-                             nvs_keys=nvs_keys_path(pki.private, device.id) if security.nvs_encryption else None,
+                             nvs_keys=nvs_keys_path(pki.private, device.id) if security.nvs_keys_partition else None,
+                             nvs_hmac_key=nvs_hmac_key_path(pki.private, device.id)
+                             if security.nvs_keys_from_hmac else None,
                              signed_dir=built.artifacts_dir.resolve(),
                              bootloader_offset=bootloader_offset(device.chip),
                              flash_args=tuple(layout.settings.esptool_args()))

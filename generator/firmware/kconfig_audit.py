@@ -35,6 +35,9 @@ class KconfigOption:
 _BOOTLOADER = "components/bootloader/Kconfig.projbuild"
 _ROLLBACK = "components/bootloader/Kconfig.app_rollback"
 _PARTITIONS = "components/partition_table/Kconfig.projbuild"
+# choice SECURE_UART_ROM_DL_MODE (Kconfig.projbuild:1149-1154)
+_ROM_DL_MODE_DEPENDS = ("SECURE_BOOT_V2_ENABLED || SECURE_FLASH_ENC_ENABLED",
+                        "!(IDF_TARGET_ESP32 && ESP32_REV_MIN_FULL < 300)")
 
 KCONFIG_OPTIONS: dict[str, KconfigOption] = {option.name: option for option in (
     # Every project (templates/espidf/sdkconfig.defaults.j2)
@@ -74,6 +77,19 @@ KCONFIG_OPTIONS: dict[str, KconfigOption] = {option.name: option for option in (
                   depends=("SECURE_FLASH_ENC_ENABLED || SOC_HMAC_SUPPORTED",)),
     KconfigOption("NVS_SEC_KEY_PROTECT_USING_FLASH_ENC", "components/nvs_sec_provider/Kconfig:14",
                   choice="NVS_SEC_KEY_PROTECTION_SCHEME", depends=("NVS_ENCRYPTION", "SECURE_FLASH_ENC_ENABLED")),
+    # The HMAC scheme: the XTS keys are HMAC-SHA256 of fixed seeds with the eFuse key NVS_SEC_HMAC_EFUSE_KEY_ID
+    # (nvs_sec_provider.c:113-136); its default -1 is an #error when the scheme is chosen (nvs_sec_provider.c:109).
+    KconfigOption("NVS_SEC_KEY_PROTECT_USING_HMAC", "components/nvs_sec_provider/Kconfig:22",
+                  choice="NVS_SEC_KEY_PROTECTION_SCHEME", depends=("NVS_ENCRYPTION", "SOC_HMAC_SUPPORTED")),
+    KconfigOption("NVS_SEC_HMAC_EFUSE_KEY_ID", "components/nvs_sec_provider/Kconfig:32",
+                  depends=("NVS_SEC_KEY_PROTECT_USING_HMAC",)),
+    # security.rom_download_mode: the UART ROM download mode choice (the app burns its eFuse on startup)
+    KconfigOption("SECURE_DISABLE_ROM_DL_MODE", f"{_BOOTLOADER}:1156", choice="SECURE_UART_ROM_DL_MODE",
+                  depends=_ROM_DL_MODE_DEPENDS),
+    KconfigOption("SECURE_ENABLE_SECURE_ROM_DL_MODE", f"{_BOOTLOADER}:1171", choice="SECURE_UART_ROM_DL_MODE",
+                  depends=(*_ROM_DL_MODE_DEPENDS, "SOC_SUPPORTS_SECURE_DL_MODE")),
+    KconfigOption("SECURE_INSECURE_ALLOW_DL_MODE", f"{_BOOTLOADER}:1198", choice="SECURE_UART_ROM_DL_MODE",
+                  depends=_ROM_DL_MODE_DEPENDS),
     KconfigOption("BOOTLOADER_APP_ANTI_ROLLBACK", f"{_ROLLBACK}:15", depends=("BOOTLOADER_APP_ROLLBACK_ENABLE",)),
     KconfigOption("BOOTLOADER_APP_SECURE_VERSION", f"{_ROLLBACK}:22", depends=("BOOTLOADER_APP_ANTI_ROLLBACK",)),
 )}
@@ -93,8 +109,10 @@ SOC_FACTS: dict[str, dict[str, str]] = {
     "esp32": {"SOC_SECURE_BOOT_SUPPORTED": "components/soc/esp32/include/soc/Kconfig.soc_caps.in:130"},
     "esp32c3": {"SOC_SECURE_BOOT_SUPPORTED": "components/soc/esp32c3/include/soc/Kconfig.soc_caps.in:146",
                 "SOC_HMAC_SUPPORTED": "components/soc/esp32c3/include/soc/Kconfig.soc_caps.in:134",
+                "SOC_SUPPORTS_SECURE_DL_MODE": "components/soc/esp32c3/include/soc/Kconfig.soc_caps.in:66",
                 "SOC_SECURE_BOOT_V2_RSA": "components/soc/esp32c3/include/soc/Kconfig.soc_caps.in:950"},
     "esp32s3": {"SOC_SECURE_BOOT_SUPPORTED": "components/soc/esp32s3/include/soc/Kconfig.soc_caps.in:202",
                 "SOC_HMAC_SUPPORTED": "components/soc/esp32s3/include/soc/Kconfig.soc_caps.in:190",
+                "SOC_SUPPORTS_SECURE_DL_MODE": "components/soc/esp32s3/include/soc/Kconfig.soc_caps.in:106",
                 "SOC_SECURE_BOOT_V2_RSA": "components/soc/esp32s3/include/soc/Kconfig.soc_caps.in:1346"},
 }

@@ -5,17 +5,28 @@ Every sdkconfig option written here is one of generator.firmware.kconfig_audit's
 
     pki/private/nvs-keys/<id>.bin          the device's NVS encryption keys: the 4 KB nvs_keys partition image
                                            (XTS-AES-256 data key, tweak key, CRC32), as nvs_partition_gen makes it
+                                           (nvs_key_protection: flash_encryption)
+    pki/private/nvs-keys/<id>.hmac-key.bin the device's 32-byte HMAC key, burned into eFuse BLOCK_KEY<n> with
+                                           purpose HMAC_UP by `gen flash`; the NVS encryption keys are derived from
+                                           it (nvs_key_protection: hmac, chips with the HMAC peripheral)
     pki/private/flash-encryption/<id>.bin  the device's flash encryption key (burned into its eFuse by `gen flash`)
 
-Both are made once, 0600 in 0700 folders, never replaced, never copied to build/, the manifest or a log.
+Each is made once, 0600 in 0700 folders, never replaced, never copied to build/, the manifest or a log.
 
 NVS encryption (components/nvs_flash, nvs_flash_secure_init): each 32-byte entry of a page is XTS-AES encrypted with
 the entry's address in the partition (little-endian, 16 bytes) as its tweak; the page header and the entry state
 bitmap stay plain. `decrypt_nvs_image` undoes it as the device does (tests, the host runtime's model, gen doctor).
+
+The HMAC scheme (esp-idf v5.5.3 components/nvs_sec_provider/nvs_sec_provider.c:113-136, compute_nvs_keys_with_hmac):
+the data key is HMAC-SHA256(eFuse key, eight little-endian uint32 EKEY_SEED), the tweak key HMAC-SHA256(eFuse key,
+eight TKEY_SEED) (include/private/nvs_sec_provider_private.h:7-8), computed by the chip's HMAC peripheral with the
+key in the eFuse block CONFIG_NVS_SEC_HMAC_EFUSE_KEY_ID; the keys are never stored.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import os
 import struct
@@ -51,6 +62,12 @@ OTADATA_OFFSET = 0x17000               # otadata (ota:) or phy_init, right after
 APP_OFFSET = 0x20000
 NVS_KEY_BYTES = 32                     # each of the XTS-AES-256 data key and tweak key
 FLASH_ENCRYPTION_KEY_BYTES = 32        # ESP32: the 256-bit flash_encryption key; S2/S3/C3: XTS-AES-128
+# The HMAC scheme's eFuse key: BLOCK_KEY2 (CONFIG_NVS_SEC_HMAC_EFUSE_KEY_ID, 0-5 for BLOCK_KEY0-5); gen's flash
+# encryption key takes BLOCK_KEY0 and the Secure Boot V2 digest BLOCK_KEY1 (firmware_build.secure_flash).
+NVS_HMAC_KEY_ID = 2
+NVS_HMAC_KEY_BYTES = 32
+_EKEY_SEED = struct.pack("<8I", *[0xAEBE5A5A] * 8)
+_TKEY_SEED = struct.pack("<8I", *[0xCEDEA5A5] * 8)
 _FIRST_ENTRY = 64                      # a page's header (32) and state bitmap (32) stay plain
 _ENTRY = 32
 
@@ -74,6 +91,7 @@ class SecurityFacts:
     flash_encryption: str
     secure_boot: bool
     nvs_encryption: bool
+    nvs_keys_partition: bool           # the keys in an nvs_keys partition (flash encryption scheme), not HMAC
     secure_version: int | None
     sdkconfig: tuple[SdkconfigLine, ...]
     partition_table_offset: str
@@ -93,10 +111,55 @@ def protection_summary(security: Security | None) -> str:
     parts = [f"flash encryption {security.flash_encryption}" if security.encrypts_flash else "flash in plain text",
              "Secure Boot V2 (RSA-3072, the project's signing key)" if security.secure_boot == "v2"
              else "no secure boot",
-             "NVS encrypted (XTS-AES, keys in nvs_keys)" if security.nvs_encryption else "NVS in plain text"]
+             _nvs_summary(security)]
     if security.secure_version is not None:
         parts.append(f"anti-rollback at eFuse secure version {security.secure_version}")
+    if security.rom_download_mode in ("secure", "disabled"):
+        parts.append("UART ROM download mode disabled" if security.rom_download_mode == "disabled"
+                     else "UART ROM download mode in Secure Download Mode")
     return ", ".join(parts)
+
+
+def _nvs_summary(security: Security) -> str:
+    if security.nvs_keys_from_hmac:
+        return (f"NVS encrypted (XTS-AES, keys derived by the HMAC peripheral from the key in eFuse "
+                f"BLOCK_KEY{NVS_HMAC_KEY_ID})")
+    return "NVS encrypted (XTS-AES, keys in nvs_keys)" if security.nvs_encryption else "NVS in plain text"
+
+
+def _nvs_sdkconfig(security: Security) -> list[SdkconfigLine]:
+    if security.nvs_keys_from_hmac:
+        return [SdkconfigLine("NVS_ENCRYPTION", "y", "NVS encryption: nvs_flash_init() derives the XTS-AES keys with "
+                              "the HMAC peripheral from the key in eFuse (no nvs_keys partition) and decrypts every "
+                              "entry."),
+                SdkconfigLine("NVS_SEC_KEY_PROTECT_USING_HMAC", "y"),
+                SdkconfigLine("NVS_SEC_HMAC_EFUSE_KEY_ID", str(NVS_HMAC_KEY_ID),
+                              f"BLOCK_KEY{NVS_HMAC_KEY_ID}, purpose HMAC_UP: `gen flash` burns the device's key "
+                              "there before its first boot.")]
+    if security.nvs_encryption:
+        return [SdkconfigLine("NVS_ENCRYPTION", "y", "NVS encryption: nvs_flash_init() reads the XTS-AES keys "
+                              "from the nvs_keys partition (flash encrypted) and decrypts every entry."),
+                SdkconfigLine("NVS_SEC_KEY_PROTECT_USING_FLASH_ENC", "y")]
+    return []
+
+
+_ROM_DOWNLOAD_OPTIONS = {
+    "disabled": ("SECURE_DISABLE_ROM_DL_MODE", "UART ROM download mode: the app disables it for good on startup "
+                 "(`gen flash --disable-download-mode` burns it first): no image over USB again, only over the air."),
+    "secure": ("SECURE_ENABLE_SECURE_ROM_DL_MODE", "UART ROM download mode: the app switches it to Secure Download "
+               "Mode for good on startup: plain flash writes only, no reads, no espefuse, no encrypted writes."),
+    "enabled": ("SECURE_INSECURE_ALLOW_DL_MODE", "UART ROM download mode stays fully enabled (not for production)."),
+}
+
+
+def _rom_download_sdkconfig(security: Security, chip: str, *, has_rev3: bool) -> list[SdkconfigLine]:
+    if security.rom_download_mode is None:
+        return []
+    name, comment = _ROM_DOWNLOAD_OPTIONS[security.rom_download_mode]
+    lines = [SdkconfigLine(name, "y", comment)]
+    if chip == "esp32" and not has_rev3:
+        lines.append(SdkconfigLine("ESP32_REV_MIN_3", "y", "The ESP32 sets its ROM download mode from revision 3."))
+    return lines
 
 
 def security_facts(device: Device) -> SecurityFacts | None:
@@ -125,10 +188,9 @@ def security_facts(device: Device) -> SecurityFacts | None:
                                 "The build never sees the key: gen signs the bootloader and app with espsecure.")]
         if device.chip == "esp32":
             lines.append(SdkconfigLine("ESP32_REV_MIN_3", "y", "RSA Secure Boot V2 needs an ESP32 of revision 3."))
-    if security.nvs_encryption:
-        lines += [SdkconfigLine("NVS_ENCRYPTION", "y", "NVS encryption: nvs_flash_init() reads the XTS-AES keys "
-                                "from the nvs_keys partition (flash encrypted) and decrypts every entry."),
-                  SdkconfigLine("NVS_SEC_KEY_PROTECT_USING_FLASH_ENC", "y")]
+    lines += _nvs_sdkconfig(security)
+    has_rev3 = any(line.name == "ESP32_REV_MIN_3" for line in lines)
+    lines += _rom_download_sdkconfig(security, device.chip, has_rev3=has_rev3)
     if security.secure_version is not None:
         lines += [SdkconfigLine("BOOTLOADER_APP_ANTI_ROLLBACK", "y", "Anti-rollback: an image whose secure "
                                 "version is below the one in eFuse never boots."),
@@ -137,7 +199,8 @@ def security_facts(device: Device) -> SecurityFacts | None:
         assert line.name in KCONFIG_OPTIONS, f"{line.name} is not in generator.firmware.kconfig_audit"
     return SecurityFacts(
         flash_encryption=security.flash_encryption, secure_boot=security.secure_boot == "v2",
-        nvs_encryption=security.nvs_encryption, secure_version=security.secure_version, sdkconfig=tuple(lines),
+        nvs_encryption=security.nvs_encryption, nvs_keys_partition=security.nvs_keys_partition,
+        secure_version=security.secure_version, sdkconfig=tuple(lines),
         partition_table_offset=f"{PARTITION_TABLE_OFFSET:#x}", nvs_offset=f"{SECURE_NVS_OFFSET:#x}",
         nvs_keys_offset=f"{NVS_KEYS_OFFSET:#x}", nvs_keys_size=f"{NVS_KEYS_SIZE:#x}",
         otadata_offset=f"{OTADATA_OFFSET:#x}", app_offset=f"{APP_OFFSET:#x}", summary=protection_summary(security))
@@ -152,6 +215,10 @@ def nvs_offset(device: Device) -> int:
 
 def nvs_keys_path(private_dir: Path, device_id: str) -> Path:
     return Path(private_dir) / "nvs-keys" / f"{device_id}.bin"
+
+
+def nvs_hmac_key_path(private_dir: Path, device_id: str) -> Path:
+    return Path(private_dir) / "nvs-keys" / f"{device_id}.hmac-key.bin"
 
 
 def flash_encryption_key_path(private_dir: Path, device_id: str) -> Path:
@@ -200,6 +267,21 @@ def ensure_nvs_keys(private_dir: Path, device_id: str) -> bytes:
     return image
 
 
+def ensure_nvs_hmac_key(private_dir: Path, device_id: str) -> bytes:
+    """The device's HMAC key (the HMAC scheme): the existing one, or a new random 256-bit key."""
+    key = _new_secret(nvs_hmac_key_path(private_dir, device_id), os.urandom(NVS_HMAC_KEY_BYTES))
+    if len(key) != NVS_HMAC_KEY_BYTES:
+        raise UserError(f"{nvs_hmac_key_path(private_dir, device_id)} is not a 32-byte HMAC key",
+                        hint="restore the device's key from your backup")
+    return key
+
+
+def nvs_keys_from_hmac(hmac_key: bytes) -> tuple[bytes, bytes]:
+    """(data key, tweak key) as nvs_sec_provider derives them on the device from the HMAC key in its eFuse."""
+    return (hmac.new(hmac_key, _EKEY_SEED, hashlib.sha256).digest(),
+            hmac.new(hmac_key, _TKEY_SEED, hashlib.sha256).digest())
+
+
 def ensure_flash_encryption_key(private_dir: Path, device_id: str) -> Path:
     """The device's flash encryption key file (made once; `gen flash` burns it into the eFuse)."""
     path = flash_encryption_key_path(private_dir, device_id)
@@ -209,10 +291,17 @@ def ensure_flash_encryption_key(private_dir: Path, device_id: str) -> Path:
 
 # --- the encrypted NVS image ----------------------------------------------------------------------------------
 
-def render_encrypted_nvs_image(device: Device, credentials: ClientCredentials, keys_partition: bytes) -> bytes:
-    """The device's NVS partition image, every entry XTS-AES encrypted with the keys of `keys_partition` by
-    esp-idf-nvs-partition-gen (as its `encrypt` command does)."""
-    data_key, tweak_key = read_nvs_keys(keys_partition)
+NvsKeys = bytes | tuple[bytes, bytes]     # an nvs_keys partition image, or (data key, tweak key)
+
+
+def xts_keys(keys: NvsKeys) -> tuple[bytes, bytes]:
+    return keys if isinstance(keys, tuple) else read_nvs_keys(keys)
+
+
+def render_encrypted_nvs_image(device: Device, credentials: ClientCredentials, keys: NvsKeys) -> bytes:
+    """The device's NVS partition image, every entry XTS-AES encrypted with `keys` (an nvs_keys partition image or
+    the derived pair) by esp-idf-nvs-partition-gen (as its `encrypt` command does)."""
+    data_key, tweak_key = xts_keys(keys)
     entries = device_nvs_entries(device, credentials)
     size = nvs_partition_size(device.framework)
     out = io.BytesIO()
@@ -235,14 +324,17 @@ def render_encrypted_nvs_image(device: Device, credentials: ClientCredentials, k
     return image
 
 
-def device_nvs_keys(device: Device, private_dir: Path) -> bytes | None:
-    """The nvs_keys partition of a device whose NVS is encrypted (made once in `private_dir`), else None."""
+def device_nvs_keys(device: Device, private_dir: Path) -> tuple[bytes, bytes] | None:
+    """The NVS encryption keys of a device whose NVS is encrypted, from its HMAC key or its nvs_keys partition (each
+    made once in `private_dir`), else None."""
     if device.security is None or not device.security.nvs_encryption or device.framework != "espidf":
         return None
-    return ensure_nvs_keys(private_dir, device.id)
+    if device.security.nvs_keys_from_hmac:
+        return nvs_keys_from_hmac(ensure_nvs_hmac_key(private_dir, device.id))
+    return read_nvs_keys(ensure_nvs_keys(private_dir, device.id))
 
 
-def device_nvs_image(device: Device, credentials: ClientCredentials, nvs_keys: bytes | None) -> bytes:
+def device_nvs_image(device: Device, credentials: ClientCredentials, nvs_keys: NvsKeys | None) -> bytes:
     """The device's nvs.bin: encrypted with `nvs_keys` when its NVS is encrypted, else plain."""
     if device.security is not None and device.security.nvs_encryption and device.framework == "espidf":
         if nvs_keys is None:
@@ -251,11 +343,11 @@ def device_nvs_image(device: Device, credentials: ClientCredentials, nvs_keys: b
     return render_nvs_image(device, credentials)
 
 
-def decrypt_nvs_image(image: bytes, keys_partition: bytes) -> bytes:
+def decrypt_nvs_image(image: bytes, keys: NvsKeys) -> bytes:
     """The plain NVS image of an encrypted one, decrypted as nvs_flash does with these keys: every written entry
     (state 0b10 in its page's bitmap) with its address as the tweak. Wrong keys give garbage, which the NVS
     reader then rejects by its CRCs, as the device does."""
-    data_key, tweak_key = read_nvs_keys(keys_partition)
+    data_key, tweak_key = xts_keys(keys)
     out = bytearray(image)
     for page in range(0, len(image), NVS_PAGE_SIZE):
         if image[page:page + 4] == b"\xff\xff\xff\xff":
@@ -290,6 +382,9 @@ def sdkconfig_protection(text: str) -> str:
         flash_encryption=flash,
         secure_boot="v2" if values.get("SECURE_BOOT") == "y" and values.get("SECURE_BOOT_V2_ENABLED") == "y" else "off",
         nvs_encryption=values.get("NVS_ENCRYPTION") == "y",
+        nvs_key_protection="hmac" if values.get("NVS_SEC_KEY_PROTECT_USING_HMAC") == "y" else None,
+        rom_download_mode=next((mode for mode, (name, _) in _ROM_DOWNLOAD_OPTIONS.items() if values.get(name) == "y"),
+                               None),
         secure_version=int(secure_version, 0) if secure_version else None))
 
 
@@ -303,6 +398,6 @@ def nvs_image_protection(image: bytes) -> str | None:
         values = read_nvs_image(image)
     except NvsFormatError:
         return ("NVS image with encrypted entries (XTS-AES, NVS encryption): unreadable without the device's "
-                "nvs_keys")
+                "NVS keys (its nvs_keys partition, or the HMAC key in its eFuse)")
     keys = sum(len(namespace) for namespace in values.values())
     return f"plain NVS image: its {keys} entries (secrets included) are readable by anyone holding the flash"

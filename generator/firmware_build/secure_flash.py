@@ -4,7 +4,10 @@ esptool commands, which `gen flash` shows (`--dry-run` prints it and stops) and 
     1. espsecure sign-data: the bootloader (and an app gen build has not signed) with the project's signing key,
        on this machine (the key never leaves pki/private/)
     2. espefuse burn-key / burn-key-digest / burn-efuse: the device's flash encryption key, the encryption config,
-       the digest of the signing key (Secure Boot V2)              -- irreversible: needs --burn-efuses
+       the digest of the signing key (Secure Boot V2), the HMAC key the NVS encryption keys are derived from
+       (nvs_key_protection: hmac: BLOCK_KEY<CONFIG_NVS_SEC_HMAC_EFUSE_KEY_ID>, purpose HMAC_UP; before the app
+       first runs, or nvs_flash_init burns a random key of its own there)
+                                                                    -- irreversible: needs --burn-efuses
     3. esptool write-flash --encrypt: bootloader, partition table, otadata, app, nvs_keys (encrypted by the chip
        with the key just burned; development mode lets ROM download mode do that)
     4. esptool write-flash: nvs.bin as it is (NVS encryption is not flash encryption)
@@ -12,6 +15,9 @@ esptool commands, which `gen flash` shows (`--dry-run` prints it and stops) and 
        can be flipped back a few times)                            -- irreversible: needs --burn-efuses
     6. flash_encryption: release only: the counter burned full, ROM download encryption/decryption and JTAG off
                                                                     -- permanent: needs --release-irreversible too
+    7. rom_download_mode: disabled / secure only, last (espefuse cannot talk to the chip after it): the UART ROM
+       download mode off for good, or switched to Secure Download Mode
+                                                                    -- permanent: needs --disable-download-mode
 On first boot the bootloader itself burns what enables secure boot (and, with Secure Boot V2, disables JTAG and
 the ROM BASIC console) and the app's secure version; `first_boot` lists these.
 
@@ -27,11 +33,18 @@ from pathlib import Path
 from typing import Any
 
 from generator.core.errors import UserError
-from generator.firmware.security import APP_OFFSET, NVS_KEYS_OFFSET, OTADATA_OFFSET, PARTITION_TABLE_OFFSET
-from generator.spec.model import Device
+from generator.firmware.security import (
+    APP_OFFSET,
+    NVS_HMAC_KEY_ID,
+    NVS_KEYS_OFFSET,
+    OTADATA_OFFSET,
+    PARTITION_TABLE_OFFSET,
+)
+from generator.spec.model import Device, Security
 
 BURN_FLAG = "--burn-efuses"
 RELEASE_FLAG = "--release-irreversible"
+DOWNLOAD_FLAG = "--disable-download-mode"
 
 # Per chip: the eFuse names of each step (esptool 5.6's espefuse; rehearsed against its virtual eFuses in tests).
 _ESP32 = "esp32"
@@ -50,6 +63,9 @@ class ChipEfuses:
     config: tuple[tuple[str, str], ...]    # eFuses burned with the key (before writing)
     release: tuple[tuple[str, str], ...]   # what release mode disables for good
     secure_boot_enable: str             # burned by the bootloader on first boot
+    hmac: bool = True                   # has the HMAC peripheral (its key blocks take purpose HMAC_UP)
+    download_disable: str = "DIS_DOWNLOAD_MODE"            # the UART ROM download mode off for good
+    secure_download: str | None = "ENABLE_SECURITY_DOWNLOAD"  # Secure Download Mode (None: the chip has none)
 
 
 CHIP_EFUSES = {
@@ -60,7 +76,7 @@ CHIP_EFUSES = {
         config=(("FLASH_CRYPT_CONFIG", "0xf"),),
         release=(("DISABLE_DL_ENCRYPT", "1"), ("DISABLE_DL_DECRYPT", "1"), ("DISABLE_DL_CACHE", "1"),
                  ("JTAG_DISABLE", "1")),
-        secure_boot_enable="ABS_DONE_1"),
+        secure_boot_enable="ABS_DONE_1", hmac=False, download_disable="UART_DOWNLOAD_DIS", secure_download=None),
     "esp32s3": ChipEfuses(
         crypt_count="SPI_BOOT_CRYPT_CNT", crypt_count_full="0x7",
         key_burn=("BLOCK_KEY0",), key_purpose=("XTS_AES_128_KEY",), key_block="BLOCK_KEY0",
@@ -87,6 +103,7 @@ class Step:
     what: str                           # a sentence for the person flashing
     needs: str | None = None            # the confirmation flag an irreversible step needs
     efuse: str | None = None            # the eFuse (or key block) it burns, to skip it when done
+    purpose: tuple[str, str] | None = None   # (KEY_PURPOSE_n, purpose) a key block must have when it is done
 
     def argv(self, chip: str, port: str) -> list[str]:
         if self.tool == "espsecure":
@@ -118,11 +135,60 @@ class PlannedImage:
     encrypt: bool
 
 
+def hmac_key_step(hmac_key: Path) -> Step:
+    """Burning the device's HMAC key where nvs_sec_provider looks for it (CONFIG_NVS_SEC_HMAC_EFUSE_KEY_ID)."""
+    block = f"BLOCK_KEY{NVS_HMAC_KEY_ID}"
+    return Step("espefuse", ("--do-not-confirm", "burn-key", block, str(hmac_key), "HMAC_UP"),
+                f"burn the device's HMAC key ({hmac_key.name}) into {block} with purpose HMAC_UP, read- and "
+                "write-protected: the chip derives the NVS encryption keys from it and nothing can read it",
+                BURN_FLAG, block, (f"KEY_PURPOSE_{NVS_HMAC_KEY_ID}", "HMAC_UP"))
+
+
+def _first_boot(security: Security, efuses: ChipEfuses, *, hmac_key: bool) -> tuple[str, ...]:
+    """What the device burns itself on its first boot."""
+    first_boot = []
+    if security.secure_boot == "v2":
+        first_boot.append(f"the bootloader burns {efuses.secure_boot_enable} (Secure Boot V2 on, for good), "
+                          "disables JTAG and the ROM BASIC console, and write-protects the digest")
+    if security.encrypts_flash and security.flash_encryption == "development":
+        first_boot.append("the bootloader sees flash encryption on and leaves ROM download mode able to write "
+                          "encrypted images (development)")
+    if hmac_key:
+        first_boot.append(f"nvs_flash_init derives the NVS encryption keys from the key in BLOCK_KEY{NVS_HMAC_KEY_ID}"
+                          " (had the app run before it was burned, it would have burned a random key there and this "
+                          "nvs.bin would read as empty)")
+    if security.rom_download_mode is None and security.flash_encryption == "release" and efuses.secure_download:
+        first_boot.append(f"the app burns {efuses.secure_download}: ROM download mode becomes Secure Download Mode "
+                          "(ESP-IDF's default in release mode)")
+    if security.secure_version is not None:
+        first_boot.append(f"the app burns the secure version {security.secure_version} into the eFuse once it "
+                          "is confirmed: an image with a lower one never boots again")
+    return tuple(first_boot)
+
+
+def _download_mode_steps(security: Security, efuses: ChipEfuses) -> list[Step]:
+    """The UART ROM download mode, burned last: after it espefuse and encrypted writes no longer reach the chip
+    (the app would burn the same bit on startup, CONFIG_SECURE_DISABLE_ROM_DL_MODE / _ENABLE_SECURE_ROM_DL_MODE)."""
+    if security.rom_download_mode == "disabled":
+        return [Step("espefuse", ("--do-not-confirm", "burn-efuse", efuses.download_disable, "1"),
+                     f"burn {efuses.download_disable}: the UART ROM download mode is off for good (esptool and "
+                     "espefuse never reach this chip again, `gen flash` included; updates only over the air)",
+                     DOWNLOAD_FLAG, efuses.download_disable)]
+    if security.rom_download_mode == "secure" and efuses.secure_download:
+        return [Step("espefuse", ("--do-not-confirm", "burn-efuse", efuses.secure_download, "1"),
+                     f"burn {efuses.secure_download}: the UART ROM download mode becomes Secure Download Mode for "
+                     "good (plain flash writes only: no reads, no espefuse, no encrypted writes, so `gen flash` "
+                     "cannot re-flash this chip)", DOWNLOAD_FLAG, efuses.secure_download)]
+    return []
+
+
 def secure_flash_plan(device: Device, *, images: tuple[tuple[int, Path], ...], flash_key: Path,
                       signing_key: Path, signing_public: Path, nvs_keys: Path | None, signed_dir: Path,
-                      bootloader_offset: int, flash_args: tuple[str, ...] = ()) -> SecureFlashPlan:
+                      bootloader_offset: int, flash_args: tuple[str, ...] = (),
+                      nvs_hmac_key: Path | None = None) -> SecureFlashPlan:
     """The plan that protects and flashes `device` from its built `images` ((offset, absolute path), in flash
-    order, nvs.bin included). Pure: nothing runs here."""
+    order, nvs.bin included); `nvs_keys`: its nvs_keys partition image, `nvs_hmac_key`: its HMAC key (whichever
+    protects its NVS encryption keys). Pure: nothing runs here."""
     security = device.security
     if security is None or device.framework != "espidf":
         raise ValueError(f"device {device.id} has no ESP-IDF security: section")
@@ -165,6 +231,11 @@ def secure_flash_plan(device: Device, *, images: tuple[tuple[int, Path], ...], f
                           f"burn the digest of the project's signing key into {efuses.digest_block}: from now on "
                           "this chip boots only images signed with pki/private/ota-signing-key.pem", BURN_FLAG,
                           efuses.digest_block))
+    if nvs_hmac_key is not None:
+        if not efuses.hmac:
+            raise UserError(f"{device.chip} has no HMAC peripheral to protect the NVS encryption keys with",
+                            hint="use security.nvs_key_protection: flash_encryption")
+        steps.append(hmac_key_step(nvs_hmac_key))
     encrypted = [image for image in planned if image.encrypt]
     plain = [image for image in planned if not image.encrypt]
     if encrypted:
@@ -187,17 +258,9 @@ def secure_flash_plan(device: Device, *, images: tuple[tuple[int, Path], ...], f
                           "release mode, permanent: " + ", ".join(f"{name}={value}" for name, value in release)
                           + " (flash encryption can never be turned off, USB can no longer write plaintext or read "
                           "the flash, JTAG is off)", RELEASE_FLAG, "release"))
-    first_boot = []
-    if security.secure_boot == "v2":
-        first_boot.append(f"the bootloader burns {efuses.secure_boot_enable} (Secure Boot V2 on, for good), "
-                          "disables JTAG and the ROM BASIC console, and write-protects the digest")
-    if security.encrypts_flash and security.flash_encryption == "development":
-        first_boot.append("the bootloader sees flash encryption on and leaves ROM download mode able to write "
-                          "encrypted images (development)")
-    if security.secure_version is not None:
-        first_boot.append(f"the app burns the secure version {security.secure_version} into the eFuse once it "
-                          "is confirmed: an image with a lower one never boots again")
-    return SecureFlashPlan(device=device.id, chip=device.chip, steps=tuple(steps), first_boot=tuple(first_boot))
+    steps += _download_mode_steps(security, efuses)
+    return SecureFlashPlan(device=device.id, chip=device.chip, steps=tuple(steps),
+                           first_boot=_first_boot(security, efuses, hmac_key=nvs_hmac_key is not None))
 
 
 def refusal(plan: SecureFlashPlan, given: set[str]) -> UserError | None:
@@ -209,6 +272,19 @@ def refusal(plan: SecureFlashPlan, given: set[str]) -> UserError | None:
     return UserError(f"flashing {plan.device} burns eFuses, which cannot be undone:\n" + "\n".join(lines),
                      hint=f"read the README's \"Production checklist\", then run again with {' '.join(missing)} "
                           "(or --dry-run to see every command)")
+
+
+def _check_purpose(step: Step, summary: dict[str, Any], done: bool) -> None:
+    """A key block gen needs that holds a key for something else is an error, not a step done."""
+    if step.purpose is None:
+        return
+    name, wanted = step.purpose
+    purpose = summary.get(name, {}).get("value")
+    if (done or purpose not in (None, "USER")) and purpose != wanted:
+        raise UserError(f"{step.efuse} of this chip holds a key of purpose {purpose}, not {wanted}; gen burns the "
+                        f"device's {wanted} key there (CONFIG_NVS_SEC_HMAC_EFUSE_KEY_ID={NVS_HMAC_KEY_ID})",
+                        hint="flash a chip whose key block is free, or use security.nvs_key_protection: "
+                             "flash_encryption")
 
 
 def pending_steps(plan: SecureFlashPlan, summary: dict[str, Any]) -> tuple[Step, ...]:
@@ -223,6 +299,7 @@ def pending_steps(plan: SecureFlashPlan, summary: dict[str, Any]) -> tuple[Step,
         value = field.get("value")
         if step.efuse.startswith("BLOCK"):
             done = isinstance(value, str) and value.replace("00", "").replace(" ", "").strip() not in ("", "?")
+            _check_purpose(step, summary, done)
         elif step.efuse.endswith("CRYPT_CNT"):   # ESP32: a number; S3/C3: "Enable" once an odd count of bits
             done = value == "Enable" or (isinstance(value, int) and bin(value).count("1") % 2 == 1)
         else:

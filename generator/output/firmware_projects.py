@@ -32,7 +32,7 @@ def app_layout(firmware_dir: Path, spec_dir: Path) -> AppLayout:
 
 
 def device_inputs(spec: Spec, out: Path, credentials: Mapping[str, ClientCredentials],
-                  nvs_keys: Mapping[str, bytes | None], *, with_nvs: bool,
+                  nvs_keys: Mapping[str, tuple[bytes, bytes] | None], *, with_nvs: bool,
                   ota_public_key: bytes | None) -> tuple[dict[str, AppLayout], dict[str, str]]:
     """For every device with credentials: where its project finds the user's code, and the digest of everything its
     files are rendered from. The user's lib/ and components/ are listed once for all of them."""

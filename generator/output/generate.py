@@ -91,12 +91,13 @@ class DeviceFiles:
 
 def render_device_files(device: Device, credentials: ClientCredentials, *, spec_name: str,
                         app: AppLayout = AppLayout(), with_nvs: bool = True, with_firmware: bool = True,
-                        ota_public_key: bytes | None = None, nvs_keys: bytes | None = None) -> DeviceFiles:
+                        ota_public_key: bytes | None = None,
+                        nvs_keys: tuple[bytes, bytes] | None = None) -> DeviceFiles:
     """All of one device's files under OUT/. `with_nvs=False`: no NVS image (a build without the PKI: it is made
     where the PKI lives). `with_firmware=False`: no firmware project (a `secrets: nvs` device's is its image's,
     `shared_firmware`). `ota_public_key`: the project's OTA signing key's public half
-    (generator.pki.ota_signing), with `ota:`. `nvs_keys`: with security.nvs_encryption, the device's nvs_keys
-    partition (generator.firmware.security), which encrypts its nvs.bin; the keys themselves stay in pki/private/."""
+    (generator.pki.ota_signing), with `ota:`. `nvs_keys`: with security.nvs_encryption, the device's NVS
+    encryption keys (generator.firmware.security), which encrypt its nvs.bin; they stay in pki/private/."""
     fw_base = firmware_dir(device.id)
     files: dict[str, bytes] = {}
     modes: dict[str, int] = {}

@@ -14,7 +14,7 @@ from typing import Callable, Mapping, Sequence
 from generator.core.errors import UserError
 from generator.firmware.log import LinkTally
 from generator.firmware.nvs_image import device_nvs_partitions
-from generator.firmware.security import nvs_keys_path
+from generator.firmware.security import NVS_HMAC_KEY_ID, nvs_hmac_key_path, nvs_keys_path
 from generator.output.layout import firmware_dir, simulated_device_dir
 from generator.output.manifest import Manifest
 from generator.pki.layout import PkiLayout
@@ -104,10 +104,11 @@ def connect_to_value(broker_names: Sequence[str], broker_port: int, address: Bro
 def device_environment(device: Device, *, address: BrokerAddress, nvs_image: Path | None,
                        faults: Faults = Faults(), flash_dir: Path | None = None,
                        ota_server: BrokerAddress | None = None,
-                       nvs_keys: Path | None = None) -> tuple[tuple[str, str], ...]:
+                       nvs_keys: Path | None = None, nvs_hmac_key: Path | None = None) -> tuple[tuple[str, str], ...]:
     """`flash_dir`: where the device's NVS writes are kept across runs (GEN_SIM_NVS_STATE). `ota_server`: where the
     device's update downloads go (default: `gen ota serve` on this machine). `nvs_keys`: with
-    security.nvs_encryption, the device's nvs_keys partition in pki/private/ (GEN_SIM_NVS_KEYS; only its path)."""
+    security.nvs_encryption, the device's nvs_keys partition in pki/private/ (GEN_SIM_NVS_KEYS; only its path), or
+    `nvs_hmac_key`: its HMAC key, in the eFuse block gen burns it into (GEN_SIM_EFUSE_HMAC_UP_KEY; only its path)."""
     names = (device.broker.host, *device.broker.names)
     connect_to = connect_to_value(names, device.broker.port, address)
     if device.makes_own_key and address.provision_port is not None:
@@ -121,6 +122,8 @@ def device_environment(device: Device, *, address: BrokerAddress, nvs_image: Pat
         env.append(("GEN_SIM_NVS", str(nvs_image)))
     if nvs_keys is not None:
         env.append(("GEN_SIM_NVS_KEYS", str(nvs_keys)))
+    if nvs_hmac_key is not None:
+        env.append(("GEN_SIM_EFUSE_HMAC_UP_KEY", f"{NVS_HMAC_KEY_ID}:{nvs_hmac_key}"))
     if device_nvs_partitions(device):
         env.append(("GEN_SIM_NVS_PARTITIONS", ",".join(device_nvs_partitions(device))))
     if flash_dir is not None:
@@ -136,12 +139,16 @@ def nvs_images(out_dir: Path, manifest: Manifest) -> dict[str, Path | None]:
     return {device.id: Path(out_dir) / device.nvs if device.nvs else None for device in manifest.devices}
 
 
-def _nvs_keys(spec: Spec, device_id: str) -> Path | None:
-    """The device's nvs_keys partition when its NVS is encrypted: the firmware reads its NVS through it."""
+def _nvs_keys(spec: Spec, device_id: str, *, hmac: bool) -> Path | None:
+    """The device's nvs_keys partition (`hmac`: its HMAC key) when its NVS is encrypted with that scheme: the
+    firmware reads its NVS through it."""
     device = spec.device(device_id)
-    if device.security is None or not device.security.nvs_encryption or device.framework != "espidf":
+    if device.security is None or device.framework != "espidf":
         return None
-    path = nvs_keys_path(PkiLayout(spec.pki.dir).private, device_id)
+    if hmac != device.security.nvs_keys_from_hmac or not device.security.nvs_encryption:
+        return None
+    private = PkiLayout(spec.pki.dir).private
+    path = nvs_hmac_key_path(private, device_id) if hmac else nvs_keys_path(private, device_id)
     return path if path.is_file() else None
 
 
@@ -155,7 +162,8 @@ def plan_runs(spec: Spec, device_ids: Sequence[str], binaries: Mapping[str, Path
         DeviceRun(device_id, binaries[device_id],
                   device_environment(spec.device(device_id), address=address, nvs_image=nvs.get(device_id),
                                      faults=faults, flash_dir=Path(flash_root) / device_id if flash_root else None,
-                                     ota_server=ota_server, nvs_keys=_nvs_keys(spec, device_id)),
+                                     ota_server=ota_server, nvs_keys=_nvs_keys(spec, device_id, hmac=False),
+                                     nvs_hmac_key=_nvs_keys(spec, device_id, hmac=True)),
                   flash=(flashes or {}).get(device_id))
         for device_id in device_ids)
 

@@ -124,12 +124,29 @@ class Security:
 
     flash_encryption: str = "development"   # off | development | release (release only when written)
     secure_boot: str = "off"                # off | v2 (signed with the project's OTA signing key)
-    nvs_encryption: bool = False            # the NVS partition XTS-AES encrypted, keys in nvs_keys
+    nvs_encryption: bool = False            # the NVS partition XTS-AES encrypted
     secure_version: int | None = None       # the eFuse secure version (anti-rollback), None: no anti-rollback
+    # What protects the NVS encryption keys: hmac (derived from a key in an eFuse block, chips with the HMAC
+    # peripheral) or flash_encryption (kept in the flash encrypted nvs_keys partition); the spec resolves it from the
+    # chip. None with nvs_encryption: flash_encryption.
+    nvs_key_protection: str | None = None
+    # UART ROM download mode after flashing: enabled | secure (Secure Download Mode) | disabled (permanently);
+    # None: what ESP-IDF's Kconfig defaults to (secure with release flash encryption on chips that have it).
+    rom_download_mode: str | None = None
 
     @property
     def encrypts_flash(self) -> bool:
         return self.flash_encryption != "off"
+
+    @property
+    def nvs_keys_from_hmac(self) -> bool:
+        """The NVS encryption keys are derived from the HMAC key in eFuse (no nvs_keys partition)."""
+        return self.nvs_encryption and self.nvs_key_protection == "hmac"
+
+    @property
+    def nvs_keys_partition(self) -> bool:
+        """The NVS encryption keys are kept in the nvs_keys partition, protected by flash encryption."""
+        return self.nvs_encryption and self.nvs_key_protection != "hmac"
 
 
 @dataclass(frozen=True)

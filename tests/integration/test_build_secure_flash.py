@@ -12,8 +12,23 @@ from pathlib import Path
 import pytest
 
 from firmware_fakes import example_devices
-from generator.firmware_build.secure_flash import BURN_FLAG, RELEASE_FLAG, pending_steps, refusal, secure_flash_plan
-from generator.firmware.security import NVS_KEYS_OFFSET, ensure_flash_encryption_key, ensure_nvs_keys, nvs_keys_path
+from generator.firmware_build.secure_flash import (
+    BURN_FLAG,
+    DOWNLOAD_FLAG,
+    RELEASE_FLAG,
+    pending_steps,
+    refusal,
+    secure_flash_plan,
+)
+from generator.firmware.security import (
+    NVS_HMAC_KEY_ID,
+    NVS_KEYS_OFFSET,
+    ensure_flash_encryption_key,
+    ensure_nvs_hmac_key,
+    ensure_nvs_keys,
+    nvs_hmac_key_path,
+    nvs_keys_path,
+)
 from generator.spec.catalogue import load_catalogue
 from generator.spec.model import Security
 
@@ -43,9 +58,13 @@ def plan_for(tmp_path: Path, device, bootloader_offset: int = 0x1000):
     images = ((bootloader_offset, artifacts / "bootloader.bin"), (0xF000, artifacts / "partitions.bin"),
               (0x10000, artifacts / "nvs.bin"), (0x17000, artifacts / "ota_data_initial.bin"),
               (0x20000, artifacts / "firmware.bin"))
+    hmac = device.security is not None and device.security.nvs_keys_from_hmac
+    if hmac:
+        ensure_nvs_hmac_key(private, device.id)
     return secure_flash_plan(device, images=images, flash_key=key, signing_key=signing, signing_public=public,
-                             nvs_keys=nvs_keys_path(private, device.id), signed_dir=tmp_path / "signed",
-                             bootloader_offset=bootloader_offset)
+                             nvs_keys=None if hmac else nvs_keys_path(private, device.id),
+                             signed_dir=tmp_path / "signed", bootloader_offset=bootloader_offset,
+                             nvs_hmac_key=nvs_hmac_key_path(private, device.id) if hmac else None)
 
 
 def run_on_virtual_efuses(plan, efuse_file: Path) -> None:
@@ -135,22 +154,26 @@ def test_the_release_sequence_names_only_efuses_the_chip_has(tmp_path, target):
         {name: summary[name]["value"] for name in names}
 
 
-def generated_example(tmp_path: Path) -> tuple[Path, Path, str]:
-    """The secure example generated in tmp_path, with an artifacts folder as `gen build` leaves it."""
+def generated_example(tmp_path: Path, target: str = "esp32-espidf") -> tuple[Path, Path, str]:
+    """The secure example (for `target`) generated in tmp_path, with an artifacts folder as `gen build` leaves it."""
     import shutil
     from generator.firmware_build.flashing import FlashImage, FlashLayout, FlashSettings
     project = tmp_path / "project"
     shutil.copytree(Path(__file__).parent.parent.parent / "projects/examples/espidf-secure-ota", project)
+    spec = project / "device.yaml"
+    spec.write_text(spec.read_text().replace("target: esp32-espidf", f"target: {target}"))
+    chip = load_catalogue()[target].chip
     subprocess.run([sys.executable, "-m", "generator", "generate", str(project / "device.yaml")], check=True,
                    capture_output=True, timeout=300)
     device_id = device_for().id
     artifacts = tmp_path / "artifacts"
     artifacts.mkdir()
-    images = ((0x1000, "bootloader.bin"), (0xF000, "partitions.bin"), (0x10000, "nvs.bin"),
+    images = ((0x1000 if chip == "esp32" else 0x0, "bootloader.bin"), (0xF000, "partitions.bin"),
+              (0x10000, "nvs.bin"),
               (0x17000, "ota_data_initial.bin"), (0x20000, "firmware.bin"))
     for _, name in images:
         (artifacts / name).write_bytes(b"\xff" * 16)
-    layout = FlashLayout(device=device_id, chip="esp32", settings=FlashSettings("dio", "40m", "4MB"),
+    layout = FlashLayout(device=device_id, chip=chip, settings=FlashSettings("dio", "40m", "4MB"),
                          images=tuple(FlashImage(offset, name) for offset, name in images))
     (artifacts / "flash.json").write_text(json.dumps(layout.to_json()))
     return project / "device.yaml", artifacts, device_id
@@ -180,3 +203,99 @@ def test_gen_flash_refuses_to_burn_without_the_flag_before_touching_a_port(tmp_p
     key = spec.parent / "pki/private/flash-encryption" / f"{device_id}.bin"
     assert key.stat().st_mode & 0o777 == 0o600 and key.parent.stat().st_mode & 0o777 == 0o700
     assert key.read_bytes().hex() not in done.stdout + done.stderr
+
+
+HMAC_SECURITY = Security(flash_encryption="development", secure_boot="v2", nvs_encryption=True,
+                         nvs_key_protection="hmac")
+
+
+@pytest.mark.parametrize("target", ["esp32s3-espidf", "esp32c3-espidf"])
+def test_the_hmac_key_is_burned_on_virtual_efuses_with_purpose_hmac_up_where_the_firmware_reads_it(tmp_path, target):
+    plan = plan_for(tmp_path, device_for(target, HMAC_SECURITY), 0x0)
+    burn = next(step for step in plan.steps if "HMAC_UP" in step.args)
+    assert burn.needs == BURN_FLAG and burn.args[2] == f"BLOCK_KEY{NVS_HMAC_KEY_ID}"
+    writes = [index for index, step in enumerate(plan.steps) if step.tool == "esptool"]
+    assert plan.steps.index(burn) < min(writes)          # burned before the app can run and burn its own
+    efuses = tmp_path / "efuses.bin"
+    run_on_virtual_efuses(plan, efuses)
+    summary = virtual_summary(plan.chip, efuses)
+    assert summary[f"KEY_PURPOSE_{NVS_HMAC_KEY_ID}"]["value"] == "HMAC_UP"
+    block = summary[f"BLOCK_KEY{NVS_HMAC_KEY_ID}"]
+    assert not block["readable"] and not block["writeable"]
+    assert summary["KEY_PURPOSE_0"]["value"].startswith("XTS_AES")    # the three keys in their own blocks
+    assert summary["KEY_PURPOSE_1"]["value"] == "SECURE_BOOT_DIGEST0"
+    assert "burn-key" not in " ".join(arg for step in pending_steps(plan, summary) for arg in step.args)
+
+
+def test_the_hmac_key_reaches_the_efuse_in_the_byte_order_the_nvs_keys_are_derived_with(tmp_path):
+    plan = plan_for(tmp_path, device_for("esp32c3-espidf", HMAC_SECURITY), 0x0)
+    burn = next(step for step in plan.steps if "HMAC_UP" in step.args)
+    efuses = tmp_path / "efuses.bin"
+    done = subprocess.run([str(BIN / "espefuse"), "--chip", plan.chip, "--virt", "--path-efuse-file", str(efuses),
+                           *burn.args, "--no-read-protect"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:]
+    block = virtual_summary(plan.chip, efuses)[f"BLOCK_KEY{NVS_HMAC_KEY_ID}"]["value"]
+    key = nvs_hmac_key_path(tmp_path / "pki/private", plan.device).read_bytes()
+    assert bytes.fromhex(block.replace(" ", "")) == key
+
+
+def test_a_key_block_holding_another_purpose_stops_the_flash_instead_of_being_skipped(tmp_path):
+    from generator.core.errors import UserError
+    plan = plan_for(tmp_path, device_for("esp32s3-espidf", HMAC_SECURITY), 0x0)
+    efuses = tmp_path / "efuses.bin"
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"\x5a" * 32)
+    subprocess.run([str(BIN / "espefuse"), "--chip", "esp32s3", "--virt", "--path-efuse-file", str(efuses),
+                    "--do-not-confirm", "burn-key", f"BLOCK_KEY{NVS_HMAC_KEY_ID}", str(other), "USER"],
+                   check=True, capture_output=True, timeout=120)
+    with pytest.raises(UserError, match="holds a key of purpose USER"):
+        pending_steps(plan, virtual_summary("esp32s3", efuses))
+
+
+def test_without_its_flag_the_hmac_key_burn_is_refused_and_named(tmp_path):
+    plan = plan_for(tmp_path, device_for("esp32s3-espidf", Security(flash_encryption="off", nvs_encryption=True,
+                                                                    nvs_key_protection="hmac")), 0x0)
+    error = refusal(plan, set())
+    assert error is not None and "HMAC_UP" in str(error) and BURN_FLAG in error.hint
+    assert [step.tool for step in plan.steps] == ["espefuse", "esptool"]   # no flash encryption: plain writes
+    assert "--encrypt" not in plan.steps[1].args
+
+
+def test_gen_flash_dry_run_of_an_s3_shows_the_hmac_key_burn_and_no_nvs_keys_partition(tmp_path):
+    spec, artifacts, device_id = generated_example(tmp_path, "esp32s3-espidf")
+    done = subprocess.run([sys.executable, "-m", "generator", "flash", str(spec), "--device", device_id,
+                           "--artifacts", str(artifacts), "--dry-run"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = " ".join(done.stdout.split())
+    key = spec.parent / "pki/private/nvs-keys" / f"{device_id}.hmac-key.bin"
+    assert f"burn-key BLOCK_KEY{NVS_HMAC_KEY_ID} {key} HMAC_UP" in out and "needs --burn-efuses" in out
+    assert f"{NVS_KEYS_OFFSET:#x}" not in out and f"nvs-keys/{device_id}.bin" not in out
+    assert key.read_bytes().hex() not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("target, field", [("esp32-espidf", "UART_DOWNLOAD_DIS"),
+                                           ("esp32s3-espidf", "DIS_DOWNLOAD_MODE"),
+                                           ("esp32c3-espidf", "DIS_DOWNLOAD_MODE")])
+def test_disabling_rom_download_mode_is_burned_last_on_virtual_efuses_and_only_with_its_flag(tmp_path, target, field):
+    security = Security(flash_encryption="release", secure_boot="off", rom_download_mode="disabled")
+    plan = plan_for(tmp_path, device_for(target, security), 0x1000 if target.startswith("esp32-") else 0x0)
+    last = plan.steps[-1]
+    assert last.needs == DOWNLOAD_FLAG and last.args[-2:] == (field, "1")
+    assert DOWNLOAD_FLAG in refusal(plan, {BURN_FLAG, RELEASE_FLAG}).hint
+    assert refusal(plan, {BURN_FLAG, RELEASE_FLAG, DOWNLOAD_FLAG}) is None
+    efuses = tmp_path / "efuses.bin"
+    if plan.chip == "esp32":
+        make_esp32_revision_3(efuses)
+    run_on_virtual_efuses(plan, efuses)
+    summary = virtual_summary(plan.chip, efuses)
+    assert summary[field]["value"] in (True, 1)
+
+
+@pytest.mark.parametrize("target", ["esp32s3-espidf", "esp32c3-espidf"])
+def test_secure_download_mode_is_burned_last_on_virtual_efuses(tmp_path, target):
+    security = Security(flash_encryption="development", rom_download_mode="secure")
+    plan = plan_for(tmp_path, device_for(target, security), 0x0)
+    assert plan.steps[-1].needs == DOWNLOAD_FLAG
+    efuses = tmp_path / "efuses.bin"
+    run_on_virtual_efuses(plan, efuses)
+    assert virtual_summary(plan.chip, efuses)["ENABLE_SECURITY_DOWNLOAD"]["value"] is True

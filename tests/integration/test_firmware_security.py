@@ -187,12 +187,40 @@ SECURITY_CASES = [
     Security(flash_encryption="release", secure_boot="v2", nvs_encryption=True, secure_version=3),
     Security(flash_encryption="development", secure_boot="v2", nvs_encryption=True, secure_version=1),
     Security(flash_encryption="off", secure_boot="v2"),
+    Security(flash_encryption="release", rom_download_mode="disabled"),
+    Security(flash_encryption="development", rom_download_mode="enabled"),
 ]
 
 
 @pytest.mark.parametrize("chip_target", ["esp32-espidf", "esp32s3-espidf", "esp32c3-espidf"])
 @pytest.mark.parametrize("security", SECURITY_CASES, ids=lambda s: repr(s))
 def test_the_generated_sdkconfig_uses_only_audited_options_with_their_real_dependencies_met(chip_target, security):
+    assert_audited_sdkconfig(chip_target, security)
+
+
+HMAC_CASES = [
+    Security(flash_encryption="off", nvs_encryption=True, nvs_key_protection="hmac"),
+    Security(flash_encryption="development", secure_boot="v2", nvs_encryption=True, nvs_key_protection="hmac",
+             secure_version=1),
+]
+
+
+@pytest.mark.parametrize("chip_target", ["esp32s3-espidf", "esp32c3-espidf"])
+@pytest.mark.parametrize("security", HMAC_CASES, ids=lambda s: repr(s))
+def test_the_hmac_scheme_sdkconfig_uses_only_audited_options_with_their_real_dependencies_met(chip_target, security):
+    values = assert_audited_sdkconfig(chip_target, security)
+    assert values["NVS_SEC_KEY_PROTECT_USING_HMAC"] == "y" and 0 <= int(values["NVS_SEC_HMAC_EFUSE_KEY_ID"]) <= 5
+    assert "NVS_SEC_KEY_PROTECT_USING_FLASH_ENC" not in values
+
+
+@pytest.mark.parametrize("chip_target", ["esp32s3-espidf", "esp32c3-espidf"])
+def test_secure_download_mode_is_written_with_its_real_dependencies_met_where_the_chip_has_it(chip_target):
+    values = assert_audited_sdkconfig(chip_target, Security(flash_encryption="release",
+                                                            rom_download_mode="secure"))
+    assert values["SECURE_ENABLE_SECURE_ROM_DL_MODE"] == "y"
+
+
+def assert_audited_sdkconfig(chip_target: str, security: Security) -> dict[str, str]:
     from generator.spec.catalogue import load_catalogue
     base = secure_device()
     target = load_catalogue()[chip_target]
@@ -211,6 +239,7 @@ def test_the_generated_sdkconfig_uses_only_audited_options_with_their_real_depen
         if value == "y" and KCONFIG_OPTIONS[name].choice:
             chosen.setdefault(KCONFIG_OPTIONS[name].choice, []).append(name)
     assert all(len(members) == 1 for members in chosen.values()), chosen
+    return values
 
 
 def test_release_flash_encryption_is_written_as_release_and_never_with_virtual_efuses():
@@ -382,3 +411,24 @@ def test_gen_inspect_and_gen_doctor_say_what_protects_a_devices_build(tmp_path):
     report = json.loads(done.stdout)
     assert "flash encryption development" in report["protection_at_rest"]
     assert "NVS image with encrypted entries" in report["protection_at_rest"]
+
+
+def test_gen_inspect_and_gen_doctor_say_the_hmac_peripheral_protects_the_nvs_keys_of_an_s3_build(tmp_path):
+    import json
+    import shutil
+    project = tmp_path / "project"
+    shutil.copytree(Path(__file__).parent.parent.parent / "projects/examples/espidf-secure-ota", project)
+    spec = project / "device.yaml"
+    spec.write_text(spec.read_text().replace("target: esp32-espidf", "target: esp32s3-espidf"))
+    subprocess.run([sys.executable, "-m", "generator", "generate", str(spec)], check=True, capture_output=True,
+                   timeout=300)
+    device = load_spec(spec).devices[0]
+    sdkconfig = project / "build/devices" / device.id / "firmware/sdkconfig.defaults"
+    done = subprocess.run([sys.executable, "-m", "generator", "inspect", str(sdkconfig)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "keys derived by the HMAC peripheral from the key in eFuse BLOCK_KEY2" in " ".join(done.stdout.split())
+    done = subprocess.run([sys.executable, "-m", "generator", "doctor", str(spec), "--broker", "127.0.0.1:1",
+                           "--json"], capture_output=True, text=True, timeout=120)
+    report = json.loads(done.stdout)
+    assert "HMAC peripheral" in report["protection_at_rest"] and "nvs_keys)" not in report["protection_at_rest"]

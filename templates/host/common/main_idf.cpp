@@ -4,7 +4,12 @@
 
 #include "freertos/FreeRTOS.h"
 #include "gen_sim.h"
+#include "nvs_sec_provider.h"
 #include "sdkconfig.h"
+
+#if SOC_HMAC_SUPPORTED && CONFIG_NVS_SEC_HMAC_EFUSE_KEY_ID < 0   /* esp-idf v5.5.3 nvs_sec_provider.c:109-111 */
+#error "NVS Encryption (HMAC): Configured eFuse block (CONFIG_NVS_SEC_HMAC_EFUSE_KEY_ID) out of range!"
+#endif
 
 extern "C" void app_main(void);
 
@@ -23,7 +28,23 @@ int main() {
     gen_sim_mbedtls_have_time_date = true;
 #endif
 #ifdef CONFIG_NVS_ENCRYPTION
-    gen_sim_nvs_encryption = true;   // nvs_flash_init() reads the nvs_keys partition and decrypts (idf_nvs.cpp)
+    gen_sim_nvs_encryption = true;   // nvs_flash_init() reads the keys through the scheme and decrypts (idf_nvs.cpp)
+#endif
+    /* The scheme the sdkconfig chooses, registered before app_main as the device's ESP_SYSTEM_INIT_FN do
+     * (esp-idf v5.5.3 components/nvs_sec_provider/nvs_sec_provider.c:84-103, 266-277). */
+#if CONFIG_NVS_SEC_KEY_PROTECT_USING_FLASH_ENC
+    {
+        nvs_sec_config_flash_enc_t cfg = NVS_SEC_PROVIDER_CFG_FLASH_ENC_DEFAULT();
+        nvs_sec_scheme_t* handle = nullptr;
+        nvs_sec_provider_register_flash_enc(&cfg, &handle);
+    }
+#endif
+#if CONFIG_NVS_SEC_KEY_PROTECT_USING_HMAC
+    {
+        nvs_sec_config_hmac_t cfg = NVS_SEC_PROVIDER_CFG_HMAC_DEFAULT();
+        nvs_sec_scheme_t* handle = nullptr;
+        nvs_sec_provider_register_hmac(&cfg, &handle);
+    }
 #endif
     gen_sim_start();
     app_main();

@@ -13,6 +13,7 @@
 #include "gen_sim.h"
 #include "nvs.h"
 #include "nvs_flash.h"
+#include "nvs_sec_provider.h"
 #include "nvs_store.h"
 #include "nvs_xts.h"
 
@@ -177,22 +178,67 @@ esp_err_t nvs_flash_read_security_cfg(const esp_partition_t* partition, nvs_sec_
     return ESP_OK;
 }
 
-// As esp-idf v5.5.3 nvs_flash_init() with CONFIG_NVS_ENCRYPTION (gen_sim_nvs_encryption, set from the app's sdkconfig) and the flash encryption scheme
-// (CONFIG_NVS_SEC_KEY_PROTECT_USING_FLASH_ENC): read the keys; none there: new random keys (the device writes them
-// to nvs_keys), with which an image made for other keys, or a plain one, reads as empty.
-esp_err_t nvs_flash_init(void) {
-    if (!gen_sim_nvs_encryption) return nvs_flash_init_partition(NVS_DEFAULT_PART_NAME);
+// The nvs_keys partition of the flash encryption scheme (nvs_sec_provider.h's NVS_SEC_PROVIDER_CFG_FLASH_ENC_DEFAULT):
+// read from GEN_SIM_NVS_KEYS by nvs_flash_read_security_cfg above.
+const esp_partition_t* gen_sim_nvs_keys_partition(void) {
     static const esp_partition_t keys_partition = {nullptr, ESP_PARTITION_TYPE_DATA, ESP_PARTITION_SUBTYPE_DATA_NVS_KEYS,
                                                    0, 0x1000, 0x1000, "nvs_keys", true, false};
+    return &keys_partition;
+}
+
+// New keys for the nvs_keys partition, as nvs_flash_generate_keys does (on the device it then writes them to the
+// partition, encrypted by flash encryption; here they are not written back).
+esp_err_t nvs_flash_generate_keys(const esp_partition_t* partition, nvs_sec_cfg_t* cfg) {
+    if (!cfg || !partition) return ESP_ERR_INVALID_ARG;
+    esp_fill_random(cfg->eky, NVS_KEY_SIZE);
+    esp_fill_random(cfg->tky, NVS_KEY_SIZE);
+    return ESP_OK;
+}
+
+// The default scheme (esp-idf v5.5.3 components/nvs_flash/src/nvs_api.cpp:728-758).
+static nvs_sec_scheme_t nvs_sec_default_scheme_cfg;
+
+esp_err_t nvs_flash_register_security_scheme(nvs_sec_scheme_t* scheme_cfg) {
+    if (scheme_cfg == nullptr) return ESP_ERR_INVALID_ARG;
+    memcpy(&nvs_sec_default_scheme_cfg, scheme_cfg, sizeof(nvs_sec_scheme_t));
+    return ESP_OK;
+}
+
+nvs_sec_scheme_t* nvs_flash_get_default_security_scheme(void) { return &nvs_sec_default_scheme_cfg; }
+
+esp_err_t nvs_flash_generate_keys_v2(nvs_sec_scheme_t* scheme_cfg, nvs_sec_cfg_t* cfg) {
+    if (scheme_cfg == nullptr || cfg == nullptr || scheme_cfg->nvs_flash_key_gen == nullptr) {
+        return ESP_ERR_INVALID_ARG;
+    }
+    return (scheme_cfg->nvs_flash_key_gen)(scheme_cfg->scheme_data, cfg);
+}
+
+esp_err_t nvs_flash_read_security_cfg_v2(nvs_sec_scheme_t* scheme_cfg, nvs_sec_cfg_t* cfg) {
+    if (scheme_cfg == nullptr || cfg == nullptr || scheme_cfg->nvs_flash_read_cfg == nullptr) {
+        return ESP_ERR_INVALID_ARG;
+    }
+    return (scheme_cfg->nvs_flash_read_cfg)(scheme_cfg->scheme_data, cfg);
+}
+
+// As esp-idf v5.5.3 nvs_flash_init() with CONFIG_NVS_ENCRYPTION (gen_sim_nvs_encryption, set from the app's
+// sdkconfig; nvs_api.cpp:136-163): the keys through the registered scheme (our main() registers it, as the device's
+// ESP_SYSTEM_INIT_FN does); none there: the scheme generates new ones (random keys for nvs_keys; a random HMAC key
+// burned into the configured eFuse block), with which an image made for other keys, or a plain one, reads as empty.
+esp_err_t nvs_flash_init(void) {
+    if (!gen_sim_nvs_encryption) return nvs_flash_init_partition(NVS_DEFAULT_PART_NAME);
     nvs_sec_cfg_t cfg = {};
-    esp_err_t ret = nvs_flash_read_security_cfg(&keys_partition, &cfg);
+    esp_err_t ret = nvs_flash_read_security_cfg_v2(&nvs_sec_default_scheme_cfg, &cfg);
     if (ret != ESP_OK) {
         gen_sim_log("nvs: Failed to read NVS security cfg: [0x%02X]; generating NVS encr-keys", (unsigned)ret);
-        esp_fill_random(cfg.eky, NVS_KEY_SIZE);
-        esp_fill_random(cfg.tky, NVS_KEY_SIZE);
+        ret = nvs_flash_generate_keys_v2(&nvs_sec_default_scheme_cfg, &cfg);
+        if (ret != ESP_OK) {
+            gen_sim_log("nvs: Failed to generate NVS encr-keys: [0x%02X]", (unsigned)ret);
+            return ret;
+        }
     }
     ret = nvs_flash_secure_init(&cfg);
-    if (ret == ESP_OK) gen_sim_log("nvs: NVS partition \"%s\" is encrypted.", NVS_DEFAULT_PART_NAME);
+    if (ret == ESP_ERR_NVS_NO_FREE_PAGES || ret == ESP_ERR_NVS_NEW_VERSION_FOUND) return ret;
+    gen_sim_log("nvs: NVS partition \"%s\" is encrypted.", NVS_DEFAULT_PART_NAME);
     return ret;
 }
 

@@ -56,3 +56,8 @@
 #define CONFIG_SECURE_SIGNED_ON_UPDATE 1
 #define CONFIG_SECURE_SIGNED_APPS 1
 #endif
+/* components/nvs_sec_provider/Kconfig:32-36: the HMAC scheme's eFuse key ID defaults to -1, which
+ * nvs_sec_provider.c:109-111 refuses with #error (main_idf.cpp does the same). */
+#if CONFIG_NVS_SEC_KEY_PROTECT_USING_HMAC && !defined(CONFIG_NVS_SEC_HMAC_EFUSE_KEY_ID)
+#define CONFIG_NVS_SEC_HMAC_EFUSE_KEY_ID -1
+#endif
