@@ -1,5 +1,5 @@
-"""`gen flash` for a device with `security:` (generator.firmware_build.secure_flash): shows the plan, refuses irreversible
-steps without their named flags, reads the chip's eFuses and runs what is still to do."""
+"""`gen flash` for a device with `security:` (generator.firmware_build.secure_flash): shows the plan, refuses
+irreversible steps without their named flags, reads the chip's eFuses and runs what is still to do."""
 
 from __future__ import annotations
 

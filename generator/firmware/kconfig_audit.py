@@ -43,7 +43,8 @@ KCONFIG_OPTIONS: dict[str, KconfigOption] = {option.name: option for option in (
     # Every project (templates/espidf/sdkconfig.defaults.j2)
     KconfigOption("PARTITION_TABLE_CUSTOM", f"{_PARTITIONS}:61", choice="PARTITION_TABLE_TYPE"),
     KconfigOption("PARTITION_TABLE_CUSTOM_FILENAME", f"{_PARTITIONS}:129"),
-    KconfigOption("ESPTOOLPY_FLASHSIZE_4MB", "components/esptool_py/Kconfig.projbuild:122", choice="ESPTOOLPY_FLASHSIZE"),
+    KconfigOption("ESPTOOLPY_FLASHSIZE_4MB", "components/esptool_py/Kconfig.projbuild:122",
+                  choice="ESPTOOLPY_FLASHSIZE"),
     KconfigOption("ESP_MAIN_TASK_STACK_SIZE", "components/esp_system/Kconfig:225"),
     KconfigOption("LWIP_SNTP_MAX_SERVERS", "components/lwip/Kconfig:1127"),
     KconfigOption("MQTT_PROTOCOL_311", "components/mqtt/esp-mqtt/Kconfig:3"),
@@ -55,7 +56,8 @@ KCONFIG_OPTIONS: dict[str, KconfigOption] = {option.name: option for option in (
     KconfigOption("SECURE_SIGNED_APPS_NO_SECURE_BOOT", f"{_BOOTLOADER}:497", depends=("!SECURE_BOOT",)),
     KconfigOption("SECURE_SIGNED_APPS_RSA_SCHEME", f"{_BOOTLOADER}:534", choice="SECURE_SIGNED_APPS_SCHEME",
                   depends=("SECURE_BOOT || SECURE_SIGNED_APPS_NO_SECURE_BOOT",
-                           "SECURE_BOOT_V2_RSA_SUPPORTED && (SECURE_SIGNED_APPS_NO_SECURE_BOOT || SECURE_BOOT_V2_ENABLED)",
+                           "SECURE_BOOT_V2_RSA_SUPPORTED && (SECURE_SIGNED_APPS_NO_SECURE_BOOT || "
+                           "SECURE_BOOT_V2_ENABLED)",
                            "!(IDF_TARGET_ESP32C5 && ESP32C5_REV_MIN_FULL < 1)")),
     KconfigOption("SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT", f"{_BOOTLOADER}:592",
                   depends=("SECURE_SIGNED_APPS_NO_SECURE_BOOT",)),
