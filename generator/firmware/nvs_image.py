@@ -112,8 +112,10 @@ def device_nvs_entries(device: Device, credentials: ClientCredentials) -> tuple[
     return tuple(entries)
 
 
-def render_nvs_image(device: Device, credentials: ClientCredentials) -> bytes:
-    """The device's NVS partition image (NVS_PARTITION_SIZES[framework] bytes), flashed at NVS_PARTITION_OFFSET."""
+def render_nvs_image(device: Device, credentials: ClientCredentials, *, xts_key: bytes | None = None) -> bytes:
+    """The device's NVS partition image (NVS_PARTITION_SIZES[framework] bytes), flashed at NVS_PARTITION_OFFSET;
+    with `xts_key` (the XTS-AES data key and tweak key, 64 bytes), every entry encrypted by esp-idf-nvs-partition-gen
+    as its `encrypt` command does (generator.firmware.security)."""
     if device.secrets != "nvs":
         raise ValueError(f"device {device.id} embeds its secrets; it has no NVS image")
     entries = device_nvs_entries(device, credentials)
@@ -122,7 +124,8 @@ def render_nvs_image(device: Device, credentials: ClientCredentials) -> bytes:
     from esp_idf_nvs_partition_gen import nvs_partition_gen  # imported when an image is made
 
     # The tool reserves one page for NVS garbage collection; it is given the rest.
-    nvs = nvs_partition_gen.nvs_open(out, size - NVS_PAGE_SIZE, nvs_partition_gen.Page.VERSION2)
+    nvs = nvs_partition_gen.nvs_open(out, size - NVS_PAGE_SIZE, nvs_partition_gen.Page.VERSION2,
+                                     is_encrypt=xts_key is not None, key=xts_key)
     try:
         nvs_partition_gen.write_entry(nvs, NVS_NAMESPACE, "namespace", "", "")
         for entry in entries:

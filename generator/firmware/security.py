@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import os
 import struct
 import zlib
@@ -35,19 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from esp_idf_nvs_partition_gen import nvs_partition_gen as nvs_gen
 
 from generator.core.errors import UserError
 from generator.core.files import PRIVATE_DIR_MODE, SECRET_MODE, create_file, ensure_dir
 from generator.firmware.kconfig_audit import KCONFIG_OPTIONS
-from generator.firmware.nvs_image import (
-    NVS_NAMESPACE,
-    NVS_PAGE_SIZE,
-    NVS_PARTITION_OFFSET,
-    device_nvs_entries,
-    nvs_partition_size,
-    render_nvs_image,
-)
+from generator.firmware.nvs_image import NVS_PAGE_SIZE, NVS_PARTITION_OFFSET, render_nvs_image
 from generator.pki.credentials import ClientCredentials
 from generator.spec.model import Device, Security
 
@@ -300,28 +291,9 @@ def xts_keys(keys: NvsKeys) -> tuple[bytes, bytes]:
 
 def render_encrypted_nvs_image(device: Device, credentials: ClientCredentials, keys: NvsKeys) -> bytes:
     """The device's NVS partition image, every entry XTS-AES encrypted with `keys` (an nvs_keys partition image or
-    the derived pair) by esp-idf-nvs-partition-gen (as its `encrypt` command does)."""
+    the derived pair)."""
     data_key, tweak_key = xts_keys(keys)
-    entries = device_nvs_entries(device, credentials)
-    size = nvs_partition_size(device.framework)
-    out = io.BytesIO()
-    nvs = nvs_gen.nvs_open(out, size - NVS_PAGE_SIZE, nvs_gen.Page.VERSION2, is_encrypt=True,
-                           key=data_key + tweak_key)
-    try:
-        nvs_gen.write_entry(nvs, NVS_NAMESPACE, "namespace", "", "")
-        for entry in entries:
-            if isinstance(entry.value, bytes):
-                nvs_gen.write_entry(nvs, entry.key, "data", "binary", entry.value)
-            else:
-                nvs_gen.write_entry(nvs, entry.key, "data", "string", entry.value)
-        nvs_gen.nvs_close(nvs)
-    except nvs_gen.InsufficientSizeError:
-        raise UserError(f"device {device.id}: its credentials and topics do not fit the {size:#x}-byte NVS partition",
-                        hint="use ec-p256 keys, a shorter CA chain, or fewer/shorter topics") from None
-    image = out.getvalue()
-    if len(image) != size:
-        raise AssertionError(f"NVS image is {len(image)} bytes, expected {size}")
-    return image
+    return render_nvs_image(device, credentials, xts_key=data_key + tweak_key)
 
 
 def device_nvs_keys(device: Device, private_dir: Path) -> tuple[bytes, bytes] | None:
