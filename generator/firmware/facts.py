@@ -297,8 +297,7 @@ def _ota_facts(device: Device, public_key: bytes | None) -> OtaFacts | None:
         downgrade_capacity=OTA_DOWNGRADE_CAPACITY,
         report_capacity=FIRMWARE_REPORT_CAPACITY,
         chip_id=f"0x{CHIP_IDS[device.chip]:04x}",
-        key_digest_rows=tuple(", ".join(f"0x{byte:02x}" for byte in digest[i:i + 8]) + ","
-                              for i in range(0, 32, 8)),
+        key_digest_rows=tuple(", ".join(f"0x{byte:02x}" for byte in digest[i:i + 8]) + "," for i in range(0, 32, 8)),
         public_key_pem=c_string_literal_lines(public_key),
     )
 
