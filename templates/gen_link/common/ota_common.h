@@ -28,7 +28,7 @@
 #define OTA_DOWNGRADE_SIGNATURE_BYTES 384   // RSA-PSS with the RSA-3072 OTA signing key
 #define OTA_DOWNGRADE_SALT_BYTES 32         // PSS salt, as gen ota publish makes it (= the SHA-256 length)
 #define OTA_DOWNGRADE_MESSAGE_PREFIX "gen-ota-downgrade:v2:"
-#define OTA_DOWNGRADE_NOT_AFTER_DIGITS 18   // most digits read: any more would not fit an int64_t
+#define OTA_NOT_AFTER_DIGITS_READ 18       // most digits read (more would not fit an int64_t)
 #define OTA_DOWNGRADE_PROBLEM_CAPACITY 128
 
 // {"version": "1.3.0", "size": 1234944, "sha256": "<64 hex digits>", "url": "https://...", "target": "...",
@@ -197,7 +197,7 @@ static inline bool ota_split_permission(const char *text, ota_permission_t *out)
 {
     const char *p = text;
     out->not_after = 0;
-    while (*p >= '0' && *p <= '9' && p - text < OTA_DOWNGRADE_NOT_AFTER_DIGITS) {
+    while (*p >= '0' && *p <= '9' && p - text < OTA_NOT_AFTER_DIGITS_READ) {
         out->not_after = out->not_after * 10 + (*p++ - '0');
     }
     out->not_after_text = text;
