@@ -296,10 +296,10 @@ static inline const char *ota_downgrade_problem(const ota_announcement_t *update
     const time_t now = time(NULL);
     if ((int64_t)now > permission.not_after) {
         char until[32];
-        char clock[32];
+        char now_text[32];
         ota_utc_text(permission.not_after, until);
-        ota_utc_text((int64_t)now, clock);
-        snprintf(problem, sizeof problem, "expired at %s; this device's clock says %s", until, clock);
+        ota_utc_text((int64_t)now, now_text);
+        snprintf(problem, sizeof problem, "expired at %s; this device's clock says %s", until, now_text);
         return problem;
     }
     uint8_t hash[32];
