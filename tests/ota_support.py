@@ -94,9 +94,10 @@ class OtaProject:
             thread.join(timeout=10)
 
     @contextlib.contextmanager
-    def device(self, flash_dir: Path, broker: RunningBroker, server: OtaServer) -> Iterator[SimDevice]:
+    def device(self, flash_dir: Path, broker: RunningBroker, server: OtaServer,
+               environment: dict[str, str] | None = None) -> Iterator[SimDevice]:
         """The device, flashed by USB with 1.2.0 (a fresh flash of its own), running against the broker and
-        fetching its updates from `server`."""
+        fetching its updates from `server` (with `environment` added to its own, e.g. a shifted clock)."""
         device = self.device_spec
         flash = SimulatedFlash(flash_dir / "flash.bin", device.chip)
         partitions = (self.out_dir / firmware_dir(device.id) / "partitions.csv").read_text()
@@ -105,6 +106,7 @@ class OtaProject:
                            nvs_images(self.out_dir, read_manifest(self.out_dir)),
                            BrokerAddress(broker.host, broker.port), flashes={device.id: flash},
                            ota_server=BrokerAddress("127.0.0.1", listening_port(server)))
+        run = dataclasses.replace(run, environment=run.environment + tuple((environment or {}).items()))
         with SimDevice.start(run) as running:
             yield running
 

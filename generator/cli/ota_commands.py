@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Optional
 
@@ -11,8 +12,8 @@ from rich.table import Table
 from generator.cli.broker_override import broker_option
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, plural, print_table
 from generator.core.errors import UserError
-from generator.ota.announce import Address, Announcement, announcement, check_image, publish_announcements, \
-    rollback_problem, slot_size
+from generator.ota.announce import Address, Announcement, Downgrade, announcement, check_image, \
+    publish_announcements, rollback_problem, slot_size
 from generator.ota.ci_image import signed_for_publish
 from generator.ota.serve import listening_port, open_server, server_files
 from generator.ota.status import collect_status
@@ -20,9 +21,11 @@ from generator.output.generate import generate
 from generator.output.layout import firmware_dir
 from generator.output.manifest import read_manifest
 from generator.pki.layout import PkiLayout
-from generator.pki.ota_signing import signing_key
+from generator.pki.issuing import utcnow
+from generator.pki.ota_signing import DOWNGRADE_VALID_DAYS, DOWNGRADE_VALID_DAYS_MAX, SigningKey, signing_key
 from generator.simulate.device_runs import parse_broker_address
 from generator.spec import Device, Spec, load_spec
+from generator.spec.firmware_version import version_problem
 
 LOCAL_ONLY = "127.0.0.1"
 ota_app = typer.Typer(help="Firmware updates over the air: announce an image, serve it, see what devices run.",
@@ -63,6 +66,24 @@ def _built_image(out_dir: Path, device: Device) -> Path:
     return out_dir / record.artifacts.dir / "firmware.bin"
 
 
+def _downgrade(key: SigningKey, allow_downgrade: bool, valid_for: int | None) -> Downgrade | None:
+    """How permissions are signed for --allow-downgrade (valid from now for --downgrade-valid-for days), or None."""
+    if not allow_downgrade:
+        if valid_for is not None:
+            raise UserError("--downgrade-valid-for says how long a downgrade permission holds, and no downgrade is "
+                            "announced", hint="add --allow-downgrade, or leave --downgrade-valid-for out")
+        return None
+    days = DOWNGRADE_VALID_DAYS if valid_for is None else valid_for
+    return Downgrade(key, utcnow().replace(microsecond=0) + dt.timedelta(days=days))
+
+
+def _downgrade_note(device: Device, downgrade: Downgrade | None) -> str:
+    if downgrade is None:
+        return ""
+    return (f" (a deliberate downgrade, permitted while the device runs {device.firmware_version}, until "
+            f"{downgrade.not_after:%Y-%m-%d %H:%M:%S} UTC)")
+
+
 @ota_app.command("publish")
 def publish(
     spec: Path = SPEC_ARGUMENT,
@@ -80,8 +101,13 @@ def publish(
     clear: bool = typer.Option(False, "--clear", help="Remove the retained announcement instead."),
     allow_downgrade: bool = typer.Option(False, "--allow-downgrade", help="Announce a version older than the spec's "
                                          "firmware.version as a deliberate downgrade: each announcement carries a "
-                                         "permission signed with the OTA signing key for that device and image "
-                                         "(run it where the PKI lives). Devices refuse older images otherwise."),
+                                         "permission signed with the OTA signing key for that device and image, "
+                                         "while it runs the spec's firmware.version, for --downgrade-valid-for "
+                                         "days (run it where the PKI lives). Devices refuse older images otherwise."),
+    valid_for: Optional[int] = typer.Option(None, "--downgrade-valid-for", min=1, max=DOWNGRADE_VALID_DAYS_MAX,
+                                            metavar="DAYS", help="With --allow-downgrade: how many days the "
+                                            f"permission holds (default {DOWNGRADE_VALID_DAYS}); it holds only for "
+                                            "a device running the spec's firmware.version."),
     broker: Optional[str] = BROKER_OPTION,
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
@@ -100,8 +126,11 @@ def publish(
             assert each.ota is not None
             console.print(f"cleared the announcement of {each.id} ({each.ota.topic})")
         return
-    generate(loaded, out_dir)          # the PKI's OTA identity, the broker's ACL, build records of current firmware
+    if version is not None and (bad_version := version_problem(version)) is not None:
+        raise UserError(f"--version: {bad_version}", hint="give the version the image was built as, e.g. 1.3.0")
     key = signing_key(PkiLayout(loaded.pki.dir))
+    downgrade = _downgrade(key, allow_downgrade, valid_for)
+    generate(loaded, out_dir)          # the PKI's OTA identity, the broker's ACL, build records of current firmware
     announcements: dict[str, Announcement | None] = {}
     images: dict[str, bytes] = {}
     for each in chosen:
@@ -116,12 +145,11 @@ def publish(
                 console.print(f"signed {image} for {each.id} with {key.private} (it came unsigned, e.g. from CI): "
                               f"{path}")
         images[each.id] = check_image(each, path, wanted, key, slot=slot_size(out_dir / firmware_dir(each.id)))
-        announcements[each.id] = announcement(each, images[each.id], wanted,
-                                               downgrade_key=key if allow_downgrade else None)
+        announcements[each.id] = announcement(each, images[each.id], wanted, downgrade=downgrade)
     publish_announcements(loaded, announcements, _broker(broker_option(spec, broker)), stage=images, out_dir=out_dir)
     for device_id, announced in announcements.items():
         assert announced is not None
-        console.print(f"announced {announced.version}{' (a deliberate downgrade)' if announced.downgrade else ''} to "
+        console.print(f"announced {announced.version}{_downgrade_note(loaded.device(device_id), downgrade)} to "
                       f"{device_id}: {announced.size:,} bytes, sha256 "
                       f"{announced.sha256[:16]}..., {announced.url}")
     console.print(f"the devices fetch it from `gen ota serve {spec}`; `gen ota status {spec}` shows what they run")

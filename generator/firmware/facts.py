@@ -46,6 +46,7 @@ from generator.spec.device_limits import (
     NVS_PASSWORD_CAPACITY,
     NVS_TOPIC_CAPACITY,
     OTA_ANNOUNCEMENT_CAPACITY,
+    OTA_DOWNGRADE_CAPACITY,
     OTA_QOS,
     PEM_CAPACITY,
     mqtt_buffer_size,
@@ -148,6 +149,7 @@ class OtaFacts:
     network_timeout_ms: int
     qos: int
     announcement_capacity: int
+    downgrade_capacity: int
     report_capacity: int
     chip_id: str
     key_digest_rows: tuple[str, ...]
@@ -292,10 +294,10 @@ def _ota_facts(device: Device, public_key: bytes | None) -> OtaFacts | None:
         network_timeout_ms=OTA_NETWORK_TIMEOUT_MS,
         qos=OTA_QOS,
         announcement_capacity=OTA_ANNOUNCEMENT_CAPACITY,
+        downgrade_capacity=OTA_DOWNGRADE_CAPACITY,
         report_capacity=FIRMWARE_REPORT_CAPACITY,
         chip_id=f"0x{CHIP_IDS[device.chip]:04x}",
-        key_digest_rows=tuple(", ".join(f"0x{byte:02x}" for byte in digest[i:i + 8]) + ","
-                              for i in range(0, 32, 8)),
+        key_digest_rows=tuple(", ".join(f"0x{byte:02x}" for byte in digest[i:i + 8]) + "," for i in range(0, 32, 8)),
         public_key_pem=c_string_literal_lines(public_key),
     )
 

@@ -8,9 +8,11 @@ No signature travels in the announcement: it is inside the image, and the device
 image must be one the device will take: an app image for its chip, signed with the project's key, small enough for
 its slot, of the announced version (ESP-IDF: its esp_app_desc_t; Arduino: the version record its firmware carries),
 and not older than the spec's firmware.version unless the user asks for a downgrade (`--allow-downgrade`). A
-downgrade's announcement carries `"downgrade": "<signature>"`, a permission signed with the project's OTA signing key
-for this device, this image and this version (generator.pki.ota_signing.sign_downgrade); the device refuses an older
-image without a permission that verifies, so holding gen's OTA identity is not enough to roll a device back. Images
+downgrade's announcement carries `"downgrade": "<not after>:<from version>:<signature>"`, a permission signed with the
+project's OTA signing key for this device, this image and this version, for a device running the spec's
+firmware.version, until a date (generator.pki.ota_signing.sign_downgrade); the device refuses an older image without
+a permission that verifies, holds for what it runs and has not expired, so holding gen's OTA identity, or an
+announcement captured earlier, is not enough to roll a device back. Images
 are staged only once the broker has taken gen's OTA identity, and each device keeps its current and previous image
 staged, no more. The announcement is published as gen's own OTA identity (OTA_IDENTITY), the only one the ACL lets
 write OTA topics.
@@ -19,6 +21,7 @@ write OTA topics.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
@@ -32,7 +35,7 @@ from generator.core.mqtt_wire import ConnectionClosed, MqttSession
 from generator.doctor.identity_session import gen_identity_session
 from generator.doctor.probes import Address
 from generator.output.layout import ota_image
-from generator.pki.ota_signing import SigningKey, sign_downgrade, signature_problem
+from generator.pki.ota_signing import DowngradePermission, SigningKey, sign_downgrade, signature_problem
 from generator.spec.contract import OTA_IDENTITY
 from generator.spec.device_limits import OTA_ANNOUNCEMENT_CAPACITY, OTA_QOS
 from generator.spec.firmware_version import version_order
@@ -48,7 +51,7 @@ class Announcement:
     url: str
     target: str
     project: str
-    downgrade: str = ""              # a deliberate downgrade's signed permission (base64), or none
+    downgrade: str = ""              # a deliberate downgrade's signed permission (DowngradePermission.text()), or none
 
     def payload(self) -> bytes:
         fields: dict[str, object] = {"version": self.version, "size": self.size, "sha256": self.sha256,
@@ -159,13 +162,26 @@ def prune_staged(out_dir: Path, device: Device, current: str) -> list[Path]:
     return removed
 
 
-def announcement(device: Device, data: bytes, version: str, *, downgrade_key: SigningKey | None = None) -> Announcement:
-    """The announcement of this image; with `downgrade_key`, a deliberate downgrade whose permission it signs."""
+@dataclass(frozen=True)
+class Downgrade:
+    """How `gen ota publish --allow-downgrade` signs permissions: with this key, valid until `not_after`."""
+
+    key: SigningKey
+    not_after: dt.datetime
+
+
+def announcement(device: Device, data: bytes, version: str, *, downgrade: Downgrade | None = None) -> Announcement:
+    """The announcement of this image; with `downgrade`, a deliberate one whose permission it signs for the device
+    while it runs the spec's firmware.version."""
     assert device.ota is not None
     sha256 = hashlib.sha256(data).hexdigest()
-    permission = sign_downgrade(downgrade_key, device.id, sha256, version) if downgrade_key is not None else ""
+    permission: DowngradePermission | None = None
+    if downgrade is not None:
+        permission = sign_downgrade(downgrade.key, device.id, sha256, version, from_version=device.firmware_version,
+                                    not_after=downgrade.not_after)
     return Announcement(version=version, size=len(data), sha256=sha256, url=image_url(device, sha256),
-                        target=device.target.name, project=device.ota.project, downgrade=permission)
+                        target=device.target.name, project=device.ota.project,
+                        downgrade=permission.text() if permission is not None else "")
 
 
 # ---------------------------------------------------------------------------------------------- MQTT

@@ -12,15 +12,19 @@ m' little-endian, the RSA-PSS signature little-endian), its CRC32, 16 zero bytes
 by the SHA-256 of those four key fields (`espsecure digest-sbv2-public-key`).
 
 A deliberate downgrade (`gen ota publish --allow-downgrade`) carries a permission made with the same key: its RSA-PSS
-signature (SHA-256, MGF1 SHA-256, 32-byte salt), base64, over `gen-ota-downgrade:v1:<device id>:<sha256 hex of the
-image>:<version>` (`downgrade_message`). The firmware verifies it with the key's public half (gen_link's
-ota_common.h), so a permission holds for one device and one image only, and only the holder of the private key,
-on the PKI machine, can make one.
+signature (SHA-256, MGF1 SHA-256, 32-byte salt) over `gen-ota-downgrade:v2:<device id>:<sha256 hex of the
+image>:<version>:<from version>:<not after>` (`downgrade_message`), sent as `<not after>:<from version>:<base64
+signature>` (`DowngradePermission`). The firmware verifies it with the key's public half (gen_link's ota_common.h),
+so a permission holds for one device and one image only, only while that device runs `from version` (the spec's
+firmware.version when it was made: once the fleet has moved on, a captured announcement replayed later rolls nothing
+back), and only until `not after` (Unix seconds, UTC; 7 days by default, at most 365, as the device's SNTP clock
+tells). Only the holder of the private key, on the PKI machine, can make one.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import errno
 import hashlib
 import logging
@@ -203,19 +207,40 @@ def signature_problem(image: Path, key: SigningKey) -> str | None:
 
 # ---------------------------------------------------------------------------------------------- downgrade permissions
 
-DOWNGRADE_MESSAGE_PREFIX = "gen-ota-downgrade:v1:"
+DOWNGRADE_MESSAGE_PREFIX = "gen-ota-downgrade:v2:"
 DOWNGRADE_PADDING = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)   # the firmware expects 32
+DOWNGRADE_VALID_DAYS = 7           # by default: a fleet that comes online over a week still takes it
+DOWNGRADE_VALID_DAYS_MAX = 365     # at most (the device compares not-after with its SNTP clock)
 
 
-def downgrade_message(device_id: str, sha256: str, version: str) -> bytes:
-    """What a downgrade permission signs: this device, this image, this version."""
-    return f"{DOWNGRADE_MESSAGE_PREFIX}{device_id}:{sha256}:{version}".encode()
+def downgrade_message(device_id: str, sha256: str, version: str, from_version: str, not_after: int) -> bytes:
+    """What a downgrade permission signs: this device, this image, this version, for a device running
+    `from_version`, until `not_after` (Unix seconds, UTC)."""
+    return f"{DOWNGRADE_MESSAGE_PREFIX}{device_id}:{sha256}:{version}:{from_version}:{not_after}".encode()
 
 
-def sign_downgrade(key: SigningKey, device_id: str, sha256: str, version: str) -> str:
-    """The permission for `device_id` to install the image `sha256` of `version` though it is older than what it
-    runs: base64 of the RSA-PSS signature by the project's private signing key (needed here: it never leaves the
-    PKI machine, so a downgrade is announced from there)."""
+@dataclass(frozen=True)
+class DowngradePermission:
+    """A signed downgrade permission as the announcement's "downgrade" carries it:
+    `<not after>:<from version>:<base64 signature>` (a version holds no ':', firmware_version.VERSION_PATTERN)."""
+
+    not_after: int             # Unix seconds, UTC: the device refuses it once its clock is past this
+    from_version: str          # the version the device must be running for it to apply
+    signature: str             # base64 of the RSA-PSS signature of downgrade_message
+
+    def text(self) -> str:
+        return f"{self.not_after}:{self.from_version}:{self.signature}"
+
+    @property
+    def expires(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.not_after, dt.timezone.utc)
+
+
+def sign_downgrade(key: SigningKey, device_id: str, sha256: str, version: str, *, from_version: str,
+                   not_after: dt.datetime) -> DowngradePermission:
+    """The permission for `device_id`, while it runs `from_version` and until `not_after`, to install the image
+    `sha256` of `version` though it is older: the RSA-PSS signature by the project's private signing key (needed
+    here: it never leaves the PKI machine, so a downgrade is announced from there)."""
     if not key.private.is_file():
         raise UserError(f"a downgrade must be signed with the project's OTA signing key, and {key.private} is not here",
                         hint="run `gen ota publish --allow-downgrade` where the PKI lives")
@@ -224,8 +249,11 @@ def sign_downgrade(key: SigningKey, device_id: str, sha256: str, version: str) -
     if not isinstance(private, rsa.RSAPrivateKey) or key_digest(_public_pem(key.private)) != key.digest():
         raise UserError(f"{key.private} is not the private half of {key.public}, the key the devices trust",
                         hint=f"restore the private key that belongs to {key.public}")
-    signature = private.sign(downgrade_message(device_id, sha256, version), DOWNGRADE_PADDING, hashes.SHA256())
-    return base64.b64encode(signature).decode("ascii")
+    assert ":" not in version + from_version, "a firmware version holds no ':' (firmware_version.VERSION_PATTERN)"
+    seconds = int(not_after.timestamp())
+    message = downgrade_message(device_id, sha256, version, from_version, seconds)
+    signature = private.sign(message, DOWNGRADE_PADDING, hashes.SHA256())
+    return DowngradePermission(seconds, from_version, base64.b64encode(signature).decode("ascii"))
 
 
 def _last_line(done: subprocess.CompletedProcess) -> str:

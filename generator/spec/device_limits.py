@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from generator.spec.contract import MQTT_PASSWORD_LENGTH
+from generator.spec.firmware_version import VERSION_MAX
 from generator.spec.provisioning_protocol import (
     BOOTSTRAP_USER_SUFFIX,
     REQUEST_MAX_BYTES,
@@ -38,10 +39,14 @@ PEM_CAPACITY = 16384                   # largest PEM read from NVS (a long chain
 
 # Updates over the air (generator.ota): the announcement a device receives on its OTA topic (JSON: a version of 31
 # characters, a size, a 64-digit sha256, a URL of up to 360 bytes for a 253-byte broker name, the target, the
-# 63-character project and, for a deliberate downgrade, `"downgrade":"<base64 of an RSA-3072 signature>"`) and the
-# report it publishes on its firmware topic (version, slot, state, a short detail).
-OTA_DOWNGRADE_SIGNATURE_TEXT = 4 * ((3072 // 8 + 2) // 3)   # 512 characters (gen_link's OTA_DOWNGRADE_CAPACITY - 1)
-OTA_ANNOUNCEMENT_CAPACITY = 768 + len(',"downgrade":""') + OTA_DOWNGRADE_SIGNATURE_TEXT
+# 63-character project and, for a deliberate downgrade, `"downgrade":"<not after>:<from version>:<base64 of an
+# RSA-3072 signature>"`, generator.pki.ota_signing) and the report it publishes on its firmware topic (version, slot,
+# state, a short detail).
+OTA_DOWNGRADE_SIGNATURE_TEXT = 4 * ((3072 // 8 + 2) // 3)   # 512 characters
+OTA_DOWNGRADE_NOT_AFTER_DIGITS = 10    # Unix seconds, UTC: 10 digits until the year 2286
+OTA_DOWNGRADE_TEXT = OTA_DOWNGRADE_NOT_AFTER_DIGITS + 1 + VERSION_MAX + 1 + OTA_DOWNGRADE_SIGNATURE_TEXT
+OTA_DOWNGRADE_CAPACITY = OTA_DOWNGRADE_TEXT + 1                # gen_link's buffer for it, NUL included
+OTA_ANNOUNCEMENT_CAPACITY = 768 + len(',"downgrade":""') + OTA_DOWNGRADE_TEXT
 FIRMWARE_REPORT_CAPACITY = 256
 LOG_LINE_CAPACITY = 256                # bytes of one published log line (a longer one is cut; serial shows it all)
 OTA_QOS = 1                            # announcements are retained QoS 1: a device that was offline still gets one

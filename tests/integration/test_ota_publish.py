@@ -1,11 +1,13 @@
 """`gen ota publish` against the real Mosquitto: who may announce (gen's OTA identity only, not the backend), what it
 refuses (a version older than the spec's, unless --allow-downgrade, which alone writes "downgrade": a permission
-signed with the project's OTA key for that device and image), and what
+signed with the project's OTA key for that device and image, while it runs the spec's version, for
+--downgrade-valid-for days), and what
 it leaves in OUT/ota (nothing when it cannot announce; the current and previous image of each device, no more)."""
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import json
 
@@ -79,22 +81,55 @@ def test_a_publish_that_cannot_reach_the_broker_stages_nothing(clean_staging, tm
     assert staged(clean_staging) == set()
 
 
-def test_allow_downgrade_announces_an_older_version_as_a_deliberate_downgrade(clean_staging, tmp_path,
-                                                                              start_broker):
-    broker = start_broker(clean_staging.default_out_dir / "broker")
-    signed = signed_image(clean_staging, tmp_path, "1.1.0")
-    topic = clean_staging.device("sensor-a").ota.topic
-    with mqtt_session(broker, spec_credentials(clean_staging).devices["sensor-a"]) as device:
-        assert publish(clean_staging, signed, "1.1.0", "--allow-downgrade", broker=broker) == 0
+def announced_downgrade(spec, signed, broker, *extra: str) -> dict:
+    topic = spec.device("sensor-a").ota.topic
+    with mqtt_session(broker, spec_credentials(spec).devices["sensor-a"]) as device:
+        assert publish(spec, signed, "1.1.0", "--allow-downgrade", *extra, broker=broker) == 0
         device.subscribe(topic, qos=1)
         (message,) = device.receive_until(topic)
-    announced = json.loads(message.payload)
+    return json.loads(message.payload)
+
+
+def test_allow_downgrade_announces_an_older_version_as_a_deliberate_downgrade_for_a_week(clean_staging, tmp_path,
+                                                                                         start_broker, capsys):
+    broker = start_broker(clean_staging.default_out_dir / "broker")
+    signed = signed_image(clean_staging, tmp_path, "1.1.0")
+    announced = announced_downgrade(clean_staging, signed, broker)
+    published = dt.datetime.now(dt.timezone.utc)
+    assert set(announced) == {"version", "size", "sha256", "url", "target", "project", "downgrade"}
     assert announced["version"] == "1.1.0"
     assert staged(clean_staging) == {f"{announced['sha256']}.bin"}
-    # The permission: the OTA key's signature of this device, this image and this version (raises if it is not).
+    # The permission: while the device runs the spec's 1.2.0, for 7 days, the OTA key's signature of this device,
+    # this image, this version, that version and that date (raises if it is not).
+    not_after, from_version, signature = announced["downgrade"].split(":")
+    expires = dt.datetime.fromtimestamp(int(not_after), dt.timezone.utc)
+    assert from_version == "1.2.0"
+    assert abs(expires - (published + dt.timedelta(days=7))) < dt.timedelta(minutes=1)
     public = serialization.load_pem_public_key(signing_key(PkiLayout(clean_staging.pki.dir)).public_pem())
-    public.verify(base64.b64decode(announced["downgrade"]), downgrade_message("sensor-a", announced["sha256"], "1.1.0"),
+    public.verify(base64.b64decode(signature),
+                  downgrade_message("sensor-a", announced["sha256"], "1.1.0", "1.2.0", int(not_after)),
                   DOWNGRADE_PADDING, hashes.SHA256())
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"permitted while the device runs 1.2.0, until {expires:%Y-%m-%d %H:%M:%S} UTC" in out, out
+
+
+@pytest.mark.parametrize("days", [1, 365])
+def test_downgrade_valid_for_sets_how_many_days_the_permission_holds(days, clean_staging, tmp_path, start_broker):
+    broker = start_broker(clean_staging.default_out_dir / "broker")
+    signed = signed_image(clean_staging, tmp_path, "1.1.0")
+    announced = announced_downgrade(clean_staging, signed, broker, "--downgrade-valid-for", str(days))
+    published = dt.datetime.now(dt.timezone.utc)
+    expires = dt.datetime.fromtimestamp(int(announced["downgrade"].split(":")[0]), dt.timezone.utc)
+    assert abs(expires - (published + dt.timedelta(days=days))) < dt.timedelta(minutes=1)
+
+
+def test_downgrade_valid_for_without_allow_downgrade_is_refused_with_exit_2_and_nothing_is_staged(clean_staging,
+                                                                                                  tmp_path, capsys):
+    signed = signed_image(clean_staging, tmp_path, "1.1.0")
+    assert publish(clean_staging, signed, "1.1.0", "--downgrade-valid-for", "30") == 2
+    err = capsys.readouterr().err
+    assert "--downgrade-valid-for" in err and "--allow-downgrade" in err and "Traceback" not in err
+    assert staged(clean_staging) == set()
 
 
 def test_a_downgrade_without_the_private_signing_key_is_refused_with_exit_2_and_nothing_is_staged(clean_staging,

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import subprocess
 
-from generator.spec.device_limits import OTA_ANNOUNCEMENT_CAPACITY, OTA_DOWNGRADE_SIGNATURE_TEXT, mqtt_buffer_size
+from generator.pki.ota_signing import DowngradePermission
+from generator.spec.device_limits import (OTA_ANNOUNCEMENT_CAPACITY, OTA_DOWNGRADE_CAPACITY,
+                                          OTA_DOWNGRADE_SIGNATURE_TEXT, mqtt_buffer_size)
 from generator.firmware.nvs_reader import read_nvs_image
 from generator.firmware.nvs_image import render_nvs_image
 from firmware_fakes import credentials_for
@@ -69,6 +71,8 @@ def test_the_mqtt_buffer_holds_the_largest_announcement(tmp_path):
     device = spec(tmp_path, project="p" * 63, host=host).devices[0]
     largest = Announcement(version="v" * 31, size=4_294_967_295, sha256="f" * 64,
                            url=f"https://{host}:65535/{device.id}/{'f' * 64}.bin", target="esp32s3-espidf",
-                           project="p" * 63, downgrade="A" * OTA_DOWNGRADE_SIGNATURE_TEXT)
+                           project="p" * 63, downgrade=DowngradePermission(9_999_999_999, "v" * 31,
+                                                                           "A" * OTA_DOWNGRADE_SIGNATURE_TEXT).text())
     assert len(largest.payload()) <= OTA_ANNOUNCEMENT_CAPACITY
+    assert len(largest.downgrade) < OTA_DOWNGRADE_CAPACITY
     assert mqtt_buffer_size(device) >= 5 + 2 + len(device.ota.topic) + 2 + len(largest.payload())

@@ -394,7 +394,8 @@ bool wanted(const ota_announcement_t& update) {
         Serial.printf("[ota] ignored: %s is not on the update server %s\n", update.url, OTA_URL_PREFIX);
         return false;
     }
-    // A downgrade permission counts only once it verifies: one forged, or made for another device or image, is refused.
+    // A downgrade permission counts only once it verifies and holds: one forged, made for another device or image,
+    // for a device running another version (a captured one replayed) or expired, is refused.
     if (update.downgrade[0] != '\0') {
         const char* forged = ota_downgrade_problem(&update, settings.device_id);
         if (forged != nullptr) {

@@ -8,7 +8,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "esp_partition.h"
 #include "gen_ota_config.h"
@@ -22,15 +24,18 @@
 // OTA_URL_CAPACITY comes from gen_ota_config.h.
 #define OTA_NAME_CAPACITY 64         // target and project names
 #define OTA_KEY_CAPACITY 16
+// OTA_DOWNGRADE_CAPACITY comes from gen_ota_config.h too.
 #define OTA_DOWNGRADE_SIGNATURE_BYTES 384   // RSA-PSS with the RSA-3072 OTA signing key
-#define OTA_DOWNGRADE_CAPACITY 513          // its base64 (512 characters) and a NUL
 #define OTA_DOWNGRADE_SALT_BYTES 32         // PSS salt, as gen ota publish makes it (= the SHA-256 length)
-#define OTA_DOWNGRADE_MESSAGE_PREFIX "gen-ota-downgrade:v1:"
+#define OTA_DOWNGRADE_MESSAGE_PREFIX "gen-ota-downgrade:v2:"
+#define OTA_NOT_AFTER_DIGITS_READ 18       // most digits read (more would not fit an int64_t)
+#define OTA_DOWNGRADE_PROBLEM_CAPACITY 128
 
 // {"version": "1.3.0", "size": 1234944, "sha256": "<64 hex digits>", "url": "https://...", "target": "...",
-//  "project": "..."}: every key once, nothing else; and "downgrade": "<base64>" when the update is a deliberate
-// downgrade: the permission `gen ota publish --allow-downgrade` signs with the OTA signing key for one device and one
-// image (ota_downgrade_problem checks it). downgrade is "" without one.
+//  "project": "..."}: every key once, nothing else; and "downgrade": "<not after>:<from version>:<base64>" when the
+// update is a deliberate downgrade: the permission `gen ota publish --allow-downgrade` signs with the OTA signing key
+// for one device and one image, while the device runs <from version>, until <not after> (ota_downgrade_problem
+// checks it). downgrade is "" without one.
 typedef struct {
     char version[OTA_VERSION_CAPACITY];
     uint32_t size;
@@ -179,34 +184,67 @@ static inline const char *ota_parse_announcement(const char *json, size_t length
     return NULL;
 }
 
-// NULL when update->downgrade is this project's permission for `device_id` to install this very image: the RSA-PSS
-// (SHA-256, MGF1 SHA-256, 32-byte salt) signature, by the OTA signing key, of
-// "gen-ota-downgrade:v1:<device id>:<sha256>:<version>". Else why not, in words: a permission made for another
-// device, image or version, or by another key, does not verify. The same calls in mbedTLS 2.28 and 3.6.
-static inline const char *ota_downgrade_problem(const ota_announcement_t *update, const char *device_id)
+// A downgrade permission's parts: "<not after>:<from version>:<base64 signature>" (a version holds no ':').
+typedef struct {
+    int64_t not_after;                       // Unix seconds, UTC
+    const char *not_after_text;              // its digits, as they were signed
+    size_t not_after_digits;
+    char from_version[OTA_VERSION_CAPACITY]; // the version the device must run for the permission to hold
+    const char *signature;                   // base64
+} ota_permission_t;
+
+static inline bool ota_split_permission(const char *text, ota_permission_t *out)
+{
+    const char *p = text;
+    out->not_after = 0;
+    while (*p >= '0' && *p <= '9' && p - text < OTA_NOT_AFTER_DIGITS_READ) {
+        out->not_after = out->not_after * 10 + (*p++ - '0');
+    }
+    out->not_after_text = text;
+    out->not_after_digits = (size_t)(p - text);
+    if (out->not_after_digits == 0 || *p++ != ':') {
+        return false;
+    }
+    const char *colon = strchr(p, ':');
+    if (colon == NULL || colon == p || (size_t)(colon - p) >= sizeof out->from_version) {
+        return false;
+    }
+    memcpy(out->from_version, p, (size_t)(colon - p));
+    out->from_version[colon - p] = '\0';
+    out->signature = colon + 1;
+    return true;
+}
+
+// SHA-256 of "gen-ota-downgrade:v2:<device id>:<sha256>:<version>:<from version>:<not after>".
+static inline bool ota_permission_hash(const ota_announcement_t *update, const char *device_id,
+                                       const ota_permission_t *permission, uint8_t hash[32])
+{
+    const char *const parts[] = {OTA_DOWNGRADE_MESSAGE_PREFIX, device_id, ":", update->sha256, ":", update->version,
+                                 ":", permission->from_version, ":"};
+    mbedtls_md_context_t md;
+    mbedtls_md_init(&md);
+    bool hashed = mbedtls_md_setup(&md, mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), 0) == 0
+                  && mbedtls_md_starts(&md) == 0;
+    for (size_t i = 0; hashed && i < sizeof parts / sizeof parts[0]; ++i) {
+        hashed = mbedtls_md_update(&md, (const unsigned char *)parts[i], strlen(parts[i])) == 0;
+    }
+    hashed = hashed
+             && mbedtls_md_update(&md, (const unsigned char *)permission->not_after_text,
+                                  permission->not_after_digits) == 0
+             && mbedtls_md_finish(&md, hash) == 0;
+    mbedtls_md_free(&md);
+    return hashed;
+}
+
+// NULL when `base64` is the OTA signing key's RSA-PSS (SHA-256, MGF1 SHA-256, 32-byte salt) signature of `hash`.
+// The same calls in mbedTLS 2.28 and 3.6.
+static inline const char *ota_permission_signature_problem(const uint8_t hash[32], const char *base64)
 {
     unsigned char signature[OTA_DOWNGRADE_SIGNATURE_BYTES];
     size_t length = 0;
-    if (mbedtls_base64_decode(signature, sizeof signature, &length, (const unsigned char *)update->downgrade,
-                              strlen(update->downgrade)) != 0 || length != sizeof signature) {
+    if (mbedtls_base64_decode(signature, sizeof signature, &length, (const unsigned char *)base64, strlen(base64)) != 0
+        || length != sizeof signature) {
         return "is not a signature (base64 of 384 bytes)";
-    }
-    uint8_t hash[32];
-    mbedtls_md_context_t md;
-    mbedtls_md_init(&md);
-    const bool hashed = mbedtls_md_setup(&md, mbedtls_md_info_from_type(MBEDTLS_MD_SHA256), 0) == 0
-                        && mbedtls_md_starts(&md) == 0
-                        && mbedtls_md_update(&md, (const unsigned char *)OTA_DOWNGRADE_MESSAGE_PREFIX,
-                                             strlen(OTA_DOWNGRADE_MESSAGE_PREFIX)) == 0
-                        && mbedtls_md_update(&md, (const unsigned char *)device_id, strlen(device_id)) == 0
-                        && mbedtls_md_update(&md, (const unsigned char *)":", 1) == 0
-                        && mbedtls_md_update(&md, (const unsigned char *)update->sha256, strlen(update->sha256)) == 0
-                        && mbedtls_md_update(&md, (const unsigned char *)":", 1) == 0
-                        && mbedtls_md_update(&md, (const unsigned char *)update->version, strlen(update->version)) == 0
-                        && mbedtls_md_finish(&md, hash) == 0;
-    mbedtls_md_free(&md);
-    if (!hashed) {
-        return "cannot be checked (SHA-256 failed)";
     }
     mbedtls_pk_context key;
     mbedtls_pk_init(&key);
@@ -219,11 +257,56 @@ static inline const char *ota_downgrade_problem(const ota_announcement_t *update
     mbedtls_pk_rsassa_pss_options pss;
     pss.mgf1_hash_id = MBEDTLS_MD_SHA256;
     pss.expected_salt_len = OTA_DOWNGRADE_SALT_BYTES;
-    const int verified = mbedtls_pk_verify_ext(MBEDTLS_PK_RSASSA_PSS, &pss, &key, MBEDTLS_MD_SHA256, hash,
-                                               sizeof hash, signature, sizeof signature);
+    const int verified = mbedtls_pk_verify_ext(MBEDTLS_PK_RSASSA_PSS, &pss, &key, MBEDTLS_MD_SHA256, hash, 32,
+                                               signature, sizeof signature);
     mbedtls_pk_free(&key);
     return verified == 0 ? NULL
                          : "does not verify: it was not signed with this project's OTA key for this device and image";
+}
+
+static inline void ota_utc_text(int64_t seconds, char out[32])
+{
+    const time_t moment = (time_t)seconds;
+    struct tm utc;
+    if (gmtime_r(&moment, &utc) == NULL || strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &utc) == 0) {
+        snprintf(out, 32, "%lld s", (long long)seconds);
+    }
+}
+
+// NULL when update->downgrade is this project's permission for `device_id`, running this firmware's version now, to
+// install this very image: `gen ota publish --allow-downgrade` signed it with the OTA signing key for that device,
+// image and version, for a device running FIRMWARE_VERSION, until a time this device's clock has not passed. Else
+// why not, in words (valid until the next call): a permission in another form (an older gen's), made for a device
+// running another version (replayed after the device moved on), expired, or made for another device, image or
+// version, or by another key. The cheap checks come first, the RSA verification last.
+static inline const char *ota_downgrade_problem(const ota_announcement_t *update, const char *device_id)
+{
+    static char problem[OTA_DOWNGRADE_PROBLEM_CAPACITY];
+    ota_permission_t permission;
+    if (!ota_split_permission(update->downgrade, &permission)) {
+        return "is not <not after>:<from version>:<signature> (an older gen made it: announce it again with this one)";
+    }
+    if (strcmp(permission.from_version, FIRMWARE_VERSION) != 0) {
+        snprintf(problem, sizeof problem, "holds for a device running %s; this one runs %s", permission.from_version,
+                 FIRMWARE_VERSION);
+        return problem;
+    }
+    // The SNTP clock, as the broker certificate's dates are checked against: MQTT, and so any announcement, waits
+    // for it.
+    const time_t now = time(NULL);
+    if ((int64_t)now > permission.not_after) {
+        char until[32];
+        char now_text[32];
+        ota_utc_text(permission.not_after, until);
+        ota_utc_text((int64_t)now, now_text);
+        snprintf(problem, sizeof problem, "expired at %s; this device's clock says %s", until, now_text);
+        return problem;
+    }
+    uint8_t hash[32];
+    if (!ota_permission_hash(update, device_id, &permission, hash)) {
+        return "cannot be checked (SHA-256 failed)";
+    }
+    return ota_permission_signature_problem(hash, permission.signature);
 }
 
 static inline void ota_hex(const uint8_t *bytes, size_t count, char *out)
