@@ -115,8 +115,8 @@ def index_bytes(document: Mapping[str, Any]) -> bytes:
     return (head + ',\n "certs": [\n  ' + ",\n  ".join(lines) + "\n ]\n}\n").encode()
 
 
-def read_index(layout: PkiLayout) -> tuple[dict[str, Any], bytes]:
-    """The index document, and the digest of exactly the bytes it was parsed from (see _stat_index)."""
+def read_index(layout: PkiLayout) -> tuple[dict[str, Any], list[IndexEntry], bytes]:
+    """The index's header, its entries, and the digest of exactly the bytes it was parsed from (see _stat_index)."""
     hint = "restore pki/index.json from a backup"
     try:
         raw = layout.index.read_bytes()
@@ -129,10 +129,10 @@ def read_index(layout: PkiLayout) -> tuple[dict[str, Any], bytes]:
         raise UserError(f"{layout.rel(layout.index)} is not a PKI index of this tool (version {INDEX_VERSION})",
                         hint=hint)
     try:
-        [IndexEntry.from_json(e) for e in document.get("certs", [])]
+        entries = [IndexEntry.from_json(e) for e in document.get("certs", [])]
     except (KeyError, TypeError, ValueError) as error:
         raise UserError(f"{layout.rel(layout.index)} has a malformed entry ({error})", hint=hint)
-    return document, hashlib.sha256(raw).digest()
+    return {k: v for k, v in document.items() if k != "certs"}, entries, hashlib.sha256(raw).digest()
 
 
 @dataclass
@@ -152,9 +152,8 @@ class IndexState:
 
     @classmethod
     def read(cls, layout: PkiLayout) -> "IndexState":
-        document, stamp = read_index(layout)
-        return cls(header={k: v for k, v in document.items() if k != "certs"},
-                   entries=[IndexEntry.from_json(e) for e in document.get("certs", [])], stamp=stamp)
+        header, entries, stamp = read_index(layout)
+        return cls(header=header, entries=entries, stamp=stamp)
 
     def document(self) -> dict[str, Any]:
         return {**self.header, "certs": [entry.to_json() for entry in self.entries]}
