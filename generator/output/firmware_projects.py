@@ -38,11 +38,12 @@ def device_inputs(spec: Spec, out: Path, credentials: Mapping[str, ClientCredent
     files are rendered from. The user's lib/ and components/ are listed once for all of them."""
     libraries = app_folders(spec.directory, APP_LIBRARIES_DIR)
     components = app_folders(spec.directory, APP_COMPONENTS_DIR)
+    # Every device's project is as deep under OUT (a device id is one path component), so one path serves them all.
+    root = app_root_path(out / firmware_dir(spec.devices[0].id), spec.directory) if spec.devices else ""
     apps, inputs = {}, {}
     for device in spec.devices:
         if device.id in credentials:
-            apps[device.id] = AppLayout(root=app_root_path(out / firmware_dir(device.id), spec.directory),
-                                        libraries=libraries, components=components)
+            apps[device.id] = AppLayout(root=root, libraries=libraries, components=components)
             inputs[device.id] = inputs_digest(device, credentials[device.id], spec.path.name, apps[device.id],
                                               with_nvs, ota_public_key, nvs_keys.get(device.id))
     return apps, inputs
@@ -135,9 +136,11 @@ def link_shared_firmware(out: Path, links: Mapping[str, str]) -> list[str]:
     A project an earlier gen wrote there has lost its files to the stale-file sweep by now; what PlatformIO left
     in it (.pio) goes too. Returns what was removed."""
     removed = []
+    targets: dict[str, str] = {}          # image -> the link's text: the same from every device's folder
     for device_id, image in sorted(links.items()):
         link = out / firmware_dir(device_id)
-        target = os.path.relpath(out / shared_firmware_dir(image), link.parent)
+        target = targets.get(image) or targets.setdefault(
+            image, os.path.relpath(out / shared_firmware_dir(image), link.parent))
         if link.is_symlink() and os.readlink(link) == target:
             continue
         if link.is_dir() and not link.is_symlink():   # only PlatformIO's outputs are left (check_linkable)
