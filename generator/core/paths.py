@@ -1,7 +1,7 @@
 """Where the files shipped with the tool live: the templates, the spec's JSON Schema and the target catalogue
 (platformio.ini). In a checkout they are the top-level folders (the product card fixes the top level); an installed
 wheel carries them as package data in generator/shipped/ (setup.py's build step copies them there), found through
-importlib.resources, so an installed `gen` works in any folder."""
+importlib.resources, so an installed `gen` works in any folder. And where a project's own output goes by default."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 PACKAGE_DIR = Path(__file__).resolve().parents[1]    # generator/
 PROJECT_ROOT = PACKAGE_DIR.parent                    # the checkout, when gen runs from one
 SHIPPED = ("templates", "schema", "platformio.ini")  # what the wheel carries, under generator/shipped/
+OUT_DIR_NAME = "build"            # a project's OUT, next to its spec (unless --out says where)
 
 
 def _shipped_root() -> Path:

@@ -62,7 +62,7 @@ from generator.output.manifest import (
     spec_manifest,
     write_manifest,
 )
-from generator.output.render_cache import RenderCache
+from generator.output.render_cache import CACHE_NAME, RenderCache
 from generator.pki.credentials import ClientCredentials
 from generator.pki.layout import PkiLayout
 from generator.pki.ota_signing import ensure_signing_key
@@ -77,6 +77,7 @@ class GeneratedOutput:
     devices: tuple[str, ...]          # device ids generated
     removed: tuple[str, ...] = ()     # paths (relative to OUT) an earlier run made and this one no longer does
     notes: tuple[str, ...] = ()       # what happened to the user's app sources (created, moved), for the user
+    files: tuple[str, ...] = ()       # every file of gen's in OUT after the run (relative to OUT), as the manifest
 
     @property
     def manifest_path(self) -> Path:
@@ -254,7 +255,8 @@ def write_output(spec: Spec, out: Path, rendered: RenderedOutput, apps: "UserApp
     if manifest != previous:          # the same manifest is not written (nor serialised) again
         write_manifest(out, manifest)
     return GeneratedOutput(out_dir=out, changed=tuple(changed), devices=tuple(d.id for d in rendered.selected),
-                           removed=tuple(removed), notes=tuple(notes))
+                           removed=tuple(removed), notes=tuple(notes),
+                           files=(*manifest.generated_files, MANIFEST_NAME, CACHE_NAME))
 
 
 # ---------------------------------------------------------------------------------------------- the user's code

@@ -36,6 +36,27 @@ CA_KEY_KDF_ROUNDS = 600_000     # PBKDF2-SHA256 rounds protecting an encrypted C
 CRL_VALIDITY_DAYS = 30          # Mosquitto locks every client out past nextUpdate ...
 CRL_RESIGN_FRACTION = 0.5       # ... so it is re-signed once half of that has passed
 
+def crl_due(crl: x509.CertificateRevocationList) -> dt.datetime | None:
+    """When a CRL must be signed again (before Mosquitto refuses every client at its nextUpdate), or None when it
+    has no nextUpdate."""
+    if crl.next_update_utc is None:
+        return None
+    return crl.last_update_utc + (crl.next_update_utc - crl.last_update_utc) * CRL_RESIGN_FRACTION
+
+
+def clock_acts_at(layout: PkiLayout) -> dt.datetime:
+    """The first moment the PKI would act on the clock alone, with nothing else changed: the CRL falls due for
+    re-signing, or the root CA, the issuing CA or the broker's certificate expires. Now, when any is unreadable."""
+    now = dt.datetime.now(dt.timezone.utc)
+    try:
+        moments = [x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
+                   for path in (layout.ca_cert, layout.issuing_cert, layout.cert_path("broker", "broker"))]
+        due = crl_due(x509.load_pem_x509_crl(layout.crl.read_bytes()))
+    except (OSError, ValueError):
+        return now
+    return min([*moments, due or now])
+
+
 log = logging.getLogger("generator.pki.store")   # what the PKI does that the user should know (the CLI prints it)
 
 

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from generator.core.errors import UserError
 from generator.core.files import write_atomic
 from generator.pki import profiles
-from generator.pki.ca import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
+from generator.pki.ca import CRL_VALIDITY_DAYS, crl_due
 from generator.pki.index import LEAF_ROLES, IndexEntry
 from generator.pki.issuing import Identity, IssuingStore
 from generator.pki.layout import PUBLIC_MODE, parse_key, read_cert_or_none, read_or_none, read_required
@@ -162,10 +162,10 @@ class CertificateLifecycle(IssuingStore):
         if crl.issuer != self.issuing_ca_cert.subject or not crl.is_signature_valid(
                 self.issuing_ca_cert.public_key()):  # type: ignore[arg-type]
             return "it is not signed by the issuing CA"
-        if crl.next_update_utc is None:
+        due = crl_due(crl)
+        if due is None or crl.next_update_utc is None:
             return "it has no next update"
-        lifetime = crl.next_update_utc - crl.last_update_utc
-        if self.clock() >= crl.last_update_utc + lifetime * CRL_RESIGN_FRACTION:
+        if self.clock() >= due:
             return f"it is due: Mosquitto refuses every client once it passes {crl.next_update_utc:%Y-%m-%d}"
         if {r.serial_number for r in crl} != {r.serial for r in self._revocations()}:
             return "it differs from the index"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generator.core.errors import UserError
+from generator.core.paths import OUT_DIR_NAME
 from generator.spec.catalogue import Target
 from generator.spec.contract import (
     ADMIN_IDENTITY,
@@ -305,7 +306,7 @@ class Spec:
 
     @property
     def default_out_dir(self) -> Path:
-        return self.directory / "build"
+        return self.directory / OUT_DIR_NAME
 
     @property
     def provisions_devices(self) -> bool:

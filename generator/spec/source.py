@@ -53,6 +53,7 @@ class SpecSource:
     value_positions: dict[SpecPath, Position] = field(default_factory=dict)
     key_positions: dict[SpecPath, Position] = field(default_factory=dict)
     secret_values: set[str] = field(default_factory=set)
+    env_names: set[str] = field(default_factory=set)     # the environment variables it names (${VAR})
 
     def position(self, path: SpecPath, *, of_key: bool = False) -> Position:
         """The position of `path`, or of its nearest ancestor that is written in the file (defaults are not)."""
@@ -322,6 +323,7 @@ class _Reader:
     def _expand_env(self, text: str, path: SpecPath) -> str:
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
+            self.source.env_names.add(name)
             if name not in self.environ:
                 raise SpecProblem(path, f"environment variable ${{{name}}} is not set",
                                   f"export {name}=... before running, or write the value in the spec")
