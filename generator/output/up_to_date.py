@@ -10,8 +10,9 @@ which writes the stamp again):
   (the site-packages folder changes with every install);
 - the spec (its resolved path) and OUT;
 - every file and folder below the spec's folder, OUT and .git aside: the spec, secrets.yaml, the PKI, your src/,
-  lib/ and components/ and anything else there (one stat each, as git's index does it); the PKI's folder too when it
-  lies elsewhere;
+  lib/ and components/ and anything else there (one stat each, as git's index does it, and the content of a file
+  changed within 2 s of the stamp, as git does for "racily clean" entries); the PKI's folder too when it lies
+  elsewhere;
 - the values of the environment variables the spec names (`${VAR}`), as one digest;
 - every file gen wrote in OUT (the manifest's list), the manifest, the render cache and each device's firmware link;
 - the clock: before the CRL falls due for re-signing, before a CA or the broker's certificate expires, and within a
@@ -120,14 +121,37 @@ def _state(spec_path: Path, out_dir: Path, pki_dir: Path, env_digest: str, gener
     }
 
 
+# A file changed within this long before its stamp was taken could change again with the same stamp on a filesystem
+# with coarse times (as git's "racily clean" entries): its content is compared too.
+_RACY_NS = 2_000_000_000
+
+
+def _racy_files(state: dict, taken_ns: int) -> list[str]:
+    return sorted(path for tree in state["trees"] for path, stamp in tree.items()
+                  if stamp[1] >= taken_ns - _RACY_NS and not stamp[3] & 0o040000)
+
+
+def _digests(paths: Iterable[str]) -> dict[str, str | None]:
+    digests: dict[str, str | None] = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as file:
+                digests[path] = hashlib.sha256(file.read()).hexdigest()
+        except OSError:
+            digests[path] = None
+    return digests
+
+
 def record_run(inputs: RunInputs, recorded: RecordedRun, now: dt.datetime) -> None:
     """After a full run of the whole fleet: what it depended on, for the next run to compare. Written last."""
     out_dir = inputs.out_dir.resolve()
     target = out_dir / STAMP_NAME
     target.unlink(missing_ok=True)        # a stamp left by an earlier run must not be taken for this one
+    taken_ns = dt.datetime.now(dt.timezone.utc).timestamp() * 1e9
     state = _state(inputs.spec_path.resolve(), out_dir, inputs.pki_dir.resolve(), _env_digest(inputs.env),
                    (*inputs.generated, *inputs.links))
     document = {
+        "contents": _digests(_racy_files(state, int(taken_ns))),
         "version": STAMP_VERSION,
         "valid_until": min(inputs.valid_until, now + LONGEST_SHORT_WAY).timestamp(),
         "env_names": sorted(inputs.env),
@@ -155,7 +179,7 @@ def unchanged_run(spec_path: Path, out_dir: Path, now: dt.datetime) -> RecordedR
             return None
         current = _state(Path(spec_path).resolve(), Path(out_dir).resolve(), Path(state["pki"]),
                          _env_digest({name: os.environ[name] for name in names}), state["out_files"])
-        if current != state:
+        if current != state or _digests(document["contents"]) != document["contents"]:
             return None
         return RecordedRun(out_dir=Path(run["out_dir"]), devices=tuple(run["devices"]), apps=tuple(run["apps"]),
                            pki_dir=run["pki_dir"])

@@ -229,3 +229,18 @@ def test_the_stamp_is_private_and_holds_no_secret(tmp_path, capsys):
     text = stamp.read_text()
     assert password not in text and "PRIVATE KEY" not in text
     assert os.path.getsize(stamp) > 0
+
+
+def test_a_spec_changed_just_after_its_run_with_the_same_size_and_time_is_generated_again(tmp_path, capsys,
+                                                                                          spec_loads):
+    spec = project(tmp_path)
+    spec.write_text(spec.read_text())                 # written now: within the stamp's coarse-time window
+    generate(capsys, spec)
+    before = spec.stat()
+    with open(spec, "r+b") as file:                   # in place: same inode, same size
+        text = file.read()
+        file.seek(0)
+        file.write(text.replace(b"interval: 5", b"interval: 6"))
+    os.utime(spec, ns=(before.st_atime_ns, before.st_mtime_ns))   # a filesystem whose clock did not move on
+    output = generate(capsys, spec)
+    assert len(spec_loads) == 2 and "(0 files changed)" not in output
