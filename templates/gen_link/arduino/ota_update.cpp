@@ -63,25 +63,17 @@ void report(const char* state, const char* format, ...) {
     if (mqtt == nullptr || !mqtt->connected()) {
         return;
     }
-    char detail[128];
+    char payload[OTA_REPORT_CAPACITY];
     va_list args;
     va_start(args, format);
-    vsnprintf(detail, sizeof detail, format, args);
+    const size_t length = ota_report_json(payload, sizeof payload, running->label, state, format, args);
     va_end(args);
-    for (char* c = detail; *c != '\0'; ++c) {
-        if (*c == '"' || *c == '\\') {
-            *c = '\'';                   // the detail is our own text; keep the JSON simple
-        }
-    }
-    char payload[OTA_REPORT_CAPACITY];
-    const int length = snprintf(payload, sizeof payload, "{\"version\":\"%s\",\"slot\":\"%s\",\"state\":\"%s\","
-                                "\"detail\":\"%s\"}", FIRMWARE_VERSION, running->label, state, detail);
-    if (length < 0 || static_cast<size_t>(length) >= sizeof payload) {
+    if (length == 0) {
         return;
     }
     if (mqtt->publish(settings.firmware_topic, reinterpret_cast<const uint8_t*>(payload),
                       static_cast<unsigned int>(length), true)) {
-        Serial.printf("[mqtt] published %d bytes to %s\n", length, settings.firmware_topic);
+        Serial.printf("[mqtt] published %u bytes to %s\n", static_cast<unsigned>(length), settings.firmware_topic);
     } else {
         Serial.printf("[mqtt] publish failed on %s\n", settings.firmware_topic);
     }

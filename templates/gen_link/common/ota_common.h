@@ -5,6 +5,7 @@
 #ifndef OTA_COMMON_H
 #define OTA_COMMON_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -307,6 +308,24 @@ static inline const char *ota_downgrade_problem(const ota_announcement_t *update
         return "cannot be checked (SHA-256 failed)";
     }
     return ota_permission_signature_problem(hash, permission.signature);
+}
+
+// The report `gen ota status` reads, retained on the firmware topic: {"version", "slot", "state", "detail"}, the
+// detail made from `format` and `args` (our own text: a quote or backslash in it becomes '). Its length, or 0 when it
+// does not fit `capacity` (OTA_REPORT_CAPACITY).
+static inline size_t ota_report_json(char *out, size_t capacity, const char *slot, const char *state,
+                                     const char *format, va_list args)
+{
+    char detail[128];
+    vsnprintf(detail, sizeof detail, format, args);
+    for (char *c = detail; *c != '\0'; ++c) {
+        if (*c == '"' || *c == '\\') {
+            *c = '\'';
+        }
+    }
+    const int length = snprintf(out, capacity, "{\"version\":\"%s\",\"slot\":\"%s\",\"state\":\"%s\","
+                                "\"detail\":\"%s\"}", FIRMWARE_VERSION, slot, state, detail);
+    return length < 0 || (size_t)length >= capacity ? 0 : (size_t)length;
 }
 
 static inline void ota_hex(const uint8_t *bytes, size_t count, char *out)

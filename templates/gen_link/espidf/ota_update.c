@@ -53,26 +53,18 @@ static void report(const char *state, const char *format, ...)
     if (mqtt == NULL) {
         return;
     }
-    char detail[128];
+    char payload[OTA_REPORT_CAPACITY];
     va_list args;
     va_start(args, format);
-    vsnprintf(detail, sizeof detail, format, args);
+    const size_t length = ota_report_json(payload, sizeof payload, running->label, state, format, args);
     va_end(args);
-    for (char *c = detail; *c != '\0'; ++c) {
-        if (*c == '"' || *c == '\\') {
-            *c = '\'';                         // the detail is our own text; keep the JSON simple
-        }
-    }
-    char payload[OTA_REPORT_CAPACITY];
-    const int length = snprintf(payload, sizeof payload, "{\"version\":\"%s\",\"slot\":\"%s\",\"state\":\"%s\","
-                                "\"detail\":\"%s\"}", FIRMWARE_VERSION, running->label, state, detail);
-    if (length < 0 || (size_t)length >= sizeof payload) {
+    if (length == 0) {
         return;
     }
-    if (esp_mqtt_client_publish(mqtt, settings.firmware_topic, payload, length, OTA_QOS, 1) < 0) {
+    if (esp_mqtt_client_publish(mqtt, settings.firmware_topic, payload, (int)length, OTA_QOS, 1) < 0) {
         ESP_LOGW(TAG, "[mqtt] publish failed on %s", settings.firmware_topic);
     } else {
-        ESP_LOGI(TAG, "[mqtt] published %d bytes to %s", length, settings.firmware_topic);
+        ESP_LOGI(TAG, "[mqtt] published %u bytes to %s", (unsigned)length, settings.firmware_topic);
     }
 }
 
