@@ -63,6 +63,7 @@ from generator.output.manifest import (
     write_manifest,
 )
 from generator.output.render_cache import CACHE_NAME, RenderCache
+from generator.output.up_to_date import pki_snapshot
 from generator.pki.credentials import ClientCredentials
 from generator.pki.layout import PkiLayout
 from generator.pki.ota_signing import ensure_signing_key
@@ -78,6 +79,7 @@ class GeneratedOutput:
     removed: tuple[str, ...] = ()     # paths (relative to OUT) an earlier run made and this one no longer does
     notes: tuple[str, ...] = ()       # what happened to the user's app sources (created, moved), for the user
     files: tuple[str, ...] = ()       # every file of gen's in OUT after the run (relative to OUT), as the manifest
+    pki_state: Mapping[str, object] | None = None   # the PKI's files as this run read them (output.up_to_date)
 
     @property
     def manifest_path(self) -> Path:
@@ -134,9 +136,10 @@ def generate(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] |
     ota_key = ensure_signing_key(PkiLayout(spec.pki.dir)).public_pem() if spec.ota_port is not None else None
     if any(device.security is not None and device.security.secure_boot == "v2" for device in spec.devices):
         ensure_signing_key(PkiLayout(spec.pki.dir))     # Secure Boot V2 signs the bootloader and app with it
+    pki_state = pki_snapshot(spec.pki.dir)      # as it was read: a later change, by anyone, is not in this run
     rendered = render_output(spec, out, device_ids, credentials.devices, broker_files.files, broker_files.modes,
                              with_nvs=True, ota_public_key=ota_key)
-    return write_output(spec, out, rendered, apps)
+    return dataclasses.replace(write_output(spec, out, rendered, apps), pki_state=pki_state)
 
 
 def generate_without_pki(spec: Spec, out_dir: Path | None = None, *, device_ids: list[str] | None = None,

@@ -187,6 +187,11 @@ def unchanged_run(spec_path: Path, out_dir: Path, now: dt.datetime) -> RecordedR
         return None
 
 
+def pki_snapshot(pki_dir: Path) -> dict[str, object]:
+    """The PKI's files as a run has read them (after what it issued itself)."""
+    return _tree(Path(pki_dir).resolve(), [])
+
+
 def input_snapshot(spec_path: Path, out_dir: Path) -> dict[str, object]:
     """The files below the spec's folder as a run starts (OUT aside): `record_generate` compares them at its end."""
     return _tree(Path(spec_path).resolve().parent, [Path(out_dir).resolve()])
@@ -195,14 +200,16 @@ def input_snapshot(spec_path: Path, out_dir: Path) -> dict[str, object]:
 def record_generate(spec: "Spec", env_names: Iterable[str], result: "GeneratedOutput", apps: tuple[str, ...],
                     *, whole_fleet: bool, before: Mapping[str, object]) -> None:
     """After `gen generate`: the stamp of a whole-fleet run of a spec that may take the short way; none when a file
-    below the spec's folder changed while it ran, other than what gen wrote there itself (the PKI, a starter app):
-    what was read might not be what is there now."""
+    below the spec's folder changed while it ran, other than what gen wrote there itself (a starter app), or the PKI
+    changed after the run read it (another `gen pki` command, or keys this run made while rendering): what was
+    read might not be what is there now."""
     from generator.output.layout import firmware_dir
     from generator.pki.ca import clock_acts_at
     from generator.pki.layout import PkiLayout
 
     out_dir = Path(result.out_dir).resolve()
-    if not whole_fleet or not may_take_short_way(spec) or _edited_while_running(spec, out_dir, before, apps):
+    if (not whole_fleet or not may_take_short_way(spec) or _edited_while_running(spec, out_dir, before, apps)
+            or result.pki_state is None or pki_snapshot(spec.pki.dir) != result.pki_state):
         forget_run(result.out_dir)
         return
     now = dt.datetime.now(dt.timezone.utc)

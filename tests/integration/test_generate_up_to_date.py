@@ -244,3 +244,22 @@ def test_a_spec_changed_just_after_its_run_with_the_same_size_and_time_is_genera
     os.utime(spec, ns=(before.st_atime_ns, before.st_mtime_ns))   # a filesystem whose clock did not move on
     output = generate(capsys, spec)
     assert len(spec_loads) == 2 and "(0 files changed)" not in output
+
+
+def test_a_pki_changed_by_another_command_while_generate_renders_is_not_taken_for_what_it_read(tmp_path, capsys,
+                                                                                                monkeypatch):
+    import generator.output.generate as output_generate
+
+    spec = project(tmp_path)
+    generate(capsys, spec)
+    (spec.parent / "build" / STAMP_NAME).unlink()
+    real = output_generate.render_output
+
+    def revoked_meanwhile(*args, **kwargs):
+        index = spec.parent / "pki" / "index.json"
+        index.write_bytes(index.read_bytes())       # what a `gen pki revoke` in another shell does to it
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(output_generate, "render_output", revoked_meanwhile)
+    generate(capsys, spec)
+    assert not (spec.parent / "build" / STAMP_NAME).exists()
