@@ -75,12 +75,16 @@ class ProvisionWorld:
 
     @classmethod
     def create(cls, tmp_path: Path, example: str, *, secrets: str = "nvs", validity_days: int = 3,
-               renew_before_days: int = 1, device_ids: tuple[str, ...] = ()) -> "ProvisionWorld":
+               renew_before_days: int = 1, device_ids: tuple[str, ...] = (), target: str | None = None,
+               security: str = "") -> "ProvisionWorld":
+        """`target`: the example on another target; `security`: a `security:` section added to its spec."""
         directory = tmp_path / example
         shutil.copytree(EXAMPLES_DIR / example, directory, ignore=shutil.ignore_patterns("pki", "build"))
-        (directory / "device.yaml").write_text(own_key_spec_text(
-            example, secrets=secrets, validity_days=validity_days, renew_before_days=renew_before_days,
-            device_ids=device_ids))
+        text = own_key_spec_text(example, secrets=secrets, validity_days=validity_days,
+                                 renew_before_days=renew_before_days, device_ids=device_ids)
+        if target:
+            text = re.sub(r"(?m)^target: [\w-]+$", f"target: {target}", text)
+        (directory / "device.yaml").write_text(text + security)
         spec = load_spec(directory / "device.yaml")
         out = directory / "build"
         generate(spec, out)

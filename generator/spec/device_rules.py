@@ -122,7 +122,7 @@ class DeviceRules:
             security=resolve_security((self.data["security"] or {}) if "security" in self.data else None,
                                       framework=target.framework, chip=target.chip,
                                       secrets=secrets_mode or schema_default("secrets"), has_ota=ota is not None,
-                                      makes_own_key=device_pki.key_origin == "device", problem=self.problem,
+                                      problem=self.problem,
                                       reported=self.security_reported),
         )
         self._firmware_limits(device, base, status_origin,

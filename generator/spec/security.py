@@ -89,7 +89,7 @@ def _refuse_rom_download_mode(security: Security, chip: str, refuse: Callable[[s
 
 
 def resolve_security(raw: Any, *, framework: str, chip: str, secrets: str, has_ota: bool,
-                     makes_own_key: bool, problem: Problem, reported: set[str]) -> Security | None:
+                     problem: Problem, reported: set[str]) -> Security | None:
     """The Security of one device, or None without `security:`. `reported` keeps a problem of the shared section
     from being reported once per device."""
     if raw is None:
@@ -127,9 +127,6 @@ def resolve_security(raw: Any, *, framework: str, chip: str, secrets: str, has_o
                "the app image too)")
     _refuse_nvs_key_protection(raw, security, chip, refuse)
     _refuse_rom_download_mode(security, chip, refuse)
-    if security.nvs_encryption and makes_own_key:
-        refuse("nvs_encryption", "security.nvs_encryption with key_origin: device is not supported yet: the device "
-               "writes its key to the gen_cred partition, which gen cannot encrypt for it", "use key_origin: host")
     if security.secure_boot == "v2" and chip not in SECURE_BOOT_CHIPS:
         refuse("secure_boot", f"security.secure_boot: v2 is not available on {chip}", "set secure_boot: off")
     if security.secure_version is not None:

@@ -32,6 +32,7 @@
 #include "nvs.h"
 #include "nvs_flash.h"
 #include "retry_timing.h"
+#include "sdkconfig.h"
 
 #define SLOTS 2
 #define REQUEST_ID_DIGITS PROVISION_REQUEST_ID_DIGITS
@@ -255,16 +256,38 @@ static void load_slot(int slot)
     }
 }
 
+// With NVS encryption (CONFIG_NVS_ENCRYPTION) the partition is encrypted with the XTS-AES keys of the security
+// scheme the default partition uses, read as nvs_flash_init() reads them (esp-idf v5.5.3
+// components/nvs_flash/src/nvs_api.cpp:136-163); nvs_flash_init() ran first and made them on a first boot.
+static esp_err_t init_partition(void)
+{
+#ifdef CONFIG_NVS_ENCRYPTION
+    nvs_sec_cfg_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    esp_err_t err = nvs_flash_read_security_cfg_v2(nvs_flash_get_default_security_scheme(), &cfg);
+    if (err != ESP_OK) {
+        log_line("cannot read the NVS encryption keys for partition %s: %s", PROVISION_PARTITION,
+                 esp_err_to_name(err));
+        return err;
+    }
+    err = nvs_flash_secure_init_partition(PROVISION_PARTITION, &cfg);
+    memset(&cfg, 0, sizeof cfg);
+    return err;
+#else
+    return nvs_flash_init_partition(PROVISION_PARTITION);
+#endif
+}
+
 bool provisioning_begin(const provisioning_settings_t *given)
 {
     settings = *given;
-    esp_err_t err = nvs_flash_init_partition(PROVISION_PARTITION);
+    esp_err_t err = init_partition();
     if (err == ESP_ERR_NVS_NO_FREE_PAGES || err == ESP_ERR_NVS_NEW_VERSION_FOUND) {
         // Unreadable: start it again. The identity is lost; `gen provision allow` lets the device provision anew.
         log_line("partition %s is unreadable (%s): erasing it; this device has no identity now",
                  PROVISION_PARTITION, esp_err_to_name(err));
         nvs_flash_erase_partition(PROVISION_PARTITION);
-        err = nvs_flash_init_partition(PROVISION_PARTITION);
+        err = init_partition();
     }
     if (err == ESP_OK) {
         err = nvs_open_from_partition(PROVISION_PARTITION, PROVISION_NAMESPACE, NVS_READWRITE, &nvs);

@@ -206,7 +206,7 @@ int Store::init(const std::string& label, std::string* message, const uint8_t* x
     }
     delete partition.journal;      // (re)opened at every init: it replays everything written so far
     partition.journal = new Journal();
-    if (!partition.journal->open(label, &partition.contents, message)) {
+    if (!partition.journal->open(label, &partition.contents, message, xts_keys)) {
         return 0x105;
     }
     partition.initialized = true;

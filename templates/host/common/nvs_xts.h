@@ -19,5 +19,9 @@ uint32_t keys_crc32(const uint8_t* data, size_t len);
 
 bool xts_decrypt_image(std::vector<uint8_t>* image, const uint8_t keys[64], std::string* error);
 
+// Encrypts (or decrypts) `len` bytes in place, 32-byte units each with its own offset (first_offset, + 32, ...) as
+// the data unit, as the device writes an entry. `len` must be a multiple of 32. False when mbedTLS refuses.
+bool xts_crypt_units(bool encrypt, const uint8_t keys[64], uint64_t first_offset, uint8_t* data, size_t len);
+
 }  // namespace nvs
 }  // namespace gen_host
