@@ -21,6 +21,7 @@ import pytest
 from firmware_fakes import EXAMPLE_SPECS, example_devices, write_firmware_project
 from generator.simulate.host_build import firmware_compile_flags
 from generator.simulate.host_project import read_project
+from generator.spec.model import Security
 
 NEWLIB_INCLUDE = "/usr/include/newlib"   # Debian's libnewlib-dev
 COMPILERS = {
@@ -90,6 +91,17 @@ def test_every_example_compiles_without_a_warning_under_the_framework_flags(spec
 def test_sources_compile_in_every_auth_and_secrets_mode(example, auth, secrets, target, tmp_path):
     device = replace(example_devices(example)[0], auth=auth, secrets=secrets)
     assert_clean(compile_sources(write_project(tmp_path, device), device.framework, target))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("protection", ["hmac", "flash_encryption"])
+def test_a_device_that_makes_its_key_compiles_with_nvs_encryption_under_the_framework_flags(protection, target,
+                                                                                          tmp_path):
+    device = replace(example_devices("espidf-device-key")[0],
+                     security=Security(nvs_encryption=True, nvs_key_protection=protection))
+    root = write_project(tmp_path, device)
+    assert "CONFIG_NVS_ENCRYPTION=y" in (root / "sdkconfig.defaults").read_text()
+    assert_clean(compile_sources(root, device.framework, target))
 
 
 @pytest.mark.parametrize("name", ["arduino-mtls", "espidf-mtls"])
