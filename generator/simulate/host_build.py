@@ -136,18 +136,26 @@ def _make_private(folder: Path, executable: Path) -> None:
         pass
 
 
+def _used_at(entry: Path) -> float | None:
+    """When a cached binary was last used; None if another gen pruned it meanwhile."""
+    try:
+        return entry.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
 def _prune_firmware_cache(cache_dir: Path) -> None:
     """Keeps the FIRMWARE_CACHE_ENTRIES most recently used firmware binaries, and every one used in the last
     FIRMWARE_CACHE_GRACE_S: a binary just handed to a caller (which runs it next, perhaps in another process) is
     never removed under it by another build that shares the cache."""
-    entries = sorted((p for p in cache_dir.glob("firmware-*") if p.is_dir()), key=lambda p: p.stat().st_mtime,
-                     reverse=True)
+    stamped = sorted(((mtime, path) for path in cache_dir.glob("firmware-*")
+                      if path.is_dir() and (mtime := _used_at(path)) is not None), reverse=True)
     recent = time.time() - FIRMWARE_CACHE_GRACE_S
-    for kept in entries[:FIRMWARE_CACHE_ENTRIES]:     # builds an older gen left 0755 are closed too
+    for _, kept in stamped[:FIRMWARE_CACHE_ENTRIES]:     # builds an older gen left 0755 are closed too
         if (kept / "firmware").is_file():
             _make_private(kept, kept / "firmware")
-    for stale in entries[FIRMWARE_CACHE_ENTRIES:]:
-        if stale.stat().st_mtime >= recent:
+    for used_at, stale in stamped[FIRMWARE_CACHE_ENTRIES:]:
+        if used_at >= recent:
             continue
         shutil.rmtree(stale, ignore_errors=True)
         (cache_dir / f"{stale.name}.lock").unlink(missing_ok=True)
