@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from generator.firmware.nvs_image import CREDENTIALS_PARTITION
 from generator.firmware.security import NVS_HMAC_KEY_ID, device_nvs_keys, nvs_keys_from_hmac
 from generator.pki.layout import PkiLayout
+from generator.pki.spec_identities import open_spec_pki
 from provision_support import CONNECTED_AS_ITSELF, LIFECYCLE_WAIT_S, STEP, ProvisionWorld
 from simulate_support import SimDevice
 
@@ -130,3 +131,21 @@ def test_with_another_hmac_key_in_efuse_the_device_reads_nothing_and_never_conne
             summary = sim.stop()
     assert not summary.connected
     assert not any("identity: slot" in line for line in sim.lines)
+
+
+def test_killed_in_the_middle_of_a_rotation_the_device_reads_its_encrypted_slots_back_and_finishes_it(tmp_path):
+    world = provisioned_world(tmp_path)
+    old_serial = world.assert_one_identity().serial
+    with world.broker(), world.service():
+        open_spec_pki(world.spec, create=False).request_rotation(world.device_id)
+        with world.device() as sim:
+            sim.wait_for(CONNECTED_AS_ITSELF, timeout=LIFECYCLE_WAIT_S)
+            sim.wait_for(STEP.format(3), timeout=LIFECYCLE_WAIT_S)      # the new key and certificate written
+            sim.kill()
+        with world.device() as sim:                                     # power back
+            sim.wait_for(r"\[cred\] (rotation in progress|identity: slot \d)")
+            sim.wait_for(CONNECTED_AS_ITSELF + world.device_id, timeout=LIFECYCLE_WAIT_S)
+            sim.wait_for(STEP.format(5), timeout=LIFECYCLE_WAIT_S)
+    assert world.assert_one_identity().serial != old_serial
+    flash = credentials_flash(world)
+    assert b"PRIVATE KEY" not in flash and b"CERTIFICATE" not in flash
