@@ -118,3 +118,25 @@ def multi_file_project(tmp_path: Path, framework: str) -> Path:
     """A project folder holding the multi-file app of tests/data, and its generated firmware project."""
     shutil.copytree(APPS / framework, tmp_path / "greenhouse")
     return write_firmware_project(tmp_path / "greenhouse", example_devices(EXAMPLE[framework])[0])
+
+
+_SECURITY_SPEC = """\
+project: shed
+target: {target}
+wifi: {{ssid: shed-wifi, password: "pass-phrase-123"}}
+broker: {{host: mqtt.example.com}}
+auth: mtls
+secrets: nvs
+{ota}firmware: {{version: 1.0.0}}
+security:
+{security}
+device:
+  id: shed-01
+"""
+
+
+def write_security_spec(folder: Path, security: str, target: str, *, ota: bool = False) -> Path:
+    """A one-device spec with this `security:` body (its first line is line 9, or 10 with `ota: {}`)."""
+    path = Path(folder) / "device.yaml"
+    path.write_text(_SECURITY_SPEC.format(target=target, security=security, ota="ota: {}\n" if ota else ""))
+    return path

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_fakes import credentials_for, example_devices, write_firmware_project
+from firmware_fakes import credentials_for, example_devices, write_firmware_project, write_security_spec
 from generator.core.errors import UserError
 from generator.firmware.kconfig_audit import DERIVED_SYMBOLS, IDF_TAG, KCONFIG_OPTIONS, SOC_FACTS
 from generator.firmware.nvs_image import NVS_NAMESPACE, render_nvs_image
@@ -30,26 +30,8 @@ from generator.spec.model import Security
 IDF_MIRROR = Path("/work/.mirror/espressif+esp-idf/repo")
 MQTT_MIRROR = Path("/work/.mirror/espressif+esp-mqtt/repo")
 
-SPEC = """\
-project: shed
-target: {target}
-wifi: {{ssid: shed-wifi, password: "pass-phrase-123"}}
-broker: {{host: mqtt.example.com}}
-auth: mtls
-secrets: nvs
-ota: {{}}
-firmware: {{version: 1.0.0}}
-security:
-{security}
-device:
-  id: shed-01
-"""
-
-
 def spec_with(tmp_path: Path, security: str, target: str = "esp32-espidf"):
-    path = tmp_path / "device.yaml"
-    path.write_text(SPEC.format(target=target, security=security))
-    return path
+    return write_security_spec(tmp_path, security, target, ota=True)
 
 
 def secure_device():

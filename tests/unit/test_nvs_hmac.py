@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from esp_idf_nvs_partition_gen import nvs_partition_gen as nvs_gen
 
-from firmware_fakes import credentials_for, example_devices, write_firmware_project
+from firmware_fakes import credentials_for, example_devices, write_firmware_project, write_security_spec
 from generator.core.errors import UserError
 from generator.firmware.kconfig_audit import SOC_FACTS
 from generator.firmware.nvs_image import NVS_NAMESPACE, render_nvs_image
@@ -33,25 +33,8 @@ from generator.spec.catalogue import load_catalogue
 from generator.spec.model import Security
 from generator.spec.security import HMAC_CHIPS
 
-SPEC = """\
-project: shed
-target: {target}
-wifi: {{ssid: shed-wifi, password: "pass-phrase-123"}}
-broker: {{host: mqtt.example.com}}
-auth: mtls
-secrets: nvs
-firmware: {{version: 1.0.0}}
-security:
-{security}
-device:
-  id: shed-01
-"""
-
-
 def spec_security(tmp_path: Path, security: str, target: str) -> Security:
-    path = tmp_path / "device.yaml"
-    path.write_text(SPEC.format(target=target, security=security))
-    return load_spec(path).devices[0].security
+    return load_spec(write_security_spec(tmp_path, security, target)).devices[0].security
 
 
 def hmac_device(target: str = "esp32s3-espidf"):

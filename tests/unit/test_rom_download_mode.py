@@ -7,29 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from firmware_fakes import write_security_spec
 from generator.core.errors import UserError
 from generator.firmware.security import sdkconfig_protection
 from generator.spec import load_spec
 
-SPEC = """\
-project: shed
-target: {target}
-wifi: {{ssid: shed-wifi, password: "pass-phrase-123"}}
-broker: {{host: mqtt.example.com}}
-auth: mtls
-secrets: nvs
-firmware: {{version: 1.0.0}}
-security:
-{security}
-device:
-  id: shed-01
-"""
-
-
 def load(tmp_path: Path, security: str, target: str = "esp32s3-espidf"):
-    path = tmp_path / "device.yaml"
-    path.write_text(SPEC.format(target=target, security=security))
-    return load_spec(path).devices[0].security
+    return load_spec(write_security_spec(tmp_path, security, target)).devices[0].security
 
 
 def test_without_the_option_gen_leaves_the_choice_to_esp_idf(tmp_path):
