@@ -30,6 +30,21 @@ def run_gen(capsys, *args: str) -> tuple[int, str]:
     return done.value.code, captured.out + captured.err
 
 
+def publish_until_heard(watching: subprocess.Popen, lines: list[list[str]], cwd: Path, *,
+                        check: bool) -> tuple[str, str]:
+    """Runs each publish command in turn until `watching` (a mosquitto_sub -C 1) has heard one message and ended:
+    its SUBACK is not observable from here. `check`: each publish must succeed. Returns its (stdout, stderr)."""
+    while watching.poll() is None:
+        for line in lines:
+            done = subprocess.run(line, cwd=cwd, capture_output=True, text=True, timeout=30)
+            assert not check or done.returncode == 0, done.stderr
+        try:
+            return watching.communicate(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            continue
+    return watching.communicate()
+
+
 def project_with_clients(tmp_path: Path, example: str = "arduino-mtls", *, port: int = 8883,
                          clients: str = CLIENTS) -> Path:
     project = tmp_path / example
@@ -73,17 +88,8 @@ def test_an_operator_reads_device_status_with_its_shown_line_while_the_backend_a
                   "-t", "devices/greenhouse-01/status", "-m", "online"]
         # The backend and the dashboard log in (each with its own client id) while the operator listens; then
         # the device says its status. Repeated until the operator's subscription is in place (-C 1 ends it).
-        while watching.poll() is None:
-            for line in (backend_pub + ["-q", "1"], dashboard_pub + ["-q", "1"], device):
-                done = subprocess.run(line, cwd=spec.parent, capture_output=True, text=True, timeout=30)
-                assert done.returncode == 0, done.stderr
-            try:
-                out, err = watching.communicate(timeout=0.5)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        else:
-            out, err = watching.communicate()
+        out, err = publish_until_heard(watching, [backend_pub + ["-q", "1"], dashboard_pub + ["-q", "1"], device],
+                                       spec.parent, check=True)
     finally:
         watching.kill()
     assert watching.returncode == 0, err
@@ -104,16 +110,8 @@ def test_a_client_without_publish_is_read_only_at_the_broker(capsys, running_pro
         operator[operator.index("--key") + 1] = "pki/private/clients/operator-key.pem"
         operator[operator.index("-i") + 1] = "operator"
         operator[operator.index("-m") + 1] = "from-operator"
-        while watching.poll() is None:
-            for line in (operator, dashboard_pub):
-                subprocess.run(line + ["-q", "1"], cwd=spec.parent, capture_output=True, timeout=30)
-            try:
-                out, err = watching.communicate(timeout=0.5)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        else:
-            out, err = watching.communicate()
+        out, err = publish_until_heard(watching, [operator + ["-q", "1"], dashboard_pub + ["-q", "1"]], spec.parent,
+                                       check=False)
     finally:
         watching.kill()
     assert out.strip() == "devices/greenhouse-01/cmd/test hello", err
