@@ -17,6 +17,7 @@ from generator.broker.rabbitmq_render import cluster_nodes, render_node_conf
 from generator.broker.render import INSTALL_DIR, check_runnable_here, render_broker, render_mosquitto_conf
 from generator.broker.runner import running_broker
 from generator.cli.broker_cluster_commands import cluster_apply, cluster_up, write_cluster_files
+from generator.cli.broker_override import dialled_address
 from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_console
 from generator.core.errors import ToolError, UserError
 from generator.core.files import write_tree
@@ -144,7 +145,7 @@ def apply(
         if (pid_file is None) == (reload_command is None):
             raise UserError("say how to reload the broker: --broker-pid-file FILE or --reload-command CMD",
                             hint="--reload-command 'systemctl reload mosquitto'")
-        host, port = _broker_address(broker, loaded)
+        host, port = dialled_address(broker, loaded)
         target = ApplyTarget(directory=broker_dir, reload=BrokerReload(pid_file=pid_file, command=reload_command),
                              host=host, port=port)
     new_dir = write_broker_files(loaded, out_dir)
@@ -165,15 +166,6 @@ def admin_credentials(spec, store) -> ClientCredentials:
     return ClientCredentials(name=ADMIN_IDENTITY, ca_pem=spec_credentials(spec).backend.ca_pem,
                              cert_pem=identity.cert_pem, key_pem=identity.key_pem,
                              password=store.password(ADMIN_IDENTITY) if uses_password else None)
-
-
-def _broker_address(text: str | None, spec) -> tuple[str, int]:
-    if text is None:
-        return spec.broker.host, spec.broker.port
-    host, separator, port = text.rpartition(":")
-    if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"--broker {text!r} is not HOST:PORT", hint="for example: --broker localhost:8883")
-    return host.strip("[]"), int(port)
 
 
 def write_broker_files(spec, out_dir: Path) -> Path:

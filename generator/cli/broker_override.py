@@ -45,3 +45,13 @@ def broker_option(spec_path: Path, given: str | None) -> str | None:
     if origin is not None:
         err_console.print(f"gen: broker {address} (from {origin}, not broker.host of the spec)")
     return address
+
+
+def dialled_address(text: str | None, spec) -> tuple[str, int]:
+    """(host, port) a command dials: `text` (HOST:PORT, as broker_option gives it), else the spec's broker."""
+    if text is None:
+        return spec.broker.host, spec.broker.port
+    from generator.simulate.device_runs import parse_broker_address   # exit 2 for anything but HOST:PORT
+
+    address = parse_broker_address(text)
+    return address.host, address.port

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from generator.cli.broker_override import broker_option
+from generator.cli.broker_override import broker_option, dialled_address
 from generator.broker.install import BrokerReload
 from generator.broker.render import INSTALL_DIR
 from generator.cli.terminal import SPEC_ARGUMENT, console, err_console
@@ -21,15 +21,6 @@ from generator.spec import load_spec
 
 provision_app = typer.Typer(help="Devices that make their own key: sign their certificate requests over MQTT, and "
                                  "rotate their certificates in the field.", no_args_is_help=True)
-
-
-def _broker_address(text: str | None, spec) -> tuple[str, int]:
-    if text is None:
-        return spec.broker.host, spec.broker.port
-    host, separator, port = text.rpartition(":")
-    if not separator or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UserError(f"--broker {text!r} is not HOST:PORT", hint="for example: --broker localhost:8883")
-    return host.strip("[]"), int(port)
 
 
 @provision_app.command("serve")
@@ -56,7 +47,7 @@ def serve(
         raise UserError("say how the service reloads the broker after it revokes a certificate",
                         hint="--broker-pid-file /run/mosquitto/mosquitto.pid, or --reload-command "
                              "'systemctl reload mosquitto'")
-    host, port = _broker_address(broker_option(spec, broker), loaded)
+    host, port = dialled_address(broker_option(spec, broker), loaded)
     if not broker_dir.is_dir():
         raise UserError(f"--broker-dir {broker_dir} is not a directory",
                         hint=f"the directory the broker's config names (installed: {INSTALL_DIR})")
