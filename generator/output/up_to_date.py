@@ -78,6 +78,10 @@ def _env_digest(env: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(sorted(env.items())).encode()).hexdigest()
 
 
+def _stamp_of(info: os.stat_result) -> list[int]:
+    return [info.st_size, info.st_mtime_ns, info.st_ino, info.st_mode]
+
+
 def _tree(root: Path, skipped: Iterable[Path]) -> dict[str, object]:
     """A stamp of every file, link and folder below `root` (the folders in `skipped` and .git aside)."""
     skip = {os.path.realpath(path) for path in skipped}
@@ -96,7 +100,7 @@ def _tree(root: Path, skipped: Iterable[Path]) -> dict[str, object]:
                 info = entry.stat(follow_symlinks=False)
             except OSError:          # gone since the folder was listed: nothing to compare with
                 continue
-            stamps[entry.path] = [info.st_size, info.st_mtime_ns, info.st_ino, info.st_mode]
+            stamps[entry.path] = _stamp_of(info)
             if entry.is_dir(follow_symlinks=False):
                 pending.append(entry.path)
     return stamps
@@ -104,18 +108,21 @@ def _tree(root: Path, skipped: Iterable[Path]) -> dict[str, object]:
 
 def _lstamp(path: str) -> list[int] | None:
     try:
-        info = os.lstat(path)
+        return _stamp_of(os.lstat(path))
     except OSError:
         return None
-    return [info.st_size, info.st_mtime_ns, info.st_ino, info.st_mode]
 
 
-def _state(spec_path: Path, out_dir: Path, pki_dir: Path, env_digest: str, generated: Iterable[str]) -> dict:
+def _state(spec_path: Path, out_dir: Path, pki_dir: Path, env_digest: str, generated: Iterable[str],
+           spec_tree: dict[str, object] | None = None) -> dict:
+    """`spec_tree`: the spec folder's tree when the caller has just walked it."""
     roots = [spec_path.parent] + ([] if pki_dir.is_relative_to(spec_path.parent) else [pki_dir])
+    trees = [spec_tree if index == 0 and spec_tree is not None else _tree(root, [out_dir])
+             for index, root in enumerate(roots)]
     return {
         "environment": _environment(),
         "spec": str(spec_path), "out": str(out_dir), "pki": str(pki_dir), "env": env_digest,
-        "trees": [_tree(root, [out_dir]) for root in roots],
+        "trees": trees,
         "roots": [_lstamp(str(root)) for root in roots],
         "out_files": {name: _lstamp(os.path.join(out_dir, name)) for name in generated},
     }
@@ -142,14 +149,16 @@ def _digests(paths: Iterable[str]) -> dict[str, str | None]:
     return digests
 
 
-def record_run(inputs: RunInputs, recorded: RecordedRun, now: dt.datetime) -> None:
-    """After a full run of the whole fleet: what it depended on, for the next run to compare. Written last."""
+def record_run(inputs: RunInputs, recorded: RecordedRun, now: dt.datetime,
+               spec_tree: dict[str, object] | None = None) -> None:
+    """After a full run of the whole fleet: what it depended on, for the next run to compare. Written last.
+    `spec_tree`: the spec folder's files as the caller has just found them (input_snapshot's form)."""
     out_dir = inputs.out_dir.resolve()
     target = out_dir / STAMP_NAME
     target.unlink(missing_ok=True)        # a stamp left by an earlier run must not be taken for this one
     taken_ns = dt.datetime.now(dt.timezone.utc).timestamp() * 1e9
     state = _state(inputs.spec_path.resolve(), out_dir, inputs.pki_dir.resolve(), _env_digest(inputs.env),
-                   (*inputs.generated, *inputs.links))
+                   (*inputs.generated, *inputs.links), spec_tree)
     document = {
         "contents": _digests(_racy_files(state, int(taken_ns))),
         "version": STAMP_VERSION,
@@ -208,7 +217,8 @@ def record_generate(spec: "Spec", env_names: Iterable[str], result: "GeneratedOu
     from generator.pki.layout import PkiLayout
 
     out_dir = Path(result.out_dir).resolve()
-    if (not whole_fleet or not may_take_short_way(spec) or _edited_while_running(spec, out_dir, before, apps)
+    after = input_snapshot(spec.path, out_dir)
+    if (not whole_fleet or not may_take_short_way(spec) or _edited_while_running(spec, before, after, apps)
             or result.pki_state is None or pki_snapshot(spec.pki.dir) != result.pki_state):
         forget_run(result.out_dir)
         return
@@ -217,11 +227,11 @@ def record_generate(spec: "Spec", env_names: Iterable[str], result: "GeneratedOu
                        env={name: os.environ.get(name, "") for name in env_names}, generated=result.files,
                        links=tuple(firmware_dir(device.id) for device in spec.devices),
                        valid_until=clock_acts_at(PkiLayout(spec.pki.dir)))
-    record_run(inputs, RecordedRun(result.out_dir, result.devices, apps, str(spec.pki.dir)), now)
+    record_run(inputs, RecordedRun(result.out_dir, result.devices, apps, str(spec.pki.dir)), now, after)
 
 
-def _edited_while_running(spec: "Spec", out_dir: Path, before: Mapping[str, object], apps: tuple[str, ...]) -> bool:
-    after = _tree(spec.path.resolve().parent, [out_dir])
+def _edited_while_running(spec: "Spec", before: Mapping[str, object], after: Mapping[str, object],
+                          apps: tuple[str, ...]) -> bool:
     pki = str(Path(spec.pki.dir).resolve())
     gens = {str(Path(app).resolve()) for app in apps} | {str(Path(app).resolve().parent) for app in apps}
     for path in before.keys() | after.keys():
