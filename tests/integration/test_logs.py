@@ -156,6 +156,37 @@ def test_a_flood_of_lines_is_rate_limited_on_the_device_and_the_dropped_lines_ar
     assert dropped >= 20 and len(logs.lines) < printed - 20
 
 
+APP_LOG_LINES = {   # the line of the example's command handler after which gen_link_log is called twice
+    "arduino-mtls": ("src/app.cpp", 'Serial.printf("[app] command on %s: %.*s\\n", topic, static_cast<int>(length), '
+                     'reinterpret_cast<const char*>(payload));'),
+    "espidf-mtls": ("src/app.c", 'ESP_LOGI(TAG, "[app] command on %s: %.*s", topic, (int)length, '
+                    '(const char *)payload);'),
+}
+
+
+@pytest.mark.parametrize("name", FLAVOURS)
+def test_the_apps_gen_link_log_lines_reach_the_log_topic_with_their_level(name, tmp_path, start_broker):
+    project = project_with_log(name, tmp_path, "log:\n  level: warn\n")
+    app_file, handler_line = APP_LOG_LINES[name]
+    app = project.spec.path.parent / app_file
+    assert handler_line in app.read_text()
+    app.write_text(app.read_text().replace(handler_line, handler_line + ' gen_link_log(GEN_LINK_LOG_WARN, "soil too dry: %.*s", '
+                                           '(int)length, (const char *)payload); '
+                                           'gen_link_log(GEN_LINK_LOG_INFO, "only on the port");'))
+    device = project.device()
+    broker = start_broker(project.broker_dir)
+    topic = device.subscribe[0].filter.removesuffix("/#") + "/water"
+    with following(project, device.id, broker) as logs, mqtt_session(broker, project.credentials.backend) as backend:
+        with SimDevice.start(project.run_for(device.id, broker)) as running:
+            running.wait_for(r"\[mqtt\] subscribed to ")
+            send_command(backend, running, topic, "12%")
+            printed = running.wait_for(r"^W \(\d+\) app: soil too dry: 12%$").string
+            running.wait_for(r"^I \(\d+\) app: only on the port$")
+            logs.wait_for(re.escape(printed))
+            shown = logs.settle(1.0)
+    assert not any("only on the port" in line for line in shown)
+
+
 def test_gen_logs_serial_reads_the_port_as_gen_monitor_does(tmp_path, fake_tools, gen_cli):  # noqa: F811
     spec_path = copy_example("fleet-nvs", tmp_path / "fleet")
     code, _stdout, err = gen_cli("logs", spec_path, "--device", "sensor-04", "--serial", "--port", "/dev/null")

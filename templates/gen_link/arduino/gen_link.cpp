@@ -11,6 +11,8 @@
 #include <PubSubClient.h>
 #include <Preferences.h>
 #include <esp_random.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -738,6 +740,17 @@ extern "C" bool gen_link_publish(const char* name, const void* payload, size_t l
     (void)payload;
     (void)length;
     return false;
+}
+
+extern "C" void gen_link_log(gen_link_log_level_t level, const char* format, ...) {
+    char text[GEN_LINK_LOG_TEXT_CAPACITY];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(text, sizeof text, format, args);
+    va_end(args);
+    static const char letters[] = "EWID";   // ESP-IDF's letters; log_publish_level_of reads the line's level back
+    const int index = level >= GEN_LINK_LOG_ERROR && level <= GEN_LINK_LOG_DEBUG ? level - 1 : 3;
+    Serial.printf("%c (%lu) app: %s\n", letters[index], static_cast<unsigned long>(millis()), text);
 }
 
 const char* device_id() {

@@ -21,7 +21,7 @@ size_t LogSerial::write(const uint8_t *buffer, size_t size) {
             while (length > 0 && line_[length - 1] == '\r') {
                 length--;
             }
-            log_publish_take(LOG_PUBLISH_INFO, line_, length, millis());
+            log_publish_take(log_publish_level_of(line_, length), line_, length, millis());
             length_ = 0;
         } else if (length_ < sizeof line_) {
             line_[length_++] = c;

@@ -49,6 +49,23 @@ bool gen_link_connected(void);
 // entry, the payload is larger than its max_payload, or the session is down. app.h also offers publish_<name>().
 bool gen_link_publish(const char *name, const void *payload, size_t length);
 
+// The levels of gen_link_log, numbered as ESP-IDF's esp_log_level_t.
+typedef enum {
+    GEN_LINK_LOG_ERROR = 1,
+    GEN_LINK_LOG_WARN = 2,
+    GEN_LINK_LOG_INFO = 3,
+    GEN_LINK_LOG_DEBUG = 4,
+} gen_link_log_level_t;
+
+#define GEN_LINK_LOG_TEXT_CAPACITY 256   // bytes of one gen_link_log text, its NUL included (a longer one is cut)
+
+// One line of your app's log, printf-style, without a line end (cut to GEN_LINK_LOG_TEXT_CAPACITY - 1 bytes). The serial log shows
+// it in ESP-IDF's form, "W (<ms since boot>) app: <text>" (ESP-IDF: through esp_log, so the log level settings of
+// the tag "app" apply). With the spec's `log:` it also goes to the device's log topic when it is at log.level or
+// more severe, like gen_link's own lines. On Arduino this is the way onto the log topic (Serial.print stays on the
+// port); on ESP-IDF your ESP_LOGx lines go there too.
+void gen_link_log(gen_link_log_level_t level, const char *format, ...) __attribute__((format(printf, 2, 3)));
+
 #ifdef __cplusplus
 }
 #endif

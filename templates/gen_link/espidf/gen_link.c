@@ -1044,6 +1044,21 @@ bool gen_link_publish(const char *name, const void *payload, size_t length)
     return false;
 }
 
+void gen_link_log(gen_link_log_level_t level, const char *format, ...)
+{
+    char text[GEN_LINK_LOG_TEXT_CAPACITY];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(text, sizeof text, format, args);
+    va_end(args);
+    switch (level) {
+    case GEN_LINK_LOG_ERROR: ESP_LOGE("app", "%s", text); break;
+    case GEN_LINK_LOG_WARN: ESP_LOGW("app", "%s", text); break;
+    case GEN_LINK_LOG_INFO: ESP_LOGI("app", "%s", text); break;
+    default: ESP_LOGD("app", "%s", text); break;
+    }
+}
+
 const char *device_id(void)
 {
     return settings.device_id;

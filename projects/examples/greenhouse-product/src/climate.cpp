@@ -6,6 +6,8 @@
 
 #include <Arduino.h>
 
+#include "gen_link.h"
+
 #ifndef CLIMATE_I2C_ADDRESS
 #define CLIMATE_I2C_ADDRESS 0x76   // build_flags: in device.yaml sets it
 #endif
@@ -19,7 +21,8 @@ static bool found = false;
 void climate_begin() {
     found = bme.begin(CLIMATE_I2C_ADDRESS);
     if (!found) {
-        Serial.printf("[climate] no BME280 at 0x%02x; check the wiring\n", CLIMATE_I2C_ADDRESS);
+        // An error line on the port, and on the device's log topic when the spec turns on log: (gen logs).
+        gen_link_log(GEN_LINK_LOG_ERROR, "[climate] no BME280 at 0x%02x; check the wiring", CLIMATE_I2C_ADDRESS);
     }
 }
 
