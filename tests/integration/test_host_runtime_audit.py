@@ -6,6 +6,7 @@ libclang against the runtime's headers, not from a hand-kept list."""
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import clang.cindex as clang
 import pytest
 
-from firmware_fakes import example_devices, write_firmware_project
+from firmware_fakes import EXAMPLES, example_devices, write_firmware_project
 from generator.firmware.fingerprint import outside_includes
 from generator.simulate.host_build import firmware_compile_flags
 from generator.simulate.host_project import read_project
@@ -111,6 +112,19 @@ def test_every_framework_name_the_firmware_uses_is_in_the_audit_table(example, s
         device = own_key(device)
     used = framework_names(write_project(tmp_path, device), device.framework)
     assert len(used) > 40, used   # the extraction sees the firmware's calls, not just a few names
+    missing = {name: where for name, where in used.items() if name not in audited_names()}
+    assert not missing, f"add these to the audit table of {README}: {missing}"
+
+
+def test_every_framework_name_the_espidf_product_examples_app_uses_is_in_the_audit_table(tmp_path):
+    """The app of projects/examples/greenhouse-product-espidf (its src/ and components/) calls ESP-IDF beyond what
+    gen_link calls: the ADC's oneshot driver."""
+    example = EXAMPLES / "greenhouse-product-espidf"
+    for folder in ("src", "components"):
+        shutil.copytree(example / folder, tmp_path / folder)
+    device = example_devices(example.name)[0]
+    used = framework_names(write_project(tmp_path, device), device.framework)
+    assert {"adc_oneshot_new_unit", "adc_oneshot_read", "ADC_ATTEN_DB_12"} <= used.keys(), used
     missing = {name: where for name, where in used.items() if name not in audited_names()}
     assert not missing, f"add these to the audit table of {README}: {missing}"
 
