@@ -374,6 +374,10 @@ _MISSING_HEADER = re.compile(r"^(?P<where>[^\s:]+:\d+):\d+: fatal error: (?P<hea
                              r"No such file or directory", re.MULTILINE)
 
 
+# The example whose README shows a registry library kept out of the host build, per framework.
+PRODUCT_EXAMPLE = {"arduino": "greenhouse-product", "espidf": "greenhouse-product-espidf"}
+
+
 def registry_library_error(stderr: str, project: FirmwareProject) -> UserError | None:
     """When a source includes a header the host build cannot have because it comes with a registry library of the
     spec's `libraries:` (the real build downloads it; gen simulate compiles for Linux, offline): the one error that
@@ -389,7 +393,7 @@ def registry_library_error(stderr: str, project: FirmwareProject) -> UserError |
         "offline, cannot have",
         hint="keep that code out of the host build: wrap the #include and the calls in `#ifndef GEN_HOST_BUILD` "
              "(the host build defines GEN_HOST_BUILD), with a stand-in in the `#else` branch, e.g. a fixed reading "
-             "(README: Libraries, and the tutorial in projects/examples/greenhouse-product)")
+             f"(README: Libraries, and the tutorial in projects/examples/{PRODUCT_EXAMPLE[project.framework]})")
 
 
 def _compile_error(stderr: str, what: str) -> ToolError:

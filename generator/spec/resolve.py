@@ -22,6 +22,18 @@ from generator.spec.source import SpecProblem, SpecSource
 _REGISTRY_LIBRARY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9 _.+-]*"
                                r"(@[A-Za-z0-9 ^~<>=!*.,_+-]+)?$")
 _LOCAL_LIBRARY = re.compile(r"^\.\.?/[A-Za-z0-9._/+@-]+$")
+
+
+def _version_requirement(text: str) -> bool:
+    """Whether PlatformIO (lib_deps) and the ESP-IDF component manager read `text` as a version requirement: both
+    parse it with semantic_version's SimpleSpec (PlatformIO's package spec; idf-component-manager's version specs)."""
+    import semantic_version   # PlatformIO's own dependency; imported only for a spec that gives a version
+
+    try:
+        semantic_version.SimpleSpec(text.strip())
+    except ValueError:
+        return False
+    return True
 # build_flags: one flag each, starting with '-', nothing a build file would read as a separator, quote or comment.
 _BUILD_FLAG = re.compile(r"^-[A-Za-z0-9_=.,:/+@%-]+$")
 
@@ -170,6 +182,10 @@ class _Resolver(DeviceRules):
                 continue
             else:
                 library = Library(entry=entry)
+                if library.version is not None and not _version_requirement(library.version):
+                    self.problem(path, f"{entry!r}: {library.version!r} is not a version requirement that PlatformIO "
+                                 "and the ESP-IDF component manager read", "e.g. ^2.2.4, ~1.3.0, >=1.0,<2, or 1.2.3")
+                    continue
             if library.name.lower() in names:
                 self.problem(path, f"{library.name!r} is named twice in libraries:", "list each library once")
                 continue

@@ -4,11 +4,12 @@ library the host build cannot have is named in one error with the way to keep it
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
 
-from firmware_fakes import EXAMPLE, example_devices, multi_file_project, write_firmware_project
+from firmware_fakes import EXAMPLE, ROOT, example_devices, multi_file_project, write_firmware_project
 from generator.core.errors import UserError
 from generator.simulate.host_build import compile_firmware
 from generator.spec.model import Library
@@ -40,6 +41,8 @@ def test_a_registry_library_the_host_build_cannot_have_is_named_with_the_way_to_
     message = str(failed.value)
     assert f"<{header}> ({source}:1)" in message and library in message
     assert "#ifndef GEN_HOST_BUILD" in failed.value.hint and "error:" not in message
+    tutorial = re.search(r"the tutorial in (projects/examples/[\w-]+)", failed.value.hint)[1]
+    assert (ROOT / tutorial / "README.md").is_file() and framework in (ROOT / tutorial / "device.yaml").read_text()
 
 
 @pytest.mark.slow
