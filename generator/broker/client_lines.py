@@ -25,8 +25,9 @@ def _example_topic(topic_filter: str, spec: Spec) -> str:
 
 
 def client_command_lines(spec: Spec, name: str, rules: Sequence[tuple[str, str]], auth: str) -> list[str]:
-    """One mosquitto_sub line per filter `name` may read, one mosquitto_pub line per topic it may write; `rules`
-    are its ACL's (access, topic) pairs, `auth` the spec's auth mode."""
+    """One mosquitto_sub line for every filter `name` may read (one connection: the broker binds the client id to
+    the identity, so a second connection as `name` would replace the first), then one mosquitto_pub line per topic
+    it may write; `rules` are its ACL's (access, topic) pairs, `auth` the spec's auth mode."""
     layout = PkiLayout(Path(spec.pki.dir))
     login = [f"-h {shlex.quote(spec.broker.host)}", f"-p {spec.broker.port}",
              f"--cafile {shlex.quote(_relative(layout.ca_cert, spec))}"]
@@ -38,8 +39,8 @@ def client_command_lines(spec: Spec, name: str, rules: Sequence[tuple[str, str]]
         login += [f"-u {shlex.quote(name)}", f'-P "$(cat {password_file})"']
     login.append(f"-i {shlex.quote(name)}")
     common = " ".join(login)
-    lines = [f"mosquitto_sub {common} -t {shlex.quote(topic)} -v"
-             for access, topic in rules if access in ("read", "readwrite")]
+    reads = [f"-t {shlex.quote(topic)}" for access, topic in rules if access in ("read", "readwrite")]
+    lines = [f"mosquitto_sub {common} {' '.join(reads)} -v"] if reads else []
     lines += [f"mosquitto_pub {common} -t {shlex.quote(_example_topic(topic, spec))} -m hello"
               for access, topic in rules if access in ("write", "readwrite")]
     return lines

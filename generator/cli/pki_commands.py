@@ -143,6 +143,10 @@ def show(spec: Path = SPEC_ARGUMENT,
         console.print(f"try it (in {loaded.directory}):")
         for line in lines:
             console.print(f"  {line}")
+        if len({line.split()[0] for line in lines}) > 1:
+            console.print(f"  (each line logs in as {found.name}: the broker keeps one connection per identity, so "
+                          f"the mosquitto_pub replaces a running mosquitto_sub; to watch and write at once, give the "
+                          f"writer its own identity under clients:)")
 
 
 @pki_app.command("issue")

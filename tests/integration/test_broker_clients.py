@@ -96,6 +96,30 @@ def test_an_operator_reads_device_status_with_its_shown_line_while_the_backend_a
     assert out.strip() == "devices/greenhouse-01/status online"
 
 
+def test_a_client_reading_two_filters_hears_both_with_its_one_shown_line(capsys, tmp_path, start_broker):
+    port = find_free_port()
+    spec = project_with_clients(tmp_path, port=port, clients="clients:\n  - name: operator\n    subscribe: "
+                                "[\"devices/+/status\", \"devices/+/telemetry\"]\n")
+    code, output = run_gen(capsys, "generate", str(spec))
+    assert code == 0, output
+    start_broker(spec.parent / "build" / "broker", port=port)
+    operator = shown_lines(capsys, spec, "operator")
+    assert [line[0] for line in operator] == ["mosquitto_sub"]   # one connection: a second would replace it
+    watching = subprocess.Popen(operator[0] + ["-C", "2", "-W", "20"], cwd=spec.parent, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    device = ["mosquitto_pub", "-h", "localhost", "-p", str(port), "--cafile", "pki/ca.pem", "--cert",
+              "pki/devices/greenhouse-01.pem", "--key", "pki/private/devices/greenhouse-01-key.pem", "-q", "1"]
+    status = device + ["-t", "devices/greenhouse-01/status", "-m", "online", "-r"]       # retained: heard once in
+    telemetry = device + ["-t", "devices/greenhouse-01/telemetry", "-m", "{}"]
+    try:
+        subprocess.run(status, cwd=spec.parent, check=True, capture_output=True, timeout=30)
+        out, err = publish_until_heard(watching, [telemetry], spec.parent, check=True)
+    finally:
+        watching.kill()
+    assert watching.returncode == 0, err
+    assert sorted(out.split("\n")[:2]) == ["devices/greenhouse-01/status online", "devices/greenhouse-01/telemetry {}"]
+
+
 def test_a_client_without_publish_is_read_only_at_the_broker(capsys, running_project):
     spec = running_project
     dashboard_pub = next(line for line in shown_lines(capsys, spec, "dashboard") if line[0] == "mosquitto_pub")
