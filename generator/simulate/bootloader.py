@@ -19,7 +19,7 @@ secure version (the same file, efuse-secure-version next to the flash, that the 
 EFUSE_SECURE_VERSION; 0 on a blank chip, never lowered, kept when the flash is written again, as an eFuse is): an
 otadata entry whose image's secure_version is below it is not chosen, no image below it is started, and the eFuse
 is raised to the secure_version of an image it starts from a VALID entry or on the first boot after a USB flash
-(bootloader_utility.c:322-375, 431-461, 490-493).
+(bootloader_utility.c:322-376, 407-461, 491-515, 579-630).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from generator.core.app_image import read_image
 from generator.simulate.bootloader import (OTADATA_ENTRY, STATE_VALID, BootError, OtaEntry, SimulatedFlash, boot,
                                            otadata_crc, pack_host_image, read_efuse_secure_version, write_flash)
 
-# ota_0 and ota_1 without a factory app, as anti-rollback wants (Kconfig.app_rollback:36).
+# ota_0 and ota_1 without a factory app, as anti-rollback wants (components/bootloader/Kconfig.app_rollback:39).
 PARTITIONS = """\
 nvs,      data, nvs,     0x9000,  0x5000,
 otadata,  data, ota,     0xe000,  0x2000,

@@ -55,7 +55,7 @@ int main() {
 #endif
     gen_sim_start();
 #ifdef CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK
-    /* esp-idf v5.5.3 components/efuse/src/esp_efuse_startup.c:90-95: the app rechecks its own secure version
+    /* esp-idf v5.5.3 components/efuse/src/esp_efuse_startup.c:89-95: the app rechecks its own secure version
      * before it starts (the startup fails, the chip resets). */
     if (!esp_efuse_check_secure_version(esp_app_get_description()->secure_version)) {
         ESP_LOGE("efuse_init", "Incorrect secure version of app");

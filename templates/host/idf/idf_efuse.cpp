@@ -1,4 +1,4 @@
-// Host runtime: the eFuse secure version (esp-idf v5.5.3 components/efuse/src/esp_efuse_fields.c:44-84) of the
+// Host runtime: the eFuse secure version (esp-idf v5.5.3 components/efuse/src/esp_efuse_fields.c:44-93) of the
 // simulated chip. GEN_SIM_EFUSE_SECURE_VERSION names a file holding it in decimal (absent: 0, a blank chip); the
 // simulated bootloader (generator/simulate/bootloader.py) reads and raises the same file. The field counts at most
 // gen_sim_secure_version_field_bits (CONFIG_BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD of the firmware).

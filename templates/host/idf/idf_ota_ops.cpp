@@ -6,7 +6,7 @@
 // the simulated bootloader started, which the chip's MMU would report. With CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK
 // (gen_sim_app_anti_rollback) the images' secure_version meets the eFuse (esp_efuse.h): an image below it is erased
 // instead of becoming the boot partition, is no rollback target, and confirming the running image raises the eFuse
-// to its secure_version (esp_ota_ops.c:619-634, 833-843, 871-897, 918-921).
+// to its secure_version (esp_ota_ops.c:619-634, 833-843, 848-899, 918-921).
 #include <stdlib.h>
 #include <string.h>
 

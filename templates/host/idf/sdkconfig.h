@@ -51,7 +51,7 @@
 #define CONFIG_ESP_HTTP_CLIENT_ENABLE_HTTPS 1  /* components/esp_http_client/Kconfig: default y */
 #endif
 #endif
-/* components/bootloader/Kconfig.app_rollback:40-50: the eFuse field of the secure version, by target. */
+/* components/bootloader/Kconfig.app_rollback:41-53: the eFuse field of the secure version, by target. */
 #if CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK && !defined(CONFIG_BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD)
 #if CONFIG_IDF_TARGET_ESP32
 #define CONFIG_BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD 32
