@@ -123,8 +123,8 @@ def app_description(*, version: str, project_name: str, idf_ver: str, elf_sha256
                     secure_version: int = 0) -> bytes:
     """An esp_app_desc_t (256 bytes). `secure_version`: CONFIG_BOOTLOADER_APP_SECURE_VERSION of the build, 0 without
     CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK (components/esp_app_format/esp_app_desc.c:47-51)."""
-    return APP_DESC.pack(APP_DESC_MAGIC, secure_version, b"", version.encode()[:31], project_name.encode()[:31], b"", b"",
-                         idf_ver.encode()[:31], elf_sha256[:32], 0, 0, 0, b"", b"")
+    return APP_DESC.pack(APP_DESC_MAGIC, secure_version, b"", version.encode()[:31], project_name.encode()[:31], b"",
+                         b"", idf_ver.encode()[:31], elf_sha256[:32], 0, 0, 0, b"", b"")
 
 
 def pack_app_image(chip: str, segments: list[tuple[int, bytes]], *, min_chip_rev_full: int = 0) -> bytes:

@@ -8,15 +8,15 @@ No signature travels in the announcement: it is inside the image, and the device
 image must be one the device will take: an app image for its chip, signed with the project's key, small enough for
 its slot, of the announced version (ESP-IDF: its esp_app_desc_t; Arduino: the version record its firmware carries),
 with security.secure_version, a secure_version (esp_app_desc_t) not below the spec's (the eFuse of a device that
-runs the spec's firmware holds that much; no permission gets an image below it booted), and not older than the spec's firmware.version unless the user asks for a downgrade (`--allow-downgrade`). A
-downgrade's announcement carries `"downgrade": "<not after>:<from version>:<signature>"`, a permission signed with the
-project's OTA signing key for this device, this image and this version, for a device running the spec's
-firmware.version, until a date (generator.pki.ota_signing.sign_downgrade); the device refuses an older image without
-a permission that verifies, holds for what it runs and has not expired, so holding gen's OTA identity, or an
-announcement captured earlier, is not enough to roll a device back. Images
-are staged only once the broker has taken gen's OTA identity, and each device keeps its current and previous image
-staged, no more. The announcement is published as gen's own OTA identity (OTA_IDENTITY), the only one the ACL lets
-write OTA topics.
+runs the spec's firmware holds that much; no permission gets an image below it booted), and not older than the
+spec's firmware.version unless the user asks for a downgrade (`--allow-downgrade`). A downgrade's announcement
+carries `"downgrade": "<not after>:<from version>:<signature>"`, a permission signed with the project's OTA signing
+key for this device, this image and this version, for a device running the spec's firmware.version, until a date
+(generator.pki.ota_signing.sign_downgrade); the device refuses an older image without a permission that verifies,
+holds for what it runs and has not expired, so holding gen's OTA identity, or an announcement captured earlier, is
+not enough to roll a device back. Images are staged only once the broker has taken gen's OTA identity, and each
+device keeps its current and previous image staged, no more. The announcement is published as gen's own OTA identity
+(OTA_IDENTITY), the only one the ACL lets write OTA topics.
 """
 
 from __future__ import annotations
