@@ -290,7 +290,11 @@ def boot(flash_file: SimulatedFlash) -> Boot:
             break
         problems.append(f"{partition.label}: {problem}")
     else:
-        raise BootError("no app slot holds a bootable image: " + "; ".join(problems))
+        below = efuse is not None and any("(eFuse): anti-rollback" in problem for problem in problems)
+        raise BootError("no app slot holds a bootable image: " + "; ".join(problems),
+                        hint=f"this simulated chip's eFuse holds secure version {efuse}: build with that "
+                             f"security.secure_version or more, or delete {flash_file.efuse_secure_version} for a "
+                             "blank chip" if below else None)
     if partition != chosen:
         words = f"{chosen.label if chosen else 'nothing'} is not bootable ({problems[0]}); falling back"
     if initial and otadata is not None and partition in slots:   # set_actual_ota_seq: the first boot after a USB flash
