@@ -15,10 +15,10 @@ hash); its executable segment is written out and started with GEN_SIM_FLASH and 
 runtime's exit code 3) comes back here.
 
 A bootloader built with CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK (security.secure_version) also keeps the chip's eFuse
-secure version (the same file, efuse-secure-version next to the flash, that the runtime's esp_efuse reads: GEN_SIM_
-EFUSE_SECURE_VERSION; 0 on a blank chip, never lowered, kept when the flash is written again, as an eFuse is): an
-otadata entry whose image's secure_version is below it is not chosen, no image below it is started, and the eFuse
-is raised to the secure_version of an image it starts from a VALID entry or on the first boot after a USB flash
+secure version in efuse-secure-version next to the flash, the file the runtime's esp_efuse reads
+(GEN_SIM_EFUSE_SECURE_VERSION): 0 on a blank chip, never lowered, kept when the flash is written again, as an eFuse
+is. An otadata entry whose image's secure_version is below it is not chosen, no image below it is started, and the
+eFuse is raised to the secure_version of an image started from a VALID entry or on the first boot after a USB flash
 (bootloader_utility.c:322-376, 407-461, 491-515, 579-630).
 """
 
@@ -290,7 +290,7 @@ def boot(flash_file: SimulatedFlash) -> Boot:
             break
         problems.append(f"{partition.label}: {problem}")
     else:
-        below = efuse is not None and any("(eFuse): anti-rollback" in problem for problem in problems)
+        below = any(_secure_version_at(flash, p) is not None and not passes_anti_rollback(p) for p in candidates)
         raise BootError("no app slot holds a bootable image: " + "; ".join(problems),
                         hint=f"this simulated chip's eFuse holds secure version {efuse}: build with that "
                              f"security.secure_version or more, or delete {flash_file.efuse_secure_version} for a "
