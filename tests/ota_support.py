@@ -31,7 +31,7 @@ from generator.output.layout import firmware_dir
 from generator.output.manifest import read_manifest
 from generator.pki.layout import PkiLayout
 from generator.simulate.bootloader import SimulatedFlash, pack_host_image, write_flash
-from generator.simulate.device_runs import BrokerAddress, nvs_images, plan_runs
+from generator.simulate.device_runs import BrokerAddress, build_secure_version, nvs_images, plan_runs
 from generator.simulate.run import compile_devices
 from generator.spec import Device, Spec, load_spec
 from simulate_support import EXAMPLES_DIR, SimDevice
@@ -56,13 +56,18 @@ class OtaProject:
     def broker_dir(self) -> Path:
         return self.out_dir / "broker"
 
+    def secure_version(self, version: str) -> int | None:
+        """The secure version the build of `version` is made with (None: no anti-rollback)."""
+        return build_secure_version(self.out_dir.parent / f"build-{version}", self.device_spec.id)
+
     def image(self, version: str) -> bytes:
-        """The signed app image of the host build of `version`."""
+        """The signed app image of the host build of `version` (with its build's secure version)."""
         if version not in self.images:
             work = self.out_dir.parent / "images"
             work.mkdir(exist_ok=True)
             unsigned = work / f"{version}.unsigned.bin"
-            unsigned.write_bytes(pack_host_image(self.binaries[version], chip=self.device_spec.chip, version=version))
+            unsigned.write_bytes(pack_host_image(self.binaries[version], chip=self.device_spec.chip, version=version,
+                                                 secure_version=self.secure_version(version) or 0))
             self.images[version] = work / f"{version}.bin"
             sign_image(unsigned, self.images[version], signing_key(PkiLayout(self.spec.pki.dir)))
         return self.images[version].read_bytes()
@@ -95,14 +100,17 @@ class OtaProject:
 
     @contextlib.contextmanager
     def device(self, flash_dir: Path, broker: RunningBroker, server: OtaServer,
-               environment: dict[str, str] | None = None) -> Iterator[SimDevice]:
-        """The device, flashed by USB with 1.2.0 (a fresh flash of its own), running against the broker and
-        fetching its updates from `server` (with `environment` added to its own, e.g. a shifted clock)."""
+               environment: dict[str, str] | None = None, version: str | None = None) -> Iterator[SimDevice]:
+        """The device, flashed by USB with 1.2.0 (or `version`; a fresh flash of its own, a blank chip), running
+        against the broker and fetching its updates from `server` (with `environment` added to its own, e.g. a
+        shifted clock)."""
         device = self.device_spec
-        flash = SimulatedFlash(flash_dir / "flash.bin", device.chip)
+        version = version or device.firmware_version
+        flash = SimulatedFlash(flash_dir / "flash.bin", device.chip,
+                               anti_rollback=self.secure_version(version) is not None)
         partitions = (self.out_dir / firmware_dir(device.id) / "partitions.csv").read_text()
-        write_flash(flash.path, partitions_csv=partitions, app_image=self.image(self.spec.devices[0].firmware_version))
-        (run,) = plan_runs(self.spec, [device.id], {device.id: self.binaries[device.firmware_version]},
+        write_flash(flash.path, partitions_csv=partitions, app_image=self.image(version))
+        (run,) = plan_runs(self.spec, [device.id], {device.id: self.binaries[version]},
                            nvs_images(self.out_dir, read_manifest(self.out_dir)),
                            BrokerAddress(broker.host, broker.port), flashes={device.id: flash},
                            ota_server=BrokerAddress("127.0.0.1", listening_port(server)))
@@ -163,16 +171,25 @@ def cut_after(fraction: float) -> type[OtaServer]:
     return CuttingServer
 
 
-_projects: dict[tuple[str, Path], OtaProject] = {}
+_projects: dict[tuple[str, Path, tuple], OtaProject] = {}
 
 
-def ota_project(name: str, tmp_path_factory) -> OtaProject:
+def _with_secure_version(text: str, secure_version: int | None) -> str:
+    """The spec with app anti-rollback at `secure_version` (nothing else of `security:`), or as it is."""
+    if secure_version is None:
+        return text
+    return text + f"security:\n  flash_encryption: off\n  secure_version: {secure_version}\n"
+
+
+def ota_project(name: str, tmp_path_factory, secure_versions: dict[str, int] | None = None) -> OtaProject:
     """projects/examples/<name>, its confirm timeout shortened, with 1.2.0, 1.3.0, a 1.3.1 that dials a wrong
-    broker port and an older 1.1.0, each compiled for the host (once per session: the host build cache keeps them across runs)."""
+    broker port and an older 1.1.0, each compiled for the host (once per session: the host build cache keeps them
+    across runs). With `secure_versions` (version -> security.secure_version): only those versions, each built with
+    app anti-rollback at its secure version."""
     root = tmp_path_factory.getbasetemp() / "ota"
-    key = (name, root)
+    key = (name, root, tuple(sorted((secure_versions or {}).items())))
     if key not in _projects:
-        directory = root / name
+        directory = root / (name if not secure_versions else f"{name}-anti-rollback")
         shutil.copytree(EXAMPLES_DIR / name, directory, ignore=shutil.ignore_patterns("pki", "build"))
         text = (directory / "device.yaml").read_text()
         text = re.sub(r"confirm_timeout: \d+", f"confirm_timeout: {CONFIRM_TIMEOUT_S}", text)
@@ -182,6 +199,9 @@ def ota_project(name: str, tmp_path_factory) -> OtaProject:
                     BROKEN: ("broken.yaml", text.replace("version: 1.2.0", f"version: {BROKEN}")
                              .replace("port: 8883", "port: 9")),
                     OLDER: ("older.yaml", text.replace("version: 1.2.0", f"version: {OLDER}"))}
+        if secure_versions:
+            variants = {version: (file_name, _with_secure_version(content, secure_versions[version]))
+                        for version, (file_name, content) in variants.items() if version in secure_versions}
         binaries = {}
         spec = None
         for version, (file_name, content) in variants.items():

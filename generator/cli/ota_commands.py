@@ -112,9 +112,9 @@ def publish(
     out: Optional[Path] = OUT_OPTION,
 ) -> None:
     """Check each image (an app image for the device's chip, signed with the project's key, fitting its slot, not
-    older than the spec's version), put it where `gen ota serve` serves it once the broker has taken gen's OTA
-    identity, and announce it on the device's OTA topic (retained, QoS 1). Each device keeps its current and
-    previous image staged."""
+    below the spec's security.secure_version, not older than the spec's version), put it where `gen ota serve`
+    serves it once the broker has taken gen's OTA identity, and announce it on the device's OTA topic (retained,
+    QoS 1). Each device keeps its current and previous image staged."""
     loaded = _with_ota(load_spec(spec))
     chosen = _selected(loaded, device, all_devices)
     if sign and image is None:

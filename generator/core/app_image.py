@@ -58,6 +58,7 @@ class AppImage:
     version: str
     project_name: str
     idf_ver: str
+    secure_version: int                         # the anti-rollback version the eFuse is compared with
     end: int                                    # bytes of the image proper: header .. appended hash
     signed_length: int                          # what a V2 signature covers: `end` rounded up to 4 KB
 
@@ -113,14 +114,17 @@ def read_image(data: bytes) -> AppImage:
     if desc is None or desc[0] != APP_DESC_MAGIC:
         raise ImageError("the first segment holds no esp_app_desc_t (magic 0xabcd5432): not an app image")
     return AppImage(chip_id=chip_id, min_chip_rev_full=min_rev_full, segments=tuple(segments),
-                    version=_text(desc[3]), project_name=_text(desc[4]), idf_ver=_text(desc[7]), end=position,
+                    version=_text(desc[3]), project_name=_text(desc[4]), idf_ver=_text(desc[7]),
+                    secure_version=desc[1], end=position,
                     signed_length=-(-position // SECTOR_SIZE) * SECTOR_SIZE)
 
 
-def app_description(*, version: str, project_name: str, idf_ver: str, elf_sha256: bytes) -> bytes:
-    """An esp_app_desc_t (256 bytes)."""
-    return APP_DESC.pack(APP_DESC_MAGIC, 0, b"", version.encode()[:31], project_name.encode()[:31], b"", b"",
-                         idf_ver.encode()[:31], elf_sha256[:32], 0, 0, 0, b"", b"")
+def app_description(*, version: str, project_name: str, idf_ver: str, elf_sha256: bytes,
+                    secure_version: int = 0) -> bytes:
+    """An esp_app_desc_t (256 bytes). `secure_version`: CONFIG_BOOTLOADER_APP_SECURE_VERSION of the build, 0 without
+    CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK (components/esp_app_format/esp_app_desc.c:47-51)."""
+    return APP_DESC.pack(APP_DESC_MAGIC, secure_version, b"", version.encode()[:31], project_name.encode()[:31], b"",
+                         b"", idf_ver.encode()[:31], elf_sha256[:32], 0, 0, 0, b"", b"")
 
 
 def pack_app_image(chip: str, segments: list[tuple[int, bytes]], *, min_chip_rev_full: int = 0) -> bytes:

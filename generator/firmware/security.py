@@ -338,18 +338,33 @@ def decrypt_nvs_image(image: bytes, keys: NvsKeys) -> bytes:
 
 # --- what a build has (gen doctor, gen inspect) ----------------------------------------------------------------
 
-def sdkconfig_protection(text: str) -> str:
-    """What protects a device at rest, read from its build's sdkconfig(.defaults): the options the bootloader and
-    nvs_flash are built with, not what the spec says."""
+def _sdkconfig_values(text: str) -> dict[str, str]:
     values = {}
     for line in text.splitlines():
         name, sep, value = line.strip().partition("=")
         if sep and name.startswith("CONFIG_"):
             values[name.removeprefix("CONFIG_")] = value
+    return values
+
+
+def _secure_version(values: dict[str, str]) -> int | None:
+    if values.get("BOOTLOADER_APP_ANTI_ROLLBACK") != "y":
+        return None
+    return int(values.get("BOOTLOADER_APP_SECURE_VERSION") or "0", 0)    # Kconfig.app_rollback: default 0
+
+
+def sdkconfig_secure_version(text: str) -> int | None:
+    """The secure version a build's esp_app_desc_t carries and its bootloader compares with the eFuse, read from its
+    sdkconfig(.defaults); None when it is built without CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK."""
+    return _secure_version(_sdkconfig_values(text))
+
+
+def sdkconfig_protection(text: str) -> str:
+    """What protects a device at rest, read from its build's sdkconfig(.defaults): the options the bootloader and
+    nvs_flash are built with, not what the spec says."""
+    values = _sdkconfig_values(text)
     flash = ("release" if values.get("SECURE_FLASH_ENCRYPTION_MODE_RELEASE") == "y" else "development") \
         if values.get("SECURE_FLASH_ENC_ENABLED") == "y" else "off"
-    secure_version = values.get("BOOTLOADER_APP_SECURE_VERSION") \
-        if values.get("BOOTLOADER_APP_ANTI_ROLLBACK") == "y" else None
     return protection_summary(Security(
         flash_encryption=flash,
         secure_boot="v2" if values.get("SECURE_BOOT") == "y" and values.get("SECURE_BOOT_V2_ENABLED") == "y" else "off",
@@ -357,7 +372,7 @@ def sdkconfig_protection(text: str) -> str:
         nvs_key_protection="hmac" if values.get("NVS_SEC_KEY_PROTECT_USING_HMAC") == "y" else None,
         rom_download_mode=next((mode for mode, (name, _) in _ROM_DOWNLOAD_OPTIONS.items() if values.get(name) == "y"),
                                None),
-        secure_version=int(secure_version, 0) if secure_version else None))
+        secure_version=_secure_version(values)))
 
 
 def nvs_image_protection(image: bytes) -> str | None:

@@ -161,8 +161,8 @@ def _first_boot(security: Security, efuses: ChipEfuses, *, hmac_key: bool) -> tu
         first_boot.append(f"the app burns {efuses.secure_download}: ROM download mode becomes Secure Download Mode "
                           "(ESP-IDF's default in release mode)")
     if security.secure_version is not None:
-        first_boot.append(f"the app burns the secure version {security.secure_version} into the eFuse once it "
-                          "is confirmed: an image with a lower one never boots again")
+        first_boot.append(f"the bootloader burns the secure version {security.secure_version} into the eFuse "
+                          "(bootloader_utility.c set_actual_ota_seq): an image with a lower one never boots again")
     return tuple(first_boot)
 
 

@@ -7,15 +7,16 @@ topic (retained, QoS 1: a device that is offline gets it when it comes back).
 No signature travels in the announcement: it is inside the image, and the device checks it. Before announcing, the
 image must be one the device will take: an app image for its chip, signed with the project's key, small enough for
 its slot, of the announced version (ESP-IDF: its esp_app_desc_t; Arduino: the version record its firmware carries),
-and not older than the spec's firmware.version unless the user asks for a downgrade (`--allow-downgrade`). A
-downgrade's announcement carries `"downgrade": "<not after>:<from version>:<signature>"`, a permission signed with the
-project's OTA signing key for this device, this image and this version, for a device running the spec's
-firmware.version, until a date (generator.pki.ota_signing.sign_downgrade); the device refuses an older image without
-a permission that verifies, holds for what it runs and has not expired, so holding gen's OTA identity, or an
-announcement captured earlier, is not enough to roll a device back. Images
-are staged only once the broker has taken gen's OTA identity, and each device keeps its current and previous image
-staged, no more. The announcement is published as gen's own OTA identity (OTA_IDENTITY), the only one the ACL lets
-write OTA topics.
+with security.secure_version, a secure_version (esp_app_desc_t) not below the spec's (the eFuse of a device that
+runs the spec's firmware holds that much; no permission gets an image below it booted), and not older than the
+spec's firmware.version unless the user asks for a downgrade (`--allow-downgrade`). A downgrade's announcement
+carries `"downgrade": "<not after>:<from version>:<signature>"`, a permission signed with the project's OTA signing
+key for this device, this image and this version, for a device running the spec's firmware.version, until a date
+(generator.pki.ota_signing.sign_downgrade); the device refuses an older image without a permission that verifies,
+holds for what it runs and has not expired, so holding gen's OTA identity, or an announcement captured earlier, is
+not enough to roll a device back. Images are staged only once the broker has taken gen's OTA identity, and each
+device keeps its current and previous image staged, no more. The announcement is published as gen's own OTA identity
+(OTA_IDENTITY), the only one the ACL lets write OTA topics.
 """
 
 from __future__ import annotations
@@ -108,6 +109,13 @@ def check_image(device: Device, image: Path, version: str, key: SigningKey, *, s
     if device.framework == "espidf" and parsed.version != version:
         raise UserError(f"{image} is version {parsed.version!r} (its esp_app_desc_t), not {version!r}",
                         hint="give the version the image was built as (--version), or build the spec's version")
+    floor = device.security.secure_version if device.security is not None else None
+    if device.framework == "espidf" and floor is not None and parsed.secure_version < floor:
+        raise UserError(f"{image} has secure version {parsed.secure_version} (its esp_app_desc_t), below the spec's "
+                        f"security.secure_version {floor}: {device.id}'s eFuse holds at least {floor} once it runs "
+                        "this spec's firmware, and it never boots an image below that, downgrade or not",
+                        hint=f"announce an image built with security.secure_version {floor} or more; an image that "
+                             "must never come back stays below it by design")
     if device.framework == "arduino":
         recorded = recorded_version(data)
         if recorded is None:

@@ -13,6 +13,13 @@ reset before it confirmed itself), the valid entry with the highest sequence num
 PENDING_VERIFY (its trial), no valid entry boots ota_0. The chosen image is checked (magic, chip id, checksum,
 hash); its executable segment is written out and started with GEN_SIM_FLASH and GEN_SIM_BOOT_SLOT. A reboot (the
 runtime's exit code 3) comes back here.
+
+A bootloader built with CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK (security.secure_version) also keeps the chip's eFuse
+secure version in efuse-secure-version next to the flash, the file the runtime's esp_efuse reads
+(GEN_SIM_EFUSE_SECURE_VERSION): 0 on a blank chip, never lowered, kept when the flash is written again, as an eFuse
+is. An otadata entry whose image's secure_version is below it is not chosen, no image below it is started, and the
+eFuse is raised to the secure_version of an image started from a VALID entry or on the first boot after a USB flash
+(bootloader_utility.c:322-376, 407-461, 491-515, 579-630).
 """
 
 from __future__ import annotations
@@ -67,14 +74,43 @@ def _write_private(path: Path, data: bytes, mode: int = SECRET_MODE) -> None:
 
 @dataclass(frozen=True)
 class SimulatedFlash:
-    """A device's flash file and the chip it belongs to (its images must say that chip)."""
+    """A device's flash file and the chip it belongs to (its images must say that chip). `anti_rollback`: its
+    bootloader is built with CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK."""
 
     path: Path
     chip: str
+    anti_rollback: bool = False
 
     @property
     def boot_dir(self) -> Path:
         return self.path.parent
+
+    @property
+    def efuse_secure_version(self) -> Path:
+        """The chip's eFuse secure version, in decimal (GEN_SIM_EFUSE_SECURE_VERSION); absent on a blank chip."""
+        return self.boot_dir / "efuse-secure-version"
+
+    def environment(self, slot: str) -> dict[str, str]:
+        """What the runtime started from `slot` of this flash is given: the flash, the slot, the chip's eFuse."""
+        return {"GEN_SIM_FLASH": str(self.path), "GEN_SIM_BOOT_SLOT": slot,
+                "GEN_SIM_EFUSE_SECURE_VERSION": str(self.efuse_secure_version)}
+
+
+def read_efuse_secure_version(flash: SimulatedFlash) -> int:
+    """esp_efuse_read_secure_version of the simulated chip: 0 on a blank one."""
+    try:
+        return int(flash.efuse_secure_version.read_text().strip() or "0")
+    except FileNotFoundError:
+        return 0
+
+
+def _update_efuse_secure_version(flash: SimulatedFlash, secure_version: int) -> int:
+    """esp_efuse_update_secure_version: the eFuse only grows. Returns what it holds."""
+    held = read_efuse_secure_version(flash)
+    if secure_version > held:
+        _write_private(flash.efuse_secure_version, f"{secure_version}\n".encode())
+        return secure_version
+    return held
 
 
 @dataclass(frozen=True)
@@ -88,19 +124,21 @@ class BootError(ToolError):
     """No app slot holds a bootable image (the chip would stop in its bootloader)."""
 
 
-def pack_host_image(executable: Path, *, chip: str, version: str, project_name: str = "firmware") -> bytes:
-    """The host build of the firmware as an app image for `chip`: esp_app_desc_t in segment 0, the executable in
-    segment 1. Unsigned."""
+def pack_host_image(executable: Path, *, chip: str, version: str, project_name: str = "firmware",
+                    secure_version: int = 0) -> bytes:
+    """The host build of the firmware as an app image for `chip`: esp_app_desc_t in segment 0 (with the build's
+    secure_version), the executable in segment 1. Unsigned."""
     program = executable.read_bytes()
     description = app_description(version=version, project_name=project_name, idf_ver="host",
-                                  elf_sha256=hashlib.sha256(program).digest())
+                                  elf_sha256=hashlib.sha256(program).digest(), secure_version=secure_version)
     return pack_app_image(chip, [(DROM_START[chip], description), (IROM_START[chip], program)])
 
 
-def signed_host_image(executable: Path, work: Path, *, chip: str, version: str, key: SigningKey) -> Path:
+def signed_host_image(executable: Path, work: Path, *, chip: str, version: str, key: SigningKey,
+                      secure_version: int = 0) -> Path:
     """pack_host_image, signed with the project's key: work/<version>.bin."""
     unsigned = work / f"{version}.unsigned.bin"
-    _write_private(unsigned, pack_host_image(executable, chip=chip, version=version))
+    _write_private(unsigned, pack_host_image(executable, chip=chip, version=version, secure_version=secure_version))
     signed = work / f"{version}.bin"
     sign_image(unsigned, signed, key)
     os.chmod(signed, SECRET_MODE)
@@ -175,14 +213,27 @@ def _active(entries: list[OtaEntry]) -> int:
 # ---------------------------------------------------------------------------------------------- boot
 
 
-def _image_problem(flash: bytearray, partition: Partition, chip: str) -> str | None:
+def _image_problem(flash: bytearray, partition: Partition, chip: str, efuse_secure_version: int | None) -> str | None:
+    """Why the bootloader would not start the image in `partition`; `efuse_secure_version`: None without
+    anti-rollback."""
     try:
         image = read_image(bytes(flash[partition.offset:partition.offset + partition.size]))
     except ImageError as error:
         return str(error)
     if image.chip_id != CHIP_IDS[chip]:
         return f"the image is for {image.chip}, this device is {chip}"
+    if efuse_secure_version is not None and image.secure_version < efuse_secure_version:
+        return (f"its secure version {image.secure_version} is below this chip's {efuse_secure_version} (eFuse): "
+                "anti-rollback")
     return None
+
+
+def _secure_version_at(flash: bytearray, partition: Partition) -> int | None:
+    """bootloader_common_get_partition_description: the secure_version of the image in `partition`, or None."""
+    try:
+        return read_image(bytes(flash[partition.offset:partition.offset + partition.size])).secure_version
+    except ImageError:
+        return None
 
 
 def boot(flash_file: SimulatedFlash) -> Boot:
@@ -198,19 +249,33 @@ def boot(flash_file: SimulatedFlash) -> Boot:
     chosen: Partition | None = factory or (slots[0] if slots else None)
     words = "factory app" if factory is not None else "no otadata"
     initial = False
+    efuse = read_efuse_secure_version(flash_file) if flash_file.anti_rollback else None
+
+    def passes_anti_rollback(partition: Partition) -> bool:      # check_anti_rollback
+        secure_version = _secure_version_at(flash, partition)
+        return efuse is None or (secure_version is not None and secure_version >= efuse)
+
     if otadata is not None and slots:
         entries = _read_entries(flash, otadata)
         for index, entry in enumerate(entries):
             if entry.state == STATE_PENDING_VERIFY:    # it reset before confirming itself: never again
                 entry.state = STATE_ABORTED
                 _write_entry(flash, otadata, index, entry)
-        active = -1 if all(entry.invalid for entry in entries) else _active(entries)
+        if efuse is None:
+            active = -1 if all(entry.invalid for entry in entries) else _active(entries)
+        elif all(e.seq == SEQ_ERASED or not e.crc_ok for e in entries):
+            active = -1                                # otadata in its initial state
+        else:                                          # get_active_otadata_with_check_anti_rollback
+            active = _active([entry if entry.valid and passes_anti_rollback(slots[(entry.seq - 1) % len(slots)])
+                              else OtaEntry(SEQ_ERASED, entry.label, entry.state, entry.crc) for entry in entries])
         if active != -1:
             entry = entries[active]
             chosen = slots[(entry.seq - 1) % len(slots)]
             if entry.state == STATE_NEW:
                 entry.state = STATE_PENDING_VERIFY
                 _write_entry(flash, otadata, active, entry)
+            if efuse is not None and entry.state == STATE_VALID:     # update_anti_rollback
+                efuse = _update_efuse_secure_version(flash_file, _secure_version_at(flash, chosen) or 0)
             words = STATE_WORDS.get(entry.state, f"state {entry.state:#x}")
         elif factory is None:
             initial = all(e.seq == SEQ_ERASED or not e.crc_ok for e in entries)
@@ -220,17 +285,23 @@ def boot(flash_file: SimulatedFlash) -> Boot:
     candidates = [p for p in [chosen, *slots, factory] if p is not None]
     problems = []
     for partition in dict.fromkeys(candidates):
-        problem = _image_problem(flash, partition, flash_file.chip)
+        problem = _image_problem(flash, partition, flash_file.chip, efuse)
         if problem is None:
             break
         problems.append(f"{partition.label}: {problem}")
     else:
-        raise BootError("no app slot holds a bootable image: " + "; ".join(problems))
+        below = any(_secure_version_at(flash, p) is not None and not passes_anti_rollback(p) for p in candidates)
+        raise BootError("no app slot holds a bootable image: " + "; ".join(problems),
+                        hint=f"this simulated chip's eFuse holds secure version {efuse}: build with that "
+                             f"security.secure_version or more, or delete {flash_file.efuse_secure_version} for a "
+                             "blank chip" if below else None)
     if partition != chosen:
         words = f"{chosen.label if chosen else 'nothing'} is not bootable ({problems[0]}); falling back"
     if initial and otadata is not None and partition in slots:   # set_actual_ota_seq: the first boot after a USB flash
         index = slots.index(partition)
         _write_entry(flash, otadata, 0, OtaEntry(index + 1, b"\xff" * 20, STATE_VALID, otadata_crc(index + 1)))
+        if efuse is not None:
+            efuse = _update_efuse_secure_version(flash_file, _secure_version_at(flash, partition) or 0)
     _write_private(flash_file.path, bytes(flash))
     image = read_image(bytes(flash[partition.offset:partition.offset + partition.size]))
     executable = flash_file.boot_dir / f"{partition.label}.run"

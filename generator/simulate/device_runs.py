@@ -14,7 +14,7 @@ from typing import Callable, Mapping, Sequence
 from generator.core.errors import UserError
 from generator.firmware.log import LinkTally
 from generator.firmware.nvs_image import device_nvs_partitions
-from generator.firmware.security import NVS_HMAC_KEY_ID, nvs_hmac_key_path, nvs_keys_path
+from generator.firmware.security import NVS_HMAC_KEY_ID, nvs_hmac_key_path, nvs_keys_path, sdkconfig_secure_version
 from generator.output.layout import firmware_dir, simulated_device_dir
 from generator.output.manifest import Manifest
 from generator.pki.layout import PkiLayout
@@ -176,29 +176,40 @@ def default_flash_root(spec: Spec) -> Path:
     return default_host_build_cache().parent / "sim-flash" / f"{spec.project}-{digest}"
 
 
+def build_secure_version(out_dir: Path, device_id: str) -> int | None:
+    """The secure version the device's firmware in OUT is built with (its sdkconfig.defaults): what its image's
+    esp_app_desc_t carries and its bootloader compares with the eFuse; None without anti-rollback (and for
+    Arduino, which has no sdkconfig.defaults)."""
+    sdkconfig = Path(out_dir) / firmware_dir(device_id) / "sdkconfig.defaults"
+    return sdkconfig_secure_version(sdkconfig.read_text()) if sdkconfig.is_file() else None
+
+
 def flash_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], binaries: Mapping[str, Path],
                   on_event: EventSink = lambda _: None) -> dict[str, SimulatedFlash]:
     """What `gen flash` would leave on each device that updates over the air: its partition table, erased
-    otadata, and its firmware (the host build packed as an app image of its version, signed with the project's
-    key) in the first app slot: OUT/simulate/<id>/flash.bin. Devices without `ota:` have no flash."""
+    otadata, and its firmware (the host build packed as an app image of its version and its build's secure
+    version, signed with the project's key) in the first app slot: OUT/simulate/<id>/flash.bin. The chip's eFuse
+    secure version beside it is kept (a USB flash does not touch eFuses). Devices without `ota:` have no flash."""
     key = signing_key(PkiLayout(spec.pki.dir))
-    signed: dict[tuple[Path, str, str], Path] = {}
+    signed: dict[tuple[Path, str, str, int | None], Path] = {}
     flashes = {}
     for device_id in device_ids:
         device = spec.device(device_id)
         if device.ota is None:
             continue
         folder = Path(out_dir) / simulated_device_dir(device_id)
-        which = (binaries[device_id], device.chip, device.firmware_version)
+        secure_version = build_secure_version(out_dir, device_id)
+        which = (binaries[device_id], device.chip, device.firmware_version, secure_version)
         if which not in signed:
             begun = time.monotonic()
             signed[which] = signed_host_image(binaries[device_id], folder, chip=device.chip,
-                                              version=device.firmware_version, key=key)
+                                              version=device.firmware_version, key=key,
+                                              secure_version=secure_version or 0)
             on_event(f"signed the host image of {device_id} ({device.firmware_version}): "
                      f"{time.monotonic() - begun:.1f} s")
         partitions = (Path(out_dir) / firmware_dir(device_id) / "partitions.csv").read_text()
         write_flash(folder / "flash.bin", partitions_csv=partitions, app_image=signed[which].read_bytes())
-        flashes[device_id] = SimulatedFlash(folder / "flash.bin", device.chip)
+        flashes[device_id] = SimulatedFlash(folder / "flash.bin", device.chip, anti_rollback=secure_version is not None)
     return flashes
 
 

@@ -76,7 +76,7 @@ class DeviceProcess:
                 self.eof = True
                 return
             binary = chosen.executable
-            env.update(GEN_SIM_FLASH=str(self.run.flash.path), GEN_SIM_BOOT_SLOT=chosen.slot)
+            env.update(self.run.flash.environment(chosen.slot))
             self._said.append(f"[sim] boot: {chosen.slot}, {chosen.words}")
         self.process = subprocess.Popen(
             [str(binary)], env={**os.environ, **env},

@@ -98,7 +98,7 @@ class HostDutProcess:
         if run.flash is not None:        # a device that updates over the air: the image its bootloader picks
             chosen = boot(run.flash)
             binary = chosen.executable
-            env |= {"GEN_SIM_FLASH": str(run.flash.path), "GEN_SIM_BOOT_SLOT": chosen.slot}
+            env |= run.flash.environment(chosen.slot)
         self.process = subprocess.Popen([str(binary)], env={**os.environ, **env},
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         start_new_session=True)

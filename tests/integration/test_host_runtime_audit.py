@@ -105,6 +105,7 @@ def write_project(root: Path, device) -> Path:
     ("espidf-mtls-password", "embed"), ("espidf-mtls-password", "nvs"),
     ("espidf-mtls-password", "nvs, key made on the device"),
     ("arduino-ota", "embed"), ("espidf-ota", "embed"),      # the update handler and what it calls
+    ("espidf-secure-ota", "nvs"),                            # with anti-rollback, NVS encryption, secure boot
 ])
 def test_every_framework_name_the_firmware_uses_is_in_the_audit_table(example, secrets, tmp_path):
     device = replace(example_devices(example)[0], secrets=secrets.split(",")[0])

@@ -1,7 +1,7 @@
 """`gen ota publish` against the real Mosquitto: who may announce (gen's OTA identity only, not the backend), what it
 refuses (a version older than the spec's, unless --allow-downgrade, which alone writes "downgrade": a permission
 signed with the project's OTA key for that device and image, while it runs the spec's version, for
---downgrade-valid-for days), and what
+--downgrade-valid-for days; an image below the spec's security.secure_version, downgrade or not), and what
 it leaves in OUT/ota (nothing when it cannot announce; the current and previous image of each device, no more)."""
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from conftest import mqtt_session
 from generator.cli import main
+from generator.core.app_image import DROM_START, IROM_START, app_description, pack_app_image
+from generator.output.generate import generate
+from generator.spec import load_spec
 from generator.pki.spec_credentials import spec_credentials
 from generator.pki.ota_signing import DOWNGRADE_PADDING, downgrade_message, sign_image, signing_key
 from generator.pki.layout import PkiLayout
-from test_ota_serve import image, project  # noqa: F401 (the module's project fixture)
+from test_ota_serve import SPEC, image, project  # noqa: F401 (the module's project fixture)
 
 SENTINEL_TOPIC = "devices/sensor-a/status"
 
@@ -165,3 +168,30 @@ def test_only_the_current_and_the_previous_image_stay_staged(clean_staging, tmp_
         assert publish(clean_staging, signed, version, broker=broker) == 0
         names.append(f"{hashlib.sha256(signed.read_bytes()).hexdigest()}.bin")
     assert staged(clean_staging) == set(names[1:])
+
+
+@pytest.fixture(scope="module")
+def secure_project(tmp_path_factory):
+    """The project with app anti-rollback at secure version 2."""
+    directory = tmp_path_factory.mktemp("ota-secure-version")
+    (directory / "device.yaml").write_text(SPEC + "security:\n  flash_encryption: off\n  secure_version: 2\n")
+    spec = load_spec(directory / "device.yaml")
+    generate(spec, spec.default_out_dir)
+    return spec
+
+
+@pytest.mark.parametrize("version, extra", [("1.3.0", ()), ("1.1.0", ("--allow-downgrade",))])
+def test_an_image_below_the_specs_secure_version_is_refused_with_exit_2_downgrade_or_not(secure_project, tmp_path,
+                                                                                         capsys, version, extra):
+    unsigned, signed = tmp_path / "unsigned.bin", tmp_path / "firmware.bin"
+    payload = b"firmware " * 1000
+    unsigned.write_bytes(pack_app_image("esp32", [
+        (DROM_START["esp32"], app_description(version=version, project_name="firmware", idf_ver="v5.5.3",
+                                              elf_sha256=hashlib.sha256(payload).digest(), secure_version=1)),
+        (IROM_START["esp32"], payload)]))
+    sign_image(unsigned, signed, signing_key(PkiLayout(secure_project.pki.dir)))
+    assert publish(secure_project, signed, version, *extra) == 2
+    err = capsys.readouterr().err
+    assert f"{signed} has secure version 1 (its esp_app_desc_t), below the spec's security.secure_version 2" in err
+    assert "Traceback" not in err
+    assert staged(secure_project) == set()

@@ -5,7 +5,9 @@
 // checks its size and SHA-256 in flash, and lets esp_https_ota_finish check its signature and chip and switch the
 // boot slot. After the reboot the bootloader runs the new image on trial (CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE):
 // it is marked valid once it has reached the broker, and rolled back if it has not within OTA_CONFIRM_TIMEOUT_MS
-// or if it resets before. Every step is logged in words; the state of an update goes to the firmware topic.
+// or if it resets before. With CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK (security.secure_version) an image whose secure
+// version is below the chip's eFuse is refused before it is downloaded: the bootloader would never boot it. Every
+// step is logged in words; the state of an update goes to the firmware topic.
 
 #include "gen_config.h"
 
@@ -18,6 +20,7 @@
 #include <string.h>
 
 #include "esp_app_desc.h"
+#include "esp_efuse.h"
 #include "esp_err.h"
 #include "esp_http_client.h"
 #include "esp_https_ota.h"
@@ -29,6 +32,7 @@
 #include "freertos/queue.h"
 #include "freertos/task.h"
 #include "mqtt_client.h"
+#include "sdkconfig.h"
 
 #include "ota_common.h"
 #include "gen_ota_config.h"
@@ -117,6 +121,16 @@ static void install(const ota_announcement_t *update)
         refuse(update, "the image says it is version %.32s", description.version);
         return;
     }
+#ifdef CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK
+    // The bootloader never boots an image below the chip's eFuse secure version (esp_ota_set_boot_partition would
+    // erase it): refused before the rest is downloaded, whatever downgrade permission came with it.
+    if (!esp_efuse_check_secure_version(description.secure_version)) {
+        esp_https_ota_abort(handle);
+        refuse(update, "its secure version %" PRIu32 " is below this chip's %" PRIu32 " (eFuse): it could never boot",
+               description.secure_version, esp_efuse_read_secure_version());
+        return;
+    }
+#endif
     // Anti-rollback, on the version in the image (its signature is checked by esp_https_ota_finish).
     // A downgrade permission was verified by wanted() before this update was taken, for this sha256 and version.
     const char *rollback = version_rollback_problem(description.version, FIRMWARE_VERSION, update->downgrade[0] != '\0');
@@ -296,6 +310,10 @@ void ota_start(const ota_settings_t *config)
         ESP_LOGI(TAG, "[ota] it is kept once it reaches the broker, rolled back if it has not within %d s",
                  OTA_CONFIRM_TIMEOUT_MS / 1000);
     }
+#ifdef CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK
+    ESP_LOGI(TAG, "[ota] anti-rollback: this image's secure version %" PRIu32 ", this chip's %" PRIu32 " (eFuse)",
+             esp_app_get_description()->secure_version, esp_efuse_read_secure_version());
+#endif
     const esp_partition_t *rolled_back = esp_ota_get_last_invalid_partition();
     esp_app_desc_t description;
     if (rolled_back != NULL && esp_ota_get_partition_description(rolled_back, &description) == ESP_OK) {

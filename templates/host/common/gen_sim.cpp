@@ -32,6 +32,8 @@ int gen_sim_core_debug_level = 0;
 uint16_t gen_sim_firmware_chip_id = 0;
 bool gen_sim_app_rollback_enable = false;
 bool gen_sim_signed_on_update = false;
+bool gen_sim_app_anti_rollback = false;
+uint32_t gen_sim_secure_version_field_bits = 32;
 bool gen_sim_mbedtls_have_time_date = false;
 bool gen_sim_nvs_encryption = false;
 

@@ -29,6 +29,10 @@ extern int gen_sim_core_debug_level;
 extern uint16_t gen_sim_firmware_chip_id;
 extern bool gen_sim_app_rollback_enable;
 extern bool gen_sim_signed_on_update;
+/* CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK and CONFIG_BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD (set by our main()): whether
+ * esp_ota_ops compares images' secure_version with the eFuse (esp_efuse.h), and how far the eFuse field counts. */
+extern bool gen_sim_app_anti_rollback;
+extern uint32_t gen_sim_secure_version_field_bits;
 /* CONFIG_MBEDTLS_HAVE_TIME_DATE of the firmware's configuration (set by our main()): whether the device's mbedTLS
  * checks certificate dates. Off, the host's mbedTLS (which always checks them) ignores the date flags, as the
  * device's build does. */

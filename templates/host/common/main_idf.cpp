@@ -2,6 +2,9 @@
 // the app's tasks run (the device's main task ends, the scheduler goes on).
 #include <unistd.h>
 
+#include "esp_app_desc.h"
+#include "esp_efuse.h"
+#include "esp_log.h"
 #include "freertos/FreeRTOS.h"
 #include "gen_sim.h"
 #include "nvs_sec_provider.h"
@@ -20,6 +23,10 @@ int main() {
     gen_sim_firmware_chip_id = CONFIG_IDF_FIRMWARE_CHIP_ID;
 #ifdef CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE
     gen_sim_app_rollback_enable = true;
+#endif
+#ifdef CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK
+    gen_sim_app_anti_rollback = true;
+    gen_sim_secure_version_field_bits = CONFIG_BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD;
 #endif
 #if defined(CONFIG_SECURE_SIGNED_ON_UPDATE) || defined(CONFIG_SECURE_BOOT)   /* Kconfig: SECURE_BOOT implies it */
     gen_sim_signed_on_update = true;
@@ -47,6 +54,14 @@ int main() {
     }
 #endif
     gen_sim_start();
+#ifdef CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK
+    /* esp-idf v5.5.3 components/efuse/src/esp_efuse_startup.c:89-95: the app rechecks its own secure version
+     * before it starts (the startup fails, the chip resets). */
+    if (!esp_efuse_check_secure_version(esp_app_get_description()->secure_version)) {
+        ESP_LOGE("efuse_init", "Incorrect secure version of app");
+        gen_sim_restart("init_efuse_secure failed");
+    }
+#endif
     app_main();
     for (;;) pause();
 }

@@ -2,8 +2,9 @@
  * runtime. The rules of esp_ota_ops.c over the flash file GEN_SIM_FLASH: otadata entries with their sequence
  * numbers and states, NEW written by esp_ota_set_boot_partition when CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE is set,
  * no esp_ota_begin while the running image is PENDING_VERIFY, images verified as esp_image_verify does (and their
- * Secure Boot V2 signature with CONFIG_SECURE_SIGNED_ON_UPDATE). The running partition is the slot the simulated
- * bootloader started (GEN_SIM_BOOT_SLOT), where the chip's MMU would say. */
+ * Secure Boot V2 signature with CONFIG_SECURE_SIGNED_ON_UPDATE), and with CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK their
+ * secure_version against the eFuse (esp_efuse.h). The running partition is the slot the simulated bootloader
+ * started (GEN_SIM_BOOT_SLOT), where the chip's MMU would say. */
 #pragma once
 
 #include <stdbool.h>

@@ -19,6 +19,7 @@
 #include "esp_idf_version.h"
 #include "esp_log.h"
 #include "esp_mac.h"
+#include "esp_ota_ops.h"
 #include "esp_random.h"
 #include "esp_system.h"
 #include "esp_timer.h"
@@ -66,6 +67,8 @@ const ErrName err_names[] = {
     ERR(ESP_ERR_MBEDTLS_PK_PARSE_KEY_FAILED), ERR(ESP_ERR_MBEDTLS_SSL_HANDSHAKE_FAILED),
     ERR(ESP_ERR_MBEDTLS_SSL_CONF_PSK_FAILED), ERR(ESP_ERR_MBEDTLS_SSL_TICKET_SETUP_FAILED),
     ERR(ESP_ERR_MBEDTLS_SSL_READ_FAILED),
+    ERR(ESP_ERR_OTA_PARTITION_CONFLICT), ERR(ESP_ERR_OTA_SELECT_INFO_INVALID), ERR(ESP_ERR_OTA_VALIDATE_FAILED),
+    ERR(ESP_ERR_OTA_SMALL_SEC_VER), ERR(ESP_ERR_OTA_ROLLBACK_FAILED), ERR(ESP_ERR_OTA_ROLLBACK_INVALID_STATE),
 };
 #undef ERR
 }  // namespace

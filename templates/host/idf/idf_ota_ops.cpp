@@ -3,7 +3,10 @@
 // partition; the active one is the valid entry with the higher sequence number; a slot is (seq - 1) % app count;
 // esp_ota_set_boot_partition writes the next sequence number into the other entry, NEW when
 // CONFIG_BOOTLOADER_APP_ROLLBACK_ENABLE is set. The running partition is the one GEN_SIM_BOOT_SLOT names: the slot
-// the simulated bootloader started, which the chip's MMU would report.
+// the simulated bootloader started, which the chip's MMU would report. With CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK
+// (gen_sim_app_anti_rollback) the images' secure_version meets the eFuse (esp_efuse.h): an image below it is erased
+// instead of becoming the boot partition, is no rollback target, and confirming the running image raises the eFuse
+// to its secure_version (esp_ota_ops.c:619-634, 833-843, 848-899, 918-921).
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +17,7 @@
 
 #include "esp_app_desc.h"
 #include "esp_app_format.h"
+#include "esp_efuse.h"
 #include "esp_ota_ops.h"
 #include "esp_system.h"
 #include "gen_app_image.h"
@@ -127,6 +131,22 @@ void forget_update(esp_ota_handle_t handle) {
     }
 }
 
+// esp_ota_set_anti_rollback: the eFuse raised to the running image's secure_version.
+esp_err_t set_anti_rollback() {
+    esp_app_desc_t description;
+    memset(&description, 0, sizeof description);
+    esp_err_t err = esp_ota_get_partition_description(esp_ota_get_running_partition(), &description);
+    return err == ESP_OK ? esp_efuse_update_secure_version(description.secure_version) : err;
+}
+
+// Whether the image in `p` is one the eFuse lets boot (always, without CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK).
+bool passes_anti_rollback(const esp_partition_t* p) {
+    if (!gen_sim_app_anti_rollback) return true;
+    esp_app_desc_t description;
+    return esp_ota_get_partition_description(p, &description) == ESP_OK &&
+           esp_efuse_check_secure_version(description.secure_version);
+}
+
 esp_err_t current_ota_is_workable(bool valid) {
     esp_ota_select_entry_t two[2];
     const esp_partition_t* otadata = read_otadata(two);
@@ -138,7 +158,8 @@ esp_err_t current_ota_is_workable(bool valid) {
     }
     if (valid && two[active].ota_state != ESP_OTA_IMG_VALID) {
         two[active].ota_state = ESP_OTA_IMG_VALID;
-        return rewrite_ota_seq(two, two[active].ota_seq, active, otadata);
+        esp_err_t err = rewrite_ota_seq(two, two[active].ota_seq, active, otadata);
+        return err == ESP_OK && gen_sim_app_anti_rollback ? set_anti_rollback() : err;
     }
     if (!valid) {
         if (!esp_ota_check_rollback_is_possible()) {
@@ -293,6 +314,15 @@ esp_err_t esp_ota_set_boot_partition(const esp_partition_t* partition) {
     if (partition->subtype == ESP_PARTITION_SUBTYPE_APP_FACTORY) {
         return otadata ? esp_partition_erase_range(otadata, 0, otadata->size) : ESP_ERR_NOT_FOUND;
     }
+    if (!passes_anti_rollback(partition)) {
+        esp_app_desc_t description;
+        esp_err_t err = esp_ota_get_partition_description(partition, &description);
+        if (err != ESP_OK) return err;
+        gen_sim_log("esp_ota_ops: This a new partition can not be booted due to a secure version is lower than stored "
+                    "in efuse. Partition will be erased.");
+        err = esp_partition_erase_range(partition, 0, partition->size);
+        return err != ESP_OK ? err : ESP_ERR_OTA_SMALL_SEC_VER;
+    }
     esp_ota_select_entry_t two[2];
     if (read_otadata(two) == nullptr) return ESP_ERR_NOT_FOUND;
     const uint8_t count = esp_ota_get_app_partition_count();
@@ -349,15 +379,16 @@ bool esp_ota_check_rollback_is_possible(void) {
     const int active = select_otadata(two, valid, true);
     if (active == -1) return false;
     const int last = (~active) & 1;
-    if (!valid[last]) {
+    std::string why;
+    if (!valid[last]) {      // the factory app is no rollback target with anti-rollback
         const esp_partition_t* factory =
             esp_partition_find_first(ESP_PARTITION_TYPE_APP, ESP_PARTITION_SUBTYPE_APP_FACTORY, nullptr);
-        std::string why;
-        return factory != nullptr && gen_host::verify_app_image(factory, gen_sim_signed_on_update, nullptr, &why) == ESP_OK;
+        return !gen_sim_app_anti_rollback && factory != nullptr &&
+               gen_host::verify_app_image(factory, gen_sim_signed_on_update, nullptr, &why) == ESP_OK;
     }
     const esp_partition_t* p = slot_partition(two[last].ota_seq, count);
-    std::string why;
-    return p != nullptr && gen_host::verify_app_image(p, gen_sim_signed_on_update, nullptr, &why) == ESP_OK;
+    return p != nullptr && gen_host::verify_app_image(p, gen_sim_signed_on_update, nullptr, &why) == ESP_OK &&
+           passes_anti_rollback(p);
 }
 
 const esp_partition_t* esp_ota_get_last_invalid_partition(void) {

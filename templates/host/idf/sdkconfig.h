@@ -51,6 +51,16 @@
 #define CONFIG_ESP_HTTP_CLIENT_ENABLE_HTTPS 1  /* components/esp_http_client/Kconfig: default y */
 #endif
 #endif
+/* components/bootloader/Kconfig.app_rollback:41-53: the eFuse field of the secure version, by target. */
+#if CONFIG_BOOTLOADER_APP_ANTI_ROLLBACK && !defined(CONFIG_BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD)
+#if CONFIG_IDF_TARGET_ESP32
+#define CONFIG_BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD 32
+#elif CONFIG_IDF_TARGET_ESP32C2
+#define CONFIG_BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD 4
+#else
+#define CONFIG_BOOTLOADER_APP_SEC_VER_SIZE_EFUSE_FIELD 16
+#endif
+#endif
 /* Derived from the displayed options, as components/bootloader/Kconfig.projbuild:444-461 derives them. */
 #if CONFIG_SECURE_SIGNED_ON_UPDATE_NO_SECURE_BOOT
 #define CONFIG_SECURE_SIGNED_ON_UPDATE 1

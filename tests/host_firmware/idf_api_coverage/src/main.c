@@ -1,6 +1,7 @@
 /* Calls every ESP-IDF-flavour API templates/host/README.md lists: it must compile (-Werror, C) and link. */
 #include <string.h>
 
+#include "esp_efuse.h"
 #include "esp_err.h"
 #include "esp_event.h"
 #include "esp_idf_version.h"
@@ -158,6 +159,8 @@ void app_main(void) {
     esp_mqtt_client_disconnect(client);
     esp_mqtt_client_stop(client);
     esp_mqtt_client_destroy(client);
+    (void)esp_efuse_update_secure_version(esp_efuse_read_secure_version());
+    (void)esp_efuse_check_secure_version(0);
     ESP_LOGI("t", "done %d", ESP_ERR_MBEDTLS_SSL_HANDSHAKE_FAILED);
     esp_restart();
 }
