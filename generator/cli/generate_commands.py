@@ -38,10 +38,23 @@ def generate(
     result = generate_output(loaded, out, device_ids=device)
     for note in result.notes:
         console.print(note)
+    if not device:
+        _forget_departed_simulations(loaded, result.out_dir)
     frameworks = sorted({d.framework for d in loaded.devices})
     apps = tuple(str(loaded.directory / USER_APP_SOURCE[f]) for f in frameworks)
     record_generate(loaded, source.env_names, result, apps, whole_fleet=not device, before=before)
     _say_generated(result.out_dir, result.devices, result.changed, result.removed, apps, str(loaded.pki.dir))
+
+
+def _forget_departed_simulations(spec, out_dir: Path) -> None:
+    """A device that left the spec, or got a new key, leaves no host build (which holds its key) or simulated flash
+    behind in the user's cache, whether or not the spec is simulated again."""
+    from generator.simulate.departed import forget_departed
+
+    cleared = forget_departed(spec, out_dir)
+    if cleared:
+        console.print(f"erased what gen simulate kept of {', '.join(cleared)} (left the spec or got a new key): "
+                      "its simulated flash, and its host build unless a device of the spec still uses it")
 
 
 def _say_generated(out_dir: Path, devices: tuple[str, ...], changed: tuple[str, ...], removed: tuple[str, ...],

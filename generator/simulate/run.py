@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import shutil
 import socket
 import threading
 import time
@@ -36,9 +35,8 @@ from generator.core.errors import GenError, UserError
 from generator.core.files import PRIVATE_DIR_MODE, ensure_dir
 from generator.firmware.fingerprint import firmware_fingerprint
 from generator.output.generate import generate
-from generator.output.layout import BROKER_DIR, SIMULATE_DIR, firmware_dir
+from generator.output.layout import BROKER_DIR, firmware_dir
 from generator.output.manifest import read_manifest
-from generator.pki.spec_identities import open_spec_pki
 from generator.provision.service import ProvisioningService, ServiceOptions
 from generator.simulate.bootstrap_route import with_bootstrap_port
 from generator.simulate.clock import shifted_clock, shifted_environment
@@ -58,7 +56,8 @@ from generator.simulate.device_runs import (
     select_devices,
 )
 from generator.simulate.host_build import compile_firmware, find_toolchain
-from generator.simulate.private_cache import forget_departed_builds, prepare_flash, purge_flash
+from generator.simulate.departed import erase_departed_flash
+from generator.simulate.private_cache import forget_departed_builds
 from generator.simulate.processes import LineSink, ScheduledAction, run_devices
 from generator.spec import Spec
 
@@ -123,33 +122,11 @@ def compile_devices(spec: Spec, out_dir: Path, device_ids: Sequence[str], *, cac
     return binaries
 
 
-def host_key_digests(spec: Spec) -> dict[str, str | None]:
-    """Each device's gen-made key (SHA-256 of its public key), None for one without (a password, its own key)."""
-    store = open_spec_pki(spec, create=False)
-    keys: dict[str, str | None] = {}
-    for device in spec.devices:
-        keys[device.id] = None
-        if device.uses_client_cert and not device.makes_own_key:
-            try:
-                keys[device.id] = store.entry(device.id).key_sha256
-            except (KeyError, UserError):
-                pass
-    return keys
-
-
 def keep_flash_private(spec: Spec, out_dir: Path, flash_root: Path, on_event: EventSink) -> None:
     """The simulated flash of each device: private; wiped when the device left the spec or its key changed."""
-    keys = host_key_digests(spec)
-    wiped = purge_flash(flash_root, keys, [device.id for device in spec.devices if device.makes_own_key])
-    simulated = Path(out_dir) / SIMULATE_DIR
-    if simulated.is_dir():
-        for folder in simulated.iterdir():
-            if folder.is_dir() and folder.name not in keys:
-                shutil.rmtree(folder, ignore_errors=True)
-                wiped.append(folder.name)
-    prepare_flash(flash_root, keys)
+    wiped = erase_departed_flash(spec, out_dir, flash_root, prepare=True)
     if wiped:
-        on_event(f"erased the simulated flash of {', '.join(sorted(set(wiped)))} (left the spec or got a new key)")
+        on_event(f"erased the simulated flash of {', '.join(wiped)} (left the spec or got a new key)")
 
 
 def simulate(spec: Spec, options: SimulateOptions, *, on_line: LineSink,
