@@ -85,6 +85,12 @@ class ClusterAccess:
     def to_json(self) -> dict:
         return {"crl_dir": str(self.crl_dir), "management_ports": self.management_ports}
 
+    @property
+    def files_dir(self) -> Path:
+        """The nodes' shared files (/etc/rabbitmq/gen on installed nodes): CA, certificate, key, crl/, and the
+        record of the keys each identity had at the last apply."""
+        return self.crl_dir.parent
+
     @classmethod
     def read(cls, record: Path, broker_dir: Path) -> "ClusterAccess | None":
         try:
@@ -151,6 +157,9 @@ class LocalCluster(ClusterAccess):
     def ports(self) -> list[int]:
         return [node.port for node in self.nodes]
 
+    def to_json(self) -> dict:
+        return {**super().to_json(), "mqtt_nodes": [[self.host, port] for port in self.ports]}
+
     def ctl(self, node: LocalNode, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([str(RABBITMQ_BIN / "rabbitmqctl"), "-n", node.name, *args], env=node.env,
                               capture_output=True, text=True, timeout=timeout)
@@ -185,6 +194,16 @@ class LocalCluster(ClusterAccess):
         if self.epmd is not None:
             self.epmd.kill()
             self.epmd.wait(10)
+
+
+def recorded_mqtt_nodes(record: Path) -> list[tuple[str, int]]:
+    """The MQTT (TLS) address of each node of a running local cluster, in node order, from its record
+    (LocalCluster.to_json, written by `gen broker up`); [] when there is no record."""
+    try:
+        data = json.loads(record.read_text())
+        return [(str(host), int(port)) for host, port in data.get("mqtt_nodes", [])]
+    except (OSError, ValueError, TypeError):
+        return []
 
 
 def _node_conf(conf_text: str, *, port: int, management_port: int, watermark: str) -> str:
