@@ -9,7 +9,7 @@ Nodes 2..N join node 1; then definitions.json is imported. Leaving the `with`, e
 (rabbitmqctl stop, then SIGKILL of what is left of its process group) and the epmd with them.
 
     with running_cluster(out_dir / "broker", nodes=3) as cluster:
-        cluster.nodes[0].port ... cluster.kill(1) ... cluster.close_user_connections("dev-01")
+        cluster.nodes[0].port ... cluster.kill(1) ... cluster.api("DELETE", "/api/users/dev-01")
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import subprocess
 import tempfile
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +75,9 @@ class LocalNode:
 
 @dataclass
 class ClusterAccess:
-    """What gen broker apply needs of a running cluster: the nodes' hashed CRL directory and their management API."""
+    """What gen broker apply needs of a running cluster: the nodes' hashed CRL directory and their management API.
+    It ends sessions by deleting users, not by DELETE /api/connections/<name>: the management statistics list a
+    connection only after collect_statistics_interval (30 s), so a session opened just before would survive."""
     crl_dir: Path
     management_ports: list[int]
     admin_password: str
@@ -125,23 +126,6 @@ class ClusterAccess:
             except OSError as error:        # that node is down: ask the next
                 last = error
         raise ToolError(f"no node's management API answered ({last})", hint="is the cluster running?")
-
-    def connections(self) -> list[tuple[str, str]]:
-        """(connection name, user) of every live connection in the cluster."""
-        status, body = self.api("GET", "/api/connections?columns=name,user")
-        if status != 200:
-            raise ToolError(f"the management API answered {status} to GET /api/connections")
-        return [(row["name"], row.get("user", "")) for row in json.loads(body)]
-
-    def close_connections(self, users: set[str]) -> list[str]:
-        """Ends every live MQTT connection of these users (DELETE /api/connections/<name>); returns their users."""
-        ended = []
-        for name, user in self.connections():
-            if user in users:
-                status, _ = self.api("DELETE", "/api/connections/" + urllib.parse.quote(name, safe=""))
-                if status in (200, 204):
-                    ended.append(user)
-        return ended
 
 
 @dataclass

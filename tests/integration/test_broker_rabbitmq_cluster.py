@@ -193,8 +193,8 @@ def test_gen_broker_apply_ends_the_live_session_of_a_device_renewed_with_a_new_k
         assert gen("generate", spec).returncode == 0
         applied = gen("broker", "apply", spec)
         assert applied.returncode == 0, applied.stderr + applied.stdout
-        assert "ended the live sessions of truck-04 on every node (new key)" in applied.stdout
         assert truck.events.get(timeout=WAIT_S).startswith("disconnected")
+        assert "ended the live sessions of truck-04 on every node (new key)" in applied.stdout
     with device(project, "truck-04", cluster.ports[0]) as truck:   # the new certificate, with its topic rules
         subscribed(truck, "fleet/truck-04/cmd")
 
