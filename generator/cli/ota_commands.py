@@ -33,7 +33,10 @@ LOCAL_ONLY = "127.0.0.1"
 ota_app = typer.Typer(help="Firmware updates over the air: announce an image, serve it, see what devices run.",
                       no_args_is_help=True)
 BROKER_OPTION = typer.Option(None, "--broker", metavar="HOST:PORT", help="Where the broker is, when not at "
-                             "broker.host:broker.port (its certificate is still checked for broker.host).")
+                             "broker.host:broker.port (its certificate is still checked for broker.host). A "
+                             "RabbitMQ cluster is used on every node (broker.nodes, or every node of the running "
+                             "`gen broker up`, also when this names one of them); another address here is that "
+                             "one node only.")
 
 
 def _with_ota(spec: Spec) -> Spec:
