@@ -211,6 +211,12 @@ def render_definitions(spec: Spec, salt_key: bytes) -> bytes:
     return (json.dumps(definitions, indent=1) + "\n").encode()
 
 
+def definitions_of(definitions: dict, user: str) -> dict:
+    """The part of a definitions document that makes one user again: the user, its permissions, its topic rules."""
+    return {key: [entry for entry in definitions.get(key, []) if entry.get("name", entry.get("user")) == user]
+            for key in ("users", "permissions", "topic_permissions")}
+
+
 # ---------------------------------------------------------------------------------------------- node files
 
 

@@ -9,7 +9,7 @@ Nodes 2..N join node 1; then definitions.json is imported. Leaving the `with`, e
 (rabbitmqctl stop, then SIGKILL of what is left of its process group) and the epmd with them.
 
     with running_cluster(out_dir / "broker", nodes=3) as cluster:
-        cluster.nodes[0].port ... cluster.kill(1) ... cluster.close_user_connections("dev-01")
+        cluster.nodes[0].port ... cluster.kill(1) ... cluster.api("DELETE", "/api/users/dev-01")
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import subprocess
 import tempfile
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,7 +75,9 @@ class LocalNode:
 
 @dataclass
 class ClusterAccess:
-    """What gen broker apply needs of a running cluster: the nodes' hashed CRL directory and their management API."""
+    """What gen broker apply needs of a running cluster: the nodes' hashed CRL directory and their management API.
+    It ends sessions by deleting users, not by DELETE /api/connections/<name>: the management statistics list a
+    connection only after collect_statistics_interval (30 s), so a session opened just before would survive."""
     crl_dir: Path
     management_ports: list[int]
     admin_password: str
@@ -84,6 +85,12 @@ class ClusterAccess:
 
     def to_json(self) -> dict:
         return {"crl_dir": str(self.crl_dir), "management_ports": self.management_ports}
+
+    @property
+    def files_dir(self) -> Path:
+        """The nodes' shared files (/etc/rabbitmq/gen on installed nodes): CA, certificate, key, crl/, and the
+        record of the keys each identity had at the last apply."""
+        return self.crl_dir.parent
 
     @classmethod
     def read(cls, record: Path, broker_dir: Path) -> "ClusterAccess | None":
@@ -120,23 +127,6 @@ class ClusterAccess:
                 last = error
         raise ToolError(f"no node's management API answered ({last})", hint="is the cluster running?")
 
-    def connections(self) -> list[tuple[str, str]]:
-        """(connection name, user) of every live connection in the cluster."""
-        status, body = self.api("GET", "/api/connections?columns=name,user")
-        if status != 200:
-            raise ToolError(f"the management API answered {status} to GET /api/connections")
-        return [(row["name"], row.get("user", "")) for row in json.loads(body)]
-
-    def close_connections(self, users: set[str]) -> list[str]:
-        """Ends every live MQTT connection of these users (DELETE /api/connections/<name>); returns their users."""
-        ended = []
-        for name, user in self.connections():
-            if user in users:
-                status, _ = self.api("DELETE", "/api/connections/" + urllib.parse.quote(name, safe=""))
-                if status in (200, 204):
-                    ended.append(user)
-        return ended
-
 
 @dataclass
 class LocalCluster(ClusterAccess):
@@ -150,6 +140,9 @@ class LocalCluster(ClusterAccess):
     @property
     def ports(self) -> list[int]:
         return [node.port for node in self.nodes]
+
+    def to_json(self) -> dict:
+        return {**super().to_json(), "mqtt_nodes": [[self.host, port] for port in self.ports]}
 
     def ctl(self, node: LocalNode, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([str(RABBITMQ_BIN / "rabbitmqctl"), "-n", node.name, *args], env=node.env,
@@ -185,6 +178,16 @@ class LocalCluster(ClusterAccess):
         if self.epmd is not None:
             self.epmd.kill()
             self.epmd.wait(10)
+
+
+def recorded_mqtt_nodes(record: Path) -> list[tuple[str, int]]:
+    """The MQTT (TLS) address of each node of a running local cluster, in node order, from its record
+    (LocalCluster.to_json, written by `gen broker up`); [] when there is no record."""
+    try:
+        data = json.loads(record.read_text())
+        return [(str(host), int(port)) for host, port in data.get("mqtt_nodes", [])]
+    except (OSError, ValueError, TypeError):
+        return []
 
 
 def _node_conf(conf_text: str, *, port: int, management_port: int, watermark: str) -> str:

@@ -70,6 +70,14 @@ def current_keys(entries: Iterable[IndexEntry]) -> dict[str, str]:
     return keys
 
 
+def re_keyed(keys_before: Mapping[str, str] | None, keys_now: Mapping[str, str]) -> list[str]:
+    """The identities whose key changed since the last apply (`gen pki renew --new-key`); none when the keys at the
+    last apply are unknown (None)."""
+    if keys_before is None:
+        return []
+    return sorted(user for user, key in keys_now.items() if user in keys_before and keys_before[user] != key)
+
+
 def usernames_to_end(before: Mapping[str, bytes | None], after: Mapping[str, bytes], entries: Iterable[IndexEntry],
                      *, keys_before: Mapping[str, str] | None = None, keep: Iterable[str] = ()) -> list[Ended]:
     """The usernames whose live sessions must end, given the broker files it had (`before`, by file name; None for
@@ -81,10 +89,8 @@ def usernames_to_end(before: Mapping[str, bytes | None], after: Mapping[str, byt
     for entry in entries:
         if entry.serial in newly_revoked and entry.role in ("device", "client"):
             ended.setdefault(entry.id, "revoked")
-    if keys_before is not None:
-        for username, key in sorted(current_keys(entries).items()):
-            if username in keys_before and keys_before[username] != key:
-                ended.setdefault(username, "new key")
+    for username in re_keyed(keys_before, current_keys(entries)):
+        ended.setdefault(username, "new key")
     if before.get(ACL_FILE) is not None:
         for username in sorted(acl_usernames(before.get(ACL_FILE)) - acl_usernames(after.get(ACL_FILE))):
             ended.setdefault(username, "removed")

@@ -10,15 +10,17 @@ import typer
 from rich.table import Table
 
 from generator.cli.broker_override import broker_option
-from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, plural, print_table
-from generator.core.errors import UserError
-from generator.ota.announce import Address, Announcement, Downgrade, announcement, check_image, \
+from generator.broker.rabbitmq_runner import recorded_mqtt_nodes
+from generator.cli.terminal import OUT_OPTION, SPEC_ARGUMENT, console, err_console, plural, print_table
+from generator.core.errors import ToolError, UserError
+from generator.ota.announce import Address, Announcement, Downgrade, NodeReach, announcement, check_image, \
     publish_announcements, rollback_problem, slot_size
 from generator.ota.ci_image import signed_for_publish
+from generator.ota.nodes import BrokerNode, broker_nodes, one_node_of_many
 from generator.ota.serve import listening_port, open_server, server_files
-from generator.ota.status import collect_status
+from generator.ota.status import node_statuses
 from generator.output.generate import generate
-from generator.output.layout import firmware_dir
+from generator.output.layout import CLUSTER_UP_RECORD, firmware_dir
 from generator.output.manifest import read_manifest
 from generator.pki.layout import PkiLayout
 from generator.pki.issuing import utcnow
@@ -31,7 +33,10 @@ LOCAL_ONLY = "127.0.0.1"
 ota_app = typer.Typer(help="Firmware updates over the air: announce an image, serve it, see what devices run.",
                       no_args_is_help=True)
 BROKER_OPTION = typer.Option(None, "--broker", metavar="HOST:PORT", help="Where the broker is, when not at "
-                             "broker.host:broker.port (its certificate is still checked for broker.host).")
+                             "broker.host:broker.port (its certificate is still checked for broker.host). A "
+                             "RabbitMQ cluster is used on every node (broker.nodes, or every node of the running "
+                             "`gen broker up`, also when this names one of them); another address here is that "
+                             "one node only.")
 
 
 def _with_ota(spec: Spec) -> Spec:
@@ -47,6 +52,33 @@ def _broker(text: str | None) -> Address | None:
         return None
     address = parse_broker_address(text)
     return address.host, address.port
+
+
+def _nodes(spec_path: Path, spec: Spec, given: str | None, out_dir: Path) -> tuple[BrokerNode, ...]:
+    """Every broker node to publish on or read from: a cluster keeps retained messages per node (ota.nodes)."""
+    local = recorded_mqtt_nodes(out_dir / CLUSTER_UP_RECORD) if spec.broker.clustered else []
+    nodes = broker_nodes(spec.broker, _broker(broker_option(spec_path, given)), local)
+    if one_node_of_many(spec.broker, nodes):
+        err_console.print(f"gen: only {nodes[0].label}, one node of the {len(spec.broker.nodes)}-node cluster: a "
+                          "cluster keeps retained messages per node, so devices on the other nodes are not "
+                          "reached; leave the broker override out to use every node")
+    return nodes
+
+
+def _reached(spec: Spec, reach: NodeReach, did: str, out_dir: Path, *, missing: str) -> None:
+    """Says on how many nodes it was done ("announced on 3 of 3 nodes"); exit 1, naming each node not reached and
+    `missing` (what that means), when there is one."""
+    if spec.broker.clustered:
+        console.print(f"{did} {reach.summary()}: " + ", ".join(node.label for node in reach.reached))
+    if not reach.missed:
+        return
+    for node, why in reach.missed:
+        err_console.print(f"gen: not reached: {node.label}: {why}")
+    stale = (f"; if gen broker up no longer runs, remove {out_dir / CLUSTER_UP_RECORD}"
+             if (out_dir / CLUSTER_UP_RECORD).exists() else "")
+    raise ToolError(f"{did} {reach.summary()} only, not on {', '.join(node.label for node, _ in reach.missed)}: "
+                    f"{missing}",
+                    hint=f"make those nodes reachable, then run the same command again{stale}")
 
 
 def _selected(spec: Spec, device_ids: list[str] | None, all_devices: bool) -> list[Device]:
@@ -120,11 +152,14 @@ def publish(
     if sign and image is None:
         raise UserError("--sign signs the image given with --image", hint="add --image FILE (e.g. a CI artifact)")
     out_dir = Path(out) if out is not None else loaded.default_out_dir
+    nodes = _nodes(spec, loaded, broker, out_dir)
     if clear:
-        publish_announcements(loaded, {d.id: None for d in chosen}, _broker(broker_option(spec, broker)))
+        reach = publish_announcements(loaded, {d.id: None for d in chosen}, nodes=nodes)
         for each in chosen:
             assert each.ota is not None
             console.print(f"cleared the announcement of {each.id} ({each.ota.topic})")
+        _reached(loaded, reach, "cleared on", out_dir,
+                 missing="devices that land there keep the old announcement until this is run again")
         return
     if version is not None and (bad_version := version_problem(version)) is not None:
         raise UserError(f"--version: {bad_version}", hint="give the version the image was built as, e.g. 1.3.0")
@@ -146,12 +181,14 @@ def publish(
                               f"{path}")
         images[each.id] = check_image(each, path, wanted, key, slot=slot_size(out_dir / firmware_dir(each.id)))
         announcements[each.id] = announcement(each, images[each.id], wanted, downgrade=downgrade)
-    publish_announcements(loaded, announcements, _broker(broker_option(spec, broker)), stage=images, out_dir=out_dir)
+    reach = publish_announcements(loaded, announcements, nodes=nodes, stage=images, out_dir=out_dir)
     for device_id, announced in announcements.items():
         assert announced is not None
         console.print(f"announced {announced.version}{_downgrade_note(loaded.device(device_id), downgrade)} to "
                       f"{device_id}: {announced.size:,} bytes, sha256 "
                       f"{announced.sha256[:16]}..., {announced.url}")
+    _reached(loaded, reach, "announced on", out_dir,
+             missing="devices that land there will not see it until this is run again and reaches them")
     console.print(f"the devices fetch it from `gen ota serve {spec}`; `gen ota status {spec}` shows what they run")
 
 
@@ -187,16 +224,23 @@ def serve(
 
 
 @ota_app.command("status")
-def status(spec: Path = SPEC_ARGUMENT, broker: Optional[str] = BROKER_OPTION) -> None:
-    """What each device last reported: online or not, the version it runs and from which slot, its last update."""
+def status(spec: Path = SPEC_ARGUMENT, broker: Optional[str] = BROKER_OPTION,
+           out: Optional[Path] = OUT_OPTION) -> None:
+    """What each device last reported: online or not, the version it runs and from which slot, its last update
+    (read from every node of a cluster, which keeps them per node)."""
     loaded = _with_ota(load_spec(spec))
+    out_dir = Path(out) if out is not None else loaded.default_out_dir
+    nodes = _nodes(spec, loaded, broker, out_dir)
+    statuses, reach = node_statuses(loaded, nodes)
     table = Table(title="devices", title_justify="left")
     for column in ("device", "link", "version", "slot", "update", "detail"):
         table.add_column(column)
-    for device_status in collect_status(loaded, _broker(broker_option(spec, broker))):
+    for device_status in statuses:
         table.add_row(device_status.device_id, device_status.link, device_status.version or "-",
                       device_status.slot or "-", device_status.state or "-", device_status.detail or "")
     print_table(table)
+    _reached(loaded, reach, "read from", out_dir,
+             missing="what devices on those nodes said last may be missing or older above")
 
 
 def register(app: typer.Typer) -> None:

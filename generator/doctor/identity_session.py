@@ -39,14 +39,15 @@ def gen_identity(spec: Spec, name: str) -> tuple[ClientIdentity, str | None]:
 
 @contextlib.contextmanager
 def gen_identity_session(spec: Spec, name: str, broker: Address | None = None, *,
-                         called: str | None = None, keepalive: int = 30) -> Iterator[MqttSession]:
+                         called: str | None = None, keepalive: int = 30,
+                         server_name: str | None = None) -> Iterator[MqttSession]:
     """A session as gen's identity `name` (client id and user) with the spec's broker.host:port, or `broker`, verified
-    as broker.host. `called`: how messages name it (default: its name)."""
+    as `server_name` (default broker.host). `called`: how messages name it (default: its name)."""
     address = broker or (spec.broker.host, spec.broker.port)
     called = called or name
     identity, password = gen_identity(spec, name)
     try:
-        sock = open_tls(address, spec.broker.host, identity, timeout=CONNECT_TIMEOUT_S)
+        sock = open_tls(address, server_name or spec.broker.host, identity, timeout=CONNECT_TIMEOUT_S)
     except ssl.SSLError as error:
         raise UserError(f"the broker at {address[0]}:{address[1]} refused {called}: {error}",
                         hint=f"is its config the one `gen generate` wrote (with user {name})? then restart it "

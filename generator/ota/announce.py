@@ -27,14 +27,15 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 from generator.core.app_image import CHIP_IDS, ImageError, read_image, recorded_version
-from generator.core.errors import UserError
+from generator.core.errors import GenError, ToolError, UserError
 from generator.core.files import PRIVATE_DIR_MODE, PUBLIC_MODE, SECRET_MODE, ensure_dir, write_atomic
 from generator.core.mqtt_wire import ConnectionClosed, MqttSession
 from generator.doctor.identity_session import gen_identity_session
 from generator.doctor.probes import Address
+from generator.ota.nodes import BrokerNode, broker_nodes
 from generator.output.layout import ota_image
 from generator.pki.ota_signing import DowngradePermission, SigningKey, sign_downgrade, signature_problem
 from generator.spec.contract import OTA_IDENTITY
@@ -195,32 +196,85 @@ def announcement(device: Device, data: bytes, version: str, *, downgrade: Downgr
 # ---------------------------------------------------------------------------------------------- MQTT
 
 
+@dataclass(frozen=True)
+class NodeReach:
+    """Where retained messages reached: the nodes that took every one, and each node that did not, with why."""
+
+    reached: tuple[BrokerNode, ...]
+    missed: tuple[tuple[BrokerNode, str], ...]
+
+    def summary(self) -> str:
+        total = len(self.reached) + len(self.missed)
+        return f"{len(self.reached)} of {total} node{'s' if total != 1 else ''}"
 
 
 @contextlib.contextmanager
-def publisher_session(spec: Spec, broker: Address | None = None) -> Iterator[MqttSession]:
-    """An MQTT session as OTA_IDENTITY to the broker (spec's broker.host:port, or `broker`, verified as broker.host)."""
-    with gen_identity_session(spec, OTA_IDENTITY, broker, called="gen's OTA identity") as session:
+def publisher_session(spec: Spec, node: BrokerNode) -> Iterator[MqttSession]:
+    """An MQTT session as OTA_IDENTITY with one broker node, its certificate verified as node.server_name."""
+    with gen_identity_session(spec, OTA_IDENTITY, node.address, called="gen's OTA identity",
+                              server_name=node.server_name) as session:
         yield session
 
 
+def on_each_node(spec: Spec, nodes: Sequence[BrokerNode], work: Callable[[BrokerNode, MqttSession], None]
+                 ) -> NodeReach:
+    """Runs `work` in a publisher session with each node in turn, one at a time: RabbitMQ lets one client id hold
+    one session in the whole cluster, so a second session of gen's OTA identity would end the first. A node that
+    cannot be reached, refuses the identity or closes the connection is `missed`, with why. When no node is
+    reached: the error every node gave (the PKI lacks the identity, the one broker is down: as with one broker),
+    else a ToolError (exit 1) naming each node."""
+    reached: list[BrokerNode] = []
+    missed: list[tuple[BrokerNode, GenError]] = []
+    for node in nodes:
+        try:
+            with publisher_session(spec, node) as session:
+                try:
+                    work(node, session)
+                except ConnectionClosed as error:
+                    raise ToolError(str(error)) from None
+        except GenError as error:
+            missed.append((node, error))
+            continue
+        reached.append(node)
+    if not reached:
+        errors = [error for _, error in missed]
+        if len({(type(error), error.message) for error in errors}) == 1:
+            raise errors[0]
+        raise ToolError("no broker node was reached: " +
+                        "; ".join(f"{node.label}: {error.message}" for node, error in missed),
+                        hint=f"start the nodes (gen broker up {spec.path}), or say where one is with "
+                             "--broker HOST:PORT")
+    return NodeReach(tuple(reached), tuple((node, error.message) for node, error in missed))
+
+
 def publish_announcements(spec: Spec, announcements: dict[str, Announcement | None],
-                          broker: Address | None = None, *, stage: dict[str, bytes] | None = None,
-                          out_dir: Path | None = None) -> None:
-    """Each device's announcement, retained at QoS 1 on its OTA topic; None clears it (an empty retained message).
-    With `stage` (device id -> image) and `out_dir`, each image is staged once the broker has taken gen's OTA
-    identity, just before its announcement, and the device's older staged images are pruned after it."""
-    with publisher_session(spec, broker) as session:
+                          broker: Address | None = None, *, nodes: Sequence[BrokerNode] | None = None,
+                          stage: dict[str, bytes] | None = None, out_dir: Path | None = None) -> NodeReach:
+    """Each device's announcement, retained at QoS 1 on its OTA topic, on every node (`nodes`, default
+    broker_nodes(spec.broker, broker)): a cluster keeps retained messages per node. None clears it (an empty retained
+    message, on every node too). With `stage` (device id -> image) and `out_dir`, each image is staged once a
+    broker has taken gen's OTA identity, just before its first announcement, and the device's older staged images
+    are pruned once every node was tried. A node that cannot be reached, or closes the connection, is in the
+    result's `missed`."""
+    staged: set[str] = set()
+
+    def announce(node: BrokerNode, session: MqttSession) -> None:
         for device_id, announced in announcements.items():
             device = spec.device(device_id)
             assert device.ota is not None
             image = (stage or {}).get(device_id)
-            if image is not None and out_dir is not None:
+            if image is not None and out_dir is not None and device_id not in staged:
                 stage_image(out_dir, device, image)
+                staged.add(device_id)
             try:
-                session.publish(device.ota.topic, announced.payload() if announced else b"", qos=OTA_QOS, retain=True)
+                session.publish(device.ota.topic, announced.payload() if announced else b"", qos=OTA_QOS,
+                                retain=True)
             except ConnectionClosed as error:
-                raise UserError(f"the broker closed the connection while announcing to {device_id}: {error}",
-                                hint=f"check that the ACL lets {OTA_IDENTITY} write {device.ota.topic}") from None
-            if image is not None and out_dir is not None and announced is not None:
-                prune_staged(out_dir, device, announced.sha256)
+                raise ConnectionClosed(f"the broker closed the connection while announcing to {device_id} ({error}); "
+                                       f"check that its rules let {OTA_IDENTITY} write {device.ota.topic}") from None
+
+    reach = on_each_node(spec, tuple(nodes) if nodes is not None else broker_nodes(spec.broker, broker), announce)
+    for device_id, announced in announcements.items():
+        if device_id in staged and out_dir is not None and announced is not None:
+            prune_staged(out_dir, spec.device(device_id), announced.sha256)
+    return reach

@@ -25,6 +25,7 @@ LOGS_DIR = "logs"
 OTA_DIR = "ota"
 SIMULATE_DIR = "simulate"
 BROKER_UP_RECORD = "run/broker-up.json"   # where `gen broker up`'s broker lives, while it runs (gen broker apply)
+CLUSTER_UP_RECORD = "run/broker-cluster-up.json"   # where `gen broker up`'s RabbitMQ cluster runs (apply, gen ota)
 
 DEVICE_CA = "ca.pem"
 DEVICE_CERT = "client.pem"

@@ -1,10 +1,13 @@
 """broker.engine: rabbitmq against a real 3-node RabbitMQ cluster on 127.0.0.1 (one cluster for the module, about
 30 s to start): login by certificate, the refused password override, per-device topic rules, revocation of a live
-session by `gen broker apply`, and a device's failover when its node is killed (last: it kills a node)."""
+session by `gen broker apply` and of a session whose identity was renewed with a new key, OTA announcements
+retained on every node (RabbitMQ keeps retained messages per node) and said when a node is out of reach, and a
+device's failover when its node is killed (last: it kills a node)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import queue
 import shutil
@@ -18,8 +21,13 @@ from typing import Iterator
 import paho.mqtt.client as paho
 import pytest
 
-from conftest import client_tls_context
+from conftest import client_tls_context, find_free_port
 from generator.broker.rabbitmq_runner import RABBITMQ_BIN, running_cluster
+from generator.core.app_image import DROM_START, IROM_START, VERSION_RECORD_BEGIN, VERSION_RECORD_END, \
+    VERSION_RECORD_TEXT, app_description, pack_app_image
+from generator.output.layout import CLUSTER_UP_RECORD
+from generator.pki.layout import PkiLayout
+from generator.pki.ota_signing import sign_image, signing_key
 from generator.pki.spec_credentials import spec_credentials
 from generator.spec import load_spec
 
@@ -149,10 +157,15 @@ def test_gen_doctor_proves_every_step_against_a_cluster_node_with_a_certificate_
         assert {"mqtt-connect", "acl"} <= {step["step"] for step in report["steps"] if step["ok"]}
 
 
-def test_gen_broker_apply_ends_the_live_session_of_a_revoked_device_and_the_crl_keeps_it_out(project, cluster):
-    record = project / "build" / "run" / "broker-cluster-up.json"
+def recorded(project: Path, cluster, **changes) -> None:
+    """The record `gen broker up` writes while it runs this cluster (with `changes`), which apply and gen ota read."""
+    record = project / "build" / CLUSTER_UP_RECORD
     record.parent.mkdir(exist_ok=True)
-    record.write_text(json.dumps(cluster.to_json()))
+    record.write_text(json.dumps({**cluster.to_json(), **changes}))
+
+
+def test_gen_broker_apply_ends_the_live_session_of_a_revoked_device_and_the_crl_keeps_it_out(project, cluster):
+    recorded(project, cluster)
     with device(project, "truck-05", cluster.ports[1]) as truck:
         truck.mqtt.reconnect_delay_set(1, 1)
         revoked = gen("pki", "revoke", project / "device.yaml", "truck-05")
@@ -167,6 +180,98 @@ def test_gen_broker_apply_ends_the_live_session_of_a_revoked_device_and_the_crl_
         while time.monotonic() < deadline:           # it retries every second: never gets back in
             with contextlib.suppress(queue.Empty):
                 assert truck.events.get(timeout=0.5) != "Success"
+
+
+def test_gen_broker_apply_ends_the_live_session_of_a_device_renewed_with_a_new_key_and_lets_the_new_key_in(
+        project, cluster):
+    recorded(project, cluster)
+    spec = project / "device.yaml"
+    assert gen("broker", "apply", spec).returncode == 0            # the keys the cluster has now
+    with device(project, "truck-04", cluster.ports[2]) as truck:   # its old certificate, which stays valid
+        renewed = gen("pki", "renew", spec, "truck-04", "--new-key")
+        assert renewed.returncode == 0, renewed.stderr
+        assert gen("generate", spec).returncode == 0
+        applied = gen("broker", "apply", spec)
+        assert applied.returncode == 0, applied.stderr + applied.stdout
+        assert truck.events.get(timeout=WAIT_S).startswith("disconnected")
+        assert "ended the live sessions of truck-04 on every node (new key)" in applied.stdout
+    with device(project, "truck-04", cluster.ports[0]) as truck:   # the new certificate, with its topic rules
+        subscribed(truck, "fleet/truck-04/cmd")
+
+
+@pytest.fixture(scope="module")
+def with_ota(project, cluster) -> Path:
+    """The project with `ota: {}` added, generated and applied to the running cluster (gen.ota and its rules)."""
+    spec = project / "device.yaml"
+    spec.write_text(spec.read_text().replace("\ndevices:\n", "\nota: {}\ndevices:\n"))
+    assert gen("generate", spec).returncode == 0
+    recorded(project, cluster)
+    applied = gen("broker", "apply", spec)
+    assert applied.returncode == 0, applied.stderr + applied.stdout
+    return project
+
+
+def ota_image(project: Path, version: str) -> Path:
+    """An app image for the example's ESP32 (Arduino: with gen's version record), signed with the project's key."""
+    record = VERSION_RECORD_BEGIN + version.encode().ljust(VERSION_RECORD_TEXT, b"\0") + VERSION_RECORD_END
+    payload = record + b"firmware " * 500
+    desc = app_description(version=version, project_name="firmware", idf_ver="v4.4.7",
+                           elf_sha256=hashlib.sha256(payload).digest())
+    unsigned, signed = project / f"{version}.unsigned.bin", project / f"{version}.bin"
+    unsigned.write_bytes(pack_app_image("esp32", [(DROM_START["esp32"], desc), (IROM_START["esp32"], payload)]))
+    sign_image(unsigned, signed, signing_key(PkiLayout(project / "pki")))
+    return signed
+
+
+def announced(project: Path, device_id: str, port: int) -> dict:
+    """The announcement retained for the device on the node at `port`, as the device hears it when it subscribes."""
+    with device(project, device_id, port) as client:
+        subscribed(client, f"devices/{device_id}/ota")
+        topic, payload = client.messages.get(timeout=WAIT_S)
+    assert topic == f"devices/{device_id}/ota"
+    return json.loads(payload)
+
+
+def test_an_ota_announcement_of_gen_ota_publish_is_retained_on_every_node_of_the_cluster(with_ota, cluster):
+    project = with_ota
+    recorded(project, cluster)
+    image = ota_image(project, "1.0.1")
+    published = gen("ota", "publish", project / "device.yaml", "--device", "truck-06", "--image", image,
+                    "--version", "1.0.1")
+    assert published.returncode == 0, published.stderr + published.stdout
+    assert "announced on 3 of 3 nodes" in published.stdout
+    for port in cluster.ports:           # a device hears it on whichever node it lands
+        assert announced(project, "truck-06", port)["version"] == "1.0.1"
+
+
+def test_gen_ota_publish_names_the_node_it_cannot_reach_and_exits_1(with_ota, cluster):
+    project = with_ota
+    down = ["127.0.0.1", find_free_port()]    # nothing listens there: a node that is down
+    recorded(project, cluster, mqtt_nodes=[["127.0.0.1", port] for port in cluster.ports[:2]] + [down])
+    image = ota_image(project, "1.0.2")
+    published = gen("ota", "publish", project / "device.yaml", "--device", "truck-02", "--image", image,
+                    "--version", "1.0.2")
+    assert published.returncode == 1, published.stderr + published.stdout
+    assert "announced on 2 of 3 nodes" in published.stdout
+    said = " ".join(published.stderr.split())
+    assert f"not on local node 3 (127.0.0.1:{down[1]})" in said and "will not see it until this is run again" in said
+    assert announced(project, "truck-02", cluster.ports[1])["version"] == "1.0.2"
+
+
+def test_gen_ota_status_shows_a_device_as_its_current_node_holds_it(with_ota, cluster):
+    project = with_ota
+    recorded(project, cluster)
+    with device(project, "truck-03", cluster.ports[0]) as truck:    # it was on node 1, and left it
+        truck.mqtt.publish("fleet/truck-03/status", b"offline", qos=1, retain=True).wait_for_publish(WAIT_S)
+    with device(project, "truck-03", cluster.ports[1]) as truck:    # now it is on node 2
+        truck.mqtt.publish("fleet/truck-03/status", b"online", qos=1, retain=True).wait_for_publish(WAIT_S)
+        truck.mqtt.publish("devices/truck-03/firmware", b'{"version":"1.0.0","slot":"ota_0","state":"running"}',
+                           qos=1, retain=True).wait_for_publish(WAIT_S)
+    shown = gen("ota", "status", project / "device.yaml")
+    assert shown.returncode == 0, shown.stderr + shown.stdout
+    (row,) = [line for line in shown.stdout.splitlines() if "truck-03" in line]
+    assert "online" in row and "1.0.0" in row and "ota_0" in row
+    assert "read from 3 of 3 nodes" in shown.stdout
 
 
 def test_a_device_whose_node_is_killed_reconnects_to_the_next_node_with_its_session_and_queued_command(
