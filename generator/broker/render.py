@@ -43,6 +43,7 @@ from typing import Iterable
 from generator.broker.client_lines import client_command_lines
 from generator.core.errors import UserError
 from generator.core.rendering import render_template
+from generator.core.topics import by_first_level, common_topic_prefix
 from generator.pki.ca import CRL_RESIGN_FRACTION, CRL_VALIDITY_DAYS
 from generator.pki.credentials import BrokerCredentials
 from generator.spec.contract import (
@@ -355,32 +356,22 @@ def device_topics(device: Device) -> tuple[str, ...]:
             *log)
 
 
-def common_topic_prefix(topics: Iterable[str]) -> str | None:
-    """The longest wildcard-free run of leading levels shared by every topic, or None if they share none."""
-    level_lists = [topic.split("/") for topic in topics]
-    if not level_lists:
-        return None
-    prefix: list[str] = []
-    for levels in zip(*level_lists):
-        level = levels[0]
-        if any(other != level for other in levels) or "+" in level or "#" in level or level == "":
-            break
-        prefix.append(level)
-    return "/".join(prefix) or None
-
-
 def server_acl_sections(spec: Spec) -> tuple[AclSection, ...]:
     """The backend (and gen doctor, which proves round trips like a backend) read and write every device topic:
-    `<prefix>/#` when all device topics share a prefix, else each topic and filter explicitly. With `ota:`, only
+    `<prefix>/#` for each group of device topics sharing their first level (the spec's topics and gen's OTA topics
+    may lie under different ones), else each topic and filter explicitly, so a backend's `<prefix>/#` subscription
+    is one the ACL grants (RabbitMQ checks the filter itself against the rules). With `ota:`, only
     gen's OTA publisher may write the OTA topics: the backend and the doctor are denied them (Mosquitto checks a
     user's `deny` patterns before its grants, and has no read-only deny), and the publisher may do nothing else but
     read what the devices report."""
     topics = [topic for device in spec.devices for topic in device_topics(device)]
-    prefix = common_topic_prefix(topics)
-    if prefix is not None:
-        rules = [AclRule("readwrite", f"{prefix}/#")]
-    else:
-        rules = [AclRule("readwrite", topic) for topic in topics]
+    rules = []
+    for group in by_first_level(topics):
+        prefix = common_topic_prefix(group)
+        if prefix is not None:
+            rules.append(AclRule("readwrite", f"{prefix}/#" if len(group) > 1 else group[0]))
+        else:
+            rules += [AclRule("readwrite", topic) for topic in group]
     updated = [device for device in spec.devices if device.ota is not None]
     closed = [AclRule("deny", device.ota.topic) for device in updated if device.ota is not None] + rules
     sections = [AclSection(BACKEND_IDENTITY, tuple(_unique(closed))),

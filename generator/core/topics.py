@@ -4,6 +4,7 @@ express), and matching. Everything that reasons about topics (spec rules, ACL, d
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 ID_PLACEHOLDER = "{id}"
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}")
@@ -130,3 +131,25 @@ class TopicIndex:
 
         for topic in walk(self._root, 0, True):
             yield topic, self._owners[topic]
+
+
+def common_topic_prefix(topics: Iterable[str]) -> str | None:
+    """The longest wildcard-free run of leading levels shared by every topic, or None if they share none."""
+    level_lists = [topic.split("/") for topic in topics]
+    if not level_lists:
+        return None
+    prefix: list[str] = []
+    for levels in zip(*level_lists):
+        level = levels[0]
+        if any(other != level for other in levels) or "+" in level or "#" in level or level == "":
+            break
+        prefix.append(level)
+    return "/".join(prefix) or None
+
+
+def by_first_level(topics: Iterable[str]) -> list[list[str]]:
+    """The topics grouped by their first level, in order of first appearance."""
+    groups: dict[str, list[str]] = {}
+    for topic in topics:
+        groups.setdefault(topic.split("/", 1)[0], []).append(topic)
+    return list(groups.values())

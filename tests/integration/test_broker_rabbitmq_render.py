@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from generator.broker.rabbitmq_render import amqp_topic, filter_regex, topic_permission
-from generator.broker.render import AclRule, AclSection
+from generator.broker.render import AclRule, AclSection, server_acl_sections
+from generator.spec import load_spec
 
 EXAMPLE = Path(__file__).resolve().parent.parent.parent / "projects" / "examples" / "rabbitmq-cluster"
 
@@ -119,3 +120,18 @@ def test_gen_doctors_probe_client_id_may_subscribe_with_the_devices_identity():
     from generator.doctor.material import PROBE_CLIENT_SUFFIX
 
     assert DOCTOR_PROBE_SUFFIX == PROBE_CLIENT_SUFFIX
+
+
+def test_a_backends_subscription_to_the_fleets_prefix_is_granted_on_a_cluster_with_ota(tmp_path):
+    """gen's OTA topics (devices/<id>/ota) lie outside a spec's own prefix (fleet/): RabbitMQ checks the filter
+    `fleet.#` itself against the backend's read rule (a refused one closes the connection), so the rule must be the
+    prefix, not each topic; the OTA topics stay closed to the backend."""
+    project = tmp_path / "cluster"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("pki", "build"))
+    spec_file = project / "device.yaml"
+    spec_file.write_text(spec_file.read_text().replace("\ndevices:\n", "\nota: {}\ndevices:\n"))
+    (backend,) = [s for s in server_acl_sections(load_spec(spec_file)) if s.username == "backend"]
+    permission = topic_permission(backend)
+    for access in ("read", "write"):
+        assert re.match(permission[access], "fleet.#") and re.match(permission[access], "fleet.truck-01.cmd")
+        assert not re.match(permission[access], "devices.truck-01.ota")

@@ -7,9 +7,9 @@ import dataclasses
 
 import pytest
 
-from generator.broker.render import (INSTALL_DIR, PASSWORD_ITERATIONS, acl_sections, common_topic_prefix,
-                              password_matches, render_broker, render_mosquitto_conf,
-                              render_password_file)
+from generator.broker.render import (INSTALL_DIR, PASSWORD_ITERATIONS, acl_sections, password_matches,
+                                     render_broker, render_mosquitto_conf, render_password_file)
+from generator.core.topics import common_topic_prefix
 
 
 def conf_lines(spec) -> list[str]:
@@ -149,14 +149,13 @@ def test_the_acl_file_has_no_pattern_lines_no_tabs_and_no_indented_comments(brok
     assert text.index("user sensor-a") < text.index("topic write devices/sensor-a/telemetry")
 
 
-def test_without_a_shared_prefix_the_backend_gets_every_topic_explicitly(broker_project):
+def test_without_a_shared_prefix_the_backend_gets_each_first_levels_prefix_or_the_lone_topic(broker_project):
     spec = broker_project("mtls").spec
     a, b = spec.devices
     b = dataclasses.replace(b, status=dataclasses.replace(b.status, topic="other/sensor-b/status"))
     (backend,) = [s for s in acl_sections(dataclasses.replace(spec, devices=(a, b))) if s.username == "backend"]
-    assert [r.topic for r in backend.rules] == [
-        "devices/sensor-a/status", "devices/sensor-a/telemetry", "devices/sensor-a/cmd/#",
-        "other/sensor-b/status", "devices/sensor-b/telemetry", "devices/sensor-b/cmd/#"]
+    assert [(r.access, r.topic) for r in backend.rules] == [("readwrite", "devices/#"),
+                                                            ("readwrite", "other/sensor-b/status")]
 
 
 @pytest.mark.parametrize("topics, prefix", [
