@@ -44,7 +44,7 @@ static ota_settings_t settings;
 static esp_mqtt_client_handle_t mqtt;          // set on the first connect
 static QueueHandle_t announcements;            // of ota_announcement_t: the MQTT task hands them to the update task
 static const esp_partition_t *running;
-static bool on_trial = false;                  // this image was just installed and is not confirmed yet
+static volatile bool on_trial = false;         // this image is not confirmed yet (set by the MQTT task)
 static bool confirmed_now = false;             // confirmed in this boot (reported once)
 static char refused_sha256[OTA_SHA256_HEX + 1];  // the last image refused in this boot: not fetched again
 
@@ -190,12 +190,16 @@ static void install(const ota_announcement_t *update)
     esp_restart();
 }
 
+static bool wanted(const ota_announcement_t *update);
+
+// The OTA task: each announcement is checked here, not in the MQTT task (a downgrade permission's RSA signature,
+// the SHA-256 of an app slot: stack and time the MQTT task does not have), then installed.
 static void update_task(void *arg)
 {
     (void)arg;
     ota_announcement_t update;
     for (;;) {
-        if (xQueueReceive(announcements, &update, portMAX_DELAY) == pdTRUE) {
+        if (xQueueReceive(announcements, &update, portMAX_DELAY) == pdTRUE && wanted(&update)) {
             install(&update);
         }
     }
@@ -290,7 +294,7 @@ bool ota_on_message(const esp_mqtt_event_t *event)
     }
     ESP_LOGI(TAG, "[ota] announced: %s (%" PRIu32 " bytes, sha256 %s); running %s", update.version, update.size,
              update.sha256, FIRMWARE_VERSION);
-    if (wanted(&update) && xQueueSend(announcements, &update, 0) != pdTRUE) {
+    if (xQueueSend(announcements, &update, 0) != pdTRUE) {     // checked and installed by the OTA task
         ESP_LOGW(TAG, "[ota] an update is already under way; %s ignored", update.version);
     }
     return true;
