@@ -204,6 +204,9 @@ def render_definitions(spec: Spec, salt_key: bytes) -> bytes:
     salt = hmac.new(salt_key, b"rabbitmq-admin-salt\0", hashlib.sha256).digest()[:4]
     users.append({"name": ADMIN_IDENTITY, "password_hash": rabbit_password_hash(admin_password(salt_key), salt),
                   "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": ["administrator"]})
+    # gen broker apply deletes the session queues of identities that left (configure); it reads and writes nothing.
+    permissions.append({"user": ADMIN_IDENTITY, "vhost": "/", "configure": f"^{_SUBSCRIPTION_QUEUES}$",
+                        "write": "^$", "read": "^$"})
     definitions = {"rabbit_version": RABBITMQ_VERSION, "rabbitmq_version": RABBITMQ_VERSION,
                    "users": users, "vhosts": [{"name": "/"}], "permissions": permissions,
                    "topic_permissions": topic_permissions, "parameters": [], "global_parameters": [],

@@ -85,6 +85,8 @@ def cluster_apply(spec, out_dir: Path) -> None:
     for user in removed:
         _delete_user(access, user)
         console.print(f"deleted user {user}: its live sessions ended on every node")
+        for name in _delete_session_queues(access, user):
+            console.print(f"  and its persistent session (queue {name}), which kept collecting its messages")
     keys_before = read_applied_keys(access.files_dir)
     if keys_before is None:
         console.print("no record of the keys this cluster had (first apply): keys renewed before now are not checked")
@@ -110,6 +112,24 @@ def _users(access: ClusterAccess) -> set[str]:
     if status != 200:
         raise ToolError(f"the management API answered {status} to GET /api/users")
     return {row["name"] for row in json.loads(body)}
+
+
+# rabbit_mqtt's queue of a client's subscriptions at each QoS (a persistent session's outlives its connection).
+SESSION_QUEUES = ("mqtt-subscription-{client_id}qos0", "mqtt-subscription-{client_id}qos1")
+
+
+def _delete_session_queues(access: ClusterAccess, client_id: str) -> list[str]:
+    """Deletes the session queues of `client_id` (every identity's client id is its name); returns those that
+    were there."""
+    deleted = []
+    for pattern in SESSION_QUEUES:
+        name = pattern.format(client_id=client_id)
+        status, _ = access.api("DELETE", "/api/queues/%2F/" + quote(name, safe=""))
+        if status in (200, 204):
+            deleted.append(name)
+        elif status != 404:
+            raise ToolError(f"deleting queue {name} failed ({status})")
+    return deleted
 
 
 def _delete_user(access: ClusterAccess, user: str) -> None:

@@ -22,7 +22,7 @@ import paho.mqtt.client as paho
 import pytest
 
 from conftest import client_tls_context, find_free_port
-from generator.broker.rabbitmq_runner import RABBITMQ_BIN, running_cluster
+from generator.broker.rabbitmq_runner import RABBITMQ_BIN, ClusterAccess, running_cluster
 from generator.core.app_image import DROM_START, IROM_START, VERSION_RECORD_BEGIN, VERSION_RECORD_END, \
     VERSION_RECORD_TEXT, app_description, pack_app_image
 from generator.output.layout import CLUSTER_UP_RECORD
@@ -272,6 +272,27 @@ def test_gen_ota_status_shows_a_device_as_its_current_node_holds_it(with_ota, cl
     (row,) = [line for line in shown.stdout.splitlines() if "truck-03" in line]
     assert "online" in row and "1.0.0" in row and "ota_0" in row
     assert "read from 3 of 3 nodes" in shown.stdout
+
+
+def test_gen_broker_apply_deletes_the_persistent_session_of_a_device_removed_from_the_spec(project, cluster):
+    recorded(project, cluster)
+    access = ClusterAccess.read(project / "build" / CLUSTER_UP_RECORD, project / "build" / "broker")
+    assert access is not None
+    queue_path = "/api/queues/%2F/mqtt-subscription-truck-01qos1"
+    truck = Device(project, "truck-01", clean=False)        # a persistent session, as devices keep on a cluster
+    try:
+        assert truck.connect(cluster.ports[1]) == "Success"
+        subscribed(truck, "fleet/truck-01/cmd")
+    finally:
+        truck.close()
+    assert access.api("GET", queue_path)[0] == 200          # its queue outlives the connection, collecting commands
+    spec = project / "device.yaml"
+    spec.write_text(spec.read_text().replace("  - id: truck-01\n", ""))
+    assert gen("generate", spec).returncode == 0
+    applied = gen("broker", "apply", spec)
+    assert applied.returncode == 0, applied.stderr + applied.stdout
+    assert "deleted user truck-01" in applied.stdout and "mqtt-subscription-truck-01qos1" in applied.stdout
+    assert access.api("GET", queue_path)[0] == 404
 
 
 def test_a_device_whose_node_is_killed_reconnects_to_the_next_node_with_its_session_and_queued_command(

@@ -61,7 +61,9 @@ def test_the_cookie_key_and_admin_password_are_private_and_no_mqtt_user_has_a_pa
     definitions = json.loads((generated / "definitions.json").read_text())
     with_password = [user["name"] for user in definitions["users"] if user["password_hash"]]
     assert with_password == ["gen.admin"]
-    assert "gen.admin" not in {permission["user"] for permission in definitions["permissions"]}   # no MQTT login
+    (admin,) = [permission for permission in definitions["permissions"] if permission["user"] == "gen.admin"]
+    assert (admin["write"], admin["read"]) == ("^$", "^$")      # it deletes session queues; no message in or out
+    assert re.match(admin["configure"], "mqtt-subscription-truck-01qos1") and not re.match(admin["configure"], "x")
     users = {user["name"] for user in definitions["users"]}
     assert {f"truck-0{n}" for n in range(1, 7)} | {"backend", "gen.doctor"} <= users
     assert users == {rule["user"] for rule in definitions["topic_permissions"]} | {"gen.admin"}
