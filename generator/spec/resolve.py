@@ -325,7 +325,8 @@ class _Resolver(DeviceRules):
                          "use auth: mtls with engine: rabbitmq")
         for device, base in devices:
             if device.makes_own_key:
-                self.problem(base, f"device {device.id!r} makes its own key (pki.key_origin: device), which needs "
+                where = base + ("pki",) if "pki" in self._entry_keys(base) else ("pki", "key_origin")
+                self.problem(where, f"device {device.id!r} makes its own key (pki.key_origin: device), which needs "
                              "Mosquitto's bootstrap listener; the RabbitMQ cluster has none",
                              "use pki.key_origin: host with engine: rabbitmq")
                 break
