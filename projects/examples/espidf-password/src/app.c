@@ -2,7 +2,8 @@
 // and never overwrites it: it is yours to edit and to keep in git. Every .c/.cpp/.h file of this src/ folder is
 // compiled for every device of the spec (add files as your app grows; your own libraries go in lib/ (Arduino) or
 // components/ (ESP-IDF) next to the spec). The functions gen_link calls are declared in app.h, which gen renders
-// into each device's firmware project; gen_link.h documents the link itself.
+// into each device's firmware project; gen_link.h documents the link itself (publishing by name, and
+// gen_link_log() for log lines that also reach the device's log topic when the spec turns on log:).
 
 #include <stdio.h>
 
