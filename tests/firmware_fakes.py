@@ -127,7 +127,7 @@ wifi: {{ssid: shed-wifi, password: "pass-phrase-123"}}
 broker: {{host: mqtt.example.com}}
 auth: mtls
 secrets: nvs
-{ota}firmware: {{version: 1.0.0}}
+{ota}{pki}firmware: {{version: 1.0.0}}
 security:
 {security}
 device:
@@ -135,8 +135,12 @@ device:
 """
 
 
-def write_security_spec(folder: Path, security: str, target: str, *, ota: bool = False) -> Path:
-    """A one-device spec with this `security:` body (its first line is line 9, or 10 with `ota: {}`)."""
+def write_security_spec(folder: Path, security: str, target: str, *, ota: bool = False,
+                        key_origin: str | None = None) -> Path:
+    """A one-device spec with this `security:` body (its first line is line 9, one more with `ota: {}`, two more
+    with `pki: {key_origin: ...}`)."""
     path = Path(folder) / "device.yaml"
-    path.write_text(_SECURITY_SPEC.format(target=target, security=security, ota="ota: {}\n" if ota else ""))
+    pki = f"pki:\n  key_origin: {key_origin}\n" if key_origin else ""
+    path.write_text(_SECURITY_SPEC.format(target=target, security=security, ota="ota: {}\n" if ota else "",
+                                          pki=pki))
     return path

@@ -8,29 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from firmware_fakes import write_security_spec
 from generator.core.errors import UserError
 from generator.spec import load_spec
 
-SPEC = """\
-project: shed
-target: {target}
-wifi: {{ssid: shed-wifi, password: "pass-phrase-123"}}
-broker: {{host: mqtt.example.com}}
-auth: mtls
-secrets: nvs
-pki:
-  key_origin: device
-security:
-  nvs_encryption: true
-device:
-  id: shed-01
-"""
-
 
 def spec_for(tmp_path: Path, target: str) -> Path:
-    path = tmp_path / "device.yaml"
-    path.write_text(SPEC.format(target=target))
-    return path
+    return write_security_spec(tmp_path, "  nvs_encryption: true", target, key_origin="device")
 
 
 @pytest.mark.parametrize("target, scheme", [("esp32s3-espidf", "hmac"), ("esp32-espidf", "flash_encryption")])
@@ -44,5 +28,5 @@ def test_an_arduino_device_that_makes_its_key_still_refuses_nvs_encryption_at_it
     with pytest.raises(UserError) as error:
         load_spec(spec_for(tmp_path, "esp32-arduino"))
     message = str(error.value)
-    assert "device.yaml:10:" in message and "security.nvs_encryption" in message
+    assert "device.yaml:11:" in message and "security.nvs_encryption" in message
     assert "Arduino-ESP32 2.0.17" in message and "CONFIG_NVS_ENCRYPTION" in message
