@@ -104,6 +104,22 @@ def following(project: SimProject, device_id: str, broker) -> Iterator[Following
         process.wait(timeout=WAIT_S)
 
 
+@contextlib.contextmanager
+def listening_device(project: SimProject, broker) -> Iterator[tuple[Following, object, SimDevice]]:
+    """`gen logs` following the project's device, the backend's session, and the device running with its command
+    subscription sent: (logs, backend, device)."""
+    device_id = project.device().id
+    with following(project, device_id, broker) as logs, mqtt_session(broker, project.credentials.backend) as backend:
+        with SimDevice.start(project.run_for(device_id, broker)) as running:
+            running.wait_for(r"\[mqtt\] subscribed to ")
+            yield logs, backend, running
+
+
+def command_topic(project: SimProject, leaf: str) -> str:
+    """A topic of the device's command filter (`.../cmd/#`), ending in `leaf`."""
+    return project.device().subscribe[0].filter.removesuffix("/#") + "/" + leaf
+
+
 @pytest.mark.parametrize("name", FLAVOURS)
 def test_gen_logs_shows_the_lines_a_simulated_device_prints_as_it_prints_them(name, tmp_path_factory, start_broker):
     project = simulated_project(name, tmp_path_factory)
@@ -123,14 +139,11 @@ def test_lines_below_the_spec_level_are_not_published(tmp_path, start_broker):
     device = project.device()
     broker = start_broker(project.broker_dir)
     oversized = "x" * (device.subscribe[0].max_payload + 100)
-    topic = device.subscribe[0].filter.removesuffix("/#") + "/blink"
-    with following(project, device.id, broker) as logs, mqtt_session(broker, project.credentials.backend) as backend:
-        with SimDevice.start(project.run_for(device.id, broker)) as running:
-            running.wait_for(r"\[mqtt\] subscribed to ")
-            backend.publish(topic, oversized.encode())
-            warning = running.wait_for(r"^W \(\d+\) link: \[mqtt\] dropped ").string
-            logs.wait_for(re.escape(warning))
-            shown = logs.settle(1.0)
+    with listening_device(project, broker) as (logs, backend, running):
+        backend.publish(command_topic(project, "blink"), oversized.encode())
+        warning = running.wait_for(r"^W \(\d+\) link: \[mqtt\] dropped ").string
+        logs.wait_for(re.escape(warning))
+        shown = logs.settle(1.0)
     assert any(line.startswith("I (") for line in running.lines)   # the device did print info lines
     assert [line for line in shown if not line.startswith(("W (", "E ("))] == []
 
@@ -139,19 +152,16 @@ def test_lines_below_the_spec_level_are_not_published(tmp_path, start_broker):
 def test_a_flood_of_lines_is_rate_limited_on_the_device_and_the_dropped_lines_are_counted(name, tmp_path,
                                                                                            start_broker):
     project = project_with_log(name, tmp_path, "log:\n  level: info\n  rate: 1\n  burst: 5\n")
-    device = project.device()
     broker = start_broker(project.broker_dir)
-    topic = device.subscribe[0].filter.removesuffix("/#") + "/blink"
-    with following(project, device.id, broker) as logs, mqtt_session(broker, project.credentials.backend) as backend:
-        with SimDevice.start(project.run_for(device.id, broker)) as running:
-            running.wait_for(r"\[mqtt\] subscribed to ")
-            for index in range(20):
-                send_command(backend, running, topic, f"flood {index}")
-            time.sleep(2.5)                           # the bucket refills two lines
-            send_command(backend, running, topic, "after the flood")
-            said = logs.wait_for(r"\[log\] (\d+) lines dropped ")
-            running.drain()
-            printed = len(running.lines)
+    topic = command_topic(project, "blink")
+    with listening_device(project, broker) as (logs, backend, running):
+        for index in range(20):
+            send_command(backend, running, topic, f"flood {index}")
+        time.sleep(2.5)                           # the bucket refills two lines
+        send_command(backend, running, topic, "after the flood")
+        said = logs.wait_for(r"\[log\] (\d+) lines dropped ")
+        running.drain()
+        printed = len(running.lines)
     dropped = int(re.search(r"\[log\] (\d+) lines dropped", said)[1])
     assert dropped >= 20 and len(logs.lines) < printed - 20
 
@@ -170,20 +180,16 @@ def test_the_apps_gen_link_log_lines_reach_the_log_topic_with_their_level(name, 
     app_file, handler_line = APP_LOG_LINES[name]
     app = project.spec.path.parent / app_file
     assert handler_line in app.read_text()
-    app.write_text(app.read_text().replace(handler_line, handler_line + ' gen_link_log(GEN_LINK_LOG_WARN, "soil too dry: %.*s", '
-                                           '(int)length, (const char *)payload); '
-                                           'gen_link_log(GEN_LINK_LOG_INFO, "only on the port");'))
-    device = project.device()
+    calls = (' gen_link_log(GEN_LINK_LOG_WARN, "soil too dry: %.*s", (int)length, (const char *)payload);'
+             ' gen_link_log(GEN_LINK_LOG_INFO, "only on the port");')
+    app.write_text(app.read_text().replace(handler_line, handler_line + calls))
     broker = start_broker(project.broker_dir)
-    topic = device.subscribe[0].filter.removesuffix("/#") + "/water"
-    with following(project, device.id, broker) as logs, mqtt_session(broker, project.credentials.backend) as backend:
-        with SimDevice.start(project.run_for(device.id, broker)) as running:
-            running.wait_for(r"\[mqtt\] subscribed to ")
-            send_command(backend, running, topic, "12%")
-            printed = running.wait_for(r"^W \(\d+\) app: soil too dry: 12%$").string
-            running.wait_for(r"^I \(\d+\) app: only on the port$")
-            logs.wait_for(re.escape(printed))
-            shown = logs.settle(1.0)
+    with listening_device(project, broker) as (logs, backend, running):
+        send_command(backend, running, command_topic(project, "water"), "12%")
+        printed = running.wait_for(r"^W \(\d+\) app: soil too dry: 12%$").string
+        running.wait_for(r"^I \(\d+\) app: only on the port$")
+        logs.wait_for(re.escape(printed))
+        shown = logs.settle(1.0)
     assert not any("only on the port" in line for line in shown)
 
 
