@@ -66,9 +66,13 @@ SOCKETS_PER_FD = 0.9
 OPEN_FILES_SPARE = 1024
 SPARE_CONNECTIONS = 64
 
+# rabbit_mqtt names the queue of a client's subscriptions at each QoS "mqtt-subscription-<client id>qos<0|1>"
+# (a persistent session's outlives its connection).
+SESSION_QUEUE_PREFIX = "mqtt-subscription-"
+SESSION_QUEUE_QOS = (0, 1)
 # What every MQTT user may do with queues: its own subscription queues (client id = its name) for a device,
 # any subscription queue for a server identity (its client id is its own business).
-_SUBSCRIPTION_QUEUES = "mqtt-subscription-.*"
+_SUBSCRIPTION_QUEUES = f"{SESSION_QUEUE_PREFIX}.*"
 _NOTHING = "^$"
 # gen doctor probes with the device's identity under the client id <id>-doctor (generator.doctor's
 # PROBE_CLIENT_SUFFIX): its subscription queue is named after that client id.
@@ -182,6 +186,11 @@ def topic_permission(section: AclSection) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------- definitions
 
 
+def session_queues(client_id: str) -> tuple[str, ...]:
+    """The names of `client_id`'s session queues, one per QoS."""
+    return tuple(f"{SESSION_QUEUE_PREFIX}{client_id}qos{qos}" for qos in SESSION_QUEUE_QOS)
+
+
 def render_definitions(spec: Spec, salt_key: bytes) -> bytes:
     """definitions.json for `rabbitmqctl import_definitions`: every device and server identity as a certificate
     user (no password), its queue permissions and topic rules; gen's session administrator for the management API."""
@@ -194,7 +203,7 @@ def render_definitions(spec: Spec, salt_key: bytes) -> bytes:
             continue
         users.append({"name": section.username, "password_hash": "",
                       "hashing_algorithm": "rabbit_password_hashing_sha256", "tags": []})
-        queues = (f"^mqtt-subscription-{re.escape(section.username)}({DOCTOR_PROBE_SUFFIX})?qos[01]$"
+        queues = (f"^{SESSION_QUEUE_PREFIX}{re.escape(section.username)}({DOCTOR_PROBE_SUFFIX})?qos[01]$"
                   if section.username in device_ids
                   else f"^{_SUBSCRIPTION_QUEUES}$")
         permissions.append({"user": section.username, "vhost": "/", "configure": queues,

@@ -8,7 +8,8 @@ from urllib.parse import quote
 from pathlib import Path
 
 from generator.broker.apply import read_applied_keys, record_applied_keys
-from generator.broker.rabbitmq_render import ADMIN_IDENTITY, DEFINITIONS_FILE, definitions_of, render_rabbitmq
+from generator.broker.rabbitmq_render import (ADMIN_IDENTITY, DEFINITIONS_FILE, definitions_of, render_rabbitmq,
+                                              session_queues)
 from generator.broker.rabbitmq_runner import ClusterAccess, running_cluster
 from generator.broker.render import CRL_FILE
 from generator.broker.sessions import current_keys, re_keyed
@@ -114,16 +115,11 @@ def _users(access: ClusterAccess) -> set[str]:
     return {row["name"] for row in json.loads(body)}
 
 
-# rabbit_mqtt's queue of a client's subscriptions at each QoS (a persistent session's outlives its connection).
-SESSION_QUEUES = ("mqtt-subscription-{client_id}qos0", "mqtt-subscription-{client_id}qos1")
-
-
 def _delete_session_queues(access: ClusterAccess, client_id: str) -> list[str]:
     """Deletes the session queues of `client_id` (every identity's client id is its name); returns those that
     were there."""
     deleted = []
-    for pattern in SESSION_QUEUES:
-        name = pattern.format(client_id=client_id)
+    for name in session_queues(client_id):
         status, _ = access.api("DELETE", "/api/queues/%2F/" + quote(name, safe=""))
         if status in (200, 204):
             deleted.append(name)
